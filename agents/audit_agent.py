@@ -1,0 +1,145 @@
+"""Audit agent: records the iteration — every decision, order, fill, position and the equity — in one transaction,
+with a deterministic text summary built from the same facts."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Mapping, Sequence
+
+from loguru import logger
+
+from core.brokers.base import Broker
+from core.bus import HandlerFailure, PublishReport
+from core.clock import Clock
+from core.domain import Decision, EquitySnapshot, Order, to_money
+from core.events import (
+    ApprovedReady,
+    DataReady,
+    Event,
+    ExecutedReady,
+    IterationStarted,
+    SignalsReady,
+    ValidatedReady,
+)
+from core.persistence.repository import IterationRecord, Repository
+
+
+def summarize(facts: Mapping[str, Any]) -> str:
+    """The deterministic narrative of an iteration; every number in it comes from ``facts``."""
+    parts = [
+        f"{facts['as_of'][:10]}: {facts['symbols_ok']}/{facts['symbols_total']} symbols with usable data "
+        f"(quality {facts['data_quality_pct']}%)"
+    ]
+    if facts["rejected"]:
+        parts.append("excluded " + ", ".join(f"{s} ({r})" for s, r in facts["rejected"].items()))
+    sig = facts["signals"]
+    parts.append(f"signals BUY {sig.get('BUY', 0)}, SELL {sig.get('SELL', 0)}, HOLD {sig.get('HOLD', 0)}")
+    parts.append(f"risk approved {facts['approvals']}, denied {facts['denials']}")
+    if facts["denials_by_rule"]:
+        parts.append("denials by rule: " + ", ".join(f"{r} {n}" for r, n in sorted(facts["denials_by_rule"].items())))
+    parts.append(f"orders submitted {facts['orders_submitted']}, fills {facts['fills']}")
+    if facts.get("equity") is not None:
+        parts.append(f"equity {facts['equity']} (cash {facts['cash']}, {facts['positions']} positions)")
+    if facts.get("status") != "ok":
+        parts.append(f"iteration {facts['status']}: {facts.get('error')}")
+    return "; ".join(parts) + "."
+
+
+class AuditAgent:
+    name = "audit"
+
+    def __init__(self, repository: Repository, broker: Broker, clock: Clock, run_id: str) -> None:
+        self._repository = repository
+        self._broker = broker
+        self._clock = clock
+        self.run_id = run_id
+        self.last_summary: str | None = None
+
+    async def on_executed(self, event: ExecutedReady) -> None:
+        await self._record(event.chain(), status="ok", error=None)
+
+    async def record_incomplete(self, report: PublishReport, failures: Sequence[HandlerFailure]) -> None:
+        """Record an iteration whose pipeline stopped early: what was decided so far, the error, and the equity."""
+        error = "; ".join(f"{f.handler} on {f.event}: {f.error}" for f in failures) or "pipeline stopped early"
+        last = report.last_event
+        chain = last.chain() if last is not None else []
+        await self._record(chain, status="failed", error=error)
+
+    def mark_failed(self, iteration_id: str, error: str) -> None:
+        """An already-recorded iteration had a failing handler beside the main chain: flag it with the error."""
+        self._repository.mark_iteration(iteration_id, status="failed", error=error)
+
+    async def _record(self, chain: list[Event], *, status: str, error: str | None) -> None:
+        started = next(e for e in chain if isinstance(e, IterationStarted))
+        data = next((e for e in chain if isinstance(e, DataReady)), None)
+        signals = next((e for e in chain if isinstance(e, SignalsReady)), None)
+        approved = next((e for e in chain if isinstance(e, ApprovedReady)), None)
+        executed = next((e for e in chain if isinstance(e, ExecutedReady)), None)
+        _ = next((e for e in chain if isinstance(e, ValidatedReady)), None)
+
+        decisions: list[Decision] = [d for e in chain for d in e.decisions]
+        batch = data.batch if data is not None else None
+        account = await self._broker.account()
+        equity = executed.equity if executed is not None else None
+        if equity is None:
+            equity = EquitySnapshot(
+                at=started.as_of,
+                cash=to_money(account.cash),
+                market_value=to_money(account.market_value),
+                equity=to_money(account.equity),
+                positions=sum(1 for p in account.positions.values() if p.quantity),
+            )
+        orders: list[Order] = []
+        if executed is not None:
+            orders = list(executed.order_updates) + list(executed.orders)
+        fills = list(executed.fills) if executed is not None else []
+        symbols_total = len(batch.bars) + len(batch.rejected) if batch is not None else 0
+        signal_counts = Counter(s.action.value for s in signals.signals.values()) if signals is not None else Counter()
+        denial_rules = Counter(d.rule for d in approved.denials) if approved is not None else Counter()
+        facts: dict[str, Any] = {
+            "iteration_id": started.iteration_id,
+            "as_of": started.as_of.isoformat(),
+            "status": status,
+            "error": error,
+            "symbols_total": symbols_total,
+            "symbols_ok": len(batch.bars) if batch is not None else 0,
+            "data_quality_pct": round(100 * batch.data_quality, 1) if batch is not None else 0.0,
+            "rejected": dict(batch.rejected) if batch is not None else {},
+            "signals": dict(signal_counts),
+            "approvals": len(approved.approvals) if approved is not None else 0,
+            "denials": len(approved.denials) if approved is not None else 0,
+            "denials_by_rule": dict(denial_rules),
+            "orders_submitted": len(executed.orders) if executed is not None else 0,
+            "fills": len(fills),
+            "equity": format(equity.equity, ",.2f"),
+            "cash": format(equity.cash, ",.2f"),
+            "positions": equity.positions,
+        }
+        text = summarize(facts)
+        record = IterationRecord(
+            run_id=self.run_id,
+            iteration_id=started.iteration_id,
+            seq=started.seq,
+            as_of=started.as_of,
+            recorded_at=self._clock.now(),
+            status=status,
+            error=error,
+            symbols_total=symbols_total,
+            symbols_ok=facts["symbols_ok"],
+            data_quality=batch.data_quality if batch is not None else 0.0,
+            decisions=decisions,
+            orders=orders,
+            fills=fills,
+            positions=dict(account.positions),
+            equity=equity,
+            report_kind="template",
+            report_text=text,
+            report_facts=facts,
+            signals=sum(v for k, v in signal_counts.items() if k != "HOLD"),
+            approvals=facts["approvals"],
+            denials=facts["denials"],
+            orders_submitted=facts["orders_submitted"],
+        )
+        self._repository.record_iteration(record)
+        self.last_summary = text
+        logger.debug("audit: {}", text)

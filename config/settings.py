@@ -1,0 +1,188 @@
+"""Typed settings from the environment and `.env`, validated at start-up.
+
+Every field maps to an upper-case environment variable of the same name (``RISK_PER_TRADE`` → ``risk_per_trade``).
+A bad value raises :class:`SettingsError` whose message names the variable, before anything trades.
+``.env.example`` documents every setting; ``tests/config/test_settings.py`` checks that the two stay in step.
+"""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+BUNDLED_DATA_DIR = PROJECT_ROOT / "data" / "daily"
+DEFAULT_DB_PATH = PROJECT_ROOT / "var" / "trading.db"
+
+
+class TradingMode(enum.StrEnum):
+    PAPER = "paper"
+    LIVE = "live"
+
+
+class DataProviderName(enum.StrEnum):
+    FILES = "files"
+    SYNTHETIC = "synthetic"
+    ALPACA = "alpaca"
+
+
+class BusMode(enum.StrEnum):
+    ASYNC = "async"
+    SYNC = "sync"
+
+
+class LLMProvider(enum.StrEnum):
+    GROQ = "groq"
+    ANTHROPIC = "anthropic"
+    NONE = "none"
+
+
+class SettingsError(ValueError):
+    """Invalid configuration; the message names the environment variable(s) at fault."""
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        case_sensitive=False,
+        validate_default=True,
+    )
+
+    # --- universe and loop -------------------------------------------------------------------------
+    symbols: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["AAPL", "AIG", "BAC", "IBM", "IWM", "SPY"],
+        description="Comma-separated symbols traded every iteration.",
+    )
+    loop_interval_seconds: int = Field(86_400, ge=1, le=7 * 86_400, description="Seconds between live iterations.")
+    history_bars: int = Field(300, ge=50, le=5000, description="Daily bars of history loaded per symbol.")
+    bus_mode: BusMode = Field(BusMode.ASYNC, description="async (concurrent fan-out) or sync (sequential dispatch).")
+
+    # --- trading mode --------------------------------------------------------------------------------
+    trading_mode: TradingMode = Field(TradingMode.PAPER, description="paper (default) or live.")
+    live_allowed: bool = Field(False, description="Second opt-in required for live trading.")
+    initial_cash: float = Field(100_000.0, gt=0, description="Starting cash of the simulated broker.")
+    commission_per_share: float = Field(0.005, ge=0, description="Simulated commission per share (USD).")
+    commission_minimum: float = Field(1.0, ge=0, description="Simulated minimum commission per order (USD).")
+    slippage_bps: float = Field(5.0, ge=0, le=1000, description="Simulated slippage in basis points.")
+
+    # --- data ----------------------------------------------------------------------------------------
+    data_provider: DataProviderName = Field(DataProviderName.FILES, description="files, synthetic or alpaca.")
+    data_dir: Path = Field(BUNDLED_DATA_DIR, description="Directory of SYMBOL.csv/.parquet files.")
+    synthetic_seed: int = Field(7, description="Seed of the synthetic data provider.")
+
+    # --- persistence and logging ---------------------------------------------------------------------
+    database_url: str = Field(f"sqlite:///{DEFAULT_DB_PATH}", description="SQLAlchemy URL (sqlite or postgresql).")
+    log_level: str = Field("INFO", description="Console log level.")
+    log_dir: Path = Field(PROJECT_ROOT / "logs", description="Directory of the daily-rotated log files.")
+    log_retention_days: int = Field(30, ge=1, le=3650, description="Days of log files kept.")
+
+    # --- risk ----------------------------------------------------------------------------------------
+    risk_per_trade: float = Field(0.02, gt=0, le=0.2, description="Share of equity risked per trade.")
+    max_daily_loss: float = Field(0.05, gt=0, le=1, description="Daily loss (share of equity) that stops entries.")
+    min_confidence: float = Field(0.3, ge=0, le=1, description="Minimum validated confidence for an entry.")
+    max_shares: int = Field(1000, ge=1, description="Maximum shares per order.")
+    stop_atr_multiple: float = Field(1.5, gt=0, le=20, description="Stop distance in ATRs used for sizing.")
+
+    # --- LLM -----------------------------------------------------------------------------------------
+    llm_selector_provider: LLMProvider = Field(LLMProvider.GROQ, description="Primary strategy-selection LLM.")
+    llm_fallback_provider: LLMProvider = Field(LLMProvider.ANTHROPIC, description="Fallback selection LLM.")
+    groq_model: str = Field("llama-3.3-70b-versatile", min_length=1, description="Groq model for selection.")
+    anthropic_model: str = Field("claude-sonnet-4-5", min_length=1, description="Anthropic model for selection.")
+    audit_model: str = Field("claude-sonnet-4-5", min_length=1, description="Anthropic model for audit narratives.")
+
+    # --- secrets -------------------------------------------------------------------------------------
+    alpaca_api_key: SecretStr | None = Field(None, description="Alpaca API key id.")
+    alpaca_secret_key: SecretStr | None = Field(None, description="Alpaca API secret.")
+    groq_api_key: SecretStr | None = Field(None, description="Groq API key.")
+    anthropic_api_key: SecretStr | None = Field(None, description="Anthropic API key.")
+
+    @field_validator("symbols", mode="before")
+    @classmethod
+    def _parse_symbols(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("symbols")
+    @classmethod
+    def _check_symbols(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one symbol is required")
+        cleaned = []
+        for symbol in value:
+            s = symbol.strip().upper()
+            if not s.replace(".", "").replace("-", "").isalnum() or len(s) > 12:
+                raise ValueError(f"{symbol!r} is not a valid ticker symbol")
+            if s not in cleaned:
+                cleaned.append(s)
+        return cleaned
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in {"TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError(f"unknown log level {value!r}")
+        return level
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_db_url(cls, value: str) -> str:
+        if not value.startswith(("sqlite:", "postgresql:", "postgresql+", "postgres:")):
+            raise ValueError("must be a sqlite:/// or postgresql:// URL")
+        return value
+
+    @field_validator("alpaca_api_key", "alpaca_secret_key", "groq_api_key", "anthropic_api_key", mode="before")
+    @classmethod
+    def _empty_secret_is_none(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @model_validator(mode="after")
+    def _check_cross_fields(self) -> "Settings":
+        if self.llm_fallback_provider is not LLMProvider.NONE and self.llm_fallback_provider == self.llm_selector_provider:
+            raise ValueError("LLM_FALLBACK_PROVIDER must differ from LLM_SELECTOR_PROVIDER (or be 'none')")
+        return self
+
+    # --- derived -------------------------------------------------------------------------------------
+    @property
+    def has_alpaca_keys(self) -> bool:
+        return self.alpaca_api_key is not None and self.alpaca_secret_key is not None
+
+    @property
+    def secret_values(self) -> list[str]:
+        """Every configured secret's plain value, for log redaction."""
+        secrets = (self.alpaca_api_key, self.alpaca_secret_key, self.groq_api_key, self.anthropic_api_key)
+        return [s.get_secret_value() for s in secrets if s is not None and s.get_secret_value()]
+
+
+def _variable_name(loc: tuple[Any, ...]) -> str:
+    return str(loc[0]).upper() if loc else "SETTINGS"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings, turning pydantic's error into one that names each bad variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            name = _variable_name(err.get("loc", ()))
+            message = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+            if name == "SETTINGS":
+                lines.append(message)
+            else:
+                lines.append(f"{name}: {message}")
+        raise SettingsError("invalid configuration: " + "; ".join(lines)) from None

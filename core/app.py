@@ -1,0 +1,243 @@
+"""Composition root: builds clock, bus, provider, broker, repository and the six agents from the settings.
+
+``main.py`` and the end-to-end tests both go through :func:`build_app`, so the tests exercise the real wiring.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets as _secrets
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Sequence
+from zoneinfo import ZoneInfo
+
+import pandas as pd
+from loguru import logger
+from sqlalchemy import Engine
+
+from agents.audit_agent import AuditAgent
+from agents.data_agent import DataAgent
+from agents.execution_agent import ExecutionAgent
+from agents.quant_agent import QuantAgent
+from agents.risk_agent import RiskAgent
+from agents.strategy_agent import StrategyAgent
+from config.settings import PROJECT_ROOT, DataProviderName, Settings
+from core.brokers.base import Broker
+from core.brokers.costs import BpsSlippage, PerShareCommission
+from core.brokers.simulated import SimulatedBroker
+from core.bus import EventBus
+from core.clock import Clock, LiveClock, SimulatedClock
+from core.data.base import BarProvider
+from core.data.files import FileProvider
+from core.data.synthetic import SyntheticProvider
+from core.events import ApprovedReady, DataReady, ExecutedReady, IterationStarted, SignalsReady, ValidatedReady
+from core.frame_cache import FrameCache
+from core.orchestrator import Orchestrator
+from core.persistence.db import DaemonLock, open_database
+from core.persistence.repository import Repository
+from core.risk import RiskLimits
+from strategies.registry import build_registry
+from strategies.selector import DeterministicSelector
+
+NEW_YORK = ZoneInfo("America/New_York")
+SECTORS_FILE = PROJECT_ROOT / "config" / "sectors.json"
+
+
+def session_close_utc(day: date) -> datetime:
+    """16:00 New York time on ``day``, in UTC (the decision time of a daily iteration)."""
+    return datetime.combine(day, time(16, 0), tzinfo=NEW_YORK).astimezone(UTC)
+
+
+def load_sectors(path: Path = SECTORS_FILE) -> dict[str, str]:
+    if not path.exists():
+        return {}
+    data = json.loads(path.read_text())
+    if isinstance(data, dict) and "sectors" in data and isinstance(data["sectors"], dict):
+        data = data["sectors"]
+    return {str(k).upper(): str(v) for k, v in data.items() if isinstance(v, str)}
+
+
+def new_run_id(kind: str, at: datetime) -> str:
+    return f"{kind}-{at:%Y%m%dT%H%M%S}-{_secrets.token_hex(3)}"
+
+
+def public_config(settings: Settings) -> dict[str, Any]:
+    """Settings without secrets, for the run row."""
+    data = settings.model_dump(mode="json", exclude={"alpaca_api_key", "alpaca_secret_key", "groq_api_key", "anthropic_api_key"})
+    data["has_alpaca_keys"] = settings.has_alpaca_keys
+    return data
+
+
+def build_provider(settings: Settings) -> BarProvider:
+    if settings.data_provider is DataProviderName.FILES:
+        return FileProvider(settings.data_dir)
+    if settings.data_provider is DataProviderName.SYNTHETIC:
+        return SyntheticProvider(seed=settings.synthetic_seed)
+    raise ValueError("DATA_PROVIDER=alpaca needs ALPACA_API_KEY and ALPACA_SECRET_KEY and the Alpaca data provider")
+
+
+def build_simulated_broker(settings: Settings) -> SimulatedBroker:
+    return SimulatedBroker(
+        Decimal(str(settings.initial_cash)),
+        commission=PerShareCommission(
+            per_share=Decimal(str(settings.commission_per_share)), minimum=Decimal(str(settings.commission_minimum))
+        ),
+        slippage=BpsSlippage(Decimal(str(settings.slippage_bps))),
+    )
+
+
+def risk_limits(settings: Settings) -> RiskLimits:
+    return RiskLimits(
+        risk_per_trade=settings.risk_per_trade,
+        max_daily_loss=settings.max_daily_loss,
+        min_confidence=settings.min_confidence,
+        max_shares=settings.max_shares,
+        stop_atr_multiple=settings.stop_atr_multiple,
+    )
+
+
+@dataclass
+class App:
+    settings: Settings
+    kind: str
+    run_id: str
+    engine: Engine
+    repository: Repository
+    clock: Clock
+    wall_clock: Clock
+    provider: BarProvider
+    broker: Broker
+    bus: EventBus
+    orchestrator: Orchestrator
+    agents: dict[str, Any] = field(default_factory=dict)
+    lock: DaemonLock | None = None
+
+    def close(self, status: str = "finished") -> None:
+        try:
+            self.repository.finish_run(self.run_id, status=status, at=self.wall_clock.now())
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+                self.lock = None
+            self.engine.dispose()
+
+
+def build_app(
+    settings: Settings,
+    *,
+    kind: str,
+    clock: Clock,
+    wall_clock: Clock | None = None,
+    provider: BarProvider | None = None,
+    broker: Broker | None = None,
+    take_lock: bool = True,
+) -> App:
+    """Wire everything. Raises DatabaseUnavailable / DaemonAlreadyRunning before anything trades."""
+    wall = wall_clock or LiveClock()
+    engine = open_database(settings.database_url)
+    lock = DaemonLock(engine) if take_lock else None
+    try:
+        if lock is not None:
+            lock.acquire()
+        repository = Repository(engine)
+        provider = provider or build_provider(settings)
+        broker = broker or build_simulated_broker(settings)
+        run_id = new_run_id(kind, wall.now())
+        repository.create_run(
+            run_id,
+            kind=kind,
+            broker=broker.name,
+            data_provider=provider.name,
+            started_at=wall.now(),
+            initial_cash=Decimal(str(settings.initial_cash)),
+            symbols=settings.symbols,
+            config=public_config(settings),
+        )
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        engine.dispose()
+        raise
+
+    cache = FrameCache()
+    registry = build_registry()
+    selector = DeterministicSelector(registry)
+    min_history = min(s.min_history for s in registry.values())
+
+    data_agent = DataAgent(provider, settings.symbols, min_history=min_history)
+    strategy_agent = StrategyAgent(registry, selector, cache=cache)
+    quant_agent = QuantAgent(strategy_agent, cache=cache)
+    limits = risk_limits(settings)
+    risk_agent = RiskAgent(
+        broker,
+        limits,
+        equity_history=lambda: [float(e) for _, e in repository.equity_history(run_id, limit=5)],
+        sectors=load_sectors(),
+        cache=cache,
+    )
+    execution_agent = ExecutionAgent(broker)
+    audit_agent = AuditAgent(repository, broker, wall, run_id)
+
+    bus = EventBus(settings.bus_mode.value)
+    bus.subscribe(IterationStarted, data_agent.on_iteration, "data.on_iteration")
+    bus.subscribe(DataReady, execution_agent.on_data, "execution.on_data")
+    bus.subscribe(DataReady, strategy_agent.on_data, "strategy.on_data")
+    bus.subscribe(SignalsReady, quant_agent.on_signals, "quant.on_signals")
+    bus.subscribe(ValidatedReady, risk_agent.on_validated, "risk.on_validated")
+    bus.subscribe(ApprovedReady, execution_agent.on_approved, "execution.on_approved")
+    bus.subscribe(ExecutedReady, audit_agent.on_executed, "audit.on_executed")
+
+    orchestrator = Orchestrator(bus=bus, clock=clock, audit=audit_agent, execution=execution_agent, run_id=run_id)
+    logger.info(
+        "run {} ({}): {} symbols, data {}, broker {}, bus {}, database {}",
+        run_id,
+        kind,
+        len(settings.symbols),
+        provider.name,
+        broker.name,
+        bus.mode,
+        engine.url.render_as_string(hide_password=True),
+    )
+    return App(
+        settings=settings,
+        kind=kind,
+        run_id=run_id,
+        engine=engine,
+        repository=repository,
+        clock=clock,
+        wall_clock=wall,
+        provider=provider,
+        broker=broker,
+        bus=bus,
+        orchestrator=orchestrator,
+        agents={
+            "data": data_agent,
+            "strategy": strategy_agent,
+            "quant": quant_agent,
+            "risk": risk_agent,
+            "execution": execution_agent,
+            "audit": audit_agent,
+        },
+        lock=lock,
+    )
+
+
+def replay_sessions(provider: BarProvider, symbols: Sequence[str], start: date, end: date) -> list[datetime]:
+    """Session closes (UTC) between ``start`` and ``end`` inclusive: every date any symbol has a bar on."""
+    far = session_close_utc(end)
+    result = provider.history(symbols, end=far)
+    dates: set[pd.Timestamp] = set()
+    for frame in result.frames.values():
+        idx = frame.index
+        sel = idx[(idx >= pd.Timestamp(start, tz=UTC)) & (idx <= pd.Timestamp(end, tz=UTC))]
+        dates.update(sel)
+    return [session_close_utc(ts.date()) for ts in sorted(dates)]
+
+
+def simulated_clock_for(sessions: Sequence[datetime]) -> SimulatedClock:
+    if not sessions:
+        raise ValueError("no sessions to replay in the requested range")
+    return SimulatedClock(sessions[0])

@@ -1,0 +1,67 @@
+"""The broker protocol: the only way orders leave the process.
+
+``SimulatedBroker`` and ``AlpacaBroker`` implement it; nothing else branches on paper/live/simulated.
+Iteration order (see core/orchestrator.py): on ``data_ready`` the Execution agent calls :meth:`Broker.sync` with the
+iteration's bars (the simulated broker fills pending orders on the new bars; a real broker polls order updates);
+Risk then reads :meth:`Broker.account`; on ``approved_ready`` the Execution agent calls :meth:`Broker.submit`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Mapping, Protocol, Sequence, runtime_checkable
+
+from core.domain import BarsBatch, Fill, Order, OrderIntent, Position
+
+
+class BrokerError(Exception):
+    """Permanent broker failure (rejected order, bad request). Not retried."""
+
+
+class TemporaryBrokerError(BrokerError):
+    """Transient broker failure (timeout, 5xx, 429). Safe to retry after looking the order up by client id."""
+
+
+@dataclass(frozen=True, slots=True)
+class AccountState:
+    """Cash, positions marked at the latest known prices, and equity = cash + market value."""
+
+    at: datetime
+    cash: Decimal
+    positions: Mapping[str, Position]
+    equity: Decimal
+    open_orders: Sequence[Order] = ()
+
+    @property
+    def market_value(self) -> Decimal:
+        return sum((p.market_value for p in self.positions.values()), Decimal("0"))
+
+
+@dataclass(frozen=True, slots=True)
+class SyncResult:
+    """What happened at the broker since the previous sync: new fills and order status changes."""
+
+    fills: Sequence[Fill] = ()
+    orders: Sequence[Order] = ()
+    notes: Sequence[str] = field(default_factory=tuple)
+
+
+@runtime_checkable
+class Broker(Protocol):
+    name: str
+
+    async def sync(self, batch: BarsBatch) -> SyncResult:
+        """Advance to the iteration's market data: process fills and order updates since the last call."""
+        ...
+
+    async def submit(self, intent: OrderIntent, client_order_id: str, now: datetime) -> Order:
+        """Submit one order. Idempotent per ``client_order_id``: resubmitting returns the existing order."""
+        ...
+
+    async def cancel(self, client_order_id: str, now: datetime) -> Order:
+        ...
+
+    async def account(self) -> AccountState:
+        ...

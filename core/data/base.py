@@ -1,0 +1,36 @@
+"""The market-data provider protocol and the normalised bars layout every provider returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Mapping, Protocol, Sequence, runtime_checkable
+
+import pandas as pd
+
+
+class DataError(Exception):
+    """A provider could not produce usable bars; the message names the source and says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderResult:
+    """Normalised frames by symbol plus a reason for every symbol the provider could not serve.
+
+    Each frame: ``pd.DatetimeIndex`` named ``timestamp``, tz-aware UTC, normalised to midnight of the session date,
+    strictly increasing; float64 columns ``open, high, low, close, volume``. A frame may extend beyond the requested
+    ``end`` (file providers return everything they hold); consumers cut at the decision time.
+    """
+
+    frames: Mapping[str, pd.DataFrame]
+    errors: Mapping[str, str] = field(default_factory=dict)
+    provider: str = ""
+
+
+@runtime_checkable
+class BarProvider(Protocol):
+    name: str
+
+    def history(self, symbols: Sequence[str], end: datetime, start: datetime | None = None) -> ProviderResult:
+        """Daily bars for ``symbols`` up to at least ``end`` (UTC); unusable symbols go to ``errors``."""
+        ...

@@ -1,0 +1,307 @@
+"""Domain model: frozen, typed, UTC-aware value objects shared by every agent.
+
+Floats are used for prices inside the pipeline (vectorised maths); money crosses into the database as
+``Decimal`` (see :func:`to_money`). Every timestamp must be timezone-aware UTC: constructors refuse naive or
+non-UTC datetimes so a wrong clock cannot leak into the ledger.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
+from types import MappingProxyType
+from typing import Any, Mapping
+
+import pandas as pd
+
+CENT = Decimal("0.01")
+PRICE_QUANTUM = Decimal("0.0001")
+BAR_COLUMNS = ("open", "high", "low", "close", "volume")
+
+
+def ensure_utc(value: datetime, name: str = "timestamp") -> datetime:
+    """Return ``value`` if it is timezone-aware UTC; raise ``ValueError`` otherwise."""
+    if not isinstance(value, datetime):
+        raise TypeError(f"{name} must be a datetime, got {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() != timedelta(0):
+        raise ValueError(f"{name} must be timezone-aware UTC, got {value!r}")
+    return value
+
+
+def to_money(value: float | Decimal | int, quantum: Decimal = CENT) -> Decimal:
+    """Convert a float/int/Decimal amount into a rounded ``Decimal`` (banker's rounding)."""
+    if isinstance(value, Decimal):
+        return value.quantize(quantum, rounding=ROUND_HALF_EVEN)
+    return Decimal(repr(float(value))).quantize(quantum, rounding=ROUND_HALF_EVEN)
+
+
+def to_price(value: float | Decimal) -> Decimal:
+    return to_money(value, PRICE_QUANTUM)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def frozen_map(data: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
+    return MappingProxyType(dict(data or {}))
+
+
+class Action(enum.StrEnum):
+    BUY = "BUY"
+    SELL = "SELL"
+    HOLD = "HOLD"
+
+
+class Side(enum.StrEnum):
+    BUY = "buy"
+    SELL = "sell"
+
+
+class OrderType(enum.StrEnum):
+    MARKET = "market"
+    LIMIT = "limit"
+    STOP = "stop"
+    BRACKET = "bracket"
+
+
+class OrderStatus(enum.StrEnum):
+    NEW = "new"
+    SUBMITTED = "submitted"
+    PARTIALLY_FILLED = "partially_filled"
+    FILLED = "filled"
+    CANCELED = "canceled"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+
+TERMINAL_ORDER_STATUSES = frozenset({OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.REJECTED, OrderStatus.EXPIRED})
+
+# Allowed order state transitions: one table, an illegal transition raises.
+ORDER_TRANSITIONS: Mapping[OrderStatus, frozenset[OrderStatus]] = MappingProxyType(
+    {
+        OrderStatus.NEW: frozenset({OrderStatus.SUBMITTED, OrderStatus.REJECTED}),
+        OrderStatus.SUBMITTED: frozenset(
+            {OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.REJECTED, OrderStatus.EXPIRED}
+        ),
+        OrderStatus.PARTIALLY_FILLED: frozenset(
+            {OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.EXPIRED}
+        ),
+        OrderStatus.FILLED: frozenset(),
+        OrderStatus.CANCELED: frozenset(),
+        OrderStatus.REJECTED: frozenset(),
+        OrderStatus.EXPIRED: frozenset(),
+    }
+)
+
+
+class IllegalOrderTransition(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolBars:
+    """Daily bars of one symbol as seen at a decision time.
+
+    ``frame`` is the provider's full, immutable OHLCV frame (UTC DatetimeIndex of session dates, lowercase columns);
+    ``end`` is how many of its rows are visible at the decision time. Agents must only read rows ``< end``
+    (use :meth:`visible`). Vectorised, causal indicators may be computed once over ``frame`` and read at ``end - 1``;
+    the no-look-ahead tests of every strategy guarantee that this equals computing on the visible rows.
+    """
+
+    symbol: str
+    frame: pd.DataFrame
+    end: int
+    provider: str
+
+    def visible(self) -> pd.DataFrame:
+        return self.frame.iloc[: self.end]
+
+    @property
+    def last_timestamp(self) -> pd.Timestamp:
+        return self.frame.index[self.end - 1]
+
+    @property
+    def last_close(self) -> float:
+        return float(self.frame["close"].iat[self.end - 1])
+
+
+@dataclass(frozen=True, slots=True)
+class BarsBatch:
+    """Every symbol's bars for one iteration, plus the symbols that were excluded and why."""
+
+    iteration_id: str
+    as_of: datetime
+    bars: Mapping[str, SymbolBars]
+    rejected: Mapping[str, str] = field(default_factory=frozen_map)
+    data_quality: float = 1.0
+
+    def __post_init__(self) -> None:
+        ensure_utc(self.as_of, "as_of")
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    symbol: str
+    strategy: str
+    action: Action
+    strength: float
+    price: float
+    as_of: datetime
+    stop: float | None = None
+    target: float | None = None
+    indicators: Mapping[str, float] = field(default_factory=frozen_map)
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        ensure_utc(self.as_of, "as_of")
+        if not 0.0 <= self.strength <= 1.0:
+            raise ValueError(f"strength must be within [0, 1], got {self.strength}")
+
+
+@dataclass(frozen=True, slots=True)
+class ValidatedSignal:
+    signal: Signal
+    confidence: float
+    components: Mapping[str, float] = field(default_factory=frozen_map)
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.confidence <= 1.0:
+            raise ValueError(f"confidence must be within [0, 1], got {self.confidence}")
+
+
+@dataclass(frozen=True, slots=True)
+class OrderIntent:
+    symbol: str
+    side: Side
+    quantity: int
+    order_type: OrderType
+    reference_price: float
+    strategy: str
+    confidence: float
+    reason: str
+    stop_loss: float | None = None
+    take_profit: float | None = None
+    limit_price: float | None = None
+    stop_price: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.quantity <= 0:
+            raise ValueError(f"order quantity must be positive, got {self.quantity}")
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    intent: OrderIntent
+    reason: str
+    checks: Mapping[str, Any] = field(default_factory=frozen_map)
+
+
+@dataclass(frozen=True, slots=True)
+class Denial:
+    symbol: str
+    rule: str
+    reason: str
+    values: Mapping[str, Any] = field(default_factory=frozen_map)
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    client_order_id: str
+    symbol: str
+    side: Side
+    quantity: int
+    order_type: OrderType
+    status: OrderStatus
+    submitted_at: datetime
+    strategy: str = ""
+    reason: str = ""
+    broker_order_id: str | None = None
+    limit_price: float | None = None
+    stop_price: float | None = None
+    filled_quantity: int = 0
+    average_fill_price: float | None = None
+    updated_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        ensure_utc(self.submitted_at, "submitted_at")
+        if self.updated_at is not None:
+            ensure_utc(self.updated_at, "updated_at")
+
+    def transition(self, status: OrderStatus, at: datetime, **changes: Any) -> "Order":
+        if status not in ORDER_TRANSITIONS[self.status]:
+            raise IllegalOrderTransition(f"order {self.client_order_id}: {self.status} -> {status} is not allowed")
+        from dataclasses import replace
+
+        return replace(self, status=status, updated_at=ensure_utc(at, "at"), **changes)
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    fill_id: str
+    client_order_id: str
+    symbol: str
+    side: Side
+    quantity: int
+    price: Decimal
+    commission: Decimal
+    filled_at: datetime
+
+    def __post_init__(self) -> None:
+        ensure_utc(self.filled_at, "filled_at")
+        if self.quantity <= 0:
+            raise ValueError("fill quantity must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    symbol: str
+    quantity: int
+    average_price: Decimal
+    opened_at: datetime
+    realized_pnl: Decimal = Decimal("0")
+    last_price: Decimal | None = None
+
+    @property
+    def market_value(self) -> Decimal:
+        price = self.last_price if self.last_price is not None else self.average_price
+        return price * self.quantity
+
+
+@dataclass(frozen=True, slots=True)
+class EquitySnapshot:
+    at: datetime
+    cash: Decimal
+    market_value: Decimal
+    equity: Decimal
+    positions: int
+
+    def __post_init__(self) -> None:
+        ensure_utc(self.at, "at")
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One agent's decision about one symbol in one iteration, with its reason and inputs."""
+
+    agent: str
+    symbol: str
+    action: str
+    reason: str
+    inputs: Mapping[str, Any] = field(default_factory=frozen_map)
+    strategy: str | None = None
+    confidence: float | None = None
+
+
+def utc_now_from(clock_value: datetime) -> datetime:
+    """Identity helper kept for symmetry with ``ensure_utc`` (clock values are already UTC)."""
+    return ensure_utc(clock_value)
+
+
+def session_timestamp(ts: pd.Timestamp) -> datetime:
+    """A daily bar's timestamp as a UTC datetime."""
+    return ts.to_pydatetime().astimezone(UTC)

@@ -1,0 +1,102 @@
+"""Stage events: one per stage per iteration, each carrying the whole batch (all symbols).
+
+Each event links to the event it was derived from (``previous``), so the Audit agent sees the complete chain of the
+iteration — bars, signals, validations, approvals, orders and fills — without any shared mutable state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Mapping, Sequence
+
+from core.domain import (
+    Approval,
+    BarsBatch,
+    Decision,
+    Denial,
+    EquitySnapshot,
+    Fill,
+    Order,
+    Signal,
+    ValidatedSignal,
+    ensure_utc,
+    frozen_map,
+    new_id,
+)
+
+
+@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+class Event:
+    iteration_id: str
+    as_of: datetime
+    decisions: Sequence[Decision] = ()
+    event_id: str = field(default_factory=new_id)
+
+    name = "event"
+
+    def __post_init__(self) -> None:
+        ensure_utc(self.as_of, "as_of")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Event) and other.event_id == self.event_id
+
+    def __hash__(self) -> int:
+        return hash(self.event_id)
+
+    def chain(self) -> list["Event"]:
+        """This event and every event it was derived from, oldest first."""
+        events: list[Event] = []
+        current: Event | None = self
+        while current is not None:
+            events.append(current)
+            current = getattr(current, "previous", None)
+        return list(reversed(events))
+
+
+@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+class IterationStarted(Event):
+    seq: int = 0
+    name = "iteration_started"
+
+
+@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+class DataReady(Event):
+    previous: IterationStarted | None = None
+    batch: BarsBatch | None = None
+    name = "data_ready"
+
+
+@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+class SignalsReady(Event):
+    previous: DataReady | None = None
+    signals: Mapping[str, Signal] = field(default_factory=frozen_map)
+    name = "signals_ready"
+
+
+@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+class ValidatedReady(Event):
+    previous: SignalsReady | None = None
+    validated: Mapping[str, ValidatedSignal] = field(default_factory=frozen_map)
+    name = "validated_ready"
+
+
+@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+class ApprovedReady(Event):
+    previous: ValidatedReady | None = None
+    approvals: Sequence[Approval] = ()
+    denials: Sequence[Denial] = ()
+    name = "approved_ready"
+
+
+@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+class ExecutedReady(Event):
+    previous: ApprovedReady | None = None
+    orders: Sequence[Order] = ()
+    fills: Sequence[Fill] = ()
+    order_updates: Sequence[Order] = ()
+    equity: EquitySnapshot | None = None
+    name = "executed_ready"
+
+
+STAGE_EVENTS = (DataReady, SignalsReady, ValidatedReady, ApprovedReady, ExecutedReady)

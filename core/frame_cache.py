@@ -1,0 +1,30 @@
+"""Per-symbol memo of values computed over a bars frame, invalidated when the frame object changes.
+
+Providers hand out the same immutable frame object until they have new bars, so a vectorised computation over a
+symbol's whole history runs once and is then read at the decision index (see strategies/base.py on causality).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Hashable, TypeVar
+
+import pandas as pd
+
+T = TypeVar("T")
+
+
+class FrameCache:
+    def __init__(self) -> None:
+        self._store: dict[tuple[str, Hashable], tuple[pd.DataFrame, Any]] = {}
+
+    def get(self, symbol: str, key: Hashable, frame: pd.DataFrame, compute: Callable[[], T]) -> T:
+        slot = (symbol, key)
+        hit = self._store.get(slot)
+        if hit is not None and hit[0] is frame:
+            return hit[1]
+        value = compute()
+        self._store[slot] = (frame, value)
+        return value
+
+    def clear(self) -> None:
+        self._store.clear()

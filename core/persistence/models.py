@@ -1,0 +1,159 @@
+"""SQLAlchemy 2.0 typed models. The schema itself is owned by the Alembic migrations next to this file."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from core.persistence.types import Money, UTCDateTime
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime(), Decimal: Money(), dict[str, Any]: JSON()}
+
+
+class Run(Base):
+    """One process lifetime of the pipeline: a daemon session, a replay or a backtest."""
+
+    __tablename__ = "runs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    broker: Mapped[str] = mapped_column(String(32))
+    data_provider: Mapped[str] = mapped_column(String(32))
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    initial_cash: Mapped[Decimal]
+    symbols: Mapped[dict[str, Any]]
+    config: Mapped[dict[str, Any]]
+
+
+class Iteration(Base):
+    __tablename__ = "iterations"
+    __table_args__ = (UniqueConstraint("run_id", "seq", name="uq_iterations_run_seq"),)
+
+    id: Mapped[str] = mapped_column(String(96), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    as_of: Mapped[datetime] = mapped_column(index=True)
+    recorded_at: Mapped[datetime]
+    status: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)
+    symbols_total: Mapped[int] = mapped_column(Integer)
+    symbols_ok: Mapped[int] = mapped_column(Integer)
+    data_quality: Mapped[float]
+    signals: Mapped[int] = mapped_column(Integer, default=0)
+    approvals: Mapped[int] = mapped_column(Integer, default=0)
+    denials: Mapped[int] = mapped_column(Integer, default=0)
+    orders: Mapped[int] = mapped_column(Integer, default=0)
+    fills: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class DecisionRow(Base):
+    """One row per agent decision per symbol per iteration, with the reason and the inputs behind it."""
+
+    __tablename__ = "decisions"
+    __table_args__ = (
+        UniqueConstraint("iteration_id", "agent", "symbol", name="uq_decisions_iteration_agent_symbol"),
+        Index("ix_decisions_symbol_as_of", "symbol", "as_of"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), index=True)
+    iteration_id: Mapped[str] = mapped_column(ForeignKey("iterations.id"))
+    as_of: Mapped[datetime]
+    agent: Mapped[str] = mapped_column(String(16))
+    symbol: Mapped[str] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(32))
+    strategy: Mapped[str | None] = mapped_column(String(64))
+    confidence: Mapped[float | None]
+    reason: Mapped[str] = mapped_column(Text)
+    inputs: Mapped[dict[str, Any]]
+
+
+class OrderRow(Base):
+    __tablename__ = "orders"
+    __table_args__ = (Index("ix_orders_symbol_submitted", "symbol", "submitted_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    client_order_id: Mapped[str] = mapped_column(String(128), unique=True)
+    broker_order_id: Mapped[str | None] = mapped_column(String(64))
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), index=True)
+    iteration_id: Mapped[str] = mapped_column(ForeignKey("iterations.id"))
+    symbol: Mapped[str] = mapped_column(String(16))
+    side: Mapped[str] = mapped_column(String(8))
+    order_type: Mapped[str] = mapped_column(String(16))
+    quantity: Mapped[Decimal]
+    limit_price: Mapped[Decimal | None]
+    stop_price: Mapped[Decimal | None]
+    status: Mapped[str] = mapped_column(String(24))
+    filled_quantity: Mapped[Decimal]
+    average_fill_price: Mapped[Decimal | None]
+    submitted_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    strategy: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text)
+
+
+class FillRow(Base):
+    __tablename__ = "fills"
+    __table_args__ = (Index("ix_fills_symbol_filled", "symbol", "filled_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    fill_id: Mapped[str] = mapped_column(String(128), unique=True)
+    client_order_id: Mapped[str] = mapped_column(ForeignKey("orders.client_order_id"))
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), index=True)
+    iteration_id: Mapped[str] = mapped_column(ForeignKey("iterations.id"))
+    symbol: Mapped[str] = mapped_column(String(16))
+    side: Mapped[str] = mapped_column(String(8))
+    quantity: Mapped[Decimal]
+    price: Mapped[Decimal]
+    commission: Mapped[Decimal]
+    filled_at: Mapped[datetime]
+
+
+class PositionRow(Base):
+    """The run's open positions as of its latest iteration (rewritten every iteration)."""
+
+    __tablename__ = "positions"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), primary_key=True)
+    symbol: Mapped[str] = mapped_column(String(16), primary_key=True)
+    quantity: Mapped[Decimal]
+    average_price: Mapped[Decimal]
+    last_price: Mapped[Decimal | None]
+    market_value: Mapped[Decimal]
+    realized_pnl: Mapped[Decimal]
+    opened_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    iteration_id: Mapped[str] = mapped_column(ForeignKey("iterations.id"))
+
+
+class EquitySnapshotRow(Base):
+    __tablename__ = "equity_snapshots"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), index=True)
+    iteration_id: Mapped[str] = mapped_column(ForeignKey("iterations.id"), unique=True)
+    at: Mapped[datetime]
+    cash: Mapped[Decimal]
+    market_value: Mapped[Decimal]
+    equity: Mapped[Decimal]
+    positions: Mapped[int] = mapped_column(Integer)
+
+
+class AuditReportRow(Base):
+    __tablename__ = "audit_reports"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), index=True)
+    iteration_id: Mapped[str] = mapped_column(ForeignKey("iterations.id"), unique=True)
+    at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(16))
+    text: Mapped[str] = mapped_column(Text)
+    facts: Mapped[dict[str, Any]]

@@ -1,0 +1,281 @@
+"""The repository: every write of an iteration happens in one transaction (all or nothing)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from enum import Enum
+from typing import Any, Iterable, Mapping, Sequence
+
+from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.domain import Decision, EquitySnapshot, Fill, Order, Position, to_money, to_price
+from core.persistence.models import (
+    AuditReportRow,
+    DecisionRow,
+    EquitySnapshotRow,
+    FillRow,
+    Iteration,
+    OrderRow,
+    PositionRow,
+    Run,
+)
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON types for the ``inputs``/``facts`` columns (NaN/inf become None, Decimals strings)."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "item"):  # numpy scalars
+        return jsonable(value.item())
+    return str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class IterationRecord:
+    run_id: str
+    iteration_id: str
+    seq: int
+    as_of: datetime
+    recorded_at: datetime
+    status: str
+    error: str | None
+    symbols_total: int
+    symbols_ok: int
+    data_quality: float
+    decisions: Sequence[Decision] = ()
+    orders: Sequence[Order] = ()
+    fills: Sequence[Fill] = ()
+    positions: Mapping[str, Position] | None = None
+    equity: EquitySnapshot | None = None
+    report_kind: str | None = None
+    report_text: str | None = None
+    report_facts: Mapping[str, Any] = field(default_factory=dict)
+    signals: int = 0
+    approvals: int = 0
+    denials: int = 0
+    orders_submitted: int = 0
+
+
+class Repository:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    def session(self) -> Session:
+        return self._sessions()
+
+    # --- runs ----------------------------------------------------------------------------------------
+    def create_run(
+        self,
+        run_id: str,
+        *,
+        kind: str,
+        broker: str,
+        data_provider: str,
+        started_at: datetime,
+        initial_cash: Decimal,
+        symbols: Sequence[str],
+        config: Mapping[str, Any],
+    ) -> None:
+        with self._sessions.begin() as session:
+            session.add(
+                Run(
+                    id=run_id,
+                    kind=kind,
+                    broker=broker,
+                    data_provider=data_provider,
+                    started_at=started_at,
+                    finished_at=None,
+                    status="running",
+                    initial_cash=initial_cash,
+                    symbols={"symbols": list(symbols)},
+                    config=jsonable(dict(config)),
+                )
+            )
+
+    def finish_run(self, run_id: str, *, status: str, at: datetime) -> None:
+        with self._sessions.begin() as session:
+            session.execute(update(Run).where(Run.id == run_id).values(status=status, finished_at=at))
+
+    # --- iterations ----------------------------------------------------------------------------------
+    def record_iteration(self, record: IterationRecord) -> None:
+        """Write the iteration, its decisions, orders, fills, positions, equity and report atomically."""
+        with self._sessions.begin() as session:
+            self._write_iteration(session, record)
+
+    def record_iterations(self, records: Iterable[IterationRecord]) -> None:
+        """Several iterations in one transaction (backtests batch their writes)."""
+        with self._sessions.begin() as session:
+            for record in records:
+                self._write_iteration(session, record)
+
+    def _write_iteration(self, session: Session, r: IterationRecord) -> None:
+        session.execute(
+            insert(Iteration).values(
+                id=r.iteration_id,
+                run_id=r.run_id,
+                seq=r.seq,
+                as_of=r.as_of,
+                recorded_at=r.recorded_at,
+                status=r.status,
+                error=r.error,
+                symbols_total=r.symbols_total,
+                symbols_ok=r.symbols_ok,
+                data_quality=r.data_quality,
+                signals=r.signals,
+                approvals=r.approvals,
+                denials=r.denials,
+                orders=r.orders_submitted,
+                fills=len(r.fills),
+            )
+        )
+        if r.decisions:
+            session.execute(
+                insert(DecisionRow),
+                [
+                    {
+                        "run_id": r.run_id,
+                        "iteration_id": r.iteration_id,
+                        "as_of": r.as_of,
+                        "agent": d.agent,
+                        "symbol": d.symbol,
+                        "action": d.action,
+                        "strategy": d.strategy,
+                        "confidence": d.confidence,
+                        "reason": d.reason,
+                        "inputs": jsonable(d.inputs),
+                    }
+                    for d in r.decisions
+                ],
+            )
+        if r.orders:
+            self._upsert_orders(session, r)
+        if r.fills:
+            session.execute(
+                insert(FillRow),
+                [
+                    {
+                        "fill_id": f.fill_id,
+                        "client_order_id": f.client_order_id,
+                        "run_id": r.run_id,
+                        "iteration_id": r.iteration_id,
+                        "symbol": f.symbol,
+                        "side": f.side.value,
+                        "quantity": Decimal(f.quantity),
+                        "price": f.price,
+                        "commission": f.commission,
+                        "filled_at": f.filled_at,
+                    }
+                    for f in r.fills
+                ],
+            )
+        if r.positions is not None:
+            session.execute(delete(PositionRow).where(PositionRow.run_id == r.run_id))
+            rows = [
+                {
+                    "run_id": r.run_id,
+                    "symbol": p.symbol,
+                    "quantity": Decimal(p.quantity),
+                    "average_price": p.average_price,
+                    "last_price": p.last_price,
+                    "market_value": to_money(p.market_value),
+                    "realized_pnl": to_money(p.realized_pnl),
+                    "opened_at": p.opened_at,
+                    "updated_at": r.as_of,
+                    "iteration_id": r.iteration_id,
+                }
+                for p in r.positions.values()
+                if p.quantity != 0
+            ]
+            if rows:
+                session.execute(insert(PositionRow), rows)
+        if r.equity is not None:
+            session.execute(
+                insert(EquitySnapshotRow).values(
+                    run_id=r.run_id,
+                    iteration_id=r.iteration_id,
+                    at=r.equity.at,
+                    cash=to_money(r.equity.cash),
+                    market_value=to_money(r.equity.market_value),
+                    equity=to_money(r.equity.equity),
+                    positions=r.equity.positions,
+                )
+            )
+        if r.report_text is not None:
+            session.execute(
+                insert(AuditReportRow).values(
+                    run_id=r.run_id,
+                    iteration_id=r.iteration_id,
+                    at=r.as_of,
+                    kind=r.report_kind or "template",
+                    text=r.report_text,
+                    facts=jsonable(dict(r.report_facts)),
+                )
+            )
+
+    def _upsert_orders(self, session: Session, r: IterationRecord) -> None:
+        ids = [o.client_order_id for o in r.orders]
+        existing = set(session.scalars(select(OrderRow.client_order_id).where(OrderRow.client_order_id.in_(ids))))
+        for o in r.orders:
+            values = {
+                "broker_order_id": o.broker_order_id,
+                "status": o.status.value,
+                "filled_quantity": Decimal(o.filled_quantity),
+                "average_fill_price": to_price(o.average_fill_price) if o.average_fill_price is not None else None,
+                "updated_at": o.updated_at or o.submitted_at,
+            }
+            if o.client_order_id in existing:
+                session.execute(update(OrderRow).where(OrderRow.client_order_id == o.client_order_id).values(**values))
+                continue
+            existing.add(o.client_order_id)
+            session.execute(
+                insert(OrderRow).values(
+                    client_order_id=o.client_order_id,
+                    run_id=r.run_id,
+                    iteration_id=r.iteration_id,
+                    symbol=o.symbol,
+                    side=o.side.value,
+                    order_type=o.order_type.value,
+                    quantity=Decimal(o.quantity),
+                    limit_price=to_price(o.limit_price) if o.limit_price is not None else None,
+                    stop_price=to_price(o.stop_price) if o.stop_price is not None else None,
+                    submitted_at=o.submitted_at,
+                    strategy=o.strategy,
+                    reason=o.reason,
+                    **values,
+                )
+            )
+
+    # --- reads used by agents ------------------------------------------------------------------------
+    def equity_history(self, run_id: str, limit: int = 10) -> list[tuple[datetime, Decimal]]:
+        """The run's latest equity snapshots, oldest first."""
+        with self.session() as session:
+            rows = session.execute(
+                select(EquitySnapshotRow.at, EquitySnapshotRow.equity)
+                .where(EquitySnapshotRow.run_id == run_id)
+                .order_by(EquitySnapshotRow.at.desc())
+                .limit(limit)
+            ).all()
+        return [(at, equity) for at, equity in reversed(rows)]
+
+    def mark_iteration(self, iteration_id: str, *, status: str, error: str) -> bool:
+        """Flag an already-recorded iteration (e.g. a handler failed beside the main chain). False if not recorded."""
+        with self._sessions.begin() as session:
+            result = session.execute(update(Iteration).where(Iteration.id == iteration_id).values(status=status, error=error))
+            return bool(result.rowcount)
