@@ -25,7 +25,9 @@ from typing import Sequence
 from loguru import logger
 
 from config.settings import Settings, SettingsError, load_settings
-from core.app import App, build_app, replay_sessions, simulated_clock_for
+from core.app import App, build_app, build_provider, replay_sessions, simulated_clock_for
+from core.calendar import MarketCalendar
+from core.data.base import BarProvider
 from core.clock import LiveClock, SimulatedClock
 from core.orchestrator import IterationOutcome, PersistenceFailure, run_live, run_replay
 from core.persistence.db import DaemonAlreadyRunning, DatabaseUnavailable, safe_url
@@ -87,10 +89,7 @@ def _install_stop_handlers(stop: asyncio.Event) -> None:
             pass
 
 
-def _replay_range(app_settings: Settings, start: date | None, end: date | None) -> tuple[date, date]:
-    from core.app import build_provider
-
-    provider = build_provider(app_settings)
+def _replay_range(app_settings: Settings, provider: BarProvider, start: date | None, end: date | None) -> tuple[date, date]:
     probe = provider.history(app_settings.symbols, end=datetime(2100, 1, 1, tzinfo=UTC))
     if not probe.frames:
         raise SettingsError(f"DATA_DIR: no usable bars for {', '.join(app_settings.symbols)}: {dict(probe.errors)}")
@@ -104,13 +103,12 @@ def _replay_range(app_settings: Settings, start: date | None, end: date | None) 
 
 
 async def _replay(settings: Settings, start: date | None, end: date | None, *, kind: str, quiet: bool) -> tuple[App, list[IterationOutcome], float]:
-    start, end = _replay_range(settings, start, end)
-    from core.app import build_provider
-
-    provider = build_provider(settings)
-    sessions = replay_sessions(provider, settings.symbols, start, end)
+    calendar = MarketCalendar()
+    provider = build_provider(settings, calendar)
+    start, end = _replay_range(settings, provider, start, end)
+    sessions = replay_sessions(calendar, start, end)
     clock = simulated_clock_for(sessions)
-    app = build_app(settings, kind=kind, clock=clock, provider=provider)
+    app = build_app(settings, kind=kind, clock=clock, provider=provider, calendar=calendar)
     stop = asyncio.Event()
     _install_stop_handlers(stop)
     step = max(1, len(sessions) // 10)
@@ -144,10 +142,11 @@ def _print_inspection(settings: Settings, app: App, outcomes: Sequence[Iteration
     if outcomes:
         print(f"Last: {outcomes[-1].summary}")
     print(f"Database: {db}")
-    prefix = "python scripts/query_trades.py" + ("" if settings.database_url == Settings.model_fields["database_url"].default else f" --db '{db}'")
+    db_flag = "" if settings.database_url == Settings.model_fields["database_url"].default else f" --db '{db}'"
     print("Inspect it with:")
-    for cmd in ("trades", "orders", "decisions --symbol AAPL --limit 20", "decisions --action 'denied:*'", "equity --limit 10", "runs"):
-        print(f"  {prefix} {cmd} --run {app.run_id}" if cmd != "runs" else f"  {prefix} runs")
+    for cmd in ("trades", "orders", "decisions --symbol AAPL --limit 20", "decisions --action 'denied:*'", "equity --limit 10"):
+        print(f"  python scripts/query_trades.py {cmd} --run {app.run_id}{db_flag}")
+    print(f"  python scripts/query_trades.py runs{db_flag}")
 
 
 async def _run_daemon(settings: Settings, args: argparse.Namespace) -> int:

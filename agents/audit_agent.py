@@ -3,7 +3,7 @@ with a deterministic text summary built from the same facts."""
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from typing import Any, Mapping, Sequence
 
 from loguru import logger
@@ -48,12 +48,16 @@ def summarize(facts: Mapping[str, Any]) -> str:
 class AuditAgent:
     name = "audit"
 
-    def __init__(self, repository: Repository, broker: Broker, clock: Clock, run_id: str) -> None:
+    def __init__(self, repository: Repository, broker: Broker, clock: Clock, run_id: str, *, recent_equity: int = 10) -> None:
         self._repository = repository
         self._broker = broker
         self._clock = clock
         self.run_id = run_id
         self.last_summary: str | None = None
+        # the run's latest equity values, oldest first, for the Risk agent's daily/weekly loss limits
+        self.recent_equity: deque[float] = deque(
+            (float(e) for _, e in repository.equity_history(run_id, limit=recent_equity)), maxlen=recent_equity
+        )
 
     async def on_executed(self, event: ExecutedReady) -> None:
         await self._record(event.chain(), status="ok", error=None)
@@ -141,5 +145,6 @@ class AuditAgent:
             orders_submitted=facts["orders_submitted"],
         )
         self._repository.record_iteration(record)
+        self.recent_equity.append(float(equity.equity))
         self.last_summary = text
         logger.debug("audit: {}", text)

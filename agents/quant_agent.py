@@ -81,6 +81,8 @@ class QuantAgent:
             )
             validated[symbol] = ValidatedSignal(signal=signal, confidence=confidence, components=frozen_map(components), reason=reason)
             decisions.append(Decision("quant", symbol, "validated", reason, components, strategy=signal.strategy, confidence=confidence))
+        for symbol, reason in batch.rejected.items():
+            decisions.append(Decision("quant", symbol, "skip", f"no usable data: {reason}", {}))
         return ValidatedReady(
             iteration_id=event.iteration_id, as_of=event.as_of, previous=event, validated=frozen_map(validated), decisions=tuple(decisions)
         )

@@ -22,6 +22,7 @@ from core.risk import (
     PositionView,
     RiskLimits,
     TradingState,
+    apply_approval,
     evaluate_entry,
     evaluate_exit,
     next_state,
@@ -106,7 +107,8 @@ class RiskAgent:
         assert batch is not None
         account = await self._broker.account()
         portfolio = self._portfolio(account, batch)
-        self.state, state_reason = next_state(self.state, portfolio, self.limits)
+        # one iteration per session: every iteration starts a new session for the REDUCING -> ACTIVE check
+        self.state, state_reason = next_state(self.state, portfolio, self.limits, new_session=True)
         approvals: list[Approval] = []
         denials: list[Denial] = []
         decisions: list[Decision] = []
@@ -148,6 +150,8 @@ class RiskAgent:
             confidence = validated.confidence if validated is not None else None
             if isinstance(result, Approval):
                 approvals.append(result)
+                if signal.action is Action.BUY:  # later candidates of this batch see this entry's cash and exposure
+                    portfolio = apply_approval(portfolio, result, self.sector(symbol))
                 decisions.append(
                     Decision(
                         "risk",

@@ -7,16 +7,68 @@ falls back to the deterministic choice.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Mapping
 
+import numpy as np
 import pandas as pd
 
-from core.domain import BarsBatch, Decision, Signal, SymbolBars, frozen_map
+from core.domain import Action, BarsBatch, Decision, Signal, SymbolBars, frozen_map, session_timestamp
 from core.events import DataReady, SignalsReady
 from core.frame_cache import FrameCache
-from strategies.base import Peers, Strategy, signal_at
-from strategies.context import context_frame, context_at
+from strategies.base import ACTION_BY_CODE, Peers, Strategy
+from strategies.context import MarketContext, context_frame
 from strategies.selector import DeterministicSelector
+
+
+@dataclass(frozen=True, slots=True)
+class _Columns:
+    """A computed frame's columns as numpy arrays: reading one row costs microseconds, not a pandas row lookup."""
+
+    index: pd.DatetimeIndex
+    arrays: dict[str, np.ndarray]
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame) -> "_Columns":
+        return cls(frame.index, {str(c): frame[c].to_numpy() for c in frame.columns})
+
+
+def _context_at(symbol: str, ctx: _Columns, i: int) -> MarketContext:
+    """Row ``i`` of a cached (causal) context frame as a :class:`MarketContext`."""
+    a = ctx.arrays
+    return MarketContext(
+        symbol=symbol,
+        volatility=float(a["volatility"][i]),
+        trend_strength=float(a["trend_strength"][i]),
+        volume_ratio=float(a["volume_ratio"][i]),
+        regime=str(a["regime"][i]),
+        as_of=session_timestamp(ctx.index[i]),
+    )
+
+
+def _signal_at(strategy: Strategy, symbol: str, cols: _Columns, i: int, price: float) -> Signal:
+    """Row ``i`` of a cached signal frame as a :class:`Signal` (same result as ``strategies.base.signal_at``)."""
+    a = cols.arrays
+    action = ACTION_BY_CODE[int(a["action"][i])]
+    indicators = {}
+    for name, values in a.items():
+        if name.startswith("ind_"):
+            value = values[i]
+            if value == value:  # not NaN
+                indicators[name[4:]] = float(value)
+    stop, target = float(a["stop"][i]), float(a["target"][i])
+    return Signal(
+        symbol=symbol,
+        strategy=strategy.name,
+        action=action,
+        strength=float(min(max(a["strength"][i], 0.0), 1.0)) if action is not Action.HOLD else 0.0,
+        price=price,
+        as_of=session_timestamp(cols.index[i]),
+        stop=stop if stop == stop else None,
+        target=target if target == target else None,
+        indicators=indicators,
+        reason=strategy.reason(action, indicators),
+    )
 
 
 class StrategyAgent:
@@ -67,14 +119,14 @@ class StrategyAgent:
         has_universe = peers.closes is not None and peers.closes.shape[1] > 1
         for symbol, sb in batch.bars.items():
             i = sb.end - 1
-            ctx_frame = self._cache.get(symbol, "context", sb.frame, lambda sb=sb: context_frame(sb.frame))
-            context = context_at(symbol, ctx_frame, i)
+            ctx = self._cache.get(symbol, "context", sb.frame, lambda sb=sb: _Columns.of(context_frame(sb.frame)))
+            context = _context_at(symbol, ctx, i)
             name, why = self._selector.choose(
-                context, available_history=sb.end, has_benchmark=has_benchmark, has_universe=has_universe
+                context, sb.end, benchmark_available=has_benchmark, universe_available=has_universe
             )
             strategy = self._registry[name]
-            frame = self.signal_frame(sb, strategy, peers)
-            signal = signal_at(strategy, symbol, frame, i, sb.last_close)
+            cols = self._cache.get(symbol, ("signal_columns", name), sb.frame, lambda: _Columns.of(self.signal_frame(sb, strategy, peers)))
+            signal = _signal_at(strategy, symbol, cols, i, sb.last_close)
             signals[symbol] = signal
             decisions.append(
                 Decision(
@@ -94,6 +146,8 @@ class StrategyAgent:
                     strategy=name,
                 )
             )
+        for symbol, reason in batch.rejected.items():
+            decisions.append(Decision("strategy", symbol, "skip", f"no usable data: {reason}", {}))
         return SignalsReady(
             iteration_id=event.iteration_id, as_of=event.as_of, previous=event, signals=frozen_map(signals), decisions=tuple(decisions)
         )

@@ -29,6 +29,7 @@ from core.brokers.base import Broker
 from core.brokers.costs import BpsSlippage, PerShareCommission
 from core.brokers.simulated import SimulatedBroker
 from core.bus import EventBus
+from core.calendar import MarketCalendar
 from core.clock import Clock, LiveClock, SimulatedClock
 from core.data.base import BarProvider
 from core.data.files import FileProvider
@@ -71,11 +72,14 @@ def public_config(settings: Settings) -> dict[str, Any]:
     return data
 
 
-def build_provider(settings: Settings) -> BarProvider:
+SYNTHETIC_START = date(2015, 1, 2)
+
+
+def build_provider(settings: Settings, calendar: MarketCalendar) -> BarProvider:
     if settings.data_provider is DataProviderName.FILES:
         return FileProvider(settings.data_dir)
     if settings.data_provider is DataProviderName.SYNTHETIC:
-        return SyntheticProvider(seed=settings.synthetic_seed)
+        return SyntheticProvider(seed=settings.synthetic_seed, start=SYNTHETIC_START, calendar=calendar)
     raise ValueError("DATA_PROVIDER=alpaca needs ALPACA_API_KEY and ALPACA_SECRET_KEY and the Alpaca data provider")
 
 
@@ -112,6 +116,7 @@ class App:
     broker: Broker
     bus: EventBus
     orchestrator: Orchestrator
+    calendar: MarketCalendar | None = None
     agents: dict[str, Any] = field(default_factory=dict)
     lock: DaemonLock | None = None
 
@@ -134,16 +139,18 @@ def build_app(
     provider: BarProvider | None = None,
     broker: Broker | None = None,
     take_lock: bool = True,
+    calendar: MarketCalendar | None = None,
 ) -> App:
     """Wire everything. Raises DatabaseUnavailable / DaemonAlreadyRunning before anything trades."""
     wall = wall_clock or LiveClock()
+    calendar = calendar or MarketCalendar()
     engine = open_database(settings.database_url)
     lock = DaemonLock(engine) if take_lock else None
     try:
         if lock is not None:
             lock.acquire()
         repository = Repository(engine)
-        provider = provider or build_provider(settings)
+        provider = provider or build_provider(settings, calendar)
         broker = broker or build_simulated_broker(settings)
         run_id = new_run_id(kind, wall.now())
         repository.create_run(
@@ -167,19 +174,19 @@ def build_app(
     selector = DeterministicSelector(registry)
     min_history = min(s.min_history for s in registry.values())
 
-    data_agent = DataAgent(provider, settings.symbols, min_history=min_history)
+    data_agent = DataAgent(provider, settings.symbols, min_history=min_history, calendar=calendar)
     strategy_agent = StrategyAgent(registry, selector, cache=cache)
     quant_agent = QuantAgent(strategy_agent, cache=cache)
     limits = risk_limits(settings)
+    audit_agent = AuditAgent(repository, broker, wall, run_id)
     risk_agent = RiskAgent(
         broker,
         limits,
-        equity_history=lambda: [float(e) for _, e in repository.equity_history(run_id, limit=5)],
+        equity_history=lambda: list(audit_agent.recent_equity),
         sectors=load_sectors(),
         cache=cache,
     )
     execution_agent = ExecutionAgent(broker)
-    audit_agent = AuditAgent(repository, broker, wall, run_id)
 
     bus = EventBus(settings.bus_mode.value)
     bus.subscribe(IterationStarted, data_agent.on_iteration, "data.on_iteration")
@@ -213,6 +220,7 @@ def build_app(
         broker=broker,
         bus=bus,
         orchestrator=orchestrator,
+        calendar=calendar,
         agents={
             "data": data_agent,
             "strategy": strategy_agent,
@@ -225,16 +233,9 @@ def build_app(
     )
 
 
-def replay_sessions(provider: BarProvider, symbols: Sequence[str], start: date, end: date) -> list[datetime]:
-    """Session closes (UTC) between ``start`` and ``end`` inclusive: every date any symbol has a bar on."""
-    far = session_close_utc(end)
-    result = provider.history(symbols, end=far)
-    dates: set[pd.Timestamp] = set()
-    for frame in result.frames.values():
-        idx = frame.index
-        sel = idx[(idx >= pd.Timestamp(start, tz=UTC)) & (idx <= pd.Timestamp(end, tz=UTC))]
-        dates.update(sel)
-    return [session_close_utc(ts.date()) for ts in sorted(dates)]
+def replay_sessions(calendar: MarketCalendar, start: date, end: date) -> list[datetime]:
+    """The NYSE session closes (UTC, early closes honoured) from ``start`` to ``end`` inclusive."""
+    return [calendar.session(day).close_utc for day in calendar.sessions_between(start, end)]
 
 
 def simulated_clock_for(sessions: Sequence[datetime]) -> SimulatedClock:

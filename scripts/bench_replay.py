@@ -19,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from config.settings import BUNDLED_DATA_DIR, Settings  # noqa: E402
+from core.calendar import MarketCalendar  # noqa: E402
 from core.app import build_app, build_provider, replay_sessions, simulated_clock_for  # noqa: E402
 from core.orchestrator import run_replay  # noqa: E402
 from utils.logging import configure_logging  # noqa: E402
@@ -28,10 +29,11 @@ async def _bench(mode: str, start: date, end: date, workdir: Path) -> None:
     settings = Settings(  # type: ignore[call-arg]
         _env_file=None, database_url=f"sqlite:///{workdir / f'bench-{mode}.db'}", bus_mode=mode, data_dir=BUNDLED_DATA_DIR, log_dir=workdir
     )
-    provider = build_provider(settings)
-    sessions = replay_sessions(provider, settings.symbols, start, end)
+    calendar = MarketCalendar()
+    provider = build_provider(settings, calendar)
+    sessions = replay_sessions(calendar, start, end)
     clock = simulated_clock_for(sessions)
-    app = build_app(settings, kind="replay", clock=clock, provider=provider)
+    app = build_app(settings, kind="replay", clock=clock, provider=provider, calendar=calendar)
     t0 = time.perf_counter()
     outcomes = await run_replay(app.orchestrator, clock.advance_to, sessions, stop=asyncio.Event())
     elapsed = time.perf_counter() - t0

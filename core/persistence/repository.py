@@ -9,7 +9,7 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any, Iterable, Mapping, Sequence
 
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.domain import Decision, EquitySnapshot, Fill, Order, Position, to_money, to_price
@@ -44,6 +44,14 @@ def jsonable(value: Any) -> Any:
     if hasattr(value, "item"):  # numpy scalars
         return jsonable(value.item())
     return str(value)
+
+
+_ITERATIONS = Iteration.__table__
+_DECISIONS = DecisionRow.__table__
+_FILLS = FillRow.__table__
+_POSITIONS = PositionRow.__table__
+_EQUITY = EquitySnapshotRow.__table__
+_REPORTS = AuditReportRow.__table__
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,27 +135,30 @@ class Repository:
 
     def _write_iteration(self, session: Session, r: IterationRecord) -> None:
         session.execute(
-            insert(Iteration).values(
-                id=r.iteration_id,
-                run_id=r.run_id,
-                seq=r.seq,
-                as_of=r.as_of,
-                recorded_at=r.recorded_at,
-                status=r.status,
-                error=r.error,
-                symbols_total=r.symbols_total,
-                symbols_ok=r.symbols_ok,
-                data_quality=r.data_quality,
-                signals=r.signals,
-                approvals=r.approvals,
-                denials=r.denials,
-                orders=r.orders_submitted,
-                fills=len(r.fills),
-            )
+            _ITERATIONS.insert(),
+            [
+                dict(
+                    id=r.iteration_id,
+                    run_id=r.run_id,
+                    seq=r.seq,
+                    as_of=r.as_of,
+                    recorded_at=r.recorded_at,
+                    status=r.status,
+                    error=r.error,
+                    symbols_total=r.symbols_total,
+                    symbols_ok=r.symbols_ok,
+                    data_quality=r.data_quality,
+                    signals=r.signals,
+                    approvals=r.approvals,
+                    denials=r.denials,
+                    orders=r.orders_submitted,
+                    fills=len(r.fills),
+                )
+            ],
         )
         if r.decisions:
             session.execute(
-                insert(DecisionRow),
+                _DECISIONS.insert(),
                 [
                     {
                         "run_id": r.run_id,
@@ -168,7 +179,7 @@ class Repository:
             self._upsert_orders(session, r)
         if r.fills:
             session.execute(
-                insert(FillRow),
+                _FILLS.insert(),
                 [
                     {
                         "fill_id": f.fill_id,
@@ -186,7 +197,7 @@ class Repository:
                 ],
             )
         if r.positions is not None:
-            session.execute(delete(PositionRow).where(PositionRow.run_id == r.run_id))
+            session.execute(_POSITIONS.delete().where(_POSITIONS.c.run_id == r.run_id))
             rows = [
                 {
                     "run_id": r.run_id,
@@ -204,29 +215,35 @@ class Repository:
                 if p.quantity != 0
             ]
             if rows:
-                session.execute(insert(PositionRow), rows)
+                session.execute(_POSITIONS.insert(), rows)
         if r.equity is not None:
             session.execute(
-                insert(EquitySnapshotRow).values(
-                    run_id=r.run_id,
-                    iteration_id=r.iteration_id,
-                    at=r.equity.at,
-                    cash=to_money(r.equity.cash),
-                    market_value=to_money(r.equity.market_value),
-                    equity=to_money(r.equity.equity),
-                    positions=r.equity.positions,
-                )
+                _EQUITY.insert(),
+                [
+                    dict(
+                        run_id=r.run_id,
+                        iteration_id=r.iteration_id,
+                        at=r.equity.at,
+                        cash=to_money(r.equity.cash),
+                        market_value=to_money(r.equity.market_value),
+                        equity=to_money(r.equity.equity),
+                        positions=r.equity.positions,
+                    )
+                ],
             )
         if r.report_text is not None:
             session.execute(
-                insert(AuditReportRow).values(
-                    run_id=r.run_id,
-                    iteration_id=r.iteration_id,
-                    at=r.as_of,
-                    kind=r.report_kind or "template",
-                    text=r.report_text,
-                    facts=jsonable(dict(r.report_facts)),
-                )
+                _REPORTS.insert(),
+                [
+                    dict(
+                        run_id=r.run_id,
+                        iteration_id=r.iteration_id,
+                        at=r.as_of,
+                        kind=r.report_kind or "template",
+                        text=r.report_text,
+                        facts=jsonable(dict(r.report_facts)),
+                    )
+                ],
             )
 
     def _upsert_orders(self, session: Session, r: IterationRecord) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -36,13 +37,17 @@ def _replay(url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *extra: s
     return main.main(["replay", "--start", "2020-01-01", "--end", "2020-12-31", "--quiet", "--db", url, *extra])
 
 
+RUN_ID = re.compile(r"(replay|demo|daemon|backtest)-\d{8}T\d{6}-[0-9a-f]{6}")
+
+
 def _ledger(url: str) -> dict[str, list[tuple]]:
+    """Fills, equity and decisions with the run id (which names each run uniquely) masked."""
     with _session(url) as s:
         return {
             "fills": [(f.symbol, f.side, f.quantity, f.price, f.commission, f.filled_at) for f in s.scalars(select(FillRow).order_by(FillRow.filled_at, FillRow.symbol))],
             "equity": [(e.at, e.cash, e.equity) for e in s.scalars(select(EquitySnapshotRow).order_by(EquitySnapshotRow.at))],
             "decisions": [
-                (d.as_of, d.agent, d.symbol, d.action, d.strategy, d.confidence, d.reason)
+                (d.as_of, d.agent, d.symbol, d.action, d.strategy, d.confidence, RUN_ID.sub("<run>", d.reason))
                 for d in s.scalars(select(DecisionRow).order_by(DecisionRow.as_of, DecisionRow.agent, DecisionRow.symbol))
             ],
         }

@@ -1,0 +1,195 @@
+"""Groq selection provider: chat completions with ``response_format`` = strict JSON schema.
+
+Strict mode (constrained decoding) is only available on some Groq models (``openai/gpt-oss-20b`` and
+``openai/gpt-oss-120b`` at the time of writing); pass ``strict=False`` for others (best-effort schema following;
+our validation catches whatever the model gets wrong). A generation that fails Groq's own schema check comes back
+as HTTP 400 ``json_validate_failed`` and is reported as outcome ``invalid``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import groq
+import httpx
+from pydantic import SecretStr
+
+from core.llm.prompts import SelectionRequest
+from core.llm.providers import (
+    DEFAULT_SLEEP,
+    AttemptFailure,
+    Clock,
+    ProviderReply,
+    Redactor,
+    RetryPolicy,
+    SdkErrorTypes,
+    Sleep,
+    non_negative_int,
+    run_with_retries,
+    translate_sdk_error,
+)
+from core.llm.telemetry import CallOutcome
+
+GROQ_ERRORS = SdkErrorTypes(
+    timeout=groq.APITimeoutError,
+    connection=groq.APIConnectionError,
+    status=groq.APIStatusError,
+    response_validation=groq.APIResponseValidationError,
+)
+ReasoningEffort = str  # "none" | "default" | "low" | "medium" | "high" (model-dependent)
+
+
+class GroqSelectionProvider:
+    """Implements :class:`~core.llm.providers.SelectionProvider` over an ``AsyncGroq`` client."""
+
+    def __init__(
+        self,
+        client: groq.AsyncGroq,
+        *,
+        model: str,
+        redactor: Redactor,
+        retry: RetryPolicy = RetryPolicy(),
+        sleep: Sleep = DEFAULT_SLEEP,
+        clock: Clock | None = None,
+        strict: bool = True,
+        temperature: float = 0.0,
+        reasoning_effort: ReasoningEffort | None = None,
+        max_output_tokens: int | None = None,
+    ) -> None:
+        if not model:
+            raise ValueError("groq model name is required")
+        self._client = client
+        self._model = model
+        self._redact = redactor
+        self._retry = retry
+        self._sleep = sleep
+        self._clock = clock
+        self._strict = strict
+        self._temperature = temperature
+        self._reasoning_effort = reasoning_effort
+        self._max_output_tokens = max_output_tokens
+
+    @property
+    def name(self) -> str:
+        return "groq"
+
+    @property
+    def model(self) -> str:
+        return self._model
+
+    def __repr__(self) -> str:
+        return f"GroqSelectionProvider(model={self._model!r}, strict={self._strict}, base_url={str(self._client.base_url)!r})"
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    def _params(self, request: SelectionRequest) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "model": self._model,
+            "messages": [
+                {"role": "system", "content": request.system},
+                {"role": "user", "content": request.user},
+            ],
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": request.tool_name,
+                    "description": "One strategy choice per symbol.",
+                    "strict": self._strict,
+                    "schema": dict(request.schema),
+                },
+            },
+            "temperature": self._temperature,
+            "max_completion_tokens": self._max_output_tokens or request.max_output_tokens,
+        }
+        if self._reasoning_effort is not None:
+            params["reasoning_effort"] = self._reasoning_effort
+        return params
+
+    async def complete(self, request: SelectionRequest) -> ProviderReply:
+        params = self._params(request)
+
+        async def attempt() -> tuple[Any, int, int]:
+            try:
+                response = await self._client.chat.completions.create(**params)
+            except groq.APIError as exc:
+                failure = translate_sdk_error(
+                    exc, GROQ_ERRORS, redact=self._redact, clock=self._clock, policy=self._retry
+                )
+                if failure is None:
+                    raise
+                raise failure from None
+            except (json.JSONDecodeError, RecursionError, UnicodeDecodeError):
+                raise AttemptFailure(CallOutcome.INVALID, "response body is not valid JSON") from None
+            return _extract(response)
+
+        return await run_with_retries(attempt, policy=self._retry, sleep=self._sleep)
+
+
+def _extract(response: Any) -> tuple[Any, int, int]:
+    """Message content of the first choice; the SDK builds models leniently, so check every step."""
+    usage = getattr(response, "usage", None)
+    tokens_in = non_negative_int(getattr(usage, "prompt_tokens", 0))
+    tokens_out = non_negative_int(getattr(usage, "completion_tokens", 0))
+
+    def invalid(message: str) -> AttemptFailure:
+        return AttemptFailure(CallOutcome.INVALID, message, input_tokens=tokens_in, output_tokens=tokens_out)
+
+    choices = getattr(response, "choices", None)
+    if not isinstance(choices, list) or not choices:
+        raise invalid("response has no choices")
+    first = choices[0]
+    finish_reason = getattr(first, "finish_reason", None)
+    finish = finish_reason if isinstance(finish_reason, str) else "unknown"
+    if finish == "length":
+        raise invalid("answer truncated (finish_reason=length)")
+    content = getattr(getattr(first, "message", None), "content", None)
+    if not isinstance(content, str) or not content.strip():
+        raise invalid(f"response has no text content (finish_reason={finish})")
+    return content, tokens_in, tokens_out
+
+
+def build_groq_provider(
+    api_key: SecretStr | str,
+    model: str,
+    timeout_s: float,
+    base_url: str | None = None,
+    http_client: httpx.AsyncClient | None = None,
+    *,
+    retry: RetryPolicy = RetryPolicy(),
+    sleep: Sleep = DEFAULT_SLEEP,
+    clock: Clock | None = None,
+    strict: bool = True,
+    temperature: float = 0.0,
+    reasoning_effort: ReasoningEffort | None = None,
+    max_output_tokens: int | None = None,
+) -> GroqSelectionProvider:
+    """An ``AsyncGroq`` client with ``max_retries=0`` (retries are ours, counted) wrapped as a provider.
+
+    ``clock`` is only used to interpret an HTTP-date ``retry-after``; without it such a header waits the cap.
+    """
+    key = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
+    if not isinstance(key, str) or not key.strip():
+        raise ValueError("groq API key is empty")
+    if not (timeout_s > 0):
+        raise ValueError("timeout_s must be > 0")
+    client = groq.AsyncGroq(
+        api_key=key,
+        base_url=base_url,
+        timeout=timeout_s,
+        max_retries=0,
+        http_client=http_client,
+    )
+    return GroqSelectionProvider(
+        client,
+        model=model,
+        redactor=Redactor(key),
+        retry=retry,
+        sleep=sleep,
+        clock=clock,
+        strict=strict,
+        temperature=temperature,
+        reasoning_effort=reasoning_effort,
+        max_output_tokens=max_output_tokens,
+    )

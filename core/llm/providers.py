@@ -1,0 +1,289 @@
+"""What a selection provider is, and the machinery the concrete providers share.
+
+A provider sends one rendered :class:`~core.llm.prompts.SelectionRequest` to one model and returns the raw
+structured payload (JSON text or a decoded object) with the token usage, or raises :class:`ProviderCallError` with
+an outcome and a redacted message. It does not judge the answer: :mod:`core.llm.validation` does.
+
+Retries: the SDKs are built with ``max_retries=0`` and :func:`run_with_retries` does the retrying so that every
+retry is counted in the call record. 429/408/409/5xx/connection errors are retried with capped exponential backoff
+(no jitter: one daemon, deterministic tests); a ``retry-after`` (or ``retry-after-ms``) header is honoured, and
+when it asks for longer than ``RetryPolicy.max_delay_s`` the call is *not* retried (we would only be refused again)
+and the fallback provider gets its chance instead. Timeouts are not retried by default: a second provider is a
+better use of the iteration's time than the same slow one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Awaitable, Callable, Mapping, Protocol, runtime_checkable
+
+from core.llm.prompts import SelectionRequest, clean_text
+from core.llm.telemetry import CallOutcome
+
+Sleep = Callable[[float], Awaitable[None]]
+Clock = Callable[[], datetime]
+REDACTED = "[REDACTED]"
+MAX_MESSAGE_CHARS = 300
+
+RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderReply:
+    payload: Any  # JSON text (Groq message content) or decoded object (Anthropic tool input)
+    input_tokens: int
+    output_tokens: int
+    retries: int
+
+
+class ProviderCallError(Exception):
+    """The provider produced no usable payload. ``str(exc)`` is redacted and bounded."""
+
+    def __init__(
+        self,
+        outcome: CallOutcome,
+        message: str,
+        *,
+        retries: int = 0,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+    ) -> None:
+        super().__init__(message)
+        self.outcome = CallOutcome(outcome)
+        self.message = message
+        self.retries = retries
+        self.input_tokens = input_tokens
+        self.output_tokens = output_tokens
+
+
+class AttemptFailure(Exception):
+    """One failed HTTP attempt, already translated from the SDK's exception."""
+
+    def __init__(
+        self,
+        outcome: CallOutcome,
+        message: str,
+        *,
+        retryable: bool = False,
+        retry_after_s: float | None = None,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+    ) -> None:
+        super().__init__(message)
+        self.outcome = CallOutcome(outcome)
+        self.message = message
+        self.retryable = retryable
+        self.retry_after_s = retry_after_s
+        self.input_tokens = input_tokens
+        self.output_tokens = output_tokens
+
+
+@runtime_checkable
+class SelectionProvider(Protocol):
+    @property
+    def name(self) -> str:
+        """Provider name as used in the price table ("groq", "anthropic")."""
+        ...
+
+    @property
+    def model(self) -> str: ...
+
+    async def complete(self, request: SelectionRequest) -> ProviderReply:
+        """One attempt-group (request + bounded retries). Raises :class:`ProviderCallError` on failure."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_retries: int = 2
+    base_delay_s: float = 0.5
+    max_delay_s: float = 5.0
+    retry_timeouts: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_retries < 0:
+            raise ValueError("max_retries must be >= 0")
+        if not (0 <= self.base_delay_s <= self.max_delay_s) or not math.isfinite(self.max_delay_s):
+            raise ValueError("need 0 <= base_delay_s <= max_delay_s < inf")
+
+    def backoff(self, retry_index: int) -> float:
+        return min(self.base_delay_s * (2**retry_index), self.max_delay_s)
+
+
+async def run_with_retries(
+    attempt: Callable[[], Awaitable[tuple[Any, int, int]]],
+    *,
+    policy: RetryPolicy,
+    sleep: Sleep,
+) -> ProviderReply:
+    """Run ``attempt`` (returning ``(payload, input_tokens, output_tokens)``) with bounded, counted retries."""
+    retries = 0
+    tokens_in = tokens_out = 0
+    while True:
+        try:
+            payload, used_in, used_out = await attempt()
+        except AttemptFailure as failure:
+            tokens_in += failure.input_tokens
+            tokens_out += failure.output_tokens
+            message = failure.message
+            retry = failure.retryable and retries < policy.max_retries
+            if failure.outcome is CallOutcome.TIMEOUT and not policy.retry_timeouts:
+                retry = False
+            delay = policy.backoff(retries)
+            if retry and failure.retry_after_s is not None:
+                if failure.retry_after_s > policy.max_delay_s:
+                    retry = False
+                    message += (
+                        f" (retry-after {failure.retry_after_s:g}s exceeds the {policy.max_delay_s:g}s cap; not retried)"
+                    )
+                else:
+                    delay = max(failure.retry_after_s, 0.0)
+            if not retry:
+                if failure.retryable and retries >= policy.max_retries and policy.max_retries > 0:
+                    message += f" (gave up after {retries} retries)"
+                raise ProviderCallError(
+                    failure.outcome, message, retries=retries, input_tokens=tokens_in, output_tokens=tokens_out
+                ) from None
+            await sleep(delay)
+            retries += 1
+            continue
+        return ProviderReply(payload, tokens_in + used_in, tokens_out + used_out, retries)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Redaction and SDK error translation (Groq and Anthropic SDKs share the same exception layout)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class Redactor:
+    """Removes a secret from any text before it leaves the provider. Its repr shows nothing."""
+
+    __slots__ = ("_secret",)
+
+    def __init__(self, secret: str | None) -> None:
+        self._secret = secret or None
+
+    def __call__(self, text: str) -> str:
+        if self._secret and self._secret in text:
+            text = text.replace(self._secret, REDACTED)
+        return text
+
+    def __repr__(self) -> str:
+        return "Redactor(***)"
+
+
+def bounded(text: str, redact: Redactor, limit: int = MAX_MESSAGE_CHARS) -> str:
+    # redact before and after cleaning: cleaning could join a key split by control characters
+    return redact(clean_text(redact(text), limit))
+
+
+def parse_retry_after(headers: Mapping[str, str], *, now: datetime | None, fallback_s: float) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` / ``retry-after`` (delta-seconds or HTTP-date).
+
+    An HTTP-date without a clock to compare with yields ``fallback_s``. Unparseable values yield ``None``.
+    """
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms is not None:
+        try:
+            value = float(raw_ms) / 1000.0
+            if math.isfinite(value):
+                return max(value, 0.0)
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+        return max(value, 0.0) if math.isfinite(value) else None
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None or when.tzinfo is None:
+        return None
+    if now is None:
+        return fallback_s
+    return max((when - now).total_seconds(), 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class SdkErrorTypes:
+    timeout: type[BaseException]
+    connection: type[BaseException]
+    status: type[BaseException]
+    response_validation: type[BaseException]
+
+
+def _error_parts(body: Any) -> tuple[str | None, str | None, str | None]:
+    """(type, message, code) from ``{"error": {...}}`` bodies (Groq and Anthropic both nest under "error")."""
+    err = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(err, dict):
+        return None, (body if isinstance(body, str) else None), None
+    etype = err.get("type") if isinstance(err.get("type"), str) else None
+    emsg = err.get("message") if isinstance(err.get("message"), str) else None
+    code = err.get("code") if isinstance(err.get("code"), str) else None
+    details = err.get("details")
+    if code is None and isinstance(details, dict) and isinstance(details.get("error_code"), str):
+        code = details["error_code"]
+    return etype, emsg, code
+
+
+def translate_sdk_error(
+    exc: BaseException,
+    types: SdkErrorTypes,
+    *,
+    redact: Redactor,
+    clock: Clock | None,
+    policy: RetryPolicy,
+) -> AttemptFailure | None:
+    """Map an SDK exception onto an :class:`AttemptFailure`; ``None`` for exceptions we do not know (re-raise)."""
+    if isinstance(exc, types.response_validation):
+        return AttemptFailure(CallOutcome.INVALID, "response did not match the SDK's schema")
+    if isinstance(exc, types.timeout):
+        return AttemptFailure(CallOutcome.TIMEOUT, "request timed out", retryable=True)
+    if isinstance(exc, types.connection):
+        cause = type(exc.__cause__).__name__ if exc.__cause__ is not None else "unknown cause"
+        return AttemptFailure(CallOutcome.CONNECTION_ERROR, f"connection error ({cause})", retryable=True)
+    if isinstance(exc, types.status):
+        status = int(getattr(exc, "status_code", 0) or 0)
+        etype, emsg, code = _error_parts(getattr(exc, "body", None))
+        text = f"HTTP {status}"
+        if code:
+            text += f" {code}"
+        elif etype:
+            text += f" {etype}"
+        if emsg:
+            text += f": {emsg}"
+        message = bounded(text, redact)
+        response = getattr(exc, "response", None)
+        headers = getattr(response, "headers", None) or {}
+        now = clock() if clock is not None else None
+        retry_after = parse_retry_after(headers, now=now, fallback_s=policy.max_delay_s)
+        if code == "json_validate_failed":
+            return AttemptFailure(CallOutcome.INVALID, message)
+        if status == 429:
+            return AttemptFailure(CallOutcome.RATE_LIMITED, message, retryable=True, retry_after_s=retry_after)
+        return AttemptFailure(
+            CallOutcome.HTTP_ERROR,
+            message,
+            retryable=status in RETRYABLE_STATUS or status >= 500,
+            retry_after_s=retry_after,
+        )
+    return None
+
+
+def non_negative_int(value: Any) -> int:
+    """Token counts from a leniently-built SDK model: anything but a non-negative int counts as 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+DEFAULT_SLEEP: Sleep = asyncio.sleep

@@ -1,0 +1,281 @@
+"""``requests`` plumbing: a default timeout, a shared rate limiter and 429 ``Retry-After`` handling.
+
+alpaca-py talks HTTP through one ``requests.Session`` per client (``RESTClient._session``) and sets **no
+timeout**, so a hung connection blocks forever. :class:`TimeoutAdapter` is mounted on that session: every request
+gets a default ``(connect, read)`` timeout, waits for a slot from the account's shared rate limiter before it is
+sent, and an HTTP 429 pauses every caller of the limiter until the server's ``Retry-After`` has elapsed.
+
+alpaca-py retries 429 (and 504) itself, three times with a fixed 3 s sleep. :func:`configure_alpaca_client` sets
+that sleep to 0 so the pause is governed by our limiter (which knows the server's ``Retry-After`` and is shared by
+every client of the account) instead of by a fixed guess in one client.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import math
+import threading
+import time
+from typing import Any, Callable, Iterable, Mapping, Protocol
+from urllib.parse import urlsplit
+
+import requests
+from loguru import logger
+from requests.adapters import HTTPAdapter
+
+__all__ = [
+    "InvalidResponseBody",
+    "RequestLimiter",
+    "Timeout",
+    "TimeoutAdapter",
+    "configure_alpaca_client",
+    "install_timeouts",
+    "retry_after_seconds",
+]
+
+Timeout = float | tuple[float, float]
+
+
+class RequestLimiter(Protocol):
+    """What the adapter needs from a rate limiter (see :class:`utils.rate_limiter.SlidingWindowRateLimiter`)."""
+
+    def acquire(self) -> float: ...
+
+    def penalise(self, retry_after_s: float) -> None: ...
+
+
+class InvalidResponseBody(requests.RequestException):
+    """A successful (2xx) response whose body is empty, not JSON, or not a JSON object.
+
+    Raised from the adapter only when it was built with ``require_json_object=True`` (market-data clients,
+    whose every 2xx answer is a JSON object). It is a ``requests.RequestException``, so it travels through the
+    SDK exactly like a transport error instead of surfacing later as an unrelated ``TypeError``.
+    """
+
+
+def _normalise_timeout(timeout: Timeout) -> tuple[float, float]:
+    if isinstance(timeout, tuple):
+        if len(timeout) != 2:
+            raise ValueError(f"timeout must be seconds or a (connect, read) pair, got {timeout!r}")
+        connect, read = timeout
+    else:
+        connect = read = timeout
+    for part in (connect, read):
+        if isinstance(part, bool) or not isinstance(part, (int, float)) or not math.isfinite(part) or part <= 0:
+            raise ValueError(f"timeout values must be positive finite seconds, got {timeout!r}")
+    return float(connect), float(read)
+
+
+def retry_after_seconds(
+    headers: Mapping[str, str],
+    *,
+    wall_clock: Callable[[], float] = time.time,
+) -> float | None:
+    """Seconds the server asks us to wait, from ``Retry-After`` or, failing that, ``X-RateLimit-Reset``.
+
+    ``Retry-After`` may be delta-seconds (fractions accepted) or an HTTP-date; ``X-RateLimit-Reset`` (what Alpaca
+    documents) is a UNIX epoch. Dates are turned into a delay with the injected ``wall_clock``. Returns None when
+    neither header is present or parseable; negative delays become 0.
+    """
+    raw = headers.get("Retry-After")
+    if raw is not None:
+        text = raw.strip()
+        try:
+            seconds = float(text)
+        except ValueError:
+            seconds = None
+            try:
+                when = email.utils.parsedate_to_datetime(text)
+            except (TypeError, ValueError):
+                when = None
+            if when is not None and when.tzinfo is not None:
+                seconds = when.timestamp() - wall_clock()
+        if seconds is not None and math.isfinite(seconds):
+            return max(seconds, 0.0)
+    reset = headers.get("X-RateLimit-Reset")
+    if reset is not None:
+        try:
+            epoch = float(reset.strip())
+        except ValueError:
+            return None
+        if math.isfinite(epoch):
+            return max(epoch - wall_clock(), 0.0)
+    return None
+
+
+class TimeoutAdapter(HTTPAdapter):
+    """An ``HTTPAdapter`` with a default timeout, an optional shared rate limiter and 429 handling.
+
+    - ``timeout``: seconds or ``(connect, read)``; applied whenever the caller passes no timeout.
+    - ``limiter``: every request (each retry included) waits for ``limiter.acquire()`` before it is sent.
+    - HTTP 429: ``limiter.penalise(delay)`` with the server's ``Retry-After`` (else ``X-RateLimit-Reset``, else
+      ``default_retry_after_s``), capped at ``max_retry_after_s`` so a bogus header cannot stall the daemon.
+      The 429 response itself is returned unchanged; the caller's retry then waits in ``acquire()``.
+    - ``require_json_object``: a 2xx response (other than 204) must carry a JSON object, else
+      :class:`InvalidResponseBody` is raised.
+    - ``requests_sent`` counts requests handed to the transport (retries included, whatever their outcome).
+    """
+
+    def __init__(
+        self,
+        timeout: Timeout,
+        *,
+        limiter: RequestLimiter | None = None,
+        default_retry_after_s: float = 1.0,
+        max_retry_after_s: float = 60.0,
+        require_json_object: bool = False,
+        wall_clock: Callable[[], float] = time.time,
+        **kwargs: Any,
+    ) -> None:
+        self._timeout = _normalise_timeout(timeout)
+        if not (math.isfinite(default_retry_after_s) and default_retry_after_s >= 0):
+            raise ValueError(f"default_retry_after_s must be >= 0, got {default_retry_after_s!r}")
+        if not (math.isfinite(max_retry_after_s) and max_retry_after_s >= 0):
+            raise ValueError(f"max_retry_after_s must be >= 0, got {max_retry_after_s!r}")
+        self._limiter = limiter
+        self._default_retry_after_s = float(default_retry_after_s)
+        self._max_retry_after_s = float(max_retry_after_s)
+        self._require_json_object = require_json_object
+        self._wall_clock = wall_clock
+        self._count_lock = threading.Lock()
+        self._requests_sent = 0
+        self._rate_limited = 0
+        super().__init__(**kwargs)
+
+    @property
+    def timeout(self) -> tuple[float, float]:
+        return self._timeout
+
+    @property
+    def requests_sent(self) -> int:
+        with self._count_lock:
+            return self._requests_sent
+
+    @property
+    def rate_limited_responses(self) -> int:
+        """How many HTTP 429 answers this adapter has seen."""
+        with self._count_lock:
+            return self._rate_limited
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(timeout={self._timeout}, limiter={self._limiter!r})"
+
+    def send(  # type: ignore[override]
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: Any = None,
+        verify: bool | str = True,
+        cert: Any = None,
+        proxies: Mapping[str, str] | None = None,
+    ) -> requests.Response:
+        if timeout is None:
+            timeout = self._timeout
+        if self._limiter is not None:
+            self._limiter.acquire()
+        with self._count_lock:
+            self._requests_sent += 1
+        response = super().send(request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies)
+        if response.status_code == 429:
+            self._on_rate_limited(request, response)
+        elif self._require_json_object and 200 <= response.status_code < 300 and response.status_code != 204:
+            self._check_json_object(request, response)
+        return response
+
+    def _on_rate_limited(self, request: requests.PreparedRequest, response: requests.Response) -> None:
+        with self._count_lock:
+            self._rate_limited += 1
+        delay = retry_after_seconds(response.headers, wall_clock=self._wall_clock)
+        source = "server"
+        if delay is None:
+            delay, source = self._default_retry_after_s, "default"
+        if delay > self._max_retry_after_s:
+            logger.warning("HTTP 429 asked for a {:.1f}s pause; capping it at {:.1f}s", delay, self._max_retry_after_s)
+            delay = self._max_retry_after_s
+        logger.warning(
+            "HTTP 429 from {} {}: {} for {:.2f}s ({} delay)",
+            request.method,
+            _describe(request),
+            "pausing every caller of the shared limiter" if self._limiter is not None else "no limiter to pause",
+            delay,
+            source,
+        )
+        if self._limiter is not None:
+            self._limiter.penalise(delay)
+
+    def _check_json_object(self, request: requests.PreparedRequest, response: requests.Response) -> None:
+        body = response.content
+        where = f"{request.method} {_describe(request)} (HTTP {response.status_code})"
+        if not body or not body.strip():
+            raise InvalidResponseBody(f"empty response body from {where}", request=request, response=response)
+        try:
+            parsed = json.loads(body)
+        except ValueError:  # json.JSONDecodeError and UnicodeDecodeError are both ValueErrors
+            raise InvalidResponseBody(
+                f"malformed JSON response body from {where}", request=request, response=response
+            ) from None
+        if not isinstance(parsed, dict):
+            raise InvalidResponseBody(
+                f"response body from {where} is JSON {type(parsed).__name__}, expected an object",
+                request=request,
+                response=response,
+            )
+
+
+def _describe(request: requests.PreparedRequest) -> str:
+    """Scheme, host and path of a request, without the query string (kept out of logs and messages)."""
+    parts = urlsplit(request.url or "")
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+
+
+def install_timeouts(
+    session: requests.Session,
+    timeout: Timeout,
+    *,
+    limiter: RequestLimiter | None = None,
+    prefixes: Iterable[str] = ("http://", "https://"),
+    **adapter_kwargs: Any,
+) -> TimeoutAdapter:
+    """Mount one :class:`TimeoutAdapter` on ``session`` for ``prefixes`` and return it."""
+    adapter = TimeoutAdapter(timeout, limiter=limiter, **adapter_kwargs)
+    for prefix in prefixes:
+        session.mount(prefix, adapter)
+    return adapter
+
+
+_ALPACA_CLIENT_ATTRIBUTES = ("_session", "_retry", "_retry_wait", "_retry_codes")
+
+
+def configure_alpaca_client(
+    client: Any,
+    *,
+    timeout: Timeout,
+    limiter: RequestLimiter,
+    retry_attempts: int = 3,
+    retry_codes: Iterable[int] = (429,),
+    **adapter_kwargs: Any,
+) -> TimeoutAdapter:
+    """Give an alpaca-py REST client (``TradingClient``, ``StockHistoricalDataClient``...) our HTTP policy.
+
+    alpaca-py 0.44 ``RESTClient`` keeps ``_session`` (a ``requests.Session``), ``_retry`` (retries after the
+    first attempt), ``_retry_wait`` (fixed seconds slept before each retry, default 3) and ``_retry_codes``
+    (default ``[429, 504]``); the data client's constructor does not expose them. We mount a
+    :class:`TimeoutAdapter` on the session and set ``_retry_wait`` to 0: the wait before a retried 429 then
+    happens in the shared limiter, for as long as the server's ``Retry-After`` says, and blocks every other
+    caller of the account too. ``retry_codes`` defaults to 429 only: an immediate retry of a 504 would just
+    hammer a struggling gateway. Raises ``TypeError`` if the SDK no longer has these attributes.
+    """
+    missing = [name for name in _ALPACA_CLIENT_ATTRIBUTES if not hasattr(client, name)]
+    if missing or not isinstance(getattr(client, "_session", None), requests.Session):
+        raise TypeError(
+            f"{type(client).__name__} does not look like an alpaca-py RESTClient "
+            f"(missing or unexpected: {', '.join(missing) or '_session'}); re-check utils/http.py against the SDK"
+        )
+    if isinstance(retry_attempts, bool) or not isinstance(retry_attempts, int) or retry_attempts < 0:
+        raise ValueError(f"retry_attempts must be a non-negative integer, got {retry_attempts!r}")
+    codes = [int(code) for code in retry_codes]
+    client._retry = retry_attempts
+    client._retry_wait = 0
+    client._retry_codes = codes
+    return install_timeouts(client._session, timeout, limiter=limiter, **adapter_kwargs)
