@@ -20,20 +20,20 @@ import sys
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from loguru import logger
 
-from config.settings import Settings, SettingsError, load_settings
-from core.app import App, build_app, build_provider, replay_sessions, simulated_clock_for
-from core.calendar import MarketCalendar
+from config.settings import BrokerName, DataProviderName, Schedule, Settings, SettingsError, load_settings
+from core.app import App, MissingKeys, build_app, build_provider, replay_sessions, simulated_clock_for
+from core.calendar import MarketCalendar, format_eastern
 from core.data.base import BarProvider
 from core.clock import LiveClock, SimulatedClock
 from core.orchestrator import IterationOutcome, PersistenceFailure, run_live, run_replay
 from core.persistence.db import DaemonAlreadyRunning, DatabaseUnavailable, safe_url
 from utils.logging import configure_logging
 
-COMMANDS = ("run", "replay", "demo", "strategies")
+COMMANDS = ("run", "replay", "demo", "strategies", "status")
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_DB, EXIT_LOCKED, EXIT_PERSIST = 0, 1, 2, 3, 4, 5
 
 NEEDS_KEYS = """\
@@ -47,6 +47,7 @@ Without keys you can run everything offline:
   python main.py replay --start 2015-01-01   replay any range of the bundled data
   DATA_PROVIDER=synthetic python main.py run --offline --once
                                              the live loop on synthetic bars and the simulated broker
+With keys, BROKER=simulated runs the daemon on Alpaca's bars with the simulated broker.
 """
 
 
@@ -74,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--start", type=_date, help="first session (default: two years before --end)")
         p.add_argument("--end", type=_date, help="last session (default: the data's last date)")
         p.add_argument("--quiet", action="store_true", help="no progress lines")
+        p.add_argument("--llm", action="store_true", help="allow live LLM strategy selection (off by default in replays)")
+
+    status = sub.add_parser("status", parents=[common], help="market open/closed, the current or next session, the next iteration")
+    status.add_argument("--at", help="ISO time to evaluate (default: now); naive times are UTC")
+    status.add_argument("--json", action="store_true", help="print JSON")
 
     strategies = sub.add_parser("strategies", help="list the registered strategies")
     strategies.add_argument("--json", action="store_true", help="print JSON")
@@ -102,13 +108,15 @@ def _replay_range(app_settings: Settings, provider: BarProvider, start: date | N
     return start, end
 
 
-async def _replay(settings: Settings, start: date | None, end: date | None, *, kind: str, quiet: bool) -> tuple[App, list[IterationOutcome], float]:
+async def _replay(
+    settings: Settings, start: date | None, end: date | None, *, kind: str, quiet: bool, llm: bool = False
+) -> tuple[App, list[IterationOutcome], float]:
     calendar = MarketCalendar()
     provider = build_provider(settings, calendar)
     start, end = _replay_range(settings, provider, start, end)
     sessions = replay_sessions(calendar, start, end)
     clock = simulated_clock_for(sessions)
-    app = build_app(settings, kind=kind, clock=clock, provider=provider, calendar=calendar)
+    app = build_app(settings, kind=kind, clock=clock, provider=provider, calendar=calendar, allow_llm=llm)
     stop = asyncio.Event()
     _install_stop_handlers(stop)
     step = max(1, len(sessions) // 10)
@@ -150,26 +158,36 @@ def _print_inspection(settings: Settings, app: App, outcomes: Sequence[Iteration
 
 
 async def _run_daemon(settings: Settings, args: argparse.Namespace) -> int:
-    if not args.offline and not settings.has_alpaca_keys:
+    if args.offline:
+        if settings.data_provider is DataProviderName.ALPACA:
+            print("error: --offline needs DATA_PROVIDER=files or synthetic (DATA_PROVIDER is alpaca)", file=sys.stderr)
+            return EXIT_CONFIG
+        settings = settings.model_copy(update={"broker": BrokerName.SIMULATED})
+    needs_keys = settings.broker is BrokerName.ALPACA or settings.data_provider is DataProviderName.ALPACA
+    if needs_keys and not settings.has_alpaca_keys:
         print(NEEDS_KEYS, file=sys.stderr)
         return EXIT_CONFIG
-    if not args.offline:
+    if settings.broker is BrokerName.ALPACA:
         print(
-            "Alpaca paper trading is not wired into this build yet (the Alpaca broker arrives with the execution work).\n"
-            "Run with --offline to use the configured offline data and the simulated broker.",
+            "Alpaca order routing is not wired into this build yet (it arrives with the execution work).\n"
+            "Set BROKER=simulated to run the daemon on Alpaca data with the simulated broker, or use --offline.",
             file=sys.stderr,
         )
         return EXIT_CONFIG
     clock = LiveClock()
-    app = build_app(settings, kind="daemon", clock=clock)
+    calendar = MarketCalendar()
+    app = build_app(settings, kind="daemon", clock=clock, calendar=calendar)
     stop = asyncio.Event()
     _install_stop_handlers(stop)
     iterations = 1 if args.once else args.iterations
-    interval = timedelta(seconds=settings.loop_interval_seconds)
+    next_run = schedule_for(settings, calendar)
     status = "finished"
     try:
-        print(f"Daemon started: mode {settings.trading_mode.value} (offline, simulated broker), run {app.run_id}", flush=True)
-        await run_live(app.orchestrator, next_run=lambda now: now + interval, stop=stop, iterations=iterations)
+        print(
+            f"Daemon started: mode {settings.trading_mode.value}, broker {app.broker.name}, data {app.provider.name}, run {app.run_id}",
+            flush=True,
+        )
+        await run_live(app.orchestrator, next_run=next_run, stop=stop, iterations=iterations)
         await app.bus.close()
         if stop.is_set():
             status = "stopped"
@@ -178,6 +196,59 @@ async def _run_daemon(settings: Settings, args: argparse.Namespace) -> int:
         raise
     finally:
         app.close(status)
+    return EXIT_OK
+
+
+def schedule_for(settings: Settings, calendar: MarketCalendar) -> Callable[[datetime], datetime]:
+    """When the daemon's next iteration runs after ``now``: once per NYSE session at open + offset, or every interval."""
+    if settings.schedule is Schedule.INTERVAL:
+        interval = timedelta(seconds=settings.loop_interval_seconds)
+        return lambda now: now + interval
+    offset = timedelta(minutes=settings.run_at_minutes_after_open)
+    return lambda now: calendar.next_run_time(now, offset)
+
+
+def status_report(settings: Settings, calendar: MarketCalendar, at: datetime) -> dict[str, object]:
+    """Whether the market is open at ``at``, the current or next session (Eastern time), and the next iteration."""
+    session = calendar.session_for(at)
+    is_open = calendar.is_open(at)
+    current = session if session is not None and at < session.close_utc else None
+    upcoming = current or calendar.next_session(at)
+    next_iteration = schedule_for(settings, calendar)(at)
+    return {
+        "at": at.isoformat(),
+        "at_eastern": format_eastern(at),
+        "market_open": is_open,
+        "session": "current" if current is not None else "next",
+        "session_date": upcoming.date.isoformat(),
+        "open_eastern": format_eastern(upcoming.open_utc),
+        "close_eastern": format_eastern(upcoming.close_utc),
+        "early_close": upcoming.early_close,
+        "next_iteration": next_iteration.isoformat(),
+        "next_iteration_eastern": format_eastern(next_iteration),
+        "schedule": settings.schedule.value,
+    }
+
+
+def _status(settings: Settings, at_text: str | None, as_json: bool) -> int:
+    if at_text:
+        try:
+            at = datetime.fromisoformat(at_text)
+        except ValueError:
+            print(f"error: --at: not an ISO time: {at_text!r}", file=sys.stderr)
+            return EXIT_CONFIG
+        at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+    else:
+        at = LiveClock().now()
+    report = status_report(settings, MarketCalendar(), at)
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return EXIT_OK
+    print(f"At {report['at_eastern']}: market {'OPEN' if report['market_open'] else 'closed'}")
+    kind = "Current" if report["session"] == "current" else "Next"
+    early = " (early close)" if report["early_close"] else ""
+    print(f"{kind} session {report['session_date']}: open {report['open_eastern']}, close {report['close_eastern']}{early}")
+    print(f"Next iteration ({report['schedule']} schedule): {report['next_iteration_eastern']}")
     return EXIT_OK
 
 
@@ -218,10 +289,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if command == "run":
             return asyncio.run(_run_daemon(settings, args))
-        app, outcomes, elapsed = asyncio.run(_replay(settings, args.start, args.end, kind=command, quiet=args.quiet))
+        if command == "status":
+            return _status(settings, args.at, args.json)
+        app, outcomes, elapsed = asyncio.run(_replay(settings, args.start, args.end, kind=command, quiet=args.quiet, llm=args.llm))
         _print_inspection(settings, app, outcomes, elapsed)
         return EXIT_OK
-    except SettingsError as exc:
+    except (SettingsError, MissingKeys) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except DatabaseUnavailable as exc:

@@ -4,7 +4,7 @@ with a deterministic text summary built from the same facts."""
 from __future__ import annotations
 
 from collections import Counter, deque
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from loguru import logger
 
@@ -48,7 +48,18 @@ def summarize(facts: Mapping[str, Any]) -> str:
 class AuditAgent:
     name = "audit"
 
-    def __init__(self, repository: Repository, broker: Broker, clock: Clock, run_id: str, *, recent_equity: int = 10) -> None:
+    def __init__(
+        self,
+        repository: Repository,
+        broker: Broker,
+        clock: Clock,
+        run_id: str,
+        *,
+        recent_equity: int = 10,
+        state: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None,
+    ) -> None:
+        """``state``: snapshots (key -> JSON object) persisted with every iteration, e.g. breaker states."""
+        self._state = state
         self._repository = repository
         self._broker = broker
         self._clock = clock
@@ -143,6 +154,10 @@ class AuditAgent:
             approvals=facts["approvals"],
             denials=facts["denials"],
             orders_submitted=facts["orders_submitted"],
+            llm_calls=tuple(signals.llm_calls) if signals is not None else (),
+            shadow=tuple(signals.shadow) if signals is not None else (),
+            breaker_events=tuple(signals.breaker_events) if signals is not None else (),
+            state=self._state() if self._state is not None else {},
         )
         self._repository.record_iteration(record)
         self.recent_equity.append(float(equity.equity))

@@ -1,24 +1,32 @@
 """Strategy agent: picks a registered strategy per symbol and computes its signal at the decision time.
 
-Signals are deterministic code. The choice of strategy is made by the deterministic, context-aware selector; an LLM
-selector (when configured) may choose instead, but anything it returns outside the closed set is an abstention that
-falls back to the deterministic choice.
+Signals are deterministic code. The *choice* of strategy comes from the LLM selector when one is configured (one call
+per iteration for all symbols, cached per symbol per session), otherwise from the deterministic, context-aware
+selector. An LLM answer that is unusable for a symbol — a name outside the registry, a strategy the symbol lacks the
+history or peers for, a missing symbol, a failed call — is recorded as an ABSTAIN decision with its reason and replaced
+by the deterministic choice. A circuit breaker switches to deterministic selection after repeated LLM failures and
+retries after a cool-down. Every iteration also records the shadow ledger: what every registered strategy would have
+signalled for every symbol.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from datetime import date
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
+from loguru import logger
 
 from core.domain import Action, BarsBatch, Decision, Signal, SymbolBars, frozen_map, session_timestamp
 from core.events import DataReady, SignalsReady
 from core.frame_cache import FrameCache
+from core.llm import LLMSelector
 from strategies.base import ACTION_BY_CODE, Peers, Strategy
 from strategies.context import MarketContext, context_frame
 from strategies.selector import DeterministicSelector
+from utils.circuit_breaker import BreakerEvent, ConsecutiveFailureBreaker
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +39,15 @@ class _Columns:
     @classmethod
     def of(cls, frame: pd.DataFrame) -> "_Columns":
         return cls(frame.index, {str(c): frame[c].to_numpy() for c in frame.columns})
+
+
+@dataclass(frozen=True, slots=True)
+class _Choice:
+    session: date
+    strategy: str
+    reason: str
+    source: str  # "llm:<provider>" or "deterministic"
+    llm_note: str | None  # the LLM's answer or abstention reason, when one was consulted
 
 
 def _context_at(symbol: str, ctx: _Columns, i: int) -> MarketContext:
@@ -81,17 +98,33 @@ class StrategyAgent:
         *,
         benchmark_symbol: str = "SPY",
         cache: FrameCache | None = None,
+        llm: LLMSelector | None = None,
+        llm_breaker: ConsecutiveFailureBreaker | None = None,
+        breaker_events: list[BreakerEvent] | None = None,
+        shadow: bool = True,
     ) -> None:
+        """``breaker_events``: the list the LLM breaker's ``on_transition`` appends to (drained every iteration)."""
+        if llm is not None and llm_breaker is None:
+            raise ValueError("an LLM selector needs its circuit breaker")
         self._registry = registry
         self._selector = selector
         self._benchmark = benchmark_symbol
         self._cache = cache or FrameCache()
         self._peers_key: tuple[int, ...] | None = None
         self._peers: Peers | None = None
+        self._llm = llm
+        self._breaker = llm_breaker
+        self._shadow = shadow
+        self._choices: dict[str, _Choice] = {}
+        self._breaker_events: list[BreakerEvent] = breaker_events if breaker_events is not None else []
 
     @property
     def registry(self) -> Mapping[str, Strategy]:
         return self._registry
+
+    @property
+    def uses_llm(self) -> bool:
+        return self._llm is not None
 
     def signal_frame(self, sb: SymbolBars, strategy: Strategy, peers: Peers) -> pd.DataFrame:
         return self._cache.get(sb.symbol, ("signals", strategy.name), sb.frame, lambda: strategy.compute(sb.frame, peers))
@@ -99,6 +132,11 @@ class StrategyAgent:
     def signal_frame_for(self, batch: BarsBatch, symbol: str, strategy_name: str) -> pd.DataFrame:
         """The cached signal frame of ``strategy_name`` over ``symbol``'s bars in ``batch``."""
         return self.signal_frame(batch.bars[symbol], self._registry[strategy_name], self._peers_for(batch.bars))
+
+    def _columns(self, sb: SymbolBars, strategy: Strategy, peers: Peers) -> _Columns:
+        return self._cache.get(
+            sb.symbol, ("signal_columns", strategy.name), sb.frame, lambda: _Columns.of(self.signal_frame(sb, strategy, peers))
+        )
 
     def _peers_for(self, bars: Mapping[str, SymbolBars]) -> Peers:
         key = tuple(id(sb.frame) for sb in bars.values())
@@ -109,45 +147,149 @@ class StrategyAgent:
             self._peers_key = key
         return self._peers
 
-    def on_data(self, event: DataReady) -> SignalsReady:
+    def _eligible(self, name: str, available: int, has_benchmark: bool, has_universe: bool) -> str | None:
+        """Why ``name`` cannot run for a symbol right now, or None when it can."""
+        strategy = self._registry.get(name)
+        if strategy is None:
+            return f"{name!r} is not a registered strategy"
+        if strategy.min_history >= available:
+            return f"{name} needs more than {strategy.min_history} bars, {available} available"
+        if strategy.needs_benchmark and not has_benchmark:
+            return f"{name} needs the benchmark {self._benchmark}, which has no usable bars"
+        if strategy.needs_universe and not has_universe:
+            return f"{name} needs a universe of several symbols"
+        return None
+
+    async def _llm_choices(
+        self, batch: BarsBatch, contexts: dict[str, MarketContext], pending: list[str], decisions: list[Decision]
+    ) -> tuple[dict[str, tuple[str, str, str]], list[dict[str, Any]], dict[str, str]]:
+        """Ask the LLM about ``pending`` symbols. Returns (accepted choices, call records, abstention reasons)."""
+        assert self._llm is not None and self._breaker is not None
+        if not self._breaker.allow():
+            reason = f"LLM selection paused by circuit breaker ({self._breaker.reason})"
+            for symbol in pending:
+                decisions.append(Decision("selector", symbol, "abstain", reason, {"source": "breaker"}))
+            return {}, [], {s: reason for s in pending}
+        allowed = list(self._registry)
+        descriptions = {name: s.description for name, s in self._registry.items()}
+        outcome = await self._llm.select({s: contexts[s].as_dict() for s in pending}, allowed, descriptions)
+        calls = [{**c.to_dict(), "purpose": "selection"} for c in outcome.calls]
+        if any(c.outcome.value in ("ok", "partial") for c in outcome.calls):
+            self._breaker.record_success()
+        elif outcome.calls and all(c.outcome.value != "budget_exceeded" for c in outcome.calls):
+            self._breaker.record_failure("; ".join(sorted({f"{c.provider}: {c.outcome.value}" for c in outcome.calls})))
+        accepted: dict[str, tuple[str, str, str]] = {}
+        abstained: dict[str, str] = {}
+        providers = {c.provider for c in outcome.calls if c.outcome.value in ("ok", "partial")}
+        source = "llm:" + ",".join(sorted(providers)) if providers else "llm"
+        for symbol in pending:
+            choice = outcome.choices.get(symbol)
+            if choice is None:
+                abstained[symbol] = "the LLM selector returned nothing for this symbol"
+            elif choice.abstained or choice.strategy is None:
+                abstained[symbol] = choice.reason or "abstained without a reason"
+            else:
+                sb = batch.bars[symbol]
+                problem = self._eligible(choice.strategy, sb.end, *self._peer_flags(batch))
+                if problem is not None:
+                    abstained[symbol] = f"chose {choice.strategy} but {problem}"
+                else:
+                    accepted[symbol] = (choice.strategy, f"{source}: {choice.reason}", source)
+        for symbol in pending:
+            if symbol in accepted:
+                decisions.append(Decision("selector", symbol, "chose", accepted[symbol][1], {"strategy": accepted[symbol][0]}, strategy=accepted[symbol][0]))
+            else:
+                decisions.append(Decision("selector", symbol, "abstain", abstained[symbol], {"source": source}))
+        return accepted, calls, abstained
+
+    def _peer_flags(self, batch: BarsBatch) -> tuple[bool, bool]:
+        peers = self._peers_for(batch.bars)
+        return peers.benchmark is not None, peers.closes is not None and peers.closes.shape[1] > 1
+
+    async def on_data(self, event: DataReady) -> SignalsReady:
         batch = event.batch
         assert batch is not None
         peers = self._peers_for(batch.bars)
+        has_benchmark, has_universe = self._peer_flags(batch)
         signals: dict[str, Signal] = {}
         decisions: list[Decision] = []
-        has_benchmark = peers.benchmark is not None
-        has_universe = peers.closes is not None and peers.closes.shape[1] > 1
+        session = event.as_of.date()
+        contexts: dict[str, MarketContext] = {}
+        for symbol, sb in batch.bars.items():
+            ctx = self._cache.get(symbol, "context", sb.frame, lambda sb=sb: _Columns.of(context_frame(sb.frame)))
+            contexts[symbol] = _context_at(symbol, ctx, sb.end - 1)
+
+        pending = [s for s in batch.bars if (c := self._choices.get(s)) is None or c.session != session]
+        llm_calls: list[dict[str, Any]] = []
+        if self._llm is not None and pending:
+            accepted, llm_calls, abstained = await self._llm_choices(batch, contexts, pending, decisions)
+        else:
+            accepted, abstained = {}, {}
+        for symbol in pending:
+            if symbol in accepted:
+                name, why, source = accepted[symbol]
+                self._choices[symbol] = _Choice(session, name, why, source, None)
+                continue
+            name, why = self._selector.choose(
+                contexts[symbol], batch.bars[symbol].end, benchmark_available=has_benchmark, universe_available=has_universe
+            )
+            note = abstained.get(symbol)
+            self._choices[symbol] = _Choice(session, name, why, "deterministic", f"LLM abstained: {note}" if note else None)
+
+        shadow: list[dict[str, Any]] = []
         for symbol, sb in batch.bars.items():
             i = sb.end - 1
-            ctx = self._cache.get(symbol, "context", sb.frame, lambda sb=sb: _Columns.of(context_frame(sb.frame)))
-            context = _context_at(symbol, ctx, i)
-            name, why = self._selector.choose(
-                context, sb.end, benchmark_available=has_benchmark, universe_available=has_universe
-            )
-            strategy = self._registry[name]
-            cols = self._cache.get(symbol, ("signal_columns", name), sb.frame, lambda: _Columns.of(self.signal_frame(sb, strategy, peers)))
-            signal = _signal_at(strategy, symbol, cols, i, sb.last_close)
+            choice = self._choices[symbol]
+            strategy = self._registry[choice.strategy]
+            signal = _signal_at(strategy, symbol, self._columns(sb, strategy, peers), i, sb.last_close)
             signals[symbol] = signal
+            selection = {"source": choice.source, "why": choice.reason}
+            if choice.llm_note:
+                selection["llm"] = choice.llm_note
+            prefix = f"{choice.llm_note}; deterministic fallback " if choice.llm_note else ""
             decisions.append(
                 Decision(
                     "strategy",
                     symbol,
                     signal.action.value,
-                    f"selected {name} ({why}); {signal.reason}",
+                    f"{prefix}selected {choice.strategy} ({choice.reason}); {signal.reason}",
                     {
-                        "context": context.as_dict(),
-                        "selector": "deterministic",
+                        "context": contexts[symbol].as_dict(),
+                        "selection": selection,
                         "indicators": dict(signal.indicators),
                         "strength": signal.strength,
                         "stop": signal.stop,
                         "target": signal.target,
                         "price": signal.price,
                     },
-                    strategy=name,
+                    strategy=choice.strategy,
                 )
             )
+            if self._shadow:
+                ledger: dict[str, Any] = {}
+                for name, other in self._registry.items():
+                    if self._eligible(name, sb.end, has_benchmark, has_universe) is not None:
+                        continue
+                    cols = self._columns(sb, other, peers)
+                    code = int(cols.arrays["action"][i])
+                    ledger[name] = [ACTION_BY_CODE[code].value, round(float(cols.arrays["strength"][i]), 4) if code else 0.0]
+                shadow.append({"symbol": symbol, "selected": choice.strategy, "close": sb.last_close, "signals": ledger})
         for symbol, reason in batch.rejected.items():
             decisions.append(Decision("strategy", symbol, "skip", f"no usable data: {reason}", {}))
+        events = [
+            {"name": e.name, "from_state": str(e.from_state), "to_state": str(e.to_state), "reason": e.reason, "at": e.at}
+            for e in self._breaker_events
+        ]
+        for e in self._breaker_events:
+            logger.warning("breaker {}: {} -> {} ({})", e.name, e.from_state, e.to_state, e.reason)
+        self._breaker_events.clear()
         return SignalsReady(
-            iteration_id=event.iteration_id, as_of=event.as_of, previous=event, signals=frozen_map(signals), decisions=tuple(decisions)
+            iteration_id=event.iteration_id,
+            as_of=event.as_of,
+            previous=event,
+            signals=frozen_map(signals),
+            decisions=tuple(decisions),
+            llm_calls=tuple(llm_calls),
+            shadow=tuple(shadow),
+            breaker_events=tuple(events),
         )

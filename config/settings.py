@@ -41,6 +41,26 @@ class LLMProvider(enum.StrEnum):
     NONE = "none"
 
 
+class BrokerName(enum.StrEnum):
+    ALPACA = "alpaca"
+    SIMULATED = "simulated"
+
+
+class Schedule(enum.StrEnum):
+    SESSION = "session"
+    INTERVAL = "interval"
+
+
+class DataFallback(enum.StrEnum):
+    NONE = "none"
+    FILES = "files"
+
+
+class Toggle(enum.StrEnum):
+    AUTO = "auto"
+    OFF = "off"
+
+
 class SettingsError(ValueError):
     """Invalid configuration; the message names the environment variable(s) at fault."""
 
@@ -66,13 +86,21 @@ class Settings(BaseSettings):
         default_factory=lambda: ["AAPL", "AIG", "BAC", "IBM", "IWM", "SPY"],
         description="Comma-separated symbols traded every iteration.",
     )
-    loop_interval_seconds: int = Field(86_400, ge=1, le=7 * 86_400, description="Seconds between live iterations.")
-    history_bars: int = Field(300, ge=50, le=5000, description="Daily bars of history loaded per symbol.")
+    schedule: Schedule = Field(
+        Schedule.SESSION, description="session: once per NYSE session at RUN_AT_MINUTES_AFTER_OPEN; interval: every LOOP_INTERVAL_SECONDS."
+    )
+    run_at_minutes_after_open: int = Field(15, ge=0, le=390, description="Minutes after the session open when the daily iteration runs.")
+    loop_interval_seconds: int = Field(86_400, ge=1, le=7 * 86_400, description="Seconds between iterations with SCHEDULE=interval.")
+    history_bars: int = Field(300, ge=50, le=5000, description="Daily bars fetched per symbol on a cold start (Alpaca).")
+    benchmark_symbol: str = Field("SPY", min_length=1, description="Benchmark for relative-strength strategies.")
+    strategy_params: str = Field("{}", description='JSON overrides of strategy parameters, e.g. {"trend_following": {"fast": 20}}.')
+    shadow_ledger: bool = Field(True, description="Record what every strategy would have signalled each iteration.")
     bus_mode: BusMode = Field(BusMode.ASYNC, description="async (concurrent fan-out) or sync (sequential dispatch).")
 
     # --- trading mode --------------------------------------------------------------------------------
     trading_mode: TradingMode = Field(TradingMode.PAPER, description="paper (default) or live.")
     live_allowed: bool = Field(False, description="Second opt-in required for live trading.")
+    broker: BrokerName = Field(BrokerName.ALPACA, description="alpaca (paper unless live is fully opted in) or simulated.")
     initial_cash: float = Field(100_000.0, gt=0, description="Starting cash of the simulated broker.")
     commission_per_share: float = Field(0.005, ge=0, description="Simulated commission per share (USD).")
     commission_minimum: float = Field(1.0, ge=0, description="Simulated minimum commission per order (USD).")
@@ -82,6 +110,14 @@ class Settings(BaseSettings):
     data_provider: DataProviderName = Field(DataProviderName.FILES, description="files, synthetic or alpaca.")
     data_dir: Path = Field(BUNDLED_DATA_DIR, description="Directory of SYMBOL.csv/.parquet files.")
     synthetic_seed: int = Field(7, description="Seed of the synthetic data provider.")
+    data_fallback: DataFallback = Field(DataFallback.NONE, description="Provider tried for symbols Alpaca could not serve: none or files (DATA_DIR).")
+    bar_cache_dir: Path = Field(PROJECT_ROOT / "var" / "bars", description="On-disk Parquet cache of Alpaca bars.")
+    bar_cache_ttl_seconds: int = Field(300, ge=0, le=86_400, description="In-memory cache lifetime of fetched bars.")
+    alpaca_data_feed: str = Field("iex", pattern="^(iex|sip)$", description="Alpaca bars feed: iex (free) or sip.")
+    alpaca_data_url: str | None = Field(None, description="Override of Alpaca's market-data base URL (proxies, tests).")
+    alpaca_trading_url: str | None = Field(None, description="Override of Alpaca's trading base URL (proxies, tests).")
+    alpaca_timeout_seconds: float = Field(10.0, gt=0, le=120, description="Timeout of every Alpaca HTTP request.")
+    alpaca_rate_limit_per_minute: int = Field(200, ge=1, le=10_000, description="Requests per minute shared by all Alpaca calls.")
 
     # --- persistence and logging ---------------------------------------------------------------------
     database_url: str = Field(f"sqlite:///{DEFAULT_DB_PATH}", description="SQLAlchemy URL (sqlite or postgresql).")
@@ -102,12 +138,53 @@ class Settings(BaseSettings):
     groq_model: str = Field("llama-3.3-70b-versatile", min_length=1, description="Groq model for selection.")
     anthropic_model: str = Field("claude-sonnet-4-5", min_length=1, description="Anthropic model for selection.")
     audit_model: str = Field("claude-sonnet-4-5", min_length=1, description="Anthropic model for audit narratives.")
+    llm_selection: Toggle = Field(Toggle.AUTO, description="auto: LLM strategy selection when a key is set (never in replays); off: deterministic.")
+    audit_narrative: Toggle = Field(Toggle.AUTO, description="auto: Anthropic narrates audit reports when ANTHROPIC_API_KEY is set; off: template.")
+    llm_timeout_seconds: float = Field(20.0, gt=0, le=300, description="Timeout of one LLM call.")
+    llm_chunk_size: int = Field(40, ge=1, le=500, description="Symbols per LLM selection call.")
+    llm_daily_max_calls: int = Field(200, ge=0, description="Daily LLM call budget; beyond it selection is deterministic.")
+    llm_daily_max_usd: float = Field(2.0, ge=0, description="Daily LLM spend budget in USD (estimated from config/llm_prices.json).")
+    llm_breaker_threshold: int = Field(5, ge=1, le=100, description="Consecutive LLM failures that switch to deterministic selection.")
+    llm_breaker_cooldown_seconds: int = Field(900, ge=1, description="Cool-down before the LLM is tried again after the breaker trips.")
+    groq_base_url: str | None = Field(None, description="Override of Groq's base URL (proxies, tests).")
+    anthropic_base_url: str | None = Field(None, description="Override of Anthropic's base URL (proxies, tests).")
 
     # --- secrets -------------------------------------------------------------------------------------
     alpaca_api_key: SecretStr | None = Field(None, description="Alpaca API key id.")
     alpaca_secret_key: SecretStr | None = Field(None, description="Alpaca API secret.")
     groq_api_key: SecretStr | None = Field(None, description="Groq API key.")
     anthropic_api_key: SecretStr | None = Field(None, description="Anthropic API key.")
+
+    @field_validator("strategy_params")
+    @classmethod
+    def _check_strategy_params(cls, value: str) -> str:
+        import json
+
+        try:
+            parsed = json.loads(value or "{}")
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not valid JSON: {exc.msg} at character {exc.pos}") from None
+        if not isinstance(parsed, dict) or not all(isinstance(v, dict) for v in parsed.values()):
+            raise ValueError('must be a JSON object of objects, e.g. {"trend_following": {"fast": 20}}')
+        from strategies.base import InvalidStrategyParams
+        from strategies.registry import build_registry
+
+        try:
+            build_registry(parsed)
+        except InvalidStrategyParams as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @property
+    def strategy_overrides(self) -> dict[str, dict[str, Any]]:
+        import json
+
+        return json.loads(self.strategy_params or "{}")
+
+    @field_validator("benchmark_symbol")
+    @classmethod
+    def _upper_benchmark(cls, value: str) -> str:
+        return value.strip().upper()
 
     @field_validator("symbols", mode="before")
     @classmethod
@@ -141,6 +218,15 @@ class Settings(BaseSettings):
     def _check_db_url(cls, value: str) -> str:
         if not value.startswith(("sqlite:", "postgresql:", "postgresql+", "postgres:")):
             raise ValueError("must be a sqlite:/// or postgresql:// URL")
+        return value
+
+    @field_validator("alpaca_data_url", "alpaca_trading_url", "groq_base_url", "anthropic_base_url", mode="before")
+    @classmethod
+    def _empty_url_is_none(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        if isinstance(value, str) and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
         return value
 
     @field_validator("alpaca_api_key", "alpaca_secret_key", "groq_api_key", "anthropic_api_key", mode="before")

@@ -8,10 +8,11 @@ from __future__ import annotations
 import json
 import secrets as _secrets
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
+from time import monotonic as _monotonic
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 from zoneinfo import ZoneInfo
 
 import pandas as pd
@@ -24,7 +25,7 @@ from agents.execution_agent import ExecutionAgent
 from agents.quant_agent import QuantAgent
 from agents.risk_agent import RiskAgent
 from agents.strategy_agent import StrategyAgent
-from config.settings import PROJECT_ROOT, DataProviderName, Settings
+from config.settings import PROJECT_ROOT, DataFallback, DataProviderName, LLMProvider, Settings, Toggle
 from core.brokers.base import Broker
 from core.brokers.costs import BpsSlippage, PerShareCommission
 from core.brokers.simulated import SimulatedBroker
@@ -39,7 +40,14 @@ from core.frame_cache import FrameCache
 from core.orchestrator import Orchestrator
 from core.persistence.db import DaemonLock, open_database
 from core.persistence.repository import Repository
+from core.data.alpaca import AlpacaBarProvider
+from core.data.cache import DiskBarCache
+from core.data.chain import FallbackChain
+from core.data.memo import MemoizingProvider
+from core.llm import DailyBudget, LLMSelector, PriceTable, build_anthropic_provider, build_groq_provider
 from core.risk import RiskLimits
+from utils.circuit_breaker import BreakerEvent, ConsecutiveFailureBreaker
+from utils.rate_limiter import SlidingWindowRateLimiter
 from strategies.registry import build_registry
 from strategies.selector import DeterministicSelector
 
@@ -75,12 +83,78 @@ def public_config(settings: Settings) -> dict[str, Any]:
 SYNTHETIC_START = date(2015, 1, 2)
 
 
-def build_provider(settings: Settings, calendar: MarketCalendar) -> BarProvider:
+class MissingKeys(ValueError):
+    """A configured component needs API keys that are not set."""
+
+
+def build_provider(
+    settings: Settings,
+    calendar: MarketCalendar,
+    *,
+    limiter: SlidingWindowRateLimiter | None = None,
+    now: Callable[[], datetime] | None = None,
+) -> BarProvider:
+    """The configured data provider: files, synthetic, or Alpaca (optionally falling back to files), behind an
+    in-memory TTL cache when it is Alpaca."""
     if settings.data_provider is DataProviderName.FILES:
         return FileProvider(settings.data_dir)
     if settings.data_provider is DataProviderName.SYNTHETIC:
         return SyntheticProvider(seed=settings.synthetic_seed, start=SYNTHETIC_START, calendar=calendar)
-    raise ValueError("DATA_PROVIDER=alpaca needs ALPACA_API_KEY and ALPACA_SECRET_KEY and the Alpaca data provider")
+    if not settings.has_alpaca_keys:
+        raise MissingKeys("DATA_PROVIDER=alpaca needs ALPACA_API_KEY and ALPACA_SECRET_KEY")
+    assert settings.alpaca_api_key is not None and settings.alpaca_secret_key is not None
+    alpaca = AlpacaBarProvider(
+        settings.alpaca_api_key.get_secret_value(),
+        settings.alpaca_secret_key.get_secret_value(),
+        feed=settings.alpaca_data_feed,
+        timeout_s=settings.alpaca_timeout_seconds,
+        url_override=settings.alpaca_data_url,
+        limiter=limiter or SlidingWindowRateLimiter(settings.alpaca_rate_limit_per_minute, 60.0),
+        cache=DiskBarCache(settings.bar_cache_dir),
+        default_lookback=timedelta(days=int(settings.history_bars * 7 / 5) + 10),
+        is_session=calendar.is_session,
+    )
+    provider: BarProvider = alpaca
+    if settings.data_fallback is DataFallback.FILES:
+        provider = FallbackChain([alpaca, FileProvider(settings.data_dir)])
+    if settings.bar_cache_ttl_seconds > 0:
+        provider = MemoizingProvider(
+            provider, ttl=timedelta(seconds=settings.bar_cache_ttl_seconds), now=now or LiveClock().now, calendar=calendar
+        )
+    return provider
+
+
+def llm_enabled(settings: Settings, *, allow: bool) -> bool:
+    if not allow or settings.llm_selection is Toggle.OFF:
+        return False
+    return any(_llm_key(settings, p) is not None for p in (settings.llm_selector_provider, settings.llm_fallback_provider))
+
+
+def _llm_key(settings: Settings, provider: LLMProvider) -> str | None:
+    secret = {LLMProvider.GROQ: settings.groq_api_key, LLMProvider.ANTHROPIC: settings.anthropic_api_key}.get(provider)
+    return secret.get_secret_value() if secret is not None else None
+
+
+def build_llm_selector(settings: Settings, wall: Clock, repository: Repository) -> LLMSelector:
+    """Groq first (by default), Anthropic as fallback; only providers with a key take part."""
+    providers = []
+    for which in (settings.llm_selector_provider, settings.llm_fallback_provider):
+        key = _llm_key(settings, which)
+        if key is None:
+            continue
+        if which is LLMProvider.GROQ:
+            providers.append(build_groq_provider(key, settings.groq_model, settings.llm_timeout_seconds, base_url=settings.groq_base_url, clock=wall.now))
+        else:
+            providers.append(
+                build_anthropic_provider(key, settings.anthropic_model, settings.llm_timeout_seconds, base_url=settings.anthropic_base_url, clock=wall.now)
+            )
+    budget = DailyBudget(settings.llm_daily_max_calls, Decimal(str(settings.llm_daily_max_usd)), wall.now)
+    now = wall.now()
+    calls, usd = repository.llm_usage_since(datetime.combine(now.date(), time.min, tzinfo=UTC))
+    budget.restore(calls, usd)
+    return LLMSelector(
+        providers, budget=budget, prices=PriceTable.load(), chunk_size=settings.llm_chunk_size, clock=wall.now, monotonic=_monotonic
+    )
 
 
 def build_simulated_broker(settings: Settings) -> SimulatedBroker:
@@ -140,6 +214,8 @@ def build_app(
     broker: Broker | None = None,
     take_lock: bool = True,
     calendar: MarketCalendar | None = None,
+    allow_llm: bool = True,
+    limiter: SlidingWindowRateLimiter | None = None,
 ) -> App:
     """Wire everything. Raises DatabaseUnavailable / DaemonAlreadyRunning before anything trades."""
     wall = wall_clock or LiveClock()
@@ -150,7 +226,8 @@ def build_app(
         if lock is not None:
             lock.acquire()
         repository = Repository(engine)
-        provider = provider or build_provider(settings, calendar)
+        limiter = limiter or SlidingWindowRateLimiter(settings.alpaca_rate_limit_per_minute, 60.0)
+        provider = provider or build_provider(settings, calendar, limiter=limiter, now=wall.now)
         broker = broker or build_simulated_broker(settings)
         run_id = new_run_id(kind, wall.now())
         repository.create_run(
@@ -170,15 +247,42 @@ def build_app(
         raise
 
     cache = FrameCache()
-    registry = build_registry()
+    registry = build_registry(settings.strategy_overrides)
     selector = DeterministicSelector(registry)
+    llm = build_llm_selector(settings, wall, repository) if llm_enabled(settings, allow=allow_llm) else None
+    breaker_events: list[BreakerEvent] = []
+    llm_breaker = ConsecutiveFailureBreaker(
+        "llm_selection",
+        threshold=settings.llm_breaker_threshold,
+        cooldown=timedelta(seconds=settings.llm_breaker_cooldown_seconds),
+        clock=wall.now,
+        on_transition=breaker_events.append,
+    )
+    saved = repository.get_state("breaker:llm_selection")
+    if saved is not None:
+        llm_breaker.restore(saved[0])
+    if llm is None:
+        logger.info("strategy selection: deterministic ({})", "LLM_SELECTION=off" if settings.llm_selection is Toggle.OFF else ("no LLM in replays/backtests" if not allow_llm else "no GROQ_API_KEY or ANTHROPIC_API_KEY"))
+    else:
+        logger.info("strategy selection: LLM ({}), deterministic fallback", ", ".join(f"{p.name}:{p.model}" for p in llm._providers))
     min_history = min(s.min_history for s in registry.values())
 
     data_agent = DataAgent(provider, settings.symbols, min_history=min_history, calendar=calendar)
-    strategy_agent = StrategyAgent(registry, selector, cache=cache)
+    strategy_agent = StrategyAgent(
+        registry,
+        selector,
+        benchmark_symbol=settings.benchmark_symbol,
+        cache=cache,
+        llm=llm,
+        llm_breaker=llm_breaker if llm is not None else None,
+        breaker_events=breaker_events,
+        shadow=settings.shadow_ledger,
+    )
     quant_agent = QuantAgent(strategy_agent, cache=cache)
     limits = risk_limits(settings)
-    audit_agent = AuditAgent(repository, broker, wall, run_id)
+    audit_agent = AuditAgent(
+        repository, broker, wall, run_id, state=lambda: {"breaker:llm_selection": llm_breaker.snapshot()}
+    )
     risk_agent = RiskAgent(
         broker,
         limits,

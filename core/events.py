@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from core.domain import (
     Approval,
@@ -71,6 +71,9 @@ class DataReady(Event):
 class SignalsReady(Event):
     previous: DataReady | None = None
     signals: Mapping[str, Signal] = field(default_factory=frozen_map)
+    llm_calls: Sequence[Mapping[str, Any]] = ()
+    shadow: Sequence[Mapping[str, Any]] = ()
+    breaker_events: Sequence[Mapping[str, Any]] = ()
     name = "signals_ready"
 
 

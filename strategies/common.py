@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
-from types import MappingProxyType
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, ClassVar, Mapping
 
 import numpy as np
@@ -31,9 +31,6 @@ from pydantic import ConfigDict, Field
 from core.domain import Action
 from strategies import indicators as ind
 from strategies.base import SIGNAL_COLUMNS, Peers, Strategy, StrategyParams
-
-PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
-
 
 class RiskParams(StrategyParams):
     """Parameters every strategy shares: the ATR used for stop/target suggestions."""
@@ -78,9 +75,11 @@ class BarData:
         except KeyError:
             missing = [c for c in ("high", "low", "close") if c not in columns]
             raise ValueError(f"bars frame lacks required column(s) {missing}; has {list(columns)}") from None
+        if not all(isinstance(j, int) for j in positions):
+            raise ValueError(f"bars frame has duplicate price columns: {list(columns)}")
         self.index = bars.index
         values = bars.to_numpy()  # a view when the frame is one float64 block (the provider layout)
-        if values.dtype == np.float64 and all(isinstance(j, int) for j in positions):
+        if values.dtype == np.float64:
             self.close, self.high, self.low = (values[:, j] for j in positions)
         else:
             self.close, self.high, self.low = (bars[c].to_numpy(dtype=np.float64) for c in ("close", "high", "low"))
@@ -103,9 +102,15 @@ def aligned_close(frame: pd.DataFrame, index: pd.Index, what: str) -> np.ndarray
 
     Alignment is by date, so a peer frame that extends past the bars' last date cannot leak the future.
     """
-    if "close" not in frame.columns:
-        raise ValueError(f"{what} frame has no 'close' column; has {list(frame.columns)}")
-    close = frame["close"].to_numpy(dtype=np.float64)
+    columns = frame.columns
+    if "close" not in columns:
+        raise ValueError(f"{what} frame has no 'close' column; has {list(columns)}")
+    position = columns.get_loc("close")
+    values = frame.to_numpy() if isinstance(position, int) else None
+    if values is not None and values.dtype == np.float64:
+        close = values[:, position]  # a view when the frame is one float64 block
+    else:
+        close = frame["close"].to_numpy(dtype=np.float64)
     return align_rows(frame.index, index, what, close)
 
 
@@ -124,7 +129,8 @@ def align_rows(source: pd.Index, target: pd.Index, what: str, values: np.ndarray
         return values[:n]
     if _tz_of(source) != _tz_of(target):
         raise ValueError(
-            f"{what} index ({source.dtype}) and bars index ({target.dtype}) are not both UTC dates; cannot align them"
+            f"{what} index ({source.dtype}) and bars index ({target.dtype}) are in different time zones; "
+            "cannot align them by date"
         )
     positions = source.get_indexer(target)
     out = values[positions].astype(np.float64, copy=True)
@@ -225,6 +231,8 @@ class BarStrategy(Strategy):
         columns = [action, strength, stop, target]
         for name in self.indicator_names:
             values = np.asarray(evaluation.indicators[name], dtype=np.float64)
+            if values.shape != (n,):
+                raise ValueError(f"{self.name}: indicator {name!r} has shape {values.shape}, expected ({n},)")
             infinite = np.isinf(values)
             columns.append(np.where(infinite, np.nan, values) if infinite.any() else values)
         columns.append(risk_atr)

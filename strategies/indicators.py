@@ -104,12 +104,18 @@ def wilder(x: FloatArray, length: int, *, seed: str = "first") -> FloatArray:
     x = _as_float(x)
     n = x.shape[0]
     out = np.full(n, np.nan)
+    if n == 0:
+        return out
     finite = np.isfinite(x)
+    all_finite = bool(finite.all())
     if seed == "sma":
         if n < length:
             return out
         head = finite[:length]
-        if head.any():
+        if all_finite:
+            start = length - 1
+            start_value = float(np.add.reduce(x[:length]) / length)
+        elif head.any():
             start = length - 1
             start_value = float(np.add.reduce(x[:length][head]) / np.count_nonzero(head))
         else:
@@ -120,10 +126,13 @@ def wilder(x: FloatArray, length: int, *, seed: str = "first") -> FloatArray:
             start = length + int(later[0])
             start_value = float(x[start])
     else:
-        valid = np.flatnonzero(finite)
-        if valid.size == 0:
-            return out
-        start = int(valid[0])
+        if all_finite:
+            start = 0
+        else:
+            valid = np.flatnonzero(finite)
+            if valid.size == 0:
+                return out
+            start = int(valid[0])
         start_value = float(x[start])
 
     out[start] = start_value
@@ -133,7 +142,7 @@ def wilder(x: FloatArray, length: int, *, seed: str = "first") -> FloatArray:
     numerator, denominator = np.array([1.0 / length]), np.array([1.0, -decay])
     zi = np.array([decay * start_value])
     tail, tail_finite = x[start + 1 :], finite[start + 1 :]
-    if tail_finite.all():
+    if all_finite or tail_finite.all():
         out[start + 1 :] = lfilter(numerator, denominator, tail, zi=zi)[0]
     else:
         segment = out[start + 1 :]

@@ -53,7 +53,8 @@ def build_registry(overrides: Mapping[str, Mapping[str, Any]] | None = None) -> 
         params = overrides.get(name, {})
         if not isinstance(params, Mapping):
             raise InvalidStrategyParams(
-                f"strategy {name!r}: overrides must be a mapping of parameter names to values, got {type(params).__name__}"
+                f"strategy {name!r}: overrides must be a mapping of parameter names to values, "
+                f"got {type(params).__name__}"
             )
         bad_keys = [k for k in params if not isinstance(k, str)]
         if bad_keys:

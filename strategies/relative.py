@@ -7,7 +7,6 @@ every row (never an error): the agent decides which peers to pass (``needs_bench
 
 from __future__ import annotations
 
-import math
 import weakref
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -57,7 +56,10 @@ class RelativeStrength(BarStrategy):
     description = "price ratio to a benchmark: buy when it starts outperforming, sell when it starts lagging"
     needs_benchmark = True
     rules = MappingProxyType(
-        {"BUY": "ratio to the benchmark turned up over the lookback", "SELL": "ratio to the benchmark turned down over the lookback"}
+        {
+            "BUY": "ratio to the benchmark turned up over the lookback",
+            "SELL": "ratio to the benchmark turned down over the lookback",
+        }
     )
     indicator_names = ("ratio", "ratio_roc")
 
@@ -115,7 +117,9 @@ class _RankedMomentum:
         finite = np.isfinite(momentum)
         momentum[~finite] = np.inf
         momentum.sort(axis=1)
-        keys = np.arange(dates, dtype=np.float64)[:, None] + 1j * momentum
+        keys = np.empty(values.shape, dtype=np.complex128)  # built part by part: 1j * inf would be nan + inf*j
+        keys.real = np.arange(dates, dtype=np.float64)[:, None]
+        keys.imag = momentum
         return cls(keys.ravel(), width, np.count_nonzero(finite, axis=1))
 
     def head(self, n: int) -> "_RankedMomentum":
@@ -125,7 +129,9 @@ class _RankedMomentum:
         """Per date, how many members have a momentum strictly greater than ``value`` (NaN value: all of them)."""
         n = self.members.shape[0]
         position = np.arange(n)
-        query = position + 1j * np.where(np.isnan(value), -np.inf, value)
+        query = np.empty(n, dtype=np.complex128)
+        query.real = position
+        query.imag = np.where(np.isnan(value), -np.inf, value)
         at_or_below = np.searchsorted(self.keys, query, side="right") - position * self.width
         return self.members - at_or_below
 
@@ -149,7 +155,12 @@ class SectorRotation(BarStrategy):
     name = "sector_rotation"
     description = "buy symbols entering the top momentum ranks of the universe, sell when they drop out"
     needs_universe = True
-    rules = MappingProxyType({"BUY": "entered the top momentum ranks of the universe", "SELL": "dropped out of the top momentum ranks"})
+    rules = MappingProxyType(
+        {
+            "BUY": "entered the top momentum ranks of the universe",
+            "SELL": "dropped out of the top momentum ranks",
+        }
+    )
     indicator_names = ("momentum", "rank", "cutoff", "universe_size")
 
     class Params(RiskParams):
@@ -244,7 +255,10 @@ class DualMomentum(BarStrategy):
     description = "absolute momentum above the risk-free hurdle and beating the benchmark"
     needs_benchmark = True
     rules = MappingProxyType(
-        {"BUY": "positive absolute momentum that also beats the benchmark", "SELL": "absolute momentum fell below the hurdle"}
+        {
+            "BUY": "positive absolute momentum that also beats the benchmark",
+            "SELL": "absolute momentum fell below the hurdle",
+        }
     )
     indicator_names = ("return", "benchmark_return", "hurdle")
 

@@ -28,7 +28,12 @@ class MeanReversion(BarStrategy):
 
     name = "mean_reversion"
     description = "RSI crossing into oversold (buy) / overbought (sell)"
-    rules = MappingProxyType({"BUY": "RSI crossed below the oversold level", "SELL": "RSI crossed above the overbought level"})
+    rules = MappingProxyType(
+        {
+            "BUY": "RSI crossed below the oversold level",
+            "SELL": "RSI crossed above the overbought level",
+        }
+    )
     indicator_names = ("rsi",)
 
     class Params(RiskParams):
@@ -65,7 +70,12 @@ class MovingAverageEnvelope(BarStrategy):
 
     name = "moving_average_envelope"
     description = "close crossing outside an SMA +/- pct envelope, traded back towards the average"
-    rules = MappingProxyType({"BUY": "close crossed below the lower envelope", "SELL": "close crossed above the upper envelope"})
+    rules = MappingProxyType(
+        {
+            "BUY": "close crossed below the lower envelope",
+            "SELL": "close crossed above the upper envelope",
+        }
+    )
     indicator_names = ("sma", "upper", "lower")
 
     class Params(RiskParams):
@@ -99,7 +109,12 @@ class BollingerBands(BarStrategy):
 
     name = "bollinger_bands"
     description = "close crossing outside Bollinger bands, traded back towards the mean"
-    rules = MappingProxyType({"BUY": "close crossed below the lower Bollinger band", "SELL": "close crossed above the upper Bollinger band"})
+    rules = MappingProxyType(
+        {
+            "BUY": "close crossed below the lower Bollinger band",
+            "SELL": "close crossed above the upper Bollinger band",
+        }
+    )
     indicator_names = ("mid", "upper", "lower", "percent_b")
 
     class Params(RiskParams):

@@ -29,7 +29,10 @@ class TrendFollowing(BarStrategy):
     name = "trend_following"
     description = "fast/slow simple-moving-average crossover (golden/death cross)"
     rules = MappingProxyType(
-        {"BUY": "fast SMA crossed above slow SMA", "SELL": "fast SMA crossed below slow SMA"}
+        {
+            "BUY": "fast SMA crossed above slow SMA",
+            "SELL": "fast SMA crossed below slow SMA",
+        }
     )
     indicator_names = ("fast_sma", "slow_sma")
 
@@ -69,7 +72,10 @@ class MomentumRotation(BarStrategy):
     name = "momentum_rotation"
     description = "rate-of-change momentum crossing a threshold"
     rules = MappingProxyType(
-        {"BUY": "rate of change crossed above the threshold", "SELL": "rate of change crossed below the threshold"}
+        {
+            "BUY": "rate of change crossed above the threshold",
+            "SELL": "rate of change crossed below the threshold",
+        }
     )
     indicator_names = ("roc", "threshold")
 
@@ -103,7 +109,10 @@ class Breakout(BarStrategy):
     name = "breakout"
     description = "Donchian channel breakout of the previous N-day high/low"
     rules = MappingProxyType(
-        {"BUY": "close broke above the previous N-day high", "SELL": "close broke below the previous N-day low"}
+        {
+            "BUY": "close broke above the previous N-day high",
+            "SELL": "close broke below the previous N-day low",
+        }
     )
     indicator_names = ("upper", "lower")
 
@@ -139,7 +148,10 @@ class VolatilityBreakout(BarStrategy):
     name = "volatility_breakout"
     description = "close moves more than k ATRs from the previous close"
     rules = MappingProxyType(
-        {"BUY": "close rose more than k ATRs above the previous close", "SELL": "close fell more than k ATRs below the previous close"}
+        {
+            "BUY": "close rose more than k ATRs above the previous close",
+            "SELL": "close fell more than k ATRs below the previous close",
+        }
     )
     indicator_names = ("move", "threshold")
 

@@ -157,3 +157,84 @@ class AuditReportRow(Base):
     kind: Mapped[str] = mapped_column(String(16))
     text: Mapped[str] = mapped_column(Text)
     facts: Mapped[dict[str, Any]]
+
+
+class LLMCallRow(Base):
+    """Every LLM call: provider, model, prompt version and hash, tokens, cost, latency, retries, outcome."""
+
+    __tablename__ = "llm_calls"
+    __table_args__ = (Index("ix_llm_calls_started", "started_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), index=True)
+    iteration_id: Mapped[str | None] = mapped_column(String(96))
+    purpose: Mapped[str] = mapped_column(String(16))
+    provider: Mapped[str] = mapped_column(String(16))
+    model: Mapped[str] = mapped_column(String(96))
+    prompt_version: Mapped[str] = mapped_column(String(48))
+    prompt_hash: Mapped[str] = mapped_column(String(64))
+    input_tokens: Mapped[int] = mapped_column(Integer)
+    output_tokens: Mapped[int] = mapped_column(Integer)
+    cost_usd: Mapped[Decimal | None]
+    latency_ms: Mapped[float]
+    retries: Mapped[int] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(24))
+    validation_errors: Mapped[dict[str, Any]]
+    symbols: Mapped[dict[str, Any]]
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime]
+
+
+class ShadowSignalRow(Base):
+    """What every registered strategy would have signalled for a symbol in an iteration (the shadow ledger)."""
+
+    __tablename__ = "shadow_signals"
+    __table_args__ = (
+        UniqueConstraint("iteration_id", "symbol", name="uq_shadow_iteration_symbol"),
+        Index("ix_shadow_symbol_as_of", "symbol", "as_of"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), index=True)
+    iteration_id: Mapped[str] = mapped_column(ForeignKey("iterations.id"))
+    as_of: Mapped[datetime]
+    symbol: Mapped[str] = mapped_column(String(16))
+    selected: Mapped[str] = mapped_column(String(64))
+    close: Mapped[float]
+    signals: Mapped[dict[str, Any]]
+
+
+class BreakerEventRow(Base):
+    __tablename__ = "breaker_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), index=True)
+    name: Mapped[str] = mapped_column(String(48))
+    from_state: Mapped[str] = mapped_column(String(16))
+    to_state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime]
+
+
+class DaemonStateRow(Base):
+    """Small persisted state that must survive a restart: trading state, breakers, heartbeat."""
+
+    __tablename__ = "daemon_state"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[dict[str, Any]]
+    updated_at: Mapped[datetime]
+
+
+class ReconciliationRow(Base):
+    """A discrepancy between the database and the broker, and what was done about it."""
+
+    __tablename__ = "reconciliation_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), index=True)
+    at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(32))
+    symbol: Mapped[str | None] = mapped_column(String(16))
+    details: Mapped[dict[str, Any]]
+    resolution: Mapped[str] = mapped_column(Text)

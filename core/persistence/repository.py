@@ -15,13 +15,18 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.domain import Decision, EquitySnapshot, Fill, Order, Position, to_money, to_price
 from core.persistence.models import (
     AuditReportRow,
+    BreakerEventRow,
+    DaemonStateRow,
     DecisionRow,
     EquitySnapshotRow,
     FillRow,
     Iteration,
     OrderRow,
+    LLMCallRow,
     PositionRow,
+    ReconciliationRow,
     Run,
+    ShadowSignalRow,
 )
 
 
@@ -52,6 +57,30 @@ _FILLS = FillRow.__table__
 _POSITIONS = PositionRow.__table__
 _EQUITY = EquitySnapshotRow.__table__
 _REPORTS = AuditReportRow.__table__
+_LLM_CALLS = LLMCallRow.__table__
+_SHADOW = ShadowSignalRow.__table__
+_BREAKERS = BreakerEventRow.__table__
+
+
+_LLM_COLUMNS = (
+    "purpose", "provider", "model", "prompt_version", "prompt_hash", "input_tokens", "output_tokens", "cost_usd",
+    "latency_ms", "retries", "outcome", "validation_errors", "symbols", "error", "started_at",
+)
+
+
+def jsonable_row(call: Mapping[str, Any]) -> dict[str, Any]:
+    """An LLM call record (``LLMCallRecord.to_dict()`` plus ``purpose``) as an ``llm_calls`` row."""
+    row = {k: call.get(k) for k in _LLM_COLUMNS}
+    row["validation_errors"] = {"errors": list(call.get("validation_errors") or ())}
+    row["symbols"] = {"symbols": list(call.get("symbols") or ())}
+    row["purpose"] = call.get("purpose") or "selection"
+    started = row["started_at"]
+    if isinstance(started, str):
+        row["started_at"] = datetime.fromisoformat(started)
+    cost = row["cost_usd"]
+    row["cost_usd"] = Decimal(str(cost)) if cost is not None else None
+    row["outcome"] = str(row["outcome"])
+    return row
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +107,10 @@ class IterationRecord:
     approvals: int = 0
     denials: int = 0
     orders_submitted: int = 0
+    llm_calls: Sequence[Mapping[str, Any]] = ()
+    shadow: Sequence[Mapping[str, Any]] = ()
+    breaker_events: Sequence[Mapping[str, Any]] = ()
+    state: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 class Repository:
@@ -246,6 +279,21 @@ class Repository:
                 ],
             )
 
+        if r.llm_calls:
+            session.execute(
+                _LLM_CALLS.insert(),
+                [{"run_id": r.run_id, "iteration_id": r.iteration_id, **jsonable_row(c)} for c in r.llm_calls],
+            )
+        if r.shadow:
+            session.execute(
+                _SHADOW.insert(),
+                [{"run_id": r.run_id, "iteration_id": r.iteration_id, "as_of": r.as_of, **dict(x)} for x in r.shadow],
+            )
+        if r.breaker_events:
+            session.execute(_BREAKERS.insert(), [{"run_id": r.run_id, **dict(e)} for e in r.breaker_events])
+        for key, value in r.state.items():
+            self._put_state(session, key, value, r.recorded_at)
+
     def _upsert_orders(self, session: Session, r: IterationRecord) -> None:
         ids = [o.client_order_id for o in r.orders]
         existing = set(session.scalars(select(OrderRow.client_order_id).where(OrderRow.client_order_id.in_(ids))))
@@ -278,6 +326,53 @@ class Repository:
                     **values,
                 )
             )
+
+    # --- small persisted state ------------------------------------------------------------------------
+    def _put_state(self, session: Session, key: str, value: Mapping[str, Any], at: datetime) -> None:
+        row = session.get(DaemonStateRow, key)
+        if row is None:
+            session.add(DaemonStateRow(key=key, value=jsonable(dict(value)), updated_at=at))
+        else:
+            row.value = jsonable(dict(value))
+            row.updated_at = at
+
+    def put_state(self, key: str, value: Mapping[str, Any], at: datetime) -> None:
+        with self._sessions.begin() as session:
+            self._put_state(session, key, value, at)
+
+    def get_state(self, key: str) -> tuple[dict[str, Any], datetime] | None:
+        with self.session() as session:
+            row = session.get(DaemonStateRow, key)
+            return (dict(row.value), row.updated_at) if row is not None else None
+
+    def record_breaker_events(self, run_id: str, events: Sequence[Mapping[str, Any]]) -> None:
+        if events:
+            with self._sessions.begin() as session:
+                session.execute(_BREAKERS.insert(), [{"run_id": run_id, **dict(e)} for e in events])
+
+    def record_llm_calls(self, run_id: str, iteration_id: str | None, calls: Sequence[Mapping[str, Any]]) -> None:
+        if calls:
+            with self._sessions.begin() as session:
+                session.execute(
+                    _LLM_CALLS.insert(), [{"run_id": run_id, "iteration_id": iteration_id, **jsonable_row(c)} for c in calls]
+                )
+
+    def llm_usage_since(self, since: datetime, purpose: str = "selection") -> tuple[int, Decimal]:
+        """Calls made and dollars spent since ``since`` (for restoring the daily LLM budget after a restart)."""
+        with self.session() as session:
+            rows = session.execute(
+                select(LLMCallRow.cost_usd, LLMCallRow.outcome).where(LLMCallRow.started_at >= since, LLMCallRow.purpose == purpose)
+            ).all()
+        calls = sum(1 for _, outcome in rows if outcome != "budget_exceeded")
+        return calls, sum((c for c, _ in rows if c is not None), Decimal("0"))
+
+    def record_reconciliation(self, run_id: str, at: datetime, events: Sequence[Mapping[str, Any]]) -> None:
+        if events:
+            with self._sessions.begin() as session:
+                session.execute(
+                    ReconciliationRow.__table__.insert(),
+                    [{"run_id": run_id, "at": at, "symbol": e.get("symbol"), "kind": e["kind"], "details": jsonable(e.get("details", {})), "resolution": e["resolution"]} for e in events],
+                )
 
     # --- reads used by agents ------------------------------------------------------------------------
     def equity_history(self, run_id: str, limit: int = 10) -> list[tuple[datetime, Decimal]]:

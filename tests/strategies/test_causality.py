@@ -14,21 +14,8 @@ from hypothesis import strategies as st
 
 from strategies.base import Peers
 from strategies.registry import STRATEGY_NAMES, build_registry
-from tests.strategies.conftest import random_universe, random_walk_bars
+from tests.strategies.helpers import SHORT, random_universe
 
-# Short windows so that synthetic series of a few hundred bars produce many signals of every kind.
-SHORT = {
-    "trend_following": {"fast": 5, "slow": 20},
-    "momentum_rotation": {"lookback": 10},
-    "mean_reversion": {"rsi_length": 5, "oversold": 35, "overbought": 65},
-    "breakout": {"length": 5},
-    "volatility_breakout": {"length": 5, "k": 0.8},
-    "relative_strength": {"lookback": 10},
-    "sector_rotation": {"lookback": 10, "top_n": 2},
-    "dual_momentum": {"lookback": 20},
-    "moving_average_envelope": {"length": 10, "pct": 0.03},
-    "bollinger_bands": {"length": 10, "std_dev": 1.5},
-}
 REGISTRIES = {"default": build_registry(), "short": build_registry(SHORT)}
 
 

@@ -19,7 +19,7 @@ from strategies.context import (
     context_at,
     context_frame,
 )
-from tests.strategies.conftest import random_walk_bars
+from tests.strategies.helpers import random_walk_bars
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # pandas-ta's import-time Pandas4Warning

@@ -10,8 +10,7 @@ from core.domain import Action
 from strategies.base import Peers, signal_at
 from strategies.common import assemble_frame
 from strategies.registry import STRATEGY_NAMES, build_registry
-from tests.strategies.conftest import random_universe, random_walk_bars
-from tests.strategies.test_causality import SHORT
+from tests.strategies.helpers import SHORT, random_universe, random_walk_bars
 
 REGISTRY = build_registry()
 
@@ -159,3 +158,68 @@ def test_frame_when_modified_by_a_consumer_then_bars_and_later_results_are_untou
     frame.loc[:, :] = 0
     pd.testing.assert_frame_equal(bars, original)
     pd.testing.assert_frame_equal(strategy.compute(bars), expected)
+
+
+def _squash(excess, scale):
+    return 0.5 + 0.5 * np.tanh(np.maximum(excess, 0.0) / scale)
+
+
+STRENGTH_RULES = {
+    # name: (buy excess, sell excess, scale) from the frame's own columns (c = close)
+    "trend_following": (lambda f, c: (c - f.ind_slow_sma).abs() / f.ind_atr,) * 2 + (2.0,),
+    "momentum_rotation": (lambda f, c: (f.ind_roc - f.ind_threshold).abs(),) * 2 + (5.0,),
+    "mean_reversion": (lambda f, c: 30.0 - f.ind_rsi, lambda f, c: f.ind_rsi - 70.0, 5.0),
+    "breakout": (lambda f, c: (c - f.ind_upper) / f.ind_atr, lambda f, c: (f.ind_lower - c) / f.ind_atr, 0.5),
+    "volatility_breakout": (lambda f, c: (f.ind_move.abs() - f.ind_threshold) / f.ind_threshold,) * 2 + (0.5,),
+    "relative_strength": (lambda f, c: f.ind_ratio_roc.abs(),) * 2 + (5.0,),
+    "dual_momentum": (
+        lambda f, c: np.minimum(f.ind_return - f.ind_hurdle, f.ind_return - f.ind_benchmark_return),
+        lambda f, c: f.ind_hurdle - f.ind_return,
+        5.0,
+    ),
+    "moving_average_envelope": (
+        lambda f, c: (f.ind_lower - c) / f.ind_atr,
+        lambda f, c: (c - f.ind_upper) / f.ind_atr,
+        0.5,
+    ),
+    "bollinger_bands": (
+        lambda f, c: (f.ind_lower - c) / ((f.ind_upper - f.ind_mid) / 2.0),
+        lambda f, c: (c - f.ind_upper) / ((f.ind_upper - f.ind_mid) / 2.0),
+        0.5,
+    ),
+}
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("name", sorted(STRENGTH_RULES))
+def test_strength_when_signalling_then_follows_the_documented_distance_past_the_threshold(frames, real_bars, name):
+    frame, close = frames[name], real_bars["BAC"]["close"]
+    buy_excess, sell_excess, scale = STRENGTH_RULES[name]
+    for code, excess in ((1, buy_excess), (-1, sell_excess)):
+        rows = frame["action"] == code
+        expected = _squash(excess(frame[rows], close[rows]), scale)
+        np.testing.assert_allclose(frame.loc[rows, "strength"], expected, rtol=1e-9)
+
+
+@pytest.mark.shared
+def test_sector_rotation_strength_when_signalling_then_reflects_rank_depth(frames):
+    frame = frames["sector_rotation"]
+    buys, sells = frame[frame["action"] == 1], frame[frame["action"] == -1]
+    np.testing.assert_allclose(buys["strength"], 0.5 + 0.5 * (buys.ind_cutoff - buys.ind_rank) / buys.ind_cutoff)
+    depth = (sells.ind_rank - sells.ind_cutoff - 1) / np.maximum(sells.ind_universe_size - sells.ind_cutoff, 1)
+    np.testing.assert_allclose(sells["strength"], 0.5 + 0.5 * np.minimum(depth, 1.0))
+
+
+def test_dual_momentum_when_risk_free_is_set_then_the_hurdle_compounds_over_the_lookback():
+    universe = random_universe(300, 2, 12)
+    peers = Peers(benchmark=universe["R1"])
+    strategy = build_registry({"dual_momentum": {"lookback": 126, "risk_free": 0.04}})["dual_momentum"]
+    frame = strategy.compute(universe["R0"], peers)
+    hurdle = 100.0 * (1.04 ** (126 / 252) - 1.0)
+    assert frame["ind_hurdle"].iloc[-1] == pytest.approx(hurdle)
+    ret = frame["ind_return"]
+    sells = frame.index[frame["action"] == -1]
+    assert len(sells) > 0
+    assert ((ret.shift(1)[sells] >= hurdle) & (ret[sells] < hurdle)).all()
+    buys = frame.index[frame["action"] == 1]
+    assert ((ret[buys] > hurdle) & (ret[buys] > frame["ind_benchmark_return"][buys])).all()

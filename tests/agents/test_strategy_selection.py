@@ -1,0 +1,117 @@
+"""The Strategy agent's selection: LLM choices over the real SDK clients (fake transports), abstentions that fall
+back to the deterministic choice, the per-session cache, the circuit breaker and the shadow ledger."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+from agents.data_agent import DataAgent
+from agents.strategy_agent import StrategyAgent
+from core.calendar import MarketCalendar
+from core.data.files import FileProvider
+from core.events import IterationStarted
+from strategies.registry import build_registry
+from strategies.selector import DeterministicSelector
+from tests.conftest import BUNDLED_DAILY
+from tests.llm.fakes import FakeClock, GROQ_KEY, make_rig
+from utils.circuit_breaker import BreakerState, ConsecutiveFailureBreaker
+
+SYMBOLS = ["AAPL", "IBM", "SPY"]
+CALENDAR = MarketCalendar()
+
+
+def _data_ready(day: str, seq: int = 1):
+    as_of = CALENDAR.session(datetime.fromisoformat(day).date()).close_utc
+    agent = DataAgent(FileProvider(BUNDLED_DAILY), SYMBOLS, min_history=20, calendar=CALENDAR)
+    return agent.on_iteration(IterationStarted(iteration_id=f"it-{seq}", as_of=as_of, seq=seq))
+
+
+def _agent(rig, clock: FakeClock, events: list) -> StrategyAgent:
+    registry = build_registry()
+    breaker = ConsecutiveFailureBreaker("llm_selection", threshold=2, cooldown=timedelta(minutes=15), clock=clock, on_transition=events.append)
+    return StrategyAgent(registry, DeterministicSelector(registry), llm=rig.selector, llm_breaker=breaker, breaker_events=events)
+
+
+def _by(decisions, agent):
+    return {d.symbol: d for d in decisions if d.agent == agent}
+
+
+async def test_llm_choice_is_used_and_its_call_is_recorded() -> None:
+    clock = FakeClock(datetime(2020, 6, 1, 21, tzinfo=UTC))
+    rig = make_rig(lambda symbols, allowed: {"choices": [{"symbol": s, "strategy": "mean_reversion", "reason": "ranging"} for s in symbols]}, clock=clock)
+    agent = _agent(rig, clock, [])
+    signals = await agent.on_data(_data_ready("2020-06-01"))
+    assert {s.strategy for s in signals.signals.values()} == {"mean_reversion"}
+    chosen = _by(signals.decisions, "selector")
+    assert {d.action for d in chosen.values()} == {"chose"} and set(chosen) == set(SYMBOLS)
+    assert _by(signals.decisions, "strategy")["AAPL"].inputs["selection"]["source"] == "llm:groq"
+    (call,) = signals.llm_calls
+    assert call["provider"] == "groq" and call["input_tokens"] > 0 and call["outcome"] == "ok" and call["purpose"] == "selection"
+    assert GROQ_KEY not in str(call)
+
+
+async def test_an_answer_outside_the_closed_set_is_an_abstention_with_a_deterministic_fallback() -> None:
+    clock = FakeClock(datetime(2020, 6, 1, 21, tzinfo=UTC))
+    rig = make_rig(
+        lambda symbols, allowed: {"choices": [{"symbol": s, "strategy": "HOLD" if s == "IBM" else "breakout", "reason": "x"} for s in symbols]},
+        clock=clock,
+    )
+    agent = _agent(rig, clock, [])
+    signals = await agent.on_data(_data_ready("2020-06-01"))
+    selector = _by(signals.decisions, "selector")
+    assert selector["IBM"].action == "abstain" and "HOLD" in selector["IBM"].reason
+    strategy = _by(signals.decisions, "strategy")
+    ibm = strategy["IBM"]
+    assert ibm.strategy in build_registry() and ibm.inputs["selection"]["source"] == "deterministic"
+    assert "LLM abstained" in ibm.reason and "deterministic fallback" in ibm.reason
+    assert strategy["AAPL"].strategy == "breakout"
+    assert signals.signals["IBM"].action.value in {"BUY", "SELL", "HOLD"}
+
+
+async def test_choices_are_cached_for_the_session_and_refreshed_on_the_next() -> None:
+    clock = FakeClock(datetime(2020, 6, 1, 21, tzinfo=UTC))
+    rig = make_rig(lambda symbols, allowed: {"choices": [{"symbol": s, "strategy": "bollinger_bands", "reason": "r"} for s in symbols]}, clock=clock)
+    agent = _agent(rig, clock, [])
+    await agent.on_data(_data_ready("2020-06-01", 1))
+    again = await agent.on_data(_data_ready("2020-06-01", 2))
+    assert rig.groq_wire.count == 1 and again.llm_calls == ()
+    assert {s.strategy for s in again.signals.values()} == {"bollinger_bands"}
+    await agent.on_data(_data_ready("2020-06-02", 3))
+    assert rig.groq_wire.count == 2
+
+
+async def test_repeated_llm_failures_trip_the_breaker_then_a_trial_after_the_cool_down() -> None:
+    clock = FakeClock(datetime(2020, 6, 1, 21, tzinfo=UTC))
+    rig = make_rig(lambda body: httpx.Response(500, json={"error": {"message": "down"}}), clock=clock)
+    events: list = []
+    agent = _agent(rig, clock, events)
+    days = ["2020-06-01", "2020-06-02", "2020-06-03", "2020-06-04"]
+    results = []
+    for n, day in enumerate(days[:3], start=1):
+        results.append(await agent.on_data(_data_ready(day, n)))
+    calls_when_open = rig.groq_wire.count
+    # two failed iterations opened the breaker: the third made no call and says why
+    assert [e["to_state"] for e in results[1].breaker_events] == [str(BreakerState.OPEN)]
+    assert results[2].llm_calls == ()
+    assert "circuit breaker" in _by(results[2].decisions, "selector")["AAPL"].reason
+    for r in results:  # every symbol still got a valid strategy from the deterministic selector
+        assert all(d.strategy in build_registry() for d in _by(r.decisions, "strategy").values())
+    clock.advance(minutes=16)
+    trial = await agent.on_data(_data_ready(days[3], 4))
+    assert rig.groq_wire.count > calls_when_open  # half-open: one trial call went out
+    assert str(BreakerState.HALF_OPEN) in [e["to_state"] for e in trial.breaker_events]
+
+
+async def test_shadow_ledger_records_every_eligible_strategy_for_every_symbol() -> None:
+    clock = FakeClock(datetime(2020, 6, 1, 21, tzinfo=UTC))
+    registry = build_registry()
+    agent = StrategyAgent(registry, DeterministicSelector(registry))
+    signals = await agent.on_data(_data_ready("2020-06-01"))
+    assert {row["symbol"] for row in signals.shadow} == set(SYMBOLS)
+    for row in signals.shadow:
+        assert set(row["signals"]) == set(registry)  # 20 years of history: every strategy is eligible
+        assert all(action in {"BUY", "SELL", "HOLD"} for action, _ in row["signals"].values())
+        assert row["selected"] in registry

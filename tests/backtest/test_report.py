@@ -1,0 +1,218 @@
+"""core.backtest.report: the HTML is self-contained, escaped and holds every section with the right figures."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.backtest.report import (
+    ReportData,
+    _nice_ticks,
+    format_value,
+    line_chart,
+    render_html,
+    write_report,
+)
+from core.backtest.robustness import (
+    bootstrap_daily,
+    bootstrap_trades,
+    return_tests,
+    summarize_walk_forward,
+    walk_forward,
+    walk_forward_evaluate,
+)
+from core.metrics import ClosedTrade, compute_metrics, metrics_by, monthly_returns
+
+MALICIOUS = '<script>alert("x")</script>'
+SECTION_IDS = ("metrics", "equity", "drawdown", "monthly", "strategies", "shadow", "bootstrap", "walk-forward",
+               "tests", "trades", "params")  # fmt: skip
+
+
+def _equity(n: int = 300, seed: int = 0) -> pd.Series:
+    returns = np.random.default_rng(seed).normal(0.0004, 0.01, n - 1)
+    values = 100_000.0 * np.concatenate([[1.0], np.cumprod(1.0 + returns)])
+    return pd.Series(values, index=pd.bdate_range("2023-01-02", periods=n, tz="UTC"))
+
+
+def _trades(equity: pd.Series, count: int, strategy: str = "trend_following") -> list[ClosedTrade]:
+    trades = []
+    for i in range(count):
+        entry = equity.index[i].to_pydatetime()
+        pnl = 10.0 if i % 3 else -5.0
+        trades.append(
+            ClosedTrade("AAPL", strategy, entry, entry + timedelta(days=2), 100.0, 100.0 + pnl / 10, 10.0, pnl, 0.6, pnl / 1000)
+        )
+    return trades
+
+
+def _full_data(strategy: str = "trend_following", trades: int = 30) -> ReportData:
+    equity = _equity()
+    closed = _trades(equity, trades, strategy)
+    returns = equity.pct_change().dropna()
+    windows = walk_forward_evaluate(equity, walk_forward(equity.index, train=100, test=50))
+    return ReportData(
+        equity=equity,
+        benchmark=equity * 1.5,
+        title="MA crossover 2023",
+        params={"fast": 20, "slow": 50, "symbols": "AAPL, SPY"},
+        metrics=compute_metrics(equity, closed),
+        trades=closed,
+        per_strategy=metrics_by(closed, "strategy"),
+        monthly=monthly_returns(equity),
+        shadow=[
+            {"ledger": "selector", "total_return": 0.12, "sharpe": 0.9, "max_drawdown": 0.08, "num_trades": 41},
+            {"ledger": strategy, "total_return": -0.03, "sharpe": -0.2, "max_drawdown": 0.15, "num_trades": 17},
+        ],
+        bootstrap={
+            "daily returns": bootstrap_daily(returns, n=200, seed=1),
+            "trades": bootstrap_trades([t.return_pct for t in closed], n=200, seed=1).as_dict(),
+        },
+        walk_forward=windows,
+        walk_forward_summary=summarize_walk_forward(windows),
+        tests=return_tests(returns),
+    )
+
+
+def test_render_html_when_full_data_then_every_section_is_present_with_its_content() -> None:
+    page = render_html(_full_data())
+
+    assert page.startswith("<!DOCTYPE html>")
+    for section in SECTION_IDS:
+        assert f'<section id="{section}">' in page
+    for heading in ("Headline metrics", "Equity curve", "Drawdown", "Monthly returns", "Per-strategy metrics",
+                    "Shadow ledgers", "Bootstrap confidence intervals", "Walk-forward", "Statistical tests", "Trades"):  # fmt: skip
+        assert f"<h2>{heading}" in page
+    assert page.count("<svg") == 2  # equity (with the benchmark) and drawdown
+    assert "buy &amp; hold benchmark" in page
+    assert "ljung box pvalue" in page
+    assert "share of positive runs" in page
+    assert "<title>MA crossover 2023</title>" in page
+
+
+def test_render_html_when_values_known_then_they_are_formatted_in_the_tables() -> None:
+    page = render_html(_full_data())
+
+    assert '<td class="k">selector</td><td>12.00 %</td><td>0.9</td><td>8.00 %</td><td>41</td>' in page
+    assert "<td>fast</td><td>20</td>" in page
+    # Benchmark = equity * 1.5 rebased to the equity's first value: the same total return as the strategy.
+    equity = _equity()
+    total = format_value(float(equity.iloc[-1] / equity.iloc[0] - 1.0), "total_return")
+    assert f"strategy ({total})" in page and f"buy &amp; hold benchmark ({total})" in page
+
+
+def test_render_html_when_strategy_name_is_markup_then_it_is_escaped_everywhere() -> None:
+    data = _full_data(strategy=MALICIOUS)
+    data["title"] = MALICIOUS
+    data["params"] = {MALICIOUS: MALICIOUS}
+
+    page = render_html(data)
+
+    assert "<script" not in page.lower()
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
+    # Per-strategy table, shadow table, trade list, title and parameters all show the escaped name.
+    assert page.count("&lt;script&gt;") >= 5
+
+
+def test_render_html_output_references_no_external_resource() -> None:
+    page = render_html(_full_data())
+
+    assert "http://" not in page and "https://" not in page
+    for forbidden in ("<script", "<link", "<img", "<iframe", "@import", "url(", "src="):
+        assert forbidden not in page.lower()
+    # Only in-page anchors are linked, and the CSP forbids loading anything.
+    assert set(re.findall(r'href="([^"]*)"', page)) == {f"#{s}" for s in SECTION_IDS}
+    assert "default-src 'none'" in page
+
+
+def test_render_html_when_many_trades_then_lists_the_first_n_with_a_note() -> None:
+    page = render_html(_full_data(trades=150), max_trades=40)
+
+    trades_section = page[page.index('<section id="trades">') : page.index('<section id="params">')]
+    assert "Showing the first 40 of 150 trades." in trades_section
+    assert trades_section.count("<tr>") == 41  # header + 40 rows
+
+
+def test_render_html_when_only_equity_then_missing_sections_say_so() -> None:
+    page = render_html({"equity": _equity(60)})
+
+    for what in ("metrics", "per-strategy metrics", "shadow-ledger comparison", "bootstrap results",
+                 "walk-forward windows", "statistical tests", "trades", "parameters"):  # fmt: skip
+        assert f"No {what} provided." in page
+    assert "No benchmark provided." in page
+    assert '<section id="monthly">' in page and "Jan" in page  # computed from the equity when not given
+
+
+def test_render_html_monthly_cells_are_heat_coloured_by_sign() -> None:
+    # Month ends: Jan 100 -> 110 (+10 %), Feb 110 -> 99 (-10 %).
+    equity = pd.Series(
+        [100.0, 110.0, 99.0], index=pd.DatetimeIndex(["2024-01-01", "2024-01-31", "2024-02-29"], tz="UTC")
+    )
+
+    page = render_html({"equity": equity})
+
+    assert '<td style="background:rgba(22,163,74,0.80)">10.00 %</td>' in page
+    assert '<td style="background:rgba(220,38,38,0.80)">-10.00 %</td>' in page
+    assert "<td><b>-1.00 %</b></td>" in page  # year: 1.1 * 0.9 - 1
+
+
+def test_render_html_when_equity_invalid_then_raises() -> None:
+    naive = pd.Series([1.0, 2.0], index=pd.date_range("2024-01-01", periods=2, freq="D"))
+
+    with pytest.raises(ValueError):
+        render_html({"equity": naive})
+    with pytest.raises(ValueError, match="equity"):
+        render_html({"title": "no equity"})
+
+
+def test_write_report_writes_the_rendered_document(tmp_path: Path) -> None:
+    data = _full_data()
+
+    path = write_report(tmp_path / "out" / "report.html", data)
+
+    assert path == tmp_path / "out" / "report.html"
+    assert path.read_text(encoding="utf-8") == render_html(data)
+
+
+@pytest.mark.parametrize(
+    ("value", "key", "text"),
+    [
+        (None, "sharpe", "–"),
+        (0.1234, "total_return", "12.34 %"),
+        (0.5, "win_rate", "50.00 %"),
+        (1234.5, "pnl", "1,234.50"),
+        (1.23456, "sharpe", "1.235"),
+        (float("inf"), "profit_factor", "∞"),
+        (float("nan"), "sharpe", "–"),
+        (True, "recovered", "yes"),
+        (2829, "num_periods", "2,829"),
+        (datetime(2024, 1, 2, tzinfo=UTC), "start", "2024-01-02"),
+        (pd.Timestamp("2024-01-02 15:30", tz="UTC"), "start", "2024-01-02 15:30 UTC"),
+    ],
+)
+def test_format_value(value: object, key: str, text: str) -> None:
+    assert format_value(value, key) == text
+
+
+def test_nice_ticks_are_round_and_inside_the_range() -> None:
+    assert _nice_ticks(230_000, 1_250_000) == [250_000, 500_000, 750_000, 1_000_000, 1_250_000]
+    assert _nice_ticks(-0.45, 0.0) == [-0.4, -0.3, -0.2, -0.1, 0.0]
+
+
+def test_line_chart_when_long_series_then_points_are_reduced_but_extremes_kept() -> None:
+    values = np.sin(np.linspace(0, 20, 20_000))
+    values[12_345] = 5.0  # a spike that must survive the reduction
+    series = pd.Series(values, index=pd.date_range("2000-01-01", periods=values.size, freq="h", tz="UTC"))
+
+    svg = line_chart([("x", series, "#000")], title="t")
+
+    points = re.search(r'<polyline points="([^"]+)"', svg).group(1).split()  # type: ignore[union-attr]
+    assert len(points) <= 1501
+    top = min(float(p.split(",")[1]) for p in points)
+    # y range -1 .. 5 padded by 4 % of 6 = 0.24 each side; plot from y=28 over 280 - 28 - 30 = 222 px:
+    # the spike at 5 is drawn at 28 + 0.24 / 6.48 * 222 = 36.22.
+    assert top == pytest.approx(28 + 0.24 / 6.48 * 222, abs=0.1)
