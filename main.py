@@ -30,10 +30,15 @@ from core.calendar import MarketCalendar, format_eastern
 from core.data.base import BarProvider
 from core.clock import LiveClock, SimulatedClock
 from core.orchestrator import IterationOutcome, PersistenceFailure, run_live, run_replay
-from core.persistence.db import DaemonAlreadyRunning, DatabaseUnavailable, safe_url
+from sqlalchemy import select
+
+from agents.risk_agent import RiskAgent
+from core.persistence.db import DaemonAlreadyRunning, DaemonLock, DatabaseUnavailable, open_database, safe_url
+from core.persistence.models import EquitySnapshotRow, Run
+from core.persistence.repository import Repository
 from utils.logging import configure_logging
 
-COMMANDS = ("run", "replay", "demo", "strategies", "status")
+COMMANDS = ("run", "replay", "demo", "strategies", "status", "health", "reset")
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_DB, EXIT_LOCKED, EXIT_PERSIST = 0, 1, 2, 3, 4, 5
 
 NEEDS_KEYS = """\
@@ -80,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", parents=[common], help="market open/closed, the current or next session, the next iteration")
     status.add_argument("--at", help="ISO time to evaluate (default: now); naive times are UTC")
     status.add_argument("--json", action="store_true", help="print JSON")
+
+    health = sub.add_parser("health", parents=[common], help="exit 0 when the daemon is fresh and not halted, 1 otherwise")
+    health.add_argument("--json", action="store_true", help="print JSON")
+    reset = sub.add_parser("reset", parents=[common], help="manual reset of a HALTED/REDUCING daemon to ACTIVE (daemon stopped)")
+    reset.add_argument("--reason", required=True, help="who resets and why (recorded)")
 
     strategies = sub.add_parser("strategies", help="list the registered strategies")
     strategies.add_argument("--json", action="store_true", help="print JSON")
@@ -252,6 +262,92 @@ def _status(settings: Settings, at_text: str | None, as_json: bool) -> int:
     return EXIT_OK
 
 
+def health_report(settings: Settings, repository: Repository, calendar: MarketCalendar, now: datetime) -> dict[str, object]:
+    """Healthy when the daemon's last heartbeat is not older than its next scheduled run plus the grace period,
+    and trading is not HALTED."""
+    problems: list[str] = []
+    beat = repository.get_state("heartbeat")
+    report: dict[str, object] = {"at": now.isoformat()}
+    if beat is None:
+        problems.append("no heartbeat: the daemon has not completed an iteration on this database")
+    else:
+        value = beat[0]
+        last = datetime.fromisoformat(str(value["at"]))
+        due = schedule_for(settings, calendar)(last)
+        deadline = due + timedelta(minutes=settings.health_grace_minutes)
+        report.update(last_heartbeat=last.isoformat(), last_iteration=value.get("iteration_id"), last_status=value.get("status"),
+                      next_due=due.isoformat(), stale_after=deadline.isoformat())
+        if now > deadline:
+            problems.append(f"stale: last iteration {format_eastern(last)}, the next was due {format_eastern(due)}")
+        if value.get("status") != "ok":
+            report["warning"] = f"last iteration {value.get('status')}"
+    risk = repository.get_state("risk:state")
+    state = str(risk[0].get("state")) if risk is not None else "unknown"
+    report["trading_state"] = state
+    if risk is not None:
+        report["trading_state_reason"] = risk[0].get("reason")
+    if state == "halted":
+        problems.append(f"halted: {risk[0].get('reason') if risk else ''} (reset with `python main.py reset --reason ...`)")
+    report["healthy"] = not problems
+    report["problems"] = problems
+    return report
+
+
+def _health(settings: Settings, as_json: bool) -> int:
+    engine = open_database(settings.database_url)
+    try:
+        report = health_report(settings, Repository(engine), MarketCalendar(), LiveClock().now())
+    finally:
+        engine.dispose()
+    if as_json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        print("healthy" if report["healthy"] else "UNHEALTHY: " + "; ".join(report["problems"]))  # type: ignore[arg-type]
+        for key in ("last_heartbeat", "last_iteration", "last_status", "next_due", "trading_state"):
+            if key in report:
+                print(f"  {key}: {report[key]}")
+    return EXIT_OK if report["healthy"] else EXIT_ERROR
+
+
+def _reset(settings: Settings, reason: str) -> int:
+    """Reset the daemon's trading state to ACTIVE; refused while a daemon holds the database."""
+    engine = open_database(settings.database_url)
+    lock = DaemonLock(engine)
+    try:
+        try:
+            lock.acquire()
+        except DaemonAlreadyRunning:
+            print("error: a daemon is running on this database: stop it first, then reset (its state lives in memory too)", file=sys.stderr)
+            return EXIT_LOCKED
+        repository = Repository(engine)
+        saved = repository.get_state("risk:state")
+        if saved is None:
+            print("nothing to reset: no daemon trading state recorded on this database")
+            return EXIT_OK
+        now = LiveClock().now()
+        with repository.session() as session:
+            latest = session.execute(
+                select(Run.id, EquitySnapshotRow.equity)
+                .join(EquitySnapshotRow, EquitySnapshotRow.run_id == Run.id)
+                .where(Run.kind == "daemon")
+                .order_by(EquitySnapshotRow.at.desc())
+                .limit(1)
+            ).first()
+        equity = float(latest[1]) if latest is not None else None
+        new = RiskAgent.reset_saved(saved[0], reason=reason, equity=equity, clock=lambda: now)
+        repository.put_state("risk:state", new, now)
+        if latest is not None:
+            repository.record_breaker_events(
+                latest[0],
+                [{"name": "manual_reset", "from_state": str(saved[0].get("state")), "to_state": "active", "reason": reason, "at": now}],
+            )
+        print(f"trading state: {saved[0].get('state')} -> active ({new['reason']}); high-water mark reset to {equity}")
+        return EXIT_OK
+    finally:
+        lock.release()
+        engine.dispose()
+
+
 def _strategies(as_json: bool) -> int:
     from strategies.registry import build_registry, describe_registry
 
@@ -285,12 +381,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_dir=settings.log_dir,
         retention_days=settings.log_retention_days,
         secrets=settings.secret_values,
+        json_lines=settings.log_json,
     )
     try:
         if command == "run":
             return asyncio.run(_run_daemon(settings, args))
         if command == "status":
             return _status(settings, args.at, args.json)
+        if command == "health":
+            return _health(settings, args.json)
+        if command == "reset":
+            return _reset(settings, args.reason)
         app, outcomes, elapsed = asyncio.run(_replay(settings, args.start, args.end, kind=command, quiet=args.quiet, llm=args.llm))
         _print_inspection(settings, app, outcomes, elapsed)
         return EXIT_OK

@@ -3,7 +3,10 @@ with a deterministic text summary built from the same facts."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import Counter, deque
+from datetime import datetime
 from typing import Any, Callable, Mapping, Sequence
 
 from loguru import logger
@@ -21,7 +24,10 @@ from core.events import (
     SignalsReady,
     ValidatedReady,
 )
-from core.persistence.repository import IterationRecord, Repository
+from core.narrative import Narrator
+from core.persistence.repository import IterationRecord, Repository, jsonable
+
+NARRATIVE_PROMPT_VERSION = "audit-narrative/v1"
 
 
 def summarize(facts: Mapping[str, Any]) -> str:
@@ -57,9 +63,14 @@ class AuditAgent:
         *,
         recent_equity: int = 10,
         state: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None,
+        heartbeat_key: str | None = None,
+        narrator: Narrator | None = None,
     ) -> None:
-        """``state``: snapshots (key -> JSON object) persisted with every iteration, e.g. breaker states."""
+        """``state``: snapshots (key -> JSON object) persisted with every iteration, e.g. breaker states.
+        ``heartbeat_key``: where the daemon's heartbeat is written with every iteration (``main.py health`` reads it)."""
         self._state = state
+        self._heartbeat_key = heartbeat_key
+        self._narrator = narrator
         self._repository = repository
         self._broker = broker
         self._clock = clock
@@ -83,6 +94,18 @@ class AuditAgent:
     def mark_failed(self, iteration_id: str, error: str) -> None:
         """An already-recorded iteration had a failing handler beside the main chain: flag it with the error."""
         self._repository.mark_iteration(iteration_id, status="failed", error=error)
+
+    def _state_with_heartbeat(self, iteration_id: str, as_of: datetime, status: str) -> dict[str, Mapping[str, Any]]:
+        state = dict(self._state()) if self._state is not None else {}
+        if self._heartbeat_key is not None:
+            state[self._heartbeat_key] = {
+                "run_id": self.run_id,
+                "iteration_id": iteration_id,
+                "as_of": as_of.isoformat(),
+                "at": self._clock.now().isoformat(),
+                "status": status,
+            }
+        return state
 
     async def _record(self, chain: list[Event], *, status: str, error: str | None) -> None:
         started = next(e for e in chain if isinstance(e, IterationStarted))
@@ -120,7 +143,7 @@ class AuditAgent:
             "symbols_ok": len(batch.bars) if batch is not None else 0,
             "data_quality_pct": round(100 * batch.data_quality, 1) if batch is not None else 0.0,
             "rejected": dict(batch.rejected) if batch is not None else {},
-            "signals": dict(signal_counts),
+            "signals": {a: signal_counts.get(a, 0) for a in ("BUY", "SELL", "HOLD")},
             "approvals": len(approved.approvals) if approved is not None else 0,
             "denials": len(approved.denials) if approved is not None else 0,
             "denials_by_rule": dict(denial_rules),
@@ -131,6 +154,33 @@ class AuditAgent:
             "positions": equity.positions,
         }
         text = summarize(facts)
+        kind = "template"
+        llm_calls = list(signals.llm_calls) if signals is not None else []
+        if self._narrator is not None:
+            narrative = await self._narrator.narrate(facts)
+            kind, text = narrative.kind, narrative.text
+            facts["narrative"] = {"kind": narrative.kind, "reason": narrative.reason, "rejected_text": narrative.rejected_text}
+            if narrative.call is not None:
+                call = narrative.call
+                llm_calls.append(
+                    {
+                        "purpose": "narrative",
+                        "provider": "anthropic",
+                        "model": call.model,
+                        "prompt_version": NARRATIVE_PROMPT_VERSION,
+                        "prompt_hash": hashlib.sha256(json.dumps(jsonable(facts), sort_keys=True).encode()).hexdigest(),
+                        "input_tokens": call.input_tokens,
+                        "output_tokens": call.output_tokens,
+                        "cost_usd": None,
+                        "latency_ms": call.latency_ms,
+                        "retries": 0,
+                        "outcome": call.outcome.value,
+                        "validation_errors": [narrative.reason] if narrative.kind == "template" else [],
+                        "symbols": [],
+                        "error": call.error,
+                        "started_at": call.started_at,
+                    }
+                )
         record = IterationRecord(
             run_id=self.run_id,
             iteration_id=started.iteration_id,
@@ -147,17 +197,17 @@ class AuditAgent:
             fills=fills,
             positions=dict(account.positions),
             equity=equity,
-            report_kind="template",
+            report_kind=kind,
             report_text=text,
             report_facts=facts,
             signals=sum(v for k, v in signal_counts.items() if k != "HOLD"),
             approvals=facts["approvals"],
             denials=facts["denials"],
             orders_submitted=facts["orders_submitted"],
-            llm_calls=tuple(signals.llm_calls) if signals is not None else (),
+            llm_calls=tuple(llm_calls),
             shadow=tuple(signals.shadow) if signals is not None else (),
-            breaker_events=tuple(signals.breaker_events) if signals is not None else (),
-            state=self._state() if self._state is not None else {},
+            breaker_events=tuple(b for e in chain for b in e.breaker_events),
+            state=self._state_with_heartbeat(started.iteration_id, started.as_of, status),
         )
         self._repository.record_iteration(record)
         self.recent_equity.append(float(equity.equity))

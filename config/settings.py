@@ -124,6 +124,8 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", description="Console log level.")
     log_dir: Path = Field(PROJECT_ROOT / "logs", description="Directory of the daily-rotated log files.")
     log_retention_days: int = Field(30, ge=1, le=3650, description="Days of log files kept.")
+    log_json: bool = Field(False, description="Write the log file as JSON lines instead of text.")
+    health_grace_minutes: int = Field(60, ge=1, le=10_080, description="`main.py health` reports stale this long after a missed iteration.")
 
     # --- risk ----------------------------------------------------------------------------------------
     risk_per_trade: float = Field(0.02, gt=0, le=0.2, description="Share of equity risked per trade.")
@@ -131,6 +133,10 @@ class Settings(BaseSettings):
     min_confidence: float = Field(0.3, ge=0, le=1, description="Minimum validated confidence for an entry.")
     max_shares: int = Field(1000, ge=1, description="Maximum shares per order.")
     stop_atr_multiple: float = Field(1.5, gt=0, le=20, description="Stop distance in ATRs used for sizing.")
+    data_quality_min: float = Field(0.8, ge=0, le=1, description="Below this share of symbols with usable bars, no new entries that iteration.")
+    drawdown_halt: float = Field(0.10, gt=0, le=1, description="Equity this far below its high-water mark HALTS trading until `main.py reset`.")
+    broker_error_threshold: int = Field(3, ge=1, le=100, description="Consecutive broker errors that pause order submission (with backoff).")
+    broker_backoff_seconds: int = Field(60, ge=1, description="First pause after repeated broker errors; doubles up to an hour.")
 
     # --- LLM -----------------------------------------------------------------------------------------
     llm_selector_provider: LLMProvider = Field(LLMProvider.GROQ, description="Primary strategy-selection LLM.")

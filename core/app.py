@@ -19,7 +19,7 @@ import pandas as pd
 from loguru import logger
 from sqlalchemy import Engine
 
-from agents.audit_agent import AuditAgent
+from agents.audit_agent import AuditAgent, summarize
 from agents.data_agent import DataAgent
 from agents.execution_agent import ExecutionAgent
 from agents.quant_agent import QuantAgent
@@ -44,9 +44,10 @@ from core.data.alpaca import AlpacaBarProvider
 from core.data.cache import DiskBarCache
 from core.data.chain import FallbackChain
 from core.data.memo import MemoizingProvider
+from core.narrative import Narrator, build_anthropic_narrator
 from core.llm import DailyBudget, LLMSelector, PriceTable, build_anthropic_provider, build_groq_provider
 from core.risk import RiskLimits
-from utils.circuit_breaker import BreakerEvent, ConsecutiveFailureBreaker
+from utils.circuit_breaker import BackoffBreaker, BreakerEvent, ConsecutiveFailureBreaker
 from utils.rate_limiter import SlidingWindowRateLimiter
 from strategies.registry import build_registry
 from strategies.selector import DeterministicSelector
@@ -122,6 +123,21 @@ def build_provider(
             provider, ttl=timedelta(seconds=settings.bar_cache_ttl_seconds), now=now or LiveClock().now, calendar=calendar
         )
     return provider
+
+
+def build_narrator(settings: Settings, wall: Clock, *, allow: bool) -> Narrator | None:
+    """Anthropic narrates audit reports when configured (never in replays unless asked); otherwise the template."""
+    if not allow or settings.audit_narrative is Toggle.OFF or settings.anthropic_api_key is None:
+        return None
+    return build_anthropic_narrator(
+        settings.anthropic_api_key,
+        settings.audit_model,
+        template=summarize,
+        clock=wall.now,
+        monotonic=_monotonic,
+        base_url=settings.anthropic_base_url,
+        timeout_s=settings.llm_timeout_seconds,
+    )
 
 
 def llm_enabled(settings: Settings, *, allow: bool) -> bool:
@@ -216,6 +232,8 @@ def build_app(
     calendar: MarketCalendar | None = None,
     allow_llm: bool = True,
     limiter: SlidingWindowRateLimiter | None = None,
+    sizing: str = "risk",
+    enforce_limits: bool = True,
 ) -> App:
     """Wire everything. Raises DatabaseUnavailable / DaemonAlreadyRunning before anything trades."""
     wall = wall_clock or LiveClock()
@@ -258,9 +276,12 @@ def build_app(
         clock=wall.now,
         on_transition=breaker_events.append,
     )
-    saved = repository.get_state("breaker:llm_selection")
+    # the daemon's state survives restarts; a replay or backtest starts from a clean state of its own
+    namespace = "" if kind == "daemon" else f"{run_id}:"
+    saved = repository.get_state(f"{namespace}breaker:llm_selection")
     if saved is not None:
         llm_breaker.restore(saved[0])
+    saved_risk = repository.get_state(f"{namespace}risk:state")
     if llm is None:
         logger.info("strategy selection: deterministic ({})", "LLM_SELECTION=off" if settings.llm_selection is Toggle.OFF else ("no LLM in replays/backtests" if not allow_llm else "no GROQ_API_KEY or ANTHROPIC_API_KEY"))
     else:
@@ -281,16 +302,44 @@ def build_app(
     quant_agent = QuantAgent(strategy_agent, cache=cache)
     limits = risk_limits(settings)
     audit_agent = AuditAgent(
-        repository, broker, wall, run_id, state=lambda: {"breaker:llm_selection": llm_breaker.snapshot()}
+        repository,
+        broker,
+        wall,
+        run_id,
+        state=lambda: {
+            f"{namespace}breaker:llm_selection": llm_breaker.snapshot(),
+            f"{namespace}risk:state": risk_agent.snapshot(),
+            f"{namespace}breaker:broker": broker_breaker.snapshot(),
+        },
+        heartbeat_key="heartbeat" if kind == "daemon" else None,
+        narrator=build_narrator(settings, wall, allow=allow_llm),
     )
     risk_agent = RiskAgent(
         broker,
         limits,
         equity_history=lambda: list(audit_agent.recent_equity),
+        clock=clock.now,
         sectors=load_sectors(),
+        data_quality_min=settings.data_quality_min,
+        drawdown_halt=settings.drawdown_halt,
+        saved_state=saved_risk[0] if saved_risk is not None else None,
+        sizing=sizing,
+        enforce_limits=enforce_limits,
         cache=cache,
     )
-    execution_agent = ExecutionAgent(broker)
+    broker_events: list[BreakerEvent] = []
+    broker_breaker = BackoffBreaker(
+        "broker",
+        threshold=settings.broker_error_threshold,
+        base=timedelta(seconds=settings.broker_backoff_seconds),
+        max_backoff=timedelta(hours=1),
+        clock=clock.now,
+        on_transition=broker_events.append,
+    )
+    saved_broker = repository.get_state(f"{namespace}breaker:broker")
+    if saved_broker is not None:
+        broker_breaker.restore(saved_broker[0])
+    execution_agent = ExecutionAgent(broker, breaker=broker_breaker, breaker_events=broker_events)
 
     bus = EventBus(settings.bus_mode.value)
     bus.subscribe(IterationStarted, data_agent.on_iteration, "data.on_iteration")

@@ -31,6 +31,7 @@ class Event:
     iteration_id: str
     as_of: datetime
     decisions: Sequence[Decision] = ()
+    breaker_events: Sequence[Mapping[str, Any]] = ()
     event_id: str = field(default_factory=new_id)
 
     name = "event"
@@ -73,7 +74,6 @@ class SignalsReady(Event):
     signals: Mapping[str, Signal] = field(default_factory=frozen_map)
     llm_calls: Sequence[Mapping[str, Any]] = ()
     shadow: Sequence[Mapping[str, Any]] = ()
-    breaker_events: Sequence[Mapping[str, Any]] = ()
     name = "signals_ready"
 
 

@@ -38,6 +38,7 @@ class Orchestrator:
         self._execution = execution
         self.run_id = run_id
         self.seq = 0
+        self.summary_level = "INFO"
 
     def iteration_id(self, seq: int) -> str:
         return f"{self.run_id}-{seq:06d}"
@@ -51,6 +52,7 @@ class Orchestrator:
             report = await self.bus.publish(IterationStarted(iteration_id=iteration_id, as_of=as_of, seq=seq))
             failures = report.failures
             if not failures:
+                logger.log(self.summary_level, "iteration ok: {}", self._audit.last_summary)
                 return IterationOutcome(iteration_id, seq, as_of, "ok", None, self._audit.last_summary)
             self._execution.discard(iteration_id)
             error = "; ".join(f"{f.handler} on {f.event}: {f.error}" for f in failures)
@@ -110,7 +112,6 @@ async def run_live(
     while not stop.is_set():
         outcome = await orchestrator.run_iteration()
         outcomes.append(outcome)
-        logger.info("iteration {} {}: {}", outcome.iteration_id, outcome.status, outcome.summary)
         if iterations is not None and len(outcomes) >= iterations:
             break
         wake = next_run(clock.now())

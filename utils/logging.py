@@ -1,8 +1,14 @@
-"""Logging with loguru: console + daily-rotated file, the iteration id on every line, secrets redacted."""
+"""Logging with loguru: console + daily-rotated file, the iteration id on every line, secrets redacted.
+
+Redaction happens in a patcher, before any sink formats the record: every configured secret value is replaced in the
+message, and an exception's traceback is rendered to text, redacted, and carried in ``extra["traceback"]`` instead
+of the raw exception (whose repr could hold a key). ``diagnose=False`` keeps variable values out of tracebacks.
+"""
 
 from __future__ import annotations
 
 import sys
+import traceback
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -25,8 +31,19 @@ class Redactor:
         return text
 
     def __call__(self, record: dict[str, Any]) -> None:
-        if self._secrets:
-            record["message"] = self.redact(record["message"])
+        record["message"] = self.redact(record["message"])
+        exception = record["exception"]
+        if exception is not None:
+            text = "".join(traceback.format_exception(exception.type, exception.value, exception.traceback))
+            record["extra"]["traceback"] = self.redact(text).rstrip("\n")
+            record["exception"] = None
+
+
+def _format(record: dict[str, Any]) -> str:
+    text = FORMAT
+    if record["extra"].get("traceback"):
+        text += "\n{extra[traceback]}"
+    return text + "\n"
 
 
 def configure_logging(
@@ -37,31 +54,22 @@ def configure_logging(
     secrets: Iterable[str] = (),
     console: bool = True,
     file_level: str = "DEBUG",
+    json_lines: bool = False,
 ) -> Redactor:
     redactor = Redactor(secrets)
     logger.remove()
     logger.configure(extra={"iteration": "-"}, patcher=redactor)  # type: ignore[arg-type]
-
-    def _format(record: dict[str, Any]) -> str:
-        text = FORMAT + "\n"
-        if record["exception"] is not None:
-            text += "{exception}\n"
-        return text
-
-    def _redacting_sink_filter(record: dict[str, Any]) -> bool:
-        return True
-
     if console:
-        logger.add(sys.stderr, level=level, format=_format, filter=_redacting_sink_filter, backtrace=False, diagnose=False)
+        logger.add(sys.stderr, level=level, format=_format, backtrace=False, diagnose=False)
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
         logger.add(
-            log_dir / "trader_{time:YYYY-MM-DD}.log",
+            log_dir / ("trader_{time:YYYY-MM-DD}.jsonl" if json_lines else "trader_{time:YYYY-MM-DD}.log"),
             level=file_level,
-            format=_format,
+            format=_format if not json_lines else "{message}",
+            serialize=json_lines,
             rotation="00:00",
             retention=f"{retention_days} days",
-            enqueue=False,
             backtrace=False,
             diagnose=False,
             encoding="utf-8",

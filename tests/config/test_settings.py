@@ -70,3 +70,11 @@ def test_env_example_lists_every_setting_with_its_default() -> None:
     expected = {name.upper() for name in Settings.model_fields}
     assert expected - names == set(), f"missing from .env.example: {sorted(expected - names)}"
     assert names - expected == set(), f"unknown in .env.example: {sorted(names - expected)}"
+
+
+def test_env_example_and_readme_table_are_generated_from_the_settings() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "scripts/gen_settings_docs.py", "--check"], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
