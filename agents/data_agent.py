@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 from loguru import logger
 
 from core.calendar import MarketCalendar
 from core.data.base import BarProvider
 from core.data.validation import validate_batch, visible_rows
-from core.domain import BarsBatch, Decision, SymbolBars, frozen_map
+from core.domain import BarsBatch, Decision, SymbolBars, bar_arrays, frozen_map
 from core.events import DataReady, IterationStarted
 
 
@@ -36,6 +37,7 @@ class DataAgent:
         self._calendar = calendar
         self._lookback = validation_lookback
         self._frames: dict[str, pd.DataFrame] = {}
+        self._arrays: dict[str, Mapping[str, np.ndarray]] = {}
 
     def _stable(self, symbol: str, frame: pd.DataFrame) -> pd.DataFrame:
         """The previous frame object when the provider's bars are unchanged, so per-frame caches downstream hit.
@@ -47,6 +49,7 @@ class DataAgent:
         if previous is not None and (previous is frame or previous.equals(frame)):
             return previous
         self._frames[symbol] = frame
+        self._arrays[symbol] = bar_arrays(frame)
         return frame
 
     def on_iteration(self, event: IterationStarted) -> DataReady:
@@ -84,7 +87,7 @@ class DataAgent:
                     Decision("data", symbol, "rejected", reason, {"provider": provider_name, "bars": end, "rules": [p.rule for p in checked.problems.get(symbol, ())]})
                 )
                 continue
-            sb = SymbolBars(symbol=symbol, frame=frame, end=end, provider=provider_name)
+            sb = SymbolBars(symbol=symbol, frame=frame, end=end, provider=provider_name, arrays=self._arrays[symbol])
             bars[symbol] = sb
             decisions.append(
                 Decision(

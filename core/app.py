@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from time import monotonic as _monotonic
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
 import pandas as pd
@@ -212,6 +212,9 @@ class App:
 
     def close(self, status: str = "finished") -> None:
         try:
+            audit = self.agents.get("audit")
+            if audit is not None:
+                audit.flush()
             self.repository.finish_run(self.run_id, status=status, at=self.wall_clock.now())
         finally:
             if self.lock is not None:
@@ -234,7 +237,12 @@ def build_app(
     limiter: SlidingWindowRateLimiter | None = None,
     sizing: str = "risk",
     enforce_limits: bool = True,
+    selector: Any = None,
+    registry: Mapping[str, Any] | None = None,
+    audit_batch: int = 1,
 ) -> App:
+    """``selector``/``registry``: override the deterministic selector and the strategy registry (backtests pin a
+    strategy); ``audit_batch``: iterations per database transaction (1 for the daemon; more for backtests)."""
     """Wire everything. Raises DatabaseUnavailable / DaemonAlreadyRunning before anything trades."""
     wall = wall_clock or LiveClock()
     calendar = calendar or MarketCalendar()
@@ -264,9 +272,20 @@ def build_app(
         engine.dispose()
         raise
 
+    # the offline daemon's simulated account survives restarts: its snapshot is persisted with every iteration
+    broker_key = "broker:simulated" if kind == "daemon" and isinstance(broker, SimulatedBroker) else None
+    if broker_key is not None:
+        saved_broker_state = repository.get_state(broker_key)
+        if saved_broker_state is not None:
+            try:
+                broker.restore(saved_broker_state[0])  # type: ignore[union-attr]
+                logger.info("simulated broker restored from the database (cash {})", saved_broker_state[0].get("cash"))
+            except ValueError as exc:
+                logger.warning("simulated broker state not restored ({}); starting from INITIAL_CASH", exc)
+
     cache = FrameCache()
-    registry = build_registry(settings.strategy_overrides)
-    selector = DeterministicSelector(registry)
+    registry = registry if registry is not None else build_registry(settings.strategy_overrides)
+    selector = selector if selector is not None else DeterministicSelector(registry)
     llm = build_llm_selector(settings, wall, repository) if llm_enabled(settings, allow=allow_llm) else None
     breaker_events: list[BreakerEvent] = []
     llm_breaker = ConsecutiveFailureBreaker(
@@ -310,9 +329,11 @@ def build_app(
             f"{namespace}breaker:llm_selection": llm_breaker.snapshot(),
             f"{namespace}risk:state": risk_agent.snapshot(),
             f"{namespace}breaker:broker": broker_breaker.snapshot(),
+            **({broker_key: broker.snapshot()} if broker_key is not None else {}),  # type: ignore[union-attr]
         },
         heartbeat_key="heartbeat" if kind == "daemon" else None,
         narrator=build_narrator(settings, wall, allow=allow_llm),
+        batch_size=audit_batch,
     )
     risk_agent = RiskAgent(
         broker,

@@ -15,6 +15,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from types import MappingProxyType
 from typing import Any, Mapping
 
+import numpy as np
 import pandas as pd
 
 CENT = Decimal("0.01")
@@ -116,6 +117,13 @@ class SymbolBars:
     frame: pd.DataFrame
     end: int
     provider: str
+    arrays: Mapping[str, "np.ndarray"] | None = None  # the frame's columns as float arrays (shared per frame)
+    last_close: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.arrays is None:
+            object.__setattr__(self, "arrays", bar_arrays(self.frame))
+        object.__setattr__(self, "last_close", float(self.arrays["close"][self.end - 1]))  # type: ignore[index]
 
     def visible(self) -> pd.DataFrame:
         return self.frame.iloc[: self.end]
@@ -124,9 +132,10 @@ class SymbolBars:
     def last_timestamp(self) -> pd.Timestamp:
         return self.frame.index[self.end - 1]
 
-    @property
-    def last_close(self) -> float:
-        return float(self.frame["close"].iat[self.end - 1])
+
+def bar_arrays(frame: pd.DataFrame) -> Mapping[str, "np.ndarray"]:
+    """A bars frame's OHLCV columns as float64 numpy arrays (read-only views where pandas allows)."""
+    return MappingProxyType({c: frame[c].to_numpy(dtype=float) for c in BAR_COLUMNS if c in frame.columns})
 
 
 @dataclass(frozen=True, slots=True)

@@ -100,6 +100,7 @@ from datetime import datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any, Literal, Mapping
 
+import numpy as np
 import pandas as pd
 
 from core.brokers.base import AccountState, BrokerError, SyncResult
@@ -309,9 +310,9 @@ class SimulatedBroker:
                 notes.append(f"{symbol}: batch ends at {last_ts.date()}, before the processed {cursor.date()}")
             if cursor is not None and symbol in with_orders and last_ts > cursor:
                 start = int(index.searchsorted(cursor, side="right"))
-                self._collect_bars(symbol, frame, start, end, events, notes)
+                self._collect_bars(symbol, frame, start, end, events, notes, bars.arrays)
             self._cursors[symbol] = last_ts if cursor is None else max(cursor, last_ts)
-            self._update_mark(symbol, frame, end, notes)
+            self._update_mark(symbol, frame, end, notes, bars.arrays)
 
         for ts in sorted(events):
             self._process_bars(ts, events[ts])
@@ -672,20 +673,26 @@ class SimulatedBroker:
         end: int,
         events: dict[pd.Timestamp, dict[str, _Bar]],
         notes: list[str],
+        arrays: Mapping[str, np.ndarray] | None = None,
     ) -> None:
-        block = frame.iloc[start:end]
-        columns = [block[c].to_numpy(dtype=float) for c in ("open", "high", "low", "close", "volume")]
-        for i, ts in enumerate(block.index):
+        if arrays is None:
+            arrays = {c: frame[c].to_numpy(dtype=float) for c in ("open", "high", "low", "close", "volume")}
+        columns = [arrays[c][start:end] for c in ("open", "high", "low", "close", "volume")]
+        for i, ts in enumerate(frame.index[start:end]):
             o, h, low, c, v = (float(col[i]) for col in columns)
             if not all(math.isfinite(x) for x in (o, h, low, c)):
                 notes.append(f"{symbol}: bar {ts.date()} has non-finite prices; no fills on it")
                 continue
             events.setdefault(ts, {})[symbol] = _Bar(ts, to_price(o), to_price(h), to_price(low), to_price(c), v)
 
-    def _update_mark(self, symbol: str, frame: pd.DataFrame, end: int, notes: list[str]) -> None:
+    def _update_mark(
+        self, symbol: str, frame: pd.DataFrame, end: int, notes: list[str], arrays: Mapping[str, np.ndarray] | None = None
+    ) -> None:
         ts = frame.index[end - 1]
-        close = float(frame["close"].iat[end - 1])
-        volume = float(frame["volume"].iat[end - 1])
+        if arrays is not None:
+            close, volume = float(arrays["close"][end - 1]), float(arrays["volume"][end - 1])
+        else:
+            close, volume = float(frame["close"].iat[end - 1]), float(frame["volume"].iat[end - 1])
         volume = volume if math.isfinite(volume) and volume > 0 else 0.0
         previous = self._marks.get(symbol)
         if previous is not None and ts < previous.ts:

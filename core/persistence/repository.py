@@ -9,7 +9,9 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any, Iterable, Mapping, Sequence
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, event, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.domain import Decision, EquitySnapshot, Fill, Order, Position, to_money, to_price
@@ -60,6 +62,7 @@ _REPORTS = AuditReportRow.__table__
 _LLM_CALLS = LLMCallRow.__table__
 _SHADOW = ShadowSignalRow.__table__
 _BREAKERS = BreakerEventRow.__table__
+_STATE = DaemonStateRow.__table__
 
 
 _LLM_COLUMNS = (
@@ -117,6 +120,12 @@ class Repository:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._last_state: dict[str, Any] = {}
+        event.listen(self._sessions, "after_commit", self._remember_state)
+
+    def _remember_state(self, session: Session) -> None:
+        for row in session.info.pop("state_written", ()):
+            self._last_state[row["key"]] = row["value"]
 
     def session(self) -> Session:
         return self._sessions()
@@ -291,8 +300,8 @@ class Repository:
             )
         if r.breaker_events:
             session.execute(_BREAKERS.insert(), [{"run_id": r.run_id, **dict(e)} for e in r.breaker_events])
-        for key, value in r.state.items():
-            self._put_state(session, key, value, r.recorded_at)
+        if r.state:
+            self._upsert_state(session, r.state, r.recorded_at)
 
     def _upsert_orders(self, session: Session, r: IterationRecord) -> None:
         ids = [o.client_order_id for o in r.orders]
@@ -328,13 +337,27 @@ class Repository:
             )
 
     # --- small persisted state ------------------------------------------------------------------------
+    def _upsert_state(self, session: Session, values: Mapping[str, Mapping[str, Any]], at: datetime) -> None:
+        """INSERT ... ON CONFLICT (key) DO UPDATE for every changed key, in one statement (SQLite and PostgreSQL)."""
+        rows = []
+        for key, value in values.items():
+            plain = jsonable(dict(value))
+            if self._last_state.get(key) == plain:
+                continue  # unchanged since this process last wrote it
+            rows.append({"key": key, "value": plain, "updated_at": at})
+        if not rows:
+            return
+        dialect = session.get_bind().dialect.name
+        make_insert = sqlite_insert if dialect == "sqlite" else pg_insert
+        stmt = make_insert(_STATE)
+        stmt = stmt.on_conflict_do_update(index_elements=[_STATE.c.key], set_={"value": stmt.excluded.value, "updated_at": stmt.excluded.updated_at})
+        session.execute(stmt, rows)
+        # remembered only once the transaction commits (see _sessions.begin in the callers)
+        session.info.setdefault("state_written", []).extend(rows)
+
     def _put_state(self, session: Session, key: str, value: Mapping[str, Any], at: datetime) -> None:
-        row = session.get(DaemonStateRow, key)
-        if row is None:
-            session.add(DaemonStateRow(key=key, value=jsonable(dict(value)), updated_at=at))
-        else:
-            row.value = jsonable(dict(value))
-            row.updated_at = at
+        self._last_state.pop(key, None)
+        self._upsert_state(session, {key: value}, at)
 
     def put_state(self, key: str, value: Mapping[str, Any], at: datetime) -> None:
         with self._sessions.begin() as session:

@@ -124,3 +124,21 @@ def test_secrets_never_reach_the_logs_even_in_tracebacks(tmp_path: Path) -> None
     text = "".join(p.read_text() for p in (tmp_path / "redact").glob("*.log"))
     assert "RuntimeError" in text and "Traceback" in text
     assert secret not in text and text.count("***REDACTED***") >= 2
+
+
+def test_offline_daemon_restart_keeps_the_simulated_account(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from decimal import Decimal
+
+    from core.persistence.models import EquitySnapshotRow
+
+    monkeypatch.setenv("DATA_PROVIDER", "synthetic")
+    url = f"sqlite:///{tmp_path / 'acct.db'}"
+    assert _daemon_once(url) == 0
+    repo = Repository(open_database(url))
+    state, _ = repo.get_state("broker:simulated")  # type: ignore[misc]
+    state = {**state, "cash": "12345.67", "initial_cash": state["initial_cash"]}
+    repo.put_state("broker:simulated", state, datetime.now(UTC))
+    assert _daemon_once(url) == 0
+    with _session(url) as s:
+        snaps = s.scalars(select(EquitySnapshotRow).order_by(EquitySnapshotRow.id)).all()
+        assert snaps[-1].cash == Decimal("12345.67")  # the second run continued the persisted account
