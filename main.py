@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 
 from loguru import logger
 
-from config.settings import BrokerName, DataProviderName, Schedule, Settings, SettingsError, load_settings
+from config.settings import BrokerName, DataProviderName, Schedule, Settings, SettingsError, TradingMode, load_settings
 from core.app import App, MissingKeys, build_app, build_provider, replay_sessions, simulated_clock_for
 from core.calendar import MarketCalendar, format_eastern
 from core.data.base import BarProvider
@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--once", action="store_true", help="run one iteration and exit")
     run.add_argument("--iterations", type=int, metavar="N", help="run N iterations and exit")
     run.add_argument("--offline", action="store_true", help="configured offline data provider + simulated broker")
+    run.add_argument("--confirm-live", metavar="ACCOUNT", help="live trading only: the account number (or its last 4 digits)")
 
     for name, help_text in (("replay", "replay a date range of the data through the simulated clock and broker"),
                             ("demo", "replay the last two years of the bundled data")):
@@ -177,16 +178,25 @@ async def _run_daemon(settings: Settings, args: argparse.Namespace) -> int:
     if needs_keys and not settings.has_alpaca_keys:
         print(NEEDS_KEYS, file=sys.stderr)
         return EXIT_CONFIG
-    if settings.broker is BrokerName.ALPACA:
-        print(
-            "Alpaca order routing is not wired into this build yet (it arrives with the execution work).\n"
-            "Set BROKER=simulated to run the daemon on Alpaca data with the simulated broker, or use --offline.",
-            file=sys.stderr,
-        )
+    if settings.trading_mode is TradingMode.LIVE and settings.broker is BrokerName.ALPACA and not settings.live_allowed:
+        print("error: TRADING_MODE=live also needs LIVE_ALLOWED=true (two separate opt-ins); refusing to start", file=sys.stderr)
         return EXIT_CONFIG
     clock = LiveClock()
     calendar = MarketCalendar()
     app = build_app(settings, kind="daemon", clock=clock, calendar=calendar)
+    try:
+        label = await app.broker.account_label() if hasattr(app.broker, "account_label") else f"{app.broker.name} account"
+        if settings.trading_mode is TradingMode.LIVE and settings.broker is BrokerName.ALPACA:
+            if not _confirm_live(label, args.confirm_live):
+                app.close("refused")
+                return EXIT_CONFIG
+        if app.reconciler is not None:
+            account = await app.broker.account()
+            found = app.reconciler.at_startup(account, clock.now())
+            print(f"Reconciliation at start-up: {len(found)} discrepancies" + (" (see query_trades.py reconcile)" if found else ""), flush=True)
+    except BaseException:
+        app.close("failed")
+        raise
     stop = asyncio.Event()
     _install_stop_handlers(stop)
     iterations = 1 if args.once else args.iterations
@@ -194,7 +204,7 @@ async def _run_daemon(settings: Settings, args: argparse.Namespace) -> int:
     status = "finished"
     try:
         print(
-            f"Daemon started: mode {settings.trading_mode.value}, broker {app.broker.name}, data {app.provider.name}, run {app.run_id}",
+            f"Daemon started: mode {settings.trading_mode.value.upper()}, {label}, data {app.provider.name}, run {app.run_id}",
             flush=True,
         )
         await run_live(app.orchestrator, next_run=next_run, stop=stop, iterations=iterations)
@@ -207,6 +217,25 @@ async def _run_daemon(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         app.close(status)
     return EXIT_OK
+
+
+def _confirm_live(label: str, confirmation: str | None) -> bool:
+    """The third opt-in for live trading: ``--confirm-live ACCOUNT`` naming the account's last four digits (or the
+    full number), or typing them at an interactive prompt. Anything else refuses."""
+    digits = "".join(ch for ch in label.split("****")[-1][:4] if ch.isdigit())
+    if confirmation is not None:
+        if digits and confirmation.strip().endswith(digits):
+            return True
+        print(f"error: --confirm-live {confirmation!r} does not name this account ({label})", file=sys.stderr)
+        return False
+    if not sys.stdin.isatty():
+        print(f"error: LIVE trading on {label} needs --confirm-live <account number> when not interactive", file=sys.stderr)
+        return False
+    answer = input(f"LIVE trading with real money on {label}. Type the account's last four digits to continue: ")
+    if digits and answer.strip() == digits:
+        return True
+    print("error: confirmation did not match; not starting", file=sys.stderr)
+    return False
 
 
 def schedule_for(settings: Settings, calendar: MarketCalendar) -> Callable[[datetime], datetime]:

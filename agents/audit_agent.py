@@ -25,6 +25,8 @@ from core.events import (
     ValidatedReady,
 )
 from core.narrative import Narrator
+from core.positions import PositionManager, levels
+from utils.failpoints import failpoint
 from core.persistence.repository import IterationRecord, Repository, jsonable
 
 NARRATIVE_PROMPT_VERSION = "audit-narrative/v1"
@@ -65,12 +67,17 @@ class AuditAgent:
         state: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None,
         heartbeat_key: str | None = None,
         narrator: Narrator | None = None,
+        batch_size: int = 1,
     ) -> None:
         """``state``: snapshots (key -> JSON object) persisted with every iteration, e.g. breaker states.
         ``heartbeat_key``: where the daemon's heartbeat is written with every iteration (``main.py health`` reads it)."""
         self._state = state
         self._heartbeat_key = heartbeat_key
         self._narrator = narrator
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self._batch_size = batch_size  # >1 only for backtests: several iterations per transaction
+        self._pending: list[IterationRecord] = []
         self._repository = repository
         self._broker = broker
         self._clock = clock
@@ -91,8 +98,16 @@ class AuditAgent:
         chain = last.chain() if last is not None else []
         await self._record(chain, status="failed", error=error)
 
+    def flush(self) -> None:
+        """Write the buffered iterations in one transaction (a no-op when nothing is pending)."""
+        if self._pending:
+            records, self._pending = self._pending, []
+            self._repository.record_iterations(records)
+            failpoint("after_persist")
+
     def mark_failed(self, iteration_id: str, error: str) -> None:
         """An already-recorded iteration had a failing handler beside the main chain: flag it with the error."""
+        self.flush()
         self._repository.mark_iteration(iteration_id, status="failed", error=error)
 
     def _state_with_heartbeat(self, iteration_id: str, as_of: datetime, status: str) -> dict[str, Mapping[str, Any]]:
@@ -208,8 +223,15 @@ class AuditAgent:
             shadow=tuple(signals.shadow) if signals is not None else (),
             breaker_events=tuple(b for e in chain for b in e.breaker_events),
             state=self._state_with_heartbeat(started.iteration_id, started.as_of, status),
+            position_levels=levels(PositionManager.plans(account)),
         )
-        self._repository.record_iteration(record)
+        if self._batch_size == 1 or status != "ok":
+            self._pending.append(record)
+            self.flush()
+        else:
+            self._pending.append(record)
+            if len(self._pending) >= self._batch_size:
+                self.flush()
         self.recent_equity.append(float(equity.equity))
         self.last_summary = text
         logger.debug("audit: {}", text)

@@ -4,23 +4,31 @@ from __future__ import annotations
 
 import hashlib
 import re
+from datetime import date, datetime
+from typing import Callable
 
 from loguru import logger
 
 from core.brokers.base import Broker, BrokerError, SyncResult
-from core.domain import Decision, EquitySnapshot, OrderIntent, Order, to_money
+from core.domain import BarsBatch, Decision, EquitySnapshot, Order, OrderIntent, SymbolBars, to_money
+from core.positions import PositionManager
+from core.reconcile import Reconciler
+from utils.failpoints import failpoint
 from core.events import ApprovedReady, DataReady, ExecutedReady
 from utils.circuit_breaker import BackoffBreaker, BreakerEvent
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
-def client_order_id(iteration_id: str, intent: OrderIntent) -> str:
-    """Deterministic id from (iteration, symbol, intent): a retried or restarted submission reuses it.
+def client_order_id(prefix: str, session: date, intent: OrderIntent) -> str:
+    """Deterministic id from (iteration, symbol, intent), the iteration being named by the session whose bars it
+    decided on: a retried *or restarted* iteration (a new process, a new run id) makes the same decisions with the
+    same ids, and the broker answers with the existing order instead of creating a second one. ``prefix``: ``paper``
+    or ``live`` for the daemon, the run id for replays and backtests.
 
-    At most 128 characters (Alpaca's limit); long iteration ids are shortened with a hash.
+    At most 128 characters (Alpaca's limit); long prefixes are shortened with a hash.
     """
-    base = f"{iteration_id}-{intent.symbol}-{intent.side.value}"
+    base = f"{prefix}-{session:%Y%m%d}-{intent.symbol}-{intent.side.value}"
     safe = _UNSAFE.sub("_", base)
     if len(safe) <= 128:
         return safe
@@ -33,8 +41,22 @@ class ExecutionAgent:
 
     name = "execution"
 
-    def __init__(self, broker: Broker, *, breaker: BackoffBreaker | None = None, breaker_events: list[BreakerEvent] | None = None) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        *,
+        order_prefix: str,
+        breaker: BackoffBreaker | None = None,
+        breaker_events: list[BreakerEvent] | None = None,
+        reconciler: Reconciler | None = None,
+        positions: PositionManager | None = None,
+        atr: Callable[[SymbolBars], float] | None = None,
+    ) -> None:
         self._broker = broker
+        self._prefix = order_prefix
+        self._reconciler = reconciler
+        self._positions = positions
+        self._atr = atr
         self._synced: dict[str, SyncResult] = {}
         self._breaker = breaker
         self._events: list[BreakerEvent] = breaker_events if breaker_events is not None else []
@@ -56,13 +78,39 @@ class ExecutionAgent:
         """Forget (and return) what the sync of an iteration found; used when the iteration fails before executing."""
         return self._synced.pop(iteration_id, None)
 
+    async def _trail_stops(self, batch: BarsBatch, now: datetime, decisions: list[Decision]) -> list[Order]:
+        """Raise protective stops to their trailing level by modifying the working stop order in place."""
+        replace_stop = getattr(self._broker, "replace_stop", None)
+        if self._positions is None or self._atr is None or replace_stop is None:
+            return []
+        account = await self._broker.account()
+        plans = self._positions.plans(account)
+        atr = {s: self._atr(batch.bars[s]) for s in plans if s in batch.bars}
+        changed: list[Order] = []
+        for update in self._positions.trailing_updates(plans, batch, atr):
+            try:
+                order = await replace_stop(update.stop_order_id, update.new_stop, now)
+            except BrokerError as exc:
+                decisions.append(Decision("positions", update.symbol, "trail_failed", f"{update.reason}: broker refused: {exc}", {"stop_order_id": update.stop_order_id}))
+                continue
+            changed.append(order)
+            decisions.append(
+                Decision("positions", update.symbol, "trail_stop", update.reason, {"stop_order_id": order.client_order_id, "old": update.old_stop, "new": update.new_stop})
+            )
+        return changed
+
     async def on_approved(self, event: ApprovedReady) -> ExecutedReady:
         synced = self._synced.pop(event.iteration_id, SyncResult())
         orders: list[Order] = []
         decisions: list[Decision] = []
+        previous = event.previous
+        batch = previous.previous.previous.batch if previous and previous.previous and previous.previous.previous else None
+        session = max((sb.last_timestamp for sb in batch.bars.values()), default=None) if batch is not None else None
+        session_day = session.date() if session is not None else event.as_of.date()
+        updates = await self._trail_stops(batch, event.as_of, decisions) if batch is not None else []
         for approval in event.approvals:
             intent = approval.intent
-            coid = client_order_id(event.iteration_id, intent)
+            coid = client_order_id(self._prefix, session_day, intent)
             if self._breaker is not None and not self._breaker.allow():
                 until = self._breaker.paused_until
                 decisions.append(
@@ -78,7 +126,9 @@ class ExecutionAgent:
                 )
                 continue
             try:
+                failpoint("before_submit")
                 order = await self._broker.submit(intent, coid, event.as_of)
+                failpoint("after_submit")
                 if self._breaker is not None:
                     self._breaker.record_success()
             except BrokerError as exc:
@@ -110,14 +160,13 @@ class ExecutionAgent:
                     confidence=intent.confidence,
                 )
             )
-        submitted = {o.symbol for o in orders} | {d.symbol for d in decisions}
-        previous = event.previous
-        batch = previous.previous.previous.batch if previous and previous.previous and previous.previous.previous else None
+        submitted = {o.symbol for o in orders} | {d.symbol for d in decisions if d.agent == "execution"}
         if batch is not None:
             for symbol in list(batch.bars) + list(batch.rejected):
                 if symbol not in submitted:
                     decisions.append(Decision("execution", symbol, "none", "no approved order", {}))
         account = await self._broker.account()
+        reconciliation = self._reconciler.every_iteration(account, event.as_of) if self._reconciler is not None else []
         equity = EquitySnapshot(
             at=event.as_of,
             cash=to_money(account.cash),
@@ -136,7 +185,7 @@ class ExecutionAgent:
             previous=event,
             orders=tuple(orders),
             fills=tuple(synced.fills),
-            order_updates=tuple(synced.orders),
+            order_updates=tuple(synced.orders) + tuple(updates),
             equity=equity,
             decisions=tuple(decisions),
             breaker_events=tuple(events),

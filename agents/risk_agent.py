@@ -26,6 +26,7 @@ from core.brokers.base import AccountState, Broker
 from core.domain import Action, Approval, BarsBatch, Decision, Denial, OrderIntent, OrderType, Side, SymbolBars, frozen_map
 from core.events import ApprovedReady, ValidatedReady
 from core.frame_cache import FrameCache
+from core.positions import PositionManager
 from core.risk import (
     Candidate,
     PortfolioView,
@@ -79,6 +80,7 @@ class RiskAgent:
         saved_state: Mapping[str, Any] | None = None,
         sizing: str = "risk",
         enforce_limits: bool = True,
+        positions: PositionManager | None = None,
         cache: FrameCache | None = None,
     ) -> None:
         self._broker = broker
@@ -92,6 +94,7 @@ class RiskAgent:
         self._sizing = parse_sizing(sizing)
         self._enforce = enforce_limits
         self._cache = cache or FrameCache()
+        self._positions = positions
         self._events: list[BreakerEvent] = []
         self._quality = ThresholdBreaker("data_quality", data_quality_min, compare="below", clock=clock, on_transition=self._events.append)
         self._drawdown = LatchingBreaker("equity_drawdown", clock=clock, on_transition=self._events.append)
@@ -149,6 +152,10 @@ class RiskAgent:
             }
 
         return self._cache.get(sb.symbol, "risk_features", sb.frame, compute)
+
+    def atr_at(self, sb: SymbolBars) -> float:
+        """The ATR at the decision bar (shared with the position manager's trailing stops)."""
+        return float(self._features(sb)["atr"][sb.end - 1])
 
     def _returns(self, sb: SymbolBars) -> pd.Series:
         start = max(0, sb.end - self._correlation_window)
@@ -236,6 +243,47 @@ class RiskAgent:
             return Denial(symbol, "no_cash", f"no_cash: {self._sizing[0]} sizing leaves 0 affordable shares", {"cash": portfolio.cash})
         return Approval(self._intent(candidate, quantity, f"{self._sizing[0]} sizing (limits off): {quantity} shares"), "limits off")
 
+    @staticmethod
+    def _append(
+        result: Approval | Denial,
+        symbol: str,
+        signal: Any,
+        validated: Any,
+        state_info: Mapping[str, Any],
+        approvals: list[Approval],
+        denials: list[Denial],
+        decisions: list[Decision],
+    ) -> bool:
+        """Record one answer of the engine as an approval or a denial, with its decision. True when approved."""
+        confidence = validated.confidence if validated is not None else None
+        if isinstance(result, Approval):
+            approvals.append(result)
+            decisions.append(
+                Decision(
+                    "risk",
+                    symbol,
+                    "approved",
+                    result.reason,
+                    {**state_info, "quantity": result.intent.quantity, "side": result.intent.side.value, "checks": dict(result.checks)},
+                    strategy=signal.strategy,
+                    confidence=confidence,
+                )
+            )
+            return True
+        denials.append(result)
+        decisions.append(
+            Decision(
+                "risk",
+                symbol,
+                f"denied:{result.rule}",
+                result.reason,
+                {**state_info, "rule": result.rule, "values": dict(result.values)},
+                strategy=signal.strategy,
+                confidence=confidence,
+            )
+        )
+        return False
+
     async def on_validated(self, event: ValidatedReady) -> ApprovedReady:
         signals_event = event.previous
         assert signals_event is not None and signals_event.previous is not None
@@ -245,6 +293,7 @@ class RiskAgent:
         portfolio = self._portfolio(account, batch)
         self._update_state(portfolio, batch.data_quality)
         quality_gate = self._enforce and self._quality.state is not BreakerState.CLOSED
+        time_stops = self._positions.time_stops(PositionManager.plans(account), batch) if self._positions is not None else {}
         approvals: list[Approval] = []
         denials: list[Denial] = []
         decisions: list[Decision] = []
@@ -264,6 +313,10 @@ class RiskAgent:
                 continue
             assert signal is not None
             position = account.positions.get(symbol)
+            if symbol in time_stops and signal.action is not Action.SELL:
+                result = evaluate_exit(symbol, position.quantity, signal, self.state if self._enforce else TradingState.ACTIVE, time_stops[symbol])
+                self._append(result, symbol, signal, None, state_info, approvals, denials, decisions)
+                continue
             if signal.action is Action.HOLD:
                 decisions.append(Decision("risk", symbol, "skip", "signal is HOLD: no order", state_info, strategy=signal.strategy))
                 continue
@@ -298,35 +351,9 @@ class RiskAgent:
                     returns=self._returns(sb),
                 )
                 result = self._entry(candidate, portfolio)
-            confidence = validated.confidence if validated is not None else None
-            if isinstance(result, Approval):
-                approvals.append(result)
-                if signal.action is Action.BUY:  # later candidates of this batch see this entry's cash and exposure
-                    portfolio = apply_approval(portfolio, result, self.sector(symbol))
-                decisions.append(
-                    Decision(
-                        "risk",
-                        symbol,
-                        "approved",
-                        result.reason,
-                        {**state_info, "quantity": result.intent.quantity, "side": result.intent.side.value, "checks": dict(result.checks)},
-                        strategy=signal.strategy,
-                        confidence=confidence,
-                    )
-                )
-            else:
-                denials.append(result)
-                decisions.append(
-                    Decision(
-                        "risk",
-                        symbol,
-                        f"denied:{result.rule}",
-                        result.reason,
-                        {**state_info, "rule": result.rule, "values": dict(result.values)},
-                        strategy=signal.strategy,
-                        confidence=confidence,
-                    )
-                )
+            if self._append(result, symbol, signal, validated, state_info, approvals, denials, decisions) and signal.action is Action.BUY:
+                # later candidates of this batch see this entry's cash and exposure
+                portfolio = apply_approval(portfolio, approvals[-1], self.sector(symbol))
         events = [
             {"name": e.name, "from_state": str(e.from_state), "to_state": str(e.to_state), "reason": e.reason, "at": e.at}
             for e in self._events

@@ -93,6 +93,7 @@ class Settings(BaseSettings):
     loop_interval_seconds: int = Field(86_400, ge=1, le=7 * 86_400, description="Seconds between iterations with SCHEDULE=interval.")
     history_bars: int = Field(300, ge=50, le=5000, description="Daily bars fetched per symbol on a cold start (Alpaca).")
     benchmark_symbol: str = Field("SPY", min_length=1, description="Benchmark for relative-strength strategies.")
+    strategy: str = Field("auto", description="auto: choose a strategy per symbol (LLM or deterministic); or one registered name for every symbol.")
     strategy_params: str = Field("{}", description='JSON overrides of strategy parameters, e.g. {"trend_following": {"fast": 20}}.')
     shadow_ledger: bool = Field(True, description="Record what every strategy would have signalled each iteration.")
     bus_mode: BusMode = Field(BusMode.ASYNC, description="async (concurrent fan-out) or sync (sequential dispatch).")
@@ -135,6 +136,9 @@ class Settings(BaseSettings):
     stop_atr_multiple: float = Field(1.5, gt=0, le=20, description="Stop distance in ATRs used for sizing.")
     data_quality_min: float = Field(0.8, ge=0, le=1, description="Below this share of symbols with usable bars, no new entries that iteration.")
     drawdown_halt: float = Field(0.10, gt=0, le=1, description="Equity this far below its high-water mark HALTS trading until `main.py reset`.")
+    trail_atr_multiple: float = Field(3.0, ge=0, le=20, description="Trailing stop at close - N x ATR, only ever raised (0 = off).")
+    trail_percent: float = Field(0.0, ge=0, lt=1, description="Trailing stop at close x (1 - P) (0 = off); the higher of the two trails.")
+    time_stop_sessions: int = Field(0, ge=0, le=2520, description="Exit positions held this many sessions (0 = no time stop).")
     broker_error_threshold: int = Field(3, ge=1, le=100, description="Consecutive broker errors that pause order submission (with backoff).")
     broker_backoff_seconds: int = Field(60, ge=1, description="First pause after repeated broker errors; doubles up to an hour.")
 
@@ -186,6 +190,16 @@ class Settings(BaseSettings):
         import json
 
         return json.loads(self.strategy_params or "{}")
+
+    @field_validator("strategy")
+    @classmethod
+    def _check_strategy(cls, value: str) -> str:
+        from strategies.registry import STRATEGY_NAMES
+
+        value = value.strip()
+        if value != "auto" and value not in STRATEGY_NAMES:
+            raise ValueError(f"must be 'auto' or one of {', '.join(STRATEGY_NAMES)}")
+        return value
 
     @field_validator("benchmark_symbol")
     @classmethod

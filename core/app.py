@@ -25,7 +25,8 @@ from agents.execution_agent import ExecutionAgent
 from agents.quant_agent import QuantAgent
 from agents.risk_agent import RiskAgent
 from agents.strategy_agent import StrategyAgent
-from config.settings import PROJECT_ROOT, DataFallback, DataProviderName, LLMProvider, Settings, Toggle
+from config.settings import PROJECT_ROOT, BrokerName, DataFallback, DataProviderName, LLMProvider, Settings, Toggle, TradingMode
+from core.brokers.alpaca import AlpacaBroker
 from core.brokers.base import Broker
 from core.brokers.costs import BpsSlippage, PerShareCommission
 from core.brokers.simulated import SimulatedBroker
@@ -38,6 +39,8 @@ from core.data.synthetic import SyntheticProvider
 from core.events import ApprovedReady, DataReady, ExecutedReady, IterationStarted, SignalsReady, ValidatedReady
 from core.frame_cache import FrameCache
 from core.orchestrator import Orchestrator
+from core.positions import PositionManager
+from core.reconcile import Reconciler
 from core.persistence.db import DaemonLock, open_database
 from core.persistence.repository import Repository
 from core.data.alpaca import AlpacaBarProvider
@@ -50,7 +53,7 @@ from core.risk import RiskLimits
 from utils.circuit_breaker import BackoffBreaker, BreakerEvent, ConsecutiveFailureBreaker
 from utils.rate_limiter import SlidingWindowRateLimiter
 from strategies.registry import build_registry
-from strategies.selector import DeterministicSelector
+from strategies.selector import DeterministicSelector, FixedSelector
 
 NEW_YORK = ZoneInfo("America/New_York")
 SECTORS_FILE = PROJECT_ROOT / "config" / "sectors.json"
@@ -173,9 +176,28 @@ def build_llm_selector(settings: Settings, wall: Clock, repository: Repository) 
     )
 
 
-def build_simulated_broker(settings: Settings) -> SimulatedBroker:
+def build_broker(settings: Settings, wall: Clock, limiter: SlidingWindowRateLimiter) -> Broker:
+    """The configured broker. Alpaca is paper unless TRADING_MODE=live (the live opt-in is checked by main.py)."""
+    if settings.broker is BrokerName.SIMULATED:
+        return build_simulated_broker(settings, started_at=wall.now())
+    if not settings.has_alpaca_keys:
+        raise MissingKeys("BROKER=alpaca needs ALPACA_API_KEY and ALPACA_SECRET_KEY")
+    assert settings.alpaca_api_key is not None and settings.alpaca_secret_key is not None
+    return AlpacaBroker(
+        settings.alpaca_api_key.get_secret_value(),
+        settings.alpaca_secret_key.get_secret_value(),
+        paper=settings.trading_mode is not TradingMode.LIVE,
+        url_override=settings.alpaca_trading_url,
+        timeout_s=settings.alpaca_timeout_seconds,
+        limiter=limiter,
+        clock=wall.now,
+    )
+
+
+def build_simulated_broker(settings: Settings, started_at: datetime | None = None) -> SimulatedBroker:
     return SimulatedBroker(
         Decimal(str(settings.initial_cash)),
+        started_at=started_at,
         commission=PerShareCommission(
             per_share=Decimal(str(settings.commission_per_share)), minimum=Decimal(str(settings.commission_minimum))
         ),
@@ -207,6 +229,7 @@ class App:
     bus: EventBus
     orchestrator: Orchestrator
     calendar: MarketCalendar | None = None
+    reconciler: Reconciler | None = None
     agents: dict[str, Any] = field(default_factory=dict)
     lock: DaemonLock | None = None
 
@@ -254,7 +277,8 @@ def build_app(
         repository = Repository(engine)
         limiter = limiter or SlidingWindowRateLimiter(settings.alpaca_rate_limit_per_minute, 60.0)
         provider = provider or build_provider(settings, calendar, limiter=limiter, now=wall.now)
-        broker = broker or build_simulated_broker(settings)
+        # replays and backtests always trade on the simulated broker; only the daemon uses BROKER
+        broker = broker or (build_broker(settings, wall, limiter) if kind == "daemon" else build_simulated_broker(settings))
         run_id = new_run_id(kind, wall.now())
         repository.create_run(
             run_id,
@@ -272,6 +296,11 @@ def build_app(
         engine.dispose()
         raise
 
+    if isinstance(broker, AlpacaBroker):
+        orders, fills = repository.broker_ledger(broker.name)
+        broker.resume(orders, fills)  # fills already recorded are not reported again after a restart
+        logger.info("alpaca broker resumed from the ledger: {} orders, {} fills", len(orders), len(fills))
+
     # the offline daemon's simulated account survives restarts: its snapshot is persisted with every iteration
     broker_key = "broker:simulated" if kind == "daemon" and isinstance(broker, SimulatedBroker) else None
     if broker_key is not None:
@@ -285,8 +314,10 @@ def build_app(
 
     cache = FrameCache()
     registry = registry if registry is not None else build_registry(settings.strategy_overrides)
-    selector = selector if selector is not None else DeterministicSelector(registry)
-    llm = build_llm_selector(settings, wall, repository) if llm_enabled(settings, allow=allow_llm) else None
+    pinned = selector is None and settings.strategy != "auto"
+    if selector is None:
+        selector = FixedSelector(registry, settings.strategy) if pinned else DeterministicSelector(registry)
+    llm = build_llm_selector(settings, wall, repository) if llm_enabled(settings, allow=allow_llm and not pinned) else None
     breaker_events: list[BreakerEvent] = []
     llm_breaker = ConsecutiveFailureBreaker(
         "llm_selection",
@@ -346,6 +377,7 @@ def build_app(
         saved_state=saved_risk[0] if saved_risk is not None else None,
         sizing=sizing,
         enforce_limits=enforce_limits,
+        positions=PositionManager(time_stop_sessions=settings.time_stop_sessions or None),
         cache=cache,
     )
     broker_events: list[BreakerEvent] = []
@@ -360,7 +392,21 @@ def build_app(
     saved_broker = repository.get_state(f"{namespace}breaker:broker")
     if saved_broker is not None:
         broker_breaker.restore(saved_broker[0])
-    execution_agent = ExecutionAgent(broker, breaker=broker_breaker, breaker_events=broker_events)
+    reconciler = Reconciler(repository, broker.name, run_id) if kind == "daemon" else None
+    position_manager = PositionManager(
+        trail_atr_multiple=settings.trail_atr_multiple or None,
+        trail_percent=settings.trail_percent or None,
+        time_stop_sessions=settings.time_stop_sessions or None,
+    )
+    execution_agent = ExecutionAgent(
+        broker,
+        order_prefix=settings.trading_mode.value if kind == "daemon" else run_id,
+        breaker=broker_breaker,
+        breaker_events=broker_events,
+        reconciler=reconciler,
+        positions=position_manager,
+        atr=risk_agent.atr_at,
+    )
 
     bus = EventBus(settings.bus_mode.value)
     bus.subscribe(IterationStarted, data_agent.on_iteration, "data.on_iteration")
@@ -395,6 +441,7 @@ def build_app(
         bus=bus,
         orchestrator=orchestrator,
         calendar=calendar,
+        reconciler=reconciler,
         agents={
             "data": data_agent,
             "strategy": strategy_agent,

@@ -111,3 +111,22 @@ class DeterministicSelector:
             f"{situation}: no strategy has enough history{peers_note}; fallback to {name}, the smallest "
             f"min_history ({registry[name].min_history}); it holds until then"
         )
+
+
+class FixedSelector:
+    """Always the same registered strategy (``STRATEGY=<name>`` for the daemon, ``backtest --strategy``); the strategy
+    simply holds while a symbol lacks the history it needs."""
+
+    def __init__(self, registry: Mapping[str, Strategy], name: str, *, origin: str = "STRATEGY") -> None:
+        if name not in registry:
+            raise ValueError(f"strategy {name!r} is not registered; choose one of {', '.join(registry)}")
+        self._registry = registry
+        self.name = name
+        self._origin = origin
+
+    def choose(
+        self, context: MarketContext, available_history: int, *, benchmark_available: bool = False, universe_available: bool = False
+    ) -> tuple[str, str]:
+        needed = self._registry[self.name].min_history
+        note = "" if needed < available_history else f"; it holds until it has more than {needed} bars ({available_history} now)"
+        return self.name, f"fixed strategy {self.name} ({self._origin}){note}"

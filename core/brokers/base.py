@@ -65,3 +65,7 @@ class Broker(Protocol):
 
     async def account(self) -> AccountState:
         ...
+
+    async def replace_stop(self, client_order_id: str, new_stop: float | Decimal, now: datetime) -> Order:
+        """Move a working protective stop in place (one modify, never cancel + resubmit)."""
+        ...

@@ -132,6 +132,8 @@ class PositionRow(Base):
     opened_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     iteration_id: Mapped[str] = mapped_column(ForeignKey("iterations.id"))
+    stop_price: Mapped[Decimal | None]
+    target_price: Mapped[Decimal | None]
 
 
 class EquitySnapshotRow(Base):

@@ -14,7 +14,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.domain import Decision, EquitySnapshot, Fill, Order, Position, to_money, to_price
+from core.domain import Decision, EquitySnapshot, Fill, Order, OrderStatus, OrderType, Position, Side, to_money, to_price
 from core.persistence.models import (
     AuditReportRow,
     BreakerEventRow,
@@ -71,6 +71,10 @@ _LLM_COLUMNS = (
 )
 
 
+def _price_or_none(value: float | None) -> Decimal | None:
+    return to_price(value) if value is not None else None
+
+
 def jsonable_row(call: Mapping[str, Any]) -> dict[str, Any]:
     """An LLM call record (``LLMCallRecord.to_dict()`` plus ``purpose``) as an ``llm_calls`` row."""
     row = {k: call.get(k) for k in _LLM_COLUMNS}
@@ -114,6 +118,7 @@ class IterationRecord:
     shadow: Sequence[Mapping[str, Any]] = ()
     breaker_events: Sequence[Mapping[str, Any]] = ()
     state: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    position_levels: Mapping[str, Mapping[str, float | None]] = field(default_factory=dict)
 
 
 class Repository:
@@ -252,6 +257,8 @@ class Repository:
                     "opened_at": p.opened_at,
                     "updated_at": r.as_of,
                     "iteration_id": r.iteration_id,
+                    "stop_price": _price_or_none(r.position_levels.get(p.symbol, {}).get("stop")),
+                    "target_price": _price_or_none(r.position_levels.get(p.symbol, {}).get("target")),
                 }
                 for p in r.positions.values()
                 if p.quantity != 0
@@ -414,3 +421,55 @@ class Repository:
         with self._sessions.begin() as session:
             result = session.execute(update(Iteration).where(Iteration.id == iteration_id).values(status=status, error=error))
             return bool(result.rowcount)
+
+    # --- the broker's ledger (restarts and reconciliation) -------------------------------------------------
+    def broker_ledger(self, broker_name: str) -> tuple[list[Order], list[Fill]]:
+        """Every order and fill recorded for runs that used ``broker_name`` (to resume a broker after a restart)."""
+        with self.session() as session:
+            runs = select(Run.id).where(Run.broker == broker_name)
+            order_rows = session.scalars(select(OrderRow).where(OrderRow.run_id.in_(runs)).order_by(OrderRow.id)).all()
+            fill_rows = session.scalars(select(FillRow).where(FillRow.run_id.in_(runs)).order_by(FillRow.id)).all()
+        orders = [
+            Order(
+                client_order_id=o.client_order_id,
+                symbol=o.symbol,
+                side=Side(o.side),
+                quantity=int(o.quantity),
+                order_type=OrderType(o.order_type),
+                status=OrderStatus(o.status),
+                submitted_at=o.submitted_at,
+                strategy=o.strategy,
+                reason=o.reason,
+                broker_order_id=o.broker_order_id,
+                limit_price=float(o.limit_price) if o.limit_price is not None else None,
+                stop_price=float(o.stop_price) if o.stop_price is not None else None,
+                filled_quantity=int(o.filled_quantity),
+                average_fill_price=float(o.average_fill_price) if o.average_fill_price is not None else None,
+                updated_at=o.updated_at,
+            )
+            for o in order_rows
+        ]
+        fills = [
+            Fill(f.fill_id, f.client_order_id, f.symbol, Side(f.side), int(f.quantity), f.price, f.commission, f.filled_at)
+            for f in fill_rows
+        ]
+        return orders, fills
+
+    def client_order_ids(self, broker_name: str) -> set[str]:
+        with self.session() as session:
+            runs = select(Run.id).where(Run.broker == broker_name)
+            return set(session.scalars(select(OrderRow.client_order_id).where(OrderRow.run_id.in_(runs))))
+
+    def ledger_positions(self, broker_name: str, *, exclude_run: str | None = None) -> dict[str, Decimal]:
+        """The positions last recorded by the latest earlier run on ``broker_name`` (empty when there is none)."""
+        with self.session() as session:
+            stmt = select(Run.id).where(Run.broker == broker_name).order_by(Run.started_at.desc())
+            if exclude_run is not None:
+                stmt = stmt.where(Run.id != exclude_run)
+            for run_id in session.scalars(stmt):
+                has_iterations = session.scalar(select(Iteration.id).where(Iteration.run_id == run_id).limit(1))
+                if has_iterations is None:
+                    continue
+                rows = session.execute(select(PositionRow.symbol, PositionRow.quantity).where(PositionRow.run_id == run_id)).all()
+                return {s: q for s, q in rows}
+        return {}

@@ -41,8 +41,9 @@ def _approved(iteration: str, at: datetime) -> ApprovedReady:
 
 def test_client_order_id_is_deterministic_and_bounded() -> None:
     intent = _intent()
-    assert client_order_id("run-1-000007", intent) == client_order_id("run-1-000007", intent) == "run-1-000007-IBM-buy"
-    assert len(client_order_id("x" * 300, intent)) <= 128
+    day = T0.date()
+    assert client_order_id("paper", day, intent) == client_order_id("paper", day, intent) == "paper-20210301-IBM-buy"
+    assert len(client_order_id("x" * 300, day, intent)) <= 128
 
 
 async def test_repeated_broker_errors_pause_submissions_with_backoff_then_resume() -> None:
@@ -50,7 +51,7 @@ async def test_repeated_broker_errors_pause_submissions_with_backoff_then_resume
     events: list = []
     breaker = BackoffBreaker("broker", threshold=2, base=timedelta(minutes=1), max_backoff=timedelta(hours=1), clock=lambda: clock["now"], on_transition=events.append)
     broker = FlakyBroker(failures=2)
-    agent = ExecutionAgent(broker, breaker=breaker, breaker_events=events)
+    agent = ExecutionAgent(broker, order_prefix="it", breaker=breaker, breaker_events=events)
     first = await agent.on_approved(_approved("it-1", T0))
     second = await agent.on_approved(_approved("it-2", T0))
     assert [d.action for d in first.decisions if d.symbol == "IBM"] == ["failed"]
@@ -63,4 +64,4 @@ async def test_repeated_broker_errors_pause_submissions_with_backoff_then_resume
     # sent again (the simulated broker, never synced with bars, rejects it for lack of a price: a broker answer, not an error)
     assert [d.action for d in fourth.decisions] in (["submitted"], ["rejected"]) and broker.attempts == 3
     assert breaker.state is BreakerState.CLOSED
-    assert fourth.orders[0].client_order_id == "it-4-IBM-buy"
+    assert fourth.orders[0].client_order_id == "it-20210301-IBM-buy"

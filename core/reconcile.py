@@ -1,0 +1,84 @@
+"""Reconciliation of the database with the broker, at start-up and every iteration.
+
+Compared: positions (start-up: the ledger's last recorded positions for this broker against the broker's), and open
+orders (every iteration: working orders at the broker the ledger does not know, e.g. placed by hand). Fills that
+happened while the daemon was down arrive through the broker's next ``sync`` (AlpacaBroker is resumed from the
+ledger, so only new executions are reported). Every discrepancy is recorded with what was done about it and shown by
+``scripts/query_trades.py reconcile``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from loguru import logger
+
+from core.brokers.base import AccountState
+from core.persistence.repository import Repository
+
+
+def compare_positions(ledger: dict[str, Decimal], account: AccountState) -> list[dict[str, Any]]:
+    events = []
+    broker = {s: Decimal(p.quantity) for s, p in account.positions.items() if p.quantity}
+    for symbol in sorted(set(ledger) | set(broker)):
+        mine, theirs = ledger.get(symbol, Decimal(0)), broker.get(symbol, Decimal(0))
+        if mine == theirs:
+            continue
+        if not mine:
+            kind, resolution = "unknown_position", "adopted: the broker's position is recorded and managed from now on"
+        elif not theirs:
+            kind, resolution = "missing_position", "flagged: closed outside the daemon; recorded as closed"
+        else:
+            kind, resolution = "quantity_mismatch", "adopted the broker's quantity; flagged for review"
+        events.append({"kind": kind, "symbol": symbol, "details": {"ledger": str(mine), "broker": str(theirs)}, "resolution": resolution})
+    return events
+
+
+def compare_orders(known_ids: set[str], account: AccountState) -> list[dict[str, Any]]:
+    return [
+        {
+            "kind": "unknown_order",
+            "symbol": o.symbol,
+            "details": {"client_order_id": o.client_order_id, "side": o.side.value, "quantity": o.quantity, "status": o.status.value},
+            "resolution": "flagged: a working order the daemon did not place; left untouched",
+        }
+        for o in account.open_orders
+        if o.client_order_id not in known_ids and not _is_leg_of(o.client_order_id, known_ids)
+    ]
+
+
+def _is_leg_of(client_order_id: str, known_ids: set[str]) -> bool:
+    base = client_order_id.rsplit("-", 1)[0]
+    return base in known_ids or any(client_order_id.startswith(k + "-") for k in known_ids if len(k) >= 8)
+
+
+class Reconciler:
+    def __init__(self, repository: Repository, broker_name: str, run_id: str) -> None:
+        self._repository = repository
+        self._broker_name = broker_name
+        self._run_id = run_id
+        self._flagged: set[str] = set()
+
+    def at_startup(self, account: AccountState, now: datetime) -> list[dict[str, Any]]:
+        events = compare_positions(self._repository.ledger_positions(self._broker_name, exclude_run=self._run_id), account)
+        events += self._new_unknown_orders(account)
+        self._record(events, now)
+        return events
+
+    def every_iteration(self, account: AccountState, now: datetime) -> list[dict[str, Any]]:
+        events = self._new_unknown_orders(account)
+        self._record(events, now)
+        return events
+
+    def _new_unknown_orders(self, account: AccountState) -> list[dict[str, Any]]:
+        known = self._repository.client_order_ids(self._broker_name)
+        events = [e for e in compare_orders(known, account) if e["details"]["client_order_id"] not in self._flagged]
+        self._flagged.update(e["details"]["client_order_id"] for e in events)
+        return events
+
+    def _record(self, events: list[dict[str, Any]], now: datetime) -> None:
+        for e in events:
+            logger.warning("reconciliation: {} {}: {} ({})", e["kind"], e["symbol"], e["details"], e["resolution"])
+        self._repository.record_reconciliation(self._run_id, now, events)
