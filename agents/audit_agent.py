@@ -14,7 +14,7 @@ from loguru import logger
 from core.brokers.base import Broker
 from core.bus import HandlerFailure, PublishReport
 from core.clock import Clock
-from core.domain import Decision, EquitySnapshot, Order, to_money
+from core.domain import EXACT, Decision, EquitySnapshot, Order, to_money
 from core.events import (
     ApprovedReady,
     DataReady,
@@ -137,9 +137,9 @@ class AuditAgent:
         if equity is None:
             equity = EquitySnapshot(
                 at=started.as_of,
-                cash=to_money(account.cash),
-                market_value=to_money(account.market_value),
-                equity=to_money(account.equity),
+                cash=to_money(account.cash, EXACT),
+                market_value=to_money(account.market_value, EXACT),
+                equity=to_money(account.equity, EXACT),
                 positions=sum(1 for p in account.positions.values() if p.quantity),
             )
         orders: list[Order] = []

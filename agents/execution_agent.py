@@ -10,7 +10,7 @@ from typing import Callable
 from loguru import logger
 
 from core.brokers.base import Broker, BrokerError, SyncResult
-from core.domain import BarsBatch, Decision, EquitySnapshot, Order, OrderIntent, SymbolBars, to_money
+from core.domain import EXACT, BarsBatch, Decision, EquitySnapshot, Order, OrderIntent, SymbolBars, to_money
 from core.positions import PositionManager
 from core.reconcile import Reconciler
 from utils.failpoints import failpoint
@@ -169,9 +169,9 @@ class ExecutionAgent:
         reconciliation = self._reconciler.every_iteration(account, event.as_of) if self._reconciler is not None else []
         equity = EquitySnapshot(
             at=event.as_of,
-            cash=to_money(account.cash),
-            market_value=to_money(account.market_value),
-            equity=to_money(account.equity),
+            cash=to_money(account.cash, EXACT),
+            market_value=to_money(account.market_value, EXACT),
+            equity=to_money(account.equity, EXACT),
             positions=sum(1 for p in account.positions.values() if p.quantity),
         )
         events = [

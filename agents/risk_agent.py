@@ -24,9 +24,9 @@ import pandas_ta as ta
 
 from core.brokers.base import AccountState, Broker
 from core.domain import Action, Approval, BarsBatch, Decision, Denial, OrderIntent, OrderType, Side, SymbolBars, frozen_map
-from core.events import ApprovedReady, ValidatedReady
+from core.events import ApprovedReady, ExecutedReady, ValidatedReady
 from core.frame_cache import FrameCache
-from core.positions import PositionManager
+from core.positions import PositionManager, RealizedReturns
 from core.risk import (
     Candidate,
     PortfolioView,
@@ -95,6 +95,7 @@ class RiskAgent:
         self._enforce = enforce_limits
         self._cache = cache or FrameCache()
         self._positions = positions
+        self.realized = RealizedReturns()  # closed-trade returns for fractional Kelly (RiskLimits.kelly_fraction)
         self._events: list[BreakerEvent] = []
         self._quality = ThresholdBreaker("data_quality", data_quality_min, compare="below", clock=clock, on_transition=self._events.append)
         self._drawdown = LatchingBreaker("equity_drawdown", clock=clock, on_transition=self._events.append)
@@ -178,7 +179,7 @@ class RiskAgent:
             equity_day_start=history[-1] if history else None,
             equity_week_high=max(week),
             returns=pd.DataFrame(columns) if columns else None,
-            realized_trade_returns=(),
+            realized_trade_returns=tuple(self.realized.returns),
         )
 
     def _update_state(self, portfolio: PortfolioView, quality: float) -> None:
@@ -242,6 +243,10 @@ class RiskAgent:
         if quantity <= 0:
             return Denial(symbol, "no_cash", f"no_cash: {self._sizing[0]} sizing leaves 0 affordable shares", {"cash": portfolio.cash})
         return Approval(self._intent(candidate, quantity, f"{self._sizing[0]} sizing (limits off): {quantity} shares"), "limits off")
+
+    def on_executed(self, event: ExecutedReady) -> None:
+        """Learn the iteration's fills: closed trades feed the fractional-Kelly estimate of later iterations."""
+        self.realized.apply(event.fills)
 
     @staticmethod
     def _append(

@@ -134,6 +134,7 @@ class Settings(BaseSettings):
     min_confidence: float = Field(0.3, ge=0, le=1, description="Minimum validated confidence for an entry.")
     max_shares: int = Field(1000, ge=1, description="Maximum shares per order.")
     stop_atr_multiple: float = Field(1.5, gt=0, le=20, description="Stop distance in ATRs used for sizing.")
+    kelly_fraction: float = Field(0.0, ge=0, le=1, description="Fractional Kelly from realised trades, capped by RISK_PER_TRADE (0 = off; 0.5 = half Kelly).")
     data_quality_min: float = Field(0.8, ge=0, le=1, description="Below this share of symbols with usable bars, no new entries that iteration.")
     drawdown_halt: float = Field(0.10, gt=0, le=1, description="Equity this far below its high-water mark HALTS trading until `main.py reset`.")
     trail_atr_multiple: float = Field(3.0, ge=0, le=20, description="Trailing stop at close - N x ATR, only ever raised (0 = off).")

@@ -212,6 +212,7 @@ def risk_limits(settings: Settings) -> RiskLimits:
         min_confidence=settings.min_confidence,
         max_shares=settings.max_shares,
         stop_atr_multiple=settings.stop_atr_multiple,
+        kelly_fraction=settings.kelly_fraction or None,
     )
 
 
@@ -296,6 +297,7 @@ def build_app(
         engine.dispose()
         raise
 
+    ledger_fills = repository.broker_ledger(broker.name)[1] if kind == "daemon" else []
     if isinstance(broker, AlpacaBroker):
         orders, fills = repository.broker_ledger(broker.name)
         broker.resume(orders, fills)  # fills already recorded are not reported again after a restart
@@ -398,6 +400,7 @@ def build_app(
         trail_percent=settings.trail_percent or None,
         time_stop_sessions=settings.time_stop_sessions or None,
     )
+    risk_agent.realized.apply(ledger_fills)  # the daemon's trade history survives restarts
     execution_agent = ExecutionAgent(
         broker,
         order_prefix=settings.trading_mode.value if kind == "daemon" else run_id,
@@ -416,6 +419,7 @@ def build_app(
     bus.subscribe(ValidatedReady, risk_agent.on_validated, "risk.on_validated")
     bus.subscribe(ApprovedReady, execution_agent.on_approved, "execution.on_approved")
     bus.subscribe(ExecutedReady, audit_agent.on_executed, "audit.on_executed")
+    bus.subscribe(ExecutedReady, risk_agent.on_executed, "risk.on_executed")
 
     orchestrator = Orchestrator(bus=bus, clock=clock, audit=audit_agent, execution=execution_agent, run_id=run_id)
     logger.info(

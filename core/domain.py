@@ -20,6 +20,7 @@ import pandas as pd
 
 CENT = Decimal("0.01")
 PRICE_QUANTUM = Decimal("0.0001")
+EXACT = Decimal("0.000001")  # the money columns' scale: amounts stored without rounding to cents
 BAR_COLUMNS = ("open", "high", "low", "close", "volume")
 
 

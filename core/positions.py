@@ -11,12 +11,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Mapping
+from decimal import Decimal
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from core.brokers.base import AccountState
-from core.domain import BarsBatch, Order, OrderType, Side, TERMINAL_ORDER_STATUSES
+from core.domain import TERMINAL_ORDER_STATUSES, BarsBatch, Fill, Order, OrderType, Side
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,3 +130,33 @@ def levels(plans: Mapping[str, PositionPlan]) -> dict[str, dict[str, float | Non
     return {s: {"stop": p.stop, "target": p.target} for s, p in plans.items()}
 
 
+
+
+class RealizedReturns:
+    """Returns of closed trades (flat to flat, average cost, net of commissions), rebuilt from the fill stream, for
+    fractional-Kelly sizing. Only the most recent ``keep`` trades are kept."""
+
+    def __init__(self, keep: int = 200) -> None:
+        self._keep = keep
+        self._open: dict[str, list[Decimal]] = {}  # symbol -> [quantity, cost, proceeds, commissions]
+        self.returns: list[float] = []
+
+    def apply(self, fills: Sequence[Fill]) -> None:
+        for f in sorted(fills, key=lambda x: (x.filled_at, x.fill_id)):
+            book = self._open.setdefault(f.symbol, [Decimal(0)] * 4)
+            qty = Decimal(f.quantity)
+            if f.side is Side.BUY:
+                book[0] += qty
+                book[1] += qty * f.price
+            else:
+                if book[0] <= 0:
+                    continue  # a sell without a recorded entry (e.g. adopted position): no trade to close
+                book[0] -= qty
+                book[2] += qty * f.price
+            book[3] += f.commission
+            if book[0] <= 0 and book[1] > 0:
+                pnl = book[2] - book[1] - book[3]
+                self.returns.append(float(pnl / book[1]))
+                self._open.pop(f.symbol)
+        if len(self.returns) > self._keep:
+            del self.returns[: len(self.returns) - self._keep]

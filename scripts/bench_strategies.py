@@ -90,6 +90,25 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'TOTAL (best run)':26s} {total_wall * 1e3:9.1f} {total_cpu * 1e3:9.1f} {per_call:10.1f} per call")
     print(f"wall per run (s): {', '.join(f'{t:.3f}' for t in walls)}")
     print(f"cpu per run (s):  {', '.join(f'{t:.3f}' for t in cpus)}")
+    # Selection with the LLM off: the market context of every symbol (computed once per frame, as the agent caches it)
+    # and one deterministic choice per symbol per iteration.
+    from strategies.context import context_at, context_frame
+    from strategies.selector import DeterministicSelector
+
+    selector = DeterministicSelector(registry)
+    t0 = time.perf_counter()
+    contexts_frames = {symbol: context_frame(frame) for symbol, frame in frames.items()}
+    context_s = time.perf_counter() - t0
+    contexts = {symbol: context_at(symbol, frame, len(frame) - 1) for symbol, frame in frames.items()}
+    t0 = time.perf_counter()
+    for symbol, context in contexts.items():
+        selector.choose(context, args.bars, benchmark_available=True, universe_available=True)
+    choose_s = time.perf_counter() - t0
+    print(
+        f"selection, LLM off: context frames {context_s * 1e3:.1f} ms once per frame; "
+        f"choose() for {len(contexts)} symbols {choose_s * 1e3:.2f} ms per iteration ({choose_s / len(contexts) * 1e6:.1f} us/symbol)"
+    )
+    del contexts_frames
     if hasattr(os, "getloadavg"):
         print(f"load average during the run: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     return 0

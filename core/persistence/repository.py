@@ -14,7 +14,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.domain import Decision, EquitySnapshot, Fill, Order, OrderStatus, OrderType, Position, Side, to_money, to_price
+from core.domain import EXACT, Decision, EquitySnapshot, Fill, Order, OrderStatus, OrderType, Position, Side, to_money, to_price
 from core.persistence.models import (
     AuditReportRow,
     BreakerEventRow,
@@ -252,8 +252,8 @@ class Repository:
                     "quantity": Decimal(p.quantity),
                     "average_price": p.average_price,
                     "last_price": p.last_price,
-                    "market_value": to_money(p.market_value),
-                    "realized_pnl": to_money(p.realized_pnl),
+                    "market_value": to_money(p.market_value, EXACT),
+                    "realized_pnl": to_money(p.realized_pnl, EXACT),
                     "opened_at": p.opened_at,
                     "updated_at": r.as_of,
                     "iteration_id": r.iteration_id,
@@ -273,9 +273,9 @@ class Repository:
                         run_id=r.run_id,
                         iteration_id=r.iteration_id,
                         at=r.equity.at,
-                        cash=to_money(r.equity.cash),
-                        market_value=to_money(r.equity.market_value),
-                        equity=to_money(r.equity.equity),
+                        cash=to_money(r.equity.cash, EXACT),
+                        market_value=to_money(r.equity.market_value, EXACT),
+                        equity=to_money(r.equity.equity, EXACT),
                         positions=r.equity.positions,
                     )
                 ],
