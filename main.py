@@ -30,11 +30,11 @@ from core.calendar import MarketCalendar, format_eastern
 from core.data.base import BarProvider
 from core.clock import LiveClock, SimulatedClock
 from core.orchestrator import IterationOutcome, PersistenceFailure, run_live, run_replay
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from agents.risk_agent import RiskAgent
 from core.persistence.db import DaemonAlreadyRunning, DaemonLock, DatabaseUnavailable, open_database, safe_url
-from core.persistence.models import EquitySnapshotRow, Run
+from core.persistence.models import BreakerEventRow, EquitySnapshotRow, FillRow, Run
 from core.persistence.repository import Repository
 from utils.logging import configure_logging
 
@@ -160,10 +160,23 @@ def _print_inspection(settings: Settings, app: App, outcomes: Sequence[Iteration
     print(f"Done: {len(outcomes)} iterations in {elapsed:.1f}s ({failed} degraded), run {app.run_id}")
     if outcomes:
         print(f"Last: {outcomes[-1].summary}")
+    repository = Repository(open_database(settings.database_url))
+    with repository.session() as session:
+        fills = session.scalar(select(func.count()).select_from(FillRow).where(FillRow.run_id == app.run_id)) or 0
+        trips = session.execute(
+            select(BreakerEventRow.name, BreakerEventRow.at, BreakerEventRow.reason)
+            .where(BreakerEventRow.run_id == app.run_id, BreakerEventRow.to_state == "open")
+            .order_by(BreakerEventRow.at)
+        ).all()
+    saved = repository.get_state(f"{app.run_id}:risk:state")
+    repository.engine.dispose()
+    print(f"Fills: {fills}; trading state at the end: {saved[0]['state'].upper() if saved else 'unknown'}")
+    for name, at, reason in trips:
+        print(f"  breaker {name} tripped {at.date()}: {reason}")
     print(f"Database: {db}")
     db_flag = "" if settings.database_url == Settings.model_fields["database_url"].default else f" --db '{db}'"
     print("Inspect it with:")
-    for cmd in ("trades", "orders", "decisions --symbol AAPL --limit 20", "decisions --action 'denied:*'", "equity --limit 10"):
+    for cmd in ("trades", "performance", "decisions --symbol AAPL --limit 20", "decisions --action 'denied:*'", "risk", "breakers", "shadow"):
         print(f"  python scripts/query_trades.py {cmd} --run {app.run_id}{db_flag}")
     print(f"  python scripts/query_trades.py runs{db_flag}")
 

@@ -146,9 +146,9 @@ class Settings(BaseSettings):
     # --- LLM -----------------------------------------------------------------------------------------
     llm_selector_provider: LLMProvider = Field(LLMProvider.GROQ, description="Primary strategy-selection LLM.")
     llm_fallback_provider: LLMProvider = Field(LLMProvider.ANTHROPIC, description="Fallback selection LLM.")
-    groq_model: str = Field("llama-3.3-70b-versatile", min_length=1, description="Groq model for selection.")
-    anthropic_model: str = Field("claude-sonnet-4-5", min_length=1, description="Anthropic model for selection.")
-    audit_model: str = Field("claude-sonnet-4-5", min_length=1, description="Anthropic model for audit narratives.")
+    groq_model: str = Field("openai/gpt-oss-120b", min_length=1, description="Groq model for selection (needs strict JSON-schema output).")
+    anthropic_model: str = Field("claude-haiku-4-5", min_length=1, description="Anthropic model for selection (fallback).")
+    audit_model: str = Field("claude-sonnet-4-6", min_length=1, description="Anthropic model for audit narratives.")
     llm_selection: Toggle = Field(Toggle.AUTO, description="auto: LLM strategy selection when a key is set (never in replays); off: deterministic.")
     audit_narrative: Toggle = Field(Toggle.AUTO, description="auto: Anthropic narrates audit reports when ANTHROPIC_API_KEY is set; off: template.")
     llm_timeout_seconds: float = Field(20.0, gt=0, le=300, description="Timeout of one LLM call.")
