@@ -15,7 +15,7 @@ from core.positions import PositionManager
 from core.reconcile import Reconciler
 from utils.failpoints import failpoint
 from core.events import ApprovedReady, DataReady, ExecutedReady
-from utils.circuit_breaker import BackoffBreaker, BreakerEvent
+from utils.circuit_breaker import BackoffBreaker, BreakerEvent, drain_rows
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -174,11 +174,7 @@ class ExecutionAgent:
             equity=to_money(account.equity, EXACT),
             positions=sum(1 for p in account.positions.values() if p.quantity),
         )
-        events = [
-            {"name": e.name, "from_state": str(e.from_state), "to_state": str(e.to_state), "reason": e.reason, "at": e.at}
-            for e in self._events
-        ]
-        self._events.clear()
+        events = drain_rows(self._events)
         return ExecutedReady(
             iteration_id=event.iteration_id,
             as_of=event.as_of,
@@ -188,5 +184,5 @@ class ExecutionAgent:
             order_updates=tuple(synced.orders) + tuple(updates),
             equity=equity,
             decisions=tuple(decisions),
-            breaker_events=tuple(events),
+            breaker_events=events,
         )

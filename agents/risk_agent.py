@@ -40,7 +40,7 @@ from core.risk import (
     reset_state,
     size_position,
 )
-from utils.circuit_breaker import BreakerEvent, BreakerState, LatchingBreaker, ThresholdBreaker
+from utils.circuit_breaker import BreakerEvent, BreakerState, LatchingBreaker, ThresholdBreaker, drain_rows
 
 # run's recent equity values, oldest first (previous iterations' closes)
 EquityHistory = Callable[[], Sequence[float]]
@@ -359,11 +359,7 @@ class RiskAgent:
             if self._append(result, symbol, signal, validated, state_info, approvals, denials, decisions) and signal.action is Action.BUY:
                 # later candidates of this batch see this entry's cash and exposure
                 portfolio = apply_approval(portfolio, approvals[-1], self.sector(symbol))
-        events = [
-            {"name": e.name, "from_state": str(e.from_state), "to_state": str(e.to_state), "reason": e.reason, "at": e.at}
-            for e in self._events
-        ]
-        self._events.clear()
+        events = drain_rows(self._events)
         return ApprovedReady(
             iteration_id=event.iteration_id,
             as_of=event.as_of,
@@ -371,5 +367,5 @@ class RiskAgent:
             approvals=tuple(approvals),
             denials=tuple(denials),
             decisions=tuple(decisions),
-            breaker_events=tuple(events),
+            breaker_events=events,
         )

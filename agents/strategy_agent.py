@@ -26,7 +26,7 @@ from core.llm import LLMSelector
 from strategies.base import ACTION_BY_CODE, Peers, Strategy
 from strategies.context import MarketContext, context_frame
 from strategies.selector import DeterministicSelector
-from utils.circuit_breaker import BreakerEvent, ConsecutiveFailureBreaker
+from utils.circuit_breaker import BreakerEvent, ConsecutiveFailureBreaker, drain_rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,13 +276,9 @@ class StrategyAgent:
                 shadow.append({"symbol": symbol, "selected": choice.strategy, "close": sb.last_close, "signals": ledger})
         for symbol, reason in batch.rejected.items():
             decisions.append(Decision("strategy", symbol, "skip", f"no usable data: {reason}", {}))
-        events = [
-            {"name": e.name, "from_state": str(e.from_state), "to_state": str(e.to_state), "reason": e.reason, "at": e.at}
-            for e in self._breaker_events
-        ]
         for e in self._breaker_events:
             logger.warning("breaker {}: {} -> {} ({})", e.name, e.from_state, e.to_state, e.reason)
-        self._breaker_events.clear()
+        events = drain_rows(self._breaker_events)
         return SignalsReady(
             iteration_id=event.iteration_id,
             as_of=event.as_of,
@@ -291,5 +287,5 @@ class StrategyAgent:
             decisions=tuple(decisions),
             llm_calls=tuple(llm_calls),
             shadow=tuple(shadow),
-            breaker_events=tuple(events),
+            breaker_events=events,
         )

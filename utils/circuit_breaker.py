@@ -492,3 +492,13 @@ def _finite(value: float | Decimal) -> bool:
 
 def _microseconds(value: timedelta) -> int:
     return (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
+
+
+def drain_rows(events: list[BreakerEvent]) -> tuple[dict[str, Any], ...]:
+    """Empty ``events`` (an ``on_transition`` sink) into ``breaker_events`` rows, oldest first."""
+    rows = tuple(
+        {"name": e.name, "from_state": str(e.from_state), "to_state": str(e.to_state), "reason": e.reason, "at": e.at}
+        for e in events
+    )
+    events.clear()
+    return rows
