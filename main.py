@@ -33,12 +33,13 @@ from core.orchestrator import IterationOutcome, PersistenceFailure, run_live, ru
 from sqlalchemy import func, select
 
 from agents.risk_agent import RiskAgent
+from core.backtest.cli import add_backtest_parser, run_backtest_command
 from core.persistence.db import DaemonAlreadyRunning, DaemonLock, DatabaseUnavailable, open_database, safe_url
 from core.persistence.models import BreakerEventRow, EquitySnapshotRow, FillRow, Run
 from core.persistence.repository import Repository
 from utils.logging import configure_logging
 
-COMMANDS = ("run", "replay", "demo", "strategies", "status", "health", "reset")
+COMMANDS = ("run", "replay", "demo", "backtest", "strategies", "status", "health", "reset")
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_DB, EXIT_LOCKED, EXIT_PERSIST = 0, 1, 2, 3, 4, 5
 
 NEEDS_KEYS = """\
@@ -91,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument("--json", action="store_true", help="print JSON")
     reset = sub.add_parser("reset", parents=[common], help="manual reset of a HALTED/REDUCING daemon to ACTIVE (daemon stopped)")
     reset.add_argument("--reason", required=True, help="who resets and why (recorded)")
+
+    add_backtest_parser(sub, parents=[common])
 
     strategies = sub.add_parser("strategies", help="list the registered strategies")
     strategies.add_argument("--json", action="store_true", help="print JSON")
@@ -430,6 +433,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_run_daemon(settings, args))
         if command == "status":
             return _status(settings, args.at, args.json)
+        if command == "backtest":
+            return run_backtest_command(args, settings)
         if command == "health":
             return _health(settings, args.json)
         if command == "reset":

@@ -1,0 +1,962 @@
+"""Backtests on the live pipeline: the daemon's six agents driven by a simulated clock and a simulated broker.
+
+A backtest is a replay with the knobs a research run needs: a directory of bar files, a date range, the broker's
+cash, costs and fill model, a pinned strategy (or the choices recorded by an earlier run), the sizing mode and the
+risk limits. Everything goes through :func:`core.app.build_app`, so the decisions, orders, fills, positions, equity
+and shadow ledger land in the database under the backtest's run id exactly as the daemon records them; the result
+(trades, metrics, robustness checks, report) is then read back from that database.
+
+Definitions
+-----------
+* **Sessions**: every NYSE session from ``start`` to ``end`` inclusive, one iteration per session close. Without
+  ``start``/``end`` the range is the data's: the first bar of any symbol to the last bar of any symbol; a range
+  reaching beyond the data is clamped to it. Bars before ``start`` are visible as history (indicator warm-up),
+  bars after the iteration's session never are.
+* **bars**: the symbol-days processed, i.e. the bars of the selected symbols dated within ``start``..``end``.
+  **rejected_bars**: the symbol-sessions the Data agent excluded (too little history, a validation rule broken,
+  e.g. a missing session within its look-back window); no signal is computed for them.
+* **elapsed_s**: wall time from the start of :func:`run_backtest` (after imports: reading the bar files is
+  included) to the finished result (trades, metrics and, when requested, the robustness checks). Writing the HTML
+  report and printing are not included.
+* **trades**: the run's round trips rebuilt from its fills by :func:`core.reporting.rebuild_round_trips` (flat to
+  flat, average cost, commissions of both sides in ``pnl``); an open position at the end is listed with
+  ``exit_at``/``exit_price``/``pnl`` ``None``. ``metrics`` are :func:`core.metrics.compute_metrics` of the equity
+  snapshots (one per session close) and the closed trips, with exposure = share of sessions holding a position.
+* **final_equity**: the simulated broker's exact equity after the last session (cash plus positions at their last
+  close); the equity snapshots are the same value rounded to the cent.
+* **Shadow ledgers** (report only): from the run's ``shadow_signals`` rows, one paper ledger per registered strategy
+  and one for the selector's choices. Per symbol the ledger is long from a BUY signal to the next SELL signal (at
+  the signal's close, no costs); a day's ledger return is the equal-weighted mean over the recorded symbols of
+  ``held on the previous row x (close / previous close - 1)``; equity compounds from 1. A strategy not eligible for
+  a symbol on a day (too little history, missing peers) counts as HOLD there.
+* **Robustness** (with ``robustness=True``): a trade bootstrap of each closed trip's ``pnl`` divided by the equity
+  of the last snapshot before its entry (the trip's effect on the whole account), a stationary block bootstrap of
+  the daily returns (mean block 5 sessions), walk-forward windows of ``train``/``test`` sessions over the equity
+  curve (out-of-sample metrics of each test window) and the Ljung-Box (10 lags) and t-tests of the daily returns;
+  see :mod:`core.backtest.robustness`.
+
+Reproducibility: nothing here reads the wall clock except for ``elapsed_s`` and the run id; identical inputs give
+identical results in both bus modes (``BUS_MODE=async|sync``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import func, select
+
+from config.settings import BrokerName, DataProviderName, Settings
+from core.app import App, build_app, replay_sessions, simulated_clock_for
+from core.brokers.costs import BpsSlippage, PerShareCommission
+from core.brokers.simulated import FILL_MODELS, SimulatedBroker
+from core.calendar import MarketCalendar
+from core.data.base import ProviderResult
+from core.data.files import SUFFIXES, FileProvider
+from core.domain import ensure_utc
+from core.metrics import ClosedTrade, PerformanceMetrics, compute_metrics, metrics_by
+from core.orchestrator import IterationOutcome, run_replay
+from core.persistence.models import DecisionRow, EquitySnapshotRow, Iteration, Run, ShadowSignalRow
+from core.persistence.db import open_database
+from core.reporting import RoundTrip, rebuild_round_trips
+from agents.risk_agent import parse_sizing
+from strategies.base import InvalidStrategyParams, Strategy
+from strategies.context import MarketContext
+from strategies.registry import STRATEGY_CLASSES, build_registry
+from strategies.selector import DeterministicSelector
+
+__all__ = [
+    "ALPACA_CACHE_ALIASES",
+    "BacktestConfig",
+    "BacktestError",
+    "BacktestResult",
+    "FixedSelector",
+    "ProgressBar",
+    "RecordedSelector",
+    "TradeRecord",
+    "audit_batch",
+    "discover_symbols",
+    "jsonable",
+    "parse_param",
+    "report_data",
+    "resolve_data_dir",
+    "run_backtest",
+    "shadow_ledgers",
+    "without_targets",
+]
+
+DEFAULT_AUDIT_BATCH = 250
+# Symbol-iterations buffered per audit transaction: an iteration's records (decisions with their inputs, the shadow
+# ledger) take ~15 kB per symbol, so 250 iterations of 500 symbols would hold ~1.7 GB before the commit.
+AUDIT_SYMBOL_ITERATIONS = 2500
+DEFAULT_MONTE_CARLO = 1000
+DEFAULT_WALK_FORWARD = (252, 63)
+DAILY_BLOCK = 5
+RETURN_TEST_LAGS = 10
+DEFAULT_BENCHMARK = "SPY"
+ALPACA_CACHE_ALIASES = ("alpaca-cache", "bar-cache")
+_FAR_FUTURE = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+class BacktestError(ValueError):
+    """The backtest request cannot be run as given (bad option, missing data, unknown run...); the message says why."""
+
+
+# ------------------------------------------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True, slots=True)
+class BacktestConfig:
+    """What to backtest. ``None`` means "from the settings" (cash, costs, data directory) or "all of the data"
+    (symbols, start, end).
+
+    ``selector``: ``"deterministic"`` (the daemon's selector) or ``"recorded:RUN_ID"``; ``strategy`` pins one
+    registered strategy (with ``params`` overriding its parameters) and excludes a recorded selector.
+    ``brackets=False`` drops the strategies' profit targets so that the Risk agent sends plain market entries
+    (no stop-loss/take-profit legs): positions then exit only on the strategy's SELL signal.
+    """
+
+    data_dir: Path | None = None
+    symbols: tuple[str, ...] | None = None
+    start: date | None = None
+    end: date | None = None
+    cash: Decimal | None = None
+    commission_per_share: Decimal | None = None
+    commission_minimum: Decimal | None = None
+    slippage_bps: Decimal | None = None
+    strategy: str | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+    selector: str = "deterministic"
+    llm: bool = False
+    sizing: str = "risk"
+    risk_limits: bool = True
+    fill: str = "next-open"
+    brackets: bool = True
+    shadow: bool = True
+    benchmark: str | None = None
+    robustness: bool = False
+    monte_carlo: int = DEFAULT_MONTE_CARLO
+    walk_forward: tuple[int, int] = DEFAULT_WALK_FORWARD
+    seed: int = 0
+    audit_batch: int | None = None
+
+    def check(self) -> None:
+        """Raise :class:`BacktestError` for an inconsistent request (before any data is read)."""
+        if self.start is not None and self.end is not None and self.start > self.end:
+            raise BacktestError(f"--start {self.start} is after --end {self.end}")
+        for name in ("cash", "commission_per_share", "commission_minimum", "slippage_bps"):
+            value = getattr(self, name)
+            if value is not None and (not value.is_finite() or value < 0):
+                raise BacktestError(f"{name} must be a finite, non-negative amount, got {value}")
+        if self.cash is not None and self.cash <= 0:
+            raise BacktestError(f"cash must be positive, got {self.cash}")
+        if self.slippage_bps is not None and self.slippage_bps >= 10_000:
+            raise BacktestError(f"slippage must be below 10000 bps, got {self.slippage_bps}")
+        if self.fill not in FILL_MODELS:
+            raise BacktestError(f"fill must be one of {', '.join(FILL_MODELS)}, got {self.fill!r}")
+        try:
+            parse_sizing(self.sizing)
+        except ValueError as exc:
+            raise BacktestError(str(exc)) from None
+        if self.selector != "deterministic" and not self.selector.startswith("recorded:"):
+            raise BacktestError(f"selector must be 'deterministic' or 'recorded:RUN_ID', got {self.selector!r}")
+        if self.selector.startswith("recorded:") and not self.selector.removeprefix("recorded:").strip():
+            raise BacktestError("--selector recorded:RUN_ID needs a run id")
+        if self.strategy is not None and self.strategy not in STRATEGY_CLASSES:
+            raise BacktestError(f"unknown strategy {self.strategy!r}; registered: {', '.join(STRATEGY_CLASSES)}")
+        if self.params and self.strategy is None:
+            raise BacktestError("--param needs --strategy (the parameters belong to the pinned strategy)")
+        if self.strategy is not None and self.selector != "deterministic":
+            raise BacktestError("--strategy and --selector recorded:RUN_ID exclude each other")
+        if self.llm and (self.strategy is not None or self.selector != "deterministic"):
+            raise BacktestError("--llm asks the LLM to choose strategies; it cannot be combined with --strategy or --selector")
+        if isinstance(self.monte_carlo, bool) or self.monte_carlo < 1:
+            raise BacktestError(f"monte-carlo runs must be a positive integer, got {self.monte_carlo!r}")
+        train, test = self.walk_forward
+        if train < 1 or test < 1:
+            raise BacktestError(f"walk-forward TRAIN:TEST must be positive session counts, got {train}:{test}")
+        if self.audit_batch is not None and self.audit_batch < 1:
+            raise BacktestError(f"audit_batch must be at least 1, got {self.audit_batch}")
+
+
+def parse_param(text: str) -> tuple[str, Any]:
+    """``key=value`` -> (key, value) with the value read as bool (true/false), int, float or else str."""
+    key, sep, raw = text.partition("=")
+    key, raw = key.strip(), raw.strip()
+    if not sep or not key:
+        raise BacktestError(f"--param takes key=value, got {text!r}")
+    lowered = raw.lower()
+    if lowered in ("true", "false"):
+        return key, lowered == "true"
+    try:
+        return key, int(raw)
+    except ValueError:
+        pass
+    try:
+        return key, float(raw)
+    except ValueError:
+        return key, raw
+
+
+def resolve_data_dir(value: str | Path | None, settings: Settings) -> Path:
+    """The bar directory: ``None`` -> ``DATA_DIR``; ``alpaca-cache``/``bar-cache`` -> ``BAR_CACHE_DIR`` (the Alpaca
+    disk cache writes one ``SYMBOL.parquet`` per symbol there, which :class:`FileProvider` reads as is)."""
+    if value is None:
+        return Path(settings.data_dir)
+    if str(value) in ALPACA_CACHE_ALIASES:
+        return Path(settings.bar_cache_dir)
+    return Path(value).expanduser()
+
+
+def discover_symbols(directory: Path) -> tuple[str, ...]:
+    """Every symbol with a ``SYMBOL.csv``/``SYMBOL.parquet`` file in ``directory`` (upper-case, sorted)."""
+    if not directory.is_dir():
+        raise BacktestError(f"data directory {directory} does not exist or is not a directory")
+    found = {p.stem.upper() for p in directory.iterdir() if p.suffix.lower() in SUFFIXES and p.is_file() and not p.name.startswith(".")}
+    if not found:
+        raise BacktestError(f"no SYMBOL.csv or SYMBOL.parquet files in {directory}")
+    return tuple(sorted(found))
+
+
+# ------------------------------------------------------------------------------------------------- data
+
+
+class SnapshotProvider:
+    """The bars of a backtest, read once and cut at its last session: every call serves the same frame objects.
+
+    :class:`FileProvider` re-checks every file (one ``stat`` per symbol) and hands out a fresh shallow copy on each
+    call, which makes the Data agent compare the copy with the previous frame to keep its caches warm; over a
+    backtest the files are a fixed snapshot, so both are wasted work (500 symbols x 2,500 sessions). Frames are
+    never mutated by the pipeline; a frame ends at ``end`` so that nothing after the backtest is ever computed on.
+    Column labels become a plain ``object`` index: iterating pandas 3's default Arrow-backed string index costs
+    ~5 us, and the validation does it for every symbol of every session.
+    """
+
+    def __init__(self, frames: Mapping[str, pd.DataFrame], *, end: date, name: str = "files") -> None:
+        limit = pd.Timestamp(end, tz=UTC) + pd.Timedelta(days=1)
+        self.name = name
+        self._frames = {
+            s: f.iloc[: int(f.index.searchsorted(limit, side="left"))].set_axis(pd.Index(list(f.columns), dtype=object), axis=1)
+            for s, f in frames.items()
+        }
+
+    def history(self, symbols: Sequence[str], end: datetime, start: datetime | None = None) -> ProviderResult:
+        ensure_utc(end, "end")
+        first = pd.Timestamp(ensure_utc(start, "start")).normalize() if start is not None else None
+        frames: dict[str, pd.DataFrame] = {}
+        errors: dict[str, str] = {}
+        for symbol in dict.fromkeys(symbols):
+            frame = self._frames.get(symbol)
+            if frame is None or frame.empty:
+                errors[symbol] = f"{self.name}: no bars for {symbol} in the backtest's data"
+                continue
+            frames[symbol] = frame if first is None else frame.iloc[int(frame.index.searchsorted(first)) :]
+        return ProviderResult(frames=frames, errors=errors, provider=self.name)
+
+
+# ------------------------------------------------------------------------------------------------- selectors
+
+
+class FixedSelector:
+    """Always the same registered strategy (``--strategy``); it holds while the symbol lacks its history."""
+
+    def __init__(self, registry: Mapping[str, Any], name: str) -> None:
+        if name not in registry:
+            raise BacktestError(f"strategy {name!r} is not in the registry ({', '.join(registry)})")
+        self._registry = registry
+        self.name = name
+
+    def choose(
+        self, context: MarketContext, available_history: int, *, benchmark_available: bool = False, universe_available: bool = False
+    ) -> tuple[str, str]:
+        needed = self._registry[self.name].min_history
+        note = "" if needed < available_history else f"; it holds until it has more than {needed} bars ({available_history} now)"
+        return self.name, f"fixed strategy {self.name} (backtest --strategy){note}"
+
+
+class RecordedSelector:
+    """Replays the strategy choices a previous run recorded, per symbol and session date.
+
+    The choices are the ``strategy`` agent's decisions of that run (the strategy actually used, whoever chose it),
+    else its ``selector`` decisions that chose one. A symbol and day without a recorded choice falls back to the
+    deterministic selector, and the reason says so.
+    """
+
+    def __init__(self, run_id: str, choices: Mapping[tuple[str, date], str], fallback: DeterministicSelector) -> None:
+        self.run_id = run_id
+        self._choices = dict(choices)
+        self._fallback = fallback
+
+    def __len__(self) -> int:
+        return len(self._choices)
+
+    @classmethod
+    def load(cls, database_url: str, run_id: str, registry: Mapping[str, Any]) -> "RecordedSelector":
+        engine = open_database(database_url)
+        try:
+            from sqlalchemy.orm import Session
+
+            with Session(engine) as session:
+                if session.get(Run, run_id) is None:
+                    raise BacktestError(f"--selector recorded:{run_id}: no run {run_id!r} in the database")
+                rows = session.execute(
+                    select(DecisionRow.as_of, DecisionRow.symbol, DecisionRow.agent, DecisionRow.strategy)
+                    .where(
+                        DecisionRow.run_id == run_id,
+                        DecisionRow.agent.in_(("strategy", "selector")),
+                        DecisionRow.strategy.is_not(None),
+                    )
+                    .order_by(DecisionRow.id)
+                ).all()
+        finally:
+            engine.dispose()
+        choices: dict[tuple[str, date], str] = {}
+        from_selector: dict[tuple[str, date], str] = {}
+        for as_of, symbol, agent, strategy in rows:
+            key = (symbol, as_of.astimezone(UTC).date())
+            (choices if agent == "strategy" else from_selector)[key] = strategy
+        for key, strategy in from_selector.items():
+            choices.setdefault(key, strategy)
+        if not choices:
+            raise BacktestError(f"--selector recorded:{run_id}: the run recorded no strategy choices")
+        unknown = sorted({name for name in choices.values() if name not in registry})
+        if unknown:
+            raise BacktestError(f"--selector recorded:{run_id}: recorded strategies {unknown} are not registered")
+        return cls(run_id, choices, DeterministicSelector(registry))
+
+    def choose(
+        self, context: MarketContext, available_history: int, *, benchmark_available: bool = False, universe_available: bool = False
+    ) -> tuple[str, str]:
+        day = context.as_of.date() if context.as_of is not None else None
+        name = self._choices.get((context.symbol, day)) if day is not None else None
+        if name is not None:
+            return name, f"recorded choice of run {self.run_id} for {day}"
+        name, why = self._fallback.choose(
+            context, available_history, benchmark_available=benchmark_available, universe_available=universe_available
+        )
+        return name, f"no choice recorded by run {self.run_id} for {context.symbol} on {day}: deterministic: {why}"
+
+
+# ------------------------------------------------------------------------------------------------- registry
+
+
+class _WithoutTargets:
+    """A registered strategy whose signal frames carry no profit target (NaN), everything else unchanged.
+
+    The Risk agent builds a BRACKET entry (stop-loss and take-profit legs) only when the signal has a target, so
+    with this wrapper every entry is a plain market order and a position is closed by the strategy's SELL signal.
+    """
+
+    def __init__(self, inner: Strategy) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:  # name, description, params, min_history, needs_*, reason, describe...
+        return getattr(self._inner, name)
+
+    def compute(self, bars: pd.DataFrame, peers: Any = None) -> pd.DataFrame:
+        frame = self._inner.compute(bars, peers)
+        out = frame.copy()
+        out["target"] = np.nan
+        return out
+
+
+def without_targets(registry: Mapping[str, Strategy]) -> dict[str, Any]:
+    """The registry with every strategy wrapped so that it emits no profit target (see :class:`_WithoutTargets`)."""
+    return {name: _WithoutTargets(strategy) for name, strategy in registry.items()}
+
+
+def _registry(settings: Settings, config: BacktestConfig) -> Mapping[str, Any]:
+    overrides = {name: dict(values) for name, values in settings.strategy_overrides.items()}
+    if config.strategy is not None and config.params:
+        overrides[config.strategy] = {**overrides.get(config.strategy, {}), **dict(config.params)}
+    try:
+        registry: Mapping[str, Any] = build_registry(overrides)
+    except InvalidStrategyParams as exc:
+        raise BacktestError(str(exc)) from None
+    return registry if config.brackets else without_targets(registry)
+
+
+# ------------------------------------------------------------------------------------------------- progress
+
+
+class ProgressBar:
+    """A one-line text progress bar (``on_progress`` callback of :func:`core.orchestrator.run_replay`).
+
+    Redrawn with a carriage return when the whole percentage changes; a newline after the last session.
+    """
+
+    def __init__(self, stream: TextIO | None = None, width: int = 30, label: str = "backtest") -> None:
+        self._stream = stream if stream is not None else sys.stderr
+        self._width = width
+        self._label = label
+        self._last = -1
+
+    def __call__(self, n: int, total: int, outcome: IterationOutcome) -> None:
+        percent = int(100 * n / total) if total else 100
+        if percent == self._last and n != total:
+            return
+        self._last = percent
+        filled = int(self._width * n / total) if total else self._width
+        bar = "#" * filled + "." * (self._width - filled)
+        self._stream.write(f"\r{self._label} [{bar}] {percent:3d}% {n}/{total} sessions {outcome.as_of.date()}")
+        if n == total:
+            self._stream.write("\n")
+        self._stream.flush()
+
+
+# ------------------------------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True, slots=True)
+class TradeRecord:
+    """One entry of the run (a flat-to-flat round trip); ``exit_*`` and ``pnl`` are ``None`` while still open."""
+
+    symbol: str
+    strategy: str
+    entry_at: datetime
+    entry_price: float
+    exit_at: datetime | None
+    exit_price: float | None
+    quantity: int
+    open_quantity: int
+    commissions: float
+    pnl: float | None
+    return_pct: float | None
+
+    @classmethod
+    def of(cls, trip: RoundTrip) -> "TradeRecord":
+        exit_price = trip.exit_price
+        pnl = trip.pnl
+        return cls(
+            symbol=trip.symbol,
+            strategy=trip.strategy,
+            entry_at=trip.entry_at,
+            entry_price=float(trip.entry_price),
+            exit_at=trip.exit_at,
+            exit_price=float(exit_price) if exit_price is not None and trip.closed else None,
+            quantity=int(trip.bought),
+            open_quantity=int(trip.open_quantity),
+            commissions=float(trip.commissions),
+            pnl=float(pnl) if pnl is not None else None,
+            return_pct=trip.return_pct,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "symbol": self.symbol,
+            "strategy": self.strategy,
+            "entry_at": self.entry_at,
+            "entry_price": self.entry_price,
+            "exit_at": self.exit_at,
+            "exit_price": self.exit_price,
+            "quantity": self.quantity,
+            "open_quantity": self.open_quantity,
+            "commissions": self.commissions,
+            "pnl": self.pnl,
+            "return_pct": self.return_pct,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Robustness:
+    bootstrap: dict[str, Any]
+    walk_forward: list[Any]
+    walk_forward_summary: Any
+    tests: Any
+    notes: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "bootstrap": {label: result.as_dict() for label, result in self.bootstrap.items()},
+            "walk_forward": [r.as_dict() for r in self.walk_forward],
+            "walk_forward_summary": self.walk_forward_summary.as_dict() if self.walk_forward_summary is not None else None,
+            "tests": self.tests.as_dict() if self.tests is not None else None,
+            "notes": list(self.notes),
+        }
+
+
+@dataclass(frozen=True)
+class BacktestResult:
+    run_id: str
+    status: str
+    database: str
+    data_dir: Path
+    symbols: tuple[str, ...]
+    start: date
+    end: date
+    initial_cash: Decimal
+    final_equity: Decimal
+    iterations: int
+    degraded_iterations: int
+    bars: int
+    rejected_bars: int
+    elapsed_s: float
+    trades: list[TradeRecord]
+    closed_trades: list[ClosedTrade]
+    equity: pd.Series
+    metrics: PerformanceMetrics
+    per_strategy: dict[str, Any]
+    benchmark_symbol: str | None
+    benchmark: pd.Series | None
+    benchmark_metrics: PerformanceMetrics | None
+    settings: dict[str, Any]
+    shadow: list[dict[str, Any]] | None = None
+    robustness: Robustness | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The ``--json`` object (JSON-ready: ISO times, floats, an infinite ratio as ``"inf"``)."""
+        out: dict[str, Any] = {
+            "run_id": self.run_id,
+            "status": self.status,
+            "final_equity": float(self.final_equity),
+            "initial_cash": float(self.initial_cash),
+            "start": self.start,
+            "end": self.end,
+            "symbols": list(self.symbols),
+            "iterations": self.iterations,
+            "degraded_iterations": self.degraded_iterations,
+            "bars": self.bars,
+            "rejected_bars": self.rejected_bars,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "trades": [t.as_dict() for t in self.trades],
+            "metrics": self.metrics.as_dict(),
+            "per_strategy": {name: m.as_dict() for name, m in self.per_strategy.items()},
+            "benchmark": None,
+            "settings": self.settings,
+        }
+        if self.benchmark_symbol is not None and self.benchmark_metrics is not None:
+            m = self.benchmark_metrics
+            out["benchmark"] = {
+                "symbol": self.benchmark_symbol,
+                "total_return": m.total_return,
+                "cagr": m.cagr,
+                "sharpe": m.sharpe,
+                "max_drawdown": m.max_drawdown,
+            }
+        if self.shadow is not None:
+            out["shadow"] = self.shadow
+        if self.robustness is not None:
+            out["robustness"] = self.robustness.as_dict()
+        return jsonable(out)
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON values: ISO dates/times, floats for decimals and numpy numbers, ``"inf"``/``"-inf"`` for infinite
+    floats and ``None`` for NaN, lists for tuples."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, Decimal):
+        value = float(value)
+    if isinstance(value, float | np.floating):
+        number = float(value)
+        if math.isnan(number):
+            return None
+        if math.isinf(number):
+            return "inf" if number > 0 else "-inf"
+        return number
+    if isinstance(value, pd.Timestamp):
+        value = value.to_pydatetime()
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+# ------------------------------------------------------------------------------------------------- the run
+
+
+def audit_batch(config: BacktestConfig, symbols: int) -> int:
+    """Iterations per database transaction: ``config.audit_batch``, else 250 capped so that a batch holds at most
+    :data:`AUDIT_SYMBOL_ITERATIONS` symbol-iterations (250 for up to 10 symbols, 5 for 500)."""
+    if config.audit_batch is not None:
+        return config.audit_batch
+    return max(1, min(DEFAULT_AUDIT_BATCH, AUDIT_SYMBOL_ITERATIONS // max(1, symbols)))
+
+
+def _range(frames: Mapping[str, pd.DataFrame], start: date | None, end: date | None) -> tuple[date, date]:
+    first = min(f.index[0] for f in frames.values()).date()
+    last = max(f.index[-1] for f in frames.values()).date()
+    start = max(start, first) if start is not None else first
+    end = min(end, last) if end is not None else last
+    if start > end:
+        raise BacktestError(f"no bars between the requested dates: the data covers {first} .. {last}")
+    return start, end
+
+
+def _bars_in_range(frames: Mapping[str, pd.DataFrame], start: date, end: date) -> int:
+    lo = pd.Timestamp(start, tz=UTC)
+    hi = pd.Timestamp(end, tz=UTC) + pd.Timedelta(days=1)
+    return sum(int(f.index.searchsorted(hi, side="left") - f.index.searchsorted(lo, side="left")) for f in frames.values())
+
+
+def _selector(settings: Settings, config: BacktestConfig, registry: Mapping[str, Any]) -> Any:
+    if config.strategy is not None:
+        return FixedSelector(registry, config.strategy)
+    if config.selector.startswith("recorded:"):
+        return RecordedSelector.load(settings.database_url, config.selector.removeprefix("recorded:").strip(), registry)
+    return None  # build_app's DeterministicSelector (the daemon's)
+
+
+def _broker(settings: Settings, config: BacktestConfig, cash: Decimal) -> SimulatedBroker:
+    per_share = config.commission_per_share if config.commission_per_share is not None else Decimal(str(settings.commission_per_share))
+    if config.commission_minimum is not None:
+        minimum = config.commission_minimum
+    elif config.commission_per_share is not None:
+        minimum = Decimal("0")  # an explicit per-share rate is the whole commission unless a minimum is given too
+    else:
+        minimum = Decimal(str(settings.commission_minimum))
+    slippage = config.slippage_bps if config.slippage_bps is not None else Decimal(str(settings.slippage_bps))
+    return SimulatedBroker(
+        cash,
+        commission=PerShareCommission(per_share=per_share, minimum=minimum),
+        slippage=BpsSlippage(slippage),
+        fill_model=config.fill,  # type: ignore[arg-type]
+        name="simulated",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Recorded:
+    equity: pd.Series
+    exposure: pd.Series
+    trips: tuple[RoundTrip, ...]
+    shadow: list[tuple[datetime, str, str, float, dict[str, Any]]] | None
+    rejected_bars: int
+
+
+def _read_run(app: App, want_shadow: bool) -> _Recorded:
+    with app.repository.session() as session:
+        rows = session.execute(
+            select(EquitySnapshotRow.at, EquitySnapshotRow.equity, EquitySnapshotRow.positions)
+            .where(EquitySnapshotRow.run_id == app.run_id)
+            .order_by(EquitySnapshotRow.at, EquitySnapshotRow.id)
+        ).all()
+        book = rebuild_round_trips(session, run_id=app.run_id)
+        rejected = session.scalar(
+            select(func.coalesce(func.sum(Iteration.symbols_total - Iteration.symbols_ok), 0)).where(Iteration.run_id == app.run_id)
+        )
+        shadow = None
+        if want_shadow:
+            shadow = [
+                (r.as_of, r.symbol, r.selected, float(r.close), dict(r.signals))
+                for r in session.execute(
+                    select(
+                        ShadowSignalRow.as_of, ShadowSignalRow.symbol, ShadowSignalRow.selected, ShadowSignalRow.close,
+                        ShadowSignalRow.signals,
+                    )
+                    .where(ShadowSignalRow.run_id == app.run_id)
+                    .order_by(ShadowSignalRow.symbol, ShadowSignalRow.as_of, ShadowSignalRow.id)
+                )
+            ]
+    index = pd.DatetimeIndex([at for at, _, _ in rows]).tz_convert(UTC) if rows else pd.DatetimeIndex([], tz=UTC)
+    equity = pd.Series([float(e) for _, e, _ in rows], index=index, dtype=float, name="equity")
+    exposure = pd.Series([1.0 if p > 0 else 0.0 for _, _, p in rows], index=index, dtype=float, name="exposure")
+    keep = ~index.duplicated(keep="last")
+    trips = tuple(sorted(book.trips, key=lambda t: (t.entry_at, t.symbol)))
+    return _Recorded(equity[keep], exposure[keep], trips, shadow, int(rejected or 0))
+
+
+def shadow_ledgers(rows: Sequence[tuple[datetime, str, str, float, Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    """Per-ledger statistics of the shadow signals (see the module docstring for the ledger's definition).
+
+    ``rows``: ``(as_of, symbol, selected strategy, close, {strategy: [action, strength]})``. Returns one dict per
+    ledger, the selector first, then the strategies in alphabetical order.
+    """
+    if not rows:
+        return []
+    frame = pd.DataFrame(
+        {
+            "as_of": pd.DatetimeIndex([r[0] for r in rows]).tz_convert(UTC),
+            "symbol": [r[1] for r in rows],
+            "close": np.array([r[3] for r in rows], dtype=float),
+            "row": np.arange(len(rows)),
+        }
+    ).sort_values(["symbol", "as_of"], kind="stable", ignore_index=True)
+    order = frame["row"].to_numpy()
+    signals = [rows[i][4] for i in order]
+    selected = [rows[i][2] for i in order]
+    symbol = frame["symbol"]
+    as_of = frame["as_of"]
+    closes = frame["close"].to_numpy()
+    returns = (frame["close"] / frame.groupby("symbol", sort=False)["close"].shift(1) - 1.0).fillna(0.0).to_numpy()
+    first_row = (frame.groupby("symbol", sort=False).cumcount() == 0).to_numpy()
+    codes_of = {"BUY": 1.0, "SELL": -1.0}
+
+    def ledger(codes: np.ndarray) -> dict[str, Any]:
+        state = pd.Series(np.where(codes == 0.0, np.nan, codes)).groupby(symbol, sort=False).ffill()
+        held = (state == 1.0).to_numpy()
+        held_before = np.concatenate([[False], held[:-1]])
+        held_before[first_row] = False
+        daily = pd.Series(np.where(held_before, returns, 0.0)).groupby(as_of).mean()
+        equity = (1.0 + daily).cumprod()
+        exposure = pd.Series(held_before.astype(float)).groupby(as_of).max()
+        trade_returns: list[float] = []
+        entry_close: dict[str, float] = {}
+        symbols = symbol.to_numpy()
+        for i in np.flatnonzero(held != held_before):  # entries and exits at the signal closes
+            if held[i]:
+                entry_close[symbols[i]] = closes[i]
+            elif symbols[i] in entry_close:
+                trade_returns.append(float(closes[i] / entry_close.pop(symbols[i]) - 1.0))
+        m = compute_metrics(equity, exposure=exposure)
+        wins = sum(1 for r in trade_returns if r > 0)
+        return {
+            "total_return": m.total_return,
+            "cagr": m.cagr,
+            "sharpe": m.sharpe,
+            "max_drawdown": m.max_drawdown,
+            "exposure": m.exposure,
+            "entries": int(np.count_nonzero(held & ~held_before)),
+            "closed_trades": len(trade_returns),
+            "win_rate": wins / len(trade_returns) if trade_returns else None,
+            "avg_trade_return": float(np.mean(trade_returns)) if trade_returns else None,
+        }
+
+    def codes_for(pick: Callable[[int], str | None]) -> np.ndarray:
+        return np.array([codes_of.get((signals[i].get(pick(i)) or ["HOLD"])[0], 0.0) for i in range(len(signals))])
+
+    out = [{"ledger": "selector", **ledger(codes_for(lambda i: selected[i]))}]
+    for name in sorted({name for s in signals for name in s}):
+        out.append({"ledger": name, **ledger(codes_for(lambda i, name=name: name))})
+    return out
+
+
+def _robustness(
+    equity: pd.Series, closed: Sequence[ClosedTrade], initial: float, config: BacktestConfig
+) -> Robustness:
+    from core.backtest.robustness import (  # scipy/statsmodels only when asked for
+        bootstrap_daily,
+        bootstrap_trades,
+        return_tests,
+        summarize_walk_forward,
+        walk_forward,
+        walk_forward_evaluate,
+    )
+
+    notes: list[str] = []
+    bootstrap: dict[str, Any] = {}
+    if closed:
+        before = [equity.asof(pd.Timestamp(t.entry_at)) for t in closed]
+        returns = [t.pnl / (b if isinstance(b, float) and math.isfinite(b) and b > 0 else initial) for t, b in zip(closed, before)]
+        bootstrap["trades (pnl / equity before entry)"] = bootstrap_trades(returns, n=config.monte_carlo, seed=config.seed)
+    else:
+        notes.append("trade bootstrap skipped: no closed trades")
+    daily = equity.pct_change().dropna()
+    if len(daily) >= 2:
+        bootstrap[f"daily returns (stationary blocks of {DAILY_BLOCK})"] = bootstrap_daily(
+            daily.to_numpy(), n=config.monte_carlo, seed=config.seed, block=DAILY_BLOCK, initial=float(equity.iloc[0])
+        )
+    else:
+        notes.append("daily bootstrap skipped: fewer than two daily returns")
+    train, test = config.walk_forward
+    windows = walk_forward(equity.index, train=train, test=test)
+    results = walk_forward_evaluate(equity, windows, trades=closed) if windows else []
+    summary = summarize_walk_forward(results) if results else None
+    if not windows:
+        notes.append(f"walk-forward skipped: {len(equity)} sessions, a window needs {train + test}")
+    tests = return_tests(daily.to_numpy(), lags=RETURN_TEST_LAGS) if len(daily) > RETURN_TEST_LAGS else None
+    if tests is None:
+        notes.append(f"return tests skipped: need more than {RETURN_TEST_LAGS} daily returns")
+    return Robustness(bootstrap, results, summary, tests, tuple(notes))
+
+
+async def run_backtest(
+    settings: Settings,
+    config: BacktestConfig,
+    *,
+    on_progress: Callable[[int, int, IterationOutcome], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> BacktestResult:
+    """Run the backtest through the daemon's pipeline and read its result back from the database.
+
+    Raises :class:`BacktestError` for a request that cannot run; database errors (``DatabaseUnavailable``,
+    ``DaemonAlreadyRunning``) and ``PersistenceFailure`` propagate as in the replay.
+    """
+    started = time.perf_counter()
+    config.check()
+    data_dir = config.data_dir if config.data_dir is not None else Path(settings.data_dir)
+    symbols = tuple(dict.fromkeys(s.strip().upper() for s in config.symbols)) if config.symbols else discover_symbols(data_dir)
+    if not data_dir.is_dir():
+        raise BacktestError(f"data directory {data_dir} does not exist or is not a directory")
+    calendar = MarketCalendar()
+    provider = FileProvider(data_dir)
+    probe = provider.history(symbols, end=_FAR_FUTURE)
+    if probe.errors:
+        problems = "; ".join(f"{s}: {e}" for s, e in probe.errors.items())
+        raise BacktestError(f"unusable bars in {data_dir}: {problems}")
+    start, end = _range(probe.frames, config.start, config.end)
+    sessions = replay_sessions(calendar, start, end)
+    if not sessions:
+        raise BacktestError(f"no NYSE session between {start} and {end}")
+    start, end = sessions[0].date(), sessions[-1].date()  # a session close (UTC) falls on its session's date
+    bars = _bars_in_range(probe.frames, start, end)
+
+    registry = _registry(settings, config)
+    selector = _selector(settings, config, registry)
+    cash = config.cash if config.cash is not None else Decimal(str(settings.initial_cash))
+    broker = _broker(settings, config, cash)
+    run_settings = settings.model_copy(
+        update={
+            "symbols": list(symbols),
+            "data_provider": DataProviderName.FILES,
+            "data_dir": data_dir,
+            "broker": BrokerName.SIMULATED,
+            "initial_cash": float(cash),
+            "shadow_ledger": config.shadow,
+        }
+    )
+    clock = simulated_clock_for(sessions)
+    app = build_app(
+        run_settings,
+        kind="backtest",
+        clock=clock,
+        provider=SnapshotProvider(probe.frames, end=end),
+        broker=broker,
+        calendar=calendar,
+        allow_llm=config.llm,
+        sizing=config.sizing,
+        enforce_limits=config.risk_limits,
+        selector=selector,
+        registry=registry,
+        audit_batch=audit_batch(config, len(symbols)),
+    )
+    app.orchestrator.summary_level = "DEBUG"  # one INFO line per session is noise in a backtest
+    stop = stop if stop is not None else asyncio.Event()
+    try:
+        outcomes = await run_replay(app.orchestrator, clock.advance_to, sessions, stop=stop, on_progress=on_progress)
+        await app.bus.close()
+        app.agents["audit"].flush()
+        account = await broker.account()
+        recorded = _read_run(app, want_shadow=config.shadow and config.robustness)
+    except BaseException:
+        app.close("failed")
+        raise
+    status = "interrupted" if len(outcomes) < len(sessions) else "finished"
+    app.close(status)
+
+    trades = [TradeRecord.of(t) for t in recorded.trips]
+    closed = sorted((t.to_closed_trade() for t in recorded.trips if t.closed), key=lambda t: (t.exit_at, t.entry_at, t.symbol))
+    if recorded.equity.empty:
+        raise BacktestError("the run recorded no equity snapshot (no iteration completed)")
+    metrics = compute_metrics(recorded.equity, closed, exposure=recorded.exposure)
+    benchmark_symbol = config.benchmark.strip().upper() if config.benchmark else None
+    if benchmark_symbol is None and DEFAULT_BENCHMARK in discover_symbols(data_dir):
+        benchmark_symbol = DEFAULT_BENCHMARK
+    benchmark = benchmark_metrics = None
+    if benchmark_symbol is not None:
+        found = provider.history([benchmark_symbol], end=_FAR_FUTURE)
+        if benchmark_symbol not in found.frames:
+            raise BacktestError(f"--benchmark {benchmark_symbol}: {found.errors.get(benchmark_symbol, 'no bars')}")
+        closes = found.frames[benchmark_symbol]["close"]
+        at_close = {s.date(): s for s in sessions}  # session date -> its close (UTC), the equity curve's grid
+        keep = [d.date() in at_close for d in closes.index]
+        series = closes[keep]
+        if len(series):
+            benchmark = pd.Series(
+                series.to_numpy(dtype=float), index=pd.DatetimeIndex([at_close[d.date()] for d in series.index]).tz_convert(UTC), name=benchmark_symbol
+            )
+            benchmark_metrics = compute_metrics(benchmark)
+    shadow = shadow_ledgers(recorded.shadow) if recorded.shadow is not None else None
+    robustness = _robustness(recorded.equity, closed, float(cash), config) if config.robustness else None
+    elapsed = time.perf_counter() - started
+    return BacktestResult(
+        run_id=app.run_id,
+        status=status,
+        database=app.engine.url.render_as_string(hide_password=True),
+        data_dir=data_dir,
+        symbols=symbols,
+        start=start,
+        end=end,
+        initial_cash=cash,
+        final_equity=account.equity,
+        iterations=len(outcomes),
+        degraded_iterations=sum(1 for o in outcomes if o.status != "ok"),
+        bars=bars,
+        rejected_bars=recorded.rejected_bars,
+        elapsed_s=elapsed,
+        trades=trades,
+        closed_trades=closed,
+        equity=recorded.equity,
+        metrics=metrics,
+        per_strategy=metrics_by(closed, "strategy"),
+        benchmark_symbol=benchmark_symbol if benchmark is not None else None,
+        benchmark=benchmark,
+        benchmark_metrics=benchmark_metrics,
+        settings=_describe(config, cash, broker, data_dir),
+        shadow=shadow,
+        robustness=robustness,
+    )
+
+
+def _describe(config: BacktestConfig, cash: Decimal, broker: SimulatedBroker, data_dir: Path) -> dict[str, Any]:
+    described = broker._config()  # the broker's own description of its costs and fill model
+    return jsonable(
+        {
+            "data_dir": str(data_dir),
+            "cash": cash,
+            "fill": config.fill,
+            "commission": described["commission"],
+            "slippage": described["slippage"],
+            "strategy": config.strategy,
+            "params": dict(config.params),
+            "selector": "fixed:" + config.strategy if config.strategy else ("llm" if config.llm else config.selector),
+            "sizing": config.sizing,
+            "risk_limits": config.risk_limits,
+            "brackets": config.brackets,
+            "shadow_ledger": config.shadow,
+        }
+    )
+
+
+def report_data(result: BacktestResult) -> dict[str, Any]:
+    """The :class:`core.backtest.report.ReportData` of a result."""
+    robust = result.robustness
+    data: dict[str, Any] = {
+        "equity": result.equity,
+        "benchmark": result.benchmark,
+        "title": f"Backtest {result.run_id}",
+        "params": {
+            "run id": result.run_id,
+            "database": result.database,
+            "status": result.status,
+            "period": f"{result.start} .. {result.end}",
+            "symbols": ", ".join(result.symbols),
+            "sessions": result.iterations,
+            "bars": result.bars,
+            "initial_cash": float(result.initial_cash),
+            "final_equity": float(result.final_equity),
+            "benchmark": result.benchmark_symbol or "none",
+            **{k: (v if not isinstance(v, dict | list) else str(v)) for k, v in result.settings.items()},
+            "shadow ledger basis": "long from BUY to SELL at the signal closes, equal weight per symbol, no costs",
+        },
+        "metrics": result.metrics,
+        "trades": [t.as_dict() for t in result.trades],
+        "per_strategy": result.per_strategy,
+    }
+    if result.shadow is not None:
+        data["shadow"] = result.shadow
+    if robust is not None:
+        data["bootstrap"] = robust.bootstrap
+        data["walk_forward"] = robust.walk_forward
+        data["walk_forward_summary"] = robust.walk_forward_summary
+        data["tests"] = robust.tests
+        if robust.notes:
+            data["params"]["robustness notes"] = "; ".join(robust.notes)
+    return data
