@@ -33,6 +33,7 @@ from core.orchestrator import IterationOutcome, PersistenceFailure, run_live, ru
 from sqlalchemy import func, select
 
 from agents.risk_agent import RiskAgent
+from core.brokers.base import BrokerError
 from core.backtest.cli import add_backtest_parser, run_backtest_command
 from core.persistence.db import DaemonAlreadyRunning, DaemonLock, DatabaseUnavailable, open_database, safe_url
 from core.persistence.models import BreakerEventRow, EquitySnapshotRow, FillRow, Run
@@ -273,12 +274,12 @@ def status_report(settings: Settings, calendar: MarketCalendar, at: datetime) ->
     return {
         "at": at.isoformat(),
         "at_eastern": format_eastern(at),
-        "market_open": is_open,
+        "market_open": bool(is_open),
         "session": "current" if current is not None else "next",
         "session_date": upcoming.date.isoformat(),
         "open_eastern": format_eastern(upcoming.open_utc),
         "close_eastern": format_eastern(upcoming.close_utc),
-        "early_close": upcoming.early_close,
+        "early_close": bool(upcoming.early_close),
         "next_iteration": next_iteration.isoformat(),
         "next_iteration_eastern": format_eastern(next_iteration),
         "schedule": settings.schedule.value,
@@ -296,6 +297,8 @@ def _status(settings: Settings, at_text: str | None, as_json: bool) -> int:
     else:
         at = LiveClock().now()
     report = status_report(settings, MarketCalendar(), at)
+    if settings.has_alpaca_keys and not at_text:
+        report["alpaca_clock"] = asyncio.run(_alpaca_clock(settings))
     if as_json:
         print(json.dumps(report, indent=2))
         return EXIT_OK
@@ -304,7 +307,39 @@ def _status(settings: Settings, at_text: str | None, as_json: bool) -> int:
     early = " (early close)" if report["early_close"] else ""
     print(f"{kind} session {report['session_date']}: open {report['open_eastern']}, close {report['close_eastern']}{early}")
     print(f"Next iteration ({report['schedule']} schedule): {report['next_iteration_eastern']}")
+    alpaca = report.get("alpaca_clock")
+    if isinstance(alpaca, dict):
+        if "error" in alpaca:
+            print(f"Alpaca clock: unavailable ({alpaca['error']})")
+        else:
+            agree = "agrees" if alpaca["is_open"] == report["market_open"] else "DISAGREES with the exchange calendar"
+            print(f"Alpaca clock ({agree}): market {'OPEN' if alpaca['is_open'] else 'closed'}; next open {alpaca['next_open_eastern']}, next close {alpaca['next_close_eastern']}")
     return EXIT_OK
+
+
+async def _alpaca_clock(settings: Settings) -> dict[str, object]:
+    """Alpaca's own clock (GET /v2/clock) beside the exchange calendar, when keys are configured."""
+    from core.app import build_broker
+    from utils.rate_limiter import SlidingWindowRateLimiter
+
+    broker = build_broker(
+        settings.model_copy(update={"broker": BrokerName.ALPACA}),
+        LiveClock(),
+        SlidingWindowRateLimiter(settings.alpaca_rate_limit_per_minute, 60.0),
+    )
+    try:
+        clock = await broker.market_clock()  # type: ignore[attr-defined]
+    except BrokerError as exc:
+        return {"error": str(exc)}
+    finally:
+        broker.close()  # type: ignore[attr-defined]
+    return {
+        "is_open": clock.is_open,
+        "next_open": clock.next_open.isoformat(),
+        "next_close": clock.next_close.isoformat(),
+        "next_open_eastern": format_eastern(clock.next_open),
+        "next_close_eastern": format_eastern(clock.next_close),
+    }
 
 
 def health_report(settings: Settings, repository: Repository, calendar: MarketCalendar, now: datetime) -> dict[str, object]:
