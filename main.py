@@ -15,14 +15,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
 import sys
 import time
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Callable, Sequence
 
-from loguru import logger
 
 from config.settings import BrokerName, DataProviderName, Schedule, Settings, SettingsError, TradingMode, load_settings
 from core.app import App, MissingKeys, build_app, build_provider, replay_sessions, simulated_clock_for
@@ -38,6 +35,7 @@ from core.backtest.cli import add_backtest_parser, run_backtest_command
 from core.persistence.db import DaemonAlreadyRunning, DaemonLock, DatabaseUnavailable, open_database, safe_url
 from core.persistence.models import BreakerEventRow, EquitySnapshotRow, FillRow, Run
 from core.persistence.repository import Repository
+from utils.cli import install_stop_handlers, iso_date
 from utils.logging import configure_logging
 
 COMMANDS = ("run", "replay", "demo", "backtest", "strategies", "status", "health", "reset")
@@ -58,13 +56,6 @@ With keys, BROKER=simulated runs the daemon on Alpaca's bars with the simulated 
 """
 
 
-def _date(value: str) -> date:
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO date (YYYY-MM-DD): {value!r}") from None
-
-
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--db", help="database URL (overrides DATABASE_URL)")
@@ -80,8 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text in (("replay", "replay a date range of the data through the simulated clock and broker"),
                             ("demo", "replay the last two years of the bundled data")):
         p = sub.add_parser(name, parents=[common], help=help_text)
-        p.add_argument("--start", type=_date, help="first session (default: two years before --end)")
-        p.add_argument("--end", type=_date, help="last session (default: the data's last date)")
+        p.add_argument("--start", type=iso_date, help="first session (default: two years before --end)")
+        p.add_argument("--end", type=iso_date, help="last session (default: the data's last date)")
         p.add_argument("--quiet", action="store_true", help="no progress lines")
         p.add_argument("--llm", action="store_true", help="allow live LLM strategy selection (off by default in replays)")
 
@@ -99,15 +90,6 @@ def build_parser() -> argparse.ArgumentParser:
     strategies = sub.add_parser("strategies", help="list the registered strategies")
     strategies.add_argument("--json", action="store_true", help="print JSON")
     return parser
-
-
-def _install_stop_handlers(stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, lambda s=sig: (logger.warning("{} received: finishing the current iteration", s.name), stop.set()))
-        except (NotImplementedError, RuntimeError):  # pragma: no cover - non-POSIX platforms
-            pass
 
 
 def _replay_range(app_settings: Settings, provider: BarProvider, start: date | None, end: date | None) -> tuple[date, date]:
@@ -133,7 +115,7 @@ async def _replay(
     clock = simulated_clock_for(sessions)
     app = build_app(settings, kind=kind, clock=clock, provider=provider, calendar=calendar, allow_llm=llm)
     stop = asyncio.Event()
-    _install_stop_handlers(stop)
+    install_stop_handlers(stop)
     step = max(1, len(sessions) // 10)
     started = time.perf_counter()
 
@@ -215,7 +197,7 @@ async def _run_daemon(settings: Settings, args: argparse.Namespace) -> int:
         app.close("failed")
         raise
     stop = asyncio.Event()
-    _install_stop_handlers(stop)
+    install_stop_handlers(stop)
     iterations = 1 if args.once else args.iterations
     next_run = schedule_for(settings, calendar)
     status = "finished"

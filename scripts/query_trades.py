@@ -39,6 +39,7 @@ from sqlalchemy import Select, inspect, select  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
 from config.settings import SettingsError, load_settings  # noqa: E402
+from utils.cli import iso_date  # noqa: E402
 from core import reporting  # noqa: E402
 from core.risk import SectorMapError, load_sector_map  # noqa: E402
 from core.persistence.db import DatabaseUnavailable, check_connection, create_db_engine, normalise_url, safe_url  # noqa: E402
@@ -54,13 +55,6 @@ from core.persistence.models import (  # noqa: E402
 )
 
 Row = dict[str, Any]
-
-
-def _date(value: str) -> date:
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO date (YYYY-MM-DD): {value!r}") from None
 
 
 def _positive_int(value: str) -> int:
@@ -690,8 +684,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--db", help="database URL (default: DATABASE_URL from the environment / .env)")
     common.add_argument("--symbol", help="only this symbol")
-    common.add_argument("--start", type=_date, help="from this date (inclusive)")
-    common.add_argument("--end", type=_date, help="to this date (inclusive)")
+    common.add_argument("--start", type=iso_date, help="from this date (inclusive)")
+    common.add_argument("--end", type=iso_date, help="to this date (inclusive)")
     common.add_argument("--run", default="all", help="run id, 'latest' or 'all' (default)")
     common.add_argument("--limit", type=int, help="only the most recent N rows")
     fmt = common.add_mutually_exclusive_group()
@@ -717,8 +711,8 @@ def build_parser() -> argparse.ArgumentParser:
     any_run = argparse.ArgumentParser(add_help=False)
     any_run.add_argument("--run", default="all", help="run id, 'latest' or 'all' (default)")
     window = argparse.ArgumentParser(add_help=False)
-    window.add_argument("--start", type=_date, help="from this date (inclusive)")
-    window.add_argument("--end", type=_date, help="to this date (inclusive)")
+    window.add_argument("--start", type=iso_date, help="from this date (inclusive)")
+    window.add_argument("--end", type=iso_date, help="to this date (inclusive)")
     symbol = argparse.ArgumentParser(add_help=False)
     symbol.add_argument("--symbol", help="only this symbol")
     one_run = "run id or 'latest' (default; 'all' also means the latest: computed one run at a time)"
@@ -739,7 +733,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("reconcile", parents=[report, any_run, window, symbol], help="reconciliation events (database vs broker)")
     why = sub.add_parser("why", parents=[report], help="every decision, LLM call, order, fill and the outcome for SYMBOL on DATE")
     why.add_argument("why_symbol", metavar="SYMBOL")
-    why.add_argument("day", metavar="DATE", type=_date, help="session date YYYY-MM-DD")
+    why.add_argument("day", metavar="DATE", type=iso_date, help="session date YYYY-MM-DD")
     why.add_argument("--run", default="all", help="run id or 'latest'; default: the latest run that decided about SYMBOL on DATE")
     return parser
 

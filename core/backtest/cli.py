@@ -18,14 +18,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
 import sys
-from datetime import date
+
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Sequence, TextIO
 
-from loguru import logger
+
+from utils.cli import install_stop_handlers, iso_date
 
 from config.settings import Settings
 from core.backtest.runner import (
@@ -44,13 +44,6 @@ from core.backtest.runner import (
 from core.brokers.simulated import FILL_MODELS
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
-
-
-def _date(value: str) -> date:
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO date (YYYY-MM-DD): {value!r}") from None
 
 
 def _amount(value: str) -> Decimal:
@@ -106,8 +99,8 @@ def add_backtest_parser(subparsers: Any, parents: Sequence[argparse.ArgumentPars
         "the Alpaca bar cache (BAR_CACHE_DIR)",
     )
     data.add_argument("--symbols", type=_symbols, metavar="A,B,...", help="symbols to trade (default: every file in the data directory)")
-    data.add_argument("--start", type=_date, help="first session, inclusive (default: the data's first bar)")
-    data.add_argument("--end", type=_date, help="last session, inclusive (default: the data's last bar)")
+    data.add_argument("--start", type=iso_date, help="first session, inclusive (default: the data's first bar)")
+    data.add_argument("--end", type=iso_date, help="last session, inclusive (default: the data's last bar)")
     broker = p.add_argument_group("simulated broker")
     broker.add_argument("--cash", type=_amount, help="starting cash (default INITIAL_CASH)")
     broker.add_argument("--commission", type=_amount, metavar="PER_SHARE", help="commission per share; no minimum unless --commission-min (default COMMISSION_PER_SHARE with COMMISSION_MINIMUM)")
@@ -177,21 +170,9 @@ def config_from_args(args: argparse.Namespace, settings: Settings) -> BacktestCo
     return config
 
 
-def _install_stop_handlers(stop: asyncio.Event) -> list[signal.Signals]:
-    loop = asyncio.get_running_loop()
-    installed = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, lambda s=sig: (logger.warning("{} received: finishing the current session", s.name), stop.set()))
-            installed.append(sig)
-        except (NotImplementedError, RuntimeError):  # not the main thread, or a platform without signal support
-            pass
-    return installed
-
-
 async def _run(settings: Settings, config: BacktestConfig, progress: ProgressBar | None) -> BacktestResult:
     stop = asyncio.Event()
-    installed = _install_stop_handlers(stop)
+    installed = install_stop_handlers(stop, "the current session")
     try:
         return await run_backtest(settings, config, on_progress=progress, stop=stop)
     finally:
