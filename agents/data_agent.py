@@ -14,7 +14,7 @@ from loguru import logger
 
 from core.calendar import MarketCalendar
 from core.data.base import BarProvider
-from core.data.validation import validate_batch, visible_rows
+from core.data.validation import FrameChecks, latest_session_day, validate_batch, visible_rows
 from core.domain import BarsBatch, Decision, SymbolBars, bar_arrays, frozen_map
 from core.events import DataReady, IterationStarted
 
@@ -30,7 +30,10 @@ class DataAgent:
         min_history: int,
         calendar: MarketCalendar | None,
         validation_lookback: int = 300,
+        routine_decisions: bool = True,
     ) -> None:
+        """``routine_decisions``: record an "ok" decision for every usable symbol (the daemon does; a backtest may
+        record only the exclusions, which carry the information)."""
         self._provider = provider
         self._symbols = list(symbols)
         self._min_history = min_history
@@ -38,6 +41,8 @@ class DataAgent:
         self._lookback = validation_lookback
         self._frames: dict[str, pd.DataFrame] = {}
         self._arrays: dict[str, Mapping[str, np.ndarray]] = {}
+        self._checks: dict[str, FrameChecks | None] = {}
+        self._routine = routine_decisions
 
     def _stable(self, symbol: str, frame: pd.DataFrame) -> pd.DataFrame:
         """The previous frame object when the provider's bars are unchanged, so per-frame caches downstream hit.
@@ -50,6 +55,7 @@ class DataAgent:
             return previous
         self._frames[symbol] = frame
         self._arrays[symbol] = bar_arrays(frame)
+        self._checks[symbol] = FrameChecks.of(frame, self._calendar)
         return frame
 
     def on_iteration(self, event: IterationStarted) -> DataReady:
@@ -60,6 +66,7 @@ class DataAgent:
         rejected: dict[str, str] = {}
         visible: dict[str, pd.DataFrame] = {}
         full: dict[str, tuple[pd.DataFrame, int]] = {}
+        latest = latest_session_day(as_of, self._calendar)
         for symbol in self._symbols:
             frame = result.frames.get(symbol)
             if frame is None:
@@ -68,6 +75,11 @@ class DataAgent:
             frame = self._stable(symbol, frame)
             end = visible_rows(frame.index, as_of, self._calendar)
             full[symbol] = (frame, end)
+            checks = self._checks.get(symbol)
+            if checks is not None and checks.clean(
+                end, min_history=self._min_history, lookback=self._lookback, latest_session_day=latest
+            ):
+                continue  # every rule passes: no need to slice and re-validate the window
             visible[symbol] = frame.iloc[:end]
         checked = validate_batch(
             visible, as_of=as_of, min_history=self._min_history, calendar=self._calendar, lookback=self._lookback
@@ -89,6 +101,8 @@ class DataAgent:
                 continue
             sb = SymbolBars(symbol=symbol, frame=frame, end=end, provider=provider_name, arrays=self._arrays[symbol])
             bars[symbol] = sb
+            if not self._routine:
+                continue
             decisions.append(
                 Decision(
                     "data",

@@ -51,7 +51,10 @@ class ExecutionAgent:
         reconciler: Reconciler | None = None,
         positions: PositionManager | None = None,
         atr: Callable[[SymbolBars], float] | None = None,
+        routine_decisions: bool = True,
     ) -> None:
+        """``routine_decisions``: record a "none" decision for every symbol without an order (the daemon does)."""
+        self._routine = routine_decisions
         self._broker = broker
         self._prefix = order_prefix
         self._reconciler = reconciler
@@ -161,7 +164,7 @@ class ExecutionAgent:
                 )
             )
         submitted = {o.symbol for o in orders} | {d.symbol for d in decisions if d.agent == "execution"}
-        if batch is not None:
+        if batch is not None and self._routine:
             for symbol in list(batch.bars) + list(batch.rejected):
                 if symbol not in submitted:
                     decisions.append(Decision("execution", symbol, "none", "no approved order", {}))

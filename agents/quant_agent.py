@@ -375,9 +375,11 @@ class QuantAgent:
         lookback_signals: int | None = None,
         cache: FrameCache | None = None,
         review: Review | None = None,
+        routine_decisions: bool = True,
     ) -> None:
         """``horizon``/``lookback_signals`` override the same fields of ``config`` (kept for the original signature)."""
         config = config or QuantConfig()
+        self._routine = routine_decisions  # False: HOLD signals (nothing to validate) leave no decision row
         if horizon is not None:
             config = replace(config, horizon=horizon)
         if lookback_signals is not None:
@@ -506,7 +508,8 @@ class QuantAgent:
         pending: dict[str, tuple[int, ValidatedSignal, dict[str, Any]]] = {}
         for symbol, signal in event.signals.items():
             if signal.action is Action.HOLD:
-                decisions.append(Decision("quant", symbol, "skip", "signal is HOLD: nothing to validate", {}, strategy=signal.strategy))
+                if self._routine:
+                    decisions.append(Decision("quant", symbol, "skip", "signal is HOLD: nothing to validate", {}, strategy=signal.strategy))
                 continue
             a = self.assess(batch, signal)
             components = self._components(a)

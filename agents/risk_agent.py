@@ -82,7 +82,10 @@ class RiskAgent:
         enforce_limits: bool = True,
         positions: PositionManager | None = None,
         cache: FrameCache | None = None,
+        routine_decisions: bool = True,
     ) -> None:
+        """``routine_decisions``: record a "skip" for HOLD signals and excluded symbols (the daemon does)."""
+        self._routine = routine_decisions
         self._broker = broker
         self.limits = limits
         self._equity_history = equity_history
@@ -171,16 +174,20 @@ class RiskAgent:
             for s, p in account.positions.items()
             if p.quantity
         }
-        columns = {s: self._returns(batch.bars[s]) for s in positions if s in batch.bars}
         return PortfolioView(
             cash=float(account.cash),
             equity=equity,
             positions=positions,
             equity_day_start=history[-1] if history else None,
             equity_week_high=max(week),
-            returns=pd.DataFrame(columns) if columns else None,
+            returns=None,  # filled by _with_returns before the first entry is evaluated (only entries need it)
             realized_trade_returns=tuple(self.realized.returns),
         )
+
+    def _with_returns(self, portfolio: PortfolioView, account: AccountState, batch: BarsBatch) -> PortfolioView:
+        """The view with the held positions' daily returns (for the correlation rule)."""
+        columns = {s: self._returns(batch.bars[s]) for s, p in account.positions.items() if p.quantity and s in batch.bars}
+        return replace(portfolio, returns=pd.DataFrame(columns) if columns else None)
 
     def _update_state(self, portfolio: PortfolioView, quality: float) -> None:
         equity = portfolio.equity
@@ -302,6 +309,7 @@ class RiskAgent:
         approvals: list[Approval] = []
         denials: list[Denial] = []
         decisions: list[Decision] = []
+        with_returns = False
         state_info = {
             "state": self.state.value,
             "state_reason": self.state_reason,
@@ -314,7 +322,8 @@ class RiskAgent:
         for symbol in list(batch.bars) + [s for s in batch.rejected]:
             signal = signals_event.signals.get(symbol)
             if symbol in batch.rejected:
-                decisions.append(Decision("risk", symbol, "skip", f"no data: {batch.rejected[symbol]}", state_info))
+                if self._routine:
+                    decisions.append(Decision("risk", symbol, "skip", f"no data: {batch.rejected[symbol]}", state_info))
                 continue
             assert signal is not None
             position = account.positions.get(symbol)
@@ -323,7 +332,8 @@ class RiskAgent:
                 self._append(result, symbol, signal, None, state_info, approvals, denials, decisions)
                 continue
             if signal.action is Action.HOLD:
-                decisions.append(Decision("risk", symbol, "skip", "signal is HOLD: no order", state_info, strategy=signal.strategy))
+                if self._routine:
+                    decisions.append(Decision("risk", symbol, "skip", "signal is HOLD: no order", state_info, strategy=signal.strategy))
                 continue
             validated = event.validated.get(symbol)
             result: Approval | Denial
@@ -343,6 +353,8 @@ class RiskAgent:
                 )
             else:
                 assert validated is not None
+                if not with_returns:
+                    portfolio, with_returns = self._with_returns(portfolio, account, batch), True
                 sb = batch.bars[symbol]
                 features = self._features(sb)
                 i = sb.end - 1

@@ -102,6 +102,7 @@ class StrategyAgent:
         llm_breaker: ConsecutiveFailureBreaker | None = None,
         breaker_events: list[BreakerEvent] | None = None,
         shadow: bool = True,
+        routine_decisions: bool = True,
     ) -> None:
         """``breaker_events``: the list the LLM breaker's ``on_transition`` appends to (drained every iteration)."""
         if llm is not None and llm_breaker is None:
@@ -115,6 +116,7 @@ class StrategyAgent:
         self._llm = llm
         self._breaker = llm_breaker
         self._shadow = shadow
+        self._routine = routine_decisions  # False: HOLD signals leave no decision row (a backtest's default)
         self._choices: dict[str, _Choice] = {}
         self._breaker_events: list[BreakerEvent] = breaker_events if breaker_events is not None else []
 
@@ -243,37 +245,10 @@ class StrategyAgent:
             strategy = self._registry[choice.strategy]
             signal = _signal_at(strategy, symbol, self._columns(sb, strategy, peers), i, sb.last_close)
             signals[symbol] = signal
-            selection = {"source": choice.source, "why": choice.reason}
-            if choice.llm_note:
-                selection["llm"] = choice.llm_note
-            prefix = f"{choice.llm_note}; deterministic fallback " if choice.llm_note else ""
-            decisions.append(
-                Decision(
-                    "strategy",
-                    symbol,
-                    signal.action.value,
-                    f"{prefix}selected {choice.strategy} ({choice.reason}); {signal.reason}",
-                    {
-                        "context": contexts[symbol].as_dict(),
-                        "selection": selection,
-                        "indicators": dict(signal.indicators),
-                        "strength": signal.strength,
-                        "stop": signal.stop,
-                        "target": signal.target,
-                        "price": signal.price,
-                    },
-                    strategy=choice.strategy,
-                )
-            )
+            if self._routine or signal.action is not Action.HOLD:
+                decisions.append(self._decision(symbol, choice, signal, contexts[symbol]))
             if self._shadow:
-                ledger: dict[str, Any] = {}
-                for name, other in self._registry.items():
-                    if self._eligible(name, sb.end, has_benchmark, has_universe) is not None:
-                        continue
-                    cols = self._columns(sb, other, peers)
-                    code = int(cols.arrays["action"][i])
-                    ledger[name] = [ACTION_BY_CODE[code].value, round(float(cols.arrays["strength"][i]), 4) if code else 0.0]
-                shadow.append({"symbol": symbol, "selected": choice.strategy, "close": sb.last_close, "signals": ledger})
+                shadow.append(self._shadow_row(sb, choice, peers, has_benchmark, has_universe))
         for symbol, reason in batch.rejected.items():
             decisions.append(Decision("strategy", symbol, "skip", f"no usable data: {reason}", {}))
         for e in self._breaker_events:
@@ -289,3 +264,38 @@ class StrategyAgent:
             shadow=tuple(shadow),
             breaker_events=events,
         )
+
+    @staticmethod
+    def _decision(symbol: str, choice: _Choice, signal: Signal, context: MarketContext) -> Decision:
+        selection = {"source": choice.source, "why": choice.reason}
+        if choice.llm_note:
+            selection["llm"] = choice.llm_note
+        prefix = f"{choice.llm_note}; deterministic fallback " if choice.llm_note else ""
+        return Decision(
+            "strategy",
+            symbol,
+            signal.action.value,
+            f"{prefix}selected {choice.strategy} ({choice.reason}); {signal.reason}",
+            {
+                "context": context.as_dict(),
+                "selection": selection,
+                "indicators": dict(signal.indicators),
+                "strength": signal.strength,
+                "stop": signal.stop,
+                "target": signal.target,
+                "price": signal.price,
+            },
+            strategy=choice.strategy,
+        )
+
+    def _shadow_row(self, sb: SymbolBars, choice: _Choice, peers: Peers, has_benchmark: bool, has_universe: bool) -> dict[str, Any]:
+        """What every eligible registered strategy signals for this symbol at this bar (the shadow ledger)."""
+        i = sb.end - 1
+        ledger: dict[str, Any] = {}
+        for name, other in self._registry.items():
+            if self._eligible(name, sb.end, has_benchmark, has_universe) is not None:
+                continue
+            cols = self._columns(sb, other, peers)
+            code = int(cols.arrays["action"][i])
+            ledger[name] = [ACTION_BY_CODE[code].value, round(float(cols.arrays["strength"][i]), 4) if code else 0.0]
+        return {"symbol": sb.symbol, "selected": choice.strategy, "close": sb.last_close, "signals": ledger}

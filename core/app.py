@@ -264,9 +264,12 @@ def build_app(
     selector: Any = None,
     registry: Mapping[str, Any] | None = None,
     audit_batch: int = 1,
+    routine_decisions: bool = True,
 ) -> App:
     """``selector``/``registry``: override the deterministic selector and the strategy registry (backtests pin a
-    strategy); ``audit_batch``: iterations per database transaction (1 for the daemon; more for backtests)."""
+    strategy); ``audit_batch``: iterations per database transaction (1 for the daemon; more for backtests);
+    ``routine_decisions=False`` records only the decisions that carry information (no "data ok", HOLD, "skip" or
+    "no order" rows for every symbol of every iteration), as backtests do by default."""
     """Wire everything. Raises DatabaseUnavailable / DaemonAlreadyRunning before anything trades."""
     wall = wall_clock or LiveClock()
     calendar = calendar or MarketCalendar()
@@ -340,7 +343,7 @@ def build_app(
         logger.info("strategy selection: LLM ({}), deterministic fallback", ", ".join(f"{p.name}:{p.model}" for p in llm._providers))
     min_history = min(s.min_history for s in registry.values())
 
-    data_agent = DataAgent(provider, settings.symbols, min_history=min_history, calendar=calendar)
+    data_agent = DataAgent(provider, settings.symbols, min_history=min_history, calendar=calendar, routine_decisions=routine_decisions)
     strategy_agent = StrategyAgent(
         registry,
         selector,
@@ -350,8 +353,9 @@ def build_app(
         llm_breaker=llm_breaker if llm is not None else None,
         breaker_events=breaker_events,
         shadow=settings.shadow_ledger,
+        routine_decisions=routine_decisions,
     )
-    quant_agent = QuantAgent(strategy_agent, cache=cache)
+    quant_agent = QuantAgent(strategy_agent, cache=cache, routine_decisions=routine_decisions)
     limits = risk_limits(settings)
     audit_agent = AuditAgent(
         repository,
@@ -381,6 +385,7 @@ def build_app(
         enforce_limits=enforce_limits,
         positions=PositionManager(time_stop_sessions=settings.time_stop_sessions or None),
         cache=cache,
+        routine_decisions=routine_decisions,
     )
     broker_events: list[BreakerEvent] = []
     broker_breaker = BackoffBreaker(
@@ -409,6 +414,7 @@ def build_app(
         reconciler=reconciler,
         positions=position_manager,
         atr=risk_agent.atr_at,
+        routine_decisions=routine_decisions,
     )
 
     bus = EventBus(settings.bus_mode.value)

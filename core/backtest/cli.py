@@ -133,6 +133,11 @@ def add_backtest_parser(subparsers: Any, parents: Sequence[argparse.ArgumentPars
         help=f"walk-forward window lengths in sessions (default {DEFAULT_WALK_FORWARD[0]}:{DEFAULT_WALK_FORWARD[1]}; implies the robustness checks)",
     )
     out.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    out.add_argument(
+        "--record-all", action="store_true",
+        help="also record the routine decisions of every symbol and session (data ok, HOLD, skip, no order), as the daemon does; "
+        "by default a backtest records every decision that carries information (signals, refusals, orders, exclusions)",
+    )
     out.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a terminal")
     p.set_defaults(command="backtest")
     return p
@@ -165,6 +170,7 @@ def config_from_args(args: argparse.Namespace, settings: Settings) -> BacktestCo
         monte_carlo=args.monte_carlo or DEFAULT_MONTE_CARLO,
         walk_forward=args.walk_forward or DEFAULT_WALK_FORWARD,
         seed=args.seed,
+        record_all=args.record_all,
     )
     config.check()
     return config

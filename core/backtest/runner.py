@@ -149,6 +149,7 @@ class BacktestConfig:
     walk_forward: tuple[int, int] = DEFAULT_WALK_FORWARD
     seed: int = 0
     audit_batch: int | None = None
+    record_all: bool = False  # also record the routine decisions (data ok, HOLD, skip, no order) of every symbol
 
     def check(self) -> None:
         """Raise :class:`BacktestError` for an inconsistent request (before any data is read)."""
@@ -836,6 +837,7 @@ async def run_backtest(
         selector=selector,
         registry=registry,
         audit_batch=audit_batch(config, len(symbols)),
+        routine_decisions=config.record_all,
     )
     app.orchestrator.summary_level = "DEBUG"  # one INFO line per session is noise in a backtest
     stop = stop if stop is not None else asyncio.Event()

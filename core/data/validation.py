@@ -359,3 +359,92 @@ def _session_details(w: _Window, sessions: np.ndarray, first_known: int, last_kn
             )
         )
     return problems
+
+
+# ---------------------------------------------------------------------------------------------- per-frame checks
+
+
+@dataclass(frozen=True, slots=True)
+class FrameChecks:
+    """Every row-level rule evaluated once over a whole (immutable) frame, as prefix counts.
+
+    The daemon and the backtester see the same frame grow one visible row per session. Re-running the rules over a
+    300-row window every iteration is wasted work: with prefix counts, "does the window ``[end - lookback, end)``
+    break any rule?" is a handful of array reads. Only a window that does break a rule goes through
+    :func:`validate_batch` again, which builds the exact messages; so results are identical to validating the visible
+    rows every time (tested), only cheaper.
+    """
+
+    days: np.ndarray  # int64 days since the epoch per row
+    bad_rows: np.ndarray  # prefix count of rows breaking a row rule (finite, positive, OHLC, volume)
+    not_after: np.ndarray  # prefix count of rows not after their predecessor
+    off_session: np.ndarray  # prefix count of rows on a known non-session day
+    on_session: np.ndarray  # prefix count of rows on a known session day
+    calendar: MarketCalendar | None
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame, calendar: MarketCalendar | None) -> "FrameChecks | None":
+        """The checks of ``frame``, or None when it cannot take the fast path (layout problems, unsorted index):
+        such frames are validated in full every time, which also reports the problem."""
+        index = frame.index
+        if not isinstance(index, pd.DatetimeIndex) or index.tz is None or str(index.tz) != "UTC":
+            return None
+        if tuple(frame.columns) != BAR_COLUMNS or not index.is_monotonic_increasing:
+            return None
+        try:
+            values = np.asarray(frame.to_numpy(), dtype=np.float64)
+        except (TypeError, ValueError):
+            return None
+        days = index.asi8 // _UNIT_PER_DAY[index.unit]
+        finite = np.isfinite(values)
+        prices_finite = finite[:, :4]
+        o, h, lo, c, v = values.T
+        with np.errstate(invalid="ignore"):
+            bad = ~finite.all(axis=1)
+            bad |= (prices_finite & (values[:, :4] <= 0)).any(axis=1)
+            bad |= prices_finite.all(axis=1) & ((lo > o) | (lo > c) | (o > h) | (c > h) | (lo > h))
+            bad |= finite[:, 4] & (v < 0)
+        not_after = np.zeros(len(days), dtype=bool)
+        not_after[1:] = days[1:] <= days[:-1]
+        if calendar is not None:
+            sessions = calendar.session_days
+            first_known, last_known = (calendar.start - _EPOCH_DAY).days, (calendar.end - _EPOCH_DAY).days
+            known = (days >= first_known) & (days <= last_known)
+            position = np.minimum(np.searchsorted(sessions, days), len(sessions) - 1)
+            on = sessions[position] == days
+            on_session, off_session = known & on, known & ~on
+        else:
+            on_session = off_session = np.zeros(len(days), dtype=bool)
+
+        def prefix(flags: np.ndarray) -> np.ndarray:
+            out = np.zeros(len(flags) + 1, dtype=np.int64)
+            np.cumsum(flags, out=out[1:])
+            return out
+
+        return cls(days, prefix(bad), prefix(not_after), prefix(off_session), prefix(on_session), calendar)
+
+    def clean(self, end: int, *, min_history: int, lookback: int, latest_session_day: int | None) -> bool:
+        """Whether the first ``end`` rows pass every rule of :func:`validate_batch` (same lookback window)."""
+        if end <= 0 or end < min_history:
+            return False  # the full validation reports it (or, with no calendar, finds nothing to break)
+        lo = max(0, end - lookback)
+        if self.bad_rows[end] != self.bad_rows[lo] or self.not_after[end] != self.not_after[lo + 1]:
+            return False
+        calendar = self.calendar
+        if calendar is None or latest_session_day is None:
+            return True
+        if self.off_session[end] != self.off_session[lo]:
+            return False
+        sessions = calendar.session_days
+        first_known, last_known = (calendar.start - _EPOCH_DAY).days, (calendar.end - _EPOCH_DAY).days
+        first = min(max(int(self.days[lo]), first_known), last_known)
+        last = min(max(int(self.days[end - 1]), first_known), last_known)
+        expected = int(np.searchsorted(sessions, last, side="right") - np.searchsorted(sessions, first, side="left"))
+        if self.on_session[end] - self.on_session[lo] != expected:
+            return False
+        return int(self.days[end - 1]) >= latest_session_day
+
+
+def latest_session_day(as_of: datetime, calendar: MarketCalendar | None) -> int | None:
+    """The latest completed session at ``as_of`` in days since the epoch (None without a calendar)."""
+    return _context(as_of, calendar, 0, 1).latest_session_day

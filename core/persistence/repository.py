@@ -9,7 +9,7 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any, Iterable, Mapping, Sequence
 
-from sqlalchemy import Engine, event, insert, select, update
+from sqlalchemy import Engine, bindparam, event, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
@@ -63,6 +63,8 @@ _LLM_CALLS = LLMCallRow.__table__
 _SHADOW = ShadowSignalRow.__table__
 _BREAKERS = BreakerEventRow.__table__
 _STATE = DaemonStateRow.__table__
+_ORDERS = OrderRow.__table__
+_ORDER_STATE = ("broker_order_id", "status", "filled_quantity", "average_fill_price", "updated_at")
 
 
 _LLM_COLUMNS = (
@@ -171,149 +173,151 @@ class Repository:
     # --- iterations ----------------------------------------------------------------------------------
     def record_iteration(self, record: IterationRecord) -> None:
         """Write the iteration, its decisions, orders, fills, positions, equity and report atomically."""
-        with self._sessions.begin() as session:
-            self._write_iteration(session, record)
+        self.record_iterations([record])
 
     def record_iterations(self, records: Iterable[IterationRecord]) -> None:
-        """Several iterations in one transaction (backtests batch their writes)."""
+        """Several iterations in one transaction (backtests batch their writes): one executemany per table."""
+        records = list(records)
+        if not records:
+            return
         with self._sessions.begin() as session:
-            for record in records:
-                self._write_iteration(session, record)
+            self._write_iterations(session, records)
 
-    def _write_iteration(self, session: Session, r: IterationRecord) -> None:
-        session.execute(
-            _ITERATIONS.insert(),
-            [
-                dict(
-                    id=r.iteration_id,
-                    run_id=r.run_id,
-                    seq=r.seq,
-                    as_of=r.as_of,
-                    recorded_at=r.recorded_at,
-                    status=r.status,
-                    error=r.error,
-                    symbols_total=r.symbols_total,
-                    symbols_ok=r.symbols_ok,
-                    data_quality=r.data_quality,
-                    signals=r.signals,
-                    approvals=r.approvals,
-                    denials=r.denials,
-                    orders=r.orders_submitted,
-                    fills=len(r.fills),
-                )
-            ],
-        )
-        if r.decisions:
-            session.execute(
-                _DECISIONS.insert(),
-                [
-                    {
-                        "run_id": r.run_id,
-                        "iteration_id": r.iteration_id,
-                        "as_of": r.as_of,
-                        "agent": d.agent,
-                        "symbol": d.symbol,
-                        "action": d.action,
-                        "strategy": d.strategy,
-                        "confidence": d.confidence,
-                        "reason": d.reason,
-                        "inputs": jsonable(d.inputs),
-                    }
-                    for d in r.decisions
-                ],
+    def _write_iterations(self, session: Session, records: Sequence[IterationRecord]) -> None:
+        iterations, decisions, fills, equity, reports, llm_calls, shadow, breakers = [], [], [], [], [], [], [], []
+        state: dict[str, Mapping[str, Any]] = {}
+        last_positions: IterationRecord | None = None
+        for r in records:
+            iterations.append(
+                {
+                    "id": r.iteration_id,
+                    "run_id": r.run_id,
+                    "seq": r.seq,
+                    "as_of": r.as_of,
+                    "recorded_at": r.recorded_at,
+                    "status": r.status,
+                    "error": r.error,
+                    "symbols_total": r.symbols_total,
+                    "symbols_ok": r.symbols_ok,
+                    "data_quality": r.data_quality,
+                    "signals": r.signals,
+                    "approvals": r.approvals,
+                    "denials": r.denials,
+                    "orders": r.orders_submitted,
+                    "fills": len(r.fills),
+                }
             )
-        if r.orders:
-            self._upsert_orders(session, r)
-        if r.fills:
-            session.execute(
-                _FILLS.insert(),
-                [
-                    {
-                        "fill_id": f.fill_id,
-                        "client_order_id": f.client_order_id,
-                        "run_id": r.run_id,
-                        "iteration_id": r.iteration_id,
-                        "symbol": f.symbol,
-                        "side": f.side.value,
-                        "quantity": Decimal(f.quantity),
-                        "price": f.price,
-                        "commission": f.commission,
-                        "filled_at": f.filled_at,
-                    }
-                    for f in r.fills
-                ],
-            )
-        if r.positions is not None:
-            session.execute(_POSITIONS.delete().where(_POSITIONS.c.run_id == r.run_id))
-            rows = [
+            decisions.extend(
                 {
                     "run_id": r.run_id,
-                    "symbol": p.symbol,
-                    "quantity": Decimal(p.quantity),
-                    "average_price": p.average_price,
-                    "last_price": p.last_price,
-                    "market_value": to_money(p.market_value, EXACT),
-                    "realized_pnl": to_money(p.realized_pnl, EXACT),
-                    "opened_at": p.opened_at,
-                    "updated_at": r.as_of,
                     "iteration_id": r.iteration_id,
-                    "stop_price": _price_or_none(r.position_levels.get(p.symbol, {}).get("stop")),
-                    "target_price": _price_or_none(r.position_levels.get(p.symbol, {}).get("target")),
+                    "as_of": r.as_of,
+                    "agent": d.agent,
+                    "symbol": d.symbol,
+                    "action": d.action,
+                    "strategy": d.strategy,
+                    "confidence": d.confidence,
+                    "reason": d.reason,
+                    "inputs": jsonable(d.inputs),
                 }
-                for p in r.positions.values()
-                if p.quantity != 0
-            ]
+                for d in r.decisions
+            )
+            fills.extend(
+                {
+                    "fill_id": f.fill_id,
+                    "client_order_id": f.client_order_id,
+                    "run_id": r.run_id,
+                    "iteration_id": r.iteration_id,
+                    "symbol": f.symbol,
+                    "side": f.side.value,
+                    "quantity": Decimal(f.quantity),
+                    "price": f.price,
+                    "commission": f.commission,
+                    "filled_at": f.filled_at,
+                }
+                for f in r.fills
+            )
+            if r.positions is not None:
+                last_positions = r  # the table holds the current positions: only the batch's last state matters
+            if r.equity is not None:
+                equity.append(
+                    {
+                        "run_id": r.run_id,
+                        "iteration_id": r.iteration_id,
+                        "at": r.equity.at,
+                        "cash": to_money(r.equity.cash, EXACT),
+                        "market_value": to_money(r.equity.market_value, EXACT),
+                        "equity": to_money(r.equity.equity, EXACT),
+                        "positions": r.equity.positions,
+                    }
+                )
+            if r.report_text is not None:
+                reports.append(
+                    {
+                        "run_id": r.run_id,
+                        "iteration_id": r.iteration_id,
+                        "at": r.as_of,
+                        "kind": r.report_kind or "template",
+                        "text": r.report_text,
+                        "facts": jsonable(dict(r.report_facts)),
+                    }
+                )
+            llm_calls.extend({"run_id": r.run_id, "iteration_id": r.iteration_id, **jsonable_row(c)} for c in r.llm_calls)
+            shadow.extend({"run_id": r.run_id, "iteration_id": r.iteration_id, "as_of": r.as_of, **dict(x)} for x in r.shadow)
+            breakers.extend({"run_id": r.run_id, **dict(e)} for e in r.breaker_events)
+            state.update(r.state)  # later iterations' values win, as separate transactions would leave them
+
+        session.execute(_ITERATIONS.insert(), iterations)  # first: the other rows reference their iteration
+        if decisions:
+            session.execute(_DECISIONS.insert(), decisions)
+        if any(r.orders for r in records):
+            self._upsert_orders(session, [(r, o) for r in records for o in r.orders])
+        if fills:
+            session.execute(_FILLS.insert(), fills)
+        if last_positions is not None:
+            self._replace_positions(session, last_positions)
+        for table, rows in ((_EQUITY, equity), (_REPORTS, reports), (_LLM_CALLS, llm_calls), (_SHADOW, shadow), (_BREAKERS, breakers)):
             if rows:
-                session.execute(_POSITIONS.insert(), rows)
-        if r.equity is not None:
-            session.execute(
-                _EQUITY.insert(),
-                [
-                    dict(
-                        run_id=r.run_id,
-                        iteration_id=r.iteration_id,
-                        at=r.equity.at,
-                        cash=to_money(r.equity.cash, EXACT),
-                        market_value=to_money(r.equity.market_value, EXACT),
-                        equity=to_money(r.equity.equity, EXACT),
-                        positions=r.equity.positions,
-                    )
-                ],
-            )
-        if r.report_text is not None:
-            session.execute(
-                _REPORTS.insert(),
-                [
-                    dict(
-                        run_id=r.run_id,
-                        iteration_id=r.iteration_id,
-                        at=r.as_of,
-                        kind=r.report_kind or "template",
-                        text=r.report_text,
-                        facts=jsonable(dict(r.report_facts)),
-                    )
-                ],
-            )
+                session.execute(table.insert(), rows)
+        if state:
+            self._upsert_state(session, state, records[-1].recorded_at)
 
-        if r.llm_calls:
-            session.execute(
-                _LLM_CALLS.insert(),
-                [{"run_id": r.run_id, "iteration_id": r.iteration_id, **jsonable_row(c)} for c in r.llm_calls],
-            )
-        if r.shadow:
-            session.execute(
-                _SHADOW.insert(),
-                [{"run_id": r.run_id, "iteration_id": r.iteration_id, "as_of": r.as_of, **dict(x)} for x in r.shadow],
-            )
-        if r.breaker_events:
-            session.execute(_BREAKERS.insert(), [{"run_id": r.run_id, **dict(e)} for e in r.breaker_events])
-        if r.state:
-            self._upsert_state(session, r.state, r.recorded_at)
+    @staticmethod
+    def _replace_positions(session: Session, r: IterationRecord) -> None:
+        assert r.positions is not None
+        session.execute(_POSITIONS.delete().where(_POSITIONS.c.run_id == r.run_id))
+        rows = [
+            {
+                "run_id": r.run_id,
+                "symbol": p.symbol,
+                "quantity": Decimal(p.quantity),
+                "average_price": p.average_price,
+                "last_price": p.last_price,
+                "market_value": to_money(p.market_value, EXACT),
+                "realized_pnl": to_money(p.realized_pnl, EXACT),
+                "opened_at": p.opened_at,
+                "updated_at": r.as_of,
+                "iteration_id": r.iteration_id,
+                "stop_price": _price_or_none(r.position_levels.get(p.symbol, {}).get("stop")),
+                "target_price": _price_or_none(r.position_levels.get(p.symbol, {}).get("target")),
+            }
+            for p in r.positions.values()
+            if p.quantity != 0
+        ]
+        if rows:
+            session.execute(_POSITIONS.insert(), rows)
 
-    def _upsert_orders(self, session: Session, r: IterationRecord) -> None:
-        ids = [o.client_order_id for o in r.orders]
-        existing = set(session.scalars(select(OrderRow.client_order_id).where(OrderRow.client_order_id.in_(ids))))
-        for o in r.orders:
+    def _upsert_orders(self, session: Session, pairs: Sequence[tuple[IterationRecord, Order]]) -> None:
+        """Insert new orders and update known ones, in record order: one SELECT, then one executemany per kind of
+        statement. An order first seen in this batch is inserted with its latest state."""
+        ids = list({o.client_order_id for _, o in pairs})
+        existing: set[str] = set()
+        for k in range(0, len(ids), 500):
+            chunk = ids[k : k + 500]
+            existing.update(session.scalars(select(OrderRow.client_order_id).where(OrderRow.client_order_id.in_(chunk))))
+        inserts: dict[str, dict[str, Any]] = {}
+        updates: dict[str, dict[str, Any]] = {}
+        for r, o in pairs:
             values = {
                 "broker_order_id": o.broker_order_id,
                 "status": o.status.value,
@@ -321,26 +325,35 @@ class Repository:
                 "average_fill_price": to_price(o.average_fill_price) if o.average_fill_price is not None else None,
                 "updated_at": o.updated_at or o.submitted_at,
             }
-            if o.client_order_id in existing:
-                session.execute(update(OrderRow).where(OrderRow.client_order_id == o.client_order_id).values(**values))
-                continue
-            existing.add(o.client_order_id)
-            session.execute(
-                insert(OrderRow).values(
-                    client_order_id=o.client_order_id,
-                    run_id=r.run_id,
-                    iteration_id=r.iteration_id,
-                    symbol=o.symbol,
-                    side=o.side.value,
-                    order_type=o.order_type.value,
-                    quantity=Decimal(o.quantity),
-                    limit_price=to_price(o.limit_price) if o.limit_price is not None else None,
-                    stop_price=to_price(o.stop_price) if o.stop_price is not None else None,
-                    submitted_at=o.submitted_at,
-                    strategy=o.strategy,
-                    reason=o.reason,
+            coid = o.client_order_id
+            if coid in existing:
+                updates[coid] = {"key": coid, **values}
+            elif coid in inserts:
+                inserts[coid].update(values)
+            else:
+                inserts[coid] = {
+                    "client_order_id": coid,
+                    "run_id": r.run_id,
+                    "iteration_id": r.iteration_id,
+                    "symbol": o.symbol,
+                    "side": o.side.value,
+                    "order_type": o.order_type.value,
+                    "quantity": Decimal(o.quantity),
+                    "limit_price": to_price(o.limit_price) if o.limit_price is not None else None,
+                    "stop_price": to_price(o.stop_price) if o.stop_price is not None else None,
+                    "submitted_at": o.submitted_at,
+                    "strategy": o.strategy,
+                    "reason": o.reason,
                     **values,
-                )
+                }
+        if inserts:
+            session.execute(_ORDERS.insert(), list(inserts.values()))
+        if updates:
+            session.execute(
+                _ORDERS.update().where(_ORDERS.c.client_order_id == bindparam("key")).values(
+                    {name: bindparam(name) for name in _ORDER_STATE}
+                ),
+                list(updates.values()),
             )
 
     # --- small persisted state ------------------------------------------------------------------------

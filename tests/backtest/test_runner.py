@@ -115,8 +115,34 @@ def test_backtest_json_when_run_then_one_object_with_trades_metrics_bars_and_the
     assert len(snapshots) == result["iterations"]
     assert float(snapshots[-1].equity) == pytest.approx(result["final_equity"], abs=0.005)  # the same equity, to the cent
     assert result["metrics"]["total_return"] == pytest.approx(float(snapshots[-1].equity / snapshots[0].equity) - 1)
-    assert {"data", "strategy", "quant", "risk", "execution"} <= agents
+    assert {"strategy", "quant", "risk", "execution"} <= agents  # signals, validations, approvals, submissions
     assert "bracket" in order_types  # by default the strategies' targets make bracket entries
+
+
+def test_backtest_records_routine_decisions_only_with_record_all(settings_factory) -> None:
+    """By default the HOLD/"data ok"/"skip"/"no order" rows of every symbol and session are not written; with
+    --record-all they are, exactly as the daemon writes them; the trading is the same either way."""
+    argv = ("--symbols", "AAPL,SPY", "--start", "2019-01-01", "--end", "2019-06-30")
+    lean_settings, full_settings = settings_factory(), settings_factory()
+    lean, full = _json(lean_settings, *argv), _json(full_settings, *argv, "--record-all")
+    assert _without_run_specifics(lean) == _without_run_specifics(full)
+
+    def counts(settings: Settings, run_id: str) -> dict[tuple[str, str], int]:
+        with _session(settings) as s:
+            rows = s.execute(
+                select(DecisionRow.agent, DecisionRow.action, func.count()).where(DecisionRow.run_id == run_id).group_by(DecisionRow.agent, DecisionRow.action)
+            ).all()
+        return {(agent, action): n for agent, action, n in rows}
+
+    lean_counts, full_counts = counts(lean_settings, lean["run_id"]), counts(full_settings, full["run_id"])
+    routine = {("data", "ok"), ("strategy", "HOLD"), ("quant", "skip"), ("risk", "skip"), ("execution", "none")}
+    sessions = len(_sessions(date(2019, 1, 1), date(2019, 6, 30)))
+    assert full_counts[("data", "ok")] == 2 * sessions  # one per symbol and session
+    assert full_counts[("execution", "none")] > 0 and full_counts[("strategy", "HOLD")] > 0
+    assert not routine & {k for k, n in lean_counts.items() if n and k != ("risk", "skip")}
+    # every decision that carries information is in both
+    informative = {k: n for k, n in full_counts.items() if k not in routine}
+    assert informative and {k: lean_counts.get(k, 0) for k in informative} == informative
 
 
 def test_backtest_when_run_again_and_in_sync_bus_mode_then_identical_results_but_the_run_id(settings_factory) -> None:
