@@ -14,7 +14,7 @@ from loguru import logger
 
 from core.calendar import MarketCalendar
 from core.data.base import BarProvider
-from core.data.validation import FrameChecks, latest_session_day, validate_batch, visible_rows
+from core.data.validation import FrameChecks, VisibleCutoff, validate_batch
 from core.domain import BarsBatch, Decision, SymbolBars, bar_arrays, frozen_map
 from core.events import DataReady, IterationStarted
 
@@ -66,14 +66,15 @@ class DataAgent:
         rejected: dict[str, str] = {}
         visible: dict[str, pd.DataFrame] = {}
         full: dict[str, tuple[pd.DataFrame, int]] = {}
-        latest = latest_session_day(as_of, self._calendar)
+        cutoff = VisibleCutoff.at(as_of, self._calendar)  # once per iteration, not per symbol
+        latest = cutoff.latest_session_day
         for symbol in self._symbols:
             frame = result.frames.get(symbol)
             if frame is None:
                 rejected[symbol] = result.errors.get(symbol, "provider returned no bars")
                 continue
             frame = self._stable(symbol, frame)
-            end = visible_rows(frame.index, as_of, self._calendar)
+            end = cutoff.rows(frame.index)
             full[symbol] = (frame, end)
             checks = self._checks.get(symbol)
             if checks is not None and checks.clean(

@@ -41,8 +41,8 @@ The indicator features the signal reports (its ``indicators`` mapping, i.e. the 
 columns at *t*) are read over the last ``vif_window`` (60) rows ending at *t*; rows with a NaN are dropped, as are
 features constant over the window (they carry no variation to be redundant with). With at least two features and
 ``max(vif_min_rows, features + 2)`` rows, each feature's variance inflation factor is
-``statsmodels.stats.outliers_influence.variance_inflation_factor`` on the design ``[1, features]`` (the constant makes
-it the usual centred VIF, ``1 / (1 − R²)`` of the feature regressed on the others). ``vif_max > vif_threshold`` (10)
+``statsmodels.stats.outliers_influence.variance_inflation_factor`` on the design ``[1, features]`` (computed by
+:func:`variance_inflation` the same way, tested equal; the constant makes it the usual centred VIF, ``1 / (1 − R²)`` of the feature regressed on the others). ``vif_max > vif_threshold`` (10)
 flags redundant features — the strategy's evidence is less independent than it looks — and multiplies confidence by
 ``collinear_factor`` (0.95). Otherwise no adjustment and ``vif_max`` is ``None``.
 
@@ -88,8 +88,6 @@ from typing import Any, Awaitable, Callable, Mapping, Protocol, Sequence
 import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
-from statsmodels.stats.outliers_influence import variance_inflation_factor
-from statsmodels.tools.sm_exceptions import SingularMatrixWarning
 
 from core.domain import Action, BarsBatch, Decision, Signal, ValidatedSignal, frozen_map
 from core.events import SignalsReady, ValidatedReady
@@ -257,12 +255,27 @@ def vif_of(values: np.ndarray, names: Sequence[str], *, min_rows: int) -> VifRes
     if len(rows) < needed:
         return VifResult({}, len(rows), dropped, f"{len(rows)} complete rows, {needed} needed")
     design = np.column_stack([np.ones(len(rows)), rows[:, varying]])
-    with warnings.catch_warnings():
-        # statsmodels warns on an ill-conditioned or rank-deficient design: that is the collinearity being measured
-        warnings.filterwarnings("ignore", message="The design matrix is poorly conditioned", category=UserWarning)
-        warnings.filterwarnings("ignore", category=SingularMatrixWarning)
-        vifs = {name: float(variance_inflation_factor(design, j + 1)) for j, name in enumerate(kept)}
+    vifs = {name: float(variance_inflation(design, j + 1)) for j, name in enumerate(kept)}
     return VifResult(vifs, len(rows), dropped, "ok")
+
+
+def variance_inflation(design: np.ndarray, column: int) -> np.float64:
+    """``statsmodels.stats.outliers_influence.variance_inflation_factor(design, column)`` computed the same way —
+    columns standardised, OLS of the column on the others by the pseudo-inverse, centred R² (the design holds a
+    constant) clipped below 1 − 1e-15 — without building a statsmodels model or its condition-number diagnostic:
+    ~10x faster, which matters when every signal of a backtest is assessed. A test checks the two agree."""
+    x = np.asarray(design, dtype=float)
+    stds, means = x.std(axis=0), x.mean(axis=0)
+    safe = stds > 1e-10
+    working = x.copy()
+    working[:, safe] = (x[:, safe] - means[safe]) / stds[safe]
+    y = working[:, column]
+    others = np.delete(working, column, axis=1)
+    beta = np.linalg.pinv(others, rcond=1e-15) @ y
+    residual = y - others @ beta
+    centred = y - y.mean()
+    r_squared = np.clip(1.0 - np.sum(residual**2) / np.dot(centred, centred), 0.0, 1.0 - 1e-15)
+    return np.float64(1.0) / (np.float64(1.0) - r_squared)
 
 
 # --------------------------------------------------------------------------------------------------- assessment

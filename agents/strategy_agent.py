@@ -12,14 +12,14 @@ signalled for every symbol.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
 from loguru import logger
 
-from core.domain import Action, BarsBatch, Decision, Signal, SymbolBars, frozen_map, session_timestamp
+from core.domain import Action, BarsBatch, Decision, Signal, SymbolBars, frozen_map, utc_from_int
 from core.events import DataReady, SignalsReady
 from core.frame_cache import FrameCache
 from core.llm import LLMSelector
@@ -35,10 +35,18 @@ class _Columns:
 
     index: pd.DatetimeIndex
     arrays: dict[str, np.ndarray]
+    stamps: np.ndarray  # index.asi8, read as utc_from_int(stamps[i], unit) without boxing a Timestamp
+    unit: str
+    indicators: tuple[tuple[str, np.ndarray], ...]  # the "ind_*" columns, by indicator name
 
     @classmethod
     def of(cls, frame: pd.DataFrame) -> "_Columns":
-        return cls(frame.index, {str(c): frame[c].to_numpy() for c in frame.columns})
+        arrays = {str(c): frame[c].to_numpy() for c in frame.columns}
+        indicators = tuple((name[4:], values) for name, values in arrays.items() if name.startswith("ind_"))
+        return cls(frame.index, arrays, frame.index.asi8, frame.index.unit, indicators)
+
+    def timestamp(self, i: int) -> datetime:
+        return utc_from_int(int(self.stamps[i]), self.unit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +67,7 @@ def _context_at(symbol: str, ctx: _Columns, i: int) -> MarketContext:
         trend_strength=float(a["trend_strength"][i]),
         volume_ratio=float(a["volume_ratio"][i]),
         regime=str(a["regime"][i]),
-        as_of=session_timestamp(ctx.index[i]),
+        as_of=ctx.timestamp(i),
     )
 
 
@@ -68,11 +76,10 @@ def _signal_at(strategy: Strategy, symbol: str, cols: _Columns, i: int, price: f
     a = cols.arrays
     action = ACTION_BY_CODE[int(a["action"][i])]
     indicators = {}
-    for name, values in a.items():
-        if name.startswith("ind_"):
-            value = values[i]
-            if value == value:  # not NaN
-                indicators[name[4:]] = float(value)
+    for name, values in cols.indicators:
+        value = values[i]
+        if value == value:  # not NaN
+            indicators[name] = float(value)
     stop, target = float(a["stop"][i]), float(a["target"][i])
     return Signal(
         symbol=symbol,
@@ -80,7 +87,7 @@ def _signal_at(strategy: Strategy, symbol: str, cols: _Columns, i: int, price: f
         action=action,
         strength=float(min(max(a["strength"][i], 0.0), 1.0)) if action is not Action.HOLD else 0.0,
         price=price,
-        as_of=session_timestamp(cols.index[i]),
+        as_of=cols.timestamp(i),
         stop=stop if stop == stop else None,
         target=target if target == target else None,
         indicators=indicators,

@@ -445,6 +445,23 @@ class FrameChecks:
         return int(self.days[end - 1]) >= latest_session_day
 
 
+@dataclass(frozen=True, slots=True)
+class VisibleCutoff:
+    """What is visible at one decision time, computed once per iteration for every symbol."""
+
+    cutoff_day: int  # last visible day, days since the epoch
+    latest_session_day: int | None  # latest completed session (None without a calendar)
+
+    @classmethod
+    def at(cls, as_of: datetime, calendar: MarketCalendar | None) -> "VisibleCutoff":
+        ctx = _context(as_of, calendar, 0, 1)
+        return cls(ctx.cutoff_day, ctx.latest_session_day)
+
+    def rows(self, index: pd.DatetimeIndex) -> int:
+        """Same as :func:`visible_rows` for this decision time."""
+        return int(np.searchsorted(index.asi8, (self.cutoff_day + 1) * _UNIT_PER_DAY[index.unit], side="left"))
+
+
 def latest_session_day(as_of: datetime, calendar: MarketCalendar | None) -> int | None:
     """The latest completed session at ``as_of`` in days since the epoch (None without a calendar)."""
-    return _context(as_of, calendar, 0, 1).latest_session_day
+    return VisibleCutoff.at(as_of, calendar).latest_session_day

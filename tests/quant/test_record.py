@@ -227,3 +227,34 @@ def test_vif_when_there_are_too_few_features_or_rows_then_none_is_computed() -> 
     assert one.max is None and "1 varying feature" in one.note
     assert short.max is None and "8 complete rows, 10 needed" in short.note
     assert none.max is None
+
+
+@pytest.mark.parametrize("case", ["independent", "correlated", "collinear", "near_collinear", "many"])
+def test_variance_inflation_equals_statsmodels(case: str) -> None:
+    """The numpy VIF the Quant agent uses is statsmodels' variance_inflation_factor, number for number."""
+    import warnings
+
+    from statsmodels.stats.outliers_influence import variance_inflation_factor
+
+    from agents.quant_agent import variance_inflation
+
+    rng = np.random.default_rng(["independent", "correlated", "collinear", "near_collinear", "many"].index(case))
+    x = rng.normal(size=(60, 6))
+    if case == "correlated":
+        x[:, 1] = x[:, 0] * 0.8 + x[:, 1] * 0.2
+    elif case == "collinear":
+        x[:, 2] = 3.0 * x[:, 0] - x[:, 1] + 2.0
+    elif case == "near_collinear":
+        x[:, 2] = x[:, 0] + 1e-6 * x[:, 2]
+    elif case == "many":
+        x = rng.normal(size=(60, 12)) + rng.normal(size=(60, 1))
+    design = np.column_stack([np.ones(len(x)), x])
+    for j in range(1, design.shape[1]):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            expected = variance_inflation_factor(design, j)
+            got = variance_inflation(design, j)
+        if np.isinf(expected) or expected > 1e12:
+            assert np.isinf(got) or got > 1e10  # perfectly collinear: both explode
+        else:
+            assert got == pytest.approx(expected, rel=1e-7), j
