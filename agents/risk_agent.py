@@ -353,7 +353,7 @@ class RiskAgent:
                 )
             else:
                 assert validated is not None
-                if not with_returns:
+                if self._enforce and not with_returns:  # only the correlation limit reads them
                     portfolio, with_returns = self._with_returns(portfolio, account, batch), True
                 sb = batch.bars[symbol]
                 features = self._features(sb)
@@ -365,7 +365,7 @@ class RiskAgent:
                     avg_dollar_volume=float(adv) if adv == adv else 0.0,
                     spread_pct=None,
                     sector=self.sector(symbol),
-                    returns=self._returns(sb),
+                    returns=self._returns(sb) if self._enforce else None,
                 )
                 result = self._entry(candidate, portfolio)
             if self._append(result, symbol, signal, validated, state_info, approvals, denials, decisions) and signal.action is Action.BUY:

@@ -132,7 +132,7 @@ class SymbolBars:
 
     @property
     def last_timestamp(self) -> pd.Timestamp:
-        return self.frame.index[self.end - 1]
+        return timestamp_at(self.frame.index, self.end - 1)
 
 
 def bar_arrays(frame: pd.DataFrame) -> Mapping[str, "np.ndarray"]:
@@ -330,3 +330,14 @@ def utc_from_int(value: int, unit: str) -> datetime:
     if unit == "ns":
         return _EPOCH + timedelta(microseconds=value // 1_000)
     return _EPOCH + timedelta(microseconds=value * _MICROSECONDS_PER_UNIT[unit])
+
+
+@functools.lru_cache(maxsize=65_536)
+def _index_stamp(value: int, unit: str, tz: Any) -> pd.Timestamp:
+    return pd.Timestamp(value, unit=unit, tz=tz)
+
+
+def timestamp_at(index: pd.DatetimeIndex, i: int) -> pd.Timestamp:
+    """``index[i]`` without pandas' per-call boxing cost (memoised on the value: every symbol of an iteration
+    shares its last date)."""
+    return _index_stamp(int(index.asi8[i]), index.unit, index.tz)

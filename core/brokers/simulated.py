@@ -94,10 +94,12 @@ Identifiers are deterministic (no randomness): ``broker_order_id`` is ``"sim-<n>
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
+from types import MappingProxyType
 from typing import Any, Literal, Mapping
 
 import numpy as np
@@ -117,6 +119,7 @@ from core.domain import (
     Side,
     ensure_utc,
     session_timestamp,
+    timestamp_at,
     to_price,
 )
 
@@ -207,8 +210,11 @@ def _finite_positive(value: float | None) -> bool:
 
 def _is_utc_index(index: pd.Index) -> bool:
     tz = getattr(index, "tz", None)
-    if tz is None:
-        return False
+    return tz is not None and _is_utc_tz(tz)
+
+
+@functools.lru_cache(maxsize=64)
+def _is_utc_tz(tz: Any) -> bool:
     return all(pd.Timestamp(day, tz=tz).utcoffset() == timedelta(0) for day in ("2024-01-15", "2024-07-15"))
 
 
@@ -283,11 +289,14 @@ class SimulatedBroker:
         self._fills: list[Fill] = []
         self._reported_fills = 0
         self._changed: dict[str, None] = {}
+        self._version = 0  # bumped by every method that may change the account (see account())
+        self._account: tuple[int, AccountState] | None = None
 
     # ------------------------------------------------------------------ Broker protocol
 
     async def sync(self, batch: BarsBatch) -> SyncResult:
         """Fill working orders on every new visible bar of the batch, mark positions, report what changed."""
+        self._version += 1
         for symbol, bars in batch.bars.items():  # validate everything before changing any state
             index = bars.frame.index
             if not isinstance(index, pd.DatetimeIndex) or not _is_utc_index(index):
@@ -304,7 +313,7 @@ class SimulatedBroker:
                 notes.append(f"{symbol}: no visible bars")
                 continue
             index = frame.index
-            last_ts = index[end - 1]
+            last_ts = timestamp_at(index, end - 1)
             cursor = self._cursors.get(symbol)
             if cursor is not None and last_ts < cursor:
                 notes.append(f"{symbol}: batch ends at {last_ts.date()}, before the processed {cursor.date()}")
@@ -325,6 +334,7 @@ class SimulatedBroker:
 
     async def submit(self, intent: OrderIntent, client_order_id: str, now: datetime) -> Order:
         """Accept (SUBMITTED), or refuse with a reason (REJECTED), one order. Idempotent per ``client_order_id``."""
+        self._version += 1
         ensure_utc(now, "now")
         if not client_order_id:
             raise BrokerError("client_order_id must be a non-empty string")
@@ -386,6 +396,7 @@ class SimulatedBroker:
 
     async def cancel(self, client_order_id: str, now: datetime) -> Order:
         """Cancel a working order (a bracket entry's children too). Cancelling a cancelled order returns it as is."""
+        self._version += 1
         ensure_utc(now, "now")
         record = self._record(client_order_id)
         status = record.order.status
@@ -402,17 +413,24 @@ class SimulatedBroker:
         return record.order
 
     async def account(self) -> AccountState:
+        """The account now. Several agents ask every iteration; the (immutable) answer is reused until a method
+        that can change it (sync, submit, cancel, replace_stop, restore) runs."""
         if self._as_of is None:
             raise BrokerError("the simulated broker has no time yet: call sync() first or pass started_at")
+        cached = self._account
+        if cached is not None and cached[0] == self._version:
+            return cached[1]
         positions = self._positions()
         market_value = sum((p.market_value for p in positions.values()), _ZERO)
-        return AccountState(
+        state = AccountState(
             at=self._as_of,
             cash=self._cash,
-            positions=positions,
+            positions=MappingProxyType(positions),  # shared by every caller until the next change: read-only
             equity=self._cash + market_value,
             open_orders=tuple(self._records[cid].order for cid in self._open),
         )
+        self._account = (self._version, state)
+        return state
 
     # ------------------------------------------------------------------ extras of the simulated broker
 
@@ -424,6 +442,7 @@ class SimulatedBroker:
         Raises :class:`BrokerError` for unknown, finished or non-stop orders, a triggered stop, a non-positive price,
         or a bracket stop at or above the bracket's take-profit.
         """
+        self._version += 1
         ensure_utc(now, "now")
         record = self._record(client_order_id)
         raw = new_stop if isinstance(new_stop, Decimal) else Decimal(repr(float(new_stop)))
@@ -540,6 +559,7 @@ class SimulatedBroker:
 
     def restore(self, state: Mapping[str, Any]) -> None:
         """Replace this broker's state with a :meth:`snapshot`. The cost models and fill rules must match."""
+        self._version += 1
         if state.get("version") != SNAPSHOT_VERSION:
             raise ValueError(f"unsupported snapshot version {state.get('version')!r}, expected {SNAPSHOT_VERSION}")
         if state["config"] != self._config():
@@ -688,7 +708,7 @@ class SimulatedBroker:
     def _update_mark(
         self, symbol: str, frame: pd.DataFrame, end: int, notes: list[str], arrays: Mapping[str, np.ndarray] | None = None
     ) -> None:
-        ts = frame.index[end - 1]
+        ts = timestamp_at(frame.index, end - 1)
         if arrays is not None:
             close, volume = float(arrays["close"][end - 1]), float(arrays["volume"][end - 1])
         else:

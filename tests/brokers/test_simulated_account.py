@@ -354,3 +354,27 @@ async def test_sell_side_fill_reports_side_and_reduces_position_with_average_cos
     assert position.quantity == 20
     assert position.realized_pnl == D("200.00")
     assert position.average_price == D("55.00")  # basis 500 + 600 over 20 shares
+
+
+async def test_account_is_reused_until_something_changes_it_and_is_read_only():
+    rows = [QUIET, (51.0, 52.0, 50.5, 51.5), (52.0, 53.0, 51.5, 52.5)]
+    broker, tape = await started("10000", rows=rows)
+    first = await broker.account()
+    assert await broker.account() is first  # nothing happened in between
+
+    await broker.submit(buy("AAA", 10), "o1", tape.now(0))
+    submitted = await broker.account()
+    assert submitted is not first and [o.client_order_id for o in submitted.open_orders] == ["o1"]
+
+    await broker.sync(tape.batch(1))  # fills at the next open, 51.00
+    filled = await broker.account()
+    assert filled.positions["AAA"].quantity == 10 and filled.cash == D("10000") - D("510")
+    await broker.sync(tape.batch(2))  # marked at the new close
+    marked = await broker.account()
+    assert marked.positions["AAA"].last_price == D("52.5") and marked.equity == D("9490") + D("525")
+    with pytest.raises(TypeError):
+        marked.positions["BBB"] = marked.positions["AAA"]  # type: ignore[index]
+
+    await broker.submit(sell("AAA", 10), "o2", tape.now(2))
+    await broker.cancel("o2", tape.now(2))
+    assert (await broker.account()).open_orders == ()
