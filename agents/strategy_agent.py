@@ -95,6 +95,33 @@ def _signal_at(strategy: Strategy, symbol: str, cols: _Columns, i: int, price: f
     )
 
 
+_ACTION_VALUE = {code: action.value for code, action in ACTION_BY_CODE.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class _ShadowMatrix:
+    strategies: tuple[tuple[str, int, bool, bool], ...]  # name, min_history, needs_benchmark, needs_universe
+    codes: np.ndarray  # strategies x bars, int action codes
+    strengths: np.ndarray  # strategies x bars, float strengths
+
+
+class _Contexts:
+    """Each symbol's market context at its decision bar, computed on first use (a HOLD in a backtest needs none)."""
+
+    def __init__(self, batch: BarsBatch, cache: FrameCache) -> None:
+        self._batch = batch
+        self._cache = cache
+        self._done: dict[str, MarketContext] = {}
+
+    def __getitem__(self, symbol: str) -> MarketContext:
+        found = self._done.get(symbol)
+        if found is None:
+            sb = self._batch.bars[symbol]
+            ctx = self._cache.get(symbol, "context", sb.frame, lambda: _Columns.of(context_frame(sb.frame)))
+            found = self._done[symbol] = _context_at(symbol, ctx, sb.end - 1)
+        return found
+
+
 class StrategyAgent:
     name = "strategy"
 
@@ -223,15 +250,12 @@ class StrategyAgent:
         signals: dict[str, Signal] = {}
         decisions: list[Decision] = []
         session = event.as_of.date()
-        contexts: dict[str, MarketContext] = {}
-        for symbol, sb in batch.bars.items():
-            ctx = self._cache.get(symbol, "context", sb.frame, lambda sb=sb: _Columns.of(context_frame(sb.frame)))
-            contexts[symbol] = _context_at(symbol, ctx, sb.end - 1)
+        contexts = _Contexts(batch, self._cache)
 
         pending = [s for s in batch.bars if (c := self._choices.get(s)) is None or c.session != session]
         llm_calls: list[dict[str, Any]] = []
         if self._llm is not None and pending:
-            accepted, llm_calls, abstained = await self._llm_choices(batch, contexts, pending, decisions)
+            accepted, llm_calls, abstained = await self._llm_choices(batch, {s: contexts[s] for s in pending}, pending, decisions)
         else:
             accepted, abstained = {}, {}
         for symbol in pending:
@@ -239,8 +263,10 @@ class StrategyAgent:
                 name, why, source = accepted[symbol]
                 self._choices[symbol] = _Choice(session, name, why, source, None)
                 continue
+            # a selector that ignores the market context (a backtest's fixed strategy) is not handed one
+            context = contexts[symbol] if getattr(self._selector, "needs_context", True) else None
             name, why = self._selector.choose(
-                contexts[symbol], batch.bars[symbol].end, benchmark_available=has_benchmark, universe_available=has_universe
+                context, batch.bars[symbol].end, benchmark_available=has_benchmark, universe_available=has_universe
             )
             note = abstained.get(symbol)
             self._choices[symbol] = _Choice(session, name, why, "deterministic", f"LLM abstained: {note}" if note else None)
@@ -297,12 +323,29 @@ class StrategyAgent:
 
     def _shadow_row(self, sb: SymbolBars, choice: _Choice, peers: Peers, has_benchmark: bool, has_universe: bool) -> dict[str, Any]:
         """What every eligible registered strategy signals for this symbol at this bar (the shadow ledger)."""
+        matrix = self._cache.get(sb.symbol, "shadow_matrix", sb.frame, lambda: self._shadow_matrix(sb, peers))
         i = sb.end - 1
+        codes, strengths = matrix.codes[:, i].tolist(), matrix.strengths[:, i].tolist()
         ledger: dict[str, Any] = {}
-        for name, other in self._registry.items():
-            if self._eligible(name, sb.end, has_benchmark, has_universe) is not None:
+        for k, (name, min_history, needs_benchmark, needs_universe) in enumerate(matrix.strategies):
+            # the same test as _eligible(), on precomputed facts
+            if min_history >= sb.end or (needs_benchmark and not has_benchmark) or (needs_universe and not has_universe):
                 continue
-            cols = self._columns(sb, other, peers)
-            code = int(cols.arrays["action"][i])
-            ledger[name] = [ACTION_BY_CODE[code].value, round(float(cols.arrays["strength"][i]), 4) if code else 0.0]
+            code = codes[k]
+            ledger[name] = [_ACTION_VALUE[code], round(strengths[k], 4) if code else 0.0]
         return {"symbol": sb.symbol, "selected": choice.strategy, "close": sb.last_close, "signals": ledger}
+
+    def _shadow_matrix(self, sb: SymbolBars, peers: Peers) -> "_ShadowMatrix":
+        """Every registered strategy's action code and strength at every bar of the frame (strategies x bars)."""
+        strategies, codes, strengths = [], [], []
+        for name, strategy in self._registry.items():
+            cols = self._columns(sb, strategy, peers)
+            strategies.append((name, strategy.min_history, bool(strategy.needs_benchmark), bool(strategy.needs_universe)))
+            codes.append(np.asarray(cols.arrays["action"], dtype=np.int64))
+            strengths.append(np.asarray(cols.arrays["strength"], dtype=float))
+        n = len(sb.frame)
+        return _ShadowMatrix(
+            tuple(strategies),
+            np.vstack(codes) if codes else np.zeros((0, n), dtype=np.int64),
+            np.vstack(strengths) if strengths else np.zeros((0, n)),
+        )

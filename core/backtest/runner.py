@@ -271,6 +271,8 @@ class SnapshotProvider:
 class FixedSelector:
     """Always the same registered strategy (``--strategy``); it holds while the symbol lacks its history."""
 
+    needs_context = False  # the Strategy agent may pass None instead of computing the market context
+
     def __init__(self, registry: Mapping[str, Any], name: str) -> None:
         if name not in registry:
             raise BacktestError(f"strategy {name!r} is not in the registry ({', '.join(registry)})")
@@ -278,7 +280,7 @@ class FixedSelector:
         self.name = name
 
     def choose(
-        self, context: MarketContext, available_history: int, *, benchmark_available: bool = False, universe_available: bool = False
+        self, context: MarketContext | None, available_history: int, *, benchmark_available: bool = False, universe_available: bool = False
     ) -> tuple[str, str]:
         needed = self._registry[self.name].min_history
         note = "" if needed < available_history else f"; it holds until it has more than {needed} bars ({available_history} now)"
@@ -360,6 +362,10 @@ class _WithoutTargets:
 
     def __init__(self, inner: Strategy) -> None:
         self._inner = inner
+        # read for every symbol of every session: plain attributes, not a __getattr__ call each time
+        for name in ("name", "min_history", "needs_benchmark", "needs_universe", "description"):
+            if hasattr(inner, name):
+                setattr(self, name, getattr(inner, name))
 
     def __getattr__(self, name: str) -> Any:  # name, description, params, min_history, needs_*, reason, describe...
         return getattr(self._inner, name)

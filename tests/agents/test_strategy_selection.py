@@ -111,7 +111,26 @@ async def test_shadow_ledger_records_every_eligible_strategy_for_every_symbol() 
     agent = StrategyAgent(registry, DeterministicSelector(registry))
     signals = await agent.on_data(_data_ready("2020-06-01"))
     assert {row["symbol"] for row in signals.shadow} == set(SYMBOLS)
+    batch = signals.previous.batch
     for row in signals.shadow:
         assert set(row["signals"]) == set(registry)  # 20 years of history: every strategy is eligible
-        assert all(action in {"BUY", "SELL", "HOLD"} for action, _ in row["signals"].values())
         assert row["selected"] in registry
+        sb = batch.bars[row["symbol"]]
+        assert row["close"] == sb.last_close
+        for name, (action, strength) in row["signals"].items():  # each strategy's own signal frame at the bar
+            frame = agent.signal_frame_for(batch, row["symbol"], name)
+            code = int(frame["action"].iloc[sb.end - 1])
+            assert action == {1: "BUY", -1: "SELL", 0: "HOLD"}[code]
+            assert strength == (round(float(frame["strength"].iloc[sb.end - 1]), 4) if code else 0.0)
+
+
+async def test_shadow_ledger_leaves_out_strategies_without_enough_history() -> None:
+    registry = build_registry()
+    agent = StrategyAgent(registry, DeterministicSelector(registry))
+    ready = _data_ready("1998-06-01")  # five months into the bundled data
+    signals = await agent.on_data(ready)
+    for row in signals.shadow:
+        available = ready.batch.bars[row["symbol"]].end
+        expected = {name for name, s in registry.items() if s.min_history < available}
+        assert set(row["signals"]) == expected, (row["symbol"], available)
+    assert any(set(row["signals"]) != set(registry) for row in signals.shadow)  # some were left out
