@@ -381,6 +381,8 @@ class FrameChecks:
     off_session: np.ndarray  # prefix count of rows on a known non-session day
     on_session: np.ndarray  # prefix count of rows on a known session day
     calendar: MarketCalendar | None
+    sessions_before: np.ndarray  # per row: sessions strictly before its day (clamped to the calendar's range)
+    sessions_through: np.ndarray  # per row: sessions up to and including its day (clamped likewise)
 
     @classmethod
     def of(cls, frame: pd.DataFrame, calendar: MarketCalendar | None) -> "FrameChecks | None":
@@ -413,15 +415,19 @@ class FrameChecks:
             position = np.minimum(np.searchsorted(sessions, days), len(sessions) - 1)
             on = sessions[position] == days
             on_session, off_session = known & on, known & ~on
+            clamped = np.clip(days, first_known, last_known)
+            before = np.searchsorted(sessions, clamped, side="left")
+            through = np.searchsorted(sessions, clamped, side="right")
         else:
             on_session = off_session = np.zeros(len(days), dtype=bool)
+            before = through = np.zeros(len(days), dtype=np.int64)
 
         def prefix(flags: np.ndarray) -> np.ndarray:
             out = np.zeros(len(flags) + 1, dtype=np.int64)
             np.cumsum(flags, out=out[1:])
             return out
 
-        return cls(days, prefix(bad), prefix(not_after), prefix(off_session), prefix(on_session), calendar)
+        return cls(days, prefix(bad), prefix(not_after), prefix(off_session), prefix(on_session), calendar, before, through)
 
     def clean(self, end: int, *, min_history: int, lookback: int, latest_session_day: int | None) -> bool:
         """Whether the first ``end`` rows pass every rule of :func:`validate_batch` (same lookback window)."""
@@ -435,11 +441,8 @@ class FrameChecks:
             return True
         if self.off_session[end] != self.off_session[lo]:
             return False
-        sessions = calendar.session_days
-        first_known, last_known = (calendar.start - _EPOCH_DAY).days, (calendar.end - _EPOCH_DAY).days
-        first = min(max(int(self.days[lo]), first_known), last_known)
-        last = min(max(int(self.days[end - 1]), first_known), last_known)
-        expected = int(np.searchsorted(sessions, last, side="right") - np.searchsorted(sessions, first, side="left"))
+        # sessions the calendar has between the window's first and last day (a sorted window: first row, last row)
+        expected = self.sessions_through[end - 1] - self.sessions_before[lo]
         if self.on_session[end] - self.on_session[lo] != expected:
             return False
         return int(self.days[end - 1]) >= latest_session_day
