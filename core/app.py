@@ -48,7 +48,8 @@ from core.data.cache import DiskBarCache
 from core.data.chain import FallbackChain
 from core.data.memo import MemoizingProvider
 from core.narrative import Narrator, build_anthropic_narrator
-from core.llm import DailyBudget, LLMSelector, PriceTable, build_anthropic_provider, build_groq_provider
+import core.llm as llm_clients  # the SDK clients load when a provider is built (see core.llm)
+from core.llm import DailyBudget, LLMSelector, PriceTable
 from core.risk import RiskLimits
 from utils.circuit_breaker import BackoffBreaker, BreakerEvent, ConsecutiveFailureBreaker
 from utils.rate_limiter import SlidingWindowRateLimiter
@@ -162,10 +163,10 @@ def build_llm_selector(settings: Settings, wall: Clock, repository: Repository) 
         if key is None:
             continue
         if which is LLMProvider.GROQ:
-            providers.append(build_groq_provider(key, settings.groq_model, settings.llm_timeout_seconds, base_url=settings.groq_base_url, clock=wall.now))
+            providers.append(llm_clients.build_groq_provider(key, settings.groq_model, settings.llm_timeout_seconds, base_url=settings.groq_base_url, clock=wall.now))
         else:
             providers.append(
-                build_anthropic_provider(key, settings.anthropic_model, settings.llm_timeout_seconds, base_url=settings.anthropic_base_url, clock=wall.now)
+                llm_clients.build_anthropic_provider(key, settings.anthropic_model, settings.llm_timeout_seconds, base_url=settings.anthropic_base_url, clock=wall.now)
             )
     budget = DailyBudget(settings.llm_daily_max_calls, Decimal(str(settings.llm_daily_max_usd)), wall.now)
     now = wall.now()

@@ -64,14 +64,16 @@ import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any, Callable, Iterable, Literal, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, Mapping, Protocol
 
-import anthropic
 import httpx2
 from loguru import logger
 from pydantic import SecretStr
 
 from core.llm.providers import Redactor, bounded
+
+if TYPE_CHECKING:
+    import anthropic
 
 __all__ = [
     "AnthropicNarrator",
@@ -589,6 +591,8 @@ class AnthropicNarrator:
         await self._client.close()
 
     async def narrate(self, facts: Mapping[str, Any]) -> NarrativeResult:
+        import anthropic  # loaded with the first narration, not with every command (over a second of imports)
+
         started_at = _require_utc(self._clock(), "clock()")
         t0 = self._monotonic()
         tokens_in = tokens_out = 0
@@ -697,6 +701,8 @@ def build_anthropic_narrator(
         raise ValueError(f"max_retries must be an integer in 0..3, got {max_retries!r}")
     if not (isinstance(timeout_s, (int, float)) and math.isfinite(timeout_s) and timeout_s > 0):
         raise ValueError(f"timeout_s must be a positive number, got {timeout_s!r}")
+    import anthropic
+
     client = anthropic.AsyncAnthropic(
         api_key=key,
         base_url=base_url,

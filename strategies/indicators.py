@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
-from scipy.signal import lfilter
 
 FloatArray = np.ndarray
 
@@ -138,6 +137,8 @@ def wilder(x: FloatArray, length: int, *, seed: str = "first") -> FloatArray:
     out[start] = start_value
     if start + 1 == n:
         return out
+    from scipy.signal import lfilter  # scipy.signal takes ~1 s to import: only when an indicator is computed
+
     decay = 1.0 - 1.0 / length
     numerator, denominator = np.array([1.0 / length]), np.array([1.0, -decay])
     zi = np.array([decay * start_value])

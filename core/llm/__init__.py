@@ -17,15 +17,39 @@ Wiring (composition root)::
     outcome = await selector.select(contexts, allowed=registry.names(), descriptions=registry.descriptions())
 """
 
-from core.llm.anthropic_client import AnthropicSelectionProvider, build_anthropic_provider
+from typing import TYPE_CHECKING, Any
+
 from core.llm.budget import BudgetUsage, DailyBudget
-from core.llm.groq_client import GroqSelectionProvider, build_groq_provider
 from core.llm.prompts import PROMPT_VERSION, TOOL_NAME, SelectionRequest, build_selection_request
 from core.llm.providers import ProviderCallError, ProviderReply, RetryPolicy, SelectionProvider
 from core.llm.selection import LLMSelector
 from core.llm.telemetry import DEFAULT_PRICES_PATH, CallOutcome, LLMCallRecord, ModelPrice, PriceTable, PriceTableError
 from core.llm.results import SelectionOutcome, SymbolChoice
 from core.llm.validation import UnusableAnswer, ValidatedAnswer, validate_answer
+
+if TYPE_CHECKING:
+    from core.llm.anthropic_client import AnthropicSelectionProvider, build_anthropic_provider
+    from core.llm.groq_client import GroqSelectionProvider, build_groq_provider
+
+# The SDK clients load on first use: importing anthropic and groq costs over a second, and most commands (status,
+# health, replays and backtests without --llm) never call an LLM.
+_LAZY = {
+    "AnthropicSelectionProvider": "core.llm.anthropic_client",
+    "build_anthropic_provider": "core.llm.anthropic_client",
+    "GroqSelectionProvider": "core.llm.groq_client",
+    "build_groq_provider": "core.llm.groq_client",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'core.llm' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "PROMPT_VERSION",
