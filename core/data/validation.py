@@ -13,7 +13,8 @@ Rules (one :class:`Problem` per broken rule, naming the first offending date and
 ``non_negative_volume`` volume >= 0
 ``increasing_timestamps`` timestamps unique and strictly increasing
 ``min_history``         at least ``min_history`` visible bars
-``missing_sessions``    no exchange session missing between the window's first and last bar (needs a calendar)
+``missing_sessions``    no exchange session missing among the last ``gap_lookback`` (20) bars (needs a calendar): a
+                        feed gap pauses the symbol for a month of sessions, not for the whole 300-bar window
 ``non_session_dates``   no bar dated on a day the exchange was closed (needs a calendar)
 ``freshness``           the latest session completed by ``as_of`` is present (needs a calendar)
 
@@ -58,6 +59,7 @@ RULES = (
     FRESHNESS,
 )
 DEFAULT_LOOKBACK = 300
+DEFAULT_GAP_LOOKBACK = 20  # rows in which a missing session rejects the symbol
 
 _EPOCH_DAY = date(1970, 1, 1)
 _UNIT_PER_DAY = {"s": 86_400, "ms": 86_400_000, "us": 86_400_000_000, "ns": 86_400_000_000_000}
@@ -91,22 +93,27 @@ class _Context:
     calendar: MarketCalendar | None
     min_history: int
     lookback: int
+    gap_lookback: int = DEFAULT_GAP_LOOKBACK
 
 
 def _day(value: int) -> date:
     return _EPOCH_DAY + timedelta(days=int(value))
 
 
-def _context(as_of: datetime, calendar: MarketCalendar | None, min_history: int, lookback: int) -> _Context:
+def _context(
+    as_of: datetime, calendar: MarketCalendar | None, min_history: int, lookback: int, gap_lookback: int = DEFAULT_GAP_LOOKBACK
+) -> _Context:
     ensure_utc(as_of, "as_of")
-    if min_history < 0 or lookback < 1:
-        raise ValueError(f"validate_bars: min_history must be >= 0 and lookback >= 1, got {min_history}, {lookback}")
+    if min_history < 0 or lookback < 1 or gap_lookback < 2:
+        raise ValueError(
+            f"validate_bars: min_history must be >= 0, lookback >= 1 and gap_lookback >= 2, got {min_history}, {lookback}, {gap_lookback}"
+        )
     if calendar is None:
         cutoff = (as_of.date() - _EPOCH_DAY).days
         latest = None
     else:
         cutoff = latest = (calendar.previous_completed_session(as_of).date - _EPOCH_DAY).days
-    return _Context(as_of, cutoff, latest, calendar, min_history, lookback)
+    return _Context(as_of, cutoff, latest, calendar, min_history, lookback, gap_lookback)
 
 
 def visible_rows(index: pd.DatetimeIndex, as_of: datetime, calendar: MarketCalendar | None) -> int:
@@ -124,9 +131,10 @@ def validate_bars(
     min_history: int,
     calendar: MarketCalendar | None,
     lookback: int = DEFAULT_LOOKBACK,
+    gap_lookback: int = DEFAULT_GAP_LOOKBACK,
 ) -> list[Problem]:
     """Every rule ``frame`` breaks as seen at ``as_of`` (an empty list when the bars are usable)."""
-    return _validate_many({symbol: frame}, _context(as_of, calendar, min_history, lookback))[symbol]
+    return _validate_many({symbol: frame}, _context(as_of, calendar, min_history, lookback, gap_lookback))[symbol]
 
 
 def validate_batch(
@@ -136,13 +144,14 @@ def validate_batch(
     min_history: int,
     calendar: MarketCalendar | None,
     lookback: int = DEFAULT_LOOKBACK,
+    gap_lookback: int = DEFAULT_GAP_LOOKBACK,
 ) -> BatchValidation:
     """Validate every symbol; ``quality`` is the share that passed (1.0 for an empty batch: nothing failed).
 
     The rules run once over all symbols' windows concatenated (one numpy pass per rule, not one per symbol);
     messages are built only for the symbols that break a rule.
     """
-    found = _validate_many(frames, _context(as_of, calendar, min_history, lookback))
+    found = _validate_many(frames, _context(as_of, calendar, min_history, lookback, gap_lookback))
     passed = {symbol: frame for symbol, frame in frames.items() if not found[symbol]}
     problems = {symbol: items for symbol, items in found.items() if items}
     rejected = {symbol: "; ".join(p.message for p in items) for symbol, items in problems.items()}
@@ -300,14 +309,25 @@ def _calendar_rules(
         position = np.minimum(np.searchsorted(sessions, days), len(sessions) - 1)
         on_session = sessions[position] == days
         off_session = known & ~on_session
+        # Missing sessions are looked for among each symbol's gap_lookback latest bars only (by date: each
+        # symbol's days sorted, so that an out-of-order window is judged like its sorted self).
+        sizes = lengths[filled]
+        segment = np.repeat(np.arange(len(sizes)), sizes)
+        by_date = days[np.lexsort((days, segment))]
+        offset = np.arange(len(days)) - np.repeat(starts, sizes)
+        in_gap_sorted = offset >= np.repeat(np.maximum(0, sizes - ctx.gap_lookback), sizes)
         # Days outside the calendar's range cannot be judged: clamp each symbol's span into the known range.
-        first = np.clip(np.minimum.reduceat(days, starts), first_known, last_known)
-        last = np.clip(np.maximum.reduceat(days, starts), first_known, last_known)
+        big, small = np.iinfo(np.int64).max, np.iinfo(np.int64).min
+        first = np.clip(np.minimum.reduceat(np.where(in_gap_sorted, by_date, big), starts), first_known, last_known)
+        last = np.clip(np.maximum.reduceat(np.where(in_gap_sorted, by_date, small), starts), first_known, last_known)
         expected = np.searchsorted(sessions, last, side="right") - np.searchsorted(sessions, first, side="left")
-        present = np.add.reduceat((known & on_session).astype(np.int64), starts)
+        known_sorted = (by_date >= first_known) & (by_date <= last_known)
+        position_sorted = np.minimum(np.searchsorted(sessions, by_date), len(sessions) - 1)
+        on_sorted = known_sorted & (sessions[position_sorted] == by_date)
+        present = np.add.reduceat((on_sorted & in_gap_sorted).astype(np.int64), starts)
         suspicious = (present != expected) | _segments(off_session, starts)
         for j in np.flatnonzero(suspicious):
-            problems = _session_details(windows[filled[j]], sessions, first_known, last_known)
+            problems = _session_details(windows[filled[j]], sessions, first_known, last_known, ctx.gap_lookback)
             found[windows[filled[j]].symbol].extend(problems)
 
     for w in windows:
@@ -330,26 +350,32 @@ def _calendar_rules(
             )
 
 
-def _session_details(w: _Window, sessions: np.ndarray, first_known: int, last_known: int) -> list[Problem]:
-    """Missing sessions and non-session dates of one symbol whose counts did not match the calendar."""
+def _session_details(w: _Window, sessions: np.ndarray, first_known: int, last_known: int, gap_lookback: int) -> list[Problem]:
+    """Missing sessions (among the last ``gap_lookback`` rows) and non-session dates (in the whole window) of one
+    symbol whose counts did not match the calendar."""
     checked = np.unique(w.days)
     checked = checked[(checked >= first_known) & (checked <= last_known)]
+    recent = np.unique(np.sort(w.days)[-gap_lookback:])
+    recent = recent[(recent >= first_known) & (recent <= last_known)]
     problems: list[Problem] = []
     if not len(checked):
         return problems
-    expected = sessions[
-        int(np.searchsorted(sessions, checked[0], side="left")) : int(np.searchsorted(sessions, checked[-1], "right"))
-    ]
-    missing = np.setdiff1d(expected, checked, assume_unique=True)
+    missing = np.empty(0, dtype=np.int64)
+    if len(recent):
+        span = sessions[
+            int(np.searchsorted(sessions, recent[0], side="left")) : int(np.searchsorted(sessions, recent[-1], "right"))
+        ]
+        missing = np.setdiff1d(span, recent, assume_unique=True)
     if len(missing):
         problems.append(
             Problem(
                 MISSING_SESSIONS,
                 f"{w.symbol} {MISSING_SESSIONS}: {len(missing)} session(s) without a bar between "
-                f"{_day(checked[0])} and {_day(checked[-1])}; first {_day(missing[0])}",
+                f"{_day(recent[0])} and {_day(recent[-1])} (the last {gap_lookback} bars); first {_day(missing[0])}",
             )
         )
-    extra = np.setdiff1d(checked, expected, assume_unique=True)
+    position = np.minimum(np.searchsorted(sessions, checked), len(sessions) - 1)
+    extra = checked[sessions[position] != checked]
     if len(extra):
         problems.append(
             Problem(
@@ -429,7 +455,9 @@ class FrameChecks:
 
         return cls(days, prefix(bad), prefix(not_after), prefix(off_session), prefix(on_session), calendar, before, through)
 
-    def clean(self, end: int, *, min_history: int, lookback: int, latest_session_day: int | None) -> bool:
+    def clean(
+        self, end: int, *, min_history: int, lookback: int, latest_session_day: int | None, gap_lookback: int = DEFAULT_GAP_LOOKBACK
+    ) -> bool:
         """Whether the first ``end`` rows pass every rule of :func:`validate_batch` (same lookback window)."""
         if end <= 0 or end < min_history:
             return False  # the full validation reports it (or, with no calendar, finds nothing to break)
@@ -441,9 +469,10 @@ class FrameChecks:
             return True
         if self.off_session[end] != self.off_session[lo]:
             return False
-        # sessions the calendar has between the window's first and last day (a sorted window: first row, last row)
-        expected = self.sessions_through[end - 1] - self.sessions_before[lo]
-        if self.on_session[end] - self.on_session[lo] != expected:
+        # sessions the calendar has between the gap window's first and last day (sorted: its first and last row)
+        gap = max(0, end - min(lookback, gap_lookback))
+        expected = self.sessions_through[end - 1] - self.sessions_before[gap]
+        if self.on_session[end] - self.on_session[gap] != expected:
             return False
         return int(self.days[end - 1]) >= latest_session_day
 

@@ -129,6 +129,17 @@ def test_missing_sessions_when_a_bar_is_dropped_then_only_that_rule_fails(
     assert f"first {dropped.date()}" in problems[0].message
 
 
+def test_missing_sessions_only_counts_among_the_latest_bars(aapl: pd.DataFrame, calendar: MarketCalendar) -> None:
+    """A feed gap pauses a symbol while it is among the last gap_lookback (20) bars, not for the whole window."""
+    older = aapl.drop(index=aapl.index[-100])  # inside the 300-bar window, outside the last 20 bars
+    assert check(older, calendar) == []
+    recent = aapl.drop(index=aapl.index[-5])
+    [problem] = check(recent, calendar)
+    assert problem.rule == v.MISSING_SESSIONS and "(the last 20 bars)" in problem.message
+    wider = validate_bars("AAPL", older, as_of=AS_OF, min_history=250, calendar=calendar, gap_lookback=120)
+    assert rules(wider) == {v.MISSING_SESSIONS} and f"first {aapl.index[-100].date()}" in wider[0].message
+
+
 def test_non_session_dates_when_a_saturday_bar_is_added_then_only_that_rule_fails(
     aapl: pd.DataFrame, calendar: MarketCalendar
 ) -> None:

@@ -29,23 +29,25 @@ def corrupted(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[int]]:
     return f, rows
 
 
-@pytest.mark.parametrize("min_history", [0, 250])
+@pytest.mark.parametrize(("min_history", "gap"), [(0, 20), (250, 20), (250, 60)])
 def test_fast_checks_agree_with_full_validation_on_every_window(
-    real_frames: dict[str, pd.DataFrame], calendar: MarketCalendar, min_history: int
+    real_frames: dict[str, pd.DataFrame], calendar: MarketCalendar, min_history: int, gap: int
 ) -> None:
     frame, rows = corrupted(real_frames["AAPL"])
     checks = FrameChecks.of(frame, calendar)
     assert checks is not None
     days = sorted({d.date() for d in frame.index})
     # every session near a corruption (a bar enters or leaves the 300-row window), and every 7th elsewhere
-    near = {k for r in rows for edge in (r, r + 300) for k in range(edge - 3, edge + 4)}
+    near = {k for r in rows for edge in (r, r + gap, r + 300) for k in range(edge - 3, edge + 4)}
     picked = [d for k, d in enumerate(days) if k in near or k % 7 == 0 or k < 5 or k > len(days) - 3]
     verdicts = {True: 0, False: 0}
     for day in picked:
         for as_of in (datetime.combine(day + timedelta(days=1), time(12), UTC), datetime.combine(day, time(22), UTC)):
             end = visible_rows(frame.index, as_of, calendar)
-            full = validate_bars("AAPL", frame, as_of=as_of, min_history=min_history, calendar=calendar)
-            fast = checks.clean(end, min_history=min_history, lookback=300, latest_session_day=latest_session_day(as_of, calendar))
+            full = validate_bars("AAPL", frame, as_of=as_of, min_history=min_history, calendar=calendar, gap_lookback=gap)
+            fast = checks.clean(
+                end, min_history=min_history, lookback=300, latest_session_day=latest_session_day(as_of, calendar), gap_lookback=gap
+            )
             assert fast == (full == []), (as_of, end, [p.message for p in full])
             verdicts[fast] += 1
     assert verdicts[True] > 50 and verdicts[False] > 50  # both verdicts were exercised
