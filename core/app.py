@@ -41,7 +41,7 @@ from core.frame_cache import FrameCache
 from core.orchestrator import Orchestrator
 from core.positions import PositionManager
 from core.reconcile import Reconciler
-from core.persistence.db import DaemonLock, open_database
+from core.persistence.db import DaemonLock, open_database, safe_url
 from core.persistence.repository import Repository
 from core.data.alpaca import AlpacaBarProvider
 from core.data.cache import DiskBarCache
@@ -81,6 +81,7 @@ def new_run_id(kind: str, at: datetime) -> str:
 def public_config(settings: Settings) -> dict[str, Any]:
     """Settings without secrets, for the run row."""
     data = settings.model_dump(mode="json", exclude={"alpaca_api_key", "alpaca_secret_key", "groq_api_key", "anthropic_api_key"})
+    data["database_url"] = safe_url(settings.database_url)  # a PostgreSQL password must not land in the runs table
     data["has_alpaca_keys"] = settings.has_alpaca_keys
     return data
 

@@ -142,3 +142,22 @@ def test_offline_daemon_restart_keeps_the_simulated_account(tmp_path: Path, monk
     with _session(url) as s:
         snaps = s.scalars(select(EquitySnapshotRow).order_by(EquitySnapshotRow.id)).all()
         assert snaps[-1].cash == Decimal("12345.67")  # the second run continued the persisted account
+
+
+@pytest.mark.postgres
+def test_a_database_password_never_lands_in_the_database(postgres_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """PostgreSQL with a password in DATABASE_URL (the local server trusts, so any password connects): the run row's
+    recorded configuration keeps the URL with the password masked, and nothing else in the database holds it."""
+    from sqlalchemy.engine import make_url
+
+    password = "pw-" + "9f3c1e77ab"
+    url = make_url(postgres_url).set(password=password).render_as_string(hide_password=False)
+    assert main.main(["replay", "--start", "2020-01-02", "--end", "2020-01-31", "--quiet", "--db", url]) == 0
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        tables = [r[0] for r in conn.exec_driver_sql("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+        dumps = {t: "\n".join(str(tuple(row)) for row in conn.exec_driver_sql(f'SELECT * FROM "{t}"')) for t in tables}
+    engine.dispose()
+    assert "runs" in dumps and "***" in dumps["runs"]  # the URL is recorded, masked
+    assert not [t for t, text in dumps.items() if password in text]
+    assert password not in capsys.readouterr().out
