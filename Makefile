@@ -1,10 +1,11 @@
 # make demo : create .venv if needed, install, replay two years of bundled bars (offline)
 # make test : create .venv if needed, install with dev extras, run the test suite
+# make dashboard : the read-only monitoring dashboard on http://127.0.0.1:8501/ (DASHBOARD_ARGS="--db URL --port N")
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup bench clean-venv
+.PHONY: demo test setup bench dashboard clean-venv
 
 setup: $(STAMP)
 
@@ -24,6 +25,9 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+dashboard: setup
+	$(PY) main.py dashboard $(DASHBOARD_ARGS)
 
 bench: setup
 	$(PY) scripts/bench_replay.py

@@ -5,6 +5,7 @@
     python main.py replay [--start D] [--end D]   replay bundled bars through the simulated clock and broker
     python main.py demo                 replay the last two years of the bundled data and show how to inspect it
     python main.py strategies [--json]  list the registered strategies
+    python main.py dashboard [--db URL] [--port 8501] [--host 127.0.0.1]   the read-only monitoring dashboard
 
 Exit codes: 0 done, 1 unexpected error, 2 invalid configuration or usage, 3 database unavailable,
 4 another daemon already runs on the database, 5 persistence failure during a run.
@@ -15,13 +16,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from datetime import UTC, date, datetime, timedelta
 from typing import Callable, Sequence
 
 
-from config.settings import BrokerName, DataProviderName, Schedule, Settings, SettingsError, TradingMode, load_settings
+from config.settings import BrokerName, DataProviderName, Settings, SettingsError, TradingMode, load_settings
 from core.app import App, MissingKeys, build_app, build_provider, replay_sessions, simulated_clock_for
 from core.calendar import MarketCalendar, format_eastern
 from core.data.base import BarProvider
@@ -35,10 +37,11 @@ from core.backtest.cli import add_backtest_parser, run_backtest_command
 from core.persistence.db import DaemonAlreadyRunning, DaemonLock, DatabaseUnavailable, open_database, safe_url
 from core.persistence.models import BreakerEventRow, EquitySnapshotRow, FillRow, Run
 from core.persistence.repository import Repository
+from core.health import health_report, schedule_for  # noqa: F401  (main.health_report is public API)
 from utils.cli import install_stop_handlers, iso_date
 from utils.logging import configure_logging
 
-COMMANDS = ("run", "replay", "demo", "backtest", "strategies", "status", "health", "reset")
+COMMANDS = ("run", "replay", "demo", "backtest", "strategies", "status", "health", "reset", "dashboard")
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_DB, EXIT_LOCKED, EXIT_PERSIST = 0, 1, 2, 3, 4, 5
 
 NEEDS_KEYS = """\
@@ -86,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     reset.add_argument("--reason", required=True, help="who resets and why (recorded)")
 
     add_backtest_parser(sub, parents=[common])
+
+    dashboard = sub.add_parser("dashboard", parents=[common], help="the read-only monitoring dashboard (Streamlit) on http://HOST:PORT/")
+    dashboard.add_argument("--port", type=int, default=8501, help="port to serve on (default 8501)")
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    dashboard.add_argument("--refresh", type=int, default=30, metavar="SECONDS", help="panel refresh interval (default 30; 0: off)")
 
     strategies = sub.add_parser("strategies", help="list the registered strategies")
     strategies.add_argument("--json", action="store_true", help="print JSON")
@@ -237,15 +245,6 @@ def _confirm_live(label: str, confirmation: str | None) -> bool:
     return False
 
 
-def schedule_for(settings: Settings, calendar: MarketCalendar) -> Callable[[datetime], datetime]:
-    """When the daemon's next iteration runs after ``now``: once per NYSE session at open + offset, or every interval."""
-    if settings.schedule is Schedule.INTERVAL:
-        interval = timedelta(seconds=settings.loop_interval_seconds)
-        return lambda now: now + interval
-    offset = timedelta(minutes=settings.run_at_minutes_after_open)
-    return lambda now: calendar.next_run_time(now, offset)
-
-
 def status_report(settings: Settings, calendar: MarketCalendar, at: datetime) -> dict[str, object]:
     """Whether the market is open at ``at``, the current or next session (Eastern time), and the next iteration."""
     session = calendar.session_for(at)
@@ -324,37 +323,6 @@ async def _alpaca_clock(settings: Settings) -> dict[str, object]:
     }
 
 
-def health_report(settings: Settings, repository: Repository, calendar: MarketCalendar, now: datetime) -> dict[str, object]:
-    """Healthy when the daemon's last heartbeat is not older than its next scheduled run plus the grace period,
-    and trading is not HALTED."""
-    problems: list[str] = []
-    beat = repository.get_state("heartbeat")
-    report: dict[str, object] = {"at": now.isoformat()}
-    if beat is None:
-        problems.append("no heartbeat: the daemon has not completed an iteration on this database")
-    else:
-        value = beat[0]
-        last = datetime.fromisoformat(str(value["at"]))
-        due = schedule_for(settings, calendar)(last)
-        deadline = due + timedelta(minutes=settings.health_grace_minutes)
-        report.update(last_heartbeat=last.isoformat(), last_iteration=value.get("iteration_id"), last_status=value.get("status"),
-                      next_due=due.isoformat(), stale_after=deadline.isoformat())
-        if now > deadline:
-            problems.append(f"stale: last iteration {format_eastern(last)}, the next was due {format_eastern(due)}")
-        if value.get("status") != "ok":
-            report["warning"] = f"last iteration {value.get('status')}"
-    risk = repository.get_state("risk:state")
-    state = str(risk[0].get("state")) if risk is not None else "unknown"
-    report["trading_state"] = state
-    if risk is not None:
-        report["trading_state_reason"] = risk[0].get("reason")
-    if state == "halted":
-        problems.append(f"halted: {risk[0].get('reason') if risk else ''} (reset with `python main.py reset --reason ...`)")
-    report["healthy"] = not problems
-    report["problems"] = problems
-    return report
-
-
 def _health(settings: Settings, as_json: bool) -> int:
     engine = open_database(settings.database_url)
     try:
@@ -410,6 +378,30 @@ def _reset(settings: Settings, reason: str) -> int:
         engine.dispose()
 
 
+def dashboard_command(host: str, port: int, refresh: int) -> list[str]:
+    """``streamlit run core/dashboard/app.py`` with the server options (the database URL goes in the environment,
+    never on a command line that ``ps`` shows)."""
+    from core.dashboard import app_path
+
+    return [
+        sys.executable, "-m", "streamlit", "run", str(app_path()),
+        "--server.headless", "true", "--server.port", str(port), "--server.address", host,
+        "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal",
+        "--", "--refresh", str(max(0, refresh)),
+    ]  # fmt: skip
+
+
+def _dashboard(settings: Settings, args: argparse.Namespace, exec_: Callable[..., object] = os.execve) -> int:
+    """Check that the database opens read-only, then replace this process with the Streamlit server."""
+    from core.dashboard.readonly import open_readonly
+
+    open_readonly(settings.database_url).dispose()  # DatabaseUnavailable -> exit 3 with a clear message
+    command = dashboard_command(args.host, args.port, args.refresh)
+    print(f"Dashboard on http://{args.host}:{args.port}/ over {safe_url(settings.database_url)} (read-only); Ctrl-C stops it", flush=True)
+    exec_(command[0], command, {**os.environ, "DATABASE_URL": settings.database_url})
+    return EXIT_OK
+
+
 def _strategies(as_json: bool) -> int:
     from strategies.registry import build_registry, describe_registry
 
@@ -456,6 +448,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _health(settings, args.json)
         if command == "reset":
             return _reset(settings, args.reason)
+        if command == "dashboard":
+            return _dashboard(settings, args)
         app, outcomes, elapsed = asyncio.run(_replay(settings, args.start, args.end, kind=command, quiet=args.quiet, llm=args.llm))
         _print_inspection(settings, app, outcomes, elapsed)
         return EXIT_OK

@@ -169,7 +169,8 @@ class ExecutionAgent:
                 if symbol not in submitted:
                     decisions.append(Decision("execution", symbol, "none", "no approved order", {}))
         account = await self._broker.account()
-        reconciliation = self._reconciler.every_iteration(account, event.as_of) if self._reconciler is not None else []
+        if self._reconciler is not None:  # records (and logs) any order the broker has that the database lacks
+            self._reconciler.every_iteration(account, event.as_of)
         equity = EquitySnapshot(
             at=event.as_of,
             cash=to_money(account.cash, EXACT),

@@ -81,7 +81,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any, Awaitable, Callable, Mapping, Protocol, Sequence
 

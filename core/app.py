@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
-import pandas as pd
 from loguru import logger
 from sqlalchemy import Engine
 

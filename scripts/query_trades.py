@@ -48,10 +48,8 @@ from core.persistence.models import (  # noqa: E402
     EquitySnapshotRow,
     FillRow,
     Iteration,
-    LLMCallRow,
     OrderRow,
     Run,
-    ShadowSignalRow,
 )
 
 Row = dict[str, Any]
@@ -241,93 +239,17 @@ def query_runs(session: Session, args: argparse.Namespace, run_id: str | None) -
     return rows
 
 
-def _percentile(values: Sequence[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return round(ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo), 1)
-
-
 def query_llm(session: Session, args: argparse.Namespace, run_id: str | None) -> dict[str, list[Row]]:
     """LLM calls by provider/model (count, outcomes, tokens, cost, latency percentiles) and abstentions by reason."""
-    stmt = _filters(select(LLMCallRow), LLMCallRow, LLMCallRow.started_at, args, run_id)
-    groups: dict[tuple[str, str, str], list[LLMCallRow]] = {}
-    for call in session.scalars(stmt.order_by(LLMCallRow.started_at)):
-        groups.setdefault((call.purpose, call.provider, call.model), []).append(call)
-    calls: list[Row] = []
-    for (purpose, provider, model), rows in sorted(groups.items()):
-        latencies = [r.latency_ms for r in rows if r.outcome != "budget_exceeded"]
-        costs = [r.cost_usd for r in rows if r.cost_usd is not None]
-        outcomes: dict[str, int] = {}
-        for r in rows:
-            outcomes[r.outcome] = outcomes.get(r.outcome, 0) + 1
-        calls.append(
-            {
-                "purpose": purpose,
-                "provider": provider,
-                "model": model,
-                "calls": len(rows),
-                "outcomes": ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())),
-                "retries": sum(r.retries for r in rows),
-                "input_tokens": sum(r.input_tokens for r in rows),
-                "output_tokens": sum(r.output_tokens for r in rows),
-                "cost_usd": sum(costs, Decimal("0")),
-                "unpriced_calls": sum(1 for r in rows if r.cost_usd is None and r.outcome != "budget_exceeded"),
-                "latency_p50_ms": _percentile(latencies, 0.5),
-                "latency_p95_ms": _percentile(latencies, 0.95),
-                "latency_max_ms": round(max(latencies), 1) if latencies else None,
-            }
-        )
-    abst = _filters(select(DecisionRow), DecisionRow, DecisionRow.as_of, args, run_id).where(
-        DecisionRow.agent == "selector", DecisionRow.action == "abstain"
-    )
-    reasons: dict[str, int] = {}
-    for d in session.scalars(abst):
-        reasons[d.reason] = reasons.get(d.reason, 0) + 1
-    abstentions = [{"reason": r, "count": n} for r, n in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))]
-    return {"calls": calls, "abstentions": abstentions}
+    return reporting.llm_usage(session, run_id=run_id, start=args.start, end=args.end, symbol=getattr(args, "symbol", None))
 
 
 def query_shadow(session: Session, args: argparse.Namespace, run_id: str | None) -> list[Row]:
     """Per strategy: how often it would have signalled, and the average forward return after its BUY/SELL signals,
     beside the same figures for the strategies the selector actually chose (``selector``)."""
-    horizon = args.horizon
-    stmt = _filters(select(ShadowSignalRow), ShadowSignalRow, ShadowSignalRow.as_of, args, run_id).order_by(
-        ShadowSignalRow.run_id, ShadowSignalRow.symbol, ShadowSignalRow.as_of
+    return reporting.shadow_stats(
+        session, run_id=run_id, start=args.start, end=args.end, symbol=getattr(args, "symbol", None), horizon=args.horizon
     )
-    series: dict[tuple[str, str], list[ShadowSignalRow]] = {}
-    for row in session.scalars(stmt):
-        series.setdefault((row.run_id, row.symbol), []).append(row)
-    stats: dict[str, dict[str, Any]] = {}
-
-    def note(name: str, action: str, forward: float | None) -> None:
-        st = stats.setdefault(name, {"strategy": name, "evaluated": 0, "buy": 0, "sell": 0, "hold": 0, "_buy_fwd": [], "_sell_fwd": []})
-        st[action.lower()] += 1
-        if forward is not None and action != "HOLD":
-            st[f"_{action.lower()}_fwd"].append(forward)
-
-    for rows in series.values():
-        for i, row in enumerate(rows):
-            forward = rows[i + horizon].close / row.close - 1.0 if i + horizon < len(rows) and row.close else None
-            for name, (action, _strength) in row.signals.items():
-                note(name, action, forward)
-                stats[name]["evaluated"] += 1
-            chosen = row.signals.get(row.selected)
-            if chosen is not None:
-                note("selector", chosen[0], forward)
-                stats["selector"]["evaluated"] += 1
-    out: list[Row] = []
-    for name, st in sorted(stats.items(), key=lambda kv: (kv[0] != "selector", kv[0])):
-        buy, sell = st.pop("_buy_fwd"), st.pop("_sell_fwd")
-        st["buy_fwd_return_avg"] = round(sum(buy) / len(buy), 5) if buy else None
-        st["buy_hit_rate"] = round(sum(1 for x in buy if x > 0) / len(buy), 3) if buy else None
-        st["sell_fwd_return_avg"] = round(sum(sell) / len(sell), 5) if sell else None
-        st["sell_hit_rate"] = round(sum(1 for x in sell if x < 0) / len(sell), 3) if sell else None
-        st["horizon_bars"] = horizon
-        out.append(st)
-    return out
 
 
 def _ordered(rows: list[Row], key: str, args: argparse.Namespace) -> list[Row]:

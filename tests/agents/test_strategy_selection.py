@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import httpx
-import pytest
 
 from agents.data_agent import DataAgent
 from agents.strategy_agent import StrategyAgent
@@ -106,7 +105,6 @@ async def test_repeated_llm_failures_trip_the_breaker_then_a_trial_after_the_coo
 
 
 async def test_shadow_ledger_records_every_eligible_strategy_for_every_symbol() -> None:
-    clock = FakeClock(datetime(2020, 6, 1, 21, tzinfo=UTC))
     registry = build_registry()
     agent = StrategyAgent(registry, DeterministicSelector(registry))
     signals = await agent.on_data(_data_ready("2020-06-01"))
