@@ -254,7 +254,8 @@ def vif_of(values: np.ndarray, names: Sequence[str], *, min_rows: int) -> VifRes
     if len(rows) < needed:
         return VifResult({}, len(rows), dropped, f"{len(rows)} complete rows, {needed} needed")
     design = np.column_stack([np.ones(len(rows)), rows[:, varying]])
-    vifs = {name: float(variance_inflation(design, j + 1)) for j, name in enumerate(kept)}
+    working = _standardised(design)
+    vifs = {name: float(_vif_of_standardised(working, j + 1)) for j, name in enumerate(kept)}
     return VifResult(vifs, len(rows), dropped, "ok")
 
 
@@ -263,11 +264,20 @@ def variance_inflation(design: np.ndarray, column: int) -> np.float64:
     columns standardised, OLS of the column on the others by the pseudo-inverse, centred R² (the design holds a
     constant) clipped below 1 − 1e-15 — without building a statsmodels model or its condition-number diagnostic:
     ~10x faster, which matters when every signal of a backtest is assessed. A test checks the two agree."""
+    return _vif_of_standardised(_standardised(design), column)
+
+
+def _standardised(design: np.ndarray) -> np.ndarray:
+    """Columns with a standard deviation above 1e-10 scaled to mean 0 and deviation 1 (statsmodels' ``standardize``)."""
     x = np.asarray(design, dtype=float)
     stds, means = x.std(axis=0), x.mean(axis=0)
     safe = stds > 1e-10
     working = x.copy()
     working[:, safe] = (x[:, safe] - means[safe]) / stds[safe]
+    return working
+
+
+def _vif_of_standardised(working: np.ndarray, column: int) -> np.float64:
     y = working[:, column]
     others = np.delete(working, column, axis=1)
     beta = np.linalg.pinv(others, rcond=1e-15) @ y
