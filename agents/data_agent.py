@@ -14,9 +14,12 @@ from loguru import logger
 
 from core.calendar import MarketCalendar
 from core.data.base import BarProvider
-from core.data.validation import FrameChecks, VisibleCutoff, validate_batch
+from core.data.validation import BatchValidation, FrameChecks, VisibleCutoff, validate_batch
 from core.domain import BarsBatch, Decision, SymbolBars, bar_arrays, frozen_map
 from core.events import DataReady, IterationStarted
+
+
+_ALL_PASSED = BatchValidation(passed={}, rejected={}, quality=1.0)
 
 
 class DataAgent:
@@ -74,16 +77,18 @@ class DataAgent:
                 rejected[symbol] = result.errors.get(symbol, "provider returned no bars")
                 continue
             frame = self._stable(symbol, frame)
-            end = cutoff.rows(frame.index)
-            full[symbol] = (frame, end)
             checks = self._checks.get(symbol)
+            end = checks.rows_through(cutoff.cutoff_day) if checks is not None else cutoff.rows(frame.index)
+            full[symbol] = (frame, end)
             if checks is not None and checks.clean(
                 end, min_history=self._min_history, lookback=self._lookback, latest_session_day=latest
             ):
                 continue  # every rule passes: no need to slice and re-validate the window
             visible[symbol] = frame.iloc[:end]
-        checked = validate_batch(
-            visible, as_of=as_of, min_history=self._min_history, calendar=self._calendar, lookback=self._lookback
+        checked = (
+            validate_batch(visible, as_of=as_of, min_history=self._min_history, calendar=self._calendar, lookback=self._lookback)
+            if visible
+            else _ALL_PASSED
         )
         bars: dict[str, SymbolBars] = {}
         decisions: list[Decision] = []

@@ -54,6 +54,10 @@ from typing import Any, TextIO
 
 import numpy as np
 import pandas as pd
+
+# strategies.indicators loads scipy.signal (~1 s) on first use so that commands computing nothing start fast; every
+# backtest computes indicators, so the backtester loads it up front, with its other imports
+import scipy.signal  # noqa: F401
 from sqlalchemy import func, select
 
 from config.settings import BrokerName, DataProviderName, Settings
@@ -250,10 +254,19 @@ class SnapshotProvider:
             s: f.iloc[: int(f.index.searchsorted(limit, side="left"))].set_axis(pd.Index(list(f.columns), dtype=object), axis=1)
             for s, f in frames.items()
         }
+        self._answers: dict[tuple[str, ...], ProviderResult] = {}
 
     def history(self, symbols: Sequence[str], end: datetime, start: datetime | None = None) -> ProviderResult:
         ensure_utc(end, "end")
-        first = pd.Timestamp(ensure_utc(start, "start")).normalize() if start is not None else None
+        if start is None:  # the Data agent's call, every session: the snapshot never changes, nor does the answer
+            key = tuple(symbols)
+            cached = self._answers.get(key)
+            if cached is None:
+                cached = self._answers[key] = self._history(key, None)
+            return cached
+        return self._history(symbols, pd.Timestamp(ensure_utc(start, "start")).normalize())
+
+    def _history(self, symbols: Sequence[str], first: pd.Timestamp | None) -> ProviderResult:
         frames: dict[str, pd.DataFrame] = {}
         errors: dict[str, str] = {}
         for symbol in dict.fromkeys(symbols):

@@ -455,6 +455,10 @@ class FrameChecks:
 
         return cls(days, prefix(bad), prefix(not_after), prefix(off_session), prefix(on_session), calendar, before, through)
 
+    def rows_through(self, cutoff_day: int) -> int:
+        """How many leading rows are dated on or before ``cutoff_day`` (:meth:`VisibleCutoff.rows` of this frame)."""
+        return int(np.searchsorted(self.days, cutoff_day, side="right"))
+
     def clean(
         self, end: int, *, min_history: int, lookback: int, latest_session_day: int | None, gap_lookback: int = DEFAULT_GAP_LOOKBACK
     ) -> bool:

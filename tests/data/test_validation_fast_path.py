@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from core.calendar import MarketCalendar
-from core.data.validation import FrameChecks, latest_session_day, validate_bars, visible_rows
+from core.data.validation import FrameChecks, VisibleCutoff, latest_session_day, validate_bars, visible_rows
 
 
 def corrupted(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[int]]:
@@ -44,6 +44,7 @@ def test_fast_checks_agree_with_full_validation_on_every_window(
     for day in picked:
         for as_of in (datetime.combine(day + timedelta(days=1), time(12), UTC), datetime.combine(day, time(22), UTC)):
             end = visible_rows(frame.index, as_of, calendar)
+            assert checks.rows_through(VisibleCutoff.at(as_of, calendar).cutoff_day) == end
             full = validate_bars("AAPL", frame, as_of=as_of, min_history=min_history, calendar=calendar, gap_lookback=gap)
             fast = checks.clean(
                 end, min_history=min_history, lookback=300, latest_session_day=latest_session_day(as_of, calendar), gap_lookback=gap
