@@ -26,5 +26,10 @@ class FrameCache:
         self._store[slot] = (frame, value)
         return value
 
+    def peek(self, symbol: str, key: Hashable, frame: pd.DataFrame) -> Any | None:
+        """The value cached for ``frame``, or None (nothing is computed or stored)."""
+        hit = self._store.get((symbol, key))
+        return hit[1] if hit is not None and hit[0] is frame else None
+
     def clear(self) -> None:
         self._store.clear()

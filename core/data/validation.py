@@ -449,11 +449,14 @@ class FrameChecks:
             before = through = np.zeros(len(days), dtype=np.int64)
 
         def prefix(flags: np.ndarray) -> np.ndarray:
-            out = np.zeros(len(flags) + 1, dtype=np.int64)
+            out = np.zeros(len(flags) + 1, dtype=np.int32)  # int32: 500 symbols x 25 years stay a few MB
             np.cumsum(flags, out=out[1:])
             return out
 
-        return cls(days, prefix(bad), prefix(not_after), prefix(off_session), prefix(on_session), calendar, before, through)
+        return cls(
+            days.astype(np.int32), prefix(bad), prefix(not_after), prefix(off_session), prefix(on_session), calendar,
+            before.astype(np.int32), through.astype(np.int32),
+        )  # fmt: skip
 
     def rows_through(self, cutoff_day: int) -> int:
         """How many leading rows are dated on or before ``cutoff_day`` (:meth:`VisibleCutoff.rows` of this frame)."""
