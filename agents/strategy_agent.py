@@ -136,6 +136,9 @@ class _Contexts:
         return found
 
 
+KEEP_SIGNAL_FRAMES = 3
+
+
 class StrategyAgent:
     name = "strategy"
 
@@ -166,6 +169,7 @@ class StrategyAgent:
         self._shadow = shadow
         self._routine = routine_decisions  # False: HOLD signals leave no decision row (a backtest's default)
         self._choices: dict[str, _Choice] = {}
+        self._recent: dict[str, list[str]] = {}  # per symbol, the strategies chosen lately, oldest first
         self._breaker_events: list[BreakerEvent] = breaker_events if breaker_events is not None else []
 
     @property
@@ -291,6 +295,7 @@ class StrategyAgent:
             choice = self._choices[symbol]
             strategy = self._registry[choice.strategy]
             signal = _signal_at(strategy, symbol, self._columns(sb, strategy, peers), i, sb.last_close)
+            self._keep_recent(symbol, choice.strategy)
             signals[symbol] = signal
             if self._routine or signal.action is not Action.HOLD:
                 decisions.append(self._decision(symbol, choice, signal, contexts[symbol]))
@@ -334,6 +339,21 @@ class StrategyAgent:
             },
             strategy=choice.strategy,
         )
+
+    def _keep_recent(self, symbol: str, strategy: str) -> None:
+        """Keep the full signal frames of the symbol's KEEP_SIGNAL_FRAMES most recently chosen strategies cached, and
+        drop older ones: over 500 symbols x 10 years, every strategy a symbol was ever given would otherwise stay in
+        memory (a choice that comes back recomputes its frame, in milliseconds)."""
+        recent = self._recent.setdefault(symbol, [])
+        if recent and recent[-1] == strategy:
+            return
+        if strategy in recent:
+            recent.remove(strategy)
+        recent.append(strategy)
+        while len(recent) > KEEP_SIGNAL_FRAMES:
+            old = recent.pop(0)
+            self._cache.discard(symbol, ("signals", old))
+            self._cache.discard(symbol, ("signal_columns", old))
 
     def _shadow_row(self, sb: SymbolBars, choice: _Choice, peers: Peers, has_benchmark: bool, has_universe: bool) -> dict[str, Any]:
         """What every eligible registered strategy signals for this symbol at this bar (the shadow ledger)."""

@@ -31,5 +31,8 @@ class FrameCache:
         hit = self._store.get((symbol, key))
         return hit[1] if hit is not None and hit[0] is frame else None
 
+    def discard(self, symbol: str, key: Hashable) -> None:
+        self._store.pop((symbol, key), None)
+
     def clear(self) -> None:
         self._store.clear()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
 
 from agents.data_agent import DataAgent
 from agents.strategy_agent import StrategyAgent
@@ -132,3 +133,42 @@ async def test_shadow_ledger_leaves_out_strategies_without_enough_history() -> N
         expected = {name for name, s in registry.items() if s.min_history < available}
         assert set(row["signals"]) == expected, (row["symbol"], available)
     assert any(set(row["signals"]) != set(registry) for row in signals.shadow)  # some were left out
+
+
+class _Cycling:
+    """A selector that gives each symbol a different strategy every session, round robin over the registry."""
+
+    def __init__(self, names: list[str]) -> None:
+        self._names = names
+        self._calls = 0
+
+    def choose(self, context, available_history, *, benchmark_available=False, universe_available=False):
+        self._calls += 1
+        return self._names[self._calls % len(self._names)], "round robin"
+
+
+async def test_dropping_old_signal_frames_changes_no_signal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the last KEEP_SIGNAL_FRAMES chosen strategies' frames stay cached per symbol; a strategy chosen again is
+    recomputed, and every signal is the same as with everything kept."""
+    import agents.strategy_agent as module
+
+    registry = build_registry()
+    names = [n for n, s in registry.items() if not s.needs_universe and not s.needs_benchmark][:5]
+    days = ["2020-06-01", "2020-06-02", "2020-06-03", "2020-06-04", "2020-06-05", "2020-06-08", "2020-06-09"]
+    readies = [_data_ready(day, k + 1) for k, day in enumerate(days)]
+
+    async def signals(keep: int) -> list[dict]:
+        monkeypatch.setattr(module, "KEEP_SIGNAL_FRAMES", keep)
+        agent = StrategyAgent(registry, _Cycling(names), shadow=False)
+        out = []
+        for ready in readies:
+            event = await agent.on_data(ready)
+            out.append({s: (sig.strategy, sig.action, sig.strength, sig.stop, sig.target, dict(sig.indicators)) for s, sig in event.signals.items()})
+        cached = {(symbol, key) for (symbol, key) in agent._cache._store if isinstance(key, tuple) and key[0] == "signals"}
+        return out, cached
+
+    kept_all, many = await signals(100)
+    evicting, few = await signals(1)
+    assert evicting == kept_all
+    symbols = {symbol for symbol, _ in many}
+    assert len(many) == len(symbols) * len(names) and len(few) == len(symbols)  # one frame per symbol kept
