@@ -239,15 +239,13 @@ def _segments(flags: np.ndarray, starts: np.ndarray) -> np.ndarray:
     return np.logical_or.reduceat(flags, starts)
 
 
-def _row_rules(windows: list[_Window], lengths: np.ndarray, found: dict[str, list[Problem]]) -> None:
-    starts = np.r_[0, np.cumsum(lengths)[:-1]]
-    values = np.concatenate([w.values for w in windows])
-    days = np.concatenate([w.days for w in windows])
+def _row_rule_flags(values: np.ndarray) -> list[tuple[str, np.ndarray, str, tuple[str, ...]]]:
+    """Each row-local rule over OHLCV rows: (rule, rows breaking it, what the message says, columns it shows)."""
     finite = np.isfinite(values)
     prices_finite = finite[:, :4]
     o, h, lo, c, v = values.T
     with np.errstate(invalid="ignore"):
-        rules: list[tuple[str, np.ndarray, str, tuple[str, ...]]] = [
+        return [
             (FINITE_VALUES, ~finite.all(axis=1), "with NaN or infinite values", tuple(_COLUMNS)),
             (POSITIVE_PRICES, (prices_finite & (values[:, :4] <= 0)).any(axis=1), "with a price <= 0", _PRICES),
             (
@@ -258,6 +256,13 @@ def _row_rules(windows: list[_Window], lengths: np.ndarray, found: dict[str, lis
             ),
             (NON_NEGATIVE_VOLUME, finite[:, 4] & (v < 0), "with negative volume", ("volume",)),
         ]
+
+
+def _row_rules(windows: list[_Window], lengths: np.ndarray, found: dict[str, list[Problem]]) -> None:
+    starts = np.r_[0, np.cumsum(lengths)[:-1]]
+    values = np.concatenate([w.values for w in windows])
+    days = np.concatenate([w.days for w in windows])
+    rules = _row_rule_flags(values)
     not_after = np.zeros(len(days), dtype=bool)
     not_after[1:] = days[1:] <= days[:-1]
     not_after[starts] = False  # the first row of a symbol has no predecessor in its own window
@@ -424,14 +429,7 @@ class FrameChecks:
         except (TypeError, ValueError):
             return None
         days = index.asi8 // _UNIT_PER_DAY[index.unit]
-        finite = np.isfinite(values)
-        prices_finite = finite[:, :4]
-        o, h, lo, c, v = values.T
-        with np.errstate(invalid="ignore"):
-            bad = ~finite.all(axis=1)
-            bad |= (prices_finite & (values[:, :4] <= 0)).any(axis=1)
-            bad |= prices_finite.all(axis=1) & ((lo > o) | (lo > c) | (o > h) | (c > h) | (lo > h))
-            bad |= finite[:, 4] & (v < 0)
+        bad = np.logical_or.reduce([flags for _, flags, _, _ in _row_rule_flags(values)])
         not_after = np.zeros(len(days), dtype=bool)
         not_after[1:] = days[1:] <= days[:-1]
         if calendar is not None:
