@@ -187,11 +187,26 @@ class _Spec:
     refusal: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
 class _Mark:
-    ts: pd.Timestamp
-    close: Decimal
-    volume: float
+    """The latest visible bar of a symbol: its session, close and volume. The close is kept as the bar's float and
+    turned into a price-grid ``Decimal`` on first use (most marks are replaced the next session unread)."""
+
+    __slots__ = ("ts", "_price", "_close", "volume")
+
+    def __init__(self, ts: pd.Timestamp, close: Decimal | float, volume: float) -> None:
+        self.ts = ts
+        self.volume = volume
+        if isinstance(close, Decimal):
+            self._price, self._close = float(close), close
+        else:
+            self._price, self._close = close, None
+
+    @property
+    def close(self) -> Decimal:
+        close = self._close
+        if close is None:
+            close = self._close = to_price(self._price)
+        return close
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +300,7 @@ class SimulatedBroker:
         self._holdings: dict[str, _Holding] = {}
         self._cursors: dict[str, pd.Timestamp] = {}  # last processed bar per symbol
         self._marks: dict[str, _Mark] = {}  # latest visible bar per symbol
+        self._checked_frames: dict[str, pd.DataFrame] = {}  # the frame whose index sync() last validated, per symbol
         self._used: dict[str, tuple[pd.Timestamp, int]] = {}  # volume already taken on a symbol's latest bar
         self._fills: list[Fill] = []
         self._reported_fills = 0
@@ -297,10 +313,15 @@ class SimulatedBroker:
     async def sync(self, batch: BarsBatch) -> SyncResult:
         """Fill working orders on every new visible bar of the batch, mark positions, report what changed."""
         self._version += 1
+        checked = self._checked_frames
         for symbol, bars in batch.bars.items():  # validate everything before changing any state
+            if checked.get(symbol) is bars.frame:
+                continue  # this frame object was checked before (frames are immutable)
             index = bars.frame.index
             if not isinstance(index, pd.DatetimeIndex) or not _is_utc_index(index):
                 raise ValueError(f"{symbol}: bars need a tz-aware UTC DatetimeIndex, got {index.dtype}")
+        for symbol, bars in batch.bars.items():
+            checked[symbol] = bars.frame
         self._advance_clock(batch.as_of)
         notes: list[str] = []
         with_orders = {self._records[cid].order.symbol for cid in self._open}
@@ -321,7 +342,7 @@ class SimulatedBroker:
                 start = int(index.searchsorted(cursor, side="right"))
                 self._collect_bars(symbol, frame, start, end, events, notes, bars.arrays)
             self._cursors[symbol] = last_ts if cursor is None else max(cursor, last_ts)
-            self._update_mark(symbol, frame, end, notes, bars.arrays)
+            self._update_mark(symbol, frame, end, notes, bars.arrays, last_ts)
 
         for ts in sorted(events):
             self._process_bars(ts, events[ts])
@@ -706,9 +727,16 @@ class SimulatedBroker:
             events.setdefault(ts, {})[symbol] = _Bar(ts, to_price(o), to_price(h), to_price(low), to_price(c), v)
 
     def _update_mark(
-        self, symbol: str, frame: pd.DataFrame, end: int, notes: list[str], arrays: Mapping[str, np.ndarray] | None = None
+        self,
+        symbol: str,
+        frame: pd.DataFrame,
+        end: int,
+        notes: list[str],
+        arrays: Mapping[str, np.ndarray] | None = None,
+        ts: pd.Timestamp | None = None,
     ) -> None:
-        ts = timestamp_at(frame.index, end - 1)
+        if ts is None:
+            ts = timestamp_at(frame.index, end - 1)
         if arrays is not None:
             close, volume = float(arrays["close"][end - 1]), float(arrays["volume"][end - 1])
         else:
@@ -720,7 +748,7 @@ class SimulatedBroker:
         if not math.isfinite(close) or close <= 0:
             notes.append(f"{symbol}: last close on {ts.date()} is unusable ({close!r}); mark unchanged")
             return
-        self._marks[symbol] = _Mark(ts, to_price(close), volume)
+        self._marks[symbol] = _Mark(ts, close, volume)
 
     def _process_bars(self, ts: pd.Timestamp, bars: Mapping[str, _Bar]) -> None:
         at = session_timestamp(ts)
