@@ -56,32 +56,16 @@ class PositionManager:
 
     @staticmethod
     def plans(account: AccountState) -> dict[str, PositionPlan]:
-        """Open positions with their working protective stop (SELL STOP) and target (SELL LIMIT) orders."""
-        stops: dict[str, Order] = {}
-        targets: dict[str, Order] = {}
-        for order in account.open_orders:
-            if order.side is not Side.SELL or order.status in TERMINAL_ORDER_STATUSES:
-                continue
-            if order.order_type is OrderType.STOP and order.stop_price is not None:
-                stops[order.symbol] = order
-            elif order.order_type is OrderType.LIMIT and order.limit_price is not None:
-                targets[order.symbol] = order
-        plans = {}
-        for symbol, position in account.positions.items():
-            if position.quantity <= 0:
-                continue
-            stop = stops.get(symbol)
-            target = targets.get(symbol)
-            plans[symbol] = PositionPlan(
-                symbol=symbol,
-                quantity=int(position.quantity),
-                entry_price=float(position.average_price),
-                opened_at=position.opened_at,
-                stop=stop.stop_price if stop is not None else None,
-                target=target.limit_price if target is not None else None,
-                stop_order_id=stop.client_order_id if stop is not None else None,
-            )
-        return plans
+        """Open positions with their working protective stop (SELL STOP) and target (SELL LIMIT) orders.
+
+        Execution, Risk and Audit each ask for the same (immutable) account state every iteration: the answer for the
+        most recent account object is reused (a fresh dict each call, so callers may change theirs)."""
+        cached = _last_plans
+        if cached and cached[0] is account:
+            return dict(cached[1])
+        plans = _plans_of(account)
+        _last_plans[:] = [account, plans]  # holds the account itself, so its identity cannot be reused meanwhile
+        return dict(plans)
 
     def trailing_updates(self, plans: Mapping[str, PositionPlan], batch: BarsBatch, atr: Mapping[str, float]) -> list[StopUpdate]:
         """Raise each stop to the trailing level when that is higher (never lower, always below price and target)."""
@@ -160,3 +144,35 @@ class RealizedReturns:
                 self._open.pop(f.symbol)
         if len(self.returns) > self._keep:
             del self.returns[: len(self.returns) - self._keep]
+
+
+_last_plans: list = []  # [account, plans] of the latest PositionManager.plans call
+
+
+def _plans_of(account: AccountState) -> dict[str, PositionPlan]:
+    """:meth:`PositionManager.plans`, computed."""
+    stops: dict[str, Order] = {}
+    targets: dict[str, Order] = {}
+    for order in account.open_orders:
+        if order.side is not Side.SELL or order.status in TERMINAL_ORDER_STATUSES:
+            continue
+        if order.order_type is OrderType.STOP and order.stop_price is not None:
+            stops[order.symbol] = order
+        elif order.order_type is OrderType.LIMIT and order.limit_price is not None:
+            targets[order.symbol] = order
+    plans = {}
+    for symbol, position in account.positions.items():
+        if position.quantity <= 0:
+            continue
+        stop = stops.get(symbol)
+        target = targets.get(symbol)
+        plans[symbol] = PositionPlan(
+            symbol=symbol,
+            quantity=int(position.quantity),
+            entry_price=float(position.average_price),
+            opened_at=position.opened_at,
+            stop=stop.stop_price if stop is not None else None,
+            target=target.limit_price if target is not None else None,
+            stop_order_id=stop.client_order_id if stop is not None else None,
+        )
+    return plans
