@@ -85,10 +85,16 @@ def _context_at(symbol: str, ctx: _Columns, i: int) -> MarketContext:
     )
 
 
-def _signal_at(strategy: Strategy, symbol: str, cols: _Columns, i: int, price: float) -> Signal:
-    """Row ``i`` of a cached signal frame as a :class:`Signal` (same result as ``strategies.base.signal_at``)."""
+def _signal_at(strategy: Strategy, symbol: str, cols: _Columns, i: int, price: float, *, hold_detail: bool = True) -> Signal:
+    """Row ``i`` of a cached signal frame as a :class:`Signal` (same result as ``strategies.base.signal_at``).
+
+    ``hold_detail=False``: a HOLD carries no indicator snapshot and a short reason (a backtest that records no routine
+    decisions reads nothing else of a HOLD; formatting 20 symbols' indicators every session is a measurable share)."""
     a = cols.arrays
     action = ACTION_BY_CODE[int(a["action"][i])]
+    if action is Action.HOLD and not hold_detail:
+        name = strategy.name
+        return Signal(symbol=symbol, strategy=name, action=action, strength=0.0, price=price, as_of=cols.timestamp(i), reason=f"{name}: HOLD")
     indicators = {}
     for name, values in cols.indicators:
         value = values[i]
@@ -294,7 +300,7 @@ class StrategyAgent:
             i = sb.end - 1
             choice = self._choices[symbol]
             strategy = self._registry[choice.strategy]
-            signal = _signal_at(strategy, symbol, self._columns(sb, strategy, peers), i, sb.last_close)
+            signal = _signal_at(strategy, symbol, self._columns(sb, strategy, peers), i, sb.last_close, hold_detail=self._routine)
             self._keep_recent(symbol, choice.strategy)
             signals[symbol] = signal
             if self._routine or signal.action is not Action.HOLD:
