@@ -6,6 +6,7 @@ iteration — bars, signals, validations, approvals, orders and fills — withou
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Mapping, Sequence
@@ -26,13 +27,23 @@ from core.domain import (
 )
 
 
+_EVENT_ID_PREFIX = new_id()[:12]  # unique per process; the counter makes each event's id unique within it
+_event_counter = itertools.count(1)
+
+
+def _next_event_id() -> str:
+    """An event's identity (events compare and hash by it; it is never persisted): cheaper than a uuid4 per event,
+    and seven events per iteration add up over a backtest."""
+    return f"{_EVENT_ID_PREFIX}-{next(_event_counter):x}"
+
+
 @dataclass(frozen=True, slots=True, eq=False, kw_only=True)
 class Event:
     iteration_id: str
     as_of: datetime
     decisions: Sequence[Decision] = ()
     breaker_events: Sequence[Mapping[str, Any]] = ()
-    event_id: str = field(default_factory=new_id)
+    event_id: str = field(default_factory=lambda: _next_event_id())
 
     name = "event"
 

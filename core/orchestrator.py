@@ -82,6 +82,10 @@ async def run_replay(
     """Run one iteration per session close in ``sessions``; a stop request finishes the current one and returns."""
     outcomes: list[IterationOutcome] = []
     for n, as_of in enumerate(sessions, start=1):
+        # Let the event loop run between iterations: a replay whose handlers never wait on anything (the simulated
+        # broker, file data; eager tasks on the bus) would otherwise hold the loop to the end, and a SIGTERM's handler,
+        # which sets ``stop``, would only run after the last session.
+        await asyncio.sleep(0)
         if stop.is_set():
             logger.info("stop requested: replay ends after {} of {} sessions", n - 1, len(sessions))
             break
