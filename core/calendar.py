@@ -11,6 +11,7 @@ only produced by the rendering helpers. Nothing in here reads the wall clock: th
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -94,6 +95,29 @@ def format_eastern(at: datetime) -> str:
     return f"{local:%Y-%m-%d %H:%M} {local.tzname()}"
 
 
+@functools.lru_cache(maxsize=8)
+def _schedule(exchange: str, start: date, end: date) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, pd.DatetimeIndex]:
+    """The exchange's sessions between ``start`` and ``end`` as read-only arrays (see :class:`MarketCalendar`).
+
+    Building an exchange_calendars calendar takes ~0.1 s; the arrays are immutable, so every MarketCalendar of the same
+    range in a process shares one copy (a backtest builds its own; tests build many)."""
+    with warnings.catch_warnings():
+        # exchange_calendars 4.x reads ``Series.values`` on tz-aware series, which pandas 3.1 deprecates;
+        # the values it gets are still correct UTC instants. Silence exactly that notice, only while building.
+        warnings.filterwarnings("ignore", message="Series.values returning an ndarray that drops timezone")
+        calendar = xcals.get_calendar(exchange, start=start.isoformat(), end=end.isoformat())
+    # Session dates as int64 days since the epoch; opens/closes as int64 nanoseconds since the epoch (UTC).
+    days = calendar.sessions.values.astype("datetime64[D]").astype(np.int64)
+    opens = _utc_ns(calendar.opens)
+    closes = _utc_ns(calendar.closes)
+    early_days = calendar.early_closes.values.astype("datetime64[D]").astype(np.int64)
+    early = np.isin(days, early_days)
+    for array in (days, opens, closes, early):
+        array.setflags(write=False)
+    index = pd.DatetimeIndex(days.astype("datetime64[D]").astype("datetime64[ns]"), name="timestamp").tz_localize(UTC)
+    return days, opens, closes, early, index
+
+
 class MarketCalendar:
     """NYSE (XNYS) sessions between ``start`` and ``end`` inclusive.
 
@@ -104,27 +128,10 @@ class MarketCalendar:
     def __init__(self, start: date = DEFAULT_START, end: date = DEFAULT_END, exchange: str = "XNYS") -> None:
         if end <= start:
             raise CalendarError(f"MarketCalendar: end {end} must be after start {start}")
-        with warnings.catch_warnings():
-            # exchange_calendars 4.x reads ``Series.values`` on tz-aware series, which pandas 3.1 deprecates;
-            # the values it gets are still correct UTC instants. Silence exactly that notice, only while building.
-            warnings.filterwarnings("ignore", message="Series.values returning an ndarray that drops timezone")
-            calendar = xcals.get_calendar(exchange, start=start.isoformat(), end=end.isoformat())
         self.exchange = exchange
         self.start = start
         self.end = end
-        sessions = calendar.sessions
-        # Session dates as int64 days since the epoch; opens/closes as int64 nanoseconds since the epoch (UTC).
-        self._days = sessions.values.astype("datetime64[D]").astype(np.int64)
-        self._opens = _utc_ns(calendar.opens)
-        self._closes = _utc_ns(calendar.closes)
-        early = calendar.early_closes.values.astype("datetime64[D]").astype(np.int64)
-        self._early = np.isin(self._days, early)
-        for array in (self._days, self._opens, self._closes):
-            array.setflags(write=False)
-        self._early.setflags(write=False)
-        self._session_index = pd.DatetimeIndex(
-            self._days.astype("datetime64[D]").astype("datetime64[ns]"), name="timestamp"
-        ).tz_localize(UTC)
+        self._days, self._opens, self._closes, self._early, self._session_index = _schedule(exchange, start, end)
 
     # ------------------------------------------------------------------ raw arrays (read-only, for vectorised callers)
 
