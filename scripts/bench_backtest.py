@@ -20,7 +20,9 @@ Each measurement runs in a child process of its own (a fresh interpreter, so pea
 Printed per run: bars (symbol-days in the range), ``elapsed_s`` (data loading to final result, after imports),
 bars/s on it, the whole child process's wall time (interpreter start, imports, database set-up, the run), and the
 peak resident memory (``resource.getrusage(RUSAGE_SELF).ru_maxrss``). Then the speed ratio to backtrader.
-With ``--profile`` the pipeline child also runs under cProfile and prints its top functions per iteration.
+Then what the pipeline-sma run spent outside its sessions (``timings_s``: loading, set-up, results) and the event bus
+alone (``bus-floor``: the daemon's eight subscriptions with pass-through handlers, one publish per session), beside
+the issue's target of 10x backtrader's elapsed time. With ``--profile`` the pipeline child also runs under cProfile and prints its top functions per iteration.
 
     .venv/bin/python scripts/bench_backtest.py                     # both data sets (the synthetic one takes a while)
     .venv/bin/python scripts/bench_backtest.py --only universe --profile
@@ -142,6 +144,7 @@ def _child_pipeline(args: argparse.Namespace) -> dict[str, Any]:
         "rejected_bars": result.rejected_bars,
         "peak_mb": _peak_mb(),
         "imports_s": imports_s,
+        "timings": result.timings,
     }
     if profiler is not None:
         text = io.StringIO()
@@ -150,6 +153,39 @@ def _child_pipeline(args: argparse.Namespace) -> dict[str, Any]:
         stats.sort_stats("tottime").print_stats(25)
         out["profile"] = text.getvalue()
     return out
+
+
+def _child_bus_floor(args: argparse.Namespace) -> dict[str, Any]:
+    """The event bus alone, per session: the daemon's eight subscriptions (``core.app.build_app``) in async mode with
+    handlers that only derive the next stage's event, one publish per session. What every session of the pipeline
+    costs before any agent does any work."""
+    import asyncio
+    from datetime import UTC, datetime, timedelta
+
+    from core.bus import EventBus
+    from core.events import ApprovedReady, DataReady, ExecutedReady, IterationStarted, SignalsReady, ValidatedReady
+
+    def then(kind: type) -> Any:
+        return lambda e: kind(iteration_id=e.iteration_id, as_of=e.as_of, previous=e)
+
+    async def run(sessions: int) -> float:
+        bus = EventBus("async")
+        bus.subscribe(IterationStarted, then(DataReady), "data.on_iteration")
+        bus.subscribe(DataReady, lambda e: None, "execution.on_data")
+        bus.subscribe(DataReady, then(SignalsReady), "strategy.on_data")
+        bus.subscribe(SignalsReady, then(ValidatedReady), "quant.on_signals")
+        bus.subscribe(ValidatedReady, then(ApprovedReady), "risk.on_validated")
+        bus.subscribe(ApprovedReady, then(ExecutedReady), "execution.on_approved")
+        bus.subscribe(ExecutedReady, lambda e: None, "audit.on_executed")
+        bus.subscribe(ExecutedReady, lambda e: None, "risk.on_executed")
+        first = datetime(2010, 1, 4, 21, tzinfo=UTC)
+        started = time.perf_counter()
+        for n in range(sessions):
+            await bus.publish(IterationStarted(iteration_id=f"floor-{n:06d}", as_of=first + timedelta(days=n), seq=n + 1))
+        return time.perf_counter() - started
+
+    seconds = asyncio.run(run(args.sessions))
+    return {"sessions": args.sessions, "elapsed_s": seconds, "per_session_us": seconds / args.sessions * 1e6}
 
 
 def _child_backtrader(args: argparse.Namespace) -> dict[str, Any]:
@@ -197,6 +233,11 @@ def _run_child(kind: str, data_dir: Path, start: date, end: date, workdir: Path,
         f"  | process {wall:7.2f}s (imports {result.get('imports_s', 0):.2f}s)  peak RSS {result['peak_mb']:7.1f} MB"
         f"  | final equity {result['final_equity']:,.2f}, {result['trades']} entries"
     )
+    timings = result.get("timings") or {}
+    if timings:
+        sessions = result.get("iterations") or 1
+        phases = ", ".join(f"{k} {v:.2f}s" for k, v in timings.items())
+        print(f"  {'':<12} phases: {phases} ({timings.get('sessions', 0) / sessions * 1e6:,.0f} µs per session)")
     if profile_text:
         per = result.get("iterations") or 1
         print(f"  --- cProfile of the {kind} child ({per} iterations; divide cumulative seconds by it for per-iteration cost)")
@@ -227,6 +268,28 @@ def _bench(name: str, data_dir: Path, start: date, end: date, workdir: Path, pro
             ratio = run["elapsed_s"] / bt["elapsed_s"]
             print(f"  {kind} vs backtrader: {ratio:.1f}x backtrader's time ({bt['elapsed_s']:.2f}s), "
                   f"process {run['process_s'] / bt['process_s']:.1f}x")  # fmt: skip
+    if sma is not None:
+        _floor(sma, bt, data_dir, start, end, workdir)
+
+
+def _floor(sma: dict[str, Any], bt: dict[str, Any] | None, data_dir: Path, start: date, end: date, workdir: Path) -> None:
+    """What the pipeline costs before its agents do any work, beside the 10x-backtrader budget."""
+    sessions = sma.get("iterations") or 0
+    command = [sys.executable, __file__, "--child", "bus-floor", "--sessions", str(sessions), "--data-dir", str(data_dir),
+               "--start", start.isoformat(), "--end", end.isoformat(), "--db", str(workdir / "unused.db")]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    bus = json.loads(done.stdout.strip().splitlines()[-1])
+    timings = sma.get("timings") or {}
+    fixed = sum(v for k, v in timings.items() if k != "sessions")
+    print(f"  bus alone (8 subscriptions, pass-through handlers, async): {bus['per_session_us']:.0f} µs per session, "
+          f"{bus['elapsed_s']:.3f}s for {sessions:,} sessions")
+    if bt is not None and timings:
+        budget = bt["elapsed_s"] / 10
+        floor = fixed + bus["elapsed_s"]
+        per_bar = (budget - floor) / sma["bars"] * 1e6
+        print(f"  10x backtrader = {budget:.3f}s; pipeline-sma outside its sessions (load, setup, results) {fixed:.3f}s "
+              f"+ bus alone {bus['elapsed_s']:.3f}s = {floor:.3f}s before any agent works"
+              + (f": {per_bar:.2f} µs per bar left for all six agents" if per_bar > 0 else ": over the budget already"))
 
 
 def main() -> int:
@@ -237,14 +300,16 @@ def main() -> int:
     parser.add_argument("--years", type=int, default=10)
     parser.add_argument("--profile", action="store_true", help="cProfile the default pipeline run")
     parser.add_argument("--sma-only", action="store_true", help="skip the default pipeline configuration")
-    parser.add_argument("--child", choices=["pipeline", "pipeline-sma", "backtrader"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["pipeline", "pipeline-sma", "backtrader", "bus-floor"], help=argparse.SUPPRESS)
+    parser.add_argument("--sessions", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
     parser.add_argument("--start", help=argparse.SUPPRESS)
     parser.add_argument("--end", help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        result = _child_pipeline(args) if args.child.startswith("pipeline") else _child_backtrader(args)
+        children = {"backtrader": _child_backtrader, "bus-floor": _child_bus_floor}
+        result = children.get(args.child, _child_pipeline)(args)
         result["interpreter_s"] = time.perf_counter() - _STARTED  # since this script's first line
         print(json.dumps(result))
         return 0

@@ -22,6 +22,9 @@ Definitions
   flat, average cost, commissions of both sides in ``pnl``); an open position at the end is listed with
   ``exit_at``/``exit_price``/``pnl`` ``None``. ``metrics`` are :func:`core.metrics.compute_metrics` of the equity
   snapshots (one per session close) and the closed trips, with exposure = share of sessions holding a position.
+* **timings_s**: ``elapsed_s`` by phase: ``load`` (calendar, bar files, sessions), ``setup`` (database, agents),
+  ``sessions`` (the pipeline, one iteration per session, including the batched writes), ``results`` (the last writes,
+  reading the run back, metrics, benchmark) and ``robustness``.
 * **final_equity**: the simulated broker's exact equity after the last session (cash plus positions at their last
   close); the equity snapshots are the same value rounded to the cent.
 * **Shadow ledgers** (report only): from the run's ``shadow_signals`` rows, one paper ledger per registered strategy
@@ -532,6 +535,7 @@ class BacktestResult:
     settings: dict[str, Any]
     shadow: list[dict[str, Any]] | None = None
     robustness: Robustness | None = None
+    timings: dict[str, float] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         """The ``--json`` object (JSON-ready: ISO times, floats, an infinite ratio as ``"inf"``)."""
@@ -548,6 +552,7 @@ class BacktestResult:
             "bars": self.bars,
             "rejected_bars": self.rejected_bars,
             "elapsed_s": round(self.elapsed_s, 3),
+            "timings_s": {phase: round(seconds, 3) for phase, seconds in self.timings.items()},
             "trades": [t.as_dict() for t in self.trades],
             "metrics": self.metrics.as_dict(),
             "per_strategy": {name: m.as_dict() for name, m in self.per_strategy.items()},
@@ -828,6 +833,8 @@ async def run_backtest(
     start, end = sessions[0].date(), sessions[-1].date()  # a session close (UTC) falls on its session's date
     bars = _bars_in_range(probe.frames, start, end)
 
+    timings = {"load": time.perf_counter() - started}
+    mark = time.perf_counter()
     registry = _registry(settings, config)
     selector = _selector(settings, config, registry)
     cash = config.cash if config.cash is not None else Decimal(str(settings.initial_cash))
@@ -860,8 +867,12 @@ async def run_backtest(
     )
     app.orchestrator.summary_level = "DEBUG"  # one INFO line per session is noise in a backtest
     stop = stop if stop is not None else asyncio.Event()
+    timings["setup"] = time.perf_counter() - mark
+    mark = time.perf_counter()
     try:
         outcomes = await run_replay(app.orchestrator, clock.advance_to, sessions, stop=stop, on_progress=on_progress)
+        timings["sessions"] = time.perf_counter() - mark
+        mark = time.perf_counter()
         await app.bus.close()
         app.agents["audit"].flush()
         account = await broker.account()
@@ -895,7 +906,11 @@ async def run_backtest(
             )
             benchmark_metrics = compute_metrics(benchmark)
     shadow = shadow_ledgers(recorded.shadow) if recorded.shadow is not None else None
+    timings["results"] = time.perf_counter() - mark
+    mark = time.perf_counter()
     robustness = _robustness(recorded.equity, closed, float(cash), config) if config.robustness else None
+    if robustness is not None:
+        timings["robustness"] = time.perf_counter() - mark
     elapsed = time.perf_counter() - started
     return BacktestResult(
         run_id=app.run_id,
@@ -923,6 +938,7 @@ async def run_backtest(
         settings=_describe(config, cash, broker, data_dir),
         shadow=shadow,
         robustness=robustness,
+        timings=timings,
     )
 
 

@@ -80,7 +80,7 @@ def _sessions(start: date, end: date) -> list[date]:
 
 
 def _without_run_specifics(result: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in result.items() if k not in ("run_id", "elapsed_s")}
+    return {k: v for k, v in result.items() if k not in ("run_id", "elapsed_s", "timings_s")}
 
 
 # ------------------------------------------------------------------------------------------------- the JSON result
@@ -96,6 +96,9 @@ def test_backtest_json_when_run_then_one_object_with_trades_metrics_bars_and_the
     assert (result["start"], result["end"]) == (sessions[0].isoformat(), sessions[-1].isoformat())
     assert result["symbols"] == ["AAPL", "SPY"] and result["status"] == "finished"
     assert isinstance(result["elapsed_s"], float) and result["elapsed_s"] > 0
+    timings = result["timings_s"]  # elapsed_s by phase (the JSON rounds each to the millisecond)
+    assert set(timings) == {"load", "setup", "sessions", "results"} and timings["sessions"] > 0  # no robustness asked
+    assert sum(timings.values()) == pytest.approx(result["elapsed_s"], abs=0.01)
     assert set(result["metrics"]) == METRIC_KEYS
     trades = result["trades"]
     assert trades and all(set(t) == TRADE_KEYS for t in trades)
