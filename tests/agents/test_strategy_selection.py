@@ -172,3 +172,30 @@ async def test_dropping_old_signal_frames_changes_no_signal(monkeypatch: pytest.
     assert evicting == kept_all
     symbols = {symbol for symbol, _ in many}
     assert len(many) == len(symbols) * len(names) and len(few) == len(symbols)  # one frame per symbol kept
+
+
+async def test_a_hold_carries_its_indicators_only_when_routine_decisions_are_recorded() -> None:
+    """The daemon (routine decisions recorded) gets every signal in full; a lean backtest's HOLD carries only its action,
+    price and a short reason, and every BUY/SELL is identical in both."""
+    registry = build_registry()
+    days = ["2020-06-01", "2020-06-02", "2020-06-03", "2020-06-04", "2020-06-05"]
+    full_agent = StrategyAgent(registry, DeterministicSelector(registry), shadow=False)
+    lean_agent = StrategyAgent(registry, DeterministicSelector(registry), shadow=False, routine_decisions=False)
+    holds = 0
+    for k, day in enumerate(days):
+        ready = _data_ready(day, k + 1)
+        full, lean = (await full_agent.on_data(ready)).signals, (await lean_agent.on_data(ready)).signals
+        assert set(full) == set(lean) == set(SYMBOLS)
+        for symbol, signal in full.items():
+            other = lean[symbol]
+            assert (other.strategy, other.action, other.price, other.as_of) == (signal.strategy, signal.action, signal.price, signal.as_of)
+            if signal.action.value == "HOLD":
+                holds += 1
+                assert signal.indicators and signal.reason.startswith(f"{signal.strategy}: HOLD")
+                assert dict(other.indicators) == {} and other.reason == f"{signal.strategy}: HOLD"
+                assert other.strength == 0.0 and other.stop is None and other.target is None
+            else:
+                assert (dict(other.indicators), other.reason, other.strength, other.stop, other.target) == (
+                    dict(signal.indicators), signal.reason, signal.strength, signal.stop, signal.target
+                )
+    assert holds > 0

@@ -79,6 +79,52 @@ async def test_async_handlers_of_one_event_run_concurrently() -> None:
     assert report.failures == []  # in sequential dispatch the first waiter would time out
 
 
+async def test_async_mode_starts_handlers_in_subscription_order_and_a_waiting_one_lets_the_next_start() -> None:
+    bus = EventBus("async")
+    order: list[str] = []
+
+    async def slow(event: IterationStarted) -> None:
+        order.append("slow-start")
+        await asyncio.sleep(0.01)
+        order.append("slow-end")
+
+    def fast(event: IterationStarted) -> None:
+        order.append("fast")
+
+    async def quick(event: IterationStarted) -> None:  # a coroutine that never waits finishes as soon as it starts
+        order.append("quick")
+
+    bus.subscribe(IterationStarted, slow)
+    bus.subscribe(IterationStarted, fast)
+    bus.subscribe(IterationStarted, quick)
+    report = await bus.publish(_start())
+    assert order == ["slow-start", "fast", "quick", "slow-end"] and report.failures == []
+
+
+async def test_cancelling_a_publish_cancels_its_waiting_handlers() -> None:
+    bus = EventBus("async")
+    waiting = asyncio.Event()
+    cancelled: list[str] = []
+
+    async def waiter(event: IterationStarted) -> None:
+        waiting.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.append(event.iteration_id)
+            raise
+
+    bus.subscribe(IterationStarted, waiter, "a")
+    bus.subscribe(IterationStarted, waiter, "b")
+    publish = asyncio.create_task(bus.publish(_start()))
+    await asyncio.wait_for(waiting.wait(), timeout=2)
+    publish.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await publish
+    assert cancelled == ["it-1", "it-1"]  # no handler outlives its publish
+    await asyncio.wait_for(bus.close(), timeout=2)  # and the bus is idle again
+
+
 async def test_sync_mode_runs_handlers_one_after_the_other_in_subscription_order() -> None:
     bus = EventBus("sync")
     order: list[str] = []
