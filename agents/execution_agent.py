@@ -20,6 +20,13 @@ from utils.circuit_breaker import BackoffBreaker, BreakerEvent, drain_rows
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
+def _session_day(batch: BarsBatch | None, as_of: datetime) -> date:
+    """The session the iteration decided on: the latest bar any symbol of the batch shows (``as_of``'s date without
+    bars)."""
+    session = max((sb.last_timestamp for sb in batch.bars.values()), default=None) if batch is not None else None
+    return session.date() if session is not None else as_of.date()
+
+
 def client_order_id(prefix: str, session: date, intent: OrderIntent) -> str:
     """Deterministic id from (iteration, symbol, intent), the iteration being named by the session whose bars it
     decided on: a retried *or restarted* iteration (a new process, a new run id) makes the same decisions with the
@@ -108,8 +115,7 @@ class ExecutionAgent:
         decisions: list[Decision] = []
         previous = event.previous
         batch = previous.previous.previous.batch if previous and previous.previous and previous.previous.previous else None
-        session = max((sb.last_timestamp for sb in batch.bars.values()), default=None) if batch is not None else None
-        session_day = session.date() if session is not None else event.as_of.date()
+        session_day = _session_day(batch, event.as_of) if event.approvals else event.as_of.date()  # only ids need it
         updates = await self._trail_stops(batch, event.as_of, decisions) if batch is not None else []
         for approval in event.approvals:
             intent = approval.intent
