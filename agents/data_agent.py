@@ -45,6 +45,7 @@ class DataAgent:
         self._frames: dict[str, pd.DataFrame] = {}
         self._arrays: dict[str, Mapping[str, np.ndarray]] = {}
         self._checks: dict[str, FrameChecks | None] = {}
+        self._last_end: dict[str, tuple[pd.DataFrame, int, int]] = {}  # frame, cutoff day, visible rows: the next search starts there
         self._routine = routine_decisions
 
     def _stable(self, symbol: str, frame: pd.DataFrame) -> pd.DataFrame:
@@ -78,7 +79,13 @@ class DataAgent:
                 continue
             frame = self._stable(symbol, frame)
             checks = self._checks.get(symbol)
-            end = checks.rows_through(cutoff.cutoff_day) if checks is not None else cutoff.rows(frame.index)
+            if checks is not None:
+                last = self._last_end.get(symbol)
+                known = last[2] if last is not None and last[0] is frame and last[1] <= cutoff.cutoff_day else 0
+                end = checks.rows_through(cutoff.cutoff_day, known)
+                self._last_end[symbol] = (frame, cutoff.cutoff_day, end)
+            else:
+                end = cutoff.rows(frame.index)
             full[symbol] = (frame, end)
             if checks is not None and checks.clean(
                 end, min_history=self._min_history, lookback=self._lookback, latest_session_day=latest

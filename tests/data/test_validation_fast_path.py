@@ -54,6 +54,22 @@ def test_fast_checks_agree_with_full_validation_on_every_window(
     assert verdicts[True] > 50 and verdicts[False] > 50  # both verdicts were exercised
 
 
+def test_rows_through_from_a_known_count_agrees_with_a_search(real_frames: dict[str, pd.DataFrame], calendar: MarketCalendar) -> None:
+    """Moving forward a day, a week or years at a time from the previous answer (duplicated and weekend rows included)."""
+    frame, _ = corrupted(real_frames["AAPL"])
+    checks = FrameChecks.of(frame, calendar)
+    assert checks is not None
+    days = checks.days.astype(np.int64)
+    rng = np.random.default_rng(3)
+    cutoff, known, steps = int(days[0]) - 10, 0, 0
+    while cutoff <= int(days[-1]) + 10:
+        cutoff += int(rng.choice([0, 1, 2, 3, 7, 400], p=[0.1, 0.5, 0.15, 0.1, 0.1, 0.05]))
+        expected = int(np.searchsorted(days, cutoff, side="right"))
+        assert checks.rows_through(cutoff, known) == expected == checks.rows_through(cutoff), cutoff
+        known, steps = expected, steps + 1
+    assert steps > 300
+
+
 def test_fast_checks_without_a_calendar_agree(real_frames: dict[str, pd.DataFrame]) -> None:
     frame, _ = corrupted(real_frames["SPY"])
     checks = FrameChecks.of(frame, None)
