@@ -45,6 +45,14 @@ def to_price(value: float | Decimal) -> Decimal:
     return to_money(value, PRICE_QUANTUM)
 
 
+def data_price(value: float) -> Decimal:
+    """A price read from bars, as the exact ``Decimal`` of the float's shortest repr (``2.4131539055441316`` stays so).
+
+    The simulated broker fills at the data's own prices: putting them on the 0.0001 grid would invent a price the data
+    does not have (and make fills differ from any other backtester's on adjusted data)."""
+    return Decimal(repr(float(value)))
+
+
 def new_id() -> str:
     return uuid.uuid4().hex
 

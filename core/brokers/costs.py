@@ -10,8 +10,9 @@ executed ``quantity`` shares worth ``notional`` in total. The simulated broker c
 once per fill. Every model returns ``0.00`` for a zero quantity and is non-decreasing in quantity and notional
 (the broker relies on that to find the largest affordable quantity).
 
-Slippage models move a reference price against the trader: a buy pays up, a sell receives less. Results are
-quantised to :data:`core.domain.PRICE_QUANTUM` (0.0001) with banker's rounding, like every fill price.
+Slippage models move a reference price against the trader: a buy pays up, a sell receives less. A moved price is
+quantised to :data:`core.domain.PRICE_QUANTUM` (0.0001) with banker's rounding; zero slippage leaves the price as it is
+(a bar's exact price, see :func:`core.domain.data_price`).
 """
 
 from __future__ import annotations
@@ -137,6 +138,8 @@ class BpsSlippage:
             raise ValueError(f"bps must be below 10000 (100 %), got {self.bps}")
 
     def apply(self, price: Decimal, side: Side) -> Decimal:
+        if not self.bps:
+            return price  # 0 bps moves nothing: the price stays as it is, like ZeroSlippage
         factor = Decimal(self.bps) / _BPS
         if side is Side.BUY:
             return to_price(price * (1 + factor))
@@ -149,7 +152,7 @@ class BpsSlippage:
 @dataclass(frozen=True, slots=True)
 class ZeroSlippage:
     def apply(self, price: Decimal, side: Side) -> Decimal:
-        return to_price(price)
+        return price  # the price itself: the bar's exact price, or a level already on the grid
 
     def describe(self) -> dict[str, str]:
         return {"model": "zero"}

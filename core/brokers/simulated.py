@@ -31,7 +31,9 @@ Execution on one bar (two phases, sells before buys within each phase, then subm
        limits, so when one bar touches both a bracket's stop-loss and its take-profit the stop wins (conservative).
     Slippage (:mod:`core.brokers.costs`) applies to every market-style price (market orders, the open, a triggered
     stop); a limit-style fill is never worse than its limit price (no slippage when filling at the limit).
-    Bar prices (floats) become ``Decimal`` with :func:`core.domain.to_price` (0.0001).
+    Bar prices (floats) become ``Decimal`` exactly (:func:`core.domain.data_price`): with zero slippage a market order
+    fills at the data's own open, however many decimals it has. Prices the broker computes (slippage-adjusted fills,
+    stop and limit levels of intents) are on the 0.0001 grid (:func:`core.domain.to_price`).
 
 Order types (from :class:`core.domain.OrderIntent`)
     * ``MARKET``; ``LIMIT`` (needs ``limit_price``); ``STOP`` (needs ``stop_price``). A non-bracket intent's
@@ -106,7 +108,12 @@ import numpy as np
 import pandas as pd
 
 from core.brokers.base import AccountState, BrokerError, SyncResult
-from core.brokers.costs import CommissionModel, SlippageModel, ZeroCommission, ZeroSlippage
+from core.brokers.costs import (
+    CommissionModel,
+    SlippageModel,
+    ZeroCommission,
+    ZeroSlippage,
+)
 from core.domain import (
     PRICE_QUANTUM,
     BarsBatch,
@@ -117,6 +124,7 @@ from core.domain import (
     OrderType,
     Position,
     Side,
+    data_price,
     ensure_utc,
     session_timestamp,
     timestamp_at,
@@ -205,7 +213,7 @@ class _Mark:
     def close(self) -> Decimal:
         close = self._close
         if close is None:
-            close = self._close = to_price(self._price)
+            close = self._close = data_price(self._price)
         return close
 
 
@@ -724,7 +732,7 @@ class SimulatedBroker:
             if not all(math.isfinite(x) for x in (o, h, low, c)):
                 notes.append(f"{symbol}: bar {ts.date()} has non-finite prices; no fills on it")
                 continue
-            events.setdefault(ts, {})[symbol] = _Bar(ts, to_price(o), to_price(h), to_price(low), to_price(c), v)
+            events.setdefault(ts, {})[symbol] = _Bar(ts, data_price(o), data_price(h), data_price(low), data_price(c), v)
 
     def _update_mark(
         self,

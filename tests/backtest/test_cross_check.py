@@ -6,10 +6,10 @@ Same rules means: ``--strategy trend_following --param fast=10 --param slow=30``
 entries, exits only on the SELL crossover, as in the reference), ``--fill next-open``, ``--commission 0
 --slippage 0``, and cash large enough that no order is ever short of it.
 
-The simulated broker fills at prices on a 0.0001 grid (``core.domain.to_price``), the reference and backtrader at the
-raw float. The exact comparison therefore runs on bars already on that grid (the bundled bars rounded to four
-decimals, written to a temporary data directory that both sides read); a second test runs on the raw bundled bars
-and bounds the differences by half a tick per fill.
+With zero slippage the simulated broker fills at the bar's own price (``core.domain.data_price``), as the reference
+and backtrader do: the comparison runs on the bundled bars rounded to four decimals and on the raw bundled bars
+(prices with more decimals), and both agree to the last bit of the prices and to the cent of the final equity.
+``tests/backtest/test_reference_data.py`` does the same on the public reference files other backtesters test with.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from tests.conftest import BUNDLED_DAILY, SETTINGS_ENV
 SYMBOLS = ("IBM", "SPY")
 START, END = date(2015, 1, 1), date(2018, 12, 31)
 FAST, SLOW, QTY, CASH = 10, 30, 10, 1_000_000
-HALF_TICK = 0.00005
 SAME_RULES = [
     "--strategy", "trend_following", "--param", f"fast={FAST}", "--param", f"slow={SLOW}",
     "--sizing", f"fixed-qty:{QTY}", "--no-risk-limits", "--fill", "next-open",
@@ -148,7 +147,7 @@ def test_pipeline_with_bracket_legs_then_exits_differ_from_the_reference(grid_da
     assert not math.isclose(with_brackets["final_equity"], reference.final_equity, abs_tol=0.005)
 
 
-def test_pipeline_on_raw_bars_then_same_entries_and_prices_within_half_a_tick(tmp_path: Path) -> None:
+def test_pipeline_on_raw_bars_off_the_grid_then_same_prices_and_final_equity_as_the_reference(tmp_path: Path) -> None:
     raw = _write_data(tmp_path / "raw", decimals=None)
     result = _pipeline(raw, tmp_path / "raw.db", "--no-brackets")
     reference = reference_ma_crossover(_bars(raw), FAST, SLOW, QTY, float(CASH))
@@ -158,10 +157,8 @@ def test_pipeline_on_raw_bars_then_same_entries_and_prices_within_half_a_tick(tm
         (t.symbol, t.entry_date, t.exit_date, t.qty) for t in reference.trades
     ]
     assert any(t.entry_price != round(t.entry_price, 4) for t in reference.trades)  # the raw bars are off the grid
-    for a, b in zip(ours, reference.trades, strict=True):
-        assert abs(a.entry_price - b.entry_price) <= HALF_TICK + 1e-12
-        if b.exit_price is not None:
-            assert a.exit_price is not None and abs(a.exit_price - b.exit_price) <= HALF_TICK + 1e-12
-    # every price that reaches the equity differs by at most half a tick: two fills per closed trade, the entry fill
-    # and the closing mark of an open one
-    assert abs(result["final_equity"] - reference.final_equity) <= QTY * HALF_TICK * 2 * len(reference.trades)
+    for a, b in zip(ours, reference.trades, strict=True):  # the bar's own open, not rounded to 0.0001
+        assert math.isclose(a.entry_price, b.entry_price, rel_tol=1e-12)
+        assert (a.exit_price is None) == (b.exit_price is None)
+        assert b.exit_price is None or math.isclose(a.exit_price, b.exit_price, rel_tol=1e-12)  # type: ignore[arg-type]
+    assert abs(result["final_equity"] - reference.final_equity) < 1e-6  # exact Decimal vs float arithmetic
