@@ -266,11 +266,14 @@ def build_app(
     registry: Mapping[str, Any] | None = None,
     audit_batch: int = 1,
     routine_decisions: bool = True,
+    validate_sessions: bool = True,
 ) -> App:
     """``selector``/``registry``: override the deterministic selector and the strategy registry (backtests pin a
     strategy); ``audit_batch``: iterations per database transaction (1 for the daemon; more for backtests);
     ``routine_decisions=False`` records only the decisions that carry information (no "data ok", HOLD, "skip" or
-    "no order" rows for every symbol of every iteration), as backtests do by default."""
+    "no order" rows for every symbol of every iteration), as backtests do by default; ``validate_sessions=False``: the
+    Data agent checks bars without the exchange calendar (no off-session or missing-session rule), for a backtest whose
+    sessions are the data's own dates (``backtest --calendar data``)."""
     """Wire everything. Raises DatabaseUnavailable / DaemonAlreadyRunning before anything trades."""
     wall = wall_clock or LiveClock()
     calendar = calendar or MarketCalendar()
@@ -344,7 +347,9 @@ def build_app(
         logger.info("strategy selection: LLM ({}), deterministic fallback", ", ".join(f"{p.name}:{p.model}" for p in llm._providers))
     min_history = min(s.min_history for s in registry.values())
 
-    data_agent = DataAgent(provider, settings.symbols, min_history=min_history, calendar=calendar, routine_decisions=routine_decisions)
+    data_agent = DataAgent(
+        provider, settings.symbols, min_history=min_history, calendar=calendar if validate_sessions else None, routine_decisions=routine_decisions
+    )
     strategy_agent = StrategyAgent(
         registry,
         selector,

@@ -30,6 +30,7 @@ from utils.cli import install_stop_handlers, iso_date
 from config.settings import Settings
 from core.backtest.runner import (
     ALPACA_CACHE_ALIASES,
+    DEFAULT_CALENDAR,
     DEFAULT_MONTE_CARLO,
     DEFAULT_WALK_FORWARD,
     BacktestConfig,
@@ -101,6 +102,12 @@ def add_backtest_parser(subparsers: Any, parents: Sequence[argparse.ArgumentPars
     data.add_argument("--symbols", type=_symbols, metavar="A,B,...", help="symbols to trade (default: every file in the data directory)")
     data.add_argument("--start", type=iso_date, help="first session, inclusive (default: the data's first bar)")
     data.add_argument("--end", type=iso_date, help="last session, inclusive (default: the data's last bar)")
+    data.add_argument(
+        "--calendar", default=DEFAULT_CALENDAR, metavar="auto|XNYS|CODE|data",
+        help="the sessions to iterate and check bars against: an exchange_calendars code such as XNYS (the NYSE), "
+        "'data' for the dates the bars have (any market; no off-session or missing-session checks), or 'auto' "
+        "(default): XNYS unless more than 1%% of the bars fall on days the NYSE was closed, then 'data'",
+    )
     broker = p.add_argument_group("simulated broker")
     broker.add_argument("--cash", type=_amount, help="starting cash (default INITIAL_CASH)")
     broker.add_argument("--commission", type=_amount, metavar="PER_SHARE", help="commission per share; no minimum unless --commission-min (default COMMISSION_PER_SHARE with COMMISSION_MINIMUM)")
@@ -171,6 +178,7 @@ def config_from_args(args: argparse.Namespace, settings: Settings) -> BacktestCo
         walk_forward=args.walk_forward or DEFAULT_WALK_FORWARD,
         seed=args.seed,
         record_all=args.record_all,
+        calendar=args.calendar.strip(),
     )
     config.check()
     return config

@@ -51,6 +51,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from datetime import time as time_of_day
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
@@ -61,6 +62,7 @@ import pandas as pd
 # strategies.indicators loads scipy.signal (~1 s) on first use so that commands computing nothing start fast; every
 # backtest computes indicators, so the backtester loads it up front, with its other imports
 import scipy.signal  # noqa: F401
+from loguru import logger
 from sqlalchemy import func, select
 
 from config.settings import BrokerName, DataProviderName, Settings
@@ -98,6 +100,10 @@ __all__ = [
     "report_data",
     "resolve_data_dir",
     "run_backtest",
+    "DATA_CALENDAR",
+    "DEFAULT_CALENDAR",
+    "choose_calendar",
+    "data_sessions",
     "shadow_ledgers",
     "without_targets",
 ]
@@ -113,6 +119,11 @@ RETURN_TEST_LAGS = 10
 DEFAULT_BENCHMARK = "SPY"
 ALPACA_CACHE_ALIASES = ("alpaca-cache", "bar-cache")
 _FAR_FUTURE = datetime(2100, 1, 1, tzinfo=UTC)
+DEFAULT_CALENDAR = "auto"
+AUTO_EXCHANGE = "XNYS"
+DATA_CALENDAR = "data"  # --calendar data: the sessions are the dates the bars have; no exchange-session checks
+AUTO_OFF_SESSION_SHARE = 0.01  # auto: more than this share of the bars on days the NYSE was closed -> another market
+DATA_SESSION_TIME = time_of_day(23, 59, 59)
 
 
 class BacktestError(ValueError):
@@ -157,6 +168,7 @@ class BacktestConfig:
     seed: int = 0
     audit_batch: int | None = None
     record_all: bool = False  # also record the routine decisions (data ok, HOLD, skip, no order) of every symbol
+    calendar: str = DEFAULT_CALENDAR  # "auto", an exchange_calendars code (sessions and session checks), or "data"
 
     def check(self) -> None:
         """Raise :class:`BacktestError` for an inconsistent request (before any data is read)."""
@@ -184,6 +196,11 @@ class BacktestConfig:
             raise BacktestError(f"unknown strategy {self.strategy!r}; registered: {', '.join(STRATEGY_CLASSES)}")
         if self.params and self.strategy is None:
             raise BacktestError("--param needs --strategy (the parameters belong to the pinned strategy)")
+        if self.calendar not in (DEFAULT_CALENDAR, DATA_CALENDAR) and self.calendar not in exchange_codes():
+            raise BacktestError(
+                f"--calendar {self.calendar!r}: not an exchange code known to exchange_calendars (e.g. XNYS, XLON, XETR), "
+                f"{DATA_CALENDAR!r} (the dates the bars have) or {DEFAULT_CALENDAR!r}"
+            )
         if self.strategy is not None and self.selector != "deterministic":
             raise BacktestError("--strategy and --selector recorded:RUN_ID exclude each other")
         if self.llm and (self.strategy is not None or self.selector != "deterministic"):
@@ -615,6 +632,43 @@ def audit_batch(config: BacktestConfig, symbols: int) -> int:
     return max(1, min(DEFAULT_AUDIT_BATCH, AUDIT_SYMBOL_ITERATIONS // max(1, symbols)))
 
 
+def exchange_codes() -> frozenset[str]:
+    """The exchange codes ``--calendar`` accepts besides ``data`` (exchange_calendars' calendars, aliases included)."""
+    import exchange_calendars as xcals
+
+    return frozenset(xcals.get_calendar_names(include_aliases=True))
+
+
+def data_sessions(frames: Mapping[str, pd.DataFrame], start: date, end: date) -> list[datetime]:
+    """``--calendar data``: one session per date any symbol has a bar on, from ``start`` to ``end`` inclusive, each
+    decided at the end of its day (23:59:59 UTC: every bar dated that day is visible, none of the next)."""
+    lo, hi = pd.Timestamp(start, tz=UTC), pd.Timestamp(end, tz=UTC) + pd.Timedelta(days=1)
+    days: set[date] = set()
+    for frame in frames.values():
+        index = frame.index
+        days.update(d.date() for d in index[(index >= lo) & (index < hi)])
+    return [datetime.combine(d, DATA_SESSION_TIME, UTC) for d in sorted(days)]
+
+
+def choose_calendar(frames: Mapping[str, pd.DataFrame], nyse: MarketCalendar) -> tuple[str, str]:
+    """``--calendar auto``: the NYSE's sessions unless more than 1% of the bars (every bar of the selected symbols
+    within the calendar's range) fall on days the NYSE was closed, i.e. the data come from another market (a European
+    index, a 7-day crypto series); then the data's own dates. A few stray weekend bars in US data stay errors the Data
+    agent reports. Returns ``(calendar, why)``."""
+    sessions = nyse.session_days
+    total = off = 0
+    for frame in frames.values():
+        days = frame.index.tz_convert(None).normalize().to_numpy().astype("datetime64[D]").astype(np.int64)
+        days = days[(days >= sessions[0]) & (days <= sessions[-1])]
+        total += len(days)
+        off += int(np.count_nonzero(~np.isin(days, sessions)))
+    share = off / total if total else 0.0
+    facts = f"{off:,} of {total:,} bars ({share:.1%}) fall on days {AUTO_EXCHANGE} was closed"
+    if share > AUTO_OFF_SESSION_SHARE:
+        return DATA_CALENDAR, f"auto: {facts}, so the sessions are the data's own dates"
+    return AUTO_EXCHANGE, f"auto: {facts}"
+
+
 def _range(frames: Mapping[str, pd.DataFrame], start: date | None, end: date | None) -> tuple[date, date]:
     first = min(f.index[0] for f in frames.values()).date()
     last = max(f.index[-1] for f in frames.values()).date()
@@ -820,16 +874,22 @@ async def run_backtest(
     symbols = tuple(dict.fromkeys(s.strip().upper() for s in config.symbols)) if config.symbols else discover_symbols(data_dir)
     if not data_dir.is_dir():
         raise BacktestError(f"data directory {data_dir} does not exist or is not a directory")
-    calendar = MarketCalendar()
     provider = FileProvider(data_dir)
     probe = provider.history(symbols, end=_FAR_FUTURE)
     if probe.errors:
         problems = "; ".join(f"{s}: {e}" for s, e in probe.errors.items())
         raise BacktestError(f"unusable bars in {data_dir}: {problems}")
+    calendar_name, calendar_why = config.calendar, f"--calendar {config.calendar}"
+    if calendar_name == DEFAULT_CALENDAR:
+        calendar_name, calendar_why = choose_calendar(probe.frames, MarketCalendar(exchange=AUTO_EXCHANGE))
+        if calendar_name == DATA_CALENDAR:
+            logger.warning("backtest calendar: {}", calendar_why)
+    by_data = calendar_name == DATA_CALENDAR
+    calendar = MarketCalendar(exchange=AUTO_EXCHANGE if by_data else calendar_name)
     start, end = _range(probe.frames, config.start, config.end)
-    sessions = replay_sessions(calendar, start, end)
+    sessions = data_sessions(probe.frames, start, end) if by_data else replay_sessions(calendar, start, end)
     if not sessions:
-        raise BacktestError(f"no NYSE session between {start} and {end}")
+        raise BacktestError(f"no {'bar' if by_data else calendar_name + ' session'} between {start} and {end}")
     start, end = sessions[0].date(), sessions[-1].date()  # a session close (UTC) falls on its session's date
     bars = _bars_in_range(probe.frames, start, end)
 
@@ -857,6 +917,7 @@ async def run_backtest(
         provider=SnapshotProvider(probe.frames, end=end),
         broker=broker,
         calendar=calendar,
+        validate_sessions=not by_data,
         allow_llm=config.llm,
         sizing=config.sizing,
         enforce_limits=config.risk_limits,
@@ -935,7 +996,7 @@ async def run_backtest(
         benchmark_symbol=benchmark_symbol if benchmark is not None else None,
         benchmark=benchmark,
         benchmark_metrics=benchmark_metrics,
-        settings=_describe(config, cash, broker, data_dir),
+        settings={**_describe(config, cash, broker, data_dir), "calendar": calendar_name, "calendar_reason": calendar_why},
         shadow=shadow,
         robustness=robustness,
         timings=timings,

@@ -463,3 +463,22 @@ def test_jsonable_turns_times_decimals_and_non_finite_numbers_into_json_values()
     assert out == {"at": "2020-01-02T21:00:00+00:00", "day": "2020-01-02", "cash": 1.25, "pf": "inf", "loss": "-inf",
                    "nan": None, "n": 3, "x": 0.5, "t": [1, 2]}  # fmt: skip
     json.dumps(out, allow_nan=False)
+
+
+def test_auto_calendar_keeps_the_nyse_for_us_data_with_a_stray_weekend_bar_and_takes_the_data_dates_otherwise() -> None:
+    from core.backtest.runner import choose_calendar
+    from core.calendar import MarketCalendar
+    from core.data.files import read_bars_file
+
+    nyse = MarketCalendar()
+    us = {s: read_bars_file(BUNDLED_DAILY / f"{s}.csv") for s in ("AAPL", "SPY")}
+    assert choose_calendar(us, nyse)[0] == "XNYS"
+    saturday = us["AAPL"].iloc[[100]].copy()
+    saturday.index = saturday.index + pd.Timedelta(days=(5 - saturday.index[0].weekday()) % 7 or 7)
+    stray = {**us, "AAPL": pd.concat([us["AAPL"], saturday]).sort_index()}
+    name, why = choose_calendar(stray, nyse)
+    assert name == "XNYS" and why.startswith("auto: 1 of ")  # a bad bar the Data agent will report, not another market
+    every_day = us["SPY"].iloc[:300].copy()
+    every_day.index = pd.date_range(every_day.index[0], periods=300, freq="D", tz="UTC")  # a 7-day market
+    name, why = choose_calendar({"BTC": every_day}, nyse)
+    assert name == "data" and "fall on days XNYS was closed" in why
