@@ -59,8 +59,9 @@ def _peak_mb() -> float:
 
 
 def universe_dir(target: Path, count: int, years: int) -> tuple[Path, date, date]:
-    """The first ``count`` universe stocks, cut to their last ``years`` years and put on the broker's 0.0001 price grid,
-    one Parquet file per symbol in ``target`` (a temporary directory: the universe is never copied into the repo)."""
+    """The first ``count`` universe stocks, cut to their last ``years`` years, one Parquet file per symbol in ``target``
+    (a temporary directory: the universe is never copied into the repo). Prices as they are: with zero slippage the
+    simulated broker fills at the bar's own price, as backtrader does."""
     import pandas as pd
 
     from core.data.files import read_bars_file
@@ -79,15 +80,13 @@ def universe_dir(target: Path, count: int, years: int) -> tuple[Path, date, date
     first = last - pd.DateOffset(years=years) + pd.Timedelta(days=1)
     for symbol, frame in frames.items():
         frame = frame.loc[frame.index >= first].copy()
-        prices = ["open", "high", "low", "close"]
-        frame[prices] = frame[prices].round(4)
         frame.to_parquet(target / f"{symbol}.parquet")
     return target, first.date(), last.date()
 
 
 def synthetic_dir(target: Path, count: int, years: int) -> tuple[Path, date, date]:
-    """``count`` synthetic symbols over ``years`` years of sessions ending 2019-12-31, one Parquet file each, prices on
-    the broker's 0.0001 grid (so that the pipeline and backtrader fill at the same prices)."""
+    """``count`` synthetic symbols over ``years`` years of sessions ending 2019-12-31, one Parquet file each (prices with
+    all their decimals)."""
     from core.calendar import MarketCalendar
     from core.data.synthetic import generate_bars
 
@@ -98,8 +97,6 @@ def synthetic_dir(target: Path, count: int, years: int) -> tuple[Path, date, dat
     for k in range(count):
         symbol = f"SYN{k:03d}"
         frame = generate_bars(symbol, index, seed=7)
-        prices = ["open", "high", "low", "close"]
-        frame[prices] = frame[prices].round(4)  # the broker's price grid (rounding keeps low <= open, close <= high)
         frame.to_parquet(target / f"{symbol}.parquet")
     return target, index[0].date(), index[-1].date()
 
