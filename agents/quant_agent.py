@@ -409,6 +409,7 @@ class QuantAgent:
         self._strategies = strategy_agent
         self._config = config
         self._cache = cache or FrameCache()
+        self._indicators: dict[str, tuple[pd.DataFrame, Mapping[str, np.ndarray]]] = {}  # see _indicator_arrays
         self._review = review
 
     @property
@@ -450,11 +451,21 @@ class QuantAgent:
         if hit is None:
             frame = self._strategies.signal_frame_for(batch, signal.symbol, signal.strategy)
             start = max(0, t - self._config.vif_window + 1)
-            columns = [frame[f"ind_{name}"].to_numpy()[start : t + 1] for name in names]
+            indicators = self._indicator_arrays(signal.symbol, frame)
+            columns = [indicators[name][start : t + 1] for name in names]
             values = np.column_stack(columns) if columns else np.empty((t + 1 - start, 0))
             hit = vif_of(values, names, min_rows=self._config.vif_min_rows)
             memo[key] = hit
         return hit
+
+    def _indicator_arrays(self, symbol: str, frame: pd.DataFrame) -> Mapping[str, np.ndarray]:
+        """The ``ind_*`` columns of a signal frame as arrays, kept for the symbol's latest frame only (a pandas column
+        lookup per feature per signal adds up; older frames are the Strategy agent's to keep or drop)."""
+        held = self._indicators.get(symbol)
+        if held is None or held[0] is not frame:
+            arrays = {str(c)[4:]: frame[c].to_numpy() for c in frame.columns if str(c).startswith("ind_")}
+            held = self._indicators[symbol] = (frame, arrays)
+        return held[1]
 
     def assess(self, batch: BarsBatch, signal: Signal) -> Assessment:
         """The deterministic assessment of ``signal`` at the batch's decision bar for its symbol."""
