@@ -99,6 +99,8 @@ class DataAgent:
         )
         bars: dict[str, SymbolBars] = {}
         decisions: list[Decision] = []
+        latest_day: int | None = None
+        exact_latest = True
         for symbol in self._symbols:
             provider_name = served_by.get(symbol, result.provider or self._provider.name)
             if symbol in rejected:
@@ -114,6 +116,12 @@ class DataAgent:
                 continue
             sb = SymbolBars(symbol=symbol, frame=frame, end=end, provider=provider_name, arrays=self._arrays[symbol])
             bars[symbol] = sb
+            checks = self._checks.get(symbol)
+            if checks is not None:  # the session the batch decides on, from the per-frame day numbers
+                day = int(checks.days[end - 1])
+                latest_day = day if latest_day is None or day > latest_day else latest_day
+            else:
+                exact_latest = False  # a frame without per-frame checks: BarsBatch works the day out itself
             if not self._routine:
                 continue
             decisions.append(
@@ -129,6 +137,11 @@ class DataAgent:
         for symbol, reason in rejected.items():
             logger.warning("data: {} excluded: {}", symbol, reason)
         batch = BarsBatch(
-            iteration_id=event.iteration_id, as_of=as_of, bars=frozen_map(bars), rejected=frozen_map(rejected), data_quality=quality
+            iteration_id=event.iteration_id,
+            as_of=as_of,
+            bars=frozen_map(bars),
+            rejected=frozen_map(rejected),
+            data_quality=quality,
+            latest_day=latest_day if exact_latest else None,
         )
         return DataReady(iteration_id=event.iteration_id, as_of=as_of, previous=event, batch=batch, decisions=tuple(decisions))

@@ -23,8 +23,8 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 def _session_day(batch: BarsBatch | None, as_of: datetime) -> date:
     """The session the iteration decided on: the latest bar any symbol of the batch shows (``as_of``'s date without
     bars)."""
-    session = max((sb.last_timestamp for sb in batch.bars.values()), default=None) if batch is not None else None
-    return session.date() if session is not None else as_of.date()
+    session = batch.session_day() if batch is not None else None
+    return session if session is not None else as_of.date()
 
 
 def client_order_id(prefix: str, session: date, intent: OrderIntent) -> str:

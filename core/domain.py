@@ -11,7 +11,7 @@ import enum
 import functools
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -157,6 +157,14 @@ class BarsBatch:
     bars: Mapping[str, SymbolBars]
     rejected: Mapping[str, str] = field(default_factory=frozen_map)
     data_quality: float = 1.0
+    latest_day: int | None = None  # the latest bar date any symbol shows, days since 1970-01-01 (None: not computed)
+
+    def session_day(self) -> "date | None":
+        """The date of the latest bar any symbol of the batch shows (the session the iteration decides on)."""
+        if self.latest_day is not None:
+            return date(1970, 1, 1) + timedelta(days=self.latest_day)
+        latest = max((sb.last_timestamp for sb in self.bars.values()), default=None)
+        return latest.date() if latest is not None else None
 
     def __post_init__(self) -> None:
         ensure_utc(self.as_of, "as_of")
@@ -343,6 +351,12 @@ def utc_from_int(value: int, unit: str) -> datetime:
 @functools.lru_cache(maxsize=65_536)
 def _index_stamp(value: int, unit: str, tz: Any) -> pd.Timestamp:
     return pd.Timestamp(value, unit=unit, tz=tz)
+
+
+def stamp_of(value: int, unit: str, tz: Any) -> pd.Timestamp:
+    """The Timestamp of one ``index.asi8`` value of an index with ``index.unit`` and ``index.tz`` (memoised), for
+    callers that keep those three per frame instead of asking pandas for them on every read."""
+    return _index_stamp(value, unit, tz)
 
 
 def timestamp_at(index: pd.DatetimeIndex, i: int) -> pd.Timestamp:
