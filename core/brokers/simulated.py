@@ -127,6 +127,7 @@ from core.domain import (
     data_price,
     ensure_utc,
     session_timestamp,
+    stamp_of,
     timestamp_at,
     to_price,
 )
@@ -309,6 +310,7 @@ class SimulatedBroker:
         self._cursors: dict[str, pd.Timestamp] = {}  # last processed bar per symbol
         self._marks: dict[str, _Mark] = {}  # latest visible bar per symbol
         self._checked_frames: dict[str, pd.DataFrame] = {}  # the frame whose index sync() last validated, per symbol
+        self._stamps: dict[str, tuple[pd.DataFrame, np.ndarray, str, Any]] = {}  # frame, index.asi8, unit, tz
         self._used: dict[str, tuple[pd.Timestamp, int]] = {}  # volume already taken on a symbol's latest bar
         self._fills: list[Fill] = []
         self._reported_fills = 0
@@ -342,7 +344,10 @@ class SimulatedBroker:
                 notes.append(f"{symbol}: no visible bars")
                 continue
             index = frame.index
-            last_ts = timestamp_at(index, end - 1)
+            stamps = self._stamps.get(symbol)
+            if stamps is None or stamps[0] is not frame:
+                stamps = self._stamps[symbol] = (frame, index.asi8, index.unit, index.tz)
+            last_ts = stamp_of(int(stamps[1][end - 1]), stamps[2], stamps[3])
             cursor = self._cursors.get(symbol)
             if cursor is not None and last_ts < cursor:
                 notes.append(f"{symbol}: batch ends at {last_ts.date()}, before the processed {cursor.date()}")
