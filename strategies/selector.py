@@ -123,10 +123,13 @@ class FixedSelector:
         self._registry = registry
         self.name = name
         self._origin = origin
+        self._needed = registry[name].min_history
+        self._ready = f"fixed strategy {name} ({origin})"  # the reason once the history suffices (every session after)
 
     def choose(
         self, context: MarketContext, available_history: int, *, benchmark_available: bool = False, universe_available: bool = False
     ) -> tuple[str, str]:
-        needed = self._registry[self.name].min_history
-        note = "" if needed < available_history else f"; it holds until it has more than {needed} bars ({available_history} now)"
-        return self.name, f"fixed strategy {self.name} ({self._origin}){note}"
+        needed = self._needed
+        if needed < available_history:
+            return self.name, self._ready
+        return self.name, f"{self._ready}; it holds until it has more than {needed} bars ({available_history} now)"
