@@ -125,7 +125,15 @@ def add_backtest_parser(subparsers: Any, parents: Sequence[argparse.ArgumentPars
         help="deterministic selector (default) or the choices recorded by an earlier run",
     )
     strategy.add_argument("--llm", action="store_true", help="allow live LLM strategy selection (off by default)")
-    strategy.add_argument("--no-brackets", action="store_true", help="plain market entries: no stop-loss/take-profit legs, exits on SELL signals only")
+    legs = strategy.add_mutually_exclusive_group()
+    legs.add_argument(
+        "--brackets", dest="brackets", action="store_const", const=True,
+        help="entries carry the strategy's stop-loss/take-profit legs (the default, except with --no-risk-limits)",
+    )
+    legs.add_argument(
+        "--no-brackets", dest="brackets", action="store_const", const=False,
+        help="plain market entries: no stop-loss/take-profit legs, exits on SELL signals only (the default with --no-risk-limits)",
+    )
     strategy.add_argument("--no-shadow", action="store_true", help="do not record the shadow ledger (faster on large universes)")
     risk = p.add_argument_group("risk")
     risk.add_argument("--sizing", default="risk", metavar="risk|fixed-qty:N|fixed-fraction:F", help="position sizing (default risk)")
@@ -170,7 +178,7 @@ def config_from_args(args: argparse.Namespace, settings: Settings) -> BacktestCo
         sizing=args.sizing.strip(),
         risk_limits=not args.no_risk_limits,
         fill=args.fill,
-        brackets=not args.no_brackets,
+        brackets=args.brackets,
         shadow=not args.no_shadow,
         benchmark=args.benchmark,
         robustness=robustness,

@@ -141,7 +141,9 @@ class BacktestConfig:
     ``selector``: ``"deterministic"`` (the daemon's selector) or ``"recorded:RUN_ID"``; ``strategy`` pins one
     registered strategy (with ``params`` overriding its parameters) and excludes a recorded selector.
     ``brackets=False`` drops the strategies' profit targets so that the Risk agent sends plain market entries
-    (no stop-loss/take-profit legs): positions then exit only on the strategy's SELL signal.
+    (no stop-loss/take-profit legs): positions then exit only on the strategy's SELL signal. ``None`` (the default)
+    means "as the risk limits": bracket legs with them, none with ``risk_limits=False`` (the comparison mode: the Risk
+    agent then only sizes, and positions exit as the strategy says, as in any other backtester's crossover).
     """
 
     data_dir: Path | None = None
@@ -159,7 +161,7 @@ class BacktestConfig:
     sizing: str = "risk"
     risk_limits: bool = True
     fill: str = "next-open"
-    brackets: bool = True
+    brackets: bool | None = None
     shadow: bool = True
     benchmark: str | None = None
     robustness: bool = False
@@ -169,6 +171,11 @@ class BacktestConfig:
     audit_batch: int | None = None
     record_all: bool = False  # also record the routine decisions (data ok, HOLD, skip, no order) of every symbol
     calendar: str = DEFAULT_CALENDAR  # "auto", an exchange_calendars code (sessions and session checks), or "data"
+
+    @property
+    def use_brackets(self) -> bool:
+        """Whether entries carry the strategy's stop-loss/take-profit legs (``brackets``, else as ``risk_limits``)."""
+        return self.risk_limits if self.brackets is None else self.brackets
 
     def check(self) -> None:
         """Raise :class:`BacktestError` for an inconsistent request (before any data is read)."""
@@ -423,7 +430,7 @@ def _registry(settings: Settings, config: BacktestConfig) -> Mapping[str, Any]:
         registry: Mapping[str, Any] = build_registry(overrides)
     except InvalidStrategyParams as exc:
         raise BacktestError(str(exc)) from None
-    return registry if config.brackets else without_targets(registry)
+    return registry if config.use_brackets else without_targets(registry)
 
 
 # ------------------------------------------------------------------------------------------------- progress
@@ -1017,7 +1024,7 @@ def _describe(config: BacktestConfig, cash: Decimal, broker: SimulatedBroker, da
             "selector": "fixed:" + config.strategy if config.strategy else ("llm" if config.llm else config.selector),
             "sizing": config.sizing,
             "risk_limits": config.risk_limits,
-            "brackets": config.brackets,
+            "brackets": config.use_brackets,
             "shadow_ledger": config.shadow,
         }
     )

@@ -2,9 +2,9 @@
 reference backtester and, when it is installed, backtrader, on the same bars with the same rules.
 
 Same rules means: ``--strategy trend_following --param fast=10 --param slow=30`` (SMA 10/30 crossover, long-only),
-``--sizing fixed-qty:10 --no-risk-limits`` (10 shares per entry, no risk gate), ``--no-brackets`` (plain market
-entries, exits only on the SELL crossover, as in the reference), ``--fill next-open``, ``--commission 0
---slippage 0``, and cash large enough that no order is ever short of it.
+``--sizing fixed-qty:10 --no-risk-limits`` (10 shares per entry, no risk gate; with the limits off the entries carry
+no stop-loss/take-profit legs either, so positions exit only on the SELL crossover, as in the reference),
+``--fill next-open``, ``--commission 0 --slippage 0``, and cash large enough that no order is ever short of it.
 
 With zero slippage the simulated broker fills at the bar's own price (``core.domain.data_price``), as the reference
 and backtrader do: the comparison runs on the bundled bars rounded to four decimals and on the raw bundled bars
@@ -95,7 +95,7 @@ def grid_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def pipeline(grid_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    return _pipeline(grid_data, tmp_path_factory.mktemp("db") / "cross.db", "--no-brackets")
+    return _pipeline(grid_data, tmp_path_factory.mktemp("db") / "cross.db")  # the rules above, nothing more
 
 
 def test_pipeline_when_same_bars_and_rules_then_same_entries_exits_and_final_equity_as_the_reference(
@@ -140,7 +140,7 @@ def test_pipeline_records_the_run_and_uses_plain_market_orders_when_no_brackets(
 def test_pipeline_with_bracket_legs_then_exits_differ_from_the_reference(grid_data: Path, tmp_path: Path) -> None:
     # Guard against a comparison that cannot fail: with the strategy's targets kept, the Risk agent sends bracket
     # entries whose stop-loss/take-profit legs close positions before the SELL crossover, so the trades differ.
-    with_brackets = _pipeline(grid_data, tmp_path / "brackets.db")
+    with_brackets = _pipeline(grid_data, tmp_path / "brackets.db", "--brackets")
     reference = reference_ma_crossover(_bars(grid_data), FAST, SLOW, QTY, float(CASH))
 
     assert _as_reference(with_brackets["trades"]) != reference.trades

@@ -32,7 +32,7 @@ FILES = {"IDX2006": "2006-day-001.txt", "ORCL": "orcl-1995-2014.txt", "GOOG": "G
 FAST, SLOW, QTY, CASH = 10, 30, 100, 10_000_000
 RULES = [
     "--strategy", "trend_following", "--param", f"fast={FAST}", "--param", f"slow={SLOW}",
-    "--sizing", f"fixed-qty:{QTY}", "--no-risk-limits", "--no-brackets", "--fill", "next-open",
+    "--sizing", f"fixed-qty:{QTY}", "--no-risk-limits", "--fill", "next-open",
     "--commission", "0", "--slippage", "0", "--cash", str(CASH), "--no-shadow",
 ]  # fmt: skip
 
