@@ -69,7 +69,7 @@ class DataAgent:
         served_by: Mapping[str, str] = getattr(result, "served_by", {}) or {}
         rejected: dict[str, str] = {}
         visible: dict[str, pd.DataFrame] = {}
-        full: dict[str, tuple[pd.DataFrame, int]] = {}
+        full: dict[str, tuple[pd.DataFrame, int, FrameChecks | None]] = {}
         cutoff = VisibleCutoff.at(as_of, self._calendar)  # once per iteration, not per symbol
         latest = cutoff.latest_session_day
         for symbol in self._symbols:
@@ -86,7 +86,7 @@ class DataAgent:
                 self._last_end[symbol] = (frame, cutoff.cutoff_day, end)
             else:
                 end = cutoff.rows(frame.index)
-            full[symbol] = (frame, end)
+            full[symbol] = (frame, end, checks)
             if checks is not None and checks.clean(
                 end, min_history=self._min_history, lookback=self._lookback, latest_session_day=latest
             ):
@@ -106,7 +106,7 @@ class DataAgent:
             if symbol in rejected:
                 decisions.append(Decision("data", symbol, "rejected", rejected[symbol], {"provider": provider_name}))
                 continue
-            frame, end = full[symbol]
+            frame, end, checks = full[symbol]
             if symbol in checked.rejected:
                 reason = checked.rejected[symbol]
                 rejected[symbol] = reason
@@ -116,7 +116,6 @@ class DataAgent:
                 continue
             sb = SymbolBars(symbol=symbol, frame=frame, end=end, provider=provider_name, arrays=self._arrays[symbol])
             bars[symbol] = sb
-            checks = self._checks.get(symbol)
             if checks is not None:  # the session the batch decides on, from the per-frame day numbers
                 day = int(checks.days[end - 1])
                 latest_day = day if latest_day is None or day > latest_day else latest_day

@@ -72,6 +72,7 @@ from core.brokers.simulated import FILL_MODELS, SimulatedBroker
 from core.calendar import MarketCalendar
 from core.data.base import ProviderResult
 from core.data.files import SUFFIXES, FileProvider
+from core.data.validation import day_numbers
 from core.domain import ensure_utc
 from core.metrics import ClosedTrade, PerformanceMetrics, compute_metrics, metrics_by
 from core.orchestrator import IterationOutcome, run_replay
@@ -665,7 +666,7 @@ def choose_calendar(frames: Mapping[str, pd.DataFrame], nyse: MarketCalendar) ->
     sessions = nyse.session_days
     total = off = 0
     for frame in frames.values():
-        days = frame.index.tz_convert(None).normalize().to_numpy().astype("datetime64[D]").astype(np.int64)
+        days = day_numbers(frame.index)
         days = days[(days >= sessions[0]) & (days <= sessions[-1])]
         total += len(days)
         off += int(np.count_nonzero(~np.isin(days, sessions)))

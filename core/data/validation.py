@@ -64,6 +64,11 @@ DEFAULT_GAP_LOOKBACK = 20  # rows in which a missing session rejects the symbol
 _EPOCH_DAY = date(1970, 1, 1)
 _UNIT_PER_DAY = {"s": 86_400, "ms": 86_400_000, "us": 86_400_000_000, "ns": 86_400_000_000_000}
 _COLUMNS = list(BAR_COLUMNS)
+
+
+def day_numbers(index: pd.DatetimeIndex) -> np.ndarray:
+    """A UTC bars index as int64 days since 1970-01-01 (the calendar's ``session_days`` unit)."""
+    return index.asi8 // _UNIT_PER_DAY[index.unit]
 _PRICES = ("open", "high", "low", "close")
 
 
@@ -428,7 +433,7 @@ class FrameChecks:
             values = np.asarray(frame.to_numpy(), dtype=np.float64)
         except (TypeError, ValueError):
             return None
-        days = index.asi8 // _UNIT_PER_DAY[index.unit]
+        days = day_numbers(index)
         bad = np.logical_or.reduce([flags for _, flags, _, _ in _row_rule_flags(values)])
         not_after = np.zeros(len(days), dtype=bool)
         not_after[1:] = days[1:] <= days[:-1]
