@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -352,3 +352,26 @@ def test_render_html_escapes_the_episode_reason() -> None:
     episodes = [{"state": "halted", "start": "2023-01-10", "end": "2023-01-11", "sessions": 2, "reason": MALICIOUS}]
     page = render_html({"equity": _equity(60), "trading_episodes": episodes})
     assert "<script" not in page.lower() and page.count("&lt;script&gt;") == 2  # the band's title and the table
+
+
+async def test_report_of_a_real_backtest_when_the_result_has_episodes_then_charts_span_the_plot_and_shade_them(settings_factory) -> None:
+    from core.backtest.runner import BacktestConfig, report_data, run_backtest
+
+    result = await run_backtest(settings_factory(), BacktestConfig(symbols=("SPY",), start=date(2019, 1, 1), end=date(2019, 3, 29)))
+    episodes = [{"state": "halted", "start": "2019-03-01", "end": None, "sessions": 21, "reason": "drawdown 11 % (halt at 10 %)"}]
+    object.__setattr__(result, "trading_episodes", episodes)  # the result's own field once the drawdown protection records it
+    object.__setattr__(result, "sessions_locked", 0)
+    object.__setattr__(result, "sessions_halted", 21)
+
+    data = report_data(result)
+    page = render_html(data)
+
+    assert data["trading_episodes"] == episodes and data["sessions_halted"] == 21
+    assert page.count('<rect class="band" data-state="halted"') == 1
+    assert "halted (no trading) for 21 sessions" in page
+    # the charts of a real backtest's equity span the plot, first session left, last right (the ledger's index unit)
+    for svg in re.findall(r"<svg.*?</svg>", page):
+        left, width = _plot_area(svg)
+        for line in _polylines(svg):
+            xs = [x for x, _ in line]
+            assert xs == sorted(xs) and xs[0] == pytest.approx(left, abs=0.06) and xs[-1] == pytest.approx(left + width, abs=0.06)
