@@ -17,6 +17,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 import main
+from core import reporting
 from core.health import health_report
 from core.calendar import MarketCalendar
 from core.dashboard import formatting as fmt
@@ -300,6 +301,56 @@ def test_order_and_fill_counts_and_the_most_recent_rows(built: Built, s: Session
         assert set(all_fills["client_order_id"]) <= set(s.scalars(select(OrderRow.client_order_id).where(OrderRow.run_id == run_id)))
 
 
+def test_round_trips_when_a_run_closed_trades_then_each_row_has_its_pnl_exit_reason_and_holding_sessions(built: Built, s: Session) -> None:
+    for run_id in (built.replay, built.backtest):
+        trips = q.round_trips(s, run_id)
+        closed = reporting.round_trips(s, run_id=run_id)  # what `query_trades.py trades` lists
+        assert len(trips) == len(closed) > 0
+        assert sorted(zip(trips["symbol"], trips["entry_at"], trips["exit_at"])) == sorted((t.symbol, t.entry_at, t.exit_at) for t in closed)
+        assert list(trips["exit_at"]) == sorted(trips["exit_at"], reverse=True)  # newest exit first
+        sessions = sorted({a.date() for a in s.scalars(select(Iteration.as_of).where(Iteration.run_id == run_id))})  # 20:00/21:00 UTC
+        for row in trips.itertuples():
+            fills = s.scalars(
+                select(FillRow).where(FillRow.run_id == run_id, FillRow.symbol == row.symbol,
+                                      FillRow.filled_at >= row.entry_at, FillRow.filled_at <= row.exit_at)
+            ).all()  # fmt: skip
+            bought = [f for f in fills if f.side == "buy"]
+            sold = [f for f in fills if f.side == "sell"]
+            assert sum(f.quantity for f in bought) == sum(f.quantity for f in sold) == row.quantity
+            cost = sum(f.quantity * f.price for f in bought)
+            assert row.pnl == sum(f.quantity * f.price for f in sold) - cost - sum(f.commission for f in fills)
+            assert isinstance(row.pnl, Decimal) and row.return_pct == pytest.approx(float(row.pnl / cost))
+            assert row.entry_price == cost / row.quantity
+            # the order of the closing fill says why the trade ended
+            last = s.scalars(select(OrderRow).where(OrderRow.client_order_id == row.exit_order_id)).one()
+            expected = {"stop": "stop", "limit": "target", "market": "signal"}[last.order_type]
+            assert row.exit_reason == expected, (last.order_type, last.reason)
+            # sessions after the entry's date up to the exit's (fills of daily bars are stamped at midnight UTC)
+            assert row.holding_sessions == sum(1 for d in sessions if row.entry_at.date() < d <= row.exit_at.date())
+    replay = q.round_trips(s, built.replay)
+    assert set(replay["exit_reason"]) == {"stop", "target", "signal"}  # 2018-H1 ends trades all three ways
+    iwm = replay[replay["symbol"] == "IWM"].iloc[0]
+    assert (str(iwm.entry_at.date()), str(iwm.exit_at.date()), iwm.holding_sessions) == ("2018-02-06", "2018-02-09", 3)
+    assert q.round_trips(s, built.replay, limit=2).to_dict("records") == replay.head(2).to_dict("records")
+
+
+@pytest.mark.parametrize(
+    ("order_type", "reason", "client_order_id", "expected"),
+    [
+        ("stop", "stop-loss of r-20180205-IWM-buy", "r-20180205-IWM-buy-sl", "stop"),
+        ("trailing_stop", "", "alpaca-leg", "stop"),
+        ("limit", "take-profit of r-20180205-IWM-buy", "r-20180205-IWM-buy-tp", "target"),
+        ("market", "SELL 140 IWM (close position) in state active: exit on volatility_breakout SELL", "r-1", "signal"),
+        ("market", "SELL 140 IWM (close position) in state reducing: time stop: held 10 sessions (limit 10)", "r-2", "time"),
+        ("market", "operator flatten", "r-3", "other"),
+    ],
+)
+def test_exit_reason_when_order_known_then_names_stop_target_signal_or_time(
+    order_type: str, reason: str, client_order_id: str, expected: str
+) -> None:
+    assert q.exit_reason(order_type, reason, client_order_id) == expected
+
+
 # --------------------------------------------------------------------------------------------------- decisions
 
 
@@ -348,6 +399,70 @@ def test_trading_state_and_breakers_are_the_runs_own(built: Built, s: Session) -
         last = s.scalars(select(EquitySnapshotRow).where(EquitySnapshotRow.run_id == run_id).order_by(EquitySnapshotRow.at.desc()).limit(1)).one()
         assert state.equity == last.equity
         assert state.gross_exposure == sum(p.market_value for p in s.scalars(select(PositionRow).where(PositionRow.run_id == run_id)))
+
+
+def _state_db(tmp_path: Path, states: dict[str, str], *, daemon_healthy: bool = False) -> str:
+    """A database with one backtest run per ``run_id -> trading state`` (one session each, an equity snapshot), and
+    with ``daemon_healthy`` a daemon whose fresh heartbeat and own state say healthy and ACTIVE."""
+    url = f"sqlite:///{tmp_path / 'states.db'}"
+    repo = Repository(open_database(url))
+    now = datetime.now(UTC)
+    t0 = datetime(2024, 3, 4, 21, tzinfo=UTC)
+    for n, (run_id, state) in enumerate(states.items()):
+        repo.create_run(run_id, kind="backtest", broker="simulated", data_provider="files", started_at=t0 + timedelta(minutes=n),
+                        initial_cash=Decimal("1000"), symbols=["SPY"], config={})  # fmt: skip
+        with repo.session() as session:
+            session.execute(insert(Iteration).values(
+                id=f"{run_id}-1", run_id=run_id, seq=1, as_of=t0, recorded_at=t0, status="ok", error=None, symbols_total=1,
+                symbols_ok=1, data_quality=1.0,
+            ))  # fmt: skip
+            session.execute(insert(EquitySnapshotRow).values(
+                run_id=run_id, iteration_id=f"{run_id}-1", at=t0, cash=Decimal("1000"), market_value=Decimal("0"),
+                equity=Decimal("1000"), positions=0,
+            ))  # fmt: skip
+            session.commit()
+        repo.put_state(f"{run_id}:risk:state", {"state": state, "reason": f"{state}: because of {run_id}"}, t0)
+    if daemon_healthy:
+        repo.put_state("heartbeat", {"run_id": "daemon-x", "iteration_id": "daemon-x-1", "as_of": t0.isoformat(),
+                                     "at": (now - timedelta(minutes=1)).isoformat(), "status": "ok"}, now)  # fmt: skip
+        repo.put_state("risk:state", {"state": "active", "reason": "within limits"}, now)
+    repo.engine.dispose()
+    return url
+
+
+def test_state_banner_is_green_only_when_the_runs_state_is_active(tmp_path: Path) -> None:
+    url = _state_db(tmp_path, {"bt-active": "active", "bt-reducing": "reducing", "bt-locked": "locked", "bt-halted": "halted"})
+    engine = open_readonly(url)
+    with Session(engine) as session:
+        banners = {run_id: q.state_banner(session, run_id) for run_id in ("bt-active", "bt-reducing", "bt-locked", "bt-halted")}
+    engine.dispose()
+    assert {r: (b.state, b.level) for r, b in banners.items()} == {
+        "bt-active": ("ACTIVE", "success"), "bt-reducing": ("REDUCING", "warning"),
+        "bt-locked": ("LOCKED", "error"), "bt-halted": ("HALTED", "error"),
+    }  # fmt: skip
+    assert banners["bt-halted"].text == "Trading HALTED: halted: because of bt-halted"
+
+
+def test_the_app_when_a_halted_run_is_shown_under_a_healthy_daemon_then_the_banner_is_red_with_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    from core.dashboard import app_path
+
+    url = _state_db(tmp_path, {"bt-halted": "halted", "bt-active": "active"}, daemon_healthy=True)
+    monkeypatch.setenv("DATABASE_URL", url)
+    at = AppTest.from_file(str(app_path()), default_timeout=60)
+    at.query_params["run"] = "bt-halted"
+    at.run()
+    assert not at.exception, at.exception
+    assert [e.value for e in at.error] == ["This run: Trading HALTED: halted: because of bt-halted"]
+    assert [x.value for x in at.success] == []  # nothing green above a halted run, though the daemon is healthy
+    assert any(c.value.startswith("Daemon healthy") for c in at.caption)
+    at = AppTest.from_file(str(app_path()), default_timeout=60)
+    at.query_params["run"] = "bt-active"
+    at.run()
+    assert [x.value for x in at.success] == ["This run: Trading ACTIVE: active: because of bt-active"] and not at.error
 
 
 # --------------------------------------------------------------------------------------------------- LLM, shadow
@@ -534,6 +649,8 @@ def test_the_streamlit_script_renders_every_panel(built: Built, monkeypatch: pyt
         last = s.scalars(select(EquitySnapshotRow).where(EquitySnapshotRow.run_id == built.replay).order_by(EquitySnapshotRow.at.desc()).limit(1)).one()
         fills = s.scalar(select(func.count()).select_from(FillRow).where(FillRow.run_id == built.replay))
         orders = s.scalar(select(func.count()).select_from(OrderRow).where(OrderRow.run_id == built.replay))
+        reason = q.trading_state(s, built.replay).reason
+        closed = len(q.round_trips(s, built.replay))
     engine.dispose()
     assert metrics["Final equity"] == fmt.money(last.equity)
     assert metrics["Fills"] == str(fills) and metrics["Orders"] == str(orders)
@@ -541,8 +658,44 @@ def test_the_streamlit_script_renders_every_panel(built: Built, monkeypatch: pyt
     assert metrics["LLM calls"] == "4" and metrics["Abstentions"] == "2"
     assert any("no heartbeat" in e.value for e in at.error)
     assert [h.value for h in at.subheader] == [
-        "Equity", "Open positions", "Orders and fills", "Decisions and refusals", "Trading state and circuit breakers",
-        "LLM usage and the shadow ledger", "Latest audit narrative",
+        "Equity", "Open positions", "Closed trades (round trips)", "Orders and fills", "Decisions and refusals",
+        "Trading state and circuit breakers", "LLM usage and the shadow ledger", "Latest audit narrative",
     ]  # fmt: skip
+    assert [x.value for x in at.success] == [f"This run: Trading ACTIVE: {reason}"]
+    # times in New York time with the zone, the UTC time beside them
+    assert "started " in at.caption[0].value and at.caption[0].value.split("started ")[1][:20].endswith((" EST", " EDT"))
+    trips = next(d.value for d in at.dataframe if "exit_reason" in d.value.columns)
+    assert list(trips.columns) == ["symbol", "entry_at", "entry_price", "exit_at", "exit_price", "quantity", "pnl",
+                                   "return_pct", "holding_sessions", "exit_reason", "strategy"]  # fmt: skip
+    assert len(trips) == closed > 0
+    orders = next(d.value for d in at.dataframe if "submitted_at" in d.value.columns)
+    assert orders["submitted_at"].iloc[0].endswith((" EST", " EDT")) or len(orders["submitted_at"].iloc[0]) == 10
+    assert orders["submitted_at_utc"].iloc[0].endswith(" UTC")
     assert at.title[0].value == f"Replay run {built.replay}"
     assert at.sidebar.selectbox[0].value == built.replay
+
+
+# --------------------------------------------------------------------------------------------------- formatting
+
+
+@pytest.mark.parametrize(
+    ("value", "ny", "utc"),
+    [
+        (datetime(2021, 3, 31, 20, tzinfo=UTC), "2021-03-31 16:00 EDT", "2021-03-31 20:00 UTC"),
+        (datetime(2021, 1, 4, 14, 30), "2021-01-04 09:30 EST", "2021-01-04 14:30 UTC"),  # naive (SQLite): UTC
+        ("2021-01-04T21:00:00+00:00", "2021-01-04 16:00 EST", "2021-01-04 21:00 UTC"),
+        (datetime(2018, 2, 6, tzinfo=UTC), "2018-02-06", "2018-02-06 00:00 UTC"),  # a daily bar's date, not 19:00 the day before
+        (None, "–", "–"),
+    ],
+)
+def test_times_are_shown_in_new_york_time_with_the_zone_and_utc_beside(value: object, ny: str, utc: str) -> None:
+    assert fmt.when(value) == ny  # type: ignore[arg-type]
+    assert fmt.when_utc(value) == utc  # type: ignore[arg-type]
+
+
+def test_table_when_utc_cols_then_a_utc_column_follows_the_kept_columns() -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame({"at": [datetime(2021, 3, 31, 20, tzinfo=UTC)], "symbol": ["SPY"], "drop": [1]})
+    out = fmt.table(frame, time_cols=("at",), utc_cols=("at",), columns=("symbol", "at"))
+    assert out.to_dict("records") == [{"symbol": "SPY", "at": "2021-03-31 16:00 EDT", "at_utc": "2021-03-31 20:00 UTC"}]

@@ -11,8 +11,12 @@ object with an ``as_dict()`` method, or a dataclass).
 
 Formatting: fractions whose key names a return, drawdown, rate, share or VaR (``total_return``, ``max_drawdown``,
 ``win_rate``, ``positive_share``, ``var``...) are shown as percentages; money fields (``pnl``, prices, equity) with
-two decimals; other floats with four significant digits; ``None`` as a dash; timestamps as ISO dates (with the
-time when it is not midnight UTC).
+two decimals; other floats with four significant digits; ``None`` as a dash; timestamps at midnight UTC (daily
+bars' dates) as ISO dates, other timestamps in New York time with the zone (``2024-01-02 10:30 EST``).
+
+Charts: the x axis is linear in time whatever the unit of the series' index (pandas 3 keeps ``s``/``ms``/``us``/
+``ns``), with New York dates as tick labels; the equity chart shades the drawdown protection's lock (amber) and
+halt (red) episodes when the input has them.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import dataclasses
 import html
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, NotRequired, Required, TypedDict
@@ -49,6 +54,12 @@ class ReportData(TypedDict, total=False):
     walk_forward   one row per window: ``WindowResult`` or its ``as_dict()``
     walk_forward_summary   ``WalkForwardSummary`` or its dict
     tests          ``ReturnTests`` or its dict
+    trading_episodes   the drawdown protection's lock and halt episodes, oldest first: one mapping (or object with
+                   these attributes) per episode, ``{"state": "locked"|"halted", "start": "YYYY-MM-DD",
+                   "end": "YYYY-MM-DD" or None (still in force at the end), "sessions": int, "reason": str}``;
+                   drawn as shaded bands on the equity curve and listed under it. Absent: nothing is said about
+                   them; an empty list: the report says trading was never locked or halted
+    sessions_locked, sessions_halted   session counts in each state (shown with the episodes)
     """
 
     equity: Required[pd.Series]
@@ -64,9 +75,30 @@ class ReportData(TypedDict, total=False):
     walk_forward: NotRequired[Sequence[Mapping[str, Any] | Any]]
     walk_forward_summary: NotRequired[Mapping[str, Any] | Any]
     tests: NotRequired[Mapping[str, Any] | Any]
+    trading_episodes: NotRequired[Sequence[Mapping[str, Any] | Any]]
+    sessions_locked: NotRequired[int]
+    sessions_halted: NotRequired[int]
+
+
+@dataclass(frozen=True)
+class Band:
+    """A shaded time span of a chart: ``start``..``end`` (UTC timestamps), its colour (a module constant), the
+    legend ``label`` and the hover ``title``."""
+
+    start: pd.Timestamp
+    end: pd.Timestamp
+    state: str
+    colour: str
+    label: str
+    title: str
 
 
 DEFAULT_MAX_TRADES = 100
+_NEW_YORK = "America/New_York"
+_EPISODE_STYLE = {  # state -> (colour, legend label)
+    "halted": ("#dc2626", "halted (no trading)"),
+    "locked": ("#f59e0b", "locked (no new entries)"),
+}
 _MAX_CHART_POINTS = 1500  # per series; longer series are reduced to the min and max of each bucket
 
 _PERCENT_KEYS = frozenset(
@@ -122,8 +154,10 @@ def format_value(value: object, key: str = "") -> str:
         if stamp.tzinfo is not None:
             stamp = stamp.tz_convert("UTC")
         if (stamp.hour, stamp.minute, stamp.second, stamp.microsecond) == (0, 0, 0, 0):
-            return stamp.strftime("%Y-%m-%d")
-        return stamp.strftime("%Y-%m-%d %H:%M") + (" UTC" if stamp.tzinfo is not None else "")
+            return stamp.strftime("%Y-%m-%d")  # a daily bar's date (bars are stamped at midnight UTC)
+        if stamp.tzinfo is None:
+            return stamp.strftime("%Y-%m-%d %H:%M")
+        return stamp.tz_convert(_NEW_YORK).strftime("%Y-%m-%d %H:%M %Z")
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, int | np.integer):
@@ -237,14 +271,26 @@ def _reduce(x: np.ndarray, y: np.ndarray, max_points: int) -> tuple[np.ndarray, 
     return x[index], y[index]
 
 
-def _time_ticks(start: pd.Timestamp, end: pd.Timestamp, count: int = 8) -> list[pd.Timestamp]:
-    for freq in ("YS", "QS", "MS", "W-MON", "D"):
-        ticks = pd.date_range(start.normalize(), end, freq=freq)
-        ticks = ticks[(ticks >= start) & (ticks <= end)]
-        if len(ticks) >= 2 or freq == "D":
+def _ns(stamps: pd.DatetimeIndex | pd.Timestamp) -> np.ndarray | int:
+    """Nanoseconds since the epoch, whatever the unit the index or timestamp is stored in (pandas 3 keeps
+    ``s``/``ms``/``us``/``ns`` units as given; ``asi8`` and ``_value`` count in that unit)."""
+    if isinstance(stamps, pd.Timestamp):
+        return int(stamps.as_unit("ns").value)
+    return pd.DatetimeIndex(stamps).as_unit("ns").asi8
+
+
+def _time_ticks(start: pd.Timestamp, end: pd.Timestamp, count: int = 8) -> tuple[list[pd.Timestamp], str]:
+    """Tick instants between ``start`` and ``end`` (UTC) at the start of New York years, quarters, months, weeks
+    or days (the coarsest giving at least three), at most about ``count`` of them, with the ``strftime`` format of
+    their label (a year, or a date)."""
+    local_start, local_end = start.tz_convert(_NEW_YORK), end.tz_convert(_NEW_YORK)
+    for freq, label in (("YS", "%Y"), ("QS", "%Y-%m-%d"), ("MS", "%Y-%m-%d"), ("W-MON", "%Y-%m-%d"), ("D", "%Y-%m-%d")):
+        ticks = pd.date_range(local_start.normalize(), local_end, freq=freq)
+        ticks = ticks[(ticks >= local_start) & (ticks <= local_end)]
+        if len(ticks) >= 3 or freq == "D":
             stride = max(1, math.ceil(len(ticks) / count))
-            return list(ticks[::stride])
-    return []
+            return list(ticks[::stride]), label
+    return [], "%Y-%m-%d"
 
 
 def line_chart(
@@ -253,20 +299,24 @@ def line_chart(
     title: str,
     percent: bool = False,
     area: bool = False,
+    bands: Sequence[Band] = (),
     width: int = 900,
     height: int = 280,
 ) -> str:
     """An inline SVG line chart of ``(label, series, colour)`` lines over a shared time axis.
 
-    ``percent`` formats the y axis as percentages of fractions; ``area`` fills between the first line and zero.
-    Colours are this module's constants, never user input.
+    ``percent`` formats the y axis as percentages of fractions; ``area`` fills between the first line and zero;
+    ``bands`` are shaded time spans drawn behind the lines (one legend entry per distinct label). The x axis is
+    linear in time (any index unit), from the first point at the plot's left edge to the last at its right edge;
+    its ticks are New York dates. Colours are this module's constants, never user input.
     """
     lines = [(label, s.dropna(), colour) for label, s, colour in lines if len(s.dropna())]
     if not lines:
         return _missing(title.lower())
     start = min(s.index[0] for _, s, _ in lines)
     end = max(s.index[-1] for _, s, _ in lines)
-    x0, x1 = start.value, end.value if end.value > start.value else start.value + 1
+    x0 = _ns(start)
+    x1 = max(_ns(end), x0 + 1)
     values = np.concatenate([s.to_numpy(dtype=float) for _, s, _ in lines] + ([np.zeros(1)] if area else []))
     y_low, y_high = float(values.min()), float(values.max())
     if y_high - y_low < 1e-12 * max(1.0, abs(y_high)):
@@ -301,14 +351,26 @@ def line_chart(
         y = float(sy(tick))
         parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e5e7eb"/>')
         parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{_e(text)}</text>')
-    span_days = (end - start).days
-    for tick in _time_ticks(start, end):
-        x = float(sx(tick.value))
-        label = tick.strftime("%Y") if span_days > 3 * 365 else tick.strftime("%Y-%m-%d")
+    ticks_x, tick_format = _time_ticks(start, end)
+    for tick in ticks_x:
+        x = float(sx(_ns(tick)))
         parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + plot_h}" stroke="#f0f0f0"/>')
-        parts.append(f'<text x="{x:.1f}" y="{height - 10}" text-anchor="middle">{_e(label)}</text>')
+        parts.append(f'<text class="x-tick" x="{x:.1f}" y="{height - 10}" text-anchor="middle">{_e(tick.strftime(tick_format))}</text>')
+    legend: list[tuple[str, str]] = []  # (swatch element, label)
+    for band in bands:
+        a = min(max(float(sx(_ns(band.start))), left), left + plot_w)
+        b = min(max(float(sx(_ns(band.end))), left), left + plot_w)
+        if b <= a:
+            continue
+        parts.append(
+            f'<rect class="band" data-state="{_e(band.state)}" x="{a:.1f}" y="{top}" width="{b - a:.1f}" height="{plot_h}" '
+            f'fill="{band.colour}" fill-opacity="0.18" stroke="none"><title>{_e(band.title)}</title></rect>'
+        )
+        swatch = f'<rect x="{{x}}" y="5" width="12" height="10" fill="{band.colour}" fill-opacity="0.35"/>'
+        if (swatch, band.label) not in legend:
+            legend.append((swatch, band.label))
     for position, (label, series, colour) in enumerate(lines):
-        xs, ys = _reduce(series.index.asi8.astype(float), series.to_numpy(dtype=float), _MAX_CHART_POINTS)
+        xs, ys = _reduce(_ns(series.index).astype(float), series.to_numpy(dtype=float), _MAX_CHART_POINTS)
         px, py = sx(xs), sy(ys)
         points = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(px, py, strict=True))
         if area and position == 0:
@@ -316,9 +378,12 @@ def line_chart(
             polygon = f"{px[0]:.1f},{zero:.1f} {points} {px[-1]:.1f},{zero:.1f}"
             parts.append(f'<polygon points="{polygon}" fill="{colour}" fill-opacity="0.25" stroke="none"/>')
         parts.append(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="1.4"/>')
-        lx = left + 8 + position * 260
-        parts.append(f'<rect x="{lx}" y="8" width="12" height="4" fill="{colour}"/>')
+        legend.insert(position, ('<rect x="{x}" y="8" width="12" height="4" fill="' + colour + '"/>', label))
+    lx = left + 8
+    for swatch, label in legend:
+        parts.append(swatch.format(x=lx))
         parts.append(f'<text x="{lx + 16}" y="14">{_e(label)}</text>')
+        lx += 16 + 7 * len(label) + 20
     parts.append("</svg>")
     return "".join(parts)
 
@@ -344,7 +409,85 @@ def _growth_label(name: str, series: pd.Series) -> str:
     return f"{name} ({format_value(float(series.iloc[-1] / series.iloc[0] - 1.0), 'total_return')})"
 
 
-def _equity_section(equity: pd.Series, benchmark: pd.Series | None) -> str:
+def _episode_date(value: object, where: str) -> date:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(str(value))
+    except ValueError:
+        raise ValueError(f"{where} must be a YYYY-MM-DD date, got {value!r}") from None
+
+
+def trading_episodes(raw: Sequence[Any]) -> list[dict[str, Any]]:
+    """The lock/halt episodes of ``raw`` (mappings or objects) as plain dicts with ``date`` start/end (``end`` None:
+    still in force at the end). Raises ``ValueError`` naming the episode and field that is unusable."""
+    episodes = []
+    for i, item in enumerate(raw):
+        values = item if isinstance(item, Mapping) else {k: getattr(item, k, None) for k in ("state", "start", "end", "sessions", "reason")}
+        state = str(values.get("state") or "").strip().lower()
+        if not state:
+            raise ValueError(f"trading_episodes[{i}].state is missing")
+        start = _episode_date(values.get("start"), f"trading_episodes[{i}].start")
+        end = None if values.get("end") is None else _episode_date(values.get("end"), f"trading_episodes[{i}].end")
+        if end is not None and end < start:
+            raise ValueError(f"trading_episodes[{i}]: end {end} is before start {start}")
+        sessions = values.get("sessions")
+        episodes.append({"state": state, "start": start, "end": end, "sessions": None if sessions is None else int(sessions),
+                         "reason": str(values.get("reason") or "")})  # fmt: skip
+    return episodes
+
+
+def _episode_bands(index: pd.DatetimeIndex, episodes: Sequence[Mapping[str, Any]]) -> list[Band]:
+    """One band per episode, over the chart's points whose New York date is within the episode, from half-way to the
+    point before to half-way to the point after (so that a one-session episode has a width)."""
+    if len(index) < 2:
+        return []
+    stamps = _ns(index)
+    local_days = index.tz_convert(_NEW_YORK).normalize().tz_localize(None)
+    bands = []
+    for ep in episodes:
+        first = int(local_days.searchsorted(pd.Timestamp(ep["start"]), side="left"))
+        last = len(index) - 1 if ep["end"] is None else int(local_days.searchsorted(pd.Timestamp(ep["end"]), side="right")) - 1
+        if first > last:
+            continue  # outside the chart
+        left = stamps[first] if first == 0 else (stamps[first - 1] + stamps[first]) // 2
+        right = stamps[last] if last == len(index) - 1 else (stamps[last] + stamps[last + 1]) // 2
+        colour, label = _EPISODE_STYLE.get(ep["state"], ("#6b7280", ep["state"]))
+        end = ep["end"].isoformat() if ep["end"] is not None else "the end"
+        bands.append(Band(pd.Timestamp(int(left), tz="UTC"), pd.Timestamp(int(right), tz="UTC"), ep["state"], colour, label,
+                          f"{ep['state']} {ep['start'].isoformat()} .. {end}: {ep['reason']}"))  # fmt: skip
+    return bands
+
+
+def _episodes_table(episodes: Sequence[Mapping[str, Any]], locked: int | None, halted: int | None) -> str:
+    if locked is None:
+        locked = sum(e["sessions"] or 0 for e in episodes if e["state"] == "locked")
+    if halted is None:
+        halted = sum(e["sessions"] or 0 for e in episodes if e["state"] == "halted")
+    heading = "<h3>Drawdown protection: locks and halts</h3>"
+    if not episodes:
+        return heading + '<p class="note">Trading was never locked or halted.</p>'
+    note = (
+        f'<p class="note">Locked (no new entries) for {locked:,} session{"" if locked == 1 else "s"}, halted (no trading) '
+        f'for {halted:,} session{"" if halted == 1 else "s"}; shaded on the equity curve (amber: locked, red: halted).</p>'
+    )
+    rows = [
+        {"state": e["state"], "start": e["start"], "end": e["end"] if e["end"] is not None else "in force at the end",
+         "sessions": e["sessions"], "reason": e["reason"]}
+        for e in episodes
+    ]  # fmt: skip
+    return heading + note + _rows_table(rows)
+
+
+def _equity_section(
+    equity: pd.Series,
+    benchmark: pd.Series | None,
+    episodes: Sequence[Mapping[str, Any]] | None = None,
+    sessions_locked: int | None = None,
+    sessions_halted: int | None = None,
+) -> str:
     lines = [(_growth_label("strategy", equity), equity, "#2563eb")]
     note = '<p class="note">No benchmark provided.</p>'
     if benchmark is not None:
@@ -352,7 +495,10 @@ def _equity_section(equity: pd.Series, benchmark: pd.Series | None) -> str:
         if len(rebased):
             lines.append((_growth_label("buy & hold benchmark", rebased), rebased, "#9ca3af"))
             note = '<p class="note">The benchmark is rebased to the strategy\'s first equity value.</p>'
-    chart = line_chart(lines, title="Equity curve")
+    bands = _episode_bands(equity.index, episodes) if episodes else []
+    chart = line_chart(lines, title="Equity curve", bands=bands)
+    if episodes is not None:
+        note += _episodes_table(episodes, sessions_locked, sessions_halted)
     drawdown = -drawdown_series(equity)
     dd_chart = line_chart([("drawdown", drawdown, "#dc2626")], title="Drawdown", percent=True, area=True, height=200)
     return _section("equity", "Equity curve", chart + note) + _section("drawdown", "Drawdown", dd_chart)
@@ -508,6 +654,7 @@ def render_html(result: Mapping[str, Any], *, max_trades: int = DEFAULT_MAX_TRAD
     title = str(result.get("title") or "Backtest report")
     metrics = result.get("metrics")
     monthly = result.get("monthly")
+    raw_episodes = result.get("trading_episodes")
     if monthly is None:
         monthly = monthly_returns(equity)
     period = (
@@ -521,7 +668,15 @@ def render_html(result: Mapping[str, Any], *, max_trades: int = DEFAULT_MAX_TRAD
             "Headline metrics",
             _kv_table(_as_mapping(metrics, "metrics")) if metrics is not None else _missing("metrics"),
         ),
-        _equity_section(equity, result.get("benchmark")) if len(equity) else _missing("equity"),
+        _equity_section(
+            equity,
+            result.get("benchmark"),
+            trading_episodes(raw_episodes) if raw_episodes is not None else None,
+            result.get("sessions_locked"),
+            result.get("sessions_halted"),
+        )
+        if len(equity)
+        else _missing("equity"),
         _monthly_section(monthly),
         _per_strategy_section(result.get("per_strategy")),
         _shadow_section(result.get("shadow")),

@@ -1058,6 +1058,11 @@ def report_data(result: BacktestResult) -> dict[str, Any]:
     }
     if result.shadow is not None:
         data["shadow"] = result.shadow
+    episodes = getattr(result, "trading_episodes", None)  # the drawdown protection's lock/halt episodes
+    if episodes is not None:
+        data["trading_episodes"] = episodes
+        data["sessions_locked"] = getattr(result, "sessions_locked", None)
+        data["sessions_halted"] = getattr(result, "sessions_halted", None)
     if robust is not None:
         data["bootstrap"] = robust.bootstrap
         data["walk_forward"] = robust.walk_forward

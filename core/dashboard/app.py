@@ -7,6 +7,10 @@ PostgreSQL read-only transactions), nothing is migrated or created, and every pa
 Script arguments (after ``--`` on the ``streamlit run`` command line): ``--db URL`` (default: ``DATABASE_URL`` from
 the environment / ``.env``) and ``--refresh SECONDS``. URL query parameter ``?run=RUN_ID`` opens that run (a
 daemon session, a replay or a backtest); without it, the latest daemon run, else the latest run.
+
+Above the panels, a banner states the trading state of the run shown, with its reason: green only when ACTIVE, red
+when HALTED or LOCKED, amber otherwise. Times are New York times with the zone; the tables carry the UTC time in
+their ``UTC`` column and the charts in their tooltips. Tables are sized to show every column at 1400 px.
 """
 
 from __future__ import annotations
@@ -55,6 +59,34 @@ def _engine(url: str) -> Engine:
 
 # --------------------------------------------------------------------------------------------------- panels
 
+NY_HELP = "New York time (America/New_York); the UTC time is in the UTC column"
+UTC_HELP = "The same instant in UTC"
+TRIP_TIME_HELP = "New York time of the fill; UTC is 4 h later (EDT) or 5 h later (EST): see the fills' UTC column"
+
+
+_NUMERIC = frozenset({
+    "quantity", "average_price", "last_price", "market_value", "stop_price", "target_price", "unrealized_pnl",
+    "unrealized_pct", "entry_price", "exit_price", "pnl", "return_pct", "price", "value", "commission", "confidence",
+})  # fmt: skip
+
+
+def _cols(spec: dict[str, tuple[str, int] | tuple[str, int, str]]) -> dict[str, object]:
+    """``column -> (label, width in px[, help])`` as Streamlit text-column configs (every value is preformatted
+    text; numbers are right-aligned). The widths are chosen so that each table fits the 940 px main area of a
+    1400 px window beside the sidebar."""
+    return {
+        name: st.column_config.TextColumn(
+            entry[0], width=entry[1], help=entry[2] if len(entry) > 2 else None,  # type: ignore[misc]
+            alignment="right" if name in _NUMERIC else None,
+        )
+        for name, entry in spec.items()
+    }
+
+
+def _state_banner(session: Session, run_id: str) -> None:
+    banner = q.state_banner(session, run_id)
+    {"success": st.success, "error": st.error}.get(banner.level, st.warning)(f"This run: {banner.text}")
+
 
 def _run_header(session: Session, run_id: str) -> None:
     summary = q.run_summary(session, run_id)
@@ -70,15 +102,15 @@ def _run_header(session: Session, run_id: str) -> None:
 
 
 def _health_panel(session: Session, settings: Settings) -> None:
+    """The daemon's health (database-wide, whatever run is shown): a red box when unhealthy, a line when healthy."""
     report = q.daemon_health(session, settings, datetime.now(UTC))
     beat = report.get("heartbeat")
-    if report["healthy"]:
-        st.success(f"Daemon healthy. Trading state {str(report['trading_state']).upper()}.")
-    else:
+    if not report["healthy"]:
         st.error("Daemon UNHEALTHY: " + "; ".join(report["problems"]))
     if beat:
         st.caption(
-            f"Last heartbeat: {fmt.when(beat.get('at'))} (run {beat.get('run_id')}, session {fmt.when(beat.get('as_of'))}, "
+            ("Daemon healthy (its trading state " + str(report["trading_state"]).upper() + "). " if report["healthy"] else "")
+            + f"Last heartbeat: {fmt.when(beat.get('at'))} (run {beat.get('run_id')}, session {fmt.when(beat.get('as_of'))}, "
             f"iteration {beat.get('iteration_id')}, status {beat.get('status')}); next run due {fmt.when(report.get('next_due'))}, "
             f"stale after {fmt.when(report.get('stale_after'))}."
             + (f" Warning: {report['warning']}." if report.get("warning") else "")
@@ -116,30 +148,38 @@ def _equity_panel(session: Session, run_id: str, benchmark: str | None) -> None:
         )
     )
     frame = curve.frame
-    at = pd.DatetimeIndex(frame["at"]).tz_convert(None)  # UTC, shown without a timezone by the charts
+    # New York wall-clock times (naive: the charts show them as given); the UTC time goes in the tooltips
+    at = pd.DatetimeIndex(frame["at"]).tz_convert(fmt.EASTERN).tz_localize(None)
+    when = [fmt.when(v) for v in frame["at"]]
+    utc = [fmt.when_utc(v) for v in frame["at"]]
     series = {"Equity": q.as_float(frame["equity"]).to_numpy()}
     if curve.benchmark_symbol:
         series[f"{curve.benchmark_symbol} buy & hold"] = frame["benchmark"].to_numpy()
-    lines = pd.DataFrame({"at": at, **series}).melt("at", var_name="series", value_name="value").dropna()
+    lines = (
+        pd.DataFrame({"at": at, "when": when, "utc": utc, **series})
+        .melt(["at", "when", "utc"], var_name="series", value_name="value")
+        .dropna()
+    )
+    time_tips = [alt.Tooltip("when:N", title="session (New York)"), alt.Tooltip("utc:N", title="UTC")]
     equity_chart = (
         alt.Chart(lines, title="Equity and benchmark")
         .mark_line()
         .encode(
-            x=alt.X("at:T", title=None),
+            x=alt.X("at:T", title="New York time"),
             y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False), axis=alt.Axis(format=",.0f")),
             color=alt.Color("series:N", title=None, legend=alt.Legend(orient="bottom")),
-            tooltip=[alt.Tooltip("at:T", title="session"), "series:N", alt.Tooltip("value:Q", format=",.2f")],
+            tooltip=[*time_tips, "series:N", alt.Tooltip("value:Q", format=",.2f")],
         )
         .properties(height=300)
     )
-    drawdown = pd.DataFrame({"at": at, "drawdown": -frame["drawdown"].to_numpy()})
+    drawdown = pd.DataFrame({"at": at, "when": when, "utc": utc, "drawdown": -frame["drawdown"].to_numpy()})
     drawdown_chart = (
         alt.Chart(drawdown, title="Drawdown")
         .mark_area(color="#dc2626", opacity=0.6, line={"color": "#dc2626"})
         .encode(
-            x=alt.X("at:T", title=None),
+            x=alt.X("at:T", title="New York time"),
             y=alt.Y("drawdown:Q", title=None, axis=alt.Axis(format=".1%")),
-            tooltip=[alt.Tooltip("at:T", title="session"), alt.Tooltip("drawdown:Q", format=".2%")],
+            tooltip=[*time_tips, alt.Tooltip("drawdown:Q", format=".2%")],
         )
         .properties(height=300)
     )
@@ -164,10 +204,56 @@ def _positions_panel(session: Session, run_id: str) -> None:
                 price_cols=("average_price", "last_price", "stop_price", "target_price"),
                 qty_cols=("quantity",),
                 pct_cols=("unrealized_pct",),
-                time_cols=("opened_at", "updated_at"),
-            ),
+                time_cols=("opened_at",),
+                utc_cols=("opened_at",),
+                columns=("symbol", "quantity", "average_price", "last_price", "market_value", "stop_price", "target_price",
+                         "unrealized_pnl", "unrealized_pct", "opened_at"),
+            ),  # fmt: skip
             hide_index=True,
+            column_config=_cols({
+                "symbol": ("symbol", 55), "quantity": ("qty", 50), "average_price": ("avg price", 75),
+                "last_price": ("last price", 75), "market_value": ("value", 90), "stop_price": ("stop", 75),
+                "target_price": ("target", 75), "unrealized_pnl": ("P&L", 80), "unrealized_pct": ("P&L %", 60),
+                "opened_at": ("opened", 140, NY_HELP), "opened_at_utc": ("opened UTC", 140, UTC_HELP),
+            }),  # fmt: skip
         )
+
+
+def _round_trips_panel(session: Session, run_id: str) -> None:
+    st.subheader("Closed trades (round trips)")
+    trips = q.round_trips(session, run_id)
+    if trips.empty:
+        st.caption("No round trip closed in this run yet.")
+        return
+    wins = sum(1 for p in trips["pnl"] if p > 0)
+    st.caption(
+        f"{len(trips)} closed trades, {wins} winning; total P&L {fmt.money(sum(trips['pnl']))} net of commissions. "
+        "A trade runs from the buy that opens a position to the sell that closes it (flat to flat); newest exit first. "
+        "Exit: stop (protective stop-loss), target (take-profit), signal (the strategy's SELL), time (time stop)."
+    )
+    st.dataframe(
+        fmt.table(
+            trips,
+            money_cols=("pnl",),
+            price_cols=("entry_price", "exit_price"),
+            qty_cols=("quantity",),
+            pct_cols=("return_pct",),
+            time_cols=("entry_at", "exit_at"),
+            columns=("symbol", "entry_at", "entry_price", "exit_at", "exit_price", "quantity", "pnl", "return_pct",
+                     "holding_sessions", "exit_reason", "strategy"),
+        ),  # fmt: skip
+        hide_index=True,
+        height=min((len(trips) + 1) * 35 + 3, 420),
+        column_config={
+            **_cols({
+                "symbol": ("symbol", 55), "entry_at": ("entry", 140, TRIP_TIME_HELP), "entry_price": ("entry price", 75),
+                "exit_at": ("exit", 140, TRIP_TIME_HELP), "exit_price": ("exit price", 75), "quantity": ("qty", 50),
+                "pnl": ("P&L $", 80, "Net of both sides' commissions"), "return_pct": ("P&L %", 60, "P&L / entry cost"),
+                "exit_reason": ("exit by", 60, "stop, target, signal or time"), "strategy": ("strategy", 125),
+            }),  # fmt: skip
+            "holding_sessions": st.column_config.NumberColumn("sessions", width=65, help="Sessions held (entry date to exit date)"),
+        },
+    )
 
 
 def _orders_panel(session: Session, run_id: str) -> None:
@@ -178,29 +264,52 @@ def _orders_panel(session: Session, run_id: str) -> None:
     cols[1].metric("Fills", counts["fills"])
     cols[2].metric("Iterations", counts["iterations"])
     st.caption("Orders by status: " + (", ".join(f"{k} {v}" for k, v in counts["orders_by_status"].items()) or "none"))
-    left, right = st.columns(2)
-    left.markdown("**Recent orders**")
-    left.dataframe(
+    orders = q.recent_orders(session, run_id)
+    orders["order"] = [  # type and price in one column: "market", "limit 263.8900", "stop 248.3770"
+        t if lp is None and sp is None else f"{t} {fmt.price(sp if lp is None else lp)}"
+        for t, lp, sp in zip(orders["type"], orders["limit_price"], orders["stop_price"], strict=True)
+    ]
+    orders["filled"] = [
+        fmt.quantity(fq) + (f" @ {fmt.price(avg)}" if avg is not None else "")
+        for fq, avg in zip(orders["filled_quantity"], orders["average_fill_price"], strict=True)
+    ]
+    st.markdown("**Recent orders** (newest first)")
+    st.dataframe(
         fmt.table(
-            q.recent_orders(session, run_id),
-            price_cols=("limit_price", "stop_price", "average_fill_price"),
-            qty_cols=("quantity", "filled_quantity"),
+            orders,
+            qty_cols=("quantity",),
             time_cols=("submitted_at",),
+            utc_cols=("submitted_at",),
+            columns=("submitted_at", "symbol", "side", "quantity", "order", "status", "filled", "strategy", "reason"),
         ),
         hide_index=True,
         height=300,
+        column_config=_cols({
+            "submitted_at": ("submitted", 140, NY_HELP), "symbol": ("symbol", 55), "side": ("side", 40),
+            "quantity": ("qty", 50), "order": ("order", 110, "Type, and its limit or stop price"), "status": ("status", 75),
+            "filled": ("filled", 110, "Filled quantity @ average fill price"), "strategy": ("strategy", 125),
+            "reason": ("reason", 85, "Why the order was sent (click a cell to read it whole)"),
+            "submitted_at_utc": ("UTC", 140, UTC_HELP),
+        }),  # fmt: skip
     )
-    right.markdown("**Recent fills**")
-    right.dataframe(
+    st.markdown("**Recent fills** (newest first)")
+    st.dataframe(
         fmt.table(
             q.recent_fills(session, run_id),
             money_cols=("value", "commission"),
             price_cols=("price",),
             qty_cols=("quantity",),
             time_cols=("filled_at",),
+            utc_cols=("filled_at",),
+            columns=("filled_at", "symbol", "side", "quantity", "price", "value", "commission", "strategy", "client_order_id"),
         ),
         hide_index=True,
         height=300,
+        column_config=_cols({
+            "filled_at": ("filled", 140, NY_HELP), "symbol": ("symbol", 55), "side": ("side", 40), "quantity": ("qty", 50),
+            "price": ("price", 80), "value": ("value", 90), "commission": ("commission", 80), "strategy": ("strategy", 125),
+            "client_order_id": ("order id", 120), "filled_at_utc": ("UTC", 140, UTC_HELP),
+        }),  # fmt: skip
     )
 
 
@@ -211,9 +320,15 @@ def _decisions_panel(session: Session, run_id: str) -> None:
     if decisions:
         for tab, (agent, frame) in zip(st.tabs(list(decisions)), decisions.items()):
             tab.dataframe(
-                fmt.table(frame.drop(columns=["agent"]), time_cols=("as_of",), number_cols=("confidence",)),
+                fmt.table(frame.drop(columns=["agent"]), time_cols=("as_of",), number_cols=("confidence",), utc_cols=("as_of",)),
                 hide_index=True,
                 height=260,
+                column_config=_cols({
+                    "as_of": ("session", 140, NY_HELP), "symbol": ("symbol", 55), "action": ("action", 70),
+                    "strategy": ("strategy", 125), "reason": ("reason", 230), "iteration_id": ("iteration", 100),
+                    "as_of_utc": ("UTC", 140, UTC_HELP),
+                })  # fmt: skip
+                | _cols({"confidence": ("confidence", 75)}),
             )
     else:
         st.info("No decision recorded yet.")
@@ -234,7 +349,7 @@ def _state_panel(session: Session, run_id: str) -> None:
     cols[2].metric("Gross exposure", fmt.money(ts.gross_exposure), fmt.pct(ts.gross_share) + " of equity" if ts.gross_share is not None else None, delta_color="off")
     tripped = ts.breakers[ts.breakers["state"].isin(["open", "half_open"])] if len(ts.breakers) else ts.breakers
     cols[3].metric("Breakers open", len(tripped))
-    st.caption(f"{ts.reason}" + (f" (updated {fmt.when(ts.updated_at)})" if ts.updated_at else ""))
+    st.caption(f"{ts.reason}" + (f" (updated {fmt.when(ts.updated_at)}, {fmt.when_utc(ts.updated_at)})" if ts.updated_at else ""))
     st.markdown("**Circuit breakers**")
     if len(ts.breakers):
         st.table(fmt.table(ts.breakers, time_cols=("changed_at", "last_trip_at", "updated_at")).set_index("name"))
@@ -242,7 +357,11 @@ def _state_panel(session: Session, run_id: str) -> None:
         st.caption("No breaker state recorded.")
     st.markdown("**Breaker events** (newest first)")
     if len(ts.breaker_events):
-        st.dataframe(fmt.table(ts.breaker_events, time_cols=("at",)), hide_index=True)
+        st.dataframe(
+            fmt.table(ts.breaker_events, time_cols=("at",), utc_cols=("at",)),
+            hide_index=True,
+            column_config=_cols({"at": ("at", 140, NY_HELP), "at_utc": ("UTC", 140, UTC_HELP)}),
+        )
     else:
         st.caption("No breaker tripped or recovered in this run.")
     if len(ts.exposure):
@@ -272,6 +391,14 @@ def _llm_panel(session: Session, run_id: str) -> None:
         st.dataframe(
             fmt.table(shadow, pct_cols=("buy_fwd_return_avg", "buy_hit_rate", "sell_fwd_return_avg", "sell_hit_rate")),
             hide_index=True,
+            column_config={
+                "strategy": st.column_config.TextColumn("strategy", width=140),
+                "buy_fwd_return_avg": st.column_config.TextColumn("buy: fwd return", width=110),
+                "buy_hit_rate": st.column_config.TextColumn("buy: hit rate", width=95),
+                "sell_fwd_return_avg": st.column_config.TextColumn("sell: fwd return", width=110),
+                "sell_hit_rate": st.column_config.TextColumn("sell: hit rate", width=95),
+                "horizon_bars": st.column_config.NumberColumn("horizon (bars)", width=100),
+            },
             height=min((len(shadow) + 1) * 35 + 3, 600),  # every strategy without scrolling
         )
     else:
@@ -284,7 +411,7 @@ def _narrative_panel(session: Session, run_id: str) -> None:
     if report is None:
         st.caption("No audit report yet.")
         return
-    st.caption(f"{fmt.when(report['at'])} · {report['kind']} · iteration {report['iteration_id']}")
+    st.caption(f"{fmt.when(report['at'])} ({fmt.when_utc(report['at'])}) · {report['kind']} · iteration {report['iteration_id']}")
     st.info(report["text"])
 
 
@@ -292,9 +419,11 @@ def render_panels(engine: Engine, settings: Settings, run_id: str, benchmark: st
     try:
         with Session(engine) as session:
             _run_header(session, run_id)
+            _state_banner(session, run_id)
             _health_panel(session, settings)
             _equity_panel(session, run_id, benchmark)
             _positions_panel(session, run_id)
+            _round_trips_panel(session, run_id)
             _orders_panel(session, run_id)
             _decisions_panel(session, run_id)
             _state_panel(session, run_id)
@@ -302,7 +431,9 @@ def render_panels(engine: Engine, settings: Settings, run_id: str, benchmark: st
             _narrative_panel(session, run_id)
     except SQLAlchemyError as exc:  # e.g. the server restarting: say so and try again at the next refresh
         st.error(f"Cannot read the database right now ({exc.__class__.__name__}: {_first_line(exc)}); retrying at the next refresh.")
-    st.caption(f"Refreshed {datetime.now(UTC).strftime('%Y-%m-%d %H:%M:%S UTC')} · read-only view of the database")
+    now = datetime.now(UTC)
+    local = now.astimezone(fmt.EASTERN)
+    st.caption(f"Refreshed {local:%Y-%m-%d %H:%M:%S} {local.tzname()} ({now:%H:%M:%S} UTC) · read-only view of the database")
 
 
 # --------------------------------------------------------------------------------------------------- page

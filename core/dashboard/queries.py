@@ -9,6 +9,7 @@ What is reused rather than re-implemented:
 
 * :func:`core.reporting.performance` (headline metrics), :func:`core.reporting.risk_view` (trading state, refusals
   by rule) and :func:`core.reporting.breakers` (circuit breakers);
+* :func:`core.reporting.rebuild_round_trips` (the closed round trips and their P&L, as ``query_trades.py trades``);
 * :func:`core.metrics.drawdown_series` (the drawdown curve);
 * :func:`core.reporting.llm_usage` and :func:`core.reporting.shadow_stats`, behind ``query_trades.py llm|shadow``
   (LLM usage by model, abstentions by reason, the shadow ledger's selector-versus-fixed comparison);
@@ -25,6 +26,7 @@ and rebased to the run's first equity, like the benchmark line of the backtest H
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -35,6 +37,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from core import reporting
+from core.dashboard.formatting import session_date
 from core.metrics import drawdown_series
 from core.persistence.models import (
     AuditReportRow,
@@ -401,6 +404,78 @@ def recent_fills(session: Session, run_id: str, limit: int = 50) -> pd.DataFrame
     return _frame(rows, FILL_COLUMNS)
 
 
+ROUND_TRIP_COLUMNS = [
+    "symbol", "strategy", "entry_at", "entry_price", "exit_at", "exit_price", "quantity", "pnl", "return_pct",
+    "holding_sessions", "exit_reason", "commissions", "fills", "exit_order_id",
+]  # fmt: skip
+_STOP_TYPES = frozenset({"stop", "stop_limit", "trailing_stop"})
+
+
+def exit_reason(order_type: str, reason: str, client_order_id: str) -> str:
+    """Why a round trip closed, from the order of its last fill: ``stop`` (the protective stop-loss leg or any stop
+    order), ``target`` (the take-profit leg), ``time`` (the position manager's time stop), ``signal`` (the strategy's
+    SELL) or ``other`` (anything else, e.g. an operator's flatten)."""
+    text = (reason or "").lower()
+    if "time stop" in text:
+        return "time"
+    if order_type in _STOP_TYPES or text.startswith("stop-loss"):
+        return "stop"
+    if text.startswith("take-profit") or client_order_id.endswith("-tp"):
+        return "target"
+    if "exit on " in text:
+        return "signal"
+    return "other"
+
+
+def round_trips(session: Session, run_id: str, limit: int | None = None) -> pd.DataFrame:
+    """The run's closed round trips (flat to flat, :func:`core.reporting.rebuild_round_trips`), newest exit first.
+
+    Per trip: entry/exit time (first buy fill / the fill that flattened it) and average price, quantity, ``pnl``
+    (net of both sides' commissions, ``Decimal``), ``return_pct`` (P&L / entry cost), ``holding_sessions`` (the run's
+    sessions after the entry's New York date up to the exit's: 0 for a same-day exit), ``exit_reason``
+    (:func:`exit_reason`) and the strategy that opened it."""
+    _get_run(session, run_id)
+    book = reporting.rebuild_round_trips(session, run_id=run_id)
+    closed = sorted(book.closed, key=lambda t: (t.exit_at, t.entry_at, t.symbol), reverse=True)
+    if limit is not None:
+        closed = closed[:limit]
+    exit_ids = sorted({t.fills[-1].client_order_id for t in closed})
+    orders: dict[str, tuple[str, str]] = {}
+    for start in range(0, len(exit_ids), 500):
+        for cid, order_type, reason in session.execute(
+            select(OrderRow.client_order_id, OrderRow.order_type, OrderRow.reason).where(
+                OrderRow.client_order_id.in_(exit_ids[start : start + 500])
+            )
+        ):
+            orders[cid] = (order_type, reason)
+    sessions = sorted({session_date(at) for at in session.scalars(select(Iteration.as_of).where(Iteration.run_id == run_id))})
+    rows = []
+    for t in closed:
+        assert t.exit_at is not None
+        cid = t.fills[-1].client_order_id
+        order_type, reason = orders.get(cid, ("", ""))
+        entered, exited = session_date(t.entry_at), session_date(t.exit_at)
+        rows.append(
+            {
+                "symbol": t.symbol,
+                "strategy": t.strategy,
+                "entry_at": t.entry_at,
+                "entry_price": t.entry_price,
+                "exit_at": t.exit_at,
+                "exit_price": t.exit_price,
+                "quantity": t.bought,
+                "pnl": t.pnl,
+                "return_pct": t.return_pct,
+                "holding_sessions": bisect_right(sessions, exited) - bisect_right(sessions, entered),
+                "exit_reason": exit_reason(order_type, reason, cid),
+                "commissions": t.commissions,
+                "fills": len(t.fills),
+                "exit_order_id": cid,
+            }
+        )
+    return _frame(rows, ROUND_TRIP_COLUMNS)
+
+
 # --------------------------------------------------------------------------------------------------- decisions
 
 DECISION_COLUMNS = ["as_of", "agent", "symbol", "action", "strategy", "confidence", "reason", "iteration_id"]
@@ -506,6 +581,32 @@ def trading_state(session: Session, run_id: str) -> TradingState:
         breakers=breakers,
         breaker_events=events,
     )
+
+
+@dataclass(frozen=True)
+class StateBanner:
+    """The banner over the run shown: its own trading state, why, and how loud (``success`` for ACTIVE only,
+    ``error`` for HALTED and LOCKED, ``warning`` for any other state: REDUCING, unknown...)."""
+
+    state: str  # upper case
+    reason: str
+    level: str  # success / warning / error
+    updated_at: datetime | None
+
+    @property
+    def text(self) -> str:
+        return f"Trading {self.state}" + (f": {self.reason}" if self.reason else "")
+
+
+_RED_STATES = frozenset({"halted", "locked"})
+
+
+def state_banner(session: Session, run_id: str) -> StateBanner:
+    """The trading state of the run (:func:`trading_state`) as a banner."""
+    ts = trading_state(session, run_id)
+    state = ts.state.strip().lower()
+    level = "success" if state == "active" else "error" if state in _RED_STATES else "warning"
+    return StateBanner(state=state.upper(), reason=ts.reason, level=level, updated_at=ts.updated_at)
 
 
 # --------------------------------------------------------------------------------------------------- LLM, shadow

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -191,7 +191,8 @@ def test_write_report_writes_the_rendered_document(tmp_path: Path) -> None:
         (True, "recovered", "yes"),
         (2829, "num_periods", "2,829"),
         (datetime(2024, 1, 2, tzinfo=UTC), "start", "2024-01-02"),
-        (pd.Timestamp("2024-01-02 15:30", tz="UTC"), "start", "2024-01-02 15:30 UTC"),
+        (pd.Timestamp("2024-01-02 15:30", tz="UTC"), "start", "2024-01-02 10:30 EST"),
+        (pd.Timestamp("2024-07-02 20:00", tz="UTC"), "exit_at", "2024-07-02 16:00 EDT"),
     ],
 )
 def test_format_value(value: object, key: str, text: str) -> None:
@@ -216,3 +217,161 @@ def test_line_chart_when_long_series_then_points_are_reduced_but_extremes_kept()
     # y range -1 .. 5 padded by 4 % of 6 = 0.24 each side; plot from y=28 over 280 - 28 - 30 = 222 px:
     # the spike at 5 is drawn at 28 + 0.24 / 6.48 * 222 = 36.22.
     assert top == pytest.approx(28 + 0.24 / 6.48 * 222, abs=0.1)
+
+
+# ------------------------------------------------------------------------------------------------ chart geometry
+
+
+def _plot_area(svg: str) -> tuple[float, float]:
+    """(left, width) of the plot rectangle (the first <rect> after the title)."""
+    match = re.search(r'<rect x="([\d.]+)" y="[\d.]+" width="([\d.]+)" height="[\d.]+" fill="#fafafa"', svg)
+    assert match is not None, svg[:300]
+    return float(match.group(1)), float(match.group(2))
+
+
+def _polylines(svg: str) -> list[list[tuple[float, float]]]:
+    return [
+        [(float(x), float(y)) for x, y in (p.split(",") for p in points.split())]
+        for points in re.findall(r'<polyline points="([^"]+)"', svg)
+    ]
+
+
+def _x_ticks(svg: str) -> list[tuple[float, str]]:
+    return [(float(x), label) for x, label in re.findall(r'<text class="x-tick" x="([\d.]+)"[^>]*>([^<]+)</text>', svg)]
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
+def test_line_chart_when_index_in_any_unit_then_x_maps_the_dates_across_the_plot(unit: str) -> None:
+    # Closes at 16:00 New York time (21:00 UTC in winter, 20:00 in summer) over two years of sessions.
+    index = pd.bdate_range("2021-01-04", "2022-12-30", tz="America/New_York") + pd.Timedelta(hours=16)
+    index = index.tz_convert("UTC").as_unit(unit)
+    series = pd.Series(np.linspace(100.0, 150.0, len(index)), index=index)
+
+    svg = line_chart([("equity", series, "#000")], title="Equity")
+
+    left, width = _plot_area(svg)
+    [points] = _polylines(svg)
+    xs = [x for x, _ in points]
+    assert len(xs) == len(index)
+    assert all(b > a for a, b in zip(xs, xs[1:]))  # strictly increasing
+    assert xs[0] == pytest.approx(left, abs=0.06) and xs[-1] == pytest.approx(left + width, abs=0.06)
+    # every point sits where its time falls between the first and the last
+    span = (index[-1] - index[0]).total_seconds()
+    for i in (1, 100, 250, len(index) - 2):
+        expected = left + (index[i] - index[0]).total_seconds() / span * width
+        assert xs[i] == pytest.approx(expected, abs=0.06)
+    # y as before: the line rises from the bottom-left to the top-right
+    assert points[0][1] > points[-1][1]
+    # date ticks: New York quarter starts, each at its own instant
+    ticks = _x_ticks(svg)
+    assert [label for _, label in ticks][:3] == ["2021-04-01", "2021-07-01", "2021-10-01"]
+    for x, label in ticks:
+        at = pd.Timestamp(label, tz="America/New_York").tz_convert("UTC")
+        assert x == pytest.approx(left + (at - index[0]).total_seconds() / span * width, abs=0.06)
+
+
+def test_line_chart_when_series_have_different_units_then_they_share_one_time_axis() -> None:
+    index = pd.bdate_range("2020-01-02", periods=300, tz="UTC") + pd.Timedelta(hours=21)
+    equity = pd.Series(np.linspace(1.0, 2.0, 300), index=index.as_unit("us"))
+    bench = pd.Series(np.linspace(1.0, 1.5, 300), index=index.as_unit("ns"))
+
+    svg = line_chart([("a", equity, "#000"), ("b", bench, "#111")], title="t")
+
+    first, second = _polylines(svg)
+    assert [x for x, _ in first] == [x for x, _ in second]
+
+
+def test_render_html_when_long_backtest_then_year_ticks_and_both_charts_span_the_plot() -> None:
+    index = pd.bdate_range("2010-01-04", "2019-12-31", tz="UTC").as_unit("us") + pd.Timedelta(hours=21)
+    equity = pd.Series(100_000.0 * np.exp(np.linspace(0.0, 0.7, len(index))), index=index)
+
+    page = render_html({"equity": equity})
+
+    charts = re.findall(r"<svg.*?</svg>", page)
+    assert len(charts) == 2
+    for svg in charts:
+        left, width = _plot_area(svg)
+        xs = [x for x, _ in _polylines(svg)[0]]
+        assert xs[0] == pytest.approx(left, abs=0.06) and xs[-1] == pytest.approx(left + width, abs=0.06)
+        labels = [label for _, label in _x_ticks(svg)]
+        assert labels == [str(y) for y in range(2011, 2020, 2)] or labels == [str(y) for y in range(2011, 2020)]
+
+
+# ------------------------------------------------------------------------------------- lock and halt episodes
+
+EPISODES = [
+    {"state": "locked", "start": "2023-03-01", "end": "2023-03-03", "sessions": 3, "reason": "daily loss 3.1 % (lock at 3 %)"},
+    {"state": "halted", "start": "2023-09-01", "end": None, "sessions": 82, "reason": "drawdown 20.4 % (halt at 20 %)"},
+]
+
+
+def test_render_html_when_episodes_then_bands_shade_their_sessions_with_a_legend_and_a_table() -> None:
+    equity = _equity()  # 300 sessions from 2023-01-02 (midnight UTC: the New York date is the previous day)
+    equity.index = equity.index + pd.Timedelta(hours=21)  # closes, 16:00 New York time
+    data: ReportData = {"equity": equity, "trading_episodes": EPISODES, "sessions_locked": 3, "sessions_halted": 82}
+
+    page = render_html(data)
+
+    svg = re.search(r'<section id="equity">.*?</svg>', page, re.S).group(0)  # type: ignore[union-attr]
+    left, width = _plot_area(svg)
+    span = (equity.index[-1] - equity.index[0]).total_seconds()
+
+    def x_of(stamp: pd.Timestamp) -> float:
+        return left + (stamp - equity.index[0]).total_seconds() / span * width
+
+    bands = re.findall(r'<rect class="band" data-state="(\w+)" x="([\d.]+)" y="[\d.]+" width="([\d.]+)"[^>]*fill="([^"]+)"', svg)
+    assert [(state, colour) for state, _, _, colour in bands] == [("locked", "#f59e0b"), ("halted", "#dc2626")]
+    (_, lx, lw, _), (_, hx, hw, _) = bands
+    # locked 2023-03-01 .. 03: from half-way after the 28 Feb close to half-way before the 6 Mar close
+    day = {d.date().isoformat(): d for d in equity.index}
+    assert float(lx) == pytest.approx(x_of(day["2023-02-28"] + (day["2023-03-01"] - day["2023-02-28"]) / 2), abs=0.06)
+    assert float(lx) + float(lw) == pytest.approx(x_of(day["2023-03-03"] + (day["2023-03-06"] - day["2023-03-03"]) / 2), abs=0.1)
+    # halted from 2023-09-01, still in force: to the right edge
+    assert float(hx) + float(hw) == pytest.approx(left + width, abs=0.1)
+    assert "locked (no new entries)" in svg and "halted (no trading)" in svg  # the legend
+    assert "<title>halted 2023-09-01 .. the end: drawdown 20.4 % (halt at 20 %)</title>" in svg
+    # the table under the chart
+    assert "Locked (no new entries) for 3 sessions, halted (no trading) for 82 sessions" in page
+    assert '<td class="k">locked</td><td>2023-03-01</td><td>2023-03-03</td><td>3</td><td>daily loss 3.1 % (lock at 3 %)</td>' in page
+    assert "<td>in force at the end</td>" in page
+
+
+def test_render_html_when_no_episode_then_says_never_locked_and_when_unknown_says_nothing() -> None:
+    assert "Trading was never locked or halted." in render_html({"equity": _equity(60), "trading_episodes": []})
+    page = render_html({"equity": _equity(60)})
+    assert "locked" not in page.lower() and 'class="band"' not in page
+
+
+def test_render_html_when_episode_date_invalid_then_raises_naming_the_field() -> None:
+    bad = [{"state": "halted", "start": "yesterday", "end": None, "sessions": 1, "reason": "x"}]
+    with pytest.raises(ValueError, match=r"trading_episodes\[0\]\.start must be a YYYY-MM-DD date"):
+        render_html({"equity": _equity(60), "trading_episodes": bad})
+
+
+def test_render_html_escapes_the_episode_reason() -> None:
+    episodes = [{"state": "halted", "start": "2023-01-10", "end": "2023-01-11", "sessions": 2, "reason": MALICIOUS}]
+    page = render_html({"equity": _equity(60), "trading_episodes": episodes})
+    assert "<script" not in page.lower() and page.count("&lt;script&gt;") == 2  # the band's title and the table
+
+
+async def test_report_of_a_real_backtest_when_the_result_has_episodes_then_charts_span_the_plot_and_shade_them(settings_factory) -> None:
+    from core.backtest.runner import BacktestConfig, report_data, run_backtest
+
+    result = await run_backtest(settings_factory(), BacktestConfig(symbols=("SPY",), start=date(2019, 1, 1), end=date(2019, 3, 29)))
+    episodes = [{"state": "halted", "start": "2019-03-01", "end": None, "sessions": 21, "reason": "drawdown 11 % (halt at 10 %)"}]
+    object.__setattr__(result, "trading_episodes", episodes)  # the result's own field once the drawdown protection records it
+    object.__setattr__(result, "sessions_locked", 0)
+    object.__setattr__(result, "sessions_halted", 21)
+
+    data = report_data(result)
+    page = render_html(data)
+
+    assert data["trading_episodes"] == episodes and data["sessions_halted"] == 21
+    assert page.count('<rect class="band" data-state="halted"') == 1
+    assert "halted (no trading) for 21 sessions" in page
+    # the charts of a real backtest's equity span the plot, first session left, last right (the ledger's index unit)
+    for svg in re.findall(r"<svg.*?</svg>", page):
+        left, width = _plot_area(svg)
+        for line in _polylines(svg):
+            xs = [x for x, _ in line]
+            assert xs == sorted(xs) and xs[0] == pytest.approx(left, abs=0.06) and xs[-1] == pytest.approx(left + width, abs=0.06)

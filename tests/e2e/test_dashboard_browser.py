@@ -1,6 +1,8 @@
 """End-to-end: ``python main.py dashboard`` over a database written by a short replay (and a backtest), loaded in
 headless Chromium (Debian's ``chromium`` package, driven by Playwright; no browser download). The panels must show
-the replay's numbers, refresh by themselves, and a backtest run must open by its id (``?run=RUN_ID``).
+the replay's numbers, refresh by themselves, and a backtest run must open by its id (``?run=RUN_ID``). The backtest
+runs with ``DRAWDOWN_HALT=0.01`` so that it really halts: its banner must be red with the reason, the replay's green.
+Every column of the orders table fits a 1400 px window; times are New York times with a UTC column.
 
 Skipped with the reason when ``/usr/bin/chromium`` or the ``playwright`` package is missing, unless
 ``REQUIRE_BROWSER=1`` (then it fails). Screenshots: ``tmp_path`` and ``tests/artifacts/dashboard.png``.
@@ -63,6 +65,7 @@ class Expected:
     orders: int
     fills: int
     state: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,7 @@ def _expected(session: Session, run_id: str) -> Expected:
         orders=session.scalar(select(func.count()).select_from(OrderRow).where(OrderRow.run_id == run_id)) or 0,
         fills=session.scalar(select(func.count()).select_from(FillRow).where(FillRow.run_id == run_id)) or 0,
         state=str(state.value["state"]).upper() if state is not None else "UNKNOWN",
+        reason=str(state.value.get("reason") or "") if state is not None else "",
     )
 
 
@@ -122,6 +126,7 @@ def served(browser_available: None, tmp_path_factory: pytest.TempPathFactory) ->
         mp.setenv("LOG_DIR", env["LOG_DIR"])
         mp.setenv("DATA_DIR", env["DATA_DIR"])
         assert main.main(["replay", "--start", "2018-01-01", "--end", "2018-06-30", "--quiet", "--db", url]) == 0
+        mp.setenv("DRAWDOWN_HALT", "0.01")  # the backtest halts (its drawdown reaches 1.3 %)
         assert main.main(["backtest", "--start", "2018-01-01", "--end", "2018-06-30", "--symbols", "AAPL,SPY,IBM", "--db", url]) == 0
     engine = create_engine(normalise_url(url))
     with Session(engine) as s:
@@ -180,6 +185,26 @@ def _metric(page: Any, label: str) -> str:
     return str(metric.get_by_test_id("stMetricValue").inner_text()).strip()
 
 
+# Each data grid's visible width, the width of all its columns, and the column headers it has drawn (the grid is a
+# canvas; it keeps an accessible table of the cells in view inside it).
+_GRIDS = """() => [...document.querySelectorAll('[data-testid=stDataFrame]')].map(d => {
+  const scroller = d.querySelector('.dvn-scroller'), stack = d.querySelector('.dvn-stack > div');
+  return {view: scroller ? scroller.clientWidth : 0, content: stack ? stack.getBoundingClientRect().width : 0,
+          headers: [...d.querySelectorAll('canvas th')].map(t => t.textContent)};
+})"""
+
+
+def _grid(page: Any, *headers: str) -> dict[str, Any]:
+    """The data grid whose headers include ``headers``."""
+    grids = [g for g in page.evaluate(_GRIDS) if set(headers) <= set(g["headers"])]
+    assert len(grids) == 1, (headers, page.evaluate(_GRIDS))
+    return grids[0]  # type: ignore[no-any-return]
+
+
+def _alerts(page: Any, kind: str) -> list[str]:
+    return [str(t).strip() for t in page.get_by_test_id(f"stAlertContent{kind}").all_inner_texts()]
+
+
 def _screenshot(page: Any, *paths: Path) -> None:
     height = page.evaluate(  # the bottom of the page's content (Streamlit scrolls inside its own container)
         "() => { const c = document.querySelector('[data-testid=stMainBlockContainer]');"
@@ -203,6 +228,22 @@ def test_dashboard_shows_the_replays_numbers_and_refreshes_itself(served: Served
     assert _metric(page, "Fills") == str(served.replay.fills)
     assert served.replay.fills > 0
     assert _metric(page, "Trading state") == served.replay.state == "ACTIVE"
+    # the banner states the run's own trading state, green as it is ACTIVE
+    assert _alerts(page, "Success") == [f"This run: Trading ACTIVE: {served.replay.reason}"]
+    # every column of the orders table is in view at 1400 px (nothing to scroll to), with its UTC column
+    orders = _grid(page, "submitted", "status")
+    assert orders["content"] <= orders["view"], orders
+    assert orders["headers"] == ["submitted", "symbol", "side", "qty", "order", "status", "filled", "strategy", "reason", "UTC"]
+    fills = _grid(page, "filled", "commission")
+    assert fills["content"] <= fills["view"] and fills["headers"][-1] == "UTC"
+    # the closed trades with their P&L
+    trips = _grid(page, "P&L $", "exit by")
+    assert trips["content"] <= trips["view"]
+    assert "closed trades" in body and "net of commissions" in body
+    # times in New York time with the zone
+    header = page.get_by_text("Status finished · started ").inner_text()
+    assert header.split("started ")[1][:20].endswith((" EST", " EDT")), header
+    assert "Equity at 2018-06-29 16:00 EDT" in body
     assert _metric(page, "Open positions") == "1"
     # a replay writes no heartbeat: the daemon is reported unhealthy, as `main.py health` says
     assert "Daemon UNHEALTHY: no heartbeat" in body
@@ -234,7 +275,10 @@ def test_a_backtest_run_opens_by_its_id(served: Served, browser: Any, tmp_path: 
     assert _metric(page, "Final equity") == served.backtest.final_equity != served.replay.final_equity
     assert _metric(page, "Fills") == str(served.backtest.fills)
     assert _metric(page, "Orders") == str(served.backtest.orders)
-    assert _metric(page, "Trading state") == served.backtest.state
+    assert _metric(page, "Trading state") == served.backtest.state == "HALTED"
+    # a halted run: a red banner with the reason, nothing green
+    assert _alerts(page, "Error")[0] == f"This run: Trading HALTED: {served.backtest.reason}"
+    assert "drawdown" in served.backtest.reason and _alerts(page, "Success") == []
     _screenshot(page, tmp_path / "dashboard-backtest.png", ARTIFACTS / "dashboard-backtest.png")
     page.close()
     # without ?run= the latest run opens (there is no daemon run): the backtest
