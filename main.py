@@ -37,7 +37,7 @@ from core.risk import TradingState, describe_episode, sessions_in, trading_episo
 from core.brokers.base import BrokerError
 from core.backtest.cli import add_backtest_parser, run_backtest_command
 from core.persistence.db import DaemonAlreadyRunning, DaemonLock, DatabaseUnavailable, open_database, safe_url
-from core.persistence.models import BreakerEventRow, EquitySnapshotRow, FillRow, Run
+from core.persistence.models import BreakerEventRow, DecisionRow, EquitySnapshotRow, FillRow, Run
 from core.persistence.repository import Repository
 from core.health import health_report, schedule_for  # noqa: F401  (main.health_report is public API)
 from utils.cli import install_stop_handlers, iso_date
@@ -176,6 +176,12 @@ def _print_inspection(settings: Settings, app: App, outcomes: Sequence[Iteration
     repository = Repository(open_database(settings.database_url))
     with repository.session() as session:
         fills = session.scalar(select(func.count()).select_from(FillRow).where(FillRow.run_id == app.run_id)) or 0
+        denied = session.execute(
+            select(DecisionRow.action, func.count())
+            .where(DecisionRow.run_id == app.run_id, DecisionRow.agent == "risk", DecisionRow.action.like("denied:%"))
+            .group_by(DecisionRow.action)
+            .order_by(func.count().desc(), DecisionRow.action)
+        ).all()
         trips = session.execute(
             select(BreakerEventRow.name, BreakerEventRow.at, BreakerEventRow.reason)
             .where(BreakerEventRow.run_id == app.run_id, BreakerEventRow.to_state == "open")
@@ -210,6 +216,8 @@ def _print_inspection(settings: Settings, app: App, outcomes: Sequence[Iteration
               f"{sessions_in(episodes, 'halted')} HALTED ({len(episodes)} episodes):")
         for episode in episodes:
             print(f"  {describe_episode(episode)}")
+    if denied:
+        print("Risk refusals by rule: " + ", ".join(f"{action.removeprefix('denied:')} {n}" for action, n in denied))
     if state == "HALTED":
         print(f"*** ended HALTED: no new entries since {episodes[-1]['start'] if episodes else 'the halt'}; "
               "a daemon in this state needs `python main.py reset --reason ...` ***")

@@ -243,6 +243,8 @@ def _print_trading_state(result: BacktestResult, out: TextIO) -> None:
               f"{result.sessions_halted} HALTED ({len(episodes)} episodes):", file=out)
         for episode in episodes:
             print(f"    {describe_episode(episode)}", file=out)
+    if result.denied:
+        print("  risk refusals by rule: " + ", ".join(f"{rule} {n}" for rule, n in result.denied.items()), file=out)
     if result.final_state == TradingState.HALTED.value:
         print(f"  *** ended HALTED: no new entries since {episodes[-1]['start'] if episodes else 'the halt'}; "
               "the daemon would need `python main.py reset --reason ...` ***", file=out)

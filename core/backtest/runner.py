@@ -30,7 +30,8 @@ Definitions
 * **trading_episodes**: every drawdown LOCK and HALT of the run (``core.risk.state``), from the run's
   ``trading_state`` rows in ``breaker_events``: ``{"state": "locked"|"halted", "start": first session affected,
   "end": last session affected or None when still in force at the end, "sessions": count, "reason": ...}``;
-  ``sessions_locked``/``sessions_halted`` sum them. ``status`` is ``"halted"`` when the run ends HALTED (it then
+  ``sessions_locked``/``sessions_halted`` sum them; ``denied_by_rule`` counts the Risk agent's refusals by rule
+  (``state``: refused because LOCKED or HALTED). ``status`` is ``"halted"`` when the run ends HALTED (it then
   needs ``main.py reset`` to trade again, were it the daemon), ``"interrupted"`` when stopped early, else
   ``"finished"``. With ``risk_limits=False`` there is no trading state: no episodes.
 * **Shadow ledgers** (report only): from the run's ``shadow_signals`` rows, one paper ledger per registered strategy
@@ -571,6 +572,7 @@ class BacktestResult:
     timings: dict[str, float] = field(default_factory=dict)
     trading_episodes: list[dict[str, Any]] = field(default_factory=list)
     final_state: str = TradingState.ACTIVE.value
+    denied: dict[str, int] = field(default_factory=dict)
 
     @property
     def sessions_locked(self) -> int:
@@ -605,6 +607,7 @@ class BacktestResult:
             "trading_episodes": self.trading_episodes,
             "sessions_locked": self.sessions_locked,
             "sessions_halted": self.sessions_halted,
+            "denied_by_rule": self.denied,
         }
         if self.benchmark_symbol is not None and self.benchmark_metrics is not None:
             m = self.benchmark_metrics
@@ -749,6 +752,7 @@ class _Recorded:
     shadow: list[tuple[datetime, str, str, float, dict[str, Any]]] | None
     rejected_bars: int
     transitions: list[tuple[date, str, str, str]]
+    denied: dict[str, int]
 
 
 def _read_run(app: App, want_shadow: bool) -> _Recorded:
@@ -762,6 +766,15 @@ def _read_run(app: App, want_shadow: bool) -> _Recorded:
         rejected = session.scalar(
             select(func.coalesce(func.sum(Iteration.symbols_total - Iteration.symbols_ok), 0)).where(Iteration.run_id == app.run_id)
         )
+        denied = {
+            action.removeprefix("denied:"): int(n)
+            for action, n in session.execute(
+                select(DecisionRow.action, func.count())
+                .where(DecisionRow.run_id == app.run_id, DecisionRow.agent == "risk", DecisionRow.action.like("denied:%"))
+                .group_by(DecisionRow.action)
+                .order_by(func.count().desc(), DecisionRow.action)
+            )
+        }
         shadow = None
         if want_shadow:
             shadow = [
@@ -781,7 +794,7 @@ def _read_run(app: App, want_shadow: bool) -> _Recorded:
     keep = ~index.duplicated(keep="last")
     trips = tuple(sorted(book.trips, key=lambda t: (t.entry_at, t.symbol)))
     transitions = app.repository.trading_transitions(app.run_id, TRADING_STATE_EVENT)
-    return _Recorded(equity[keep], exposure[keep], trips, shadow, int(rejected or 0), transitions)
+    return _Recorded(equity[keep], exposure[keep], trips, shadow, int(rejected or 0), transitions, denied)
 
 
 def shadow_ledgers(rows: Sequence[tuple[datetime, str, str, float, Mapping[str, Any]]]) -> list[dict[str, Any]]:
@@ -1039,6 +1052,7 @@ async def run_backtest(
         timings=timings,
         trading_episodes=episodes,
         final_state=final_state.value,
+        denied=recorded.denied,
     )
 
 

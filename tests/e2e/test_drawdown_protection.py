@@ -51,6 +51,7 @@ def test_default_2010_2020_backtest_when_the_drawdown_lock_trips_then_released_a
     assert first["start"].startswith("2011-") and first["end"] is not None and first["sessions"] == 20
     assert "from the lock reference" in first["reason"]
     assert result["sessions_locked"] == sum(e["sessions"] for e in locked) and result["sessions_halted"] == 0
+    assert result["denied_by_rule"]["state"] > 0  # entries refused while locked
     # trading resumed: entries after the lock's last session, years of them
     entries_after = [t for t in result["trades"] if t["entry_at"][:10] > first["end"]]
     assert len(entries_after) >= 10 and max(t["entry_at"] for t in entries_after) > "2015-01-01"
@@ -100,7 +101,7 @@ def test_demo_when_the_march_2020_drawdown_locks_then_it_trades_again_after_the_
     assert main.main(["demo", "--quiet", "--db", url]) == 0
     out = capsys.readouterr().out
     assert "LOCKED 2020-03-12 .. " in out and "(20 sessions)" in out and "ended HALTED" not in out
-    assert "SPY buy & hold" in out
+    assert "SPY buy & hold" in out and "Risk refusals by rule: " in out and " state " in out
     (run_id,) = [line.split("run ")[-1].rstrip(")") for line in out.splitlines() if line.startswith("Replaying")]
     rows = _rows(url, run_id)
     release = next(r for r in rows if r.details["event"] == "release")
