@@ -335,7 +335,7 @@ def step(
         return replace(base, reason=f"reducing after a lock release: session {sessions} of {rules.reducing_sessions}"), None
     if loss_state is not current.state:
         return move("reduce" if loss_state is TradingState.REDUCING else "recover", loss_state, loss_reason, sessions=0, recovering=False)
-    return replace(base, reason=loss_reason), None
+    return replace(base, reason=loss_reason, sessions=0), None
 
 
 def reset_protection(current: Protection, *, reason: str, equity: float | None, session: date | None = None) -> tuple[Protection, Transition]:
