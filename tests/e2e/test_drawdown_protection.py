@@ -69,12 +69,12 @@ def test_default_2010_2020_backtest_when_the_drawdown_lock_trips_then_released_a
 
 
 def test_backtest_when_it_ends_halted_then_status_halted_in_json_runs_table_and_console(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("DRAWDOWN_LOCK", "0.04")
     monkeypatch.setenv("DRAWDOWN_LOCK_SESSIONS", "5")
     monkeypatch.setenv("DRAWDOWN_HALT", "0.06")
-    url = f"sqlite:///{tmp_path / 'halt.db'}"
+    url = database_url  # SQLite and PostgreSQL
     args = ["backtest", "--start", "2010-01-01", "--end", "2012-12-31", "--db", url]
     assert main.main(args + ["--json"]) == 0
     result = json.loads(capsys.readouterr().out)
