@@ -25,7 +25,6 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 import pandas_ta as ta
-
 from loguru import logger
 
 from core.brokers.base import AccountState, Broker
@@ -42,10 +41,10 @@ from core.risk import (
     Protection,
     RiskLimits,
     TradingState,
+    Transition,
     apply_approval,
     evaluate_entry,
     evaluate_exit,
-    Transition,
     reset_protection,
     size_position,
     step,
