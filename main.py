@@ -31,11 +31,13 @@ from core.clock import LiveClock, SimulatedClock
 from core.orchestrator import IterationOutcome, PersistenceFailure, run_live, run_replay
 from sqlalchemy import func, select
 
-from agents.risk_agent import RiskAgent
+from agents.risk_agent import TRADING_STATE_EVENT, RiskAgent
+from core.calendar import EASTERN
+from core.risk import TradingState, describe_episode, sessions_in, trading_episodes
 from core.brokers.base import BrokerError
 from core.backtest.cli import add_backtest_parser, run_backtest_command
 from core.persistence.db import DaemonAlreadyRunning, DaemonLock, DatabaseUnavailable, open_database, safe_url
-from core.persistence.models import BreakerEventRow, EquitySnapshotRow, FillRow, Run
+from core.persistence.models import BreakerEventRow, DecisionRow, EquitySnapshotRow, FillRow, Run
 from core.persistence.repository import Repository
 from core.health import health_report, schedule_for  # noqa: F401  (main.health_report is public API)
 from utils.cli import install_stop_handlers, iso_date
@@ -139,12 +141,29 @@ async def _replay(
         await app.bus.close()
         if stop.is_set():
             status = "interrupted"
+        elif app.agents["risk"].state is TradingState.HALTED:
+            status = "halted"  # the run ends halted: say so in its status
     except BaseException:
         status = "failed"
         raise
     finally:
         app.close(status)
     return app, outcomes, time.perf_counter() - started
+
+
+def _buy_and_hold(provider: BarProvider, symbol: str, first: date, last: date) -> float | None:
+    """The benchmark's return from its close on ``first`` (or the last close before) to ``last`` (None: no bars)."""
+    found = provider.history([symbol], end=datetime(2100, 1, 1, tzinfo=UTC))
+    frame = found.frames.get(symbol)
+    if frame is None or frame.empty:
+        return None
+    closes = frame["close"]
+    dates = [d.date() for d in closes.index]
+    before = [c for d, c in zip(dates, closes) if d <= first]  # the first session's close, as the backtest's benchmark
+    upto = [c for d, c in zip(dates, closes) if d <= last]
+    if not before or not upto:
+        return None
+    return float(upto[-1]) / float(before[-1]) - 1.0
 
 
 def _print_inspection(settings: Settings, app: App, outcomes: Sequence[IterationOutcome], elapsed: float) -> None:
@@ -157,14 +176,51 @@ def _print_inspection(settings: Settings, app: App, outcomes: Sequence[Iteration
     repository = Repository(open_database(settings.database_url))
     with repository.session() as session:
         fills = session.scalar(select(func.count()).select_from(FillRow).where(FillRow.run_id == app.run_id)) or 0
+        denied = session.execute(
+            select(DecisionRow.action, func.count())
+            .where(DecisionRow.run_id == app.run_id, DecisionRow.agent == "risk", DecisionRow.action.like("denied:%"))
+            .group_by(DecisionRow.action)
+            .order_by(func.count().desc(), DecisionRow.action)
+        ).all()
         trips = session.execute(
             select(BreakerEventRow.name, BreakerEventRow.at, BreakerEventRow.reason)
             .where(BreakerEventRow.run_id == app.run_id, BreakerEventRow.to_state == "open")
             .order_by(BreakerEventRow.at)
         ).all()
+        first_last = session.execute(
+            select(func.min(EquitySnapshotRow.at), func.max(EquitySnapshotRow.at)).where(EquitySnapshotRow.run_id == app.run_id)
+        ).first()
+        equities = {
+            at: float(e)
+            for at, e in session.execute(
+                select(EquitySnapshotRow.at, EquitySnapshotRow.equity).where(
+                    EquitySnapshotRow.run_id == app.run_id, EquitySnapshotRow.at.in_([t for t in (first_last or ()) if t is not None])
+                )
+            )
+        }
     saved = repository.get_state(f"{app.run_id}:risk:state")
+    days = [o.as_of.astimezone(EASTERN).date() for o in outcomes]
+    episodes = trading_episodes(repository.trading_transitions(app.run_id, TRADING_STATE_EVENT), days)
     repository.engine.dispose()
-    print(f"Fills: {fills}; trading state at the end: {saved[0]['state'].upper() if saved else 'unknown'}")
+    state = saved[0]["state"].upper() if saved else "unknown"
+    print(f"Fills: {fills}; trading state at the end: {state}")
+    if first_last and first_last[0] is not None and days:
+        start_equity, end_equity = float(settings.initial_cash), equities[first_last[1]]
+        line = f"Equity: {start_equity:,.2f} -> {end_equity:,.2f} ({end_equity / start_equity - 1:+.2%})"
+        held = _buy_and_hold(app.provider, settings.benchmark_symbol, days[0], days[-1])
+        if held is not None:
+            line += f"; {settings.benchmark_symbol} buy & hold {days[0]} .. {days[-1]}: {held:+.2%}"
+        print(line)
+    if episodes:
+        print(f"Trading state: {sessions_in(episodes, 'locked')} of {len(days)} sessions LOCKED, "
+              f"{sessions_in(episodes, 'halted')} HALTED ({len(episodes)} episodes):")
+        for episode in episodes:
+            print(f"  {describe_episode(episode)}")
+    if denied:
+        print("Risk refusals by rule: " + ", ".join(f"{action.removeprefix('denied:')} {n}" for action, n in denied))
+    if state == "HALTED":
+        print(f"*** ended HALTED: no new entries since {episodes[-1]['start'] if episodes else 'the halt'}; "
+              "a daemon in this state needs `python main.py reset --reason ...` ***")
     for name, at, reason in trips:
         print(f"  breaker {name} tripped {at.date()}: {reason}")
     print(f"Database: {db}")

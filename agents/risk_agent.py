@@ -3,9 +3,13 @@
 The rules themselves live in the pure engine ``core.risk``; this agent assembles the candidate and portfolio views
 from the batch, the broker account and the run's equity history, and turns the engine's answers into events.
 
-It also owns the trading state (ACTIVE / REDUCING / HALTED, persisted so a restart keeps it) and two circuit
-breakers: data quality under ``data_quality_min`` stops new entries for the iteration, and equity
-``drawdown_halt`` below its high-water mark HALTS trading until a manual reset (``python main.py reset``).
+It also owns the trading state (ACTIVE / REDUCING / LOCKED / HALTED, persisted so a restart keeps it; see
+:mod:`core.risk.state`) and the data-quality breaker (under ``data_quality_min``: no new entries that iteration). The
+drawdown protections: equity ``DrawdownRules.lock`` below its lock reference LOCKS new entries for
+``lock_sessions`` sessions, then trading resumes through REDUCING (reduced size); equity ``DrawdownRules.halt``
+below its high-water mark HALTS trading until a manual reset (``python main.py reset``). Exits and stops keep
+running in every state. Every change of the trading state is recorded as a ``breaker_events`` row named
+``trading_state`` whose ``details`` hold the session, equity, high-water mark, lock reference and drawdown.
 
 Backtests may swap the sizing (``fixed-qty:N``, ``fixed-fraction:F``) and switch the limits off
 (``enforce_limits=False``: sizing still applies, the gates do not).
@@ -21,26 +25,33 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 import pandas_ta as ta
+from loguru import logger
 
 from core.brokers.base import AccountState, Broker
+from core.calendar import EASTERN
 from core.domain import Action, Approval, BarsBatch, Decision, Denial, OrderIntent, OrderType, Side, SymbolBars, frozen_map
 from core.events import ApprovedReady, ExecutedReady, ValidatedReady
 from core.frame_cache import FrameCache
 from core.positions import PositionManager, RealizedReturns
 from core.risk import (
     Candidate,
+    DrawdownRules,
     PortfolioView,
     PositionView,
+    Protection,
     RiskLimits,
     TradingState,
+    Transition,
     apply_approval,
     evaluate_entry,
     evaluate_exit,
-    next_state,
-    reset_state,
+    reset_protection,
     size_position,
+    step,
 )
-from utils.circuit_breaker import BreakerEvent, BreakerState, LatchingBreaker, ThresholdBreaker, drain_rows
+from utils.circuit_breaker import BreakerEvent, BreakerState, ThresholdBreaker, drain_rows
+
+TRADING_STATE_EVENT = "trading_state"  # the breaker_events name of every trading-state change
 
 # run's recent equity values, oldest first (previous iterations' closes)
 EquityHistory = Callable[[], Sequence[float]]
@@ -76,7 +87,7 @@ class RiskAgent:
         liquidity_window: int = 20,
         correlation_window: int = 60,
         data_quality_min: float = 0.8,
-        drawdown_halt: float = 0.10,
+        drawdown: DrawdownRules | None = None,
         saved_state: Mapping[str, Any] | None = None,
         sizing: str = "risk",
         enforce_limits: bool = True,
@@ -93,7 +104,7 @@ class RiskAgent:
         self._atr_period = atr_period
         self._liquidity_window = liquidity_window
         self._correlation_window = correlation_window
-        self._drawdown_halt = drawdown_halt
+        self.drawdown = drawdown if drawdown is not None else DrawdownRules()
         self._sizing = parse_sizing(sizing)
         self._enforce = enforce_limits
         self._cache = cache or FrameCache()
@@ -101,43 +112,42 @@ class RiskAgent:
         self.realized = RealizedReturns()  # closed-trade returns for fractional Kelly (RiskLimits.kelly_fraction)
         self._events: list[BreakerEvent] = []
         self._quality = ThresholdBreaker("data_quality", data_quality_min, compare="below", clock=clock, on_transition=self._events.append)
-        self._drawdown = LatchingBreaker("equity_drawdown", clock=clock, on_transition=self._events.append)
-        self.state = TradingState.ACTIVE
-        self.state_reason = "start"
-        self.high_water_mark: float | None = None
+        self._transitions: list[dict[str, Any]] = []
+        self.protection = Protection()
         if saved_state:
             self.restore(saved_state)
 
+    @property
+    def state(self) -> TradingState:
+        return self.protection.state
+
+    @property
+    def state_reason(self) -> str:
+        return self.protection.reason
+
+    @property
+    def high_water_mark(self) -> float | None:
+        return self.protection.high_water_mark
+
     # --- persisted state ---------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
-        return {
-            "state": self.state.value,
-            "reason": self.state_reason,
-            "high_water_mark": self.high_water_mark,
-            "data_quality": self._quality.snapshot(),
-            "equity_drawdown": self._drawdown.snapshot(),
-        }
+        return {**self.protection.as_dict(), "data_quality": self._quality.snapshot()}
 
     def restore(self, saved: Mapping[str, Any]) -> None:
-        self.state = TradingState(saved.get("state", "active"))
-        self.state_reason = str(saved.get("reason", "restored"))
-        hwm = saved.get("high_water_mark")
-        self.high_water_mark = float(hwm) if hwm is not None else None
+        protection = Protection.from_dict(saved)
         if saved.get("data_quality"):
             self._quality.restore(saved["data_quality"])
-        if saved.get("equity_drawdown"):
-            self._drawdown.restore(saved["equity_drawdown"])
+        legacy = saved.get("equity_drawdown")  # the latch of earlier versions: a tripped one means HALTED
+        if isinstance(legacy, Mapping) and legacy.get("state") == "open" and protection.state is not TradingState.HALTED:
+            protection = replace(protection, state=TradingState.HALTED, reason=f"halted by the equity drawdown breaker: {legacy.get('reason', '')}")
+        self.protection = protection
 
     @staticmethod
     def reset_saved(saved: Mapping[str, Any], *, reason: str, equity: float | None, clock: Callable[[], datetime]) -> dict[str, Any]:
-        """The manual reset: ACTIVE again, the drawdown latch cleared and the high-water mark set to ``equity``."""
-        state, why = reset_state(TradingState(saved.get("state", "active")), reason=reason)
-        latch = LatchingBreaker("equity_drawdown", clock=clock, on_transition=None)
-        if saved.get("equity_drawdown"):
-            latch.restore(saved["equity_drawdown"])
-            if latch.tripped:
-                latch.reset(reason)
-        return {**dict(saved), "state": state.value, "reason": why, "high_water_mark": equity, "equity_drawdown": latch.snapshot()}
+        """The manual reset: ACTIVE again, the high-water mark and the lock reference set to ``equity``."""
+        protection, _ = reset_protection(Protection.from_dict(saved), reason=reason, equity=equity, session=clock().astimezone(EASTERN).date())
+        kept = {k: v for k, v in saved.items() if k != "equity_drawdown"}
+        return {**kept, **protection.as_dict()}
 
     def sector(self, symbol: str) -> str:
         return self._sectors.get(symbol.upper(), "unknown")
@@ -189,22 +199,30 @@ class RiskAgent:
         columns = {s: self._returns(batch.bars[s]) for s, p in account.positions.items() if p.quantity and s in batch.bars}
         return replace(portfolio, returns=pd.DataFrame(columns) if columns else None)
 
-    def _update_state(self, portfolio: PortfolioView, quality: float) -> None:
-        equity = portfolio.equity
-        self.high_water_mark = equity if self.high_water_mark is None else max(self.high_water_mark, equity)
+    def _update_state(self, portfolio: PortfolioView, quality: float, as_of: datetime) -> None:
+        """The trading state for this iteration (``core.risk.state.step``); a change is recorded and logged. With
+        the limits off (``enforce_limits=False``) there is no trading state to keep: it stays ACTIVE, unrecorded."""
         self._quality.evaluate(quality)
-        drawdown = 1.0 - equity / self.high_water_mark if self.high_water_mark > 0 else 0.0
-        if drawdown >= self._drawdown_halt and not self._drawdown.tripped:
-            self._drawdown.trip(
-                f"equity {equity:,.2f} is {drawdown:.2%} below its high-water mark {self.high_water_mark:,.2f} "
-                f"(halt at {self._drawdown_halt:.0%})"
-            )
-        if self._drawdown.tripped:
-            if self.state is not TradingState.HALTED:
-                self.state, self.state_reason = TradingState.HALTED, f"halted by the equity drawdown breaker: {self._drawdown.reason}"
+        if not self._enforce:
             return
-        # one iteration per session: every iteration starts a new session for the REDUCING -> ACTIVE check
-        self.state, self.state_reason = next_state(self.state, portfolio, self.limits, new_session=True)
+        self.protection, transition = step(self.protection, portfolio, self.limits, self.drawdown, session=as_of.astimezone(EASTERN).date())
+        if transition is not None:
+            self._record(transition, as_of)
+
+    def _record(self, transition: Transition, at: datetime) -> None:
+        self._transitions.append(
+            {
+                "name": TRADING_STATE_EVENT,
+                "from_state": transition.from_state.value,
+                "to_state": transition.to_state.value,
+                "reason": transition.reason,
+                "at": at,
+                "details": transition.details(),
+            }
+        )
+        loud = transition.event in ("lock", "halt")
+        logger.log("WARNING" if loud else "INFO", "trading state {} -> {} ({}): {}", transition.from_state.value,
+                   transition.to_state.value, transition.event, transition.reason)
 
     def _intent(self, candidate: Candidate, quantity: int, reason: str) -> OrderIntent:
         signal = candidate.signal.signal
@@ -227,6 +245,8 @@ class RiskAgent:
         mode, value = self._sizing
         assert value is not None
         wanted = int(value) if mode == "fixed-qty" else int(math.floor(value * portfolio.equity / candidate.price))
+        if self._enforce and self.state is TradingState.REDUCING:  # REDUCING: entries at reducing_size
+            wanted = int(math.floor(wanted * self.limits.reducing_size))
         affordable = int(math.floor(portfolio.cash / candidate.price)) if candidate.price > 0 else 0
         return max(0, min(wanted, affordable))
 
@@ -303,7 +323,7 @@ class RiskAgent:
         assert batch is not None
         account = await self._broker.account()
         portfolio = self._portfolio(account, batch)
-        self._update_state(portfolio, batch.data_quality)
+        self._update_state(portfolio, batch.data_quality, event.as_of)
         quality_gate = self._enforce and self._quality.state is not BreakerState.CLOSED
         time_stops = self._positions.time_stops(PositionManager.plans(account), batch) if self._positions is not None else {}
         approvals: list[Approval] = []
@@ -371,7 +391,8 @@ class RiskAgent:
             if self._append(result, symbol, signal, validated, state_info, approvals, denials, decisions) and signal.action is Action.BUY:
                 # later candidates of this batch see this entry's cash and exposure
                 portfolio = apply_approval(portfolio, approvals[-1], self.sector(symbol))
-        events = drain_rows(self._events)
+        events = drain_rows(self._events) + tuple(self._transitions)
+        self._transitions.clear()
         return ApprovedReady(
             iteration_id=event.iteration_id,
             as_of=event.as_of,

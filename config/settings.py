@@ -136,7 +136,11 @@ class Settings(BaseSettings):
     stop_atr_multiple: float = Field(1.5, gt=0, le=20, description="Stop distance in ATRs used for sizing.")
     kelly_fraction: float = Field(0.0, ge=0, le=1, description="Fractional Kelly from realised trades, capped by RISK_PER_TRADE (0 = off; 0.5 = half Kelly).")
     data_quality_min: float = Field(0.8, ge=0, le=1, description="Below this share of symbols with usable bars, no new entries that iteration.")
-    drawdown_halt: float = Field(0.10, gt=0, le=1, description="Equity this far below its high-water mark HALTS trading until `main.py reset`.")
+    drawdown_lock: float = Field(0.10, ge=0, le=1, description="Equity this far below its lock reference (peak since the start or the last release) LOCKS new entries for DRAWDOWN_LOCK_SESSIONS (0 = off).")
+    drawdown_lock_sessions: int = Field(20, ge=1, le=2520, description="Sessions a drawdown lock stops new entries before it is released (exits and stops keep running).")
+    drawdown_reducing_sessions: int = Field(10, ge=0, le=2520, description="Sessions of REDUCING after a lock is released: entries at DRAWDOWN_REDUCING_SIZE, then ACTIVE (0 = straight to ACTIVE).")
+    drawdown_reducing_size: float = Field(0.5, gt=0, le=1, description="Share of the normal position size for entries while REDUCING.")
+    drawdown_halt: float = Field(0.25, ge=0, le=1, description="Equity this far below its high-water mark HALTS trading until `main.py reset` (0 = off); must not be below DRAWDOWN_LOCK.")
     trail_atr_multiple: float = Field(3.0, ge=0, le=20, description="Trailing stop at close - N x ATR, only ever raised (0 = off).")
     trail_percent: float = Field(0.0, ge=0, lt=1, description="Trailing stop at close x (1 - P) (0 = off); the higher of the two trails.")
     time_stop_sessions: int = Field(0, ge=0, le=2520, description="Exit positions held this many sessions (0 = no time stop).")
@@ -261,6 +265,10 @@ class Settings(BaseSettings):
     def _check_cross_fields(self) -> "Settings":
         if self.llm_fallback_provider is not LLMProvider.NONE and self.llm_fallback_provider == self.llm_selector_provider:
             raise ValueError("LLM_FALLBACK_PROVIDER must differ from LLM_SELECTOR_PROVIDER (or be 'none')")
+        if self.drawdown_halt and self.drawdown_lock and self.drawdown_halt < self.drawdown_lock:
+            raise ValueError(
+                f"DRAWDOWN_HALT ({self.drawdown_halt}) must not be below DRAWDOWN_LOCK ({self.drawdown_lock}): the halt is the deeper protection"
+            )
         return self
 
     # --- derived -------------------------------------------------------------------------------------

@@ -49,7 +49,7 @@ from core.data.memo import MemoizingProvider
 from core.narrative import Narrator, build_anthropic_narrator
 import core.llm as llm_clients  # the SDK clients load when a provider is built (see core.llm)
 from core.llm import DailyBudget, LLMSelector, PriceTable
-from core.risk import RiskLimits
+from core.risk import DrawdownRules, RiskLimits
 from utils.circuit_breaker import BackoffBreaker, BreakerEvent, ConsecutiveFailureBreaker
 from utils.rate_limiter import SlidingWindowRateLimiter
 from strategies.registry import build_registry
@@ -214,6 +214,17 @@ def risk_limits(settings: Settings) -> RiskLimits:
         max_shares=settings.max_shares,
         stop_atr_multiple=settings.stop_atr_multiple,
         kelly_fraction=settings.kelly_fraction or None,
+        reducing_size=settings.drawdown_reducing_size,
+    )
+
+
+def drawdown_rules(settings: Settings) -> DrawdownRules:
+    """The drawdown lock and halt of the settings (``DRAWDOWN_*``; 0 switches one off)."""
+    return DrawdownRules(
+        lock=settings.drawdown_lock or None,
+        lock_sessions=settings.drawdown_lock_sessions,
+        reducing_sessions=settings.drawdown_reducing_sessions,
+        halt=settings.drawdown_halt or None,
     )
 
 
@@ -385,7 +396,7 @@ def build_app(
         clock=clock.now,
         sectors=load_sectors(),
         data_quality_min=settings.data_quality_min,
-        drawdown_halt=settings.drawdown_halt,
+        drawdown=drawdown_rules(settings),
         saved_state=saved_risk[0] if saved_risk is not None else None,
         sizing=sizing,
         enforce_limits=enforce_limits,

@@ -43,6 +43,7 @@ from core.backtest.runner import (
     run_backtest,
 )
 from core.brokers.simulated import FILL_MODELS
+from core.risk import TradingState, describe_episode
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -226,11 +227,27 @@ def _print_summary(result: BacktestResult, out: TextIO) -> None:
         b = result.benchmark_metrics
         print(f"  benchmark {result.benchmark_symbol} buy & hold: {pct(b.total_return)}, CAGR {pct(b.cagr)}, "
               f"max drawdown {pct(b.max_drawdown, '')}", file=out)
+    _print_trading_state(result, out)
     if result.degraded_iterations:
         print(f"  {result.degraded_iterations} degraded iterations (see the iterations table)", file=out)
     print(f"  database: {result.database}", file=out)
     print(f"  inspect: python scripts/query_trades.py trades --run {result.run_id}", file=out)
     print(f"           python scripts/query_trades.py performance --run {result.run_id}", file=out)
+
+
+def _print_trading_state(result: BacktestResult, out: TextIO) -> None:
+    """The drawdown locks and halts of the run, one line each; a run that ends HALTED says so loudly."""
+    episodes = result.trading_episodes
+    if episodes:
+        print(f"  trading state: {result.sessions_locked} of {result.iterations} sessions LOCKED, "
+              f"{result.sessions_halted} HALTED ({len(episodes)} episodes):", file=out)
+        for episode in episodes:
+            print(f"    {describe_episode(episode)}", file=out)
+    if result.denied:
+        print("  risk refusals by rule: " + ", ".join(f"{rule} {n}" for rule, n in result.denied.items()), file=out)
+    if result.final_state == TradingState.HALTED.value:
+        print(f"  *** ended HALTED: no new entries since {episodes[-1]['start'] if episodes else 'the halt'}; "
+              "the daemon would need `python main.py reset --reason ...` ***", file=out)
 
 
 def run_backtest_command(args: argparse.Namespace, settings: Settings, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:

@@ -27,6 +27,13 @@ Definitions
   reading the run back, metrics, benchmark) and ``robustness``.
 * **final_equity**: the simulated broker's exact equity after the last session (cash plus positions at their last
   close); the equity snapshots are the same value rounded to the cent.
+* **trading_episodes**: every drawdown LOCK and HALT of the run (``core.risk.state``), from the run's
+  ``trading_state`` rows in ``breaker_events``: ``{"state": "locked"|"halted", "start": first session affected,
+  "end": last session affected or None when still in force at the end, "sessions": count, "reason": ...}``;
+  ``sessions_locked``/``sessions_halted`` sum them; ``denied_by_rule`` counts the Risk agent's refusals by rule
+  (``state``: refused because LOCKED or HALTED). ``status`` is ``"halted"`` when the run ends HALTED (it then
+  needs ``main.py reset`` to trade again, were it the daemon), ``"interrupted"`` when stopped early, else
+  ``"finished"``. With ``risk_limits=False`` there is no trading state: no episodes.
 * **Shadow ledgers** (report only): from the run's ``shadow_signals`` rows, one paper ledger per registered strategy
   and one for the selector's choices. Per symbol the ledger is long from a BUY signal to the next SELL signal (at
   the signal's close, no costs); a day's ledger return is the equal-weighted mean over the recorded symbols of
@@ -77,9 +84,11 @@ from core.domain import ensure_utc
 from core.metrics import ClosedTrade, PerformanceMetrics, compute_metrics, metrics_by
 from core.orchestrator import IterationOutcome, run_replay
 from core.persistence.models import DecisionRow, EquitySnapshotRow, Iteration, Run, ShadowSignalRow
+from core.risk import TradingState, sessions_in, trading_episodes
+from core.calendar import EASTERN
 from core.persistence.db import open_database
 from core.reporting import RoundTrip, rebuild_round_trips
-from agents.risk_agent import parse_sizing
+from agents.risk_agent import TRADING_STATE_EVENT, parse_sizing
 from strategies.base import InvalidStrategyParams, Strategy
 from strategies.context import MarketContext
 from strategies.registry import STRATEGY_CLASSES, build_registry
@@ -561,6 +570,17 @@ class BacktestResult:
     shadow: list[dict[str, Any]] | None = None
     robustness: Robustness | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    trading_episodes: list[dict[str, Any]] = field(default_factory=list)
+    final_state: str = TradingState.ACTIVE.value
+    denied: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def sessions_locked(self) -> int:
+        return sessions_in(self.trading_episodes, TradingState.LOCKED.value)
+
+    @property
+    def sessions_halted(self) -> int:
+        return sessions_in(self.trading_episodes, TradingState.HALTED.value)
 
     def as_json(self) -> dict[str, Any]:
         """The ``--json`` object (JSON-ready: ISO times, floats, an infinite ratio as ``"inf"``)."""
@@ -583,6 +603,11 @@ class BacktestResult:
             "per_strategy": {name: m.as_dict() for name, m in self.per_strategy.items()},
             "benchmark": None,
             "settings": self.settings,
+            "trading_state": self.final_state,
+            "trading_episodes": self.trading_episodes,
+            "sessions_locked": self.sessions_locked,
+            "sessions_halted": self.sessions_halted,
+            "denied_by_rule": self.denied,
         }
         if self.benchmark_symbol is not None and self.benchmark_metrics is not None:
             m = self.benchmark_metrics
@@ -726,6 +751,8 @@ class _Recorded:
     trips: tuple[RoundTrip, ...]
     shadow: list[tuple[datetime, str, str, float, dict[str, Any]]] | None
     rejected_bars: int
+    transitions: list[tuple[date, str, str, str]]
+    denied: dict[str, int]
 
 
 def _read_run(app: App, want_shadow: bool) -> _Recorded:
@@ -739,6 +766,15 @@ def _read_run(app: App, want_shadow: bool) -> _Recorded:
         rejected = session.scalar(
             select(func.coalesce(func.sum(Iteration.symbols_total - Iteration.symbols_ok), 0)).where(Iteration.run_id == app.run_id)
         )
+        denied = {
+            action.removeprefix("denied:"): int(n)
+            for action, n in session.execute(
+                select(DecisionRow.action, func.count())
+                .where(DecisionRow.run_id == app.run_id, DecisionRow.agent == "risk", DecisionRow.action.like("denied:%"))
+                .group_by(DecisionRow.action)
+                .order_by(func.count().desc(), DecisionRow.action)
+            )
+        }
         shadow = None
         if want_shadow:
             shadow = [
@@ -757,7 +793,8 @@ def _read_run(app: App, want_shadow: bool) -> _Recorded:
     exposure = pd.Series([1.0 if p > 0 else 0.0 for _, _, p in rows], index=index, dtype=float, name="exposure")
     keep = ~index.duplicated(keep="last")
     trips = tuple(sorted(book.trips, key=lambda t: (t.entry_at, t.symbol)))
-    return _Recorded(equity[keep], exposure[keep], trips, shadow, int(rejected or 0))
+    transitions = app.repository.trading_transitions(app.run_id, TRADING_STATE_EVENT)
+    return _Recorded(equity[keep], exposure[keep], trips, shadow, int(rejected or 0), transitions, denied)
 
 
 def shadow_ledgers(rows: Sequence[tuple[datetime, str, str, float, Mapping[str, Any]]]) -> list[dict[str, Any]]:
@@ -949,7 +986,12 @@ async def run_backtest(
     except BaseException:
         app.close("failed")
         raise
-    status = "interrupted" if len(outcomes) < len(sessions) else "finished"
+    final_state = app.agents["risk"].state
+    episodes = trading_episodes(recorded.transitions, [s.astimezone(EASTERN).date() for s in sessions[: len(outcomes)]])
+    if len(outcomes) < len(sessions):
+        status = "interrupted"
+    else:
+        status = "halted" if final_state is TradingState.HALTED else "finished"
     app.close(status)
 
     trades = [TradeRecord.of(t) for t in recorded.trips]
@@ -1008,6 +1050,9 @@ async def run_backtest(
         shadow=shadow,
         robustness=robustness,
         timings=timings,
+        trading_episodes=episodes,
+        final_state=final_state.value,
+        denied=recorded.denied,
     )
 
 
@@ -1049,12 +1094,15 @@ def report_data(result: BacktestResult) -> dict[str, Any]:
             "initial_cash": float(result.initial_cash),
             "final_equity": float(result.final_equity),
             "benchmark": result.benchmark_symbol or "none",
+            "trading state at the end": result.final_state,
+            "sessions locked / halted": f"{result.sessions_locked} / {result.sessions_halted}",
             **{k: (v if not isinstance(v, dict | list) else str(v)) for k, v in result.settings.items()},
             "shadow ledger basis": "long from BUY to SELL at the signal closes, equal weight per symbol, no costs",
         },
         "metrics": result.metrics,
         "trades": [t.as_dict() for t in result.trades],
         "per_strategy": result.per_strategy,
+        "trading_episodes": result.trading_episodes,
     }
     if result.shadow is not None:
         data["shadow"] = result.shadow

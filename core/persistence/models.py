@@ -207,6 +207,9 @@ class ShadowSignalRow(Base):
 
 
 class BreakerEventRow(Base):
+    """A circuit breaker's trip or recovery, or a change of the trading state (``name`` ``trading_state``, from/to
+    the trading states, ``details``: session, equity, high-water mark, lock reference, drawdown, event)."""
+
     __tablename__ = "breaker_events"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -216,6 +219,7 @@ class BreakerEventRow(Base):
     to_state: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str] = mapped_column(Text)
     at: Mapped[datetime]
+    details: Mapped[dict[str, Any] | None]
 
 
 class DaemonStateRow(Base):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
 from decimal import Decimal
 from enum import Enum
 from typing import Any, Iterable, Mapping, Sequence
@@ -64,6 +65,7 @@ _SHADOW = ShadowSignalRow.__table__
 _BREAKERS = BreakerEventRow.__table__
 _STATE = DaemonStateRow.__table__
 _ORDERS = OrderRow.__table__
+_EASTERN = ZoneInfo("America/New_York")  # the exchange's time: a session's date
 _ORDER_STATE = ("broker_order_id", "status", "filled_quantity", "average_fill_price", "updated_at")
 
 
@@ -264,7 +266,7 @@ class Repository:
                 )
             llm_calls.extend({"run_id": r.run_id, "iteration_id": r.iteration_id, **jsonable_row(c)} for c in r.llm_calls)
             shadow.extend({"run_id": r.run_id, "iteration_id": r.iteration_id, "as_of": r.as_of, **dict(x)} for x in r.shadow)
-            breakers.extend({"run_id": r.run_id, **dict(e)} for e in r.breaker_events)
+            breakers.extend({"run_id": r.run_id, "details": None, **dict(e)} for e in r.breaker_events)
             state.update(r.state)  # later iterations' values win, as separate transactions would leave them
 
         session.execute(_ITERATIONS.insert(), iterations)  # first: the other rows reference their iteration
@@ -391,7 +393,22 @@ class Repository:
     def record_breaker_events(self, run_id: str, events: Sequence[Mapping[str, Any]]) -> None:
         if events:
             with self._sessions.begin() as session:
-                session.execute(_BREAKERS.insert(), [{"run_id": run_id, **dict(e)} for e in events])
+                session.execute(_BREAKERS.insert(), [{"run_id": run_id, "details": None, **dict(e)} for e in events])
+
+    def trading_transitions(self, run_id: str, name: str = "trading_state") -> list[tuple[date, str, str, str]]:
+        """The run's recorded trading-state changes, oldest first: ``(session date, from_state, to_state, reason)``
+        (the session from the row's ``details``, else the row's time in New York)."""
+        with self.session() as session:
+            rows = session.execute(
+                select(BreakerEventRow.at, BreakerEventRow.details, BreakerEventRow.from_state, BreakerEventRow.to_state, BreakerEventRow.reason)
+                .where(BreakerEventRow.run_id == run_id, BreakerEventRow.name == name)
+                .order_by(BreakerEventRow.at, BreakerEventRow.id)
+            ).all()
+        out = []
+        for at, details, from_state, to_state, reason in rows:
+            day = date.fromisoformat(str(details["session"])) if details and details.get("session") else at.astimezone(_EASTERN).date()
+            out.append((day, from_state, to_state, reason))
+        return out
 
     def record_llm_calls(self, run_id: str, iteration_id: str | None, calls: Sequence[Mapping[str, Any]]) -> None:
         if calls:

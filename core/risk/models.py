@@ -52,10 +52,14 @@ class RiskRule(enum.StrEnum):
 
 
 class TradingState(enum.StrEnum):
-    """ACTIVE: entries and exits. REDUCING: exits only. HALTED: nothing, until a manual ``reset_state``."""
+    """ACTIVE: entries and exits. REDUCING: exits, and entries at ``RiskLimits.reducing_size`` of the normal size
+    (the daily-loss and weekly-drawdown entry rules still refuse while those limits are hit). LOCKED: exits only, for
+    a cool-down of sessions after a drawdown lock, then REDUCING. HALTED: exits only, until a manual reset.
+    See :mod:`core.risk.state`."""
 
     ACTIVE = "active"
     REDUCING = "reducing"
+    LOCKED = "locked"
     HALTED = "halted"
 
 
@@ -93,9 +97,11 @@ class RiskLimits:
         (pairs with fewer than correlation_min_periods overlapping returns are "not applicable"),
         allow_pyramiding (False: a BUY for a symbol already held is refused)
     State machine
-        halt_multiple         HALTED (sticky) when the daily loss >= halt_multiple x max_daily_loss or the weekly
-                              drawdown >= halt_multiple x max_weekly_drawdown (2.0: 10% with the defaults);
-                              None disables automatic halting (a halt can still be set by the operator)
+        halt_multiple         LOCKED (a crash lock, released after the drawdown lock's cool-down) when the daily
+                              loss >= halt_multiple x max_daily_loss or the weekly drawdown >= halt_multiple x
+                              max_weekly_drawdown (2.0: 10% with the defaults); None disables it
+        reducing_size         in REDUCING, entries are sized with risk_per_trade and max_position_pct scaled by this
+                              fraction (0.5: half size)
     """
 
     risk_per_trade: float = 0.02
@@ -121,6 +127,7 @@ class RiskLimits:
     confidence_scaling: ConfidenceScaling = "linear"
     min_confidence_scale: float = 0.5
     halt_multiple: float | None = 2.0
+    reducing_size: float = 0.5
 
     def __post_init__(self) -> None:
         _fraction("risk_per_trade", self.risk_per_trade)
@@ -133,6 +140,7 @@ class RiskLimits:
         _fraction("max_spread_pct", self.max_spread_pct)
         _fraction("min_confidence_scale", self.min_confidence_scale)
         _fraction("fractional_step", self.fractional_step)
+        _fraction("reducing_size", self.reducing_size)
         if not (math.isfinite(self.max_gross_exposure) and self.max_gross_exposure > 0):
             raise ValueError(f"RiskLimits.max_gross_exposure must be > 0, got {self.max_gross_exposure!r}")
         if not (math.isfinite(self.max_shares) and self.max_shares > 0):

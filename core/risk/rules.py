@@ -123,9 +123,9 @@ def evaluate_entry(
         checks.ok(RiskRule.NOT_AN_ENTRY, action=signal.action.value)
 
         state = TradingState(state)
-        if state is not TradingState.ACTIVE:
-            checks.refuse(RiskRule.STATE, f"trading state is {state.value}; entries need active", state=state.value)
-        checks.ok(RiskRule.STATE, state=state.value)
+        if state not in (TradingState.ACTIVE, TradingState.REDUCING):
+            checks.refuse(RiskRule.STATE, f"trading state is {state.value}; entries need active or reducing", state=state.value)
+        checks.ok(RiskRule.STATE, state=state.value, size=1.0 if state is TradingState.ACTIVE else limits.reducing_size)
 
         if confidence < limits.min_confidence:
             checks.refuse(RiskRule.MIN_CONFIDENCE,
@@ -221,7 +221,7 @@ def evaluate_entry(
             checks.ok(RiskRule.CORRELATION, max_correlation=limits.max_correlation,
                       lookback=limits.correlation_lookback, pairs=pairs)
 
-        sizing = size_position(candidate, portfolio, limits)
+        sizing = size_position(candidate, portfolio, reduced_limits(limits, state))
         checks.items.update(sizing.checks)
         if sizing.quantity <= 0:
             rule = sizing.binding_rule
@@ -238,6 +238,8 @@ def evaluate_entry(
         f"({sizing.risk_fraction:.2%} of equity x confidence scale {sizing.confidence_scale:.3f}), "
         f"stop {sizing.stop_price:g} ({limits.stop_atr_multiple:g} x ATR), binding limit: {sizing.binding_rule}"
     )
+    if state is TradingState.REDUCING:
+        reason += f"; reducing: {limits.reducing_size:g} x the normal size"
     intent = OrderIntent(
         symbol=symbol,
         side=Side.BUY,
@@ -252,6 +254,18 @@ def evaluate_entry(
     )
     checks.items["sizing_notes"] = {"status": "pass", "notes": list(sizing.notes), "binding_rule": sizing.binding_rule}
     return Approval(intent=intent, reason=reason, checks=freeze_checks(checks.items))
+
+
+def reduced_limits(limits: RiskLimits, state: TradingState) -> RiskLimits:
+    """The limits an entry is sized with: in REDUCING, ``risk_per_trade`` and ``max_position_pct`` scaled by
+    ``reducing_size``; otherwise ``limits`` unchanged."""
+    if TradingState(state) is not TradingState.REDUCING or limits.reducing_size >= 1.0:
+        return limits
+    return replace(
+        limits,
+        risk_per_trade=limits.risk_per_trade * limits.reducing_size,
+        max_position_pct=limits.max_position_pct * limits.reducing_size,
+    )
 
 
 def _reward_risk(checks: _Checks, signal: Signal, price: float, limits: RiskLimits) -> float | None:
@@ -303,7 +317,7 @@ def evaluate_exit(
 
     ``position`` is the held position (``PositionView`` or the broker's ``Position``) or just its quantity.
 
-    Allowed in ACTIVE and REDUCING, refused in HALTED. ``signal`` must be a SELL for ``symbol``; ``reason`` says why
+    Allowed in every trading state: a drawdown lock or halt stops new entries, never the way out. ``signal`` must be a SELL for ``symbol``; ``reason`` says why
     the exit is wanted (strategy exit, stop, manual...). The intent's confidence is the validated confidence, or the
     raw signal strength when a plain ``Signal`` is given."""
     raw = signal.signal if isinstance(signal, ValidatedSignal) else signal
@@ -319,9 +333,6 @@ def evaluate_exit(
                           action=raw.action.value)
         checks.ok(RiskRule.NOT_AN_EXIT, action=raw.action.value)
         state = TradingState(state)
-        if state is TradingState.HALTED:
-            checks.refuse(RiskRule.STATE, "trading state is halted; nothing is traded until a manual reset",
-                          state=state.value)
         checks.ok(RiskRule.STATE, state=state.value)
         quantity = _held_quantity(position)
         if not (math.isfinite(quantity) and quantity > 0):

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 import main
 from core.persistence.db import open_database
-from core.persistence.models import BreakerEventRow, DaemonStateRow, DecisionRow
+from core.persistence.models import BreakerEventRow, DaemonStateRow, DecisionRow, Run
 from core.persistence.repository import Repository
 from tests.conftest import BUNDLED_DAILY
 
@@ -47,18 +47,25 @@ def test_low_data_quality_stops_new_entries_and_the_breaker_trip_is_recorded_onc
         assert [t.to_state for t in trips] == ["open"]
 
 
-def test_equity_drawdown_halts_trading_for_the_rest_of_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_equity_drawdown_halt_when_reached_then_halted_for_the_rest_of_the_run_recorded_and_run_status_halted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DRAWDOWN_LOCK", "0")
     monkeypatch.setenv("DRAWDOWN_HALT", "0.002")
     url = f"sqlite:///{tmp_path / 'dd.db'}"
     assert main.main(["replay", "--start", "2020-01-01", "--end", "2020-12-31", "--quiet", "--db", url]) == 0
+    out = capsys.readouterr().out
+    assert "trading state at the end: HALTED" in out and "*** ended HALTED" in out and "HALTED 2020-" in out
     with _session(url) as s:
-        (trip,) = s.scalars(select(BreakerEventRow).where(BreakerEventRow.name == "equity_drawdown")).all()
-        assert trip.to_state == "open" and "high-water mark" in trip.reason
-        after = s.scalars(select(DecisionRow).where(DecisionRow.agent == "risk", DecisionRow.as_of > trip.at)).all()
+        (halt,) = s.scalars(select(BreakerEventRow).where(BreakerEventRow.name == "trading_state")).all()
+        assert halt.to_state == "halted" and "high-water mark" in halt.reason
+        assert halt.details["event"] == "halt" and halt.details["equity"] < halt.details["high_water_mark"]
+        after = s.scalars(select(DecisionRow).where(DecisionRow.agent == "risk", DecisionRow.as_of > halt.at)).all()
         assert after and {d.inputs["state"] for d in after} == {"halted"}
         assert not [d for d in after if d.action == "approved" and d.inputs.get("side") == "buy"]
         state = [r for r in s.scalars(select(DaemonStateRow)) if r.key.endswith("risk:state")]
         assert state and state[0].value["state"] == "halted"
+        assert s.scalar(select(Run.status)) == "halted"
 
 
 def _daemon_once(url: str) -> int:

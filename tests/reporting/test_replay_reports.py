@@ -104,8 +104,8 @@ def test_replay_risk_view_counts_every_refusal(session: Session) -> None:
     denials = session.scalars(select(DecisionRow).where(DecisionRow.agent == "risk", DecisionRow.action.like("denied:%"))).all()
     assert sum(r["count"] for r in report["refusals"]) == len(denials) > 0
     assert {r["rule"] for r in report["refusals"]} == {d.action.split(":", 1)[1] for d in denials}
-    assert report["state"]["state"] in {"unknown", "active", "reducing", "halted"}
-    assert report["last_decision_state"]["state"] in {"active", "reducing", "halted"}
+    assert report["state"]["state"] in {"unknown", "active", "reducing", "locked", "halted"}
+    assert report["last_decision_state"]["state"] in {"active", "reducing", "locked", "halted"}
 
 
 @pytest.mark.parametrize(

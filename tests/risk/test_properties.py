@@ -182,8 +182,19 @@ def test_sized_quantity_is_never_negative_and_whole_unless_fractional(candidate,
 
 @settings(max_examples=200, deadline=None)
 @given(candidate=candidates(), portfolio=portfolios(), limits=limits_st,
-       state=st.sampled_from([TradingState.REDUCING, TradingState.HALTED]))
-def test_no_entry_is_ever_approved_outside_active(candidate, portfolio, limits, state):
+       state=st.sampled_from([TradingState.LOCKED, TradingState.HALTED]))
+def test_no_entry_is_ever_approved_when_locked_or_halted(candidate, portfolio, limits, state):
     decision = evaluate_entry(candidate, portfolio, limits, state)
     assert isinstance(decision, Denial)
     assert decision.rule == "state"
+
+
+@settings(max_examples=200, deadline=None)
+@given(candidate=candidates(), portfolio=portfolios(), limits=limits_st)
+def test_an_entry_approved_when_reducing_never_risks_more_than_reducing_size_of_the_normal_risk(candidate, portfolio, limits):
+    decision = evaluate_entry(candidate, portfolio, limits, TradingState.REDUCING)
+    if isinstance(decision, Denial):
+        assert decision.rule != "state"
+        return
+    risk = decision.checks["sizing"]["risk_amount"]
+    assert risk <= portfolio.equity * limits.risk_per_trade * limits.reducing_size * (1 + 1e-9)

@@ -81,11 +81,17 @@ def test_entry_when_signal_is_sell_then_not_an_entry():
     assert denial.values["action"] == "SELL"
 
 
-@pytest.mark.parametrize("state", [TradingState.REDUCING, TradingState.HALTED])
-def test_entry_when_state_not_active_then_state_denial(state):
+@pytest.mark.parametrize("state", [TradingState.LOCKED, TradingState.HALTED])
+def test_entry_when_state_locked_or_halted_then_state_denial(state):
     denial = deny(state=state)
     assert denial.rule == "state"
     assert denial.values["state"] == state.value
+
+
+def test_entry_when_state_reducing_then_approved_at_reducing_size():
+    full, reduced = approve(), approve(state=TradingState.REDUCING)
+    assert reduced.checks["state"]["size"] == LIMITS.reducing_size
+    assert reduced.intent.quantity == pytest.approx(full.intent.quantity * LIMITS.reducing_size, abs=1)
 
 
 def test_entry_when_confidence_below_minimum_then_min_confidence():

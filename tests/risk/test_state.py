@@ -1,5 +1,6 @@
-"""The trading-state machine: ACTIVE -> REDUCING on the loss limits, back to ACTIVE on a new session within limits,
-HALTED (at the halt thresholds, 10% by default) sticky until a manual reset."""
+"""The trading-state machine: ACTIVE -> REDUCING on the loss limits, back to ACTIVE on a new session within limits;
+LOCKED on a crash (10% daily loss or weekly drawdown) or a drawdown from the lock reference, released after its
+cool-down through REDUCING; HALTED on the deep drawdown from the high-water mark, sticky until a manual reset."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from core.risk import RiskLimits, TradingState, evaluate_entry, evaluate_exit, n
 from tests.risk.factories import make_candidate, make_portfolio, make_signal, position
 
 LIMITS = RiskLimits()
-ACTIVE, REDUCING, HALTED = TradingState.ACTIVE, TradingState.REDUCING, TradingState.HALTED
+ACTIVE, REDUCING, LOCKED, HALTED = TradingState.ACTIVE, TradingState.REDUCING, TradingState.LOCKED, TradingState.HALTED
 
 
 def account(equity: float, day_start: float = 100_000.0, week_high: float | None = None):
@@ -56,10 +57,10 @@ def test_next_state_when_reducing_and_new_session_but_weekly_drawdown_still_hit_
     assert state is REDUCING
 
 
-def test_next_state_when_loss_reaches_halt_threshold_then_halted():
+def test_next_state_when_loss_reaches_crash_threshold_then_locked():
     state, reason = next_state(ACTIVE, account(90_000.0), LIMITS)  # 10% daily loss
-    assert state is HALTED
-    assert "halt at 10.00%" in reason
+    assert state is LOCKED
+    assert "lock at 10.00%" in reason
 
 
 def test_next_state_when_halt_disabled_then_deep_loss_only_reduces():
@@ -70,15 +71,15 @@ def test_next_state_when_halt_disabled_then_deep_loss_only_reduces():
 def test_next_state_when_halted_and_fully_recovered_on_new_session_then_still_halted():
     state, reason = next_state(HALTED, account(120_000.0), LIMITS, new_session=True)
     assert state is HALTED
-    assert "reset_state" in reason
+    assert "manual reset" in reason
 
 
 def test_reset_state_when_halted_then_active_and_limits_reapply():
     state, reason = reset_state(HALTED, reason="operator: broker outage resolved")
     assert state is ACTIVE
     assert "operator: broker outage resolved" in reason
-    # still 10% down: the next evaluation halts again
-    assert next_state(state, account(90_000.0), LIMITS)[0] is HALTED
+    # still 10% down in a day: the next evaluation locks again
+    assert next_state(state, account(90_000.0), LIMITS)[0] is LOCKED
 
 
 def test_reset_state_when_no_reason_then_value_error():
@@ -86,7 +87,7 @@ def test_reset_state_when_no_reason_then_value_error():
         reset_state(HALTED, reason="  ")
 
 
-def test_reducing_when_daily_loss_then_entries_denied_but_exits_approved():
+def test_reducing_when_daily_loss_then_entries_denied_by_the_loss_rule_but_exits_approved():
     portfolio = make_portfolio(cash=75_000.0, positions=[position("IBM", 20_000, "technology")],
                                equity_day_start=100_000.0)  # equity 95,000: 5% down
     state, _ = next_state(ACTIVE, portfolio, LIMITS)
@@ -95,21 +96,37 @@ def test_reducing_when_daily_loss_then_entries_denied_but_exits_approved():
     entry = evaluate_entry(make_candidate(symbol="AAPL"), portfolio, LIMITS, state)
     exit_ = evaluate_exit("IBM", portfolio.positions["IBM"], make_signal(symbol="IBM", action=Action.SELL,
                                                                          price=100.0), state, "reduce risk")
-    assert isinstance(entry, Denial) and entry.rule == "state"
+    assert isinstance(entry, Denial) and entry.rule == "daily_loss"
     assert isinstance(exit_, Approval) and exit_.intent.quantity == 200
 
 
-def test_halted_then_entries_and_exits_refused_until_reset():
-    portfolio = make_portfolio(cash=70_000.0, positions=[position("IBM", 20_000, "technology")],
-                               equity_day_start=100_000.0)  # equity 90,000: 10% down
-    state, _ = next_state(ACTIVE, portfolio, LIMITS)
-    assert state is HALTED
+def test_reducing_within_the_loss_limits_then_entry_approved_at_reducing_size_of_the_active_size():
+    portfolio = make_portfolio(cash=100_000.0, equity_day_start=100_000.0)
+    active = evaluate_entry(make_candidate(symbol="AAPL"), portfolio, LIMITS, ACTIVE)
+    reduced = evaluate_entry(make_candidate(symbol="AAPL"), portfolio, LIMITS, REDUCING)
+    assert isinstance(active, Approval) and isinstance(reduced, Approval)
+    assert reduced.checks["sizing"]["risk_amount"] == pytest.approx(active.checks["sizing"]["risk_amount"] * LIMITS.reducing_size)
+    assert reduced.intent.quantity < active.intent.quantity
+    assert "reducing: 0.5 x the normal size" in reduced.reason
 
+
+@pytest.mark.parametrize("state", [TradingState.LOCKED, TradingState.HALTED])
+def test_locked_or_halted_then_entries_refused_but_exits_approved(state):
+    portfolio = make_portfolio(cash=70_000.0, positions=[position("IBM", 20_000, "technology")],
+                               equity_day_start=90_000.0)
     sell = make_signal(symbol="IBM", action=Action.SELL, price=100.0)
     entry = evaluate_entry(make_candidate(symbol="AAPL"), portfolio, LIMITS, state)
     exit_ = evaluate_exit("IBM", portfolio.positions["IBM"], sell, state, "stop hit")
-    assert isinstance(entry, Denial) and entry.rule == "state" and entry.values["state"] == "halted"
-    assert isinstance(exit_, Denial) and exit_.rule == "state"
+    assert isinstance(entry, Denial) and entry.rule == "state" and entry.values["state"] == state.value
+    assert isinstance(exit_, Approval) and exit_.intent.quantity == 200
+
+
+def test_halted_then_entries_refused_until_reset():
+    portfolio = make_portfolio(cash=70_000.0, positions=[position("IBM", 20_000, "technology")],
+                               equity_day_start=100_000.0)
+    state = HALTED
+    sell = make_signal(symbol="IBM", action=Action.SELL, price=100.0)
+    assert isinstance(evaluate_entry(make_candidate(symbol="AAPL"), portfolio, LIMITS, state), Denial)
 
     state, _ = reset_state(state, reason="operator review done")
     recovered = make_portfolio(cash=80_000.0, positions=[position("IBM", 20_000, "technology")],
