@@ -126,6 +126,7 @@ def served(browser_available: None, tmp_path_factory: pytest.TempPathFactory) ->
         mp.setenv("LOG_DIR", env["LOG_DIR"])
         mp.setenv("DATA_DIR", env["DATA_DIR"])
         assert main.main(["replay", "--start", "2018-01-01", "--end", "2018-06-30", "--quiet", "--db", url]) == 0
+        mp.setenv("DRAWDOWN_LOCK", "0")  # no lock first: the hard halt itself must show
         mp.setenv("DRAWDOWN_HALT", "0.01")  # the backtest halts (its drawdown reaches 1.3 %)
         assert main.main(["backtest", "--start", "2018-01-01", "--end", "2018-06-30", "--symbols", "AAPL,SPY,IBM", "--db", url]) == 0
     engine = create_engine(normalise_url(url))
@@ -277,8 +278,9 @@ def test_a_backtest_run_opens_by_its_id(served: Served, browser: Any, tmp_path: 
     assert _metric(page, "Orders") == str(served.backtest.orders)
     assert _metric(page, "Trading state") == served.backtest.state == "HALTED"
     # a halted run: a red banner with the reason, nothing green
-    assert _alerts(page, "Error")[0] == f"This run: Trading HALTED: {served.backtest.reason}"
-    assert "drawdown" in served.backtest.reason and _alerts(page, "Success") == []
+    # the banner renders markdown: `main.py reset` in the reason shows as code, without its backticks
+    assert _alerts(page, "Error")[0] == f"This run: Trading HALTED: {served.backtest.reason.replace('`', '')}"
+    assert "high-water mark" in served.backtest.reason and _alerts(page, "Success") == []
     _screenshot(page, tmp_path / "dashboard-backtest.png", ARTIFACTS / "dashboard-backtest.png")
     page.close()
     # without ?run= the latest run opens (there is no daemon run): the backtest
