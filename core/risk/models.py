@@ -231,7 +231,8 @@ class Candidate:
     ``spread_pct`` is (ask - bid) / mid of the latest quote as a fraction. None or NaN: no quote exists (a backtest,
     or the quote source has none for the symbol): the spread rule is recorded as not applicable, with
     ``spread_note`` saying why. ``quote_error``: the quote source was asked and failed, or its quote is unusable
-    (one-sided, crossed): the spread rule refuses the entry (it fails closed).
+    (one-sided, crossed): the spread rule refuses the entry (it fails closed). ``quote`` (bid, ask, at) is recorded
+    with the spread check.
     ``returns`` are the symbol's daily returns (same frequency and index type as ``PortfolioView.returns``).
     Compared by identity (it holds a Series).
     """
@@ -244,6 +245,7 @@ class Candidate:
     returns: pd.Series | None = None
     spread_note: str = "no quote"
     quote_error: str | None = None
+    quote: Mapping[str, Any] | None = None  # the quote behind spread_pct (bid, ask, at), recorded with the rule
 
     @property
     def symbol(self) -> str:

@@ -201,17 +201,18 @@ def evaluate_entry(
         checks.ok(RiskRule.LIQUIDITY, avg_dollar_volume=adv, min_avg_dollar_volume=limits.min_avg_dollar_volume)
 
         spread = float(candidate.spread_pct) if _finite(candidate.spread_pct) else None
+        quote = {"quote": dict(candidate.quote)} if candidate.quote is not None else {}
         if candidate.quote_error is not None:
             checks.refuse(RiskRule.SPREAD, f"no usable quote to judge the spread: {candidate.quote_error}",
-                          quote_error=candidate.quote_error, max_spread_pct=limits.max_spread_pct)
+                          quote_error=candidate.quote_error, max_spread_pct=limits.max_spread_pct, **quote)
         if spread is None:
             checks.na(RiskRule.SPREAD, candidate.spread_note, max_spread_pct=limits.max_spread_pct)
         elif spread > limits.max_spread_pct:
             checks.refuse(RiskRule.SPREAD,
                           f"spread {spread:.4%} is wider than the maximum {limits.max_spread_pct:.4%}",
-                          spread_pct=spread, max_spread_pct=limits.max_spread_pct)
+                          spread_pct=spread, max_spread_pct=limits.max_spread_pct, **quote)
         else:
-            checks.ok(RiskRule.SPREAD, spread_pct=spread, max_spread_pct=limits.max_spread_pct)
+            checks.ok(RiskRule.SPREAD, spread_pct=spread, max_spread_pct=limits.max_spread_pct, **quote)
 
         take_profit = _reward_risk(checks, signal, price, _stop_used(candidate, limits), limits)
 
