@@ -59,9 +59,10 @@ def _event(symbols: list[str], day: date = DAY) -> ValidatedReady:
     return ValidatedReady(iteration_id="it-1", as_of=as_of, previous=ready, validated=validated)
 
 
-def _agent(limits: RiskLimits, sectors: Mapping[str, str] | None = None, **kwargs) -> RiskAgent:
+def _agent(limits: RiskLimits, sectors: Mapping[str, str] | None = None, at: datetime | None = None, **kwargs) -> RiskAgent:
+    at = at or datetime.combine(DAY, time(21), tzinfo=UTC)
     return RiskAgent(
-        SimulatedBroker(Decimal(100_000), started_at=datetime.combine(DAY, time(21), tzinfo=UTC)), limits, equity_history=lambda: [], clock=lambda: datetime.now(UTC),
+        SimulatedBroker(Decimal(100_000), started_at=at), limits, equity_history=lambda: [], clock=lambda: at,
         sectors=sectors, **kwargs,
     )  # fmt: skip
 
@@ -172,3 +173,63 @@ async def test_spread_rule_when_the_quote_is_one_sided_then_refused_and_when_abs
     assert denied["IWM"].rule == "spread" and "one-sided" in denied["IWM"].reason
     assert approved["SPY"].checks["spread"]["status"] == "not_applicable"  # the source has no quote for SPY
     assert "no quote for SPY" in approved["SPY"].checks["spread"]["reason"]
+
+
+# ------------------------------------------------------------------------------------------------- the strategy's levels
+
+
+def _signal_event(symbol: str, strategy_name: str, params: dict, pick) -> tuple[ValidatedReady, Signal]:
+    """The event of the session of ``pick(buy_rows)`` of a real strategy's frame on the bundled bars."""
+    from strategies.base import signal_at
+    from strategies.registry import STRATEGY_CLASSES
+
+    strategy = STRATEGY_CLASSES[strategy_name](**params)
+    frame = read_bars_file(BUNDLED_DAILY / f"{symbol}.csv")
+    signals = strategy.compute(frame)
+    row = pick([i for i in range(len(signals)) if signals["action"].iat[i] == 1 and frame.index[i].year >= 2005])
+    day = frame.index[row].date()
+    as_of = datetime.combine(day, time(21), tzinfo=UTC)
+    signal = signal_at(strategy, symbol, signals, row, float(frame["close"].iat[row]))
+    batch = BarsBatch("it-1", as_of, {symbol: SymbolBars(symbol, frame, row + 1, "files")})
+    ready = SignalsReady(iteration_id="it-1", as_of=as_of, previous=DataReady(iteration_id="it-1", as_of=as_of, batch=batch),
+                         signals={symbol: signal})
+    event = ValidatedReady(iteration_id="it-1", as_of=as_of, previous=ready, validated={symbol: ValidatedSignal(signal, 0.9)})
+    return event, signal
+
+
+async def test_stop_atr_parameter_when_changed_then_the_entry_stop_and_the_size_follow_it() -> None:
+    stops, quantities = {}, {}
+    for stop_atr in (1.0, 3.0):
+        event, signal = _signal_event("IBM", "breakout", {"stop_atr": stop_atr}, lambda rows: rows[0])
+        agent = _agent(RiskLimits(max_correlation=1.0, min_reward_risk=0.0), at=event.as_of)
+        out = await agent.on_validated(event)
+        (approval,) = out.approvals
+        assert approval.intent.stop_loss == pytest.approx(signal.stop)  # the strategy's own stop, not STOP_ATR_MULTIPLE's
+        assert approval.checks["sizing"]["stop_source"] == "strategy"
+        stops[stop_atr], quantities[stop_atr] = approval.intent.stop_loss, approval.checks["sizing"]["risk_quantity"]
+    price = signal.price
+    assert price - stops[3.0] == pytest.approx(3.0 * (price - stops[1.0]))  # three times as far below the price
+    assert quantities[1.0] > quantities[3.0]  # the same money at risk buys fewer shares behind a wider stop
+
+
+async def test_reversion_target_when_the_mean_is_closer_than_the_minimum_reward_risk_then_denied_by_reward_risk() -> None:
+    # Bollinger BUYs target the middle band: with a 3-ATR stop, reward:risk is what the market gives, often < 1.8
+    from strategies.registry import STRATEGY_CLASSES
+
+    frame = read_bars_file(BUNDLED_DAILY / "SPY.csv")
+    strategy = STRATEGY_CLASSES["bollinger_bands"](stop_atr=3.0)
+    signals = strategy.compute(frame)
+    close = frame["close"].to_numpy()
+    ratio = (signals["target"].to_numpy() - close) / (close - signals["stop"].to_numpy())
+    low = [i for i in range(len(signals)) if signals["action"].iat[i] == 1 and frame.index[i].year >= 2005 and ratio[i] < 1.8]
+    assert low, "no Bollinger BUY with reward:risk below 1.8 on SPY"
+
+    event, signal = _signal_event("SPY", "bollinger_bands", {"stop_atr": 3.0}, lambda rows: low[0])
+    agent = _agent(RiskLimits(max_correlation=1.0), at=event.as_of)
+    out = await agent.on_validated(event)
+
+    assert out.approvals == ()
+    (denial,) = out.denials
+    assert denial.rule == "reward_risk"
+    assert denial.values["target"] == pytest.approx(signal.target) and denial.values["stop"] == pytest.approx(signal.stop)
+    assert denial.values["reward_risk"] < 1.8
