@@ -233,3 +233,14 @@ async def test_reversion_target_when_the_mean_is_closer_than_the_minimum_reward_
     assert denial.rule == "reward_risk"
     assert denial.values["target"] == pytest.approx(signal.target) and denial.values["stop"] == pytest.approx(signal.stop)
     assert denial.values["reward_risk"] < 1.8
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning", "ignore::Warning")
+def test_risk_atr_when_computed_then_equal_to_the_pandas_ta_reference_on_the_bundled_bars() -> None:
+    pandas_ta = pytest.importorskip("pandas_ta")  # the test reference only; the agent uses strategies.indicators
+    agent = _agent(RiskLimits())
+    for symbol in ("AAPL", "AIG", "SPY"):
+        frame = read_bars_file(BUNDLED_DAILY / f"{symbol}.csv")
+        reference = pandas_ta.atr(frame["high"], frame["low"], frame["close"], length=14).to_numpy()
+        for end in (20, 500, len(frame)):
+            assert agent.atr_at(SymbolBars(symbol, frame, end, "files")) == pytest.approx(reference[end - 1], rel=1e-12)
