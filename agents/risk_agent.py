@@ -18,12 +18,11 @@ Without a source (backtests, replays) the rule is recorded as not applicable wit
 
 from __future__ import annotations
 
+import asyncio
 import math
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, Callable, Mapping, Sequence
-
-import asyncio
 
 import numpy as np
 import pandas as pd
@@ -40,8 +39,8 @@ from core.risk import (
     PositionView,
     RiskLimits,
     TradingState,
-    apply_approval,
     RiskRule,
+    apply_approval,
     evaluate_entry,
     evaluate_exit,
     next_state,
