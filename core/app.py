@@ -414,6 +414,7 @@ def build_app(
         batch_size=audit_batch,
     )
     quote_source, no_quotes_reason = build_quote_source(settings, kind, limiter)
+    logger.info("spread rule: {}", "live quotes from Alpaca" if quote_source is not None else f"not applicable ({no_quotes_reason})")
     risk_agent = RiskAgent(
         broker,
         limits,

@@ -387,3 +387,19 @@ def test_exit_when_signal_for_another_symbol_then_value_error():
     held = position("AAPL", 2_000, "technology", price=20.0)
     with pytest.raises(ValueError, match="IBM"):
         evaluate_exit("AAPL", held, make_signal(symbol="IBM", action=Action.SELL), ACTIVE, "x")
+
+
+def test_exit_when_a_time_stop_asks_then_approved_whatever_the_signal_and_the_rule_recorded():
+    held = position("AAPL", 2_000, "technology", price=20.0)  # 100 shares
+    for action in (Action.BUY, Action.HOLD):
+        decision = evaluate_exit("AAPL", held, make_signal(action=action), ACTIVE, "time stop: held 3 sessions (limit 3)",
+                                 exit_rule=RiskRule.TIME_STOP)
+        assert isinstance(decision, Approval)
+        assert (decision.intent.side, decision.intent.quantity) == (Side.SELL, 100)
+        assert decision.checks["exit_rule"] == {"status": "applied", "rule": "time_stop",
+                                                "reason": "time stop: held 3 sessions (limit 3)", "signal_action": action.value}
+    halted = evaluate_exit("AAPL", held, make_signal(action=Action.HOLD), TradingState.HALTED, "time stop",
+                           exit_rule=RiskRule.TIME_STOP)
+    assert isinstance(halted, Denial) and halted.rule == "state"
+    without = evaluate_exit("AAPL", held, make_signal(action=Action.HOLD), ACTIVE, "time stop")
+    assert isinstance(without, Denial) and without.rule == "not_an_exit"  # only a named rule may exit without a SELL
