@@ -11,12 +11,18 @@ below its high-water mark HALTS trading until a manual reset (``python main.py r
 running in every state. Every change of the trading state is recorded as a ``breaker_events`` row named
 ``trading_state`` whose ``details`` hold the session, equity, high-water mark, lock reference and drawdown.
 
-Backtests may swap the sizing (``fixed-qty:N``, ``fixed-fraction:F``) and switch the limits off
-(``enforce_limits=False``: sizing still applies, the gates do not).
+Backtests may swap the sizing (``fixed-qty:N``, ``fixed-fraction:F``: the wanted quantity, still clipped by
+``MAX_SHARES`` and the position, cash, gross and sector caps) and switch the limits off (``enforce_limits=False``:
+sizing still applies, the limits do not; the position rules - no second buy while long - stay on).
+
+The spread rule reads live quotes: with a ``quotes`` source (the daemon on Alpaca) one batched latest-quote request
+per iteration for the symbols with a BUY signal; a failed request refuses those entries (the rule fails closed).
+Without a source (backtests, replays) the rule is recorded as not applicable with ``no_quotes_reason``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 from dataclasses import replace
 from datetime import datetime
@@ -24,11 +30,11 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-import pandas_ta as ta
 from loguru import logger
 
 from core.brokers.base import AccountState, Broker
 from core.calendar import EASTERN
+from core.data.quotes import QuoteSource, QuotesResult
 from core.domain import Action, Approval, BarsBatch, Decision, Denial, OrderIntent, OrderType, Side, SymbolBars, frozen_map
 from core.events import ApprovedReady, ExecutedReady, ValidatedReady
 from core.frame_cache import FrameCache
@@ -41,14 +47,17 @@ from core.risk import (
     Protection,
     RiskLimits,
     TradingState,
+    RiskRule,
     Transition,
     apply_approval,
     evaluate_entry,
     evaluate_exit,
+    position_rules,
     reset_protection,
     size_position,
     step,
 )
+from strategies import indicators as ind
 from utils.circuit_breaker import BreakerEvent, BreakerState, ThresholdBreaker, drain_rows
 
 TRADING_STATE_EVENT = "trading_state"  # the breaker_events name of every trading-state change
@@ -94,9 +103,15 @@ class RiskAgent:
         positions: PositionManager | None = None,
         cache: FrameCache | None = None,
         routine_decisions: bool = True,
+        quotes: QuoteSource | None = None,
+        no_quotes_reason: str = "no live quote source",
     ) -> None:
-        """``routine_decisions``: record a "skip" for HOLD signals and excluded symbols (the daemon does)."""
+        """``routine_decisions``: record a "skip" for HOLD signals and excluded symbols (the daemon does);
+        ``quotes``: the latest-quote source of the spread rule (None: the rule is not applicable, ``no_quotes_reason``
+        says why)."""
         self._routine = routine_decisions
+        self._quotes = quotes
+        self._no_quotes_reason = no_quotes_reason
         self._broker = broker
         self.limits = limits
         self._equity_history = equity_history
@@ -155,12 +170,12 @@ class RiskAgent:
     def _features(self, sb: SymbolBars) -> dict[str, np.ndarray]:
         def compute() -> dict[str, np.ndarray]:
             f = sb.frame
-            atr = ta.atr(f["high"], f["low"], f["close"], length=self._atr_period)
+            high, low, close = (f[c].to_numpy(dtype=float) for c in ("high", "low", "close"))
+            atr = ind.atr(high, low, close, self._atr_period)  # the strategies' ATR (tested equal to pandas-ta's)
             dollar_volume = (f["close"] * f["volume"]).rolling(self._liquidity_window, min_periods=self._liquidity_window).mean()
             returns = f["close"].pct_change(fill_method=None)
-            nan = np.full(len(f), np.nan)
             return {
-                "atr": atr.to_numpy(dtype=float) if atr is not None else nan,
+                "atr": atr,
                 "adv": dollar_volume.to_numpy(dtype=float),
                 "ret": returns.to_numpy(dtype=float),
             }
@@ -225,8 +240,14 @@ class RiskAgent:
                    transition.to_state.value, transition.event, transition.reason)
 
     def _intent(self, candidate: Candidate, quantity: int, reason: str) -> OrderIntent:
+        """A limits-off entry: the strategy's stop (else ``stop_atr_multiple`` x ATR) and target, no gate."""
         signal = candidate.signal.signal
-        stop = candidate.price - self.limits.stop_atr_multiple * candidate.atr if math.isfinite(candidate.atr) and candidate.atr > 0 else None
+        if signal.stop is not None and math.isfinite(signal.stop) and 0 < signal.stop < candidate.price:
+            stop: float | None = signal.stop
+        elif math.isfinite(candidate.atr) and candidate.atr > 0:
+            stop = candidate.price - self.limits.stop_atr_multiple * candidate.atr
+        else:
+            stop = None
         target = signal.target if signal.target is not None and signal.target > candidate.price else None
         return OrderIntent(
             symbol=signal.symbol,
@@ -241,35 +262,63 @@ class RiskAgent:
             take_profit=target,
         )
 
-    def _fixed_quantity(self, candidate: Candidate, portfolio: PortfolioView) -> int:
+    def _wanted_quantity(self, candidate: Candidate, portfolio: PortfolioView) -> int | None:
+        """The quantity of the fixed sizing modes (None for risk sizing)."""
         mode, value = self._sizing
+        if mode == "risk":
+            return None
         assert value is not None
-        wanted = int(value) if mode == "fixed-qty" else int(math.floor(value * portfolio.equity / candidate.price))
+        if mode == "fixed-qty":
+            wanted = int(value)
+        else:
+            wanted = int(math.floor(value * portfolio.equity / candidate.price)) if candidate.price > 0 else 0
         if self._enforce and self.state is TradingState.REDUCING:  # REDUCING: entries at reducing_size
             wanted = int(math.floor(wanted * self.limits.reducing_size))
-        affordable = int(math.floor(portfolio.cash / candidate.price)) if candidate.price > 0 else 0
-        return max(0, min(wanted, affordable))
+        return wanted
 
     def _entry(self, candidate: Candidate, portfolio: PortfolioView) -> Approval | Denial:
         symbol = candidate.signal.signal.symbol
+        mode = self._sizing[0]
+        wanted = self._wanted_quantity(candidate, portfolio)
         if self._enforce:
-            result = evaluate_entry(candidate, portfolio, self.limits, self.state)
-            if isinstance(result, Denial) or self._sizing[0] == "risk":
-                return result
-            quantity = self._fixed_quantity(candidate, portfolio)
-            if quantity <= 0:
-                return Denial(symbol, "no_cash", f"no_cash: {self._sizing[0]} sizing leaves 0 affordable shares", {"cash": portfolio.cash})
-            return replace(result, intent=replace(result.intent, quantity=quantity), reason=f"{result.reason}; {self._sizing[0]} sizing: {quantity} shares")
-        if self._sizing[0] == "risk":
+            if wanted is not None and wanted <= 0:
+                return Denial(symbol, RiskRule.ZERO_QUANTITY.value, f"zero_quantity: {mode} sizing wants 0 shares of {symbol}",
+                              {"equity": portfolio.equity, "price": candidate.price})
+            return evaluate_entry(candidate, portfolio, self.limits, self.state, quantity=wanted, sizing_mode=mode)
+        # limits off: the position rules still apply (no second buy while long), then the sizing alone
+        refused = position_rules(candidate, portfolio, self.limits)
+        if refused is not None:
+            return refused
+        if wanted is None:
             sizing = size_position(candidate, portfolio, self.limits)
             quantity = int(sizing.quantity)
             if quantity <= 0:
                 return Denial(symbol, sizing.binding_rule or "zero_quantity", "; ".join(sizing.notes) or "sized to 0 shares", dict(sizing.checks))
             return Approval(self._intent(candidate, quantity, f"risk sizing (limits off): {quantity} shares"), "limits off", frozen_map(dict(sizing.checks)))
-        quantity = self._fixed_quantity(candidate, portfolio)
+        affordable = int(math.floor(portfolio.cash / candidate.price)) if candidate.price > 0 else 0
+        quantity = max(0, min(wanted, affordable))
         if quantity <= 0:
-            return Denial(symbol, "no_cash", f"no_cash: {self._sizing[0]} sizing leaves 0 affordable shares", {"cash": portfolio.cash})
-        return Approval(self._intent(candidate, quantity, f"{self._sizing[0]} sizing (limits off): {quantity} shares"), "limits off")
+            return Denial(symbol, "no_cash", f"no_cash: {mode} sizing leaves 0 affordable shares", {"cash": portfolio.cash})
+        return Approval(self._intent(candidate, quantity, f"{mode} sizing (limits off): {quantity} shares"), "limits off")
+
+    async def _latest_quotes(self, symbols: Sequence[str]) -> QuotesResult | None:
+        """One batched request for the entry candidates' quotes (None without a source or without candidates)."""
+        if self._quotes is None or not symbols or not self._enforce:
+            return None
+        return await asyncio.to_thread(self._quotes.latest_quotes, list(symbols))
+
+    def _spread_fields(self, symbol: str, quotes: QuotesResult | None) -> dict[str, Any]:
+        """The Candidate's spread_pct / spread_note / quote_error / quote for ``symbol``."""
+        if quotes is None:
+            return {"spread_pct": None, "spread_note": self._no_quotes_reason}
+        if quotes.error is not None:
+            return {"spread_pct": None, "quote_error": f"the latest-quote request failed: {quotes.error}"}
+        quote = quotes.quotes.get(symbol)
+        if quote is None:
+            return {"spread_pct": None, "spread_note": f"no quote for {symbol} from {quotes.source or 'the quote source'}"}
+        if quote.problem is not None:
+            return {"spread_pct": None, "quote_error": quote.problem, "quote": quote.as_dict()}
+        return {"spread_pct": quote.spread_pct, "quote": quote.as_dict()}
 
     def on_executed(self, event: ExecutedReady) -> None:
         """Learn the iteration's fills: closed trades feed the fractional-Kelly estimate of later iterations."""
@@ -339,6 +388,13 @@ class RiskAgent:
             "data_quality": batch.data_quality,
         }
 
+        entry_symbols = [
+            s for s, sig in signals_event.signals.items()
+            if s in batch.bars and sig.action is Action.BUY and s not in time_stops and not quality_gate
+            and self.state is TradingState.ACTIVE
+        ]
+        quotes = await self._latest_quotes(entry_symbols)
+
         for symbol in list(batch.bars) + [s for s in batch.rejected]:
             signal = signals_event.signals.get(symbol)
             if symbol in batch.rejected:
@@ -348,7 +404,8 @@ class RiskAgent:
             assert signal is not None
             position = account.positions.get(symbol)
             if symbol in time_stops and signal.action is not Action.SELL:
-                result = evaluate_exit(symbol, position.quantity, signal, self.state if self._enforce else TradingState.ACTIVE, time_stops[symbol])
+                result = evaluate_exit(symbol, position.quantity, signal, self.state if self._enforce else TradingState.ACTIVE,
+                                       time_stops[symbol], exit_rule=RiskRule.TIME_STOP)
                 self._append(result, symbol, signal, None, state_info, approvals, denials, decisions)
                 continue
             if signal.action is Action.HOLD:
@@ -383,14 +440,15 @@ class RiskAgent:
                     signal=validated,
                     atr=float(atr),
                     avg_dollar_volume=float(adv) if adv == adv else 0.0,
-                    spread_pct=None,
                     sector=self.sector(symbol),
                     returns=self._returns(sb) if self._enforce else None,
+                    **self._spread_fields(symbol, quotes),
                 )
                 result = self._entry(candidate, portfolio)
             if self._append(result, symbol, signal, validated, state_info, approvals, denials, decisions) and signal.action is Action.BUY:
-                # later candidates of this batch see this entry's cash and exposure
-                portfolio = apply_approval(portfolio, approvals[-1], self.sector(symbol))
+                # later candidates of this batch see this entry's cash, exposure and returns (correlation)
+                entry = approvals[-1].intent.side is Side.BUY
+                portfolio = apply_approval(portfolio, approvals[-1], self.sector(symbol), candidate.returns if entry else None)
         events = drain_rows(self._events) + tuple(self._transitions)
         self._transitions.clear()
         return ApprovedReady(

@@ -103,8 +103,9 @@ class Settings(BaseSettings):
     live_allowed: bool = Field(False, description="Second opt-in required for live trading.")
     broker: BrokerName = Field(BrokerName.ALPACA, description="alpaca (paper unless live is fully opted in) or simulated.")
     initial_cash: float = Field(100_000.0, gt=0, description="Starting cash of the simulated broker.")
-    commission_per_share: float = Field(0.005, ge=0, description="Simulated commission per share (USD).")
+    commission_per_share: float = Field(0.005, ge=0, description="Simulated commission per share (USD); the defaults model Interactive Brokers' fixed pricing (Alpaca charges none: set the three to 0).")
     commission_minimum: float = Field(1.0, ge=0, description="Simulated minimum commission per order (USD).")
+    commission_max_pct: float = Field(0.01, ge=0, lt=1, description="Simulated commission cap as a fraction of the trade value (0.01 = 1%; 0 = no cap).")
     slippage_bps: float = Field(5.0, ge=0, le=1000, description="Simulated slippage in basis points.")
 
     # --- data ----------------------------------------------------------------------------------------
@@ -133,7 +134,7 @@ class Settings(BaseSettings):
     max_daily_loss: float = Field(0.05, gt=0, le=1, description="Daily loss (share of equity) that stops entries.")
     min_confidence: float = Field(0.3, ge=0, le=1, description="Minimum validated confidence for an entry.")
     max_shares: int = Field(1000, ge=1, description="Maximum shares per order.")
-    stop_atr_multiple: float = Field(1.5, gt=0, le=20, description="Stop distance in ATRs used for sizing.")
+    stop_atr_multiple: float = Field(1.5, gt=0, le=20, description="Stop distance in ATRs for a signal without a strategy stop (every strategy gives one, from its stop_atr parameter).")
     kelly_fraction: float = Field(0.0, ge=0, le=1, description="Fractional Kelly from realised trades, capped by RISK_PER_TRADE (0 = off; 0.5 = half Kelly).")
     data_quality_min: float = Field(0.8, ge=0, le=1, description="Below this share of symbols with usable bars, no new entries that iteration.")
     drawdown_lock: float = Field(0.10, ge=0, le=1, description="Equity this far below its lock reference (peak since the start or the last release) LOCKS new entries for DRAWDOWN_LOCK_SESSIONS (0 = off).")

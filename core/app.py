@@ -33,6 +33,7 @@ from core.bus import EventBus
 from core.calendar import MarketCalendar
 from core.clock import Clock, LiveClock, SimulatedClock
 from core.data.base import BarProvider
+from core.data.quotes import QuoteSource
 from core.data.files import FileProvider
 from core.data.synthetic import SyntheticProvider
 from core.events import ApprovedReady, DataReady, ExecutedReady, IterationStarted, SignalsReady, ValidatedReady
@@ -195,15 +196,49 @@ def build_broker(settings: Settings, wall: Clock, limiter: SlidingWindowRateLimi
     )
 
 
+def commission_model(settings: Settings) -> PerShareCommission:
+    """The simulated commission: COMMISSION_PER_SHARE, at least COMMISSION_MINIMUM per order, at most
+    COMMISSION_MAX_PCT of the trade value (0: no cap). The defaults model Interactive Brokers' fixed pricing."""
+    cap = Decimal(str(settings.commission_max_pct))
+    return PerShareCommission(
+        per_share=Decimal(str(settings.commission_per_share)),
+        minimum=Decimal(str(settings.commission_minimum)),
+        max_pct=cap if cap > 0 else None,
+    )
+
+
 def build_simulated_broker(settings: Settings, started_at: datetime | None = None) -> SimulatedBroker:
     return SimulatedBroker(
         Decimal(str(settings.initial_cash)),
         started_at=started_at,
-        commission=PerShareCommission(
-            per_share=Decimal(str(settings.commission_per_share)), minimum=Decimal(str(settings.commission_minimum))
-        ),
+        commission=commission_model(settings),
         slippage=BpsSlippage(Decimal(str(settings.slippage_bps))),
     )
+
+
+def build_quote_source(
+    settings: Settings, kind: str, limiter: SlidingWindowRateLimiter
+) -> tuple[QuoteSource | None, str]:
+    """The latest-quote source of the Risk agent's spread rule, or None with the reason the rule will record.
+
+    Only the daemon trading or reading data on Alpaca (with keys) asks for live quotes; replays and backtests run
+    on historical bars, for which no quote exists."""
+    if kind != "daemon":
+        return None, f"no live quote in a {kind}: historical bars only"
+    uses_alpaca = settings.data_provider is DataProviderName.ALPACA or settings.broker is BrokerName.ALPACA
+    if not (uses_alpaca and settings.has_alpaca_keys):
+        return None, "no live quote source: quotes come from Alpaca (DATA_PROVIDER or BROKER alpaca, with keys)"
+    assert settings.alpaca_api_key is not None and settings.alpaca_secret_key is not None
+    source = AlpacaBarProvider(
+        settings.alpaca_api_key.get_secret_value(),
+        settings.alpaca_secret_key.get_secret_value(),
+        feed=settings.alpaca_data_feed,
+        timeout_s=settings.alpaca_timeout_seconds,
+        url_override=settings.alpaca_data_url,
+        limiter=limiter,
+        name="alpaca-quotes",
+    )
+    return source, "no quote"
 
 
 def risk_limits(settings: Settings) -> RiskLimits:
@@ -389,6 +424,8 @@ def build_app(
         narrator=build_narrator(settings, wall, allow=allow_llm),
         batch_size=audit_batch,
     )
+    quote_source, no_quotes_reason = build_quote_source(settings, kind, limiter)
+    logger.info("spread rule: {}", "live quotes from Alpaca" if quote_source is not None else f"not applicable ({no_quotes_reason})")
     risk_agent = RiskAgent(
         broker,
         limits,
@@ -403,6 +440,8 @@ def build_app(
         positions=PositionManager(time_stop_sessions=settings.time_stop_sessions or None),
         cache=cache,
         routine_decisions=routine_decisions,
+        quotes=quote_source,
+        no_quotes_reason=no_quotes_reason,
     )
     broker_events: list[BreakerEvent] = []
     broker_breaker = BackoffBreaker(

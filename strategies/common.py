@@ -5,12 +5,18 @@ bars frame, asks the subclass for an :class:`Evaluation` (BUY/SELL masks, streng
 before ``min_history``, attaches ATR-based stop/target levels and builds the signal frame documented in
 :mod:`strategies.base`.
 
-Stops and targets (every strategy):
-    BUY   stop = close - stop_atr * ATR(atr_length);  target = close + reward_risk * stop_atr * ATR
-    SELL  stop = close + stop_atr * ATR;               target = close - reward_risk * stop_atr * ATR
-So ``stop < close < target`` on BUY rows and ``stop > close > target`` on SELL rows (the SELL levels are those of
-a short; a long-only consumer treats SELL as an exit and may ignore them).  When the ATR is not a positive finite
-number (flat or missing bars) both are NaN.  HOLD rows always have NaN stop/target and strength 0.
+Stops and targets come from each strategy's own parameters and structure; the Risk agent uses the stop to size and
+protect the entry and judges reward:risk on the target against it:
+    stop (every strategy)   BUY close - stop_atr * ATR(atr_length);  SELL close + stop_atr * ATR
+    target, by default      BUY close + reward_risk * stop_atr * ATR;  SELL close - reward_risk * stop_atr * ATR
+                            (``RiskParams``: an R multiple, so reward:risk is the ``reward_risk`` parameter)
+    target, structural      the price level the rule itself aims at (``Evaluation.target``): the mean-reversion
+                            strategies (moving_average_envelope, bollinger_bands) target the moving average they
+                            expect the close to return to (``StopParams``: no ``reward_risk``), so their
+                            reward:risk is whatever the market gives and the Risk agent's minimum can refuse it.
+So ``stop < close`` on BUY rows and ``stop > close`` on SELL rows, with the target beyond the close (the SELL levels
+are those of a short; a long-only consumer treats SELL as an exit and may ignore them).  When the ATR is not a
+positive finite number (flat or missing bars) both are NaN.  HOLD rows always have NaN stop/target and strength 0.
 
 Strength: ``squash(excess, scale) = 0.5 + 0.5 * tanh(excess / scale)``: a bare crossing is worth 0.5 and a signal
 that is decisively past its threshold approaches 1.  Each strategy documents its ``excess`` and ``scale``.
@@ -32,13 +38,18 @@ from core.domain import Action
 from strategies import indicators as ind
 from strategies.base import SIGNAL_COLUMNS, Peers, Strategy, StrategyParams
 
-class RiskParams(StrategyParams):
-    """Parameters every strategy shares: the ATR used for stop/target suggestions."""
+class StopParams(StrategyParams):
+    """Parameters every strategy shares: the ATR stop (the strategies with a structural target have only these)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    atr_length: int = Field(14, ge=1, le=1000, description="ATR window for stop/target suggestions")
+    atr_length: int = Field(14, ge=1, le=1000, description="ATR window of the stop (and of an R-multiple target)")
     stop_atr: float = Field(2.0, gt=0.0, le=50.0, description="stop distance in ATRs")
+
+
+class RiskParams(StopParams):
+    """Stop and an R-multiple target: the strategies without a price level of their own to aim at."""
+
     reward_risk: float = Field(2.0, gt=0.0, le=50.0, description="target distance as a multiple of the stop distance")
 
 
@@ -163,7 +174,8 @@ class Evaluation:
 
     ``buy``/``sell``: boolean masks (a row in both is dropped to HOLD).  ``excess``: per-row distance past the
     threshold, turned into strength with :func:`squash` and ``scale``; with ``scale=None`` it already is the
-    strength (clipped to [0, 1]).  Only the rows that end up as signals are read.
+    strength (clipped to [0, 1]).  ``target``: per-row price the rule aims at (structural target); None: the
+    ``reward_risk`` R multiple of the stop distance.  Only the rows that end up as signals are read.
     """
 
     buy: np.ndarray
@@ -171,6 +183,7 @@ class Evaluation:
     excess: np.ndarray
     scale: float | None
     indicators: Mapping[str, np.ndarray] = field(default_factory=dict)
+    target: np.ndarray | None = None
 
 
 class BarStrategy(Strategy):
@@ -226,7 +239,11 @@ class BarStrategy(Strategy):
             stop = np.full(n, np.nan)
             target = np.full(n, np.nan)
             stop[rows] = np.where(usable, signal_close - direction * stop_distance, np.nan)
-            target[rows] = np.where(usable, signal_close + direction * p.reward_risk * stop_distance, np.nan)
+            if evaluation.target is None:
+                target[rows] = np.where(usable, signal_close + direction * p.reward_risk * stop_distance, np.nan)
+            else:
+                aim = np.asarray(evaluation.target, dtype=np.float64)[rows]
+                target[rows] = np.where(usable & np.isfinite(aim), aim, np.nan)
 
         columns = [action, strength, stop, target]
         for name in self.indicator_names:

@@ -15,7 +15,7 @@ from pydantic import Field, model_validator
 
 from strategies import indicators as ind
 from strategies.base import Peers
-from strategies.common import BarData, BarStrategy, Evaluation, RiskParams, min_bars
+from strategies.common import BarData, BarStrategy, Evaluation, RiskParams, StopParams, min_bars
 
 
 class MeanReversion(BarStrategy):
@@ -66,6 +66,7 @@ class MovingAverageEnvelope(BarStrategy):
     lower = SMA(length) * (1 - pct), upper = SMA(length) * (1 + pct).  BUY on the bar the close crosses below the
     lower band (stretched to the downside, expected to revert); SELL on the bar it crosses above the upper band.
     Strength: excess = distance past the band / ATR, scale 0.5.  min_history = max(length, atr_length).
+    Target: the SMA itself (the reversion's aim); stop: ``stop_atr`` ATRs beyond the close.
     """
 
     name = "moving_average_envelope"
@@ -78,7 +79,7 @@ class MovingAverageEnvelope(BarStrategy):
     )
     indicator_names = ("sma", "upper", "lower")
 
-    class Params(RiskParams):
+    class Params(StopParams):
         length: int = Field(20, ge=1, le=1000, description="SMA window")
         pct: float = Field(0.05, gt=0.0, lt=1.0, description="envelope half-width as a fraction of the SMA")
 
@@ -95,7 +96,7 @@ class MovingAverageEnvelope(BarStrategy):
         buy = ind.crossed_below(close, lower)
         sell = ind.crossed_above(close, upper)
         excess = np.where(buy, lower - close, close - upper) / data.atr(p.atr_length)
-        return Evaluation(buy, sell, excess, 0.5, {"sma": mid, "upper": upper, "lower": lower})
+        return Evaluation(buy, sell, excess, 0.5, {"sma": mid, "upper": upper, "lower": lower}, target=mid)
 
 
 class BollingerBands(BarStrategy):
@@ -104,7 +105,8 @@ class BollingerBands(BarStrategy):
     mid = SMA(length), bands = mid +/- std_dev * rolling std (divisor length - ddof; ddof 0 is Bollinger's
     population deviation, pandas-ta defaults to 1).  BUY on the bar the close crosses below the lower band; SELL on
     the bar it crosses above the upper band.  Strength: excess = distance past the band in standard deviations,
-    scale 0.5.  min_history = max(length, atr_length).
+    scale 0.5.  min_history = max(length, atr_length).  Target: the middle band (the mean the close is expected to
+    return to); stop: ``stop_atr`` ATRs beyond the close.
     """
 
     name = "bollinger_bands"
@@ -117,7 +119,7 @@ class BollingerBands(BarStrategy):
     )
     indicator_names = ("mid", "upper", "lower", "percent_b")
 
-    class Params(RiskParams):
+    class Params(StopParams):
         length: int = Field(20, ge=2, le=1000, description="SMA / standard-deviation window")
         std_dev: float = Field(2.0, gt=0.0, le=10.0, description="band half-width in standard deviations")
         ddof: Literal[0, 1] = Field(0, description="0: population std (Bollinger), 1: sample std (pandas-ta default)")
@@ -138,5 +140,5 @@ class BollingerBands(BarStrategy):
         excess = np.where(buy, lower - close, close - upper) / std
         percent_b = (close - lower) / (upper - lower)
         return Evaluation(
-            buy, sell, excess, 0.5, {"mid": mid, "upper": upper, "lower": lower, "percent_b": percent_b}
+            buy, sell, excess, 0.5, {"mid": mid, "upper": upper, "lower": lower, "percent_b": percent_b}, target=mid
         )

@@ -113,6 +113,10 @@ def add_backtest_parser(subparsers: Any, parents: Sequence[argparse.ArgumentPars
     broker.add_argument("--cash", type=_amount, help="starting cash (default INITIAL_CASH)")
     broker.add_argument("--commission", type=_amount, metavar="PER_SHARE", help="commission per share; no minimum unless --commission-min (default COMMISSION_PER_SHARE with COMMISSION_MINIMUM)")
     broker.add_argument("--commission-min", type=_amount, metavar="USD", help="minimum commission per order")
+    broker.add_argument(
+        "--commission-max-pct", type=_amount, metavar="FRACTION",
+        help="commission cap as a fraction of the trade value, e.g. 0.01 = 1%%; 0 = no cap (default COMMISSION_MAX_PCT)",
+    )
     broker.add_argument("--slippage", type=_amount, metavar="BPS", help="slippage in basis points (default SLIPPAGE_BPS)")
     broker.add_argument("--fill", choices=FILL_MODELS, default="next-open", help="fill model (default next-open)")
     strategy = p.add_argument_group("strategy selection")
@@ -137,8 +141,16 @@ def add_backtest_parser(subparsers: Any, parents: Sequence[argparse.ArgumentPars
     )
     strategy.add_argument("--no-shadow", action="store_true", help="do not record the shadow ledger (faster on large universes)")
     risk = p.add_argument_group("risk")
-    risk.add_argument("--sizing", default="risk", metavar="risk|fixed-qty:N|fixed-fraction:F", help="position sizing (default risk)")
-    risk.add_argument("--no-risk-limits", action="store_true", help="sizing only: no risk gates, no data-quality or drawdown stops")
+    risk.add_argument(
+        "--sizing", default="risk", metavar="risk|fixed-qty:N|fixed-fraction:F",
+        help="position sizing (default risk); a fixed quantity is still clipped by MAX_SHARES and the position, cash, "
+        "gross and sector caps unless --no-risk-limits",
+    )
+    risk.add_argument(
+        "--no-risk-limits", action="store_true",
+        help="limits off: sizing only (cash-capped), no risk gates, no data-quality or drawdown stops; the position "
+        "rules stay on (no second buy while long)",
+    )
     out = p.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="print one JSON object with the result")
     out.add_argument("--report", type=Path, metavar="PATH.html", help="write the self-contained HTML report")
@@ -171,6 +183,7 @@ def config_from_args(args: argparse.Namespace, settings: Settings) -> BacktestCo
         cash=args.cash,
         commission_per_share=args.commission,
         commission_minimum=args.commission_min,
+        commission_max_pct=args.commission_max_pct,
         slippage_bps=args.slippage,
         strategy=args.strategy,
         params=params,

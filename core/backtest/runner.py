@@ -163,6 +163,7 @@ class BacktestConfig:
     cash: Decimal | None = None
     commission_per_share: Decimal | None = None
     commission_minimum: Decimal | None = None
+    commission_max_pct: Decimal | None = None
     slippage_bps: Decimal | None = None
     strategy: str | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
@@ -191,12 +192,14 @@ class BacktestConfig:
         """Raise :class:`BacktestError` for an inconsistent request (before any data is read)."""
         if self.start is not None and self.end is not None and self.start > self.end:
             raise BacktestError(f"--start {self.start} is after --end {self.end}")
-        for name in ("cash", "commission_per_share", "commission_minimum", "slippage_bps"):
+        for name in ("cash", "commission_per_share", "commission_minimum", "commission_max_pct", "slippage_bps"):
             value = getattr(self, name)
             if value is not None and (not value.is_finite() or value < 0):
                 raise BacktestError(f"{name} must be a finite, non-negative amount, got {value}")
         if self.cash is not None and self.cash <= 0:
             raise BacktestError(f"cash must be positive, got {self.cash}")
+        if self.commission_max_pct is not None and self.commission_max_pct >= 1:
+            raise BacktestError(f"commission_max_pct is a fraction of the trade value below 1, got {self.commission_max_pct}")
         if self.slippage_bps is not None and self.slippage_bps >= 10_000:
             raise BacktestError(f"slippage must be below 10000 bps, got {self.slippage_bps}")
         if self.fill not in FILL_MODELS:
@@ -734,10 +737,12 @@ def _broker(settings: Settings, config: BacktestConfig, cash: Decimal) -> Simula
         minimum = Decimal("0")  # an explicit per-share rate is the whole commission unless a minimum is given too
     else:
         minimum = Decimal(str(settings.commission_minimum))
+    # the cap (a fraction of the trade value) only ever lowers a commission: it applies to an explicit rate too
+    cap = config.commission_max_pct if config.commission_max_pct is not None else Decimal(str(settings.commission_max_pct))
     slippage = config.slippage_bps if config.slippage_bps is not None else Decimal(str(settings.slippage_bps))
     return SimulatedBroker(
         cash,
-        commission=PerShareCommission(per_share=per_share, minimum=minimum),
+        commission=PerShareCommission(per_share=per_share, minimum=minimum, max_pct=cap if cap > 0 else None),
         slippage=BpsSlippage(slippage),
         fill_model=config.fill,  # type: ignore[arg-type]
         name="simulated",

@@ -28,11 +28,12 @@ import requests
 from alpaca.common.exceptions import APIError
 from alpaca.data.enums import Adjustment, DataFeed
 from alpaca.data.historical.stock import StockHistoricalDataClient
-from alpaca.data.requests import StockBarsRequest
+from alpaca.data.requests import StockBarsRequest, StockLatestQuoteRequest
 from alpaca.data.timeframe import TimeFrame
 from loguru import logger
 
 from core.data.base import DataError, ProviderResult
+from core.data.quotes import Quote, QuotesResult
 from core.domain import BAR_COLUMNS, ensure_utc
 from utils.http import InvalidResponseBody, RequestLimiter, TimeoutAdapter, configure_alpaca_client
 
@@ -228,6 +229,35 @@ class AlpacaBarProvider:
         ordered = {symbol: frames[symbol] for symbol in wanted if symbol in frames}
         return ProviderResult(frames=ordered, errors=errors, provider=self.name)
 
+    def latest_quotes(self, symbols: Sequence[str]) -> QuotesResult:
+        """The latest best bid and ask of ``symbols`` in one batched ``GET /v2/stocks/quotes/latest`` (alpaca-py's
+        ``StockLatestQuoteRequest``, on this provider's feed). A symbol Alpaca has no quote for is absent from
+        ``quotes``; a failed request (after the 429 retries) comes back as ``error`` with the reason, never raised."""
+        wanted = _unique_symbols(symbols)
+        if not wanted:
+            return QuotesResult(source=self.name)
+        request = StockLatestQuoteRequest(symbol_or_symbols=wanted, feed=self._feed)
+        logger.debug("{}: requesting the latest quotes of {} symbol(s)", self.name, len(wanted))
+        raw, failure = self._call(self._client.get_stock_latest_quote, request, "quotes")
+        if failure is not None:
+            logger.warning("{}: latest-quote request for {} symbol(s) failed: {}", self.name, len(wanted), failure)
+            return QuotesResult(error=failure, source=self.name)
+        assert raw is not None
+        quotes: dict[str, Quote] = {}
+        for symbol in wanted:
+            item = raw.get(symbol)
+            if item is None:
+                continue
+            try:
+                at = pd.Timestamp(item["t"]).tz_convert(UTC).to_pydatetime()
+                quotes[symbol] = Quote(symbol, float(item["bp"]), float(item["ap"]), at)
+            except (KeyError, TypeError, ValueError) as exc:
+                return QuotesResult(
+                    error=f"{self.name}: unparseable quote of {symbol} ({type(exc).__name__}: {exc})"[:_MAX_REASON_DETAIL],
+                    source=self.name,
+                )
+        return QuotesResult(quotes=quotes, source=self.name)
+
     # ------------------------------------------------------------------ planning
 
     def _last_session_on_or_before(self, day: date) -> date:
@@ -314,8 +344,12 @@ class AlpacaBarProvider:
 
     def _get_bars(self, request: StockBarsRequest) -> tuple[dict[str, list] | None, str | None]:
         """Run the request; return ``(raw_bars, None)`` or ``(None, reason)`` for an HTTP-level failure."""
+        return self._call(self._client.get_stock_bars, request, "bars")
+
+    def _call(self, method: Callable[[object], object], request: object, what: str) -> tuple[dict | None, str | None]:
+        """Run one alpaca-py data request; ``(raw, None)`` or ``(None, reason)`` for an HTTP-level failure."""
         try:
-            raw = self._client.get_stock_bars(request)
+            raw = method(request)
         except requests.Timeout:
             return None, f"{self.name}: request timed out (timeout {self._timeout_s:g}s)"
         except InvalidResponseBody as exc:
@@ -330,7 +364,7 @@ class AlpacaBarProvider:
             # alpaca-py's own check of a 2xx body's shape ("does not match any known keys").
             return None, f"{self.name}: unexpected response shape ({self._redact(str(exc))[:_MAX_REASON_DETAIL]})"
         if not isinstance(raw, dict):
-            return None, f"{self.name}: unexpected response shape (bars are {type(raw).__name__})"
+            return None, f"{self.name}: unexpected response shape ({what} are {type(raw).__name__})"
         return raw, None
 
     def _describe_api_error(self, exc: APIError) -> str:

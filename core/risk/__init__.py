@@ -19,7 +19,7 @@ from core.risk.models import (
     TradingState,
     normalise_bucket,
 )
-from core.risk.rules import apply_approval, evaluate_entry, evaluate_exit, reduced_limits
+from core.risk.rules import apply_approval, evaluate_entry, evaluate_exit, position_rules, reduced_limits
 from core.risk.sectors import DEFAULT_SECTOR_MAP_PATH, SectorMapError, load_sector_map, parse_sector_map, sector_of
 from core.risk.sizing import KellyEstimate, confidence_scale, kelly_estimate, max_units, size_position
 from core.risk.state import (
@@ -67,6 +67,7 @@ __all__ = [
     "next_state",
     "normalise_bucket",
     "parse_sector_map",
+    "position_rules",
     "position_value",
     "reduced_limits",
     "reset_protection",

@@ -34,6 +34,7 @@ class RiskRule(enum.StrEnum):
     ALREADY_LONG = "already_long"
     INVALID_PRICE = "invalid_price"
     INVALID_ATR = "invalid_atr"
+    INVALID_STOP = "invalid_stop"
     LIQUIDITY = "liquidity"
     SPREAD = "spread"
     REWARD_RISK = "reward_risk"
@@ -49,6 +50,7 @@ class RiskRule(enum.StrEnum):
     # exits
     NOT_AN_EXIT = "not_an_exit"
     NO_POSITION = "no_position"
+    TIME_STOP = "time_stop"  # an exit the risk rules ask for (Approval.checks["exit_rule"]["rule"])
 
 
 class TradingState(enum.StrEnum):
@@ -75,8 +77,9 @@ class RiskLimits:
     """Every configurable risk limit. Fractions are of current equity unless stated otherwise.
 
     Sizing
-        risk_per_trade        fraction of equity put at risk by one entry (at the ATR stop), before confidence scaling
-        stop_atr_multiple     stop distance = stop_atr_multiple x ATR below the entry price
+        risk_per_trade        fraction of equity put at risk by one entry (at its stop), before confidence scaling
+        stop_atr_multiple     the stop when the strategy gives none: stop_atr_multiple x ATR below the entry price
+                              (a strategy's own stop, from its parameters, is used whenever it gives one)
         confidence_scaling    how the validated confidence scales the risk amount:
                               "linear"       scale = min_confidence_scale + (1 - min_confidence_scale)
                                              x (confidence - min_confidence) / (1 - min_confidence)
@@ -233,7 +236,11 @@ class PortfolioView:
 class Candidate:
     """An entry candidate: the validated BUY signal plus the market facts Risk needs about its symbol.
 
-    ``spread_pct`` is (ask - bid) / mid as a fraction (None or NaN when no quote is available: rule not applicable).
+    ``spread_pct`` is (ask - bid) / mid of the latest quote as a fraction. None or NaN: no quote exists (a backtest,
+    or the quote source has none for the symbol): the spread rule is recorded as not applicable, with
+    ``spread_note`` saying why. ``quote_error``: the quote source was asked and failed, or its quote is unusable
+    (one-sided, crossed): the spread rule refuses the entry (it fails closed). ``quote`` (bid, ask, at) is recorded
+    with the spread check.
     ``returns`` are the symbol's daily returns (same frequency and index type as ``PortfolioView.returns``).
     Compared by identity (it holds a Series).
     """
@@ -244,6 +251,9 @@ class Candidate:
     spread_pct: float | None
     sector: str
     returns: pd.Series | None = None
+    spread_note: str = "no quote"
+    quote_error: str | None = None
+    quote: Mapping[str, Any] | None = None  # the quote behind spread_pct (bid, ask, at), recorded with the rule
 
     @property
     def symbol(self) -> str:
@@ -259,9 +269,12 @@ class SizingResult:
     """Outcome of :func:`core.risk.sizing.size_position`.
 
     quantity            0 when refused (then ``binding_rule`` names the rule that made it 0)
-    risk_amount         money put at risk at the ATR stop before rounding/clipping (equity x risk fraction x scale)
-    stop_price          entry price - stop_distance (None when the ATR/price is invalid)
-    stop_distance       stop_atr_multiple x ATR (None when the ATR is invalid)
+    risk_amount         money put at risk at the stop before rounding/clipping (equity x risk fraction x scale;
+                        with a fixed quantity: that quantity x stop distance)
+    stop_price          the strategy's stop, or entry price - stop_atr_multiple x ATR when it gives none (None when
+                        neither is usable)
+    stop_distance       entry price - stop_price
+    stop_source         "strategy" or "atr" (which of the two the stop is)
     kelly_fraction_used fraction of equity Kelly allows (after the multiplier and shrinkage, before the cap by
                         ``risk_per_trade``); None when Kelly is disabled or the sample is too small
     risk_fraction       the fraction of equity actually used: min(risk_per_trade, kelly_fraction_used)
@@ -281,3 +294,4 @@ class SizingResult:
     confidence_scale: float = 0.0
     binding_rule: str = "risk"
     checks: Mapping[str, Any] = field(default_factory=frozen_map)
+    stop_source: str = "atr"

@@ -3,13 +3,22 @@ rule with its numbers; an approval carries every rule's numbers in ``Approval.ch
 rule name, each with a ``status`` of "pass", "clipped", "applied" or "not_applicable").
 
 Entry order: not_an_entry, state, min_confidence, invalid_equity, daily_loss, weekly_drawdown, already_long,
-invalid_price, invalid_atr, liquidity, spread, reward_risk, correlation, then sizing (invalid_atr for a stop at or
-below zero, no_cash when cash <= 0, kelly, zero_quantity, then the clipping caps max_shares, max_position_pct,
-no_cash (cash / price), gross_exposure, sector_cap; see ``core.risk.sizing``). ``checks`` also holds "sizing" (the
-risk arithmetic) and "sizing_notes" (readable sizing steps and the binding rule).
+invalid_price, invalid_atr (only when the strategy gives no stop), liquidity, spread (not applicable without a
+quote; refused when the quote source failed), reward_risk (the strategy's target against the stop the entry
+carries), correlation, then sizing (invalid_stop / invalid_atr, no_cash when cash <= 0, kelly, zero_quantity, then
+the clipping caps max_shares, max_position_pct, no_cash (cash / price), gross_exposure, sector_cap; see
+``core.risk.sizing``). ``checks`` also holds "sizing" (the risk arithmetic) and "sizing_notes" (readable sizing steps
+and the binding rule).
+
+The stop of an entry is the strategy's own (``Signal.stop``, from its parameters); ``stop_atr_multiple`` x ATR only
+when the strategy gives none. Reward:risk is judged on that stop and the strategy's target.
+
+Position rules (``position_rules``: a BUY, a valid price, no second buy while long) are not limits: they stay on when
+a backtest switches the limits off.
 
 Batches: evaluate the candidates of one iteration one after another, passing the view returned by
-``apply_approval`` to the next, so that cash and the exposure caps hold for the batch, not only per order.
+``apply_approval`` to the next, so that cash, the exposure caps and the correlation limit hold for the batch, not
+only per order.
 """
 
 from __future__ import annotations
@@ -58,13 +67,13 @@ class _Checks:
         self.symbol = symbol
         self.items: dict[str, dict[str, Any]] = {}
 
-    def ok(self, rule: RiskRule | str, status: str = "pass", **values: Any) -> None:
+    def ok(self, rule: RiskRule | str, status: str = "pass", /, **values: Any) -> None:
         self.items[str(rule)] = {"status": status, **values}
 
-    def na(self, rule: RiskRule | str, why: str, **values: Any) -> None:
+    def na(self, rule: RiskRule | str, why: str, /, **values: Any) -> None:
         self.items[str(rule)] = {"status": "not_applicable", "reason": why, **values}
 
-    def refuse(self, rule: RiskRule | str, sentence: str, **values: Any) -> None:
+    def refuse(self, rule: RiskRule | str, sentence: str, /, **values: Any) -> None:
         self.items[str(rule)] = {"status": "fail", **values}
         raise _Refused(
             Denial(symbol=self.symbol, rule=str(rule), reason=f"{rule}: {sentence}", values=frozen_map(values))
@@ -109,8 +118,14 @@ def evaluate_entry(
     portfolio: PortfolioView,
     limits: RiskLimits,
     state: TradingState,
+    *,
+    quantity: float | None = None,
+    sizing_mode: str = "risk",
 ) -> Approval | Denial:
-    """Approve (with a sized ``OrderIntent``) or deny a long entry. Pure: every input is passed in."""
+    """Approve (with a sized ``OrderIntent``) or deny a long entry. Pure: every input is passed in.
+
+    ``quantity``: a fixed quantity wanted instead of risk sizing (``sizing_mode`` names it, e.g. ``fixed-qty``); it
+    passes every rule and is clipped by the same caps (max_shares, position, cash, gross, sector)."""
     signal = candidate.signal.signal
     symbol = signal.symbol
     price = float(signal.price)
@@ -167,22 +182,16 @@ def evaluate_entry(
             checks.ok(RiskRule.WEEKLY_DRAWDOWN, equity=equity, equity_week_high=float(portfolio.equity_week_high or 0),
                       weekly_drawdown=metrics.weekly_drawdown, max_weekly_drawdown=limits.max_weekly_drawdown)
 
-        held = portfolio.positions.get(symbol)
-        held_quantity = 0.0 if held is None else float(held.quantity)
-        if held_quantity > 0 and not limits.allow_pyramiding:
-            checks.refuse(RiskRule.ALREADY_LONG,
-                          f"already long {held_quantity:g} {symbol}; adding to a position is not allowed",
-                          held_quantity=held_quantity, held_value=float(held.market_value) if held else 0.0)
-        checks.ok(RiskRule.ALREADY_LONG, held_quantity=held_quantity, allow_pyramiding=limits.allow_pyramiding)
-
-        if not (math.isfinite(price) and price > 0):
-            checks.refuse(RiskRule.INVALID_PRICE, f"price {price!r} is not a positive finite number", price=price)
-        checks.ok(RiskRule.INVALID_PRICE, price=price)
+        _already_long(checks, candidate, portfolio, limits)
+        _valid_price(checks, price)
 
         atr = float(candidate.atr)
-        if not (math.isfinite(atr) and atr > 0):
-            checks.refuse(RiskRule.INVALID_ATR, f"ATR {atr!r} is not a positive finite number", atr=atr)
-        # the stop-below-zero case is refused by sizing under the same rule name
+        if not _finite(signal.stop):  # the fallback stop needs the ATR; the stop-below-zero case is refused by sizing
+            if not (math.isfinite(atr) and atr > 0):
+                checks.refuse(RiskRule.INVALID_ATR, f"ATR {atr!r} is not a positive finite number "
+                              "(the strategy gave no stop)", atr=atr)
+        else:
+            checks.ok(RiskRule.INVALID_ATR, "not_applicable", reason="the strategy gives its own stop", atr=atr)
 
         adv = float(candidate.avg_dollar_volume)
         if not math.isfinite(adv) or adv < limits.min_avg_dollar_volume:
@@ -192,16 +201,20 @@ def evaluate_entry(
         checks.ok(RiskRule.LIQUIDITY, avg_dollar_volume=adv, min_avg_dollar_volume=limits.min_avg_dollar_volume)
 
         spread = float(candidate.spread_pct) if _finite(candidate.spread_pct) else None
+        quote = {"quote": dict(candidate.quote)} if candidate.quote is not None else {}
+        if candidate.quote_error is not None:
+            checks.refuse(RiskRule.SPREAD, f"no usable quote to judge the spread: {candidate.quote_error}",
+                          quote_error=candidate.quote_error, max_spread_pct=limits.max_spread_pct, **quote)
         if spread is None:
-            checks.na(RiskRule.SPREAD, "no quote", max_spread_pct=limits.max_spread_pct)
+            checks.na(RiskRule.SPREAD, candidate.spread_note, max_spread_pct=limits.max_spread_pct)
         elif spread > limits.max_spread_pct:
             checks.refuse(RiskRule.SPREAD,
                           f"spread {spread:.4%} is wider than the maximum {limits.max_spread_pct:.4%}",
-                          spread_pct=spread, max_spread_pct=limits.max_spread_pct)
+                          spread_pct=spread, max_spread_pct=limits.max_spread_pct, **quote)
         else:
-            checks.ok(RiskRule.SPREAD, spread_pct=spread, max_spread_pct=limits.max_spread_pct)
+            checks.ok(RiskRule.SPREAD, spread_pct=spread, max_spread_pct=limits.max_spread_pct, **quote)
 
-        take_profit = _reward_risk(checks, signal, price, limits)
+        take_profit = _reward_risk(checks, signal, price, _stop_used(candidate, limits), limits)
 
         pairs = _correlations(candidate, portfolio, limits)
         failing = {s: v for s, v in pairs.items() if v["status"] == "fail"}
@@ -210,7 +223,7 @@ def evaluate_entry(
             corr = failing[worst]["correlation"]
             checks.refuse(
                 RiskRule.CORRELATION,
-                f"|correlation| of {symbol} with held {worst} is {abs(corr):.4f} over "
+                f"|correlation| of {symbol} with {worst} (held or approved earlier this iteration) is {abs(corr):.4f} over "
                 f"{failing[worst]['observations']} daily returns (maximum {limits.max_correlation:.4f})",
                 held_symbol=worst, correlation=corr, observations=failing[worst]["observations"],
                 max_correlation=limits.max_correlation, lookback=limits.correlation_lookback,
@@ -221,7 +234,7 @@ def evaluate_entry(
             checks.ok(RiskRule.CORRELATION, max_correlation=limits.max_correlation,
                       lookback=limits.correlation_lookback, pairs=pairs)
 
-        sizing = size_position(candidate, portfolio, reduced_limits(limits, state))
+        sizing = size_position(candidate, portfolio, reduced_limits(limits, state), quantity=quantity, mode=sizing_mode)
         checks.items.update(sizing.checks)
         if sizing.quantity <= 0:
             rule = sizing.binding_rule
@@ -233,10 +246,15 @@ def evaluate_entry(
     assert sizing.stop_price is not None
     order_type = OrderType.BRACKET if take_profit is not None else OrderType.MARKET
     quantity = sizing.quantity
+    stop_how = "the strategy's" if sizing.stop_source == "strategy" else f"{limits.stop_atr_multiple:g} x ATR"
+    if sizing_mode == "risk":
+        risk_text = (f"risk {sizing.risk_amount:,.2f} ({sizing.risk_fraction:.2%} of equity x confidence scale "
+                     f"{sizing.confidence_scale:.3f})")
+    else:
+        risk_text = f"{sizing_mode} sizing, {sizing.risk_amount:,.2f} at risk"
     reason = (
-        f"BUY {quantity:g} {symbol} @ ~{price:g}: risk {sizing.risk_amount:,.2f} "
-        f"({sizing.risk_fraction:.2%} of equity x confidence scale {sizing.confidence_scale:.3f}), "
-        f"stop {sizing.stop_price:g} ({limits.stop_atr_multiple:g} x ATR), binding limit: {sizing.binding_rule}"
+        f"BUY {quantity:g} {symbol} @ ~{price:g}: {risk_text}, "
+        f"stop {sizing.stop_price:g} ({stop_how}), binding limit: {sizing.binding_rule}"
     )
     if state is TradingState.REDUCING:
         reason += f"; reducing: {limits.reducing_size:g} x the normal size"
@@ -268,31 +286,76 @@ def reduced_limits(limits: RiskLimits, state: TradingState) -> RiskLimits:
     )
 
 
-def _reward_risk(checks: _Checks, signal: Signal, price: float, limits: RiskLimits) -> float | None:
-    """Reward/risk from the strategy's own stop and target; returns the take-profit price to attach (or None)."""
-    stop = float(signal.stop) if _finite(signal.stop) else None
+def _stop_used(candidate: Candidate, limits: RiskLimits) -> float | None:
+    """The stop the entry will carry: the strategy's own, else ``stop_atr_multiple`` x ATR below the price."""
+    signal = candidate.signal.signal
+    if _finite(signal.stop):
+        return float(signal.stop)  # type: ignore[arg-type]
+    atr = float(candidate.atr)
+    if math.isfinite(atr) and atr > 0:
+        return candidate.price - limits.stop_atr_multiple * atr
+    return None
+
+
+def _reward_risk(checks: _Checks, signal: Signal, price: float, stop: float | None, limits: RiskLimits) -> float | None:
+    """Reward/risk of the strategy's target against the stop the entry carries (the strategy's own, or the ATR
+    fallback); returns the take-profit price to attach (or None when the strategy gives no target)."""
     target = float(signal.target) if _finite(signal.target) else None
+    source = "strategy" if _finite(signal.stop) else "atr"
     if stop is None or target is None:
-        checks.na(RiskRule.REWARD_RISK, "strategy gave no stop or no target", stop=stop, target=target,
-                  min_reward_risk=limits.min_reward_risk)
+        checks.na(RiskRule.REWARD_RISK, "strategy gave no target" if target is None else "no usable stop",
+                  stop=stop, target=target, min_reward_risk=limits.min_reward_risk)
         return None
-    stop_f, target_f = stop, target
-    risk = price - stop_f
-    reward = target_f - price
+    risk = price - stop
+    reward = target - price
     if risk <= 0:
         checks.refuse(RiskRule.REWARD_RISK,
-                      f"strategy stop {stop_f:g} is not below the price {price:g}",
-                      price=price, stop=stop_f, target=target_f, min_reward_risk=limits.min_reward_risk)
+                      f"strategy stop {stop:g} is not below the price {price:g}",
+                      price=price, stop=stop, target=target, min_reward_risk=limits.min_reward_risk)
     ratio = reward / risk
     if ratio < limits.min_reward_risk:
         checks.refuse(RiskRule.REWARD_RISK,
-                      f"reward/risk ({target_f:g} - {price:g}) / ({price:g} - {stop_f:g}) = {ratio:.4f} "
+                      f"reward/risk ({target:g} - {price:g}) / ({price:g} - {stop:g}) = {ratio:.4f} "
                       f"is below the minimum {limits.min_reward_risk:g}",
-                      price=price, stop=stop_f, target=target_f, reward_risk=ratio,
+                      price=price, stop=stop, target=target, reward_risk=ratio, stop_source=source,
                       min_reward_risk=limits.min_reward_risk)
-    checks.ok(RiskRule.REWARD_RISK, price=price, stop=stop_f, target=target_f, reward_risk=ratio,
+    checks.ok(RiskRule.REWARD_RISK, price=price, stop=stop, target=target, reward_risk=ratio, stop_source=source,
               min_reward_risk=limits.min_reward_risk)
-    return target_f
+    return target
+
+
+def _already_long(checks: _Checks, candidate: Candidate, portfolio: PortfolioView, limits: RiskLimits) -> None:
+    symbol = candidate.symbol
+    held = portfolio.positions.get(symbol)
+    held_quantity = 0.0 if held is None else float(held.quantity)
+    if held_quantity > 0 and not limits.allow_pyramiding:
+        checks.refuse(RiskRule.ALREADY_LONG,
+                      f"already long {held_quantity:g} {symbol}; adding to a position is not allowed",
+                      held_quantity=held_quantity, held_value=float(held.market_value) if held else 0.0)
+    checks.ok(RiskRule.ALREADY_LONG, held_quantity=held_quantity, allow_pyramiding=limits.allow_pyramiding)
+
+
+def _valid_price(checks: _Checks, price: float) -> None:
+    if not (math.isfinite(price) and price > 0):
+        checks.refuse(RiskRule.INVALID_PRICE, f"price {price!r} is not a positive finite number", price=price)
+    checks.ok(RiskRule.INVALID_PRICE, price=price)
+
+
+def position_rules(candidate: Candidate, portfolio: PortfolioView, limits: RiskLimits) -> Denial | None:
+    """The rules about positions, which stay on when the risk limits are switched off (backtests'
+    ``--no-risk-limits``): the signal is a BUY, its price is a positive number, and no second buy while long
+    (unless ``allow_pyramiding``). None when they pass; the Denial naming the rule otherwise."""
+    signal = candidate.signal.signal
+    checks = _Checks(candidate.symbol)
+    try:
+        if signal.action is not Action.BUY:
+            checks.refuse(RiskRule.NOT_AN_ENTRY, f"signal action is {signal.action.value}, entries are BUY signals",
+                          action=signal.action.value)
+        _already_long(checks, candidate, portfolio, limits)
+        _valid_price(checks, float(signal.price))
+    except _Refused as refused:
+        return refused.denial
+    return None
 
 
 def _held_quantity(position: PositionView | Position | float | None) -> float:
@@ -312,13 +375,18 @@ def evaluate_exit(
     signal: Signal | ValidatedSignal,
     state: TradingState,
     reason: str,
+    *,
+    exit_rule: RiskRule | None = None,
 ) -> Approval | Denial:
     """Approve closing the whole long position in ``symbol`` (market SELL), or deny.
 
     ``position`` is the held position (``PositionView`` or the broker's ``Position``) or just its quantity.
 
-    Allowed in every trading state: a drawdown lock or halt stops new entries, never the way out. ``signal`` must be a SELL for ``symbol``; ``reason`` says why
-    the exit is wanted (strategy exit, stop, manual...). The intent's confidence is the validated confidence, or the
+    Allowed in every trading state: a drawdown lock or halt stops new entries, never the way out. ``signal`` must be
+    a SELL for ``symbol`` unless ``exit_rule`` names the risk rule that wants the exit (``RiskRule.TIME_STOP``): then
+    the signal's action does not matter (the strategy may still say BUY or HOLD) and ``checks["exit_rule"]`` records
+    the rule. ``reason`` says why the exit is wanted (strategy exit, time stop, manual...). The intent's confidence is
+    the validated confidence, or the
     raw signal strength when a plain ``Signal`` is given."""
     raw = signal.signal if isinstance(signal, ValidatedSignal) else signal
     confidence = signal.confidence if isinstance(signal, ValidatedSignal) else raw.strength
@@ -328,10 +396,14 @@ def evaluate_exit(
         raise ValueError(f"evaluate_exit: position is for {position.symbol!r}, not {symbol!r}")
     checks = _Checks(symbol)
     try:
-        if raw.action is not Action.SELL:
+        if exit_rule is not None:
+            checks.ok("exit_rule", "applied", rule=RiskRule(exit_rule).value, reason=reason,
+                      signal_action=raw.action.value)
+        elif raw.action is not Action.SELL:
             checks.refuse(RiskRule.NOT_AN_EXIT, f"signal action is {raw.action.value}, exits are SELL signals",
                           action=raw.action.value)
-        checks.ok(RiskRule.NOT_AN_EXIT, action=raw.action.value)
+        else:
+            checks.ok(RiskRule.NOT_AN_EXIT, action=raw.action.value)
         state = TradingState(state)
         checks.ok(RiskRule.STATE, state=state.value)
         quantity = _held_quantity(position)
@@ -359,11 +431,15 @@ def evaluate_exit(
     return Approval(intent=intent, reason=why, checks=freeze_checks(checks.items))
 
 
-def apply_approval(portfolio: PortfolioView, approval: Approval, sector: str) -> PortfolioView:
-    """The portfolio as it will be once ``approval`` fills at its reference price (cash and the position updated).
+def apply_approval(
+    portfolio: PortfolioView, approval: Approval, sector: str, returns: pd.Series | None = None
+) -> PortfolioView:
+    """The portfolio as it will be once ``approval`` fills at its reference price (cash and the position updated,
+    and, for an entry, the symbol's daily ``returns`` added to ``portfolio.returns``).
 
     For batches: evaluate candidates one after another against the view returned here, so that cash, gross, sector
-    and position limits hold for the batch as a whole, not only for each order alone."""
+    and position limits, and the correlation limit, hold for the batch as a whole: each candidate is checked against
+    the open positions and the entries already approved in the same iteration."""
     intent = approval.intent
     signed = intent.quantity if intent.side is Side.BUY else -intent.quantity
     value = signed * intent.reference_price
@@ -380,4 +456,11 @@ def apply_approval(portfolio: PortfolioView, approval: Approval, sector: str) ->
             market_value=market_value,
             sector=existing.sector if existing else sector,
         )
-    return replace(portfolio, cash=portfolio.cash - value, positions=frozen_map(positions))
+    frame = portfolio.returns
+    if returns is not None and intent.side is Side.BUY:
+        column = returns.astype(float).rename(intent.symbol)
+        if frame is None or frame.empty:
+            frame = column.to_frame()
+        else:
+            frame = pd.concat([frame.drop(columns=[intent.symbol], errors="ignore"), column], axis=1)
+    return replace(portfolio, cash=portfolio.cash - value, positions=frozen_map(positions), returns=frame)

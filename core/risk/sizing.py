@@ -3,12 +3,15 @@ then clipped by the share, position, cash, gross-exposure and sector caps.
 
 Formulas (all pure; see ``RiskLimits`` for the knobs)::
 
-    stop_distance = stop_atr_multiple * ATR            stop_price = price - stop_distance
+    stop_price    = the strategy's stop (signal.stop, from its own parameters), or, when it gives none,
+                    price - stop_atr_multiple * ATR
+    stop_distance = price - stop_price
     scale         = confidence scaling (RiskLimits.confidence_scaling; "linear" by default:
                     0.5 at min_confidence rising linearly to 1.0 at confidence 1.0)
     risk_fraction = risk_per_trade, or min(risk_per_trade, kelly) when Kelly applies
     risk_amount   = equity * risk_fraction * scale
-    quantity      = floor(risk_amount / stop_distance)  (whole shares, or floored to fractional_step)
+    quantity      = floor(risk_amount / stop_distance)  (whole shares, or floored to fractional_step);
+                    a fixed quantity (backtests' fixed-qty / fixed-fraction sizing) replaces it
     then          quantity = min(quantity, max_shares,
                                  floor((max_position_pct * equity - existing position value) / price),
                                  floor(cash / price),
@@ -171,16 +174,32 @@ def _fmt(q: float) -> str:
     return f"{q:g}" if isinstance(q, float) else str(q)
 
 
-def size_position(candidate: Candidate, portfolio: PortfolioView, limits: RiskLimits) -> SizingResult:
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(float(value))
+
+
+def size_position(
+    candidate: Candidate,
+    portfolio: PortfolioView,
+    limits: RiskLimits,
+    *,
+    quantity: float | None = None,
+    mode: str = "risk",
+) -> SizingResult:
     """Size a long entry for ``candidate``. Never raises for bad market data: a quantity of 0 comes back with
-    ``binding_rule`` naming the rule (invalid_price, invalid_atr, invalid_equity, no_cash, kelly, zero_quantity,
-    max_shares, max_position_pct, gross_exposure, sector_cap)."""
+    ``binding_rule`` naming the rule (invalid_price, invalid_stop, invalid_atr, invalid_equity, no_cash, kelly,
+    zero_quantity, max_shares, max_position_pct, gross_exposure, sector_cap).
+
+    The stop is the strategy's own (``signal.stop``) when it gives one; otherwise ``stop_atr_multiple`` x ATR below
+    the price. ``quantity``: a fixed quantity wanted instead of the risk-based one (``mode`` names the sizing, e.g.
+    ``fixed-qty``); it is floored to the quantity grid and clipped by the same caps."""
     price = candidate.price
     atr = float(candidate.atr)
     equity = float(portfolio.equity)
     cash = float(portfolio.cash)
     checks: dict[str, Any] = {}
     notes: list[str] = []
+    source = "atr"
 
     def refused(rule: RiskRule, note: str, **extra: Any) -> SizingResult:
         notes.append(note)
@@ -195,30 +214,46 @@ def size_position(candidate: Candidate, portfolio: PortfolioView, limits: RiskLi
             confidence_scale=extra.get("scale", 0.0),
             binding_rule=rule.value,
             checks=freeze_checks(checks),
+            stop_source=source,
         )
 
     if not (math.isfinite(price) and price > 0):
         checks[RiskRule.INVALID_PRICE] = {"status": "fail", "price": price}
         return refused(RiskRule.INVALID_PRICE, f"price {price!r} is not a positive finite number")
-    if not (math.isfinite(atr) and atr > 0):
-        checks[RiskRule.INVALID_ATR] = {"status": "fail", "atr": atr}
-        return refused(RiskRule.INVALID_ATR, f"ATR {atr!r} is not a positive finite number")
-    stop_distance = limits.stop_atr_multiple * atr
-    stop_price = price - stop_distance
-    if stop_price <= 0:
-        checks[RiskRule.INVALID_ATR] = {
-            "status": "fail",
-            "atr": atr,
-            "stop_atr_multiple": limits.stop_atr_multiple,
-            "stop_distance": stop_distance,
-            "price": price,
-        }
-        return refused(
-            RiskRule.INVALID_ATR,
-            f"stop distance {limits.stop_atr_multiple} x ATR {atr:g} = {stop_distance:g} is not below price {price:g}",
-            stop_distance=stop_distance,
-        )
-    checks[RiskRule.INVALID_ATR] = {"status": "pass", "atr": atr, "stop_distance": stop_distance, "stop_price": stop_price}
+    strategy_stop = candidate.signal.signal.stop
+    if _finite(strategy_stop):
+        source = "strategy"
+        stop_price = float(strategy_stop)  # type: ignore[arg-type]
+        stop_distance = price - stop_price
+        if not 0 < stop_price < price:
+            checks[RiskRule.INVALID_STOP] = {"status": "fail", "stop_price": stop_price, "price": price}
+            return refused(RiskRule.INVALID_STOP, f"strategy stop {stop_price:g} is not between 0 and the price {price:g}")
+        checks[RiskRule.INVALID_STOP] = {"status": "pass", "stop_source": source, "stop_price": stop_price,
+                                         "stop_distance": stop_distance}
+    else:
+        if not (math.isfinite(atr) and atr > 0):
+            checks[RiskRule.INVALID_ATR] = {"status": "fail", "atr": atr}
+            return refused(RiskRule.INVALID_ATR, f"ATR {atr!r} is not a positive finite number (the strategy gave no stop)")
+        stop_distance = limits.stop_atr_multiple * atr
+        stop_price = price - stop_distance
+        if stop_price <= 0:
+            checks[RiskRule.INVALID_ATR] = {
+                "status": "fail",
+                "atr": atr,
+                "stop_atr_multiple": limits.stop_atr_multiple,
+                "stop_distance": stop_distance,
+                "price": price,
+            }
+            return refused(
+                RiskRule.INVALID_ATR,
+                f"stop distance {limits.stop_atr_multiple} x ATR {atr:g} = {stop_distance:g} is not below price {price:g}",
+                stop_distance=stop_distance,
+            )
+        checks[RiskRule.INVALID_STOP] = {"status": "pass", "stop_source": source, "stop_price": stop_price,
+                                         "stop_distance": stop_distance, "atr": atr,
+                                         "stop_atr_multiple": limits.stop_atr_multiple}
+    stop_text = (f"strategy stop {stop_price:g}" if source == "strategy"
+                 else f"stop {limits.stop_atr_multiple:g} x ATR {atr:g}")
     stops = {"stop_price": stop_price, "stop_distance": stop_distance}
 
     if not (math.isfinite(equity) and equity > 0):
@@ -228,47 +263,70 @@ def size_position(candidate: Candidate, portfolio: PortfolioView, limits: RiskLi
         checks[RiskRule.NO_CASH] = {"status": "fail", "cash": cash, "price": price}
         return refused(RiskRule.NO_CASH, f"no cash available ({cash:,.2f}) for a unit at price {price:g}", **stops)
 
-    kelly = kelly_estimate(portfolio.realized_trade_returns, limits)
-    checks[RiskRule.KELLY] = kelly.as_check()
-    notes.append(f"Kelly: {kelly.reason}")
-    risk_fraction = limits.risk_per_trade
-    if kelly.applied:
-        assert kelly.fraction is not None
-        if kelly.fraction <= 0:
-            checks[RiskRule.KELLY]["status"] = "fail"
-            return refused(
-                RiskRule.KELLY,
-                f"Kelly finds no edge in {kelly.trades} realised trades ({kelly.wins} wins, {kelly.losses} losses, "
-                f"f* = {kelly.full_kelly:.4f}): risk fraction 0",
-                kelly_used=kelly.fraction,
-                **stops,
-            )
-        risk_fraction = min(limits.risk_per_trade, kelly.fraction)
+    if quantity is not None:
+        if not (math.isfinite(float(quantity)) and quantity > 0):
+            raise ValueError(f"size_position: quantity must be a positive number, got {quantity!r}")
+        raw = max_units(float(quantity), 1.0, limits)
+        risk_amount = raw * stop_distance
+        checks[RiskRule.KELLY] = {"status": "not_applicable", "reason": f"{mode} sizing"}
+        kelly = None
+        risk_fraction = risk_amount / equity
+        scale = 1.0
+        sizing = {
+            "status": "pass",
+            "mode": mode,
+            "requested_quantity": quantity,
+            "equity": equity,
+            "risk_amount": risk_amount,
+            "stop_source": source,
+            "stop_distance": stop_distance,
+            "risk_quantity": raw,
+        }
+        notes.append(f"{mode} sizing: {_fmt(raw)} wanted; {stop_text}: {risk_amount:,.2f} at risk")
+    else:
+        kelly = kelly_estimate(portfolio.realized_trade_returns, limits)
+        checks[RiskRule.KELLY] = kelly.as_check()
+        notes.append(f"Kelly: {kelly.reason}")
+        risk_fraction = limits.risk_per_trade
+        if kelly.applied:
+            assert kelly.fraction is not None
+            if kelly.fraction <= 0:
+                checks[RiskRule.KELLY]["status"] = "fail"
+                return refused(
+                    RiskRule.KELLY,
+                    f"Kelly finds no edge in {kelly.trades} realised trades ({kelly.wins} wins, {kelly.losses} losses, "
+                    f"f* = {kelly.full_kelly:.4f}): risk fraction 0",
+                    kelly_used=kelly.fraction,
+                    **stops,
+                )
+            risk_fraction = min(limits.risk_per_trade, kelly.fraction)
 
-    scale = confidence_scale(candidate.signal.confidence, limits)
-    risk_amount = equity * risk_fraction * scale
-    raw = max_units(risk_amount, stop_distance, limits)
-    sizing = {
-        "status": "pass",
-        "equity": equity,
-        "risk_per_trade": limits.risk_per_trade,
-        "risk_fraction": risk_fraction,
-        "confidence": candidate.signal.confidence,
-        "confidence_scaling": limits.confidence_scaling,
-        "confidence_scale": scale,
-        "risk_amount": risk_amount,
-        "stop_atr_multiple": limits.stop_atr_multiple,
-        "atr": atr,
-        "stop_distance": stop_distance,
-        "risk_quantity": raw,
-    }
+        scale = confidence_scale(candidate.signal.confidence, limits)
+        risk_amount = equity * risk_fraction * scale
+        raw = max_units(risk_amount, stop_distance, limits)
+        sizing = {
+            "status": "pass",
+            "mode": "risk",
+            "equity": equity,
+            "risk_per_trade": limits.risk_per_trade,
+            "risk_fraction": risk_fraction,
+            "confidence": candidate.signal.confidence,
+            "confidence_scaling": limits.confidence_scaling,
+            "confidence_scale": scale,
+            "risk_amount": risk_amount,
+            "stop_source": source,
+            "stop_atr_multiple": limits.stop_atr_multiple,
+            "atr": atr,
+            "stop_distance": stop_distance,
+            "risk_quantity": raw,
+        }
+        notes.append(
+            f"risk {equity:,.2f} x {risk_fraction:.4%} x confidence scale {scale:.4f} = {risk_amount:,.2f}; "
+            f"{stop_text}: distance {stop_distance:g}; quantity {_fmt(raw)}"
+        )
     checks["sizing"] = sizing
-    notes.append(
-        f"risk {equity:,.2f} x {risk_fraction:.4%} x confidence scale {scale:.4f} = {risk_amount:,.2f}; "
-        f"stop {limits.stop_atr_multiple:g} x ATR {atr:g} = {stop_distance:g}; quantity {_fmt(raw)}"
-    )
-    common = dict(risk_amount=risk_amount, risk_fraction=risk_fraction, scale=scale,
-                  kelly_used=kelly.fraction if kelly.applied else None, **stops)
+    kelly_used = kelly.fraction if kelly is not None and kelly.applied else None
+    common = dict(risk_amount=risk_amount, risk_fraction=risk_fraction, scale=scale, kelly_used=kelly_used, **stops)
     if raw <= 0:
         sizing["status"] = "fail"
         checks[RiskRule.ZERO_QUANTITY] = {"status": "fail", "risk_amount": risk_amount, "stop_distance": stop_distance}
@@ -324,7 +382,7 @@ def size_position(candidate: Candidate, portfolio: PortfolioView, limits: RiskLi
         ),
     ]
     quantity = raw
-    binding = "risk"
+    binding = "risk" if mode == "risk" else mode
     for rule, cap_quantity, values, limit_text in caps:
         before = quantity
         clipped = cap_quantity < quantity
@@ -349,10 +407,11 @@ def size_position(candidate: Candidate, portfolio: PortfolioView, limits: RiskLi
         risk_amount=risk_amount,
         stop_price=stop_price,
         stop_distance=stop_distance,
-        kelly_fraction_used=kelly.fraction if kelly.applied else None,
+        kelly_fraction_used=kelly_used,
         notes=tuple(notes),
         risk_fraction=risk_fraction,
         confidence_scale=scale,
         binding_rule=binding,
         checks=freeze_checks(checks),
+        stop_source=source,
     )

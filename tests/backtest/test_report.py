@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import re
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -359,9 +361,7 @@ async def test_report_of_a_real_backtest_when_the_result_has_episodes_then_chart
 
     result = await run_backtest(settings_factory(), BacktestConfig(symbols=("SPY",), start=date(2019, 1, 1), end=date(2019, 3, 29)))
     episodes = [{"state": "halted", "start": "2019-03-01", "end": None, "sessions": 21, "reason": "drawdown 11 % (halt at 10 %)"}]
-    object.__setattr__(result, "trading_episodes", episodes)  # the result's own field once the drawdown protection records it
-    object.__setattr__(result, "sessions_locked", 0)
-    object.__setattr__(result, "sessions_halted", 21)
+    result = dataclasses.replace(result, trading_episodes=episodes)  # sessions_locked/halted are derived from it
 
     data = report_data(result)
     page = render_html(data)

@@ -252,7 +252,7 @@ def test_same_close_fills_with_costs_when_chosen_then_entries_fill_at_the_signal
         assert t["commissions"] == pytest.approx(0.20 if t["exit_at"] else 0.10)  # 0.01 x 10 shares per fill, no minimum
         if t["exit_at"] is not None:
             assert t["pnl"] == pytest.approx((t["exit_price"] - t["entry_price"]) * 10 - 0.20)
-    assert result["settings"]["commission"] == {"model": "per_share", "per_share": "0.01", "minimum": "0", "max_pct": ""}
+    assert result["settings"]["commission"] == {"model": "per_share", "per_share": "0.01", "minimum": "0", "max_pct": "0.01"}  # COMMISSION_MAX_PCT caps an explicit rate too
     assert result["settings"]["slippage"] == {"model": "bps", "bps": "10"}
 
 

@@ -15,7 +15,9 @@ that receives a :class:`RecordedRequest` and returns a :class:`Reply` (or a :cla
   unnoticed. Deliberately broken bodies (empty, malformed) are raw bytes, not JSON replies, and are not checked.
 
 :class:`StockBarsEndpoint` implements ``GET /v2/stocks/bars`` (multi-symbol, ``start``/``end``, ``limit``,
-``page_token``/``next_page_token`` pagination, results sorted by symbol then time) over an in-memory data set.
+``page_token``/``next_page_token`` pagination, results sorted by symbol then time) over an in-memory data set;
+:class:`StockLatestQuotesEndpoint` implements ``GET /v2/stocks/quotes/latest`` (set quotes, or quotes derived from
+the bars' last closes).
 Trading endpoints can be added the same way with a spec loaded from ``trading-api.json``.
 """
 
@@ -54,7 +56,9 @@ __all__ = [
     "RecordedRequest",
     "Reply",
     "SHARED_DIR",
+    "QUOTES_LATEST_PATH",
     "StockBarsEndpoint",
+    "StockLatestQuotesEndpoint",
     "TRADING_SPEC_PATH",
     "bar_time",
     "empty_body",
@@ -717,6 +721,7 @@ class StockBarsEndpoint:
         if max_page_size < 1:
             raise ValueError("max_page_size must be >= 1")
         self.max_page_size = max_page_size
+        self.quotes: StockLatestQuotesEndpoint | None = None
         self._lock = threading.Lock()
         self._bars: dict[str, list[dict]] = {}
         self._times: dict[str, list[float]] = {}
@@ -731,9 +736,14 @@ class StockBarsEndpoint:
         bars: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
         *,
         max_page_size: int = 10_000,
+        quotes: bool = True,
     ) -> StockBarsEndpoint:
+        """Serve the bars; with ``quotes`` (default) also ``GET /v2/stocks/quotes/latest`` from the same data (a
+        :class:`StockLatestQuotesEndpoint`, kept as ``endpoint.quotes``), as the real API serves both."""
         endpoint = cls(bars, max_page_size=max_page_size)
         server.route("GET", BARS_PATH, endpoint, spec=spec)
+        if quotes:
+            endpoint.quotes = StockLatestQuotesEndpoint.install(server, spec, endpoint)
         return endpoint
 
     def add_bars(self, symbol: str, rows: Iterable[Mapping[str, Any]]) -> None:
@@ -809,3 +819,65 @@ class StockBarsEndpoint:
                     next_token = self._token(*last)
                     break
         return Reply(200, json={"bars": out, "next_page_token": next_token})
+
+
+QUOTES_LATEST_PATH = "/v2/stocks/quotes/latest"
+
+
+class StockLatestQuotesEndpoint:
+    """Handler for ``GET /v2/stocks/quotes/latest`` (multi-symbol; ``feed`` accepted as the spec allows).
+
+    Quotes come from :meth:`set_quote`; with ``bars`` (a :class:`StockBarsEndpoint`), a symbol without a set quote
+    is quoted around its last bar's close with a ``default_spread_bps`` spread, stamped at that bar's time. A
+    symbol with neither is absent from ``quotes``, as with the real API. Every answer is checked against the spec.
+    """
+
+    def __init__(self, bars: StockBarsEndpoint | None = None, *, default_spread_bps: float = 2.0) -> None:
+        self._bars = bars
+        self.default_spread_bps = default_spread_bps
+        self._lock = threading.Lock()
+        self._quotes: dict[str, dict] = {}
+
+    @classmethod
+    def install(
+        cls, server: FakeAlpacaServer, spec: OpenApiSpec | None, bars: StockBarsEndpoint | None = None, **kwargs: Any
+    ) -> StockLatestQuotesEndpoint:
+        endpoint = cls(bars, **kwargs)
+        server.route("GET", QUOTES_LATEST_PATH, endpoint, spec=spec)
+        return endpoint
+
+    def set_quote(self, symbol: str, bid: float, ask: float, at: datetime | None = None) -> None:
+        """Serve ``bid``/``ask`` for ``symbol`` (0 = no bid, or no ask, as in the API)."""
+        moment = (at or datetime.now(UTC)).astimezone(UTC)
+        wire = {
+            "ap": ask, "as": 1, "ax": "V", "bp": bid, "bs": 1, "bx": "V", "c": ["R"],
+            "t": moment.isoformat().replace("+00:00", "Z"), "z": "C",
+        }  # fmt: skip
+        with self._lock:
+            self._quotes[symbol] = wire
+
+    def _derived(self, symbol: str) -> dict | None:
+        if self._bars is None:
+            return None
+        rows = self._bars.bars(symbol)
+        if not rows:
+            return None
+        close = float(rows[-1]["c"])
+        half = close * self.default_spread_bps / 20_000.0
+        return {
+            "ap": round(close + half, 4), "as": 1, "ax": "V", "bp": round(close - half, 4), "bs": 1, "bx": "V",
+            "c": ["R"], "t": rows[-1]["t"], "z": "C",
+        }  # fmt: skip
+
+    def __call__(self, request: RecordedRequest) -> Reply:
+        symbols = [s for s in (request.param("symbols") or "").split(",") if s]
+        if not symbols:
+            return Reply(400, json={"message": "missing symbols"})
+        out: dict[str, dict] = {}
+        with self._lock:
+            explicit = {s: dict(self._quotes[s]) for s in symbols if s in self._quotes}
+        for symbol in symbols:
+            quote = explicit.get(symbol) or self._derived(symbol)
+            if quote is not None:
+                out[symbol] = quote
+        return Reply(200, json={"quotes": out})

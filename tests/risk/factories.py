@@ -42,6 +42,7 @@ def make_candidate(
     target: float | None = None,
     returns: pd.Series | None = None,
     action: Action = Action.BUY,
+    quote_error: str | None = None,
 ) -> Candidate:
     return Candidate(
         signal=make_validated(confidence=confidence, symbol=symbol, price=price, stop=stop, target=target,
@@ -51,6 +52,7 @@ def make_candidate(
         spread_pct=spread_pct,
         sector=sector,
         returns=returns,
+        quote_error=quote_error,
     )
 
 

@@ -19,15 +19,15 @@ LIMITS = RiskLimits()
 ACTIVE = TradingState.ACTIVE
 
 
-def deny(candidate=None, portfolio=None, limits=LIMITS, state=ACTIVE) -> Denial:
-    decision = evaluate_entry(candidate or make_candidate(), portfolio or make_portfolio(), limits, state)
+def deny(candidate=None, portfolio=None, limits=LIMITS, state=ACTIVE, **kwargs) -> Denial:
+    decision = evaluate_entry(candidate or make_candidate(), portfolio or make_portfolio(), limits, state, **kwargs)
     assert isinstance(decision, Denial), decision
     assert decision.reason.startswith(f"{decision.rule}: ")
     return decision
 
 
-def approve(candidate=None, portfolio=None, limits=LIMITS, state=ACTIVE) -> Approval:
-    decision = evaluate_entry(candidate or make_candidate(), portfolio or make_portfolio(), limits, state)
+def approve(candidate=None, portfolio=None, limits=LIMITS, state=ACTIVE, **kwargs) -> Approval:
+    decision = evaluate_entry(candidate or make_candidate(), portfolio or make_portfolio(), limits, state, **kwargs)
     assert isinstance(decision, Approval), decision
     return decision
 
@@ -36,13 +36,13 @@ def approve(candidate=None, portfolio=None, limits=LIMITS, state=ACTIVE) -> Appr
 
 
 def test_entry_when_every_rule_passes_then_approval_with_sized_intent_and_all_checks():
-    decision = approve(make_candidate(spread_pct=0.002, stop=18.0, target=24.0))
+    decision = approve(make_candidate(spread_pct=0.002, stop=17.0, target=26.0))
 
     intent = decision.intent
-    assert (intent.symbol, intent.side, intent.quantity) == ("AAPL", Side.BUY, 666)
+    assert (intent.symbol, intent.side, intent.quantity) == ("AAPL", Side.BUY, 666)  # 2,000 at risk / 3 per share
     assert intent.order_type is OrderType.BRACKET
-    assert intent.stop_loss == 17.0  # ATR stop used for sizing: 20 - 1.5 x 2
-    assert intent.take_profit == 24.0  # the strategy's target
+    assert intent.stop_loss == 17.0  # the strategy's stop, used for sizing
+    assert intent.take_profit == 26.0  # the strategy's target
     assert intent.reference_price == 20.0
     assert intent.strategy == "test_strategy"
     assert set(decision.checks) >= {
@@ -51,8 +51,9 @@ def test_entry_when_every_rule_passes_then_approval_with_sized_intent_and_all_ch
         "max_shares", "max_position_pct", "no_cash", "gross_exposure", "sector_cap",
     }
     assert decision.checks["reward_risk"] == {
-        "status": "pass", "price": 20.0, "stop": 18.0, "target": 24.0, "reward_risk": 2.0, "min_reward_risk": 1.8,
-    }
+        "status": "pass", "price": 20.0, "stop": 17.0, "target": 26.0, "reward_risk": 2.0,
+        "min_reward_risk": 1.8, "stop_source": "strategy",
+    }  # (26 - 20) / (20 - 17)
     assert decision.checks["spread"]["spread_pct"] == 0.002
     assert decision.checks["sizing"]["risk_amount"] == 2_000.0
     assert all(check["status"] != "fail" for check in decision.checks.values())
@@ -64,7 +65,52 @@ def test_entry_when_strategy_gives_no_target_then_reward_risk_not_applicable_and
     assert decision.checks["reward_risk"]["status"] == "not_applicable"
     assert decision.intent.order_type is OrderType.MARKET
     assert decision.intent.take_profit is None
-    assert decision.intent.stop_loss == 17.0
+    assert decision.intent.stop_loss == 18.0  # the strategy's stop
+
+
+def test_entry_when_the_strategy_gives_a_stop_then_it_is_the_stop_and_sizes_the_position():
+    # ATR 2: the fallback stop would be 20 - 1.5 x 2 = 17; the strategy's own stop is 19 (0.5 ATR)
+    decision = approve(make_candidate(stop=19.0, target=24.0))
+
+    assert decision.intent.stop_loss == 19.0
+    assert decision.checks["sizing"]["stop_source"] == "strategy"
+    assert decision.checks["sizing"]["stop_distance"] == 1.0
+    assert decision.checks["sizing"]["risk_quantity"] == 2_000  # 2,000 at risk / 1 per share (then capped)
+
+
+def test_entry_when_the_strategy_gives_no_stop_then_the_atr_multiple_is_the_stop():
+    decision = approve(make_candidate(stop=None, target=26.0))
+
+    assert decision.intent.stop_loss == 17.0  # 20 - 1.5 x ATR 2
+    assert decision.checks["sizing"]["stop_source"] == "atr"
+    assert decision.checks["reward_risk"]["reward_risk"] == pytest.approx(2.0)  # judged on that stop: 6 / 3
+    assert deny(make_candidate(stop=None, target=24.0)).rule == "reward_risk"  # 4 / 3 < 1.8
+
+
+def test_entry_when_fixed_quantity_exceeds_max_shares_then_clipped_to_max_shares_and_the_caps():
+    decision = approve(make_candidate(price=20.0, stop=17.0), limits=RiskLimits(max_shares=500),
+                       quantity=5_000, sizing_mode="fixed-qty")
+    assert decision.intent.quantity == 500
+    assert decision.checks["max_shares"]["status"] == "clipped"
+    assert decision.checks["sizing"]["mode"] == "fixed-qty"
+    decision = approve(make_candidate(price=20.0, stop=17.0), quantity=5_000, sizing_mode="fixed-qty")  # max_shares 1000, position cap 20%
+    assert decision.intent.quantity == 1_000  # 20% of 100,000 at 20 = 1,000 shares = max_shares
+
+
+def test_position_rules_when_already_long_then_already_long_even_without_limits():
+    from core.risk import position_rules
+
+    held = make_portfolio(cash=80_000.0, positions=[position("AAPL", 20_000, "technology", price=20.0)])
+    denial = position_rules(make_candidate(), held, LIMITS)
+    assert denial is not None and denial.rule == "already_long"
+    assert position_rules(make_candidate(), make_portfolio(), LIMITS) is None
+    assert position_rules(make_candidate(), held, RiskLimits(allow_pyramiding=True)) is None
+
+
+def test_entry_when_the_quote_source_failed_then_spread_refuses():
+    denial = deny(make_candidate(quote_error="the latest-quote request failed: timed out"))
+    assert denial.rule == "spread"
+    assert "timed out" in denial.reason
 
 
 def test_entry_when_no_quote_then_spread_not_applicable():
@@ -347,3 +393,19 @@ def test_exit_when_signal_for_another_symbol_then_value_error():
     held = position("AAPL", 2_000, "technology", price=20.0)
     with pytest.raises(ValueError, match="IBM"):
         evaluate_exit("AAPL", held, make_signal(symbol="IBM", action=Action.SELL), ACTIVE, "x")
+
+
+def test_exit_when_a_time_stop_asks_then_approved_whatever_the_signal_and_the_rule_recorded():
+    held = position("AAPL", 2_000, "technology", price=20.0)  # 100 shares
+    for action in (Action.BUY, Action.HOLD):
+        decision = evaluate_exit("AAPL", held, make_signal(action=action), ACTIVE, "time stop: held 3 sessions (limit 3)",
+                                 exit_rule=RiskRule.TIME_STOP)
+        assert isinstance(decision, Approval)
+        assert (decision.intent.side, decision.intent.quantity) == (Side.SELL, 100)
+        assert decision.checks["exit_rule"] == {"status": "applied", "rule": "time_stop",
+                                                "reason": "time stop: held 3 sessions (limit 3)", "signal_action": action.value}
+    halted = evaluate_exit("AAPL", held, make_signal(action=Action.HOLD), TradingState.HALTED, "time stop",
+                           exit_rule=RiskRule.TIME_STOP)
+    assert isinstance(halted, Approval)  # a halt stops entries, never the way out
+    without = evaluate_exit("AAPL", held, make_signal(action=Action.HOLD), ACTIVE, "time stop")
+    assert isinstance(without, Denial) and without.rule == "not_an_exit"  # only a named rule may exit without a SELL

@@ -66,15 +66,18 @@ def signal_dates(frame: pd.DataFrame, start: str, end: str) -> list[tuple[str, s
     ]
 
 
-def check_levels(frame: pd.DataFrame, bars: pd.DataFrame, start: str, end: str) -> None:
-    """stop = close -/+ 2 ATR14 and target = close +/- 4 ATR14 on every signal row (default risk params)."""
+def check_levels(frame: pd.DataFrame, bars: pd.DataFrame, start: str, end: str, target: pd.Series | None = None) -> None:
+    """stop = close -/+ 2 ATR14 and target = close +/- 4 ATR14 on every signal row (default risk params), or the
+    given structural ``target`` (the mean-reversion strategies' moving average)."""
     atr = wilder_atr(bars)
     window = frame.loc[start:end]
     for ts, row in window[window["action"] != 0].iterrows():
         close, a = bars.at[ts, "close"], atr.at[ts]
         sign = float(row["action"])
         assert row["stop"] == pytest.approx(close - sign * 2.0 * a, rel=1e-9), ts
-        assert row["target"] == pytest.approx(close + sign * 4.0 * a, rel=1e-9), ts
+        expected = close + sign * 4.0 * a if target is None else target.at[ts]
+        assert row["target"] == pytest.approx(expected, rel=1e-9), ts
+        assert sign * (row["target"] - close) > 0, ts  # beyond the close in the trade's direction
         assert 0.5 <= row["strength"] <= 1.0, ts
     holds = window[window["action"] == 0]
     assert holds["stop"].isna().all() and holds["target"].isna().all() and (holds["strength"] == 0).all()
@@ -302,7 +305,7 @@ def test_moving_average_envelope_when_close_leaves_the_5pct_envelope_then_revers
         ("2008-09-30", "SELL"),
     ]
     assert signal_dates(frame, start, end) == expected
-    check_levels(frame, bac, start, end)
+    check_levels(frame, bac, start, end, target=sma)  # the reversion aims at the average
 
 
 def test_bollinger_bands_when_close_leaves_the_20_2_bands_then_reversion_signals(real_bars, registry):
@@ -323,7 +326,7 @@ def test_bollinger_bands_when_close_leaves_the_20_2_bands_then_reversion_signals
         ("2020-05-08", "SELL"),
     ]
     assert signal_dates(frame, start, end) == expected
-    check_levels(frame, aapl, start, end)
+    check_levels(frame, aapl, start, end, target=mid)  # the reversion aims at the middle band
 
 
 def test_relative_and_dual_momentum_when_no_benchmark_then_hold_everywhere(real_bars, registry):
