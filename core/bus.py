@@ -25,6 +25,7 @@ from typing import Any, Awaitable, Callable, Sequence, TypeVar
 from loguru import logger
 
 from core.events import Event
+from utils.deadline import TemporaryError
 
 E = TypeVar("E", bound=Event)
 HandlerResult = Event | Sequence[Event] | None
@@ -42,6 +43,7 @@ class HandlerFailure:
     iteration_id: str
     error: str
     traceback: str
+    transient: bool = False  # the handler met a TemporaryError (a service unreachable after its retries, the deadline)
 
 
 @dataclass(slots=True)
@@ -148,6 +150,7 @@ class EventBus:
                 iteration_id=event.iteration_id,
                 error=f"{exc.__class__.__name__}: {exc}",
                 traceback="".join(traceback.format_exception(exc)),
+                transient=isinstance(exc, TemporaryError),
             )
             report.failures.append(failure)
             logger.opt(exception=exc).error("handler {} failed on {}: {}", sub.name, failure.event, failure.error)
