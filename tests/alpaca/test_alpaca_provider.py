@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from core.data.alpaca import AlpacaBarProvider, normalise_alpaca_bars
+from utils.deadline import deadline_scope
 from core.data.base import BarProvider, DataError
 from tests.alpaca.conftest import FakeTime, MemoryBarCache
 from tests.fakes.alpaca_server import (
@@ -565,3 +566,18 @@ def test_history_with_the_market_calendar_then_no_request_on_an_exchange_holiday
     assert result.errors == {}
     for symbol in ("AAPL", "MSFT"):
         pd.testing.assert_frame_equal(result.frames[symbol], expected_frame(symbol, sessions), check_freq=False)
+
+
+def test_history_when_429_asks_for_an_hour_inside_a_deadline_then_errors_at_once_and_the_iteration_is_degraded(
+    fake_alpaca: FakeAlpacaServer, bars_endpoint: StockBarsEndpoint, make_provider: ProviderFactory, fake_time: FakeTime
+) -> None:
+    load_bars(bars_endpoint, SYMBOLS)
+    fake_alpaca.script("GET", BARS_PATH, *[too_many_requests(retry_after=3600)] * 4)
+
+    with deadline_scope(5.0) as deadline:
+        result = make_provider().history(SYMBOLS, END, START)
+
+    assert set(result.errors) == set(SYMBOLS)
+    assert all("deadline" in reason for reason in result.errors.values()), result.errors
+    assert len(bars_requests(fake_alpaca)) == 1 and fake_time.sleeps == []  # no wait beyond the deadline was started
+    assert len(deadline.notes) == 1 and deadline.notes[0].startswith("market data unavailable: alpaca:")
