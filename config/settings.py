@@ -7,6 +7,7 @@ A bad value raises :class:`SettingsError` whose message names the variable, befo
 
 from __future__ import annotations
 
+import base64
 import enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -287,8 +288,8 @@ URL_SETTINGS = ("alpaca_data_url", "alpaca_trading_url", "groq_base_url", "anthr
 
 
 def url_credentials(url: str | None) -> list[str]:
-    """The secret part of a URL's user-info: the password (decoded and as written), or the user when there is no
-    password (a token used as the user name)."""
+    """The secret part of a URL's user-info: the password (decoded and as written, and the Basic-auth token of
+    user:password), or the user when there is no password (a token used as the user name)."""
     if not url:
         return []
     try:
@@ -299,7 +300,10 @@ def url_credentials(url: str | None) -> list[str]:
     secret = password if password else user
     if not secret:
         return []
-    return list(dict.fromkeys([secret, unquote(secret)]))
+    values = [secret, unquote(secret)]
+    if user and password:  # the HTTP Basic credentials clients derive from the URL
+        values.append(base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode())
+    return list(dict.fromkeys(values))
 
 
 def mask_url_credentials(url: str | None) -> str | None:
