@@ -119,7 +119,7 @@ class Settings(BaseSettings):
     bar_cache_ttl_seconds: int = Field(300, ge=0, le=86_400, description="In-memory cache lifetime of fetched bars.")
     alpaca_data_feed: str = Field("iex", pattern="^(iex|sip)$", description="Alpaca bars feed: iex (free) or sip.")
     alpaca_data_url: str | None = Field(None, description="Override of Alpaca's market-data base URL (proxies, tests).")
-    alpaca_trading_url: str | None = Field(None, description="Override of Alpaca's trading base URL (proxies, tests).")
+    alpaca_trading_url: str | None = Field(None, description="Override of Alpaca's trading base URL (proxies, tests); it must not name the other mode's endpoint, and the account behind it must match TRADING_MODE.")
     alpaca_timeout_seconds: float = Field(10.0, gt=0, le=120, description="Timeout of every Alpaca HTTP request.")
     alpaca_rate_limit_per_minute: int = Field(200, ge=1, le=10_000, description="Requests per minute shared by all Alpaca calls.")
     alpaca_max_retry_wait_seconds: float = Field(60.0, gt=0, le=600, description="Longest single wait before an Alpaca retry (a 429's Retry-After or a back-off above it is capped).")
