@@ -480,8 +480,10 @@ def build_app(
     bus.subscribe(ExecutedReady, audit_agent.on_executed, "audit.on_executed")
     bus.subscribe(ExecutedReady, risk_agent.on_executed, "risk.on_executed")
 
+    # a backtest never waits on a remote service: its iterations run without a deadline (no timer per session)
+    deadline_s = None if kind == "backtest" else settings.iteration_deadline_seconds
     orchestrator = Orchestrator(
-        bus=bus, clock=clock, audit=audit_agent, execution=execution_agent, run_id=run_id, deadline_s=settings.iteration_deadline_seconds
+        bus=bus, clock=clock, audit=audit_agent, execution=execution_agent, run_id=run_id, deadline_s=deadline_s
     )
     logger.info(
         "run {} ({}): {} symbols, data {}, broker {}, bus {}, database {}",

@@ -93,12 +93,14 @@ class EventBus:
             found.extend(self._subscriptions.get(klass, ()))  # type: ignore[arg-type]
         return found
 
-    async def publish(self, event: Event) -> PublishReport:
+    async def publish(self, event: Event, report: PublishReport | None = None) -> PublishReport:
+        """``report``: filled in place (pass one to keep what was done if this publish is cancelled, e.g. by a
+        deadline)."""
         if self._closed:
             raise BusClosed("the event bus is closed; no new work is accepted")
         self._in_flight += 1
         self._idle.clear()
-        report = PublishReport()
+        report = report if report is not None else PublishReport()
         try:
             wave: list[Event] = [event]
             while wave:

@@ -12,10 +12,17 @@ from loguru import logger
 
 from agents.audit_agent import AuditAgent
 from agents.execution_agent import ExecutionAgent
-from core.bus import EventBus
+from core.bus import EventBus, HandlerFailure, PublishReport
 from core.clock import Clock
 from core.events import ExecutedReady, IterationStarted
 from utils.deadline import Deadline, deadline_scope
+
+
+def backstop_grace(deadline_s: float) -> float:
+    """How long after the iteration deadline the iteration's handlers are cancelled: they stop their Alpaca calls at
+    the deadline themselves (utils.http) and get this long to record what they did; the cancellation is for anything
+    else that would hold the iteration."""
+    return max(1.0, min(60.0, deadline_s / 10))
 
 
 class PersistenceFailure(RuntimeError):
@@ -45,7 +52,8 @@ class Orchestrator:
     ) -> None:
         """``deadline_s``: each iteration runs in a :func:`utils.deadline.deadline_scope` of this many seconds: its
         Alpaca requests, retries and waits stop there (:mod:`utils.http`), and the stage that needed them leaves the
-        iteration ``degraded``."""
+        iteration ``degraded``. Handlers still running :func:`backstop_grace` seconds later are cancelled and the
+        iteration is recorded ``degraded`` with what it had done."""
         self.bus = bus
         self.deadline_s = deadline_s
         self.clock = clock
@@ -65,7 +73,26 @@ class Orchestrator:
         iteration_id = self.iteration_id(seq)
         scope = deadline_scope(self.deadline_s) if self.deadline_s is not None else nullcontext()
         with logger.contextualize(iteration=iteration_id), scope as deadline:
-            report = await self.bus.publish(IterationStarted(iteration_id=iteration_id, as_of=as_of, seq=seq))
+            started = IterationStarted(iteration_id=iteration_id, as_of=as_of, seq=seq)
+            if self.deadline_s is None:
+                report = await self.bus.publish(started)
+            else:
+                report = PublishReport()
+                limit = self.deadline_s + backstop_grace(self.deadline_s)
+                try:
+                    async with asyncio.timeout(limit):
+                        await self.bus.publish(started, report)
+                except TimeoutError:
+                    report.failures.append(
+                        HandlerFailure(
+                            handler="orchestrator",
+                            event=type(report.last_event or started).__name__,
+                            iteration_id=iteration_id,
+                            error=f"iteration deadline: handlers still running {limit:g}s after the start were cancelled",
+                            traceback="",
+                            transient=True,
+                        )
+                    )
             failures = report.failures
             notes = list(deadline.notes) if isinstance(deadline, Deadline) else []
             if not failures:
@@ -87,7 +114,8 @@ class Orchestrator:
             error = "; ".join([f"{f.handler} on {f.event}: {f.error}" for f in failures] + notes)
             audit_failed = any(f.handler.startswith("audit") for f in failures)
             try:
-                if report.find(ExecutedReady) is not None and not audit_failed:
+                recorded = self._audit.last_iteration_id == iteration_id  # not when the deadline cancelled the audit
+                if report.find(ExecutedReady) is not None and not audit_failed and recorded:
                     self._mark(iteration_id, status, error)
                 else:
                     await self._audit.record_incomplete(report, failures, status=status, synced=synced)
