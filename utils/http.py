@@ -337,9 +337,10 @@ def _scope_label() -> str:
 
 
 def _describe(request: requests.PreparedRequest) -> str:
-    """Scheme, host and path of a request, without the query string (kept out of logs and messages)."""
+    """Scheme, host and path of a request, without the query string or any user-info (proxy credentials written in
+    the base URL): neither belongs in logs and messages."""
     parts = urlsplit(request.url or "")
-    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+    return f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}{parts.path}"
 
 
 def install_timeouts(
