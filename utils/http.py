@@ -236,6 +236,7 @@ class TimeoutAdapter(HTTPAdapter):
             if retryable and status in TRANSIENT_STATUSES and attempt <= self._transient_retries:
                 hinted = retry_after_seconds(response.headers, wall_clock=self._wall_clock)
                 if self._back_off(attempt, hinted, request, f"HTTP {status}"):
+                    _ = response.content  # drain the error body so the connection is reused, not reset
                     response.close()
                     continue
             if self._require_json_object and 200 <= status < 300 and status != 204:

@@ -184,6 +184,22 @@ def test_daemon_when_alpaca_refuses_the_keys_at_start_then_one_line_and_exit_2(
     assert "not-the-right-secret" not in output.out + output.err
 
 
+def test_daemon_when_alpaca_answers_5xx_at_start_after_the_retries_then_one_line_and_exit_1(
+    rig: Rig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rig.trading.fail_next("GET", ACCOUNT_PATH, status=500, times=3)
+    _set_env(monkeypatch, _environment(rig, tmp_path))
+
+    code = main.main(["run", "--once", "--db", f"sqlite:///{tmp_path / 'down.db'}"])
+
+    output = capsys.readouterr()
+    assert code == 1
+    errors = [line for line in output.err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "unavailable at start-up" in errors[0] and "HTTP 500" in errors[0]
+    assert "Traceback" not in output.out + output.err
+    assert len(rig.server.requests_to("GET", ACCOUNT_PATH)) == 3 and not rig.server.requests_to("POST", ORDERS_PATH)
+
+
 def test_daemon_when_paper_mode_names_the_live_endpoint_then_refused_before_any_request(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
