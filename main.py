@@ -7,14 +7,16 @@
     python main.py strategies [--json]  list the registered strategies
     python main.py dashboard [--db URL] [--port 8501] [--host 127.0.0.1]   the read-only monitoring dashboard
 
-Exit codes: 0 done, 1 unexpected error, 2 invalid configuration or usage, 3 database unavailable,
-4 another daemon already runs on the database, 5 persistence failure during a run.
+Exit codes: 0 done, 1 unexpected error or the broker unreachable at start-up, 2 invalid configuration or usage
+(API keys refused, paper/live mismatch, live not confirmed), 3 database unavailable, 4 another daemon already runs
+on the database, 5 persistence failure during a run.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hmac
 import json
 import os
 import sys
@@ -34,7 +36,8 @@ from sqlalchemy import func, select
 from agents.risk_agent import TRADING_STATE_EVENT, RiskAgent
 from core.calendar import EASTERN
 from core.risk import TradingState, describe_episode, sessions_in, trading_episodes
-from core.brokers.base import BrokerError
+from core.brokers.base import BrokerAuthError, BrokerError, BrokerModeMismatch
+from utils.deadline import deadline_scope
 from core.backtest.cli import add_backtest_parser, run_backtest_command
 from core.persistence.db import DaemonAlreadyRunning, DaemonLock, DatabaseUnavailable, open_database, safe_url
 from core.persistence.models import BreakerEventRow, DecisionRow, EquitySnapshotRow, FillRow, Run
@@ -71,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--once", action="store_true", help="run one iteration and exit")
     run.add_argument("--iterations", type=int, metavar="N", help="run N iterations and exit")
     run.add_argument("--offline", action="store_true", help="configured offline data provider + simulated broker")
-    run.add_argument("--confirm-live", metavar="ACCOUNT", help="live trading only: the account number (or its last 4 digits)")
+    run.add_argument("--confirm-live", metavar="ACCOUNT", help="live trading only: the whole account number")
 
     for name, help_text in (("replay", "replay a date range of the data through the simulated clock and broker"),
                             ("demo", "replay the last two years of the bundled data")):
@@ -248,15 +251,35 @@ async def _run_daemon(settings: Settings, args: argparse.Namespace) -> int:
     calendar = MarketCalendar()
     app = build_app(settings, kind="daemon", clock=clock, calendar=calendar)
     try:
-        label = await app.broker.account_label() if hasattr(app.broker, "account_label") else f"{app.broker.name} account"
-        if settings.trading_mode is TradingMode.LIVE and settings.broker is BrokerName.ALPACA:
-            if not _confirm_live(label, args.confirm_live):
-                app.close("refused")
-                return EXIT_CONFIG
-        if app.reconciler is not None:
-            account = await app.broker.account()
-            found = app.reconciler.at_startup(account, clock.now())
-            print(f"Reconciliation at start-up: {len(found)} discrepancies" + (" (see query_trades.py reconcile)" if found else ""), flush=True)
+        # the start-up requests get the same retries and deadline as an iteration's
+        with deadline_scope(settings.iteration_deadline_seconds, label="start-up"):
+            identify = getattr(app.broker, "identify", None)
+            if identify is not None:
+                identity = await identify()  # refuses a paper broker on a live account and vice versa
+                label = app.broker.label(identity)  # type: ignore[attr-defined]
+            else:
+                identity, label = None, f"{app.broker.name} account"
+            if settings.trading_mode is TradingMode.LIVE and settings.broker is BrokerName.ALPACA:
+                if not _confirm_live(label, identity.number if identity is not None else "", args.confirm_live):
+                    app.close("refused")
+                    return EXIT_CONFIG
+            if app.reconciler is not None:
+                account = await app.broker.account()
+                found = app.reconciler.at_startup(account, clock.now())
+                print(f"Reconciliation at start-up: {len(found)} discrepancies" + (" (see query_trades.py reconcile)" if found else ""), flush=True)
+    except BrokerAuthError as exc:
+        app.close("refused")
+        print(f"error: Alpaca rejected the API keys (HTTP {exc.status or 401}): check ALPACA_API_KEY and ALPACA_SECRET_KEY "
+              f"(paper keys for TRADING_MODE=paper); nothing was traded", file=sys.stderr)
+        return EXIT_CONFIG
+    except BrokerModeMismatch as exc:
+        app.close("refused")
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except BrokerError as exc:
+        app.close("failed")
+        print(f"error: the broker is unavailable at start-up ({exc}); nothing was traded, try again later", file=sys.stderr)
+        return EXIT_ERROR
     except BaseException:
         app.close("failed")
         raise
@@ -282,22 +305,27 @@ async def _run_daemon(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _confirm_live(label: str, confirmation: str | None) -> bool:
-    """The third opt-in for live trading: ``--confirm-live ACCOUNT`` naming the account's last four digits (or the
-    full number), or typing them at an interactive prompt. Anything else refuses."""
-    digits = "".join(ch for ch in label.split("****")[-1][:4] if ch.isdigit())
+def _confirm_live(label: str, account_number: str, confirmation: str | None) -> bool:
+    """The third opt-in for live trading: the account's *whole* number, given with ``--confirm-live ACCOUNT`` or typed
+    at an interactive prompt. Anything else refuses, and a refusal shows no digit of the account number (nor what was
+    typed)."""
+    expected = account_number.strip().upper()
+
+    def matches(text: str) -> bool:
+        return bool(expected) and hmac.compare_digest(text.strip().upper().encode(), expected.encode())
+
     if confirmation is not None:
-        if digits and confirmation.strip().endswith(digits):
+        if matches(confirmation):
             return True
-        print(f"error: --confirm-live {confirmation!r} does not name this account ({label})", file=sys.stderr)
+        print("error: --confirm-live does not match the LIVE account's number (the whole number is required); not starting", file=sys.stderr)
         return False
     if not sys.stdin.isatty():
-        print(f"error: LIVE trading on {label} needs --confirm-live <account number> when not interactive", file=sys.stderr)
+        print("error: LIVE trading needs --confirm-live <the whole account number> when not interactive; not starting", file=sys.stderr)
         return False
-    answer = input(f"LIVE trading with real money on {label}. Type the account's last four digits to continue: ")
-    if digits and answer.strip() == digits:
+    answer = input(f"LIVE trading with real money on {label}. Type the whole account number to continue: ")
+    if matches(answer):
         return True
-    print("error: confirmation did not match; not starting", file=sys.stderr)
+    print("error: confirmation did not match the account number; not starting", file=sys.stderr)
     return False
 
 

@@ -11,7 +11,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from loguru import logger
 
-from core.brokers.base import Broker
+from core.brokers.base import AccountState, Broker, BrokerError, SyncResult
 from core.bus import HandlerFailure, PublishReport
 from core.clock import Clock
 from core.domain import EXACT, Decision, EquitySnapshot, Order, to_money
@@ -28,6 +28,7 @@ from core.narrative import Narrator
 from core.positions import PositionManager, levels
 from utils.failpoints import failpoint
 from core.persistence.repository import IterationRecord, Repository, jsonable
+from utils import deadline as _deadline
 
 NARRATIVE_PROMPT_VERSION = "audit-narrative/v1"
 
@@ -83,6 +84,10 @@ class AuditAgent:
         self._clock = clock
         self.run_id = run_id
         self.last_summary: str | None = None
+        # what the latest _record wrote (the orchestrator reports the same status)
+        self.last_iteration_id: str | None = None
+        self.last_status: str | None = None
+        self.last_error: str | None = None
         # the run's latest equity values, oldest first, for the Risk agent's daily/weekly loss limits
         self.recent_equity: deque[float] = deque(
             (float(e) for _, e in repository.equity_history(run_id, limit=recent_equity)), maxlen=recent_equity
@@ -91,12 +96,23 @@ class AuditAgent:
     async def on_executed(self, event: ExecutedReady) -> None:
         await self._record(event.chain(), status="ok", error=None)
 
-    async def record_incomplete(self, report: PublishReport, failures: Sequence[HandlerFailure]) -> None:
-        """Record an iteration whose pipeline stopped early: what was decided so far, the error, and the equity."""
+    async def record_incomplete(
+        self,
+        report: PublishReport,
+        failures: Sequence[HandlerFailure],
+        *,
+        status: str = "failed",
+        synced: SyncResult | None = None,
+    ) -> None:
+        """Record an iteration whose pipeline stopped early: what was decided so far, the error, and the equity.
+
+        ``status``: ``failed``, or ``degraded`` when every failure was a service unreachable after its retries;
+        ``synced``: what the broker sync of the iteration found (its fills and order changes are recorded too, so
+        a later stage's failure loses none of them)."""
         error = "; ".join(f"{f.handler} on {f.event}: {f.error}" for f in failures) or "pipeline stopped early"
         last = report.last_event
         chain = last.chain() if last is not None else []
-        await self._record(chain, status="failed", error=error)
+        await self._record(chain, status=status, error=error, synced=synced)
 
     def flush(self) -> None:
         """Write the buffered iterations in one transaction (a no-op when nothing is pending)."""
@@ -105,10 +121,13 @@ class AuditAgent:
             self._repository.record_iterations(records)
             failpoint("after_persist")
 
-    def mark_failed(self, iteration_id: str, error: str) -> None:
-        """An already-recorded iteration had a failing handler beside the main chain: flag it with the error."""
+    def mark_failed(self, iteration_id: str, error: str, *, status: str = "failed") -> None:
+        """An already-recorded iteration had a failing handler beside the main chain (or met an unreachable service
+        after it was recorded): flag it with ``status`` and the error."""
         self.flush()
-        self._repository.mark_iteration(iteration_id, status="failed", error=error)
+        self._repository.mark_iteration(iteration_id, status=status, error=error)
+        if iteration_id == self.last_iteration_id:
+            self.last_status, self.last_error = status, error
 
     def _state_with_heartbeat(self, iteration_id: str, as_of: datetime, status: str) -> dict[str, Mapping[str, Any]]:
         state = dict(self._state()) if self._state is not None else {}
@@ -122,7 +141,16 @@ class AuditAgent:
             }
         return state
 
-    async def _record(self, chain: list[Event], *, status: str, error: str | None) -> None:
+    async def _account(self) -> tuple[AccountState | None, str | None]:
+        """The broker's account, or None and why when the broker cannot be read (the iteration is still recorded)."""
+        try:
+            return await self._broker.account(), None
+        except BrokerError as exc:
+            reason = f"audit: account unavailable, positions not updated: {exc}"
+            logger.error("{}", reason)
+            return None, reason
+
+    async def _record(self, chain: list[Event], *, status: str, error: str | None, synced: SyncResult | None = None) -> None:
         started = next(e for e in chain if isinstance(e, IterationStarted))
         data = next((e for e in chain if isinstance(e, DataReady)), None)
         signals = next((e for e in chain if isinstance(e, SignalsReady)), None)
@@ -132,9 +160,14 @@ class AuditAgent:
 
         decisions: list[Decision] = [d for e in chain for d in e.decisions]
         batch = data.batch if data is not None else None
-        account = await self._broker.account()
+        account, unavailable = await self._account()
+        scope = _deadline.current()
+        notes = list(dict.fromkeys((scope.notes if scope is not None else []) + ([unavailable] if unavailable else [])))
+        if notes:  # something the iteration needed was unavailable: degraded, with every reason
+            status = "degraded" if status == "ok" else status
+            error = "; ".join([e for e in (error,) if e] + [n for n in notes if error is None or n not in error])
         equity = executed.equity if executed is not None else None
-        if equity is None:
+        if equity is None and account is not None:
             equity = EquitySnapshot(
                 at=started.as_of,
                 cash=to_money(account.cash, EXACT),
@@ -145,7 +178,9 @@ class AuditAgent:
         orders: list[Order] = []
         if executed is not None:
             orders = list(executed.order_updates) + list(executed.orders)
-        fills = list(executed.fills) if executed is not None else []
+        elif synced is not None:
+            orders = list(synced.orders)
+        fills = list(executed.fills) if executed is not None else list(synced.fills) if synced is not None else []
         symbols_total = len(batch.bars) + len(batch.rejected) if batch is not None else 0
         signal_counts = Counter(s.action.value for s in signals.signals.values()) if signals is not None else Counter()
         denial_rules = Counter(d.rule for d in approved.denials) if approved is not None else Counter()
@@ -164,9 +199,9 @@ class AuditAgent:
             "denials_by_rule": dict(denial_rules),
             "orders_submitted": len(executed.orders) if executed is not None else 0,
             "fills": len(fills),
-            "equity": format(equity.equity, ",.2f"),
-            "cash": format(equity.cash, ",.2f"),
-            "positions": equity.positions,
+            "equity": format(equity.equity, ",.2f") if equity is not None else None,
+            "cash": format(equity.cash, ",.2f") if equity is not None else None,
+            "positions": equity.positions if equity is not None else None,
         }
         text = summarize(facts)
         kind = "template"
@@ -210,7 +245,7 @@ class AuditAgent:
             decisions=decisions,
             orders=orders,
             fills=fills,
-            positions=dict(account.positions),
+            positions=dict(account.positions) if account is not None else None,
             equity=equity,
             report_kind=kind,
             report_text=text,
@@ -223,7 +258,7 @@ class AuditAgent:
             shadow=tuple(signals.shadow) if signals is not None else (),
             breaker_events=tuple(b for e in chain for b in e.breaker_events),
             state=self._state_with_heartbeat(started.iteration_id, started.as_of, status),
-            position_levels=levels(PositionManager.plans(account)),
+            position_levels=levels(PositionManager.plans(account)) if account is not None else {},
         )
         if self._batch_size == 1 or status != "ok":
             self._pending.append(record)
@@ -232,6 +267,8 @@ class AuditAgent:
             self._pending.append(record)
             if len(self._pending) >= self._batch_size:
                 self.flush()
-        self.recent_equity.append(float(equity.equity))
+        if equity is not None:
+            self.recent_equity.append(float(equity.equity))
         self.last_summary = text
+        self.last_iteration_id, self.last_status, self.last_error = started.iteration_id, status, error
         logger.debug("audit: {}", text)

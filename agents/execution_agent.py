@@ -16,6 +16,7 @@ from core.reconcile import Reconciler
 from utils.failpoints import failpoint
 from core.events import ApprovedReady, DataReady, ExecutedReady
 from utils.circuit_breaker import BackoffBreaker, BreakerEvent, drain_rows
+from utils.deadline import TemporaryError, note_degraded
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -82,6 +83,7 @@ class ExecutionAgent:
             logger.error("execution: broker sync failed: {}", exc)
             if self._breaker is not None:
                 self._breaker.record_failure(f"sync: {exc}")
+            note_degraded(f"execution: broker sync failed: {exc}")
             self._synced[event.iteration_id] = SyncResult(notes=(f"broker sync failed: {exc}",))
 
     def discard(self, iteration_id: str) -> SyncResult | None:
@@ -116,7 +118,12 @@ class ExecutionAgent:
         previous = event.previous
         batch = previous.previous.previous.batch if previous and previous.previous and previous.previous.previous else None
         session_day = _session_day(batch, event.as_of) if event.approvals else event.as_of.date()  # only ids need it
-        updates = await self._trail_stops(batch, event.as_of, decisions) if batch is not None else []
+        try:
+            updates = await self._trail_stops(batch, event.as_of, decisions) if batch is not None else []
+        except BrokerError as exc:  # the account could not be read: no stop moves this iteration, orders still go
+            logger.error("execution: trailing stops skipped: {}", exc)
+            note_degraded(f"execution: trailing stops skipped: {exc}")
+            updates = []
         for approval in event.approvals:
             intent = approval.intent
             coid = client_order_id(self._prefix, session_day, intent)
@@ -143,6 +150,8 @@ class ExecutionAgent:
             except BrokerError as exc:
                 if self._breaker is not None:
                     self._breaker.record_failure(f"submit {coid}: {exc}")
+                if isinstance(exc, TemporaryError):
+                    note_degraded(f"execution: {intent.symbol} not submitted: {exc}")
                 logger.error("execution: {} {} x{} failed: {}", intent.side.value, intent.symbol, intent.quantity, exc)
                 decisions.append(
                     Decision(
@@ -174,16 +183,22 @@ class ExecutionAgent:
             for symbol in list(batch.bars) + list(batch.rejected):
                 if symbol not in submitted:
                     decisions.append(Decision("execution", symbol, "none", "no approved order", {}))
-        account = await self._broker.account()
-        if self._reconciler is not None:  # records (and logs) any order the broker has that the database lacks
-            self._reconciler.every_iteration(account, event.as_of)
-        equity = EquitySnapshot(
-            at=event.as_of,
-            cash=to_money(account.cash, EXACT),
-            market_value=to_money(account.market_value, EXACT),
-            equity=to_money(account.equity, EXACT),
-            positions=sum(1 for p in account.positions.values() if p.quantity),
-        )
+        equity: EquitySnapshot | None = None
+        try:
+            account = await self._broker.account()
+        except BrokerError as exc:  # the orders above must still be recorded: the iteration goes on without equity
+            logger.error("execution: account unavailable after submitting: {}", exc)
+            note_degraded(f"execution: account unavailable, no equity snapshot: {exc}")
+        else:
+            if self._reconciler is not None:  # records (and logs) any order the broker has that the database lacks
+                self._reconciler.every_iteration(account, event.as_of)
+            equity = EquitySnapshot(
+                at=event.as_of,
+                cash=to_money(account.cash, EXACT),
+                market_value=to_money(account.market_value, EXACT),
+                equity=to_money(account.equity, EXACT),
+                positions=sum(1 for p in account.positions.values() if p.quantity),
+            )
         events = drain_rows(self._events)
         return ExecutedReady(
             iteration_id=event.iteration_id,

@@ -7,9 +7,11 @@ A bad value raises :class:`SettingsError` whose message names the variable, befo
 
 from __future__ import annotations
 
+import base64
 import enum
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -91,6 +93,7 @@ class Settings(BaseSettings):
     )
     run_at_minutes_after_open: int = Field(15, ge=0, le=390, description="Minutes after the session open when the daily iteration runs.")
     loop_interval_seconds: int = Field(86_400, ge=1, le=7 * 86_400, description="Seconds between iterations with SCHEDULE=interval.")
+    iteration_deadline_seconds: float = Field(300.0, ge=1, le=3600, description="An iteration's Alpaca requests, retries and waits stop at this deadline; the iteration is then recorded degraded.")
     history_bars: int = Field(300, ge=50, le=5000, description="Daily bars fetched per symbol on a cold start (Alpaca).")
     benchmark_symbol: str = Field("SPY", min_length=1, description="Benchmark for relative-strength strategies.")
     strategy: str = Field("auto", description="auto: choose a strategy per symbol (LLM or deterministic); or one registered name for every symbol.")
@@ -117,9 +120,10 @@ class Settings(BaseSettings):
     bar_cache_ttl_seconds: int = Field(300, ge=0, le=86_400, description="In-memory cache lifetime of fetched bars.")
     alpaca_data_feed: str = Field("iex", pattern="^(iex|sip)$", description="Alpaca bars feed: iex (free) or sip.")
     alpaca_data_url: str | None = Field(None, description="Override of Alpaca's market-data base URL (proxies, tests).")
-    alpaca_trading_url: str | None = Field(None, description="Override of Alpaca's trading base URL (proxies, tests).")
+    alpaca_trading_url: str | None = Field(None, description="Override of Alpaca's trading base URL (proxies, tests); it must not name the other mode's endpoint, and the account behind it must match TRADING_MODE.")
     alpaca_timeout_seconds: float = Field(10.0, gt=0, le=120, description="Timeout of every Alpaca HTTP request.")
     alpaca_rate_limit_per_minute: int = Field(200, ge=1, le=10_000, description="Requests per minute shared by all Alpaca calls.")
+    alpaca_max_retry_wait_seconds: float = Field(60.0, gt=0, le=600, description="Longest single wait before an Alpaca retry (a 429's Retry-After or a back-off above it is capped).")
 
     # --- persistence and logging ---------------------------------------------------------------------
     database_url: str = Field(f"sqlite:///{DEFAULT_DB_PATH}", description="SQLAlchemy URL (sqlite or postgresql).")
@@ -279,9 +283,51 @@ class Settings(BaseSettings):
 
     @property
     def secret_values(self) -> list[str]:
-        """Every configured secret's plain value, for log redaction."""
+        """Every configured secret's plain value, for log redaction and the database scrubber: the API keys and the
+        credentials written in a URL setting (``https://user:password@proxy``: the password, or a lone user/token)."""
         secrets = (self.alpaca_api_key, self.alpaca_secret_key, self.groq_api_key, self.anthropic_api_key)
-        return [s.get_secret_value() for s in secrets if s is not None and s.get_secret_value()]
+        values = [s.get_secret_value() for s in secrets if s is not None and s.get_secret_value()]
+        for name in URL_SETTINGS:
+            values.extend(url_credentials(getattr(self, name)))
+        return list(dict.fromkeys(values))
+
+
+URL_SETTINGS = ("alpaca_data_url", "alpaca_trading_url", "groq_base_url", "anthropic_base_url", "database_url")
+"""The settings that hold URLs (they may carry proxy or database credentials)."""
+
+
+def url_credentials(url: str | None) -> list[str]:
+    """The secret part of a URL's user-info: the password (decoded and as written, and the Basic-auth token of
+    user:password), or the user when there is no password (a token used as the user name)."""
+    if not url:
+        return []
+    try:
+        parts = urlsplit(url)
+        password, user = parts.password, parts.username
+    except ValueError:
+        return []
+    secret = password if password else user
+    if not secret:
+        return []
+    values = [secret, unquote(secret)]
+    if user and password:  # the HTTP Basic credentials clients derive from the URL
+        values.append(base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode())
+    return list(dict.fromkeys(values))
+
+
+def mask_url_credentials(url: str | None) -> str | None:
+    """``https://***:***@host/path``: a URL with any user-info replaced (None and URLs without one unchanged)."""
+    if not url:
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "***"
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    masked = "***:***@" if ":" in parts.netloc.rsplit("@", 1)[0] else "***@"
+    return urlunsplit(parts._replace(netloc=masked + host))
 
 
 def _variable_name(loc: tuple[Any, ...]) -> str:

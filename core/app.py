@@ -24,7 +24,20 @@ from agents.execution_agent import ExecutionAgent
 from agents.quant_agent import QuantAgent
 from agents.risk_agent import RiskAgent
 from agents.strategy_agent import StrategyAgent
-from config.settings import PROJECT_ROOT, BrokerName, DataFallback, DataProviderName, LLMProvider, Settings, Toggle, TradingMode
+from urllib.parse import urlsplit
+
+from config.settings import (
+    PROJECT_ROOT,
+    BrokerName,
+    DataFallback,
+    DataProviderName,
+    LLMProvider,
+    Settings,
+    SettingsError,
+    Toggle,
+    TradingMode,
+    mask_url_credentials,
+)
 from core.brokers.alpaca import AlpacaBroker
 from core.brokers.base import Broker
 from core.brokers.costs import BpsSlippage, PerShareCommission
@@ -53,6 +66,7 @@ from core.llm import DailyBudget, LLMSelector, PriceTable
 from core.risk import DrawdownRules, RiskLimits
 from utils.circuit_breaker import BackoffBreaker, BreakerEvent, ConsecutiveFailureBreaker
 from utils.rate_limiter import SlidingWindowRateLimiter
+from utils.secrets import install_database_scrubber
 from strategies.registry import build_registry
 from strategies.selector import DeterministicSelector, FixedSelector
 
@@ -79,11 +93,39 @@ def new_run_id(kind: str, at: datetime) -> str:
 
 
 def public_config(settings: Settings) -> dict[str, Any]:
-    """Settings without secrets, for the run row."""
+    """Settings without secrets, for the run row: no API key, and every URL's user-info (proxy or database
+    credentials) masked."""
     data = settings.model_dump(mode="json", exclude={"alpaca_api_key", "alpaca_secret_key", "groq_api_key", "anthropic_api_key"})
+    for name, value in data.items():
+        if isinstance(value, str) and "://" in value:
+            data[name] = mask_url_credentials(value)
     data["database_url"] = safe_url(settings.database_url)  # a PostgreSQL password must not land in the runs table
     data["has_alpaca_keys"] = settings.has_alpaca_keys
     return data
+
+
+LIVE_TRADING_HOST = "api.alpaca.markets"
+PAPER_TRADING_HOST = "paper-api.alpaca.markets"
+
+
+def check_trading_endpoint(settings: Settings) -> None:
+    """The paper guard's first half: ALPACA_TRADING_URL must not name the other mode's Alpaca endpoint.
+
+    Other hosts (a proxy, a local test server) cannot be judged by name: :meth:`AlpacaBroker.identify` then checks
+    at start-up that the account behind them is of the configured mode."""
+    url = settings.alpaca_trading_url
+    if not url:
+        return
+    host = (urlsplit(url).hostname or "").rstrip(".").lower()
+    if settings.trading_mode is TradingMode.PAPER and host == LIVE_TRADING_HOST:
+        raise SettingsError(
+            f"ALPACA_TRADING_URL points at Alpaca's LIVE endpoint ({LIVE_TRADING_HOST}) but TRADING_MODE=paper; "
+            f"use https://{PAPER_TRADING_HOST} (or leave it empty) for paper trading"
+        )
+    if settings.trading_mode is TradingMode.LIVE and host == PAPER_TRADING_HOST:
+        raise SettingsError(
+            f"ALPACA_TRADING_URL points at Alpaca's paper endpoint ({PAPER_TRADING_HOST}) but TRADING_MODE=live"
+        )
 
 
 SYNTHETIC_START = date(2015, 1, 2)
@@ -115,6 +157,7 @@ def build_provider(
         feed=settings.alpaca_data_feed,
         timeout_s=settings.alpaca_timeout_seconds,
         url_override=settings.alpaca_data_url,
+        max_retry_after_s=settings.alpaca_max_retry_wait_seconds,
         limiter=limiter or SlidingWindowRateLimiter(settings.alpaca_rate_limit_per_minute, 60.0),
         cache=DiskBarCache(settings.bar_cache_dir),
         default_lookback=timedelta(days=int(settings.history_bars * 7 / 5) + 10),
@@ -179,12 +222,14 @@ def build_llm_selector(settings: Settings, wall: Clock, repository: Repository) 
 
 
 def build_broker(settings: Settings, wall: Clock, limiter: SlidingWindowRateLimiter) -> Broker:
-    """The configured broker. Alpaca is paper unless TRADING_MODE=live (the live opt-in is checked by main.py)."""
+    """The configured broker. Alpaca is paper unless TRADING_MODE=live (the live opt-ins are checked by main.py);
+    an ALPACA_TRADING_URL naming the other mode's endpoint is refused (:func:`check_trading_endpoint`)."""
     if settings.broker is BrokerName.SIMULATED:
         return build_simulated_broker(settings, started_at=wall.now())
     if not settings.has_alpaca_keys:
         raise MissingKeys("BROKER=alpaca needs ALPACA_API_KEY and ALPACA_SECRET_KEY")
     assert settings.alpaca_api_key is not None and settings.alpaca_secret_key is not None
+    check_trading_endpoint(settings)
     return AlpacaBroker(
         settings.alpaca_api_key.get_secret_value(),
         settings.alpaca_secret_key.get_secret_value(),
@@ -193,6 +238,7 @@ def build_broker(settings: Settings, wall: Clock, limiter: SlidingWindowRateLimi
         timeout_s=settings.alpaca_timeout_seconds,
         limiter=limiter,
         clock=wall.now,
+        max_retry_after_s=settings.alpaca_max_retry_wait_seconds,
     )
 
 
@@ -324,6 +370,7 @@ def build_app(
     wall = wall_clock or LiveClock()
     calendar = calendar or MarketCalendar()
     engine = open_database(settings.database_url)
+    install_database_scrubber(engine, settings.secret_values)  # no configured secret reaches a table, whatever the path
     lock = DaemonLock(engine) if take_lock else None
     try:
         if lock is not None:
@@ -483,7 +530,11 @@ def build_app(
     bus.subscribe(ExecutedReady, audit_agent.on_executed, "audit.on_executed")
     bus.subscribe(ExecutedReady, risk_agent.on_executed, "risk.on_executed")
 
-    orchestrator = Orchestrator(bus=bus, clock=clock, audit=audit_agent, execution=execution_agent, run_id=run_id)
+    # a backtest never waits on a remote service: its iterations run without a deadline (no timer per session)
+    deadline_s = None if kind == "backtest" else settings.iteration_deadline_seconds
+    orchestrator = Orchestrator(
+        bus=bus, clock=clock, audit=audit_agent, execution=execution_agent, run_id=run_id, deadline_s=deadline_s
+    )
     logger.info(
         "run {} ({}): {} symbols, data {}, broker {}, bus {}, database {}",
         run_id,

@@ -25,6 +25,7 @@ from typing import Any, Awaitable, Callable, Sequence, TypeVar
 from loguru import logger
 
 from core.events import Event
+from utils.deadline import TemporaryError
 
 E = TypeVar("E", bound=Event)
 HandlerResult = Event | Sequence[Event] | None
@@ -42,6 +43,7 @@ class HandlerFailure:
     iteration_id: str
     error: str
     traceback: str
+    transient: bool = False  # the handler met a TemporaryError (a service unreachable after its retries, the deadline)
 
 
 @dataclass(slots=True)
@@ -91,12 +93,14 @@ class EventBus:
             found.extend(self._subscriptions.get(klass, ()))  # type: ignore[arg-type]
         return found
 
-    async def publish(self, event: Event) -> PublishReport:
+    async def publish(self, event: Event, report: PublishReport | None = None) -> PublishReport:
+        """``report``: filled in place (pass one to keep what was done if this publish is cancelled, e.g. by a
+        deadline)."""
         if self._closed:
             raise BusClosed("the event bus is closed; no new work is accepted")
         self._in_flight += 1
         self._idle.clear()
-        report = PublishReport()
+        report = report if report is not None else PublishReport()
         try:
             wave: list[Event] = [event]
             while wave:
@@ -148,6 +152,7 @@ class EventBus:
                 iteration_id=event.iteration_id,
                 error=f"{exc.__class__.__name__}: {exc}",
                 traceback="".join(traceback.format_exception(exc)),
+                transient=isinstance(exc, TemporaryError),
             )
             report.failures.append(failure)
             logger.opt(exception=exc).error("handler {} failed on {}: {}", sub.name, failure.event, failure.error)

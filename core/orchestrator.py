@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable, Sequence
@@ -11,9 +12,17 @@ from loguru import logger
 
 from agents.audit_agent import AuditAgent
 from agents.execution_agent import ExecutionAgent
-from core.bus import EventBus
+from core.bus import EventBus, HandlerFailure, PublishReport
 from core.clock import Clock
 from core.events import ExecutedReady, IterationStarted
+from utils.deadline import Deadline, deadline_scope
+
+
+def backstop_grace(deadline_s: float) -> float:
+    """How long after the iteration deadline the iteration's handlers are cancelled: they stop their Alpaca calls at
+    the deadline themselves (utils.http) and get this long to record what they did; the cancellation is for anything
+    else that would hold the iteration."""
+    return max(1.0, min(60.0, deadline_s / 10))
 
 
 class PersistenceFailure(RuntimeError):
@@ -31,8 +40,22 @@ class IterationOutcome:
 
 
 class Orchestrator:
-    def __init__(self, *, bus: EventBus, clock: Clock, audit: AuditAgent, execution: ExecutionAgent, run_id: str) -> None:
+    def __init__(
+        self,
+        *,
+        bus: EventBus,
+        clock: Clock,
+        audit: AuditAgent,
+        execution: ExecutionAgent,
+        run_id: str,
+        deadline_s: float | None = None,
+    ) -> None:
+        """``deadline_s``: each iteration runs in a :func:`utils.deadline.deadline_scope` of this many seconds: its
+        Alpaca requests, retries and waits stop there (:mod:`utils.http`), and the stage that needed them leaves the
+        iteration ``degraded``. Handlers still running :func:`backstop_grace` seconds later are cancelled and the
+        iteration is recorded ``degraded`` with what it had done."""
         self.bus = bus
+        self.deadline_s = deadline_s
         self.clock = clock
         self._audit = audit
         self._execution = execution
@@ -48,27 +71,62 @@ class Orchestrator:
         seq = self.seq
         as_of = self.clock.now()
         iteration_id = self.iteration_id(seq)
-        with logger.contextualize(iteration=iteration_id):
-            report = await self.bus.publish(IterationStarted(iteration_id=iteration_id, as_of=as_of, seq=seq))
+        scope = deadline_scope(self.deadline_s) if self.deadline_s is not None else nullcontext()
+        with logger.contextualize(iteration=iteration_id), scope as deadline:
+            started = IterationStarted(iteration_id=iteration_id, as_of=as_of, seq=seq)
+            if self.deadline_s is None:
+                report = await self.bus.publish(started)
+            else:
+                report = PublishReport()
+                limit = self.deadline_s + backstop_grace(self.deadline_s)
+                try:
+                    async with asyncio.timeout(limit):
+                        await self.bus.publish(started, report)
+                except TimeoutError:
+                    report.failures.append(
+                        HandlerFailure(
+                            handler="orchestrator",
+                            event=type(report.last_event or started).__name__,
+                            iteration_id=iteration_id,
+                            error=f"iteration deadline: handlers still running {limit:g}s after the start were cancelled",
+                            traceback="",
+                            transient=True,
+                        )
+                    )
             failures = report.failures
+            notes = list(deadline.notes) if isinstance(deadline, Deadline) else []
             if not failures:
-                logger.log(self.summary_level, "iteration ok: {}", self._audit.last_summary)
-                return IterationOutcome(iteration_id, seq, as_of, "ok", None, self._audit.last_summary)
-            self._execution.discard(iteration_id)
-            error = "; ".join(f"{f.handler} on {f.event}: {f.error}" for f in failures)
+                status, error = "ok", None
+                if self._audit.last_iteration_id == iteration_id:
+                    status, error = self._audit.last_status, self._audit.last_error
+                late = [n for n in notes if error is None or n not in error]
+                if late:  # noted by a handler that ran after the Audit agent recorded the iteration
+                    status, error = "degraded" if status == "ok" else status, "; ".join([e for e in (error,) if e] + late)
+                    self._mark(iteration_id, status, error)
+                if status == "ok":
+                    logger.log(self.summary_level, "iteration ok: {}", self._audit.last_summary)
+                else:
+                    logger.warning("iteration {} {}: {}", iteration_id, status, error)
+                return IterationOutcome(iteration_id, seq, as_of, status, error, self._audit.last_summary)
+            synced = self._execution.discard(iteration_id)
+            # a stage that met an unreachable service (after its retries, within the deadline): degraded, not failed
+            status = "degraded" if all(f.transient for f in failures) else "failed"
+            error = "; ".join([f"{f.handler} on {f.event}: {f.error}" for f in failures] + notes)
             audit_failed = any(f.handler.startswith("audit") for f in failures)
             try:
-                if report.find(ExecutedReady) is not None and not audit_failed:
-                    self._audit_mark(iteration_id, error)
+                recorded = self._audit.last_iteration_id == iteration_id  # not when the deadline cancelled the audit
+                if report.find(ExecutedReady) is not None and not audit_failed and recorded:
+                    self._mark(iteration_id, status, error)
                 else:
-                    await self._audit.record_incomplete(report, failures)
+                    await self._audit.record_incomplete(report, failures, status=status, synced=synced)
+                    status = self._audit.last_status or status
             except Exception as exc:
                 raise PersistenceFailure(f"iteration {iteration_id} could not be recorded: {exc}") from exc
-            logger.error("iteration {} degraded: {}", iteration_id, error)
-            return IterationOutcome(iteration_id, seq, as_of, "failed", error, self._audit.last_summary)
+            logger.error("iteration {} {}: {}", iteration_id, status, error)
+            return IterationOutcome(iteration_id, seq, as_of, status, error, self._audit.last_summary)
 
-    def _audit_mark(self, iteration_id: str, error: str) -> None:
-        self._audit.mark_failed(iteration_id, error)
+    def _mark(self, iteration_id: str, status: str, error: str) -> None:
+        self._audit.mark_failed(iteration_id, error, status=status)
 
 
 async def run_replay(

@@ -8,6 +8,16 @@ sent, and an HTTP 429 pauses every caller of the limiter until the server's ``Re
 alpaca-py retries 429 (and 504) itself, three times with a fixed 3 s sleep. :func:`configure_alpaca_client` sets
 that sleep to 0 so the pause is governed by our limiter (which knows the server's ``Retry-After`` and is shared by
 every client of the account) instead of by a fixed guess in one client.
+
+Transient failures of idempotent requests (``GET``/``HEAD``: HTTP 5xx and 408, timeouts, connection errors) are
+retried here, ``transient_retries`` times after the first attempt, with a capped exponential back-off (or the
+server's ``Retry-After``), each wait at most ``max_retry_after_s``. Other methods are never re-sent here: a lost
+``POST /v2/orders`` answer is the broker's to resolve by client order id.
+
+The iteration deadline (:mod:`utils.deadline`) bounds all of it: a request's timeout is cut to the time left, a
+back-off or a limiter wait (e.g. a 429's ``Retry-After: 3600``) that would end after the deadline is not started,
+and :class:`DeadlineExceeded` (a ``requests.RequestException`` and a :class:`~utils.deadline.TemporaryError`) is
+raised instead, or the last failure is returned as it is.
 """
 
 from __future__ import annotations
@@ -24,7 +34,12 @@ import requests
 from loguru import logger
 from requests.adapters import HTTPAdapter
 
+from utils import deadline as _deadline
+from utils.deadline import DeadlineReached
+from utils.rate_limiter import LimiterWaitTooLong
+
 __all__ = [
+    "DeadlineExceeded",
     "InvalidResponseBody",
     "RequestLimiter",
     "Timeout",
@@ -36,11 +51,16 @@ __all__ = [
 
 Timeout = float | tuple[float, float]
 
+TRANSIENT_STATUSES = frozenset({408, 500, 502, 503, 504})
+"""HTTP statuses worth retrying (besides 429, which the SDK retries through the limiter)."""
+_IDEMPOTENT = frozenset({"GET", "HEAD"})
+_MIN_USEFUL_S = 0.05  # less time than this left before the deadline: do not start a request
+
 
 class RequestLimiter(Protocol):
     """What the adapter needs from a rate limiter (see :class:`utils.rate_limiter.SlidingWindowRateLimiter`)."""
 
-    def acquire(self) -> float: ...
+    def acquire(self, max_wait: float | None = None) -> float: ...
 
     def penalise(self, retry_after_s: float) -> None: ...
 
@@ -52,6 +72,10 @@ class InvalidResponseBody(requests.RequestException):
     whose every 2xx answer is a JSON object). It is a ``requests.RequestException``, so it travels through the
     SDK exactly like a transport error instead of surfacing later as an unrelated ``TypeError``.
     """
+
+
+class DeadlineExceeded(requests.RequestException, DeadlineReached):
+    """The iteration deadline came before this request could be sent or answered (see :mod:`utils.deadline`)."""
 
 
 def _normalise_timeout(timeout: Timeout) -> tuple[float, float]:
@@ -114,6 +138,10 @@ class TimeoutAdapter(HTTPAdapter):
       The 429 response itself is returned unchanged; the caller's retry then waits in ``acquire()``.
     - ``require_json_object``: a 2xx response (other than 204) must carry a JSON object, else
       :class:`InvalidResponseBody` is raised.
+    - ``transient_retries``: how often an idempotent request (GET/HEAD) that met a 5xx/408, a timeout or a connection
+      error is sent again, after ``backoff_s`` * 2^(n-1) seconds (or the server's ``Retry-After``), each wait capped at
+      ``max_retry_after_s``; ``sleep`` performs the wait (default: the limiter's ``pause``, else ``time.sleep``).
+    - the iteration deadline (:mod:`utils.deadline`) bounds every timeout, back-off and limiter wait.
     - ``requests_sent`` counts requests handed to the transport (retries included, whatever their outcome).
     """
 
@@ -126,6 +154,9 @@ class TimeoutAdapter(HTTPAdapter):
         max_retry_after_s: float = 60.0,
         require_json_object: bool = False,
         wall_clock: Callable[[], float] = time.time,
+        transient_retries: int = 0,
+        backoff_s: float = 0.5,
+        sleep: Callable[[float], object] | None = None,
         **kwargs: Any,
     ) -> None:
         self._timeout = _normalise_timeout(timeout)
@@ -133,11 +164,18 @@ class TimeoutAdapter(HTTPAdapter):
             raise ValueError(f"default_retry_after_s must be >= 0, got {default_retry_after_s!r}")
         if not (math.isfinite(max_retry_after_s) and max_retry_after_s >= 0):
             raise ValueError(f"max_retry_after_s must be >= 0, got {max_retry_after_s!r}")
+        if isinstance(transient_retries, bool) or not isinstance(transient_retries, int) or transient_retries < 0:
+            raise ValueError(f"transient_retries must be a non-negative integer, got {transient_retries!r}")
+        if not (math.isfinite(backoff_s) and backoff_s >= 0):
+            raise ValueError(f"backoff_s must be >= 0, got {backoff_s!r}")
         self._limiter = limiter
         self._default_retry_after_s = float(default_retry_after_s)
         self._max_retry_after_s = float(max_retry_after_s)
         self._require_json_object = require_json_object
         self._wall_clock = wall_clock
+        self._transient_retries = transient_retries
+        self._backoff_s = float(backoff_s)
+        self._sleep: Callable[[float], object] = sleep or getattr(limiter, "pause", None) or time.sleep
         self._count_lock = threading.Lock()
         self._requests_sent = 0
         self._rate_limited = 0
@@ -172,16 +210,87 @@ class TimeoutAdapter(HTTPAdapter):
     ) -> requests.Response:
         if timeout is None:
             timeout = self._timeout
-        if self._limiter is not None:
+        retryable = (request.method or "GET").upper() in _IDEMPOTENT
+        attempt = 0
+        while True:
+            attempt += 1
+            bounded, cut = self._bounded_timeout(timeout, request)
+            self._acquire(request)
+            with self._count_lock:
+                self._requests_sent += 1
+            try:
+                response = super().send(request, stream=stream, timeout=bounded, verify=verify, cert=cert, proxies=proxies)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                if cut and isinstance(exc, requests.Timeout):
+                    raise DeadlineExceeded(
+                        f"no answer from {request.method} {_describe(request)} before the {_scope_label()} deadline",
+                        request=request,
+                    ) from None
+                if retryable and attempt <= self._transient_retries and self._back_off(attempt, None, request, type(exc).__name__):
+                    continue
+                raise
+            status = response.status_code
+            if status == 429:
+                self._on_rate_limited(request, response)
+                return response
+            if retryable and status in TRANSIENT_STATUSES and attempt <= self._transient_retries:
+                hinted = retry_after_seconds(response.headers, wall_clock=self._wall_clock)
+                if self._back_off(attempt, hinted, request, f"HTTP {status}"):
+                    _ = response.content  # drain the error body so the connection is reused, not reset
+                    response.close()
+                    continue
+            if self._require_json_object and 200 <= status < 300 and status != 204:
+                self._check_json_object(request, response)
+            return response
+
+    def _bounded_timeout(self, timeout: Any, request: requests.PreparedRequest) -> tuple[Any, bool]:
+        """The request's timeout cut to the time left before the deadline, and whether it was cut."""
+        left = _deadline.remaining()
+        if left is None:
+            return timeout, False
+        if left < _MIN_USEFUL_S:
+            raise DeadlineExceeded(
+                f"{request.method} {_describe(request)} not sent: the {_scope_label()} deadline has passed", request=request
+            )
+        if isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
+            return (timeout, False) if timeout <= left else (left, True)
+        if isinstance(timeout, tuple) and len(timeout) == 2 and all(isinstance(t, (int, float)) for t in timeout):
+            connect, read = timeout
+            if connect <= left and read <= left:
+                return timeout, False
+            return (min(connect, left), min(read, left)), True
+        return timeout, False
+
+    def _acquire(self, request: requests.PreparedRequest) -> None:
+        if self._limiter is None:
+            return
+        left = _deadline.remaining()
+        if left is None:
             self._limiter.acquire()
-        with self._count_lock:
-            self._requests_sent += 1
-        response = super().send(request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies)
-        if response.status_code == 429:
-            self._on_rate_limited(request, response)
-        elif self._require_json_object and 200 <= response.status_code < 300 and response.status_code != 204:
-            self._check_json_object(request, response)
-        return response
+            return
+        try:
+            self._limiter.acquire(max_wait=max(left - _MIN_USEFUL_S, 0.0))
+        except LimiterWaitTooLong as exc:
+            raise DeadlineExceeded(
+                f"{request.method} {_describe(request)} not sent: the rate limit (Alpaca's Retry-After or the request "
+                f"window) asks for {exc.wait_s:.1f}s more, beyond the {_scope_label()} deadline ({max(left, 0.0):.1f}s left)",
+                request=request,
+            ) from None
+
+    def _back_off(self, attempt: int, hinted: float | None, request: requests.PreparedRequest, why: str) -> bool:
+        """Wait before retry ``attempt``; False (no wait) when the deadline leaves no time for it and a retry."""
+        delay = hinted if hinted is not None else self._backoff_s * 2 ** (attempt - 1)
+        delay = min(delay, self._max_retry_after_s)
+        left = _deadline.remaining()
+        if left is not None and delay + _MIN_USEFUL_S >= left:
+            logger.warning(
+                "{} {}: {}; no retry: the {} deadline is {:.1f}s away", request.method, _describe(request), why, _scope_label(), max(left, 0.0)
+            )
+            return False
+        logger.warning("{} {}: {}; retry {} of {} in {:.2f}s", request.method, _describe(request), why, attempt, self._transient_retries, delay)
+        if delay > 0:
+            self._sleep(delay)
+        return True
 
     def _on_rate_limited(self, request: requests.PreparedRequest, response: requests.Response) -> None:
         with self._count_lock:
@@ -223,10 +332,16 @@ class TimeoutAdapter(HTTPAdapter):
             )
 
 
+def _scope_label() -> str:
+    scope = _deadline.current()
+    return scope.label if scope is not None else "iteration"
+
+
 def _describe(request: requests.PreparedRequest) -> str:
-    """Scheme, host and path of a request, without the query string (kept out of logs and messages)."""
+    """Scheme, host and path of a request, without the query string or any user-info (proxy credentials written in
+    the base URL): neither belongs in logs and messages."""
     parts = urlsplit(request.url or "")
-    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+    return f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}{parts.path}"
 
 
 def install_timeouts(
@@ -254,6 +369,7 @@ def configure_alpaca_client(
     limiter: RequestLimiter,
     retry_attempts: int = 3,
     retry_codes: Iterable[int] = (429,),
+    transient_retries: int = 2,
     **adapter_kwargs: Any,
 ) -> TimeoutAdapter:
     """Give an alpaca-py REST client (``TradingClient``, ``StockHistoricalDataClient``...) our HTTP policy.
@@ -264,7 +380,9 @@ def configure_alpaca_client(
     :class:`TimeoutAdapter` on the session and set ``_retry_wait`` to 0: the wait before a retried 429 then
     happens in the shared limiter, for as long as the server's ``Retry-After`` says, and blocks every other
     caller of the account too. ``retry_codes`` defaults to 429 only: an immediate retry of a 504 would just
-    hammer a struggling gateway. Raises ``TypeError`` if the SDK no longer has these attributes.
+    hammer a struggling gateway: 5xx/408 answers, timeouts and connection errors of *idempotent* requests are retried
+    by the adapter instead (``transient_retries`` times, with back-off, within the iteration deadline).
+    Raises ``TypeError`` if the SDK no longer has these attributes.
     """
     missing = [name for name in _ALPACA_CLIENT_ATTRIBUTES if not hasattr(client, name)]
     if missing or not isinstance(getattr(client, "_session", None), requests.Session):
@@ -278,4 +396,6 @@ def configure_alpaca_client(
     client._retry = retry_attempts
     client._retry_wait = 0
     client._retry_codes = codes
-    return install_timeouts(client._session, timeout, limiter=limiter, **adapter_kwargs)
+    return install_timeouts(
+        client._session, timeout, limiter=limiter, transient_retries=transient_retries, **adapter_kwargs
+    )

@@ -26,11 +26,20 @@ import time
 from collections import deque
 from typing import Awaitable, Callable
 
-__all__ = ["SlidingWindowRateLimiter"]
+__all__ = ["LimiterWaitTooLong", "SlidingWindowRateLimiter"]
 
 # A computed delay can come out as 0 or a few ulps because of float rounding; sleeping at least this long
 # guarantees progress (a fake clock advanced by the sleep always moves forward).
 _MIN_SLEEP_S = 1e-6
+
+
+class LimiterWaitTooLong(Exception):
+    """:meth:`SlidingWindowRateLimiter.acquire` would have to wait longer than its ``max_wait``."""
+
+    def __init__(self, wait_s: float, max_wait_s: float) -> None:
+        super().__init__(f"the next request slot is {wait_s:.1f}s away; only {max(max_wait_s, 0.0):.1f}s may be waited")
+        self.wait_s = wait_s
+        self.max_wait_s = max_wait_s
 
 
 class SlidingWindowRateLimiter:
@@ -105,13 +114,26 @@ class SlidingWindowRateLimiter:
 
     # ------------------------------------------------------------------ acquiring
 
-    def acquire(self) -> float:
-        """Block the calling thread until a request may be sent; return the grant time (clock value)."""
+    def acquire(self, max_wait: float | None = None) -> float:
+        """Block the calling thread until a request may be sent; return the grant time (clock value).
+
+        With ``max_wait`` (seconds), a wait that would exceed it in total is not started:
+        :class:`LimiterWaitTooLong` is raised instead (nothing is granted).
+        """
+        waited = 0.0
         while True:
             granted, value = self._try_grant()
             if granted:
                 return value
+            if max_wait is not None and waited + value > max_wait:
+                raise LimiterWaitTooLong(value, max_wait - waited)
             self._sleep(value)
+            waited += value
+
+    def pause(self, seconds: float) -> None:
+        """Sleep the calling thread only (a retry's back-off), with the limiter's sleep function."""
+        if seconds > 0:
+            self._sleep(seconds)
 
     async def acquire_async(self) -> float:
         """Wait (without blocking the event loop) until a request may be sent; return the grant time."""

@@ -61,7 +61,10 @@ Order states (Alpaca ``status`` -> :class:`~core.domain.OrderStatus`, see :data:
   -> ``CANCELED`` with a reason naming the replacement;
 * ``expired`` -> ``EXPIRED``; ``rejected`` -> ``REJECTED``.
 
-An unknown status raises :class:`BrokerError`. Status changes of known orders go through
+A status neither this table nor alpaca-py knows (Alpaca adds statuses; alpaca-py's enum would refuse the whole
+answer with a validation error) is read anyway and treated as a working order in doubt: ``SUBMITTED``
+(``PARTIALLY_FILLED`` / ``FILLED`` by ``filled_qty``, as ``calculated``), and the raw status is recorded in the
+order's reason (``alpaca status 'x' (unknown: treated as working)``) and logged. Status changes of known orders go through
 :meth:`Order.transition <core.domain.Order.transition>`, so an impossible one raises instead of being recorded.
 
 Polling (``sync``) and fills
@@ -97,12 +100,23 @@ new order in one step, so the position is never without a stop as it would be wi
 :meth:`~AlpacaBroker.order_by_client_id`, :meth:`~AlpacaBroker.market_clock` and
 :meth:`~AlpacaBroker.account_label`. The API keys never appear in messages, logs or reprs: error bodies are
 redacted and exceptions are raised ``from None`` so the SDK's raw error is not chained.
+
+Errors
+------
+Reads (``GET``) that meet a 5xx/408, a timeout or a connection error are retried by the HTTP layer
+(:mod:`utils.http`, ``transient_retries`` times with back-off), a 429 after the server's ``Retry-After`` (capped at
+``max_retry_after_s``), all within the iteration deadline (:mod:`utils.deadline`). What is still failing then raises
+:class:`~core.brokers.base.TemporaryBrokerError` (also a :class:`~utils.deadline.TemporaryError`: the iteration is
+recorded ``degraded``); 401 (and 403 on a read) raises :class:`~core.brokers.base.BrokerAuthError`.
+:meth:`AlpacaBroker.identify` reads the account at start-up and refuses (:class:`~core.brokers.base.BrokerModeMismatch`)
+a paper broker on a live account or a live broker on a paper account (paper account numbers start with ``PA``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
 import json
 import math
 import re
@@ -116,7 +130,9 @@ import requests
 from alpaca.common.enums import Sort
 from alpaca.common.exceptions import APIError
 from alpaca.trading.client import TradingClient
+from alpaca.common.utils import validate_uuid_id_param
 from alpaca.trading.enums import OrderClass, OrderSide, QueryOrderStatus, TimeInForce
+from alpaca.trading.enums import OrderStatus as SdkOrderStatus
 from alpaca.trading.models import Order as AlpacaOrder
 from alpaca.trading.models import Position as AlpacaPosition
 from alpaca.trading.requests import (
@@ -132,7 +148,14 @@ from alpaca.trading.requests import (
 )
 from loguru import logger
 
-from core.brokers.base import AccountState, BrokerError, SyncResult, TemporaryBrokerError
+from core.brokers.base import (
+    AccountState,
+    BrokerAuthError,
+    BrokerError,
+    BrokerModeMismatch,
+    SyncResult,
+    TemporaryBrokerError,
+)
 from core.domain import (
     CENT,
     PRICE_QUANTUM,
@@ -147,10 +170,11 @@ from core.domain import (
     Side,
     ensure_utc,
 )
-from utils.http import RequestLimiter, TimeoutAdapter, configure_alpaca_client
+from utils.http import DeadlineExceeded, RequestLimiter, TimeoutAdapter, configure_alpaca_client
 
 __all__ = [
     "ALPACA_STATUS_MAP",
+    "AccountIdentity",
     "AlpacaBroker",
     "MAX_CLIENT_ORDER_ID",
     "MarketClock",
@@ -204,11 +228,16 @@ ALPACA_STATUS_MAP: Mapping[str, OrderStatus] = MappingProxyType(
 
 
 def map_alpaca_status(status: str, filled_qty: Decimal, qty: Decimal | None) -> OrderStatus:
-    """The domain status of an Alpaca order (see the module docstring's table)."""
-    try:
-        mapped = ALPACA_STATUS_MAP[status]
-    except KeyError:
-        raise BrokerError(f"unknown Alpaca order status {status!r}") from None
+    """The domain status of an Alpaca order (see the module docstring's table).
+
+    A status not in :data:`ALPACA_STATUS_MAP` is a working order in doubt: ``SUBMITTED`` (``PARTIALLY_FILLED``, or
+    ``FILLED`` once ``filled_qty`` reaches ``qty``), never an error.
+    """
+    mapped = ALPACA_STATUS_MAP.get(status)
+    if mapped is None:
+        if qty is not None and filled_qty >= qty > 0:
+            return OrderStatus.FILLED
+        return OrderStatus.PARTIALLY_FILLED if filled_qty > 0 else OrderStatus.SUBMITTED
     if status == "calculated" and qty is not None and filled_qty >= qty > 0:
         return OrderStatus.FILLED
     if mapped is OrderStatus.SUBMITTED and filled_qty > 0:
@@ -252,6 +281,11 @@ def replacement_client_order_id(client_order_id: str) -> str:
     base, number = (matched["base"], int(matched["n"]) + 1) if matched else (client_order_id, 1)
     suffix = f"-r{number}"
     return _shorten(base, MAX_CLIENT_ORDER_ID - len(suffix)) + suffix
+
+
+def is_paper_account_number(number: str | None) -> bool:
+    """Alpaca's paper account numbers start with ``PA``; live ones do not."""
+    return (number or "").strip().upper().startswith("PA")
 
 
 def mask_account_number(number: str | None) -> str:
@@ -355,6 +389,86 @@ class _Applied:
     seen: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class AccountIdentity:
+    """What start-up needs to know about the account: its number (never printed whole), status and kind."""
+
+    number: str = field(repr=False)
+    status: str
+    currency: str
+    paper: bool
+
+    @property
+    def masked(self) -> str:
+        return mask_account_number(self.number)
+
+
+_SDK_STATUSES = frozenset(status.value for status in SdkOrderStatus)
+_UNKNOWN_STATUS_STANDIN = SdkOrderStatus.PENDING_NEW.value  # a working status alpaca-py accepts
+
+
+class _TradingClient(TradingClient):
+    """alpaca-py's ``TradingClient``, except that an order whose ``status`` its enum lacks is read, not refused.
+
+    alpaca-py validates every order against its ``OrderStatus`` enum, so one order in a status Alpaca added later
+    would make the whole listing (and every start-up) fail with a validation error. The order-returning methods
+    below do what the SDK's do (same requests) but put a stand-in working status in place of an unknown one and
+    remember the raw value by order id (:meth:`raw_status`).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._unknown: dict[str, str] = {}
+        self._unknown_lock = threading.Lock()
+
+    def raw_status(self, order: AlpacaOrder) -> str:
+        with self._unknown_lock:
+            unknown = self._unknown.get(str(order.id))
+        return unknown if unknown is not None else _enum_value(order.status)
+
+    def _tolerate(self, raw: Any) -> Any:
+        if isinstance(raw, dict):
+            status = raw.get("status")
+            with self._unknown_lock:
+                if isinstance(status, str) and status not in _SDK_STATUSES:
+                    self._unknown[str(raw.get("id"))] = status
+                    raw = {**raw, "status": _UNKNOWN_STATUS_STANDIN}
+                else:
+                    self._unknown.pop(str(raw.get("id")), None)
+            legs = raw.get("legs")
+            if isinstance(legs, list):
+                raw = {**raw, "legs": [self._tolerate(leg) for leg in legs]}
+        return raw
+
+    def _order(self, raw: Any) -> AlpacaOrder:
+        return AlpacaOrder(**self._tolerate(raw))
+
+    def submit_order(self, order_data: OrderRequest) -> AlpacaOrder:  # type: ignore[override]
+        return self._order(self.post("/orders", order_data.to_request_fields()))
+
+    def get_orders(self, filter: GetOrdersRequest | None = None) -> list[AlpacaOrder]:  # type: ignore[override]  # noqa: A002
+        params = filter.to_request_fields() if filter is not None else {}
+        if "symbols" in params and isinstance(params["symbols"], list):
+            params["symbols"] = ",".join(params["symbols"])
+        response = self.get("/orders", params)
+        if not isinstance(response, list):
+            raise ValueError(f"order listing is JSON {type(response).__name__}, expected an array")
+        return [self._order(item) for item in response]
+
+    def get_order_by_id(self, order_id: Any, filter: GetOrderByIdRequest | None = None) -> AlpacaOrder:  # type: ignore[override]  # noqa: A002
+        params = filter.to_request_fields() if filter is not None else {}
+        order_id = validate_uuid_id_param(order_id, "order_id")
+        return self._order(self.get(f"/orders/{order_id}", params))
+
+    def get_order_by_client_id(self, client_id: str) -> AlpacaOrder:  # type: ignore[override]
+        return self._order(self.get("/orders:by_client_order_id", {"client_order_id": client_id}))
+
+    def replace_order_by_id(self, order_id: Any, order_data: ReplaceOrderRequest | None = None) -> AlpacaOrder:  # type: ignore[override]
+        params = order_data.to_request_fields() if order_data is not None else {}
+        order_id = validate_uuid_id_param(order_id, "order_id")
+        return self._order(self.patch(f"/orders/{order_id}", params))
+
+
 # ====================================================================================== the broker
 
 
@@ -383,6 +497,7 @@ class AlpacaBroker:
         release_shares_on_exit: bool = True,
         retry_attempts: int = 3,
         max_retry_after_s: float = 60.0,
+        transient_retries: int = 2,
     ) -> None:
         if not isinstance(api_key, str) or not api_key or not isinstance(secret_key, str) or not secret_key:
             raise ValueError("api_key and secret_key must be non-empty strings")
@@ -401,7 +516,7 @@ class AlpacaBroker:
         self._order_lookup_attempts = order_lookup_attempts
         self._use_brackets = use_brackets
         self._release_shares_on_exit = release_shares_on_exit
-        self._client = TradingClient(api_key=api_key, secret_key=secret_key, paper=paper, url_override=url_override)
+        self._client = _TradingClient(api_key=api_key, secret_key=secret_key, paper=paper, url_override=url_override)
         self._adapter: TimeoutAdapter = configure_alpaca_client(
             self._client,
             timeout=self._timeout_s,
@@ -409,6 +524,7 @@ class AlpacaBroker:
             retry_attempts=retry_attempts,
             retry_codes=(429,),
             max_retry_after_s=max_retry_after_s,
+            transient_retries=transient_retries,
         )
         self._lock = asyncio.Lock()
         self._orders: dict[str, _Tracked] = {}  # by client order id
@@ -711,14 +827,37 @@ class AlpacaBroker:
             next_close=_utc(raw.next_close),  # type: ignore[arg-type]
         )
 
+    async def identify(self) -> AccountIdentity:
+        """Read the account and check that it is of this broker's mode (the paper guard's second half).
+
+        Raises :class:`BrokerModeMismatch` for a paper broker on a live account or a live broker on a paper account
+        (whatever URL led there); the message names no digit of the account number.
+        """
+        raw = await self._request("reading the account", self._client.get_account)
+        number = str(raw.account_number or "")
+        identity = AccountIdentity(
+            number=number, status=_enum_value(raw.status), currency=raw.currency or "USD", paper=is_paper_account_number(number)
+        )
+        if self._paper and not identity.paper:
+            raise BrokerModeMismatch(
+                f"{self.name}: TRADING_MODE=paper but the Alpaca account behind "
+                f"{'ALPACA_TRADING_URL' if self._url else 'the paper endpoint'} is a LIVE account (its number does not "
+                "start with PA); refusing to start"
+            )
+        if not self._paper and identity.paper:
+            raise BrokerModeMismatch(
+                f"{self.name}: TRADING_MODE=live but the Alpaca account behind "
+                f"{'ALPACA_TRADING_URL' if self._url else 'the live endpoint'} is a paper account; refusing to start"
+            )
+        return identity
+
     async def account_label(self) -> str:
         """One line for start-up: broker name, paper/LIVE, masked account number, status."""
-        raw = await self._request("reading the account", self._client.get_account)
+        return self.label(await self.identify())
+
+    def label(self, identity: AccountIdentity) -> str:
         mode = "paper" if self._paper else "LIVE"
-        return (
-            f"{self.name}: {mode} account {mask_account_number(raw.account_number)} "
-            f"(status {_enum_value(raw.status)}, {raw.currency or 'USD'})"
-        )
+        return f"{self.name}: {mode} account {identity.masked} (status {identity.status}, {identity.currency})"
 
     # ------------------------------------------------------------------ submission internals
 
@@ -1024,7 +1163,7 @@ class AlpacaBroker:
         qty = _decimal(raw.qty)
         filled = _decimal(raw.filled_qty) or _ZERO
         average = _decimal(raw.filled_avg_price)
-        alpaca_status = _enum_value(raw.status)
+        alpaca_status = self._client.raw_status(raw)
         status = map_alpaca_status(alpaca_status, filled, qty)
         updated_at = _utc(raw.updated_at) or ensure_utc(self._clock(), "clock()")
         origin = self._origins.get(client_order_id, _Origin())
@@ -1096,7 +1235,7 @@ class AlpacaBroker:
         else:
             previous = current
             order = current.order
-            if suffix and order.status is not status:
+            if suffix and (order.status is not status or alpaca_status not in ALPACA_STATUS_MAP) and suffix not in order.reason:
                 changes["reason"] = f"{order.reason}; {suffix}" if order.reason else suffix
             if order.status is not status:
                 order = order.transition(status, updated_at, **changes)
@@ -1158,6 +1297,14 @@ class AlpacaBroker:
             return f"replaced by {self._by_broker_id.get(replaced_by, replaced_by)}"
         if alpaca_status in ("canceled", "expired", "rejected"):
             return f"alpaca: {alpaca_status}"
+        if alpaca_status not in ALPACA_STATUS_MAP:
+            logger.warning(
+                "{}: order {} has an Alpaca status this version does not know ({!r}); treated as a working order",
+                self.name,
+                raw.client_order_id,
+                alpaca_status[:40],
+            )
+            return f"alpaca status {alpaca_status[:40]!r} (unknown: treated as working)"
         return ""
 
     @staticmethod
@@ -1286,6 +1433,8 @@ class AlpacaBroker:
         except APIError as exc:
             if missing_ok and exc.status_code == 404:
                 return None
+            if exc.status_code == 403:
+                raise BrokerAuthError(f"{self.name}: {what} failed: HTTP 403 (the API keys are not allowed to)", 403) from None
             raise self._api_failure(exc, what) from None
         except requests.RequestException as exc:
             raise TemporaryBrokerError(f"{self.name}: {what} failed: {self._transport_text(exc)}") from None
@@ -1300,6 +1449,8 @@ class AlpacaBroker:
         return None
 
     def _transport_text(self, exc: requests.RequestException) -> str:
+        if isinstance(exc, DeadlineExceeded):
+            return self._redact(str(exc))[:_MAX_DETAIL]
         if isinstance(exc, requests.Timeout):
             return f"no answer within {self._timeout_s:g}s"
         if isinstance(exc, requests.ConnectionError):
@@ -1312,6 +1463,8 @@ class AlpacaBroker:
         text = f"{self.name}: {what} failed: HTTP {status}" + (f": {detail}" if detail else "")
         if status is None or status == 429 or status == 408 or status >= 500:
             return TemporaryBrokerError(text)
+        if status == 401:
+            return BrokerAuthError(f"{self.name}: {what} failed: HTTP 401 (Alpaca rejected the API keys)", 401)
         return BrokerError(text)
 
     def _detail(self, exc: APIError) -> str:

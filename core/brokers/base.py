@@ -14,14 +14,28 @@ from decimal import Decimal
 from typing import Mapping, Protocol, Sequence, runtime_checkable
 
 from core.domain import BarsBatch, Fill, Order, OrderIntent, Position
+from utils.deadline import TemporaryError
 
 
 class BrokerError(Exception):
     """Permanent broker failure (rejected order, bad request). Not retried."""
 
 
-class TemporaryBrokerError(BrokerError):
-    """Transient broker failure (timeout, 5xx, 429). Safe to retry after looking the order up by client id."""
+class TemporaryBrokerError(BrokerError, TemporaryError):
+    """Transient broker failure (timeout, 5xx, 429, connection error, the iteration deadline), after the retries.
+    Safe to retry later after looking the order up by client id; an iteration that meets it is ``degraded``."""
+
+
+class BrokerAuthError(BrokerError):
+    """The broker refused the API keys (HTTP 401, or 403 on a read): a configuration problem, not retried."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class BrokerModeMismatch(BrokerError):
+    """The account behind the configured endpoint is not of the configured trading mode (paper vs live)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,9 +5,12 @@ that need data (alpaca-py follows ``next_page_token`` itself, so a large answer 
 cache, symbols whose cached bars already reach the last session on or before ``end`` are not requested at all, and
 the others are requested from the earliest date any of them is missing; the answer is merged into the cache.
 
-Failures are translated at this edge. A failure of the whole request (HTTP 429 after the retries, 5xx, 4xx,
-timeouts, connection errors, empty or malformed bodies) puts every requested symbol in ``errors`` with the reason,
-so a fallback chain can take over; it does not raise. Unknown exceptions (programming errors, a failing cache)
+Failures are translated at this edge. HTTP 5xx/408 answers, timeouts and connection errors are retried
+(``transient_retries`` times, with back-off) and 429s after the server's ``Retry-After``, all within the iteration
+deadline (:mod:`utils.http`, :mod:`utils.deadline`). A failure of the whole request that outlives them (or a 4xx,
+an empty or malformed body) puts every requested symbol in ``errors`` with the reason, so a fallback chain can take
+over; it does not raise. A transient one (429, 5xx, 408, timeout, connection, deadline) is also noted as the
+iteration's degraded reason. Unknown exceptions (programming errors, a failing cache)
 propagate. Credentials never appear in reasons, logs or reprs.
 
 Every HTTP request, retries included, first takes a slot from the account's shared rate limiter; a 429 pauses
@@ -35,7 +38,8 @@ from loguru import logger
 from core.data.base import DataError, ProviderResult
 from core.data.quotes import Quote, QuotesResult
 from core.domain import BAR_COLUMNS, ensure_utc
-from utils.http import InvalidResponseBody, RequestLimiter, TimeoutAdapter, configure_alpaca_client
+from utils.deadline import note_degraded
+from utils.http import DeadlineExceeded, InvalidResponseBody, RequestLimiter, TimeoutAdapter, configure_alpaca_client
 
 __all__ = ["AlpacaBarProvider", "BarCache", "is_weekday", "normalise_alpaca_bars"]
 
@@ -135,6 +139,7 @@ class AlpacaBarProvider:
         retry_attempts: int = 3,
         max_retry_after_s: float = 60.0,
         wall_clock: Callable[[], float] = time.time,
+        transient_retries: int = 2,
     ) -> None:
         if not isinstance(api_key, str) or not api_key or not isinstance(secret_key, str) or not secret_key:
             raise ValueError("api_key and secret_key must be non-empty strings")
@@ -172,6 +177,7 @@ class AlpacaBarProvider:
             require_json_object=True,
             max_retry_after_s=max_retry_after_s,
             wall_clock=wall_clock,
+            transient_retries=transient_retries,
         )
 
     # ------------------------------------------------------------------ public
@@ -238,7 +244,7 @@ class AlpacaBarProvider:
             return QuotesResult(source=self.name)
         request = StockLatestQuoteRequest(symbol_or_symbols=wanted, feed=self._feed)
         logger.debug("{}: requesting the latest quotes of {} symbol(s)", self.name, len(wanted))
-        raw, failure = self._call(self._client.get_stock_latest_quote, request, "quotes")
+        raw, failure, _transient = self._call(self._client.get_stock_latest_quote, request, "quotes")
         if failure is not None:
             logger.warning("{}: latest-quote request for {} symbol(s) failed: {}", self.name, len(wanted), failure)
             return QuotesResult(error=failure, source=self.name)
@@ -319,9 +325,11 @@ class AlpacaBarProvider:
             feed=self._feed,
             adjustment=self._adjustment,
         )
-        raw, failure = self._get_bars(request)
+        raw, failure, transient = self._get_bars(request)
         if failure is not None:
             logger.warning("{}: bars request for {} symbol(s) failed: {}", self.name, len(symbols), failure)
+            if transient:
+                note_degraded(f"market data unavailable: {failure}")
             for symbol in symbols:
                 errors[symbol] = failure
             return
@@ -342,30 +350,35 @@ class AlpacaBarProvider:
                 self._requested_from[symbol] = first if previous is None else min(previous, first)
             frames[symbol] = frame
 
-    def _get_bars(self, request: StockBarsRequest) -> tuple[dict[str, list] | None, str | None]:
-        """Run the request; return ``(raw_bars, None)`` or ``(None, reason)`` for an HTTP-level failure."""
+    def _get_bars(self, request: StockBarsRequest) -> tuple[dict[str, list] | None, str | None, bool]:
+        """Run the request; return ``(raw_bars, None, False)`` or ``(None, reason, transient)`` for an HTTP-level
+        failure (``transient``: 429, 5xx, 408, timeout, connection error or the deadline)."""
         return self._call(self._client.get_stock_bars, request, "bars")
 
-    def _call(self, method: Callable[[object], object], request: object, what: str) -> tuple[dict | None, str | None]:
-        """Run one alpaca-py data request; ``(raw, None)`` or ``(None, reason)`` for an HTTP-level failure."""
+    def _call(self, method: Callable[[object], object], request: object, what: str) -> tuple[dict | None, str | None, bool]:
+        """Run one alpaca-py data request; ``(raw, None, False)`` or ``(None, reason, transient)`` for an HTTP-level
+        failure."""
         try:
             raw = method(request)
+        except DeadlineExceeded as exc:
+            return None, f"{self.name}: {self._redact(str(exc))[:_MAX_REASON_DETAIL]}", True
         except requests.Timeout:
-            return None, f"{self.name}: request timed out (timeout {self._timeout_s:g}s)"
+            return None, f"{self.name}: request timed out (timeout {self._timeout_s:g}s)", True
         except InvalidResponseBody as exc:
-            return None, f"{self.name}: {self._redact(str(exc))}"
+            return None, f"{self.name}: {self._redact(str(exc))}", False
         except requests.ConnectionError as exc:
-            return None, f"{self.name}: connection failed ({type(exc).__name__})"
+            return None, f"{self.name}: connection failed ({type(exc).__name__})", True
         except requests.RequestException as exc:
-            return None, f"{self.name}: HTTP transport error ({type(exc).__name__})"
+            return None, f"{self.name}: HTTP transport error ({type(exc).__name__})", True
         except APIError as exc:
-            return None, self._describe_api_error(exc)
+            status = exc.status_code
+            return None, self._describe_api_error(exc), status is None or status in (408, 429) or status >= 500
         except ValueError as exc:
             # alpaca-py's own check of a 2xx body's shape ("does not match any known keys").
-            return None, f"{self.name}: unexpected response shape ({self._redact(str(exc))[:_MAX_REASON_DETAIL]})"
+            return None, f"{self.name}: unexpected response shape ({self._redact(str(exc))[:_MAX_REASON_DETAIL]})", False
         if not isinstance(raw, dict):
-            return None, f"{self.name}: unexpected response shape ({what} are {type(raw).__name__})"
-        return raw, None
+            return None, f"{self.name}: unexpected response shape ({what} are {type(raw).__name__})", False
+        return raw, None, False
 
     def _describe_api_error(self, exc: APIError) -> str:
         status = exc.status_code

@@ -155,7 +155,7 @@ async def test_spread_rule_when_the_quote_request_fails_then_entries_are_refused
     fake_quotes, quote_source: AlpacaBarProvider
 ) -> None:
     server, _ = fake_quotes
-    server.script("GET", QUOTES_LATEST_PATH, server_error(500))
+    server.script("GET", QUOTES_LATEST_PATH, *[server_error(500)] * 3)  # a 5xx is retried twice, then it fails
     approved, denied, _ = await _decide(_agent(RiskLimits(max_correlation=1.0), quotes=quote_source), ["IWM"])
 
     assert approved == {}

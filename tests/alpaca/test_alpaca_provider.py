@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from core.data.alpaca import AlpacaBarProvider, normalise_alpaca_bars
+from utils.deadline import deadline_scope
 from core.data.base import BarProvider, DataError
 from tests.alpaca.conftest import FakeTime, MemoryBarCache
 from tests.fakes.alpaca_server import (
@@ -223,14 +224,28 @@ def test_history_when_server_answers_an_error_then_every_symbol_errors_and_nothi
     fragment: str,
 ) -> None:
     load_bars(bars_endpoint, SYMBOLS)
-    fake_alpaca.script("GET", BARS_PATH, reply)
+    transient = reply.status >= 500
+    fake_alpaca.script("GET", BARS_PATH, *[reply] * (3 if transient else 1))
 
     result = make_provider().history(SYMBOLS, END, START)
 
     assert dict(result.frames) == {}
     assert set(result.errors) == set(SYMBOLS)
     assert all(fragment in reason for reason in result.errors.values()), result.errors
-    assert len(bars_requests(fake_alpaca)) == 1  # errors other than 429 are not retried
+    assert len(bars_requests(fake_alpaca)) == (3 if transient else 1)  # 5xx: the first attempt and 2 retries; 4xx: none
+
+
+def test_history_when_a_5xx_passes_then_the_retry_serves_the_bars(
+    fake_alpaca: FakeAlpacaServer, bars_endpoint: StockBarsEndpoint, make_provider: ProviderFactory, fake_time: FakeTime
+) -> None:
+    load_bars(bars_endpoint, SYMBOLS)
+    fake_alpaca.script("GET", BARS_PATH, server_error(500), Hang(0.0))
+
+    result = make_provider().history(SYMBOLS, END, START)
+
+    assert result.errors == {} and set(result.frames) == set(SYMBOLS)
+    assert len(bars_requests(fake_alpaca)) == 3
+    assert fake_time.sleeps == [pytest.approx(0.5), pytest.approx(1.0)]  # capped exponential back-off, in the limiter
 
 
 def test_history_when_server_hangs_then_the_timeout_cuts_it(
@@ -238,7 +253,7 @@ def test_history_when_server_hangs_then_the_timeout_cuts_it(
 ) -> None:
     # Without a timeout the fake would drop the connection after 10 s: a connection error, not a timeout.
     load_bars(bars_endpoint, SYMBOLS)
-    fake_alpaca.script("GET", BARS_PATH, Hang(10.0))
+    fake_alpaca.script("GET", BARS_PATH, *[Hang(10.0)] * 3)
 
     result = make_provider(timeout_s=0.5).history(SYMBOLS, END, START)
 
@@ -250,7 +265,7 @@ def test_history_when_server_drops_the_connection_then_every_symbol_errors(
     fake_alpaca: FakeAlpacaServer, bars_endpoint: StockBarsEndpoint, make_provider: ProviderFactory
 ) -> None:
     load_bars(bars_endpoint, SYMBOLS)
-    fake_alpaca.script("GET", BARS_PATH, Hang(0.0))
+    fake_alpaca.script("GET", BARS_PATH, *[Hang(0.0)] * 3)
 
     result = make_provider().history(SYMBOLS, END, START)
 
@@ -502,7 +517,7 @@ def test_history_when_the_refresh_fails_then_errors_and_the_cache_is_kept(
     load_bars(bars_endpoint, ["AAPL"])
     provider = make_provider(cache=bar_cache)
     provider.history(["AAPL"], datetime(2024, 3, 15, 22, 0, tzinfo=UTC), START)
-    fake_alpaca.script("GET", BARS_PATH, server_error(500))
+    fake_alpaca.script("GET", BARS_PATH, *[server_error(500)] * 3)
 
     failed = provider.history(["AAPL"], END, START)
     recovered = provider.history(["AAPL"], END, START)
@@ -551,3 +566,18 @@ def test_history_with_the_market_calendar_then_no_request_on_an_exchange_holiday
     assert result.errors == {}
     for symbol in ("AAPL", "MSFT"):
         pd.testing.assert_frame_equal(result.frames[symbol], expected_frame(symbol, sessions), check_freq=False)
+
+
+def test_history_when_429_asks_for_an_hour_inside_a_deadline_then_errors_at_once_and_the_iteration_is_degraded(
+    fake_alpaca: FakeAlpacaServer, bars_endpoint: StockBarsEndpoint, make_provider: ProviderFactory, fake_time: FakeTime
+) -> None:
+    load_bars(bars_endpoint, SYMBOLS)
+    fake_alpaca.script("GET", BARS_PATH, *[too_many_requests(retry_after=3600)] * 4)
+
+    with deadline_scope(5.0) as deadline:
+        result = make_provider().history(SYMBOLS, END, START)
+
+    assert set(result.errors) == set(SYMBOLS)
+    assert all("deadline" in reason for reason in result.errors.values()), result.errors
+    assert len(bars_requests(fake_alpaca)) == 1 and fake_time.sleeps == []  # no wait beyond the deadline was started
+    assert len(deadline.notes) == 1 and deadline.notes[0].startswith("market data unavailable: alpaca:")

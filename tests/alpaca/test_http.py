@@ -14,7 +14,9 @@ from alpaca.trading.client import TradingClient
 
 from tests.alpaca.conftest import FakeTime
 from tests.fakes.alpaca_server import FakeAlpacaServer, Hang, Reply, empty_body, malformed_json, too_many_requests
+from utils.deadline import TemporaryError, deadline_scope
 from utils.http import (
+    DeadlineExceeded,
     InvalidResponseBody,
     TimeoutAdapter,
     configure_alpaca_client,
@@ -217,3 +219,32 @@ def test_configure_alpaca_client_when_not_an_sdk_client_then_raises_type_error(f
 
     with pytest.raises(TypeError, match="RESTClient"):
         configure_alpaca_client(NotAClient(), timeout=1.0, limiter=fake_limiter(fake_time))
+
+
+def test_send_when_the_url_carries_credentials_then_messages_name_the_host_only(
+    plain_server: FakeAlpacaServer, session: requests.Session
+) -> None:
+    install_timeouts(session, 2.0)
+    url = plain_server.base_url.replace("http://", "http://proxyuser:proxyPass-991@") + PATH
+
+    with deadline_scope(1.0) as scope:
+        scope.expires_at = scope.monotonic()  # the deadline has passed: nothing is sent
+        with pytest.raises(DeadlineExceeded) as caught:
+            session.get(url)
+
+    assert "proxyPass-991" not in str(caught.value) and "proxyuser" not in str(caught.value)
+    assert f"{plain_server.base_url}{PATH}" in str(caught.value)
+    assert isinstance(caught.value, TemporaryError) and plain_server.requests == []
+
+
+def test_send_when_a_get_meets_a_5xx_and_the_deadline_leaves_no_time_then_the_failure_is_returned_without_waiting(
+    plain_server: FakeAlpacaServer, session: requests.Session, fake_time: FakeTime
+) -> None:
+    install_timeouts(session, 2.0, limiter=fake_limiter(fake_time), transient_retries=2, backoff_s=5.0)
+    plain_server.script("GET", PATH, Reply(503, json={"message": "busy"}))
+
+    with deadline_scope(3.0):
+        response = session.get(plain_server.base_url + PATH)
+
+    assert response.status_code == 503  # a 5 s back-off does not fit in the 3 s left: no retry
+    assert fake_time.sleeps == [] and len(plain_server.requests_to("GET", PATH)) == 1

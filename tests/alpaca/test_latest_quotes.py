@@ -34,7 +34,7 @@ def test_latest_quotes_when_several_symbols_then_one_request_and_bid_ask_time_pe
 
 
 def test_latest_quotes_when_the_server_fails_then_an_error_naming_the_status_without_the_secret(fake_alpaca, quotes_endpoint, make_provider) -> None:
-    fake_alpaca.script("GET", QUOTES_LATEST_PATH, server_error(500, f"upstream down {SECRET_KEY}"))
+    fake_alpaca.script("GET", QUOTES_LATEST_PATH, *[server_error(500, f"upstream down {SECRET_KEY}")] * 3)  # a 5xx is retried twice
     result = make_provider().latest_quotes(["AAPL"])
 
     assert result.quotes == {} and result.error is not None

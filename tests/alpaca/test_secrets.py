@@ -66,7 +66,7 @@ def test_errors_logs_and_reprs_never_contain_the_credentials(
     captured_logs: list[str],
 ) -> None:
     bars_endpoint.add_bars("AAPL", synthetic_daily_bars("AAPL", date(2024, 1, 2), date(2024, 3, 29)))
-    provider = make_provider(timeout_s=0.5, retry_attempts=1)
+    provider = make_provider(timeout_s=0.5, retry_attempts=1, transient_retries=0)
     fake_alpaca.script(
         "GET",
         BARS_PATH,

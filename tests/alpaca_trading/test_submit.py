@@ -233,7 +233,7 @@ async def test_submit_when_lookup_after_a_lost_answer_also_fails_then_no_blind_r
     make_broker: Callable[..., AlpacaBroker], alpaca: FakeTradingApi, server: FakeAlpacaServer
 ) -> None:
     alpaca.accept_then(server_error(502))
-    alpaca.fail_next("GET", ORDER_BY_CLIENT_ID_PATH, status=500)
+    alpaca.fail_next("GET", ORDER_BY_CLIENT_ID_PATH, status=500, times=3)  # the lookup and its 2 retries
     broker = make_broker()
 
     with pytest.raises(TemporaryBrokerError, match="looking up"):

@@ -196,8 +196,13 @@ _GRIDS = """() => [...document.querySelectorAll('[data-testid=stDataFrame]')].ma
 
 
 def _grid(page: Any, *headers: str) -> dict[str, Any]:
-    """The data grid whose headers include ``headers``."""
-    grids = [g for g in page.evaluate(_GRIDS) if set(headers) <= set(g["headers"])]
+    """The data grid whose headers include ``headers`` (waiting up to 15 s for the canvas grids to draw them: on a
+    loaded machine they come after the rest of the page)."""
+    for _ in range(60):
+        grids = [g for g in page.evaluate(_GRIDS) if set(headers) <= set(g["headers"])]
+        if grids:
+            break
+        page.wait_for_timeout(250)
     assert len(grids) == 1, (headers, page.evaluate(_GRIDS))
     return grids[0]  # type: ignore[no-any-return]
 
