@@ -31,8 +31,20 @@ class IterationOutcome:
 
 
 class Orchestrator:
-    def __init__(self, *, bus: EventBus, clock: Clock, audit: AuditAgent, execution: ExecutionAgent, run_id: str) -> None:
+    def __init__(
+        self,
+        *,
+        bus: EventBus,
+        clock: Clock,
+        audit: AuditAgent,
+        execution: ExecutionAgent,
+        run_id: str,
+        guard: Callable[[], None] | None = None,
+    ) -> None:
+        """``guard``: called before every iteration, before the Data stage; an exception it raises (the daemon's lock
+        was lost) propagates and no iteration starts."""
         self.bus = bus
+        self._guard = guard
         self.clock = clock
         self._audit = audit
         self._execution = execution
@@ -44,6 +56,8 @@ class Orchestrator:
         return f"{self.run_id}-{seq:06d}"
 
     async def run_iteration(self) -> IterationOutcome:
+        if self._guard is not None:
+            self._guard()
         self.seq += 1
         seq = self.seq
         as_of = self.clock.now()

@@ -62,7 +62,7 @@ def test_equity_drawdown_halts_trading_for_the_rest_of_the_run(tmp_path: Path, m
 
 
 def _daemon_once(url: str) -> int:
-    return main.main(["run", "--offline", "--once", "--db", url])
+    return main.main(["run", "--offline", "--once", "--create-db", "--db", url])
 
 
 def test_halted_state_survives_a_restart_until_a_manual_reset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
