@@ -378,7 +378,7 @@ def _health(settings: Settings, as_json: bool) -> int:
 
 def _reset(settings: Settings, reason: str) -> int:
     """Reset the daemon's trading state to ACTIVE; refused while a daemon holds the database."""
-    engine = open_database(settings.database_url)
+    engine = open_database(settings.database_url, create=False)  # a mistyped path is an error, not a new database
     lock = DaemonLock(engine)
     try:
         try:
