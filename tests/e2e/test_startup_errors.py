@@ -180,3 +180,17 @@ def test_replay_when_data_provider_is_synthetic_then_it_runs(tmp_path: Path) -> 
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Done: 41 iterations" in done.stdout
+
+
+def test_query_trades_when_the_database_is_a_sqlite_uri_then_it_reads_it_and_a_missing_one_is_not_created(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from scripts import query_trades
+
+    db = tmp_path / "q.db"
+    open_database(f"sqlite:///{db}").dispose()
+    assert query_trades.main(["runs", "--db", f"sqlite:///file:{db}?mode=ro&uri=true"]) == 0
+    missing = tmp_path / "typo" / "q.db"
+    assert query_trades.main(["runs", "--db", f"sqlite:///file:{missing}?uri=true"]) == 3
+    assert str(missing) in _one_line_error(capsys.readouterr().err)
+    assert not missing.parent.exists()
