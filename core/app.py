@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 from loguru import logger
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from agents.audit_agent import AuditAgent, summarize
 from agents.data_agent import DataAgent
@@ -262,7 +263,10 @@ def lock_guard(lock: DaemonLock, repository: Repository, run_id: str, wall: Cloc
         except DaemonLockLost as exc:
             logger.error("{}", exc)
             event = {"name": "daemon_lock", "from_state": "held", "to_state": "lost", "reason": str(exc), "at": wall.now()}
-            repository.record_breaker_events(run_id, [event])
+            try:
+                repository.record_breaker_events(run_id, [event])
+            except SQLAlchemyError as db_error:  # the lock loss is what stops the daemon; say the record failed too
+                logger.error("could not record the lost daemon lock: {}", str(db_error).splitlines()[0])
             raise
         if note is not None:
             logger.warning("{}", note)

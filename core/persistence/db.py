@@ -230,29 +230,43 @@ def _first_line(exc: BaseException) -> str:
 # symbolic or hard link, a ``file:`` URI) meets the same lock. SQLite locks with POSIX ``fcntl`` locks, which on Linux
 # are independent of ``flock``. POSIX locks have one trap: closing *any* descriptor of a file drops every POSIX lock the
 # process holds on it (SQLite's own included). So the descriptor used for ``flock`` is opened once per file and process
-# and closed only when no other descriptor of this process refers to the file (no SQLite connection is open on it).
+# and closed only once unlocked and no other descriptor of this process refers to the file (no SQLite connection is
+# open on it): at release, or at a later acquire.
 
 _FILE_LOCKS = threading.Lock()
 _FILE_FDS: dict[tuple[int, int], int] = {}
 _FILES_HELD: set[tuple[int, int]] = set()
 
 
-def _other_descriptors(fd: int, key: tuple[int, int]) -> bool | None:
-    """Whether another descriptor of this process refers to the file ``key`` (``None``: cannot tell)."""
+def _open_files() -> dict[tuple[int, int], int] | None:
+    """How many descriptors of this process refer to each (device, inode) (``None``: cannot tell, no ``/proc``)."""
     try:
         entries = os.listdir("/proc/self/fd")
     except OSError:
         return None
+    counts: dict[tuple[int, int], int] = {}
     for entry in entries:
-        if not entry.isdigit() or int(entry) == fd:
-            continue
         try:
             st = os.stat(f"/proc/self/fd/{entry}")
         except OSError:
             continue  # closed meanwhile (the listing's own descriptor, among others)
-        if (st.st_dev, st.st_ino) == key:
-            return True
-    return False
+        key = (st.st_dev, st.st_ino)
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def _close_idle_descriptors() -> None:
+    """Close the lock descriptors of files not locked now and opened by nothing else in this process (no SQLite
+    connection could lose its locks). Called with ``_FILE_LOCKS`` held."""
+    idle = [key for key in _FILE_FDS if key not in _FILES_HELD]
+    if not idle:
+        return
+    counts = _open_files()
+    if counts is None:
+        return  # cannot tell: keep them open (one descriptor per database file, reused by the next acquire)
+    for key in idle:
+        if counts.get(key, 0) <= 1:
+            os.close(_FILE_FDS.pop(key))
 
 
 class DaemonLock:
@@ -303,9 +317,13 @@ class DaemonLock:
         with _FILE_LOCKS:
             if key in _FILES_HELD:
                 raise self._refused(f"this process already holds the lock of {real}")
+            _close_idle_descriptors()
             fd = _FILE_FDS.get(key)
             if fd is None:
-                fd = os.open(real, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    fd = os.open(real, os.O_RDONLY | os.O_CLOEXEC)
+                except OSError as exc:
+                    raise DatabaseUnavailable(f"cannot open {real} to lock it: {exc.strerror or exc}") from None
                 opened = os.fstat(fd)
                 if (opened.st_dev, opened.st_ino) != key:  # replaced between stat and open: lock what was opened
                     key = (opened.st_dev, opened.st_ino)
@@ -327,9 +345,7 @@ class DaemonLock:
             if fd is None:
                 return
             fcntl.flock(fd, fcntl.LOCK_UN)
-            if _other_descriptors(fd, key) is False:  # no SQLite connection of ours is open on the file: safe to close
-                os.close(fd)
-                del _FILE_FDS[key]
+            _close_idle_descriptors()
 
     def _verify_file(self) -> None:
         assert self._file is not None

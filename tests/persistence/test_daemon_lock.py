@@ -266,3 +266,28 @@ def test_start_when_runs_were_left_running_by_a_killed_process_then_they_are_mar
     old = runs.pop("daemon-old")
     assert old.status == "killed" and old.finished_at is not None and old.finished_at >= before
     assert [r.status for r in runs.values()] == ["finished"]
+
+
+def test_lock_release_when_a_sqlite_connection_of_this_process_is_open_then_its_own_locks_survive(tmp_path: Path) -> None:
+    """The lock's descriptor is on the database file itself; closing it would drop every POSIX lock this process holds
+    on the file (SQLite's included). Taking and releasing the lock beside an open connection must leave those intact."""
+    from sqlalchemy import text
+
+    db = tmp_path / "p.db"
+    engine = open_database(f"sqlite:///{db}")
+    inode = os.stat(db).st_ino
+
+    def posix_locks() -> list[str]:
+        with open("/proc/locks") as f:
+            return [" ".join(line.split()[1:3] + line.split()[5:]) for line in f if f":{inode} " in line and line.split()[4] == str(os.getpid()) and "POSIX" in line]
+
+    with engine.connect() as connection:
+        connection.execute(text("SELECT count(*) FROM runs")).scalar()  # a WAL reader keeps a shared lock on the file
+        before = posix_locks()
+        assert before
+        for _ in range(3):
+            lock = DaemonLock(open_database(f"sqlite:///{db}"))
+            lock.acquire()
+            lock.release()
+        assert posix_locks() == before
+    engine.dispose()
