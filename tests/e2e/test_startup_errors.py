@@ -194,3 +194,40 @@ def test_query_trades_when_the_database_is_a_sqlite_uri_then_it_reads_it_and_a_m
     assert query_trades.main(["runs", "--db", f"sqlite:///file:{missing}?uri=true"]) == 3
     assert str(missing) in _one_line_error(capsys.readouterr().err)
     assert not missing.parent.exists()
+
+
+@pytest.mark.postgres
+def test_running_daemon_when_its_database_becomes_unavailable_between_iterations_then_one_line_and_exit_3(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """After the first iteration every session of the daemon is ended and the database refuses new ones: at its next
+    wake-up the daemon cannot confirm its lock, and stops before the iteration with one line, exit 3."""
+    import time
+
+    from sqlalchemy.engine import make_url
+
+    name = make_url(postgres_url).database
+    open_database(postgres_url).dispose()
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "SCHEDULE", "LOOP_INTERVAL_SECONDS")}
+    env.update(DATA_PROVIDER="synthetic", SCHEDULE="interval", LOOP_INTERVAL_SECONDS="5", LOG_DIR=str(tmp_path / "logs"), DATABASE_URL=postgres_url)
+    proc = subprocess.Popen([sys.executable, "main.py", "run", "--offline", "--iterations", "50"], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        engine = create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://"))
+        for _ in range(1200):  # wait for the first iteration (start-up included)
+            with Session(engine) as s:
+                if proc.poll() is not None or (s.scalar(select(func.count()).select_from(Iteration)) or 0) >= 1:
+                    break
+            time.sleep(0.1)
+        engine.dispose()
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        with psycopg.connect(postgres_url, dbname="postgres", autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 3, err[-3000:]
+    line = _one_line_error(err)
+    assert name in line and "not currently accepting connections" in line
