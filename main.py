@@ -32,6 +32,7 @@ from core.data.base import BarProvider
 from core.clock import LiveClock, SimulatedClock
 from core.orchestrator import IterationOutcome, PersistenceFailure, run_live, run_replay
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from agents.risk_agent import TRADING_STATE_EVENT, RiskAgent
 from core.calendar import EASTERN
@@ -39,12 +40,23 @@ from core.risk import TradingState, describe_episode, sessions_in, trading_episo
 from core.brokers.base import BrokerAuthError, BrokerError, BrokerModeMismatch
 from utils.deadline import deadline_scope
 from core.backtest.cli import add_backtest_parser, run_backtest_command
-from core.persistence.db import DaemonAlreadyRunning, DaemonLock, DatabaseUnavailable, open_database, safe_url
+from core.persistence.db import (
+    DaemonAlreadyRunning,
+    DaemonLock,
+    DaemonLockLost,
+    DatabaseMissing,
+    DatabaseUnavailable,
+    InvalidDatabaseUrl,
+    is_in_memory,
+    open_database,
+    safe_url,
+)
 from core.persistence.models import BreakerEventRow, DecisionRow, EquitySnapshotRow, FillRow, Run
 from core.persistence.repository import Repository
 from core.health import health_report, schedule_for  # noqa: F401  (main.health_report is public API)
 from utils.cli import install_stop_handlers, iso_date
 from utils.logging import configure_logging
+from loguru import logger
 
 COMMANDS = ("run", "replay", "demo", "backtest", "strategies", "status", "health", "reset", "dashboard")
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_DB, EXIT_LOCKED, EXIT_PERSIST = 0, 1, 2, 3, 4, 5
@@ -75,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--iterations", type=int, metavar="N", help="run N iterations and exit")
     run.add_argument("--offline", action="store_true", help="configured offline data provider + simulated broker")
     run.add_argument("--confirm-live", metavar="ACCOUNT", help="live trading only: the whole account number")
+    run.add_argument("--create-db", action="store_true", help="start a new, empty ledger when the SQLite file DATABASE_URL names does not exist")
 
     for name, help_text in (("replay", "replay a date range of the data through the simulated clock and broker"),
                             ("demo", "replay the last two years of the bundled data")):
@@ -106,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _replay_range(app_settings: Settings, provider: BarProvider, start: date | None, end: date | None) -> tuple[date, date]:
-    probe = provider.history(app_settings.symbols, end=datetime(2100, 1, 1, tzinfo=UTC))
+    # every bar up to now (a far-future end would take the synthetic provider past the exchange calendar's range)
+    probe = provider.history(app_settings.symbols, end=LiveClock().now())
     if not probe.frames:
         raise SettingsError(f"DATA_DIR: no usable bars for {', '.join(app_settings.symbols)}: {dict(probe.errors)}")
     last = max(f.index[-1] for f in probe.frames.values()).date()
@@ -150,13 +164,13 @@ async def _replay(
         status = "failed"
         raise
     finally:
-        app.close(status)
+        _close(app, status)
     return app, outcomes, time.perf_counter() - started
 
 
 def _buy_and_hold(provider: BarProvider, symbol: str, first: date, last: date) -> float | None:
     """The benchmark's return from its close on ``first`` (or the last close before) to ``last`` (None: no bars)."""
-    found = provider.history([symbol], end=datetime(2100, 1, 1, tzinfo=UTC))
+    found = provider.history([symbol], end=datetime.combine(last + timedelta(days=1), datetime.min.time(), tzinfo=UTC))
     frame = found.frames.get(symbol)
     if frame is None or frame.empty:
         return None
@@ -167,6 +181,18 @@ def _buy_and_hold(provider: BarProvider, symbol: str, first: date, last: date) -
     if not before or not upto:
         return None
     return float(upto[-1]) / float(before[-1]) - 1.0
+
+
+def _close(app: App, status: str) -> None:
+    """Record the run's end. When the database fails here after the run itself failed, the first error is the one
+    reported (the run stays ``running`` in the database and the next start marks it ``killed``)."""
+    failing = sys.exc_info()[1] is not None
+    try:
+        app.close(status)
+    except SQLAlchemyError as exc:
+        if not failing:
+            raise
+        logger.error("could not record the end of run {} ({}): {}", app.run_id, status, _db_error_line(exc))
 
 
 def _print_inspection(settings: Settings, app: App, outcomes: Sequence[IterationOutcome], elapsed: float) -> None:
@@ -249,7 +275,13 @@ async def _run_daemon(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     clock = LiveClock()
     calendar = MarketCalendar()
-    app = build_app(settings, kind="daemon", clock=clock, calendar=calendar)
+    # a mistyped DATABASE_URL must not silently start an empty ledger: only the default database is created unasked
+    create = args.create_db or settings.database_url == Settings.model_fields["database_url"].default
+    try:
+        app = build_app(settings, kind="daemon", clock=clock, calendar=calendar, create_db=create)
+    except DatabaseMissing as exc:
+        print(f"error: {exc}: check DATABASE_URL/--db, or pass --create-db to start a new, empty ledger there", file=sys.stderr)
+        return EXIT_DB
     try:
         # the start-up requests get the same retries and deadline as an iteration's
         with deadline_scope(settings.iteration_deadline_seconds, label="start-up"):
@@ -297,11 +329,14 @@ async def _run_daemon(settings: Settings, args: argparse.Namespace) -> int:
         await app.bus.close()
         if stop.is_set():
             status = "stopped"
+    except DaemonLockLost:
+        status = "lock_lost"
+        raise
     except BaseException:
         status = "failed"
         raise
     finally:
-        app.close(status)
+        _close(app, status)
     return EXIT_OK
 
 
@@ -408,7 +443,9 @@ async def _alpaca_clock(settings: Settings) -> dict[str, object]:
 
 
 def _health(settings: Settings, as_json: bool) -> int:
-    engine = open_database(settings.database_url)
+    from core.dashboard.readonly import open_readonly
+
+    engine = open_readonly(settings.database_url)  # never creates (nor migrates) a database; missing -> exit 3
     try:
         report = health_report(settings, Repository(engine), MarketCalendar(), LiveClock().now())
     finally:
@@ -425,7 +462,7 @@ def _health(settings: Settings, as_json: bool) -> int:
 
 def _reset(settings: Settings, reason: str) -> int:
     """Reset the daemon's trading state to ACTIVE; refused while a daemon holds the database."""
-    engine = open_database(settings.database_url)
+    engine = open_database(settings.database_url, create=False)  # a mistyped path is an error, not a new database
     lock = DaemonLock(engine)
     try:
         try:
@@ -514,13 +551,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    configure_logging(
-        level=settings.log_level if command == "run" else "WARNING",
-        log_dir=settings.log_dir,
-        retention_days=settings.log_retention_days,
-        secrets=settings.secret_values,
-        json_lines=settings.log_json,
-    )
+    if command in ("run", "replay", "demo") and is_in_memory(settings.database_url):
+        print(
+            f"error: DATABASE_URL: {settings.database_url} is an in-memory database: the ledger would vanish at exit; "
+            "use a file (sqlite:///path) or PostgreSQL",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    try:
+        configure_logging(
+            level=settings.log_level if command == "run" else "WARNING",
+            log_dir=settings.log_dir,
+            retention_days=settings.log_retention_days,
+            secrets=settings.secret_values,
+            json_lines=settings.log_json,
+        )
+    except OSError as exc:
+        configure_logging(level="WARNING", log_dir=None)
+        print(f"error: LOG_DIR: cannot write log files in {settings.log_dir}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_CONFIG
     try:
         if command == "run":
             return asyncio.run(_run_daemon(settings, args))
@@ -537,7 +586,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         app, outcomes, elapsed = asyncio.run(_replay(settings, args.start, args.end, kind=command, quiet=args.quiet, llm=args.llm))
         _print_inspection(settings, app, outcomes, elapsed)
         return EXIT_OK
-    except (SettingsError, MissingKeys) as exc:
+    except (SettingsError, MissingKeys, InvalidDatabaseUrl) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except DatabaseUnavailable as exc:
@@ -546,9 +595,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DaemonAlreadyRunning as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_LOCKED
-    except PersistenceFailure as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except PersistenceFailure as exc:  # the driver's message may go on with the statement and its parameters
+        print(f"error: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
         return EXIT_PERSIST
+    except SQLAlchemyError as exc:  # the database failed outside an iteration's recording (start-up, reconciliation...)
+        print(f"error: database {safe_url(settings.database_url)} failed: {exc.__class__.__name__}: {_db_error_line(exc)}", file=sys.stderr)
+        return EXIT_DB
+
+
+def _db_error_line(exc: SQLAlchemyError) -> str:
+    """The first line of the driver's message (SQLAlchemy's own adds the statement and parameters)."""
+    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return lines[0] if lines else exc.__class__.__name__
 
 
 if __name__ == "__main__":

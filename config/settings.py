@@ -81,6 +81,7 @@ class Settings(BaseSettings):
         frozen=True,
         case_sensitive=False,
         validate_default=True,
+        allow_inf_nan=False,  # INITIAL_CASH=inf, a NaN threshold...: refused at start-up, not crashed on later
     )
 
     # --- universe and loop -------------------------------------------------------------------------
@@ -105,16 +106,16 @@ class Settings(BaseSettings):
     trading_mode: TradingMode = Field(TradingMode.PAPER, description="paper (default) or live.")
     live_allowed: bool = Field(False, description="Second opt-in required for live trading.")
     broker: BrokerName = Field(BrokerName.ALPACA, description="alpaca (paper unless live is fully opted in) or simulated.")
-    initial_cash: float = Field(100_000.0, gt=0, description="Starting cash of the simulated broker.")
-    commission_per_share: float = Field(0.005, ge=0, description="Simulated commission per share (USD); the defaults model Interactive Brokers' fixed pricing (Alpaca charges none: set the three to 0).")
-    commission_minimum: float = Field(1.0, ge=0, description="Simulated minimum commission per order (USD).")
+    initial_cash: float = Field(100_000.0, gt=0, le=1e12, description="Starting cash of the simulated broker.")
+    commission_per_share: float = Field(0.005, ge=0, le=10, description="Simulated commission per share (USD); the defaults model Interactive Brokers' fixed pricing (Alpaca charges none: set the three to 0).")
+    commission_minimum: float = Field(1.0, ge=0, le=10_000, description="Simulated minimum commission per order (USD).")
     commission_max_pct: float = Field(0.01, ge=0, lt=1, description="Simulated commission cap as a fraction of the trade value (0.01 = 1%; 0 = no cap).")
     slippage_bps: float = Field(5.0, ge=0, le=1000, description="Simulated slippage in basis points.")
 
     # --- data ----------------------------------------------------------------------------------------
     data_provider: DataProviderName = Field(DataProviderName.FILES, description="files, synthetic or alpaca.")
     data_dir: Path = Field(BUNDLED_DATA_DIR, description="Directory of SYMBOL.csv/.parquet files.")
-    synthetic_seed: int = Field(7, description="Seed of the synthetic data provider.")
+    synthetic_seed: int = Field(7, ge=0, le=2**63 - 1, description="Seed of the synthetic data provider.")
     data_fallback: DataFallback = Field(DataFallback.NONE, description="Provider tried for symbols Alpaca could not serve: none or files (DATA_DIR).")
     bar_cache_dir: Path = Field(PROJECT_ROOT / "var" / "bars", description="On-disk Parquet cache of Alpaca bars.")
     bar_cache_ttl_seconds: int = Field(300, ge=0, le=86_400, description="In-memory cache lifetime of fetched bars.")
@@ -127,6 +128,12 @@ class Settings(BaseSettings):
 
     # --- persistence and logging ---------------------------------------------------------------------
     database_url: str = Field(f"sqlite:///{DEFAULT_DB_PATH}", description="SQLAlchemy URL (sqlite or postgresql).")
+    db_statement_timeout_seconds: float = Field(
+        60.0, ge=1, le=3600, description="PostgreSQL statement_timeout of every connection: no query or write waits longer."
+    )
+    db_lock_timeout_seconds: float = Field(
+        10.0, ge=1, le=600, description="Longest wait for a table/row lock another session holds (PostgreSQL lock_timeout, SQLite busy timeout)."
+    )
     log_level: str = Field("INFO", description="Console log level.")
     log_dir: Path = Field(PROJECT_ROOT / "logs", description="Directory of the daily-rotated log files.")
     log_retention_days: int = Field(30, ge=1, le=3650, description="Days of log files kept.")
@@ -137,7 +144,7 @@ class Settings(BaseSettings):
     risk_per_trade: float = Field(0.02, gt=0, le=0.2, description="Share of equity risked per trade.")
     max_daily_loss: float = Field(0.05, gt=0, le=1, description="Daily loss (share of equity) that stops entries.")
     min_confidence: float = Field(0.3, ge=0, le=1, description="Minimum validated confidence for an entry.")
-    max_shares: int = Field(1000, ge=1, description="Maximum shares per order.")
+    max_shares: int = Field(1000, ge=1, le=10_000_000, description="Maximum shares per order.")
     stop_atr_multiple: float = Field(1.5, gt=0, le=20, description="Stop distance in ATRs for a signal without a strategy stop (every strategy gives one, from its stop_atr parameter).")
     kelly_fraction: float = Field(0.0, ge=0, le=1, description="Fractional Kelly from realised trades, capped by RISK_PER_TRADE (0 = off; 0.5 = half Kelly).")
     data_quality_min: float = Field(0.8, ge=0, le=1, description="Below this share of symbols with usable bars, no new entries that iteration.")
@@ -150,7 +157,7 @@ class Settings(BaseSettings):
     trail_percent: float = Field(0.0, ge=0, lt=1, description="Trailing stop at close x (1 - P) (0 = off); the higher of the two trails.")
     time_stop_sessions: int = Field(0, ge=0, le=2520, description="Exit positions held this many sessions (0 = no time stop).")
     broker_error_threshold: int = Field(3, ge=1, le=100, description="Consecutive broker errors that pause order submission (with backoff).")
-    broker_backoff_seconds: int = Field(60, ge=1, description="First pause after repeated broker errors; doubles up to an hour.")
+    broker_backoff_seconds: int = Field(60, ge=1, le=3600, description="First pause after repeated broker errors; doubles up to an hour.")
 
     # --- LLM -----------------------------------------------------------------------------------------
     llm_selector_provider: LLMProvider = Field(LLMProvider.GROQ, description="Primary strategy-selection LLM.")
@@ -162,10 +169,10 @@ class Settings(BaseSettings):
     audit_narrative: Toggle = Field(Toggle.AUTO, description="auto: Anthropic narrates audit reports when ANTHROPIC_API_KEY is set; off: template.")
     llm_timeout_seconds: float = Field(20.0, gt=0, le=300, description="Timeout of one LLM call.")
     llm_chunk_size: int = Field(40, ge=1, le=500, description="Symbols per LLM selection call.")
-    llm_daily_max_calls: int = Field(200, ge=0, description="Daily LLM call budget; beyond it selection is deterministic.")
-    llm_daily_max_usd: float = Field(2.0, ge=0, description="Daily LLM spend budget in USD (estimated from config/llm_prices.json).")
+    llm_daily_max_calls: int = Field(200, ge=0, le=1_000_000, description="Daily LLM call budget; beyond it selection is deterministic.")
+    llm_daily_max_usd: float = Field(2.0, ge=0, le=100_000, description="Daily LLM spend budget in USD (estimated from config/llm_prices.json).")
     llm_breaker_threshold: int = Field(5, ge=1, le=100, description="Consecutive LLM failures that switch to deterministic selection.")
-    llm_breaker_cooldown_seconds: int = Field(900, ge=1, description="Cool-down before the LLM is tried again after the breaker trips.")
+    llm_breaker_cooldown_seconds: int = Field(900, ge=1, le=7 * 86_400, description="Cool-down before the LLM is tried again after the breaker trips.")
     groq_base_url: str | None = Field(None, description="Override of Groq's base URL (proxies, tests).")
     anthropic_base_url: str | None = Field(None, description="Override of Anthropic's base URL (proxies, tests).")
 
@@ -248,6 +255,14 @@ class Settings(BaseSettings):
     def _check_db_url(cls, value: str) -> str:
         if not value.startswith(("sqlite:", "postgresql:", "postgresql+", "postgres:")):
             raise ValueError("must be a sqlite:/// or postgresql:// URL")
+        from core.persistence.db import InvalidDatabaseUrl, normalise_url, sqlite_file
+
+        try:
+            parsed = normalise_url(value)
+            if parsed.get_backend_name() == "sqlite":
+                sqlite_file(parsed)
+        except InvalidDatabaseUrl as exc:
+            raise ValueError(str(exc)) from None
         return value
 
     @field_validator("alpaca_data_url", "alpaca_trading_url", "groq_base_url", "anthropic_base_url", mode="before")

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 from loguru import logger
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from agents.audit_agent import AuditAgent, summarize
 from agents.data_agent import DataAgent
@@ -54,7 +55,7 @@ from core.frame_cache import FrameCache
 from core.orchestrator import Orchestrator
 from core.positions import PositionManager
 from core.reconcile import Reconciler
-from core.persistence.db import DaemonLock, open_database, safe_url
+from core.persistence.db import DaemonLock, DaemonLockLost, open_database, safe_url
 from core.persistence.repository import Repository
 from core.data.alpaca import AlpacaBarProvider
 from core.data.cache import DiskBarCache
@@ -129,6 +130,9 @@ def check_trading_endpoint(settings: Settings) -> None:
 
 
 SYNTHETIC_START = date(2015, 1, 2)
+# the offline daemon's persisted simulated account keeps this many finished orders and reported fills (the ledger holds
+# them all): its snapshot, written every iteration, stays the same size however long the daemon runs
+SIMULATED_SNAPSHOT_HISTORY = 200
 
 
 class MissingKeys(ValueError):
@@ -340,6 +344,30 @@ class App:
             self.engine.dispose()
 
 
+def lock_guard(lock: DaemonLock, repository: Repository, run_id: str, wall: Clock) -> Callable[[], None]:
+    """Checked before every daemon iteration: the database lock must still be this daemon's. A lock lost and taken
+    again (nobody else held it) is logged and recorded as a ``daemon_lock`` breaker event and the iteration goes on;
+    a lock another process now holds is recorded and raises :class:`DaemonLockLost`, before anything trades."""
+
+    def check() -> None:
+        try:
+            note = lock.verify()
+        except DaemonLockLost as exc:
+            logger.error("{}", exc)
+            event = {"name": "daemon_lock", "from_state": "held", "to_state": "lost", "reason": str(exc), "at": wall.now()}
+            try:
+                repository.record_breaker_events(run_id, [event])
+            except SQLAlchemyError as db_error:  # the lock loss is what stops the daemon; say the record failed too
+                logger.error("could not record the lost daemon lock: {}", str(db_error).splitlines()[0])
+            raise
+        if note is not None:
+            logger.warning("{}", note)
+            event = {"name": "daemon_lock", "from_state": "lost", "to_state": "held", "reason": note, "at": wall.now()}
+            repository.record_breaker_events(run_id, [event])
+
+    return check
+
+
 def build_app(
     settings: Settings,
     *,
@@ -359,23 +387,34 @@ def build_app(
     audit_batch: int = 1,
     routine_decisions: bool = True,
     validate_sessions: bool = True,
+    create_db: bool = True,
 ) -> App:
     """``selector``/``registry``: override the deterministic selector and the strategy registry (backtests pin a
     strategy); ``audit_batch``: iterations per database transaction (1 for the daemon; more for backtests);
     ``routine_decisions=False`` records only the decisions that carry information (no "data ok", HOLD, "skip" or
     "no order" rows for every symbol of every iteration), as backtests do by default; ``validate_sessions=False``: the
     Data agent checks bars without the exchange calendar (no off-session or missing-session rule), for a backtest whose
-    sessions are the data's own dates (``backtest --calendar data``)."""
+    sessions are the data's own dates (``backtest --calendar data``); ``create_db=False``: a SQLite database file that
+    does not exist is an error (``DatabaseMissing``) rather than a new, empty ledger."""
     """Wire everything. Raises DatabaseUnavailable / DaemonAlreadyRunning before anything trades."""
     wall = wall_clock or LiveClock()
     calendar = calendar or MarketCalendar()
-    engine = open_database(settings.database_url)
+    engine = open_database(
+        settings.database_url,
+        create=create_db,
+        statement_timeout_s=settings.db_statement_timeout_seconds,
+        lock_timeout_s=settings.db_lock_timeout_seconds,
+    )
     install_database_scrubber(engine, settings.secret_values)  # no configured secret reaches a table, whatever the path
     lock = DaemonLock(engine) if take_lock else None
     try:
+        repository = Repository(engine)
         if lock is not None:
             lock.acquire()
-        repository = Repository(engine)
+            # every run holds the lock while it runs: a run still marked running now was killed (SIGKILL, power cut)
+            killed = repository.mark_killed_runs(wall.now())
+            if killed:
+                logger.warning("runs left 'running' by a process that died, marked killed: {}", ", ".join(killed))
         limiter = limiter or SlidingWindowRateLimiter(settings.alpaca_rate_limit_per_minute, 60.0)
         provider = provider or build_provider(settings, calendar, limiter=limiter, now=wall.now)
         # replays and backtests always trade on the simulated broker; only the daemon uses BROKER
@@ -465,7 +504,7 @@ def build_app(
             f"{namespace}breaker:llm_selection": llm_breaker.snapshot(),
             f"{namespace}risk:state": risk_agent.snapshot(),
             f"{namespace}breaker:broker": broker_breaker.snapshot(),
-            **({broker_key: broker.snapshot()} if broker_key is not None else {}),  # type: ignore[union-attr]
+            **({broker_key: broker.snapshot(history=SIMULATED_SNAPSHOT_HISTORY)} if broker_key is not None else {}),  # type: ignore[union-attr]
         },
         heartbeat_key="heartbeat" if kind == "daemon" else None,
         narrator=build_narrator(settings, wall, allow=allow_llm),
@@ -532,8 +571,10 @@ def build_app(
 
     # a backtest never waits on a remote service: its iterations run without a deadline (no timer per session)
     deadline_s = None if kind == "backtest" else settings.iteration_deadline_seconds
+    guard = lock_guard(lock, repository, run_id, wall) if (lock is not None and kind == "daemon") else None
     orchestrator = Orchestrator(
-        bus=bus, clock=clock, audit=audit_agent, execution=execution_agent, run_id=run_id, deadline_s=deadline_s
+        bus=bus, clock=clock, audit=audit_agent, execution=execution_agent, run_id=run_id, deadline_s=deadline_s,
+        guard=guard,
     )
     logger.info(
         "run {} ({}): {} symbols, data {}, broker {}, bus {}, database {}",

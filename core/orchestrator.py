@@ -49,13 +49,18 @@ class Orchestrator:
         execution: ExecutionAgent,
         run_id: str,
         deadline_s: float | None = None,
+        guard: Callable[[], None] | None = None,
     ) -> None:
         """``deadline_s``: each iteration runs in a :func:`utils.deadline.deadline_scope` of this many seconds: its
         Alpaca requests, retries and waits stop there (:mod:`utils.http`), and the stage that needed them leaves the
         iteration ``degraded``. Handlers still running :func:`backstop_grace` seconds later are cancelled and the
-        iteration is recorded ``degraded`` with what it had done."""
+        iteration is recorded ``degraded`` with what it had done.
+
+        ``guard``: called before every iteration, before the Data stage; an exception it raises (the daemon's lock
+        was lost) propagates and no iteration starts."""
         self.bus = bus
         self.deadline_s = deadline_s
+        self._guard = guard
         self.clock = clock
         self._audit = audit
         self._execution = execution
@@ -67,6 +72,8 @@ class Orchestrator:
         return f"{self.run_id}-{seq:06d}"
 
     async def run_iteration(self) -> IterationOutcome:
+        if self._guard is not None:
+            self._guard()
         self.seq += 1
         seq = self.seq
         as_of = self.clock.now()

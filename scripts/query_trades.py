@@ -42,7 +42,15 @@ from config.settings import SettingsError, load_settings  # noqa: E402
 from utils.cli import iso_date  # noqa: E402
 from core import reporting  # noqa: E402
 from core.risk import SectorMapError, load_sector_map  # noqa: E402
-from core.persistence.db import DatabaseUnavailable, check_connection, create_db_engine, normalise_url, safe_url  # noqa: E402
+from core.persistence.db import (  # noqa: E402
+    DatabaseUnavailable,
+    InvalidDatabaseUrl,
+    check_connection,
+    create_db_engine,
+    normalise_url,
+    safe_url,
+    sqlite_file,
+)
 from core.persistence.models import (  # noqa: E402
     DecisionRow,
     EquitySnapshotRow,
@@ -673,12 +681,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    parsed = normalise_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
-        if not Path(parsed.database).expanduser().exists():
-            print(f"error: no database at {parsed.database} (run `make demo` or the daemon first, or pass --db)", file=sys.stderr)
-            return 3
-    engine = create_db_engine(url)
+    try:
+        parsed = normalise_url(url)
+        path = sqlite_file(parsed) if parsed.get_backend_name() == "sqlite" else None
+    except InvalidDatabaseUrl as exc:
+        print(f"error: DATABASE_URL: {exc}", file=sys.stderr)
+        return 2
+    if path is not None and not path.is_file():  # never create a database to query it
+        print(f"error: no database at {path} (run `make demo` or the daemon first, or pass --db)", file=sys.stderr)
+        return 3
+    engine = create_db_engine(url, create=False)
     try:
         check_connection(engine)
         if not inspect(engine).has_table("runs"):

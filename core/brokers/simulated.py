@@ -547,8 +547,33 @@ class SimulatedBroker:
             _ZERO,
         )
 
-    def snapshot(self) -> dict[str, Any]:
-        """The complete state as a JSON-serialisable dict (decimals as strings, times as ISO 8601)."""
+    def snapshot(self, history: int | None = None) -> dict[str, Any]:
+        """The state as a JSON-serialisable dict (decimals as strings, times as ISO 8601).
+
+        ``history=None``: everything. ``history=N`` bounds the snapshot, for a long-lived account persisted every
+        iteration: every working order, every order with a change not yet reported, the ``N`` most recent other
+        orders (``submit`` stays idempotent for those ids), the bracket families of all these, every fill not yet
+        reported and the ``N`` most recent reported ones. The account itself (cash, holdings, marks) is complete; what
+        is left out is history the ledger already holds."""
+        records = self._records
+        fills = self._fills
+        reported = self._reported_fills
+        if history is not None:
+            if history < 0:
+                raise ValueError(f"history must be >= 0, got {history}")
+            keep = set(self._open) | set(self._changed)
+            closed = sorted((r for cid, r in records.items() if cid not in keep), key=lambda r: r.seq)
+            keep.update(r.order.client_order_id for r in closed[len(closed) - history :] if history)
+            for cid in list(keep):  # whole bracket families: legs reach their parent and siblings by id
+                record = records[cid]
+                family = records.get(record.parent) if record.parent is not None else record
+                if family is not None:
+                    keep.add(family.order.client_order_id)
+                    keep.update(family.children or ())
+            records = {cid: r for cid, r in records.items() if cid in keep}
+            first = max(0, reported - history)
+            fills = fills[first:]
+            reported -= first
         return {
             "version": SNAPSHOT_VERSION,
             "config": self._config(),
@@ -558,7 +583,7 @@ class SimulatedBroker:
             "realized_total": str(self._realized_total),
             "as_of": _iso(self._as_of),
             "seq": self._seq,
-            "orders": [self._record_to_dict(r) for r in sorted(self._records.values(), key=lambda r: r.seq)],
+            "orders": [self._record_to_dict(r) for r in sorted(records.values(), key=lambda r: r.seq)],
             "open": list(self._open),
             "holdings": {
                 s: {
@@ -585,9 +610,9 @@ class SimulatedBroker:
                     "commission": str(f.commission),
                     "filled_at": _iso(f.filled_at),
                 }
-                for f in self._fills
+                for f in fills
             ],
-            "reported_fills": self._reported_fills,
+            "reported_fills": reported,
             "changed": list(self._changed),
         }
 

@@ -21,7 +21,7 @@ from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine.url import URL
 from sqlalchemy.exc import SQLAlchemyError
 
-from core.persistence.db import DatabaseUnavailable, _first_line, normalise_url, safe_url
+from core.persistence.db import DatabaseUnavailable, _first_line, normalise_url, safe_url, sqlite_file
 
 __all__ = ["DatabaseUnavailable", "open_readonly", "sqlite_path"]
 
@@ -31,12 +31,10 @@ def sqlite_path(url: str | URL) -> Path | None:
     parsed = url if isinstance(url, URL) else normalise_url(url)
     if parsed.get_backend_name() != "sqlite":
         return None
-    database = parsed.database or ""
-    if not database or database == ":memory:":
+    path = sqlite_file(parsed)  # the file SQLite itself would open (``file:`` URIs included)
+    if path is None:
         raise DatabaseUnavailable("the dashboard needs a database file, not an in-memory SQLite database")
-    if database.startswith("file:"):  # already a URI: strip the scheme and any query
-        database = database[len("file:") :].split("?", 1)[0]
-    return Path(database).expanduser().resolve()
+    return path.resolve()
 
 
 def _sqlite_readonly(dbapi_connection: Any, _record: Any) -> None:

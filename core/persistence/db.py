@@ -1,34 +1,65 @@
-"""Engine creation, schema migration at start-up, and the one-daemon-per-database lock."""
+"""Engine creation, schema migration at start-up, and the one-daemon-per-database lock.
+
+Every connection carries time limits, so a lock held by someone else cannot block the daemon forever: PostgreSQL
+``statement_timeout`` and ``lock_timeout`` (set on each new connection), SQLite ``busy_timeout``.
+"""
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
 import os
+import threading
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from alembic import command
 from alembic.config import Config
+from loguru import logger
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.engine.url import URL
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+DEFAULT_STATEMENT_TIMEOUT_S = 60.0
+DEFAULT_LOCK_TIMEOUT_S = 10.0
 
 
 class DatabaseUnavailable(RuntimeError):
     """The database cannot be reached or prepared; the message says where and why (never a password)."""
 
 
+class DatabaseMissing(DatabaseUnavailable):
+    """A SQLite database file that must already exist does not (a new, empty ledger is not created in its place)."""
+
+
+class InvalidDatabaseUrl(ValueError):
+    """``DATABASE_URL`` cannot be parsed, or names a database the command cannot use (e.g. in-memory SQLite)."""
+
+
 class DaemonAlreadyRunning(RuntimeError):
     """Another daemon holds the lock of this database."""
 
 
+class DaemonLockLost(DaemonAlreadyRunning):
+    """The daemon's lock was lost while it ran (its PostgreSQL session ended and another process now holds the lock,
+    or the SQLite file was removed or replaced): it must stop before trading."""
+
+
 def normalise_url(url: str) -> URL:
-    """``postgresql://`` / ``postgres://`` use psycopg 3; relative SQLite paths stay relative to the cwd."""
-    parsed = make_url(url.replace("postgres://", "postgresql://", 1) if url.startswith("postgres://") else url)
+    """``postgresql://`` / ``postgres://`` use psycopg 3; relative SQLite paths stay relative to the cwd.
+
+    Raises :class:`InvalidDatabaseUrl` (one line, no password) for a string SQLAlchemy cannot parse."""
+    try:
+        parsed = make_url(url.replace("postgres://", "postgresql://", 1) if url.startswith("postgres://") else url)
+    except (ArgumentError, ValueError) as exc:
+        shown = url.split("@", 1)[-1] if "@" in url else url  # never echo a password
+        raise InvalidDatabaseUrl(
+            f"{shown!r} is not a database URL ({_first_line(exc)}); expected e.g. sqlite:///var/trading.db "
+            "(three slashes for a relative path, four for an absolute one) or postgresql://user@host/db"
+        ) from None
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed
@@ -40,25 +71,98 @@ def safe_url(url: str | URL) -> str:
     return parsed.render_as_string(hide_password=True)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=5000")
-    cursor.close()
+def _truthy(value: Any) -> bool:
+    if isinstance(value, tuple):
+        value = value[-1] if value else ""
+    return str(value).strip().lower() in {"1", "true", "yes", "on"}
 
 
-def create_db_engine(url: str) -> Engine:
+def sqlite_file(url: str | URL) -> Path | None:
+    """The absolute path of the file a SQLite URL opens, exactly as the SQLite library resolves it (not following
+    symbolic links); ``None`` for an in-memory database. Raises ``ValueError`` for a non-SQLite URL.
+
+    ``sqlite:///rel.db`` and ``sqlite:////abs.db`` are plain paths (relative to the cwd). With ``?uri=true`` the
+    database part is a SQLite URI: ``file:rel.db``, ``file:///abs.db``, ``file://localhost/abs.db``, percent-encoded,
+    its own query (``mode=memory`` is in-memory). Without ``uri=true`` a name such as ``file:x.db`` is a literal
+    file name in the cwd, which is what SQLite opens then."""
+    parsed = url if isinstance(url, URL) else normalise_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        raise ValueError(f"not a SQLite URL: {safe_url(parsed)}")
+    database = parsed.database or ""
+    if not database or database == ":memory:":
+        return None
+    if _truthy(parsed.query.get("uri", "false")) and database.startswith("file:"):
+        rest = database[len("file:") :]
+        rest, _, query = rest.partition("?")
+        rest = rest.partition("#")[0]
+        options = dict(part.partition("=")[::2] for part in query.split("&") if part)
+        mode = options.get("mode") or str(parsed.query.get("mode", ""))
+        if mode == "memory":
+            return None
+        if rest.startswith("//"):  # file://authority/path: only an empty authority or localhost is valid
+            authority, slash, path = rest[2:].partition("/")
+            if authority not in ("", "localhost"):
+                raise InvalidDatabaseUrl(f"SQLite URI authority {authority!r} is not supported (use file:///path)")
+            rest = slash + path
+        name = unquote(rest)
+        if not name or name == ":memory:":
+            return None
+        return Path(os.path.abspath(name))
+    return Path(os.path.abspath(database))
+
+
+def is_in_memory(url: str | URL) -> bool:
+    parsed = url if isinstance(url, URL) else normalise_url(url)
+    return parsed.get_backend_name() == "sqlite" and sqlite_file(parsed) is None
+
+
+def _sqlite_pragmas(busy_timeout_ms: int) -> Any:
+    def pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.close()
+
+    return pragmas
+
+
+def _pg_timeouts(statement_ms: int, lock_ms: int) -> Any:
+    def set_timeouts(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"SET statement_timeout = {int(statement_ms)}")
+        cursor.execute(f"SET lock_timeout = {int(lock_ms)}")
+        cursor.close()
+        dbapi_connection.commit()
+
+    return set_timeouts
+
+
+def create_db_engine(
+    url: str,
+    *,
+    statement_timeout_s: float = DEFAULT_STATEMENT_TIMEOUT_S,
+    lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
+    create: bool = True,
+) -> Engine:
+    """The engine, without connecting (``create=False``: a SQLite file's directory is not created either). PostgreSQL connections get ``statement_timeout`` and ``lock_timeout`` and TCP
+    keep-alives; SQLite connections wait at most ``lock_timeout_s`` for another writer (``busy_timeout``)."""
     parsed = normalise_url(url)
     if parsed.get_backend_name() == "sqlite":
-        database = parsed.database
-        if database and database != ":memory:" and not database.startswith("file:"):
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(parsed, connect_args={"timeout": 5})
-        event.listen(engine, "connect", _sqlite_pragmas)
+        path = sqlite_file(parsed)
+        if path is not None and create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(parsed, connect_args={"timeout": lock_timeout_s})
+        event.listen(engine, "connect", _sqlite_pragmas(int(lock_timeout_s * 1000)))
         return engine
-    return create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 5})
+    engine = create_engine(
+        parsed,
+        pool_pre_ping=True,
+        connect_args={"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 60, "keepalives_interval": 10, "keepalives_count": 6},
+    )
+    event.listen(engine, "connect", _pg_timeouts(int(statement_timeout_s * 1000), int(lock_timeout_s * 1000)))
+    return engine
 
 
 def _alembic_config() -> Config:
@@ -68,9 +172,12 @@ def _alembic_config() -> Config:
 
 
 def migrate(engine: Engine) -> None:
-    """Apply every Alembic migration up to head (idempotent)."""
+    """Apply every Alembic migration up to head (idempotent). On PostgreSQL the statement time limit is lifted for
+    the migration (a schema change on a big table may take long); the lock time limit stays."""
     try:
         with engine.begin() as connection:
+            if engine.dialect.name == "postgresql":
+                connection.execute(text("SET LOCAL statement_timeout = 0"))
             cfg = _alembic_config()
             cfg.attributes["connection"] = connection
             command.upgrade(cfg, "head")
@@ -86,11 +193,29 @@ def check_connection(engine: Engine) -> None:
         raise DatabaseUnavailable(f"cannot connect to database {safe_url(engine.url)}: {_first_line(exc)}") from None
 
 
-def open_database(url: str) -> Engine:
-    """Create the engine, check that the server answers and bring the schema to head."""
-    engine = create_db_engine(url)
-    check_connection(engine)
-    migrate(engine)
+def open_database(
+    url: str,
+    *,
+    create: bool = True,
+    statement_timeout_s: float = DEFAULT_STATEMENT_TIMEOUT_S,
+    lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
+) -> Engine:
+    """Create the engine, check that the server answers and bring the schema to head.
+
+    ``create=False``: a SQLite file that does not exist is an error (:class:`DatabaseMissing`) instead of a new, empty
+    ledger. Time limits: see :func:`create_db_engine`."""
+    parsed = normalise_url(url)
+    if not create and parsed.get_backend_name() == "sqlite":
+        path = sqlite_file(parsed)
+        if path is not None and not path.is_file():
+            raise DatabaseMissing(f"no database at {path} (DATABASE_URL={safe_url(parsed)})")
+    engine = create_db_engine(url, statement_timeout_s=statement_timeout_s, lock_timeout_s=lock_timeout_s, create=create)
+    try:
+        check_connection(engine)
+        migrate(engine)
+    except BaseException:
+        engine.dispose()
+        raise
     return engine
 
 
@@ -99,61 +224,235 @@ def _first_line(exc: BaseException) -> str:
     return message[0] if message else exc.__class__.__name__
 
 
+# --- SQLite: one flock per database *file* (device, inode), whatever path, link or URL spelling reaches it -----------
+#
+# The lock is a ``flock`` on the database file itself, so every name of the file (a relative or absolute path, a
+# symbolic or hard link, a ``file:`` URI) meets the same lock. SQLite locks with POSIX ``fcntl`` locks, which on Linux
+# are independent of ``flock``. POSIX locks have one trap: closing *any* descriptor of a file drops every POSIX lock the
+# process holds on it (SQLite's own included). So the descriptor used for ``flock`` is opened once per file and process
+# and closed only once unlocked and no other descriptor of this process refers to the file (no SQLite connection is
+# open on it): at release, or at a later acquire.
+
+_FILE_LOCKS = threading.Lock()
+_FILE_FDS: dict[tuple[int, int], int] = {}
+_FILES_HELD: set[tuple[int, int]] = set()
+
+
+def _open_files() -> dict[tuple[int, int], int] | None:
+    """How many descriptors of this process refer to each (device, inode) (``None``: cannot tell, no ``/proc``)."""
+    try:
+        entries = os.listdir("/proc/self/fd")
+    except OSError:
+        return None
+    counts: dict[tuple[int, int], int] = {}
+    for entry in entries:
+        try:
+            st = os.stat(f"/proc/self/fd/{entry}")
+        except OSError:
+            continue  # closed meanwhile (the listing's own descriptor, among others)
+        key = (st.st_dev, st.st_ino)
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def _close_idle_descriptors() -> None:
+    """Close the lock descriptors of files not locked now and opened by nothing else in this process (no SQLite
+    connection could lose its locks). Called with ``_FILE_LOCKS`` held."""
+    idle = [key for key in _FILE_FDS if key not in _FILES_HELD]
+    if not idle:
+        return
+    counts = _open_files()
+    if counts is None:
+        return  # cannot tell: keep them open (one descriptor per database file, reused by the next acquire)
+    for key in idle:
+        if counts.get(key, 0) <= 1:
+            os.close(_FILE_FDS.pop(key))
+
+
 class DaemonLock:
     """Exclusive per-database lock, released automatically if the process dies.
 
-    SQLite file: ``flock`` on ``<db>.lock``. PostgreSQL: a session advisory lock held on a dedicated connection.
-    In-memory SQLite: nothing to share, no lock.
+    SQLite file: ``flock`` on the database file itself, keyed on its (device, inode): two spellings of one file, or
+    two hard links to it, meet the same lock. PostgreSQL: a session advisory lock held on a dedicated connection;
+    :meth:`verify` checks every iteration that the session still holds it. In-memory SQLite: nothing to share, no lock
+    (the commands that keep a ledger refuse an in-memory database).
     """
 
     _PG_KEY = int.from_bytes(hashlib.sha256(b"agent-trader-daemon").digest()[:8], "big", signed=True)
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._fd: int | None = None
+        self._file: tuple[Path, tuple[int, int]] | None = None
         self._connection: Connection | None = None
+        self._backend_pid: int | None = None
+
+    @property
+    def backend_pid(self) -> int | None:
+        """The PostgreSQL backend process holding the advisory lock (``None`` on SQLite or when not held)."""
+        return self._backend_pid
+
+    def _refused(self, how: str) -> DaemonAlreadyRunning:
+        return DaemonAlreadyRunning(
+            f"another daemon is already running on {safe_url(self._engine.url)} ({how}); "
+            "stop it first or point DATABASE_URL at another database"
+        )
 
     def acquire(self) -> None:
         url = self._engine.url
         if url.get_backend_name() == "sqlite":
-            database = url.database
-            if not database or database == ":memory:" or database.startswith("file:"):
-                return
-            lock_path = Path(database).expanduser().resolve().with_name(Path(database).name + ".lock")
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            path = sqlite_file(url)
+            if path is not None:
+                self._acquire_file(path)
+            return
+        self._acquire_pg()
+
+    # --- SQLite -------------------------------------------------------------------------------------------------
+    def _acquire_file(self, path: Path) -> None:
+        real = Path(os.path.realpath(path))
+        try:
+            st = os.stat(real)
+        except FileNotFoundError:
+            raise DatabaseMissing(f"no database at {real} to lock") from None
+        key = (st.st_dev, st.st_ino)
+        with _FILE_LOCKS:
+            if key in _FILES_HELD:
+                raise self._refused(f"this process already holds the lock of {real}")
+            _close_idle_descriptors()
+            fd = _FILE_FDS.get(key)
+            if fd is None:
+                try:
+                    fd = os.open(real, os.O_RDONLY | os.O_CLOEXEC)
+                except OSError as exc:
+                    raise DatabaseUnavailable(f"cannot open {real} to lock it: {exc.strerror or exc}") from None
+                opened = os.fstat(fd)
+                if (opened.st_dev, opened.st_ino) != key:  # replaced between stat and open: lock what was opened
+                    key = (opened.st_dev, opened.st_ino)
+                _FILE_FDS[key] = fd
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                os.close(fd)
-                raise DaemonAlreadyRunning(
-                    f"another daemon is already running on {safe_url(url)} (lock {lock_path} is held); "
-                    "stop it first or point DATABASE_URL at another database"
-                ) from None
-            os.ftruncate(fd, 0)
-            os.write(fd, str(os.getpid()).encode())
-            self._fd = fd
-            return
-        connection = self._engine.connect()
-        got = connection.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": self._PG_KEY}).scalar()
-        connection.commit()
+                raise self._refused(f"the database file {real} is locked by another process") from None
+            _FILES_HELD.add(key)
+        self._file = (real, key)
+
+    def _release_file(self) -> None:
+        assert self._file is not None
+        _, key = self._file
+        self._file = None
+        with _FILE_LOCKS:
+            _FILES_HELD.discard(key)
+            fd = _FILE_FDS.get(key)
+            if fd is None:
+                return
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            _close_idle_descriptors()
+
+    def _verify_file(self) -> None:
+        assert self._file is not None
+        real, key = self._file
+        try:
+            st = os.stat(real)
+        except FileNotFoundError:
+            raise DaemonLockLost(f"the database file {real} was removed while the daemon ran; stopping before trading") from None
+        if (st.st_dev, st.st_ino) != key:
+            raise DaemonLockLost(
+                f"the database file {real} was replaced by another file while the daemon ran; stopping before trading"
+            )
+
+    # --- PostgreSQL ---------------------------------------------------------------------------------------------
+    def _acquire_pg(self) -> None:
+        try:
+            connection = self._engine.connect()
+        except SQLAlchemyError as exc:
+            raise DatabaseUnavailable(f"cannot connect to database {safe_url(self._engine.url)}: {_first_line(exc)}") from None
+        try:
+            if (connection.dialect.server_version_info or (0,)) >= (14,):
+                # the lock connection idles between iterations: a server-wide idle timeout must not end it
+                connection.execute(text("SET idle_session_timeout = 0"))
+            got = connection.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": self._PG_KEY}).scalar()
+            pid = connection.execute(text("SELECT pg_backend_pid()")).scalar()
+            connection.commit()
+        except SQLAlchemyError as exc:
+            connection.close()
+            raise DatabaseUnavailable(f"cannot take the daemon lock on {safe_url(self._engine.url)}: {_first_line(exc)}") from None
         if not got:
             connection.close()
-            raise DaemonAlreadyRunning(
-                f"another daemon is already running on {safe_url(url)} (advisory lock held); "
-                "stop it first or point DATABASE_URL at another database"
-            )
+            raise self._refused("advisory lock held")
         self._connection = connection
+        self._backend_pid = int(pid) if pid is not None else None
+
+    def _holds_pg_lock(self) -> bool:
+        """Whether the lock connection is alive and its session still holds the advisory lock (asked of pg_locks)."""
+        assert self._connection is not None
+        key = self._PG_KEY & 0xFFFFFFFFFFFFFFFF
+        try:
+            held = self._connection.execute(
+                text(
+                    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                    "AND pid = pg_backend_pid() AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+                    "AND classid = CAST(:hi AS oid) AND objid = CAST(:lo AS oid) AND objsubid = 1)"
+                ),
+                {"hi": key >> 32, "lo": key & 0xFFFFFFFF},
+            ).scalar()
+            self._connection.commit()
+        except SQLAlchemyError as exc:
+            logger.warning("daemon lock connection lost ({}: {})", exc.__class__.__name__, _first_line(exc))
+            self._drop_connection()
+            return False
+        if not held:
+            logger.warning("daemon lock connection is alive but its session no longer holds the advisory lock")
+        return bool(held)
+
+    def _drop_connection(self) -> None:
+        connection, self._connection, self._backend_pid = self._connection, None, None
+        if connection is None:
+            return
+        try:
+            connection.invalidate()  # the session is gone: do not return it to the pool
+            connection.close()
+        except SQLAlchemyError as exc:
+            logger.debug("closing the dead lock connection: {}", _first_line(exc))
+
+    def verify(self) -> str | None:
+        """Check that the lock is still this process's, before an iteration trades.
+
+        Returns ``None`` when it is; a message saying so when it had been lost and was taken again (PostgreSQL: the
+        lock's session ended and nobody else held the lock). Raises :class:`DaemonLockLost` when another process now
+        holds it (or the SQLite file was removed or replaced), :class:`DatabaseUnavailable` when the server cannot be
+        reached to take it again."""
+        if self._file is not None:
+            self._verify_file()
+            return None
+        if self._connection is None:
+            if self._engine.url.get_backend_name() == "sqlite":
+                return None  # in-memory: no lock to keep
+        elif self._holds_pg_lock():
+            return None
+        old_pid = self._backend_pid
+        self._drop_connection()
+        try:
+            self._acquire_pg()
+        except DaemonAlreadyRunning:
+            raise DaemonLockLost(
+                f"the daemon lock on {safe_url(self._engine.url)} was lost (its database session ended) and another "
+                "process holds it now; stopping before trading"
+            ) from None
+        return f"daemon lock re-acquired on a new database session (backend {self._backend_pid}; the previous session{'' if old_pid is None else f' {old_pid}'} ended)"
 
     def release(self) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
-        if self._connection is not None:
-            self._connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self._PG_KEY})
-            self._connection.commit()
-            self._connection.close()
+        if self._file is not None:
+            self._release_file()
+        connection = self._connection
+        if connection is not None:
+            try:
+                connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self._PG_KEY})
+                connection.commit()
+                connection.close()
+            except SQLAlchemyError as exc:  # the session is gone, and its lock with it
+                logger.warning("releasing the daemon lock: its connection is gone ({})", _first_line(exc))
+                self._drop_connection()
             self._connection = None
+            self._backend_pid = None
 
     def __enter__(self) -> "DaemonLock":
         self.acquire()

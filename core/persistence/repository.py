@@ -172,6 +172,15 @@ class Repository:
         with self._sessions.begin() as session:
             session.execute(update(Run).where(Run.id == run_id).values(status=status, finished_at=at))
 
+    def mark_killed_runs(self, at: datetime) -> list[str]:
+        """Runs still ``running`` are marked ``killed`` (finished at ``at``, when this was detected). Call only while
+        holding the database's daemon lock: every run holds it while it runs, so no run left ``running`` is alive."""
+        with self._sessions.begin() as session:
+            ids = list(session.scalars(select(Run.id).where(Run.status == "running").order_by(Run.started_at)))
+            if ids:
+                session.execute(update(Run).where(Run.id.in_(ids)).values(status="killed", finished_at=at))
+        return ids
+
     # --- iterations ----------------------------------------------------------------------------------
     def record_iteration(self, record: IterationRecord) -> None:
         """Write the iteration, its decisions, orders, fills, positions, equity and report atomically."""

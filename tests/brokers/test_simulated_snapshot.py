@@ -117,3 +117,38 @@ def test_restore_when_version_is_unknown_then_raises():
     state["version"] = 99
     with pytest.raises(ValueError, match="version"):
         broker.restore(state)
+
+
+async def _trade_daily(broker: SimulatedBroker, t: Tape, days: range) -> None:
+    """Every day: a round trip in AAA (buy, then sell the next day) and every 5th day a bracket in
+    BBB whose legs trigger within days: orders and fills pile up, while the open orders stay few."""
+    for day in days:
+        await broker.sync(t.batch(day))
+        side = buy if day % 2 == 0 else sell
+        await broker.submit(side("AAA", 10), f"d{day}-aaa", t.now(day))
+        if day % 5 == 0:
+            price = float(t.frames["BBB"]["close"].iloc[day])
+            await broker.submit(bracket("BBB", 5, stop_loss=price - 0.5, take_profit=price + 0.5), f"d{day}-bbb", t.now(day))
+
+
+async def test_snapshot_when_bounded_then_its_size_does_not_grow_with_iterations_and_it_restores_the_same_account():
+    from tests.brokers.factories import flat_rows
+
+    t = Tape(AAA=make_frame(flat_rows(400, 50.0)), BBB=make_frame(flat_rows(400, 20.0)))
+    broker = SimulatedBroker(D("100000"), **COSTS)
+    await _trade_daily(broker, t, range(0, 100))
+    early = len(json.dumps(broker.snapshot(history=20)))
+    await _trade_daily(broker, t, range(100, 390))
+    state = json.loads(json.dumps(broker.snapshot(history=20)))
+    late = len(json.dumps(state))
+
+    assert len(broker.fills()) > 200 and len(json.dumps(broker.snapshot())) > 5 * late  # the full history keeps growing
+    assert late <= early * 1.1  # the bounded one does not (the working bracket legs vary a little)
+    restored = SimulatedBroker(D("100000"), **COSTS)
+    restored.restore(state)
+    assert await restored.account() == await broker.account()
+    assert restored.realized_pnl == broker.realized_pnl and restored.total_commissions == broker.total_commissions
+    # the working bracket legs survived, and submit stays idempotent for the recent ids it kept
+    assert {o.client_order_id for o in (await restored.account()).open_orders} == {o.client_order_id for o in (await broker.account()).open_orders}
+    assert (await restored.submit(sell("AAA", 10), "d389-aaa", t.now(389))) == broker.order("d389-aaa")
+    assert [await restored.sync(t.batch(390)), await restored.sync(t.batch(391))] == [await broker.sync(t.batch(390)), await broker.sync(t.batch(391))]

@@ -122,7 +122,7 @@ def test_daemon_when_the_order_list_500s_and_the_account_503s_mid_iteration_then
     _set_env(monkeypatch, _environment(rig, tmp_path))
     url = f"sqlite:///{tmp_path / 'faults.db'}"
 
-    assert main.main(["run", "--iterations", "3", "--db", url]) == 0  # not 5: the ledger recorded every iteration
+    assert main.main(["run", "--create-db", "--iterations", "3", "--db", url]) == 0  # not 5: the ledger recorded every iteration
 
     iterations = _iterations(url)
     assert [i.status for i in iterations] == ["degraded", "ok", "ok"]
@@ -143,7 +143,7 @@ def test_daemon_when_429_asks_for_an_hour_then_each_iteration_ends_at_its_deadli
 
     # Without the deadline the SDK's retries wait out the (capped) Retry-After three times: minutes, not seconds.
     done = subprocess.run(
-        [sys.executable, "main.py", "run", "--iterations", "2"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "main.py", "run", "--create-db", "--iterations", "2"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60
     )
 
     assert done.returncode == 0, done.stderr[-3000:]
@@ -161,7 +161,7 @@ def test_daemon_when_an_open_order_has_a_status_the_sdk_does_not_know_then_it_st
     _set_env(monkeypatch, _environment(rig, tmp_path))
     url = f"sqlite:///{tmp_path / 'odd.db'}"
 
-    assert main.main(["run", "--once", "--db", url]) == 0
+    assert main.main(["run", "--create-db", "--once", "--db", url]) == 0
 
     with Session(create_engine(url)) as s:
         order = s.scalar(select(OrderRow).where(OrderRow.client_order_id == "manual-odd-1"))
@@ -174,7 +174,7 @@ def test_daemon_when_alpaca_refuses_the_keys_at_start_then_one_line_and_exit_2(
 ) -> None:
     _set_env(monkeypatch, _environment(rig, tmp_path, ALPACA_SECRET_KEY="not-the-right-secret"))
 
-    code = main.main(["run", "--once", "--db", f"sqlite:///{tmp_path / 'keys.db'}"])
+    code = main.main(["run", "--create-db", "--once", "--db", f"sqlite:///{tmp_path / 'keys.db'}"])
 
     output = capsys.readouterr()
     assert code == 2
@@ -190,7 +190,7 @@ def test_daemon_when_alpaca_answers_5xx_at_start_after_the_retries_then_one_line
     rig.trading.fail_next("GET", ACCOUNT_PATH, status=500, times=3)
     _set_env(monkeypatch, _environment(rig, tmp_path))
 
-    code = main.main(["run", "--once", "--db", f"sqlite:///{tmp_path / 'down.db'}"])
+    code = main.main(["run", "--create-db", "--once", "--db", f"sqlite:///{tmp_path / 'down.db'}"])
 
     output = capsys.readouterr()
     assert code == 1
@@ -208,7 +208,7 @@ def test_daemon_when_paper_mode_names_the_live_endpoint_then_refused_before_any_
         "ALPACA_TRADING_URL": "https://api.alpaca.markets", "TRADING_MODE": "paper", "LOG_DIR": str(tmp_path / "logs"),
     })
 
-    code = main.main(["run", "--once", "--db", f"sqlite:///{tmp_path / 'guard.db'}"])
+    code = main.main(["run", "--create-db", "--once", "--db", f"sqlite:///{tmp_path / 'guard.db'}"])
 
     err = capsys.readouterr().err
     assert code == 2
@@ -221,7 +221,7 @@ def test_daemon_when_paper_mode_reaches_a_live_account_through_a_proxy_then_refu
     FakeTradingApi.install(rig.server, rig.trading_spec, clock=lambda: datetime.now(UTC), account_number=LIVE_ACCOUNT)
     _set_env(monkeypatch, _environment(rig, tmp_path))
 
-    code = main.main(["run", "--once", "--db", f"sqlite:///{tmp_path / 'proxy.db'}"])
+    code = main.main(["run", "--create-db", "--once", "--db", f"sqlite:///{tmp_path / 'proxy.db'}"])
 
     output = capsys.readouterr()
     assert code == 2
@@ -237,7 +237,7 @@ def test_confirm_live_when_only_the_last_digits_are_given_then_refused_and_no_di
     _set_env(monkeypatch, _environment(rig, tmp_path, TRADING_MODE="live", LIVE_ALLOWED="true"))
     url = f"sqlite:///{tmp_path / 'live.db'}"
 
-    refused = {suffix: main.main(["run", "--once", "--confirm-live", suffix, "--db", url]) for suffix in ("5678", "x5678", "12345678")}
+    refused = {suffix: main.main(["run", "--create-db", "--once", "--confirm-live", suffix, "--db", url]) for suffix in ("5678", "x5678", "12345678")}
     output = capsys.readouterr()
 
     assert refused == {"5678": 2, "x5678": 2, "12345678": 2}
@@ -246,5 +246,5 @@ def test_confirm_live_when_only_the_last_digits_are_given_then_refused_and_no_di
     assert "5678" not in output.out + output.err
     assert not rig.server.requests_to("POST", ORDERS_PATH)
 
-    assert main.main(["run", "--once", "--confirm-live", LIVE_ACCOUNT, "--db", url]) == 0
+    assert main.main(["run", "--create-db", "--once", "--confirm-live", LIVE_ACCOUNT, "--db", url]) == 0
     assert "mode LIVE" in capsys.readouterr().out

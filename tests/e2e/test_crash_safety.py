@@ -80,7 +80,7 @@ def _daemon(server: FakeAlpacaServer, tmp_path: Path, failpoint: str | None = No
     )
     if failpoint:
         env["AGENT_TRADER_FAILPOINT"] = failpoint
-    return subprocess.run([sys.executable, "main.py", "run", "--once"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=180)
+    return subprocess.run([sys.executable, "main.py", "run", "--once", "--create-db"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=180)
 
 
 @pytest.mark.slow

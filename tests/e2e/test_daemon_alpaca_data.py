@@ -58,7 +58,7 @@ def test_daemon_iteration_on_alpaca_bars_then_restart_uses_the_disk_cache(
 ) -> None:
     _env(monkeypatch, tmp_path, fake_market)
     url = f"sqlite:///{tmp_path / 'daemon.db'}"
-    assert main.main(["run", "--once", "--db", url]) == 0
+    assert main.main(["run", "--once", "--create-db", "--db", url]) == 0
     bars_requests = [r for r in fake_market.requests if r.path.endswith("/stocks/bars")]
     assert len(bars_requests) >= 1 and all(set(SYMBOLS) <= set((r.param("symbols") or "").split(",")) for r in bars_requests[:1])  # batched
     first = len(bars_requests)

@@ -115,7 +115,7 @@ def test_demo_when_the_2020_crash_drawdown_locks_then_it_trades_again_after_the_
 
 
 def _daemon_once(url: str) -> int:
-    return main.main(["run", "--offline", "--once", "--db", url])
+    return main.main(["run", "--create-db", "--offline", "--once", "--db", url])
 
 
 def test_daemon_when_locked_for_the_cooldown_then_the_next_session_releases_it_without_a_reset(

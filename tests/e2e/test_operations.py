@@ -69,7 +69,7 @@ def test_equity_drawdown_halt_when_reached_then_halted_for_the_rest_of_the_run_r
 
 
 def _daemon_once(url: str) -> int:
-    return main.main(["run", "--offline", "--once", "--db", url])
+    return main.main(["run", "--offline", "--once", "--create-db", "--db", url])
 
 
 def test_halted_state_survives_a_restart_until_a_manual_reset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

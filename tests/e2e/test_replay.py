@@ -145,7 +145,7 @@ def test_offline_daemon_runs_one_iteration_on_synthetic_data(tmp_path: Path, mon
     monkeypatch.setenv("LOG_DIR", str(tmp_path / "logs"))
     monkeypatch.setenv("DATA_PROVIDER", "synthetic")
     url = f"sqlite:///{tmp_path / 'daemon.db'}"
-    assert main.main(["run", "--offline", "--once", "--db", url]) == 0
+    assert main.main(["run", "--offline", "--once", "--create-db", "--db", url]) == 0
     with _session(url) as s:
         run = s.scalars(select(Run)).one()
         assert (run.kind, run.status) == ("daemon", "finished")
