@@ -624,7 +624,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--symbol", help="only this symbol")
     common.add_argument("--start", type=iso_date, help="from this date (inclusive)")
     common.add_argument("--end", type=iso_date, help="to this date (inclusive)")
-    common.add_argument("--run", default="latest", help="run id, 'latest' (default) or 'all'")
+    common.add_argument("--run", help="run id, 'latest' (default; `runs`: 'all') or 'all'")
     common.add_argument("--limit", type=int, help="only the most recent N rows")
     fmt = common.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print a JSON array of objects")
@@ -638,8 +638,7 @@ def build_parser() -> argparse.ArgumentParser:
     decisions.add_argument("--agent", choices=["data", "strategy", "quant", "risk", "execution"], help="only this agent")
     decisions.add_argument("--action", help="action pattern, e.g. 'denied:*' or BUY")
     sub.add_parser("equity", parents=[common], help="equity snapshots")
-    runs = sub.add_parser("runs", parents=[common], help="runs (daemon sessions, replays, backtests): every run unless --run")
-    runs.set_defaults(run="all")
+    sub.add_parser("runs", parents=[common], help="runs (daemon sessions, replays, backtests): every run unless --run")
     sub.add_parser("llm", parents=[common], help="LLM calls: count, tokens, cost, latency percentiles; abstentions by reason")
     shadow = sub.add_parser("shadow", parents=[common], help="per-strategy shadow signals vs the selector's choices")
     shadow.add_argument("--horizon", type=int, default=10, help="bars ahead for the forward return (default 10)")
@@ -685,6 +684,8 @@ def database_url(args: argparse.Namespace) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.run is None:  # listings show the latest run; `runs` lists them all
+        args.run = "all" if args.command == "runs" else "latest"
     try:
         url = database_url(args)
     except SettingsError as exc:
