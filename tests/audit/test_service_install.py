@@ -33,6 +33,8 @@ def _skip_reason() -> str | None:
     missing = [tool for tool in ("useradd", "userdel", "runuser", "bash") if shutil.which(tool) is None]
     if missing:
         return f"missing {', '.join(missing)}"
+    if shutil.which("patchelf") is None and not _world_readable(Path(sys.base_prefix)):
+        return f"this machine's Python ({sys.base_prefix}) is not readable by other users and patchelf, which the install needs to copy it, is missing (apt-get install patchelf)"
     # the installed venv holds the runtime dependencies only: the daemon must import without the dev extras
     probe = subprocess.run(
         [sys.executable, "-c", "import sys; sys.modules['pandas_ta'] = None; import main"],
@@ -41,6 +43,10 @@ def _skip_reason() -> str | None:
     if probe.returncode != 0:
         return f"main.py does not import without the dev extras yet: {probe.stderr.strip().splitlines()[-1]}"
     return None
+
+
+def _world_readable(path: Path) -> bool:
+    return all(parent.stat().st_mode & 0o001 for parent in (path, *path.parents))
 
 
 def _unit(path: Path) -> configparser.ConfigParser:
