@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping
 
-from config.settings import Schedule, Settings
+from config.settings import PROJECT_ROOT, Schedule, Settings
 from core.calendar import MarketCalendar, format_eastern
 from core.persistence.models import Iteration
 from core.persistence.repository import Repository
+from utils.cli import db_argument, interpreter_command
 
 
 def schedule_for(settings: Settings, calendar: MarketCalendar) -> Callable[[datetime], datetime]:
@@ -45,7 +46,10 @@ def health_report(settings: Settings, repository: Repository, calendar: MarketCa
     if risk is not None:
         report["trading_state_reason"] = risk[0].get("reason")
     if state == "halted":
-        problems.append(f"halted: {risk[0].get('reason') if risk else ''} (reset with `python main.py reset --reason ...`)")
+        reset = interpreter_command(PROJECT_ROOT / "main.py") + " reset --reason '...'" + db_argument(
+            settings.database_url, Settings.model_fields["database_url"].default
+        )
+        problems.append(f"halted: {risk[0].get('reason') if risk else ''} (reset with `{reset}`)")
     report["healthy"] = not problems
     report["problems"] = problems
     return report

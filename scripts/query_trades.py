@@ -40,7 +40,7 @@ from sqlalchemy import Select, inspect, select  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
 from config.settings import SettingsError, load_settings  # noqa: E402
-from utils.cli import iso_date  # noqa: E402
+from utils.cli import interpreter_command, iso_date  # noqa: E402
 from core import reporting  # noqa: E402
 from core.risk import SectorMapError, load_sector_map  # noqa: E402
 from core.persistence.db import DatabaseUnavailable, check_connection, create_db_engine, normalise_url, safe_url  # noqa: E402
@@ -104,7 +104,7 @@ def _resolve_run(session: Session, run: str | None) -> str | None:
             raise LookupError("the database holds no runs yet")
         return latest
     if session.get(Run, run) is None:
-        raise UnknownRun(f"--run {run}: no such run in this database (list them with: query_trades.py runs)")
+        raise UnknownRun(f"--run {run}: no such run in this database (list them with: {interpreter_command(Path(__file__))} runs)")
     return run
 
 

@@ -193,7 +193,9 @@ def test_query_trades_when_the_run_id_is_unknown_then_one_line_error_and_exit_2(
     assert query_trades.main(["trades", "--db", url, "--run", "nosuch"]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert captured.err.strip() == "error: --run nosuch: no such run in this database (list them with: query_trades.py runs)"
+    (line,) = captured.err.splitlines()
+    assert line.startswith("error: --run nosuch: no such run in this database (list them with: ")
+    assert line.endswith("scripts/query_trades.py runs)")
 
 
 # --- 5: one-line errors, the .env typo, reset on ACTIVE ---------------------------------------------------------
