@@ -25,10 +25,20 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Callable, Sequence
 
 
-from config.settings import BrokerName, DataProviderName, Settings, SettingsError, TradingMode, load_settings
-from core.app import App, MissingKeys, build_app, build_provider, replay_sessions, simulated_clock_for
+from config.settings import (
+    PROJECT_ROOT,
+    BrokerName,
+    DataProviderName,
+    Settings,
+    SettingsError,
+    TradingMode,
+    load_settings,
+    unknown_env_file_keys,
+)
+from core.app import App, MissingKeys, build_app, check_trading_endpoint, build_provider, replay_sessions, simulated_clock_for
 from core.calendar import MarketCalendar, format_eastern
-from core.data.base import BarProvider
+from core.data.base import BarProvider, DataError, ProviderResult
+from core.data.validation import latest_session_day
 from core.clock import LiveClock, SimulatedClock
 from core.orchestrator import IterationOutcome, PersistenceFailure, run_live, run_replay
 from sqlalchemy import func, select
@@ -54,7 +64,7 @@ from core.persistence.db import (
 from core.persistence.models import BreakerEventRow, DecisionRow, EquitySnapshotRow, FillRow, Run
 from core.persistence.repository import Repository
 from core.health import health_report, schedule_for  # noqa: F401  (main.health_report is public API)
-from utils.cli import install_stop_handlers, iso_date
+from utils.cli import db_argument, install_stop_handlers, interpreter_command, iso_date
 from utils.logging import configure_logging
 from loguru import logger
 
@@ -68,10 +78,12 @@ The daemon paper-trades through Alpaca and needs, in the environment or .env:
 (GROQ_API_KEY / ANTHROPIC_API_KEY are optional: without them strategy selection is deterministic.)
 
 Without keys you can run everything offline:
-  make demo                                  replay two years of bundled real bars (simulated clock and broker)
-  python main.py replay --start 2015-01-01   replay any range of the bundled data
-  DATA_PROVIDER=synthetic python main.py run --offline --once
-                                             the live loop on synthetic bars and the simulated broker
+  {main} demo
+      replay two years of bundled real bars (simulated clock and broker; `make demo` installs first)
+  {main} replay --start 2015-01-01
+      replay any range of the bundled data
+  DATA_PROVIDER=synthetic {main} run --offline --once
+      the live loop on synthetic bars and the simulated broker
 With keys, BROKER=simulated runs the daemon on Alpaca's bars with the simulated broker.
 """
 
@@ -118,11 +130,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _data_source(settings: Settings) -> str:
+    """The setting that names where bars come from, for error messages."""
+    if settings.data_provider is DataProviderName.FILES:
+        return f"DATA_DIR={settings.data_dir}"
+    return f"DATA_PROVIDER={settings.data_provider.value}"
+
+
+def _probe(settings: Settings, provider: BarProvider, end: datetime) -> ProviderResult:
+    """The symbols' bars up to ``end``; a provider that cannot serve them at all is a configuration error."""
+    try:
+        return provider.history(settings.symbols, end=end)
+    except DataError as exc:
+        raise SettingsError(f"{_data_source(settings)}: {exc}") from None
+
+
 def _replay_range(app_settings: Settings, provider: BarProvider, start: date | None, end: date | None) -> tuple[date, date]:
     # every bar up to now (a far-future end would take the synthetic provider past the exchange calendar's range)
-    probe = provider.history(app_settings.symbols, end=LiveClock().now())
+    probe = _probe(app_settings, provider, LiveClock().now())
     if not probe.frames:
-        raise SettingsError(f"DATA_DIR: no usable bars for {', '.join(app_settings.symbols)}: {dict(probe.errors)}")
+        raise SettingsError(f"{_data_source(app_settings)}: no usable bars for {', '.join(app_settings.symbols)}: {dict(probe.errors)}")
     last = max(f.index[-1] for f in probe.frames.values()).date()
     first = min(f.index[0] for f in probe.frames.values()).date()
     end = end or last
@@ -253,11 +280,23 @@ def _print_inspection(settings: Settings, app: App, outcomes: Sequence[Iteration
     for name, at, reason in trips:
         print(f"  breaker {name} tripped {at.date()}: {reason}")
     print(f"Database: {db}")
-    db_flag = "" if settings.database_url == Settings.model_fields["database_url"].default else f" --db '{db}'"
-    print("Inspect it with:")
-    for cmd in ("trades", "performance", "decisions --symbol AAPL --limit 20", "decisions --action 'denied:*'", "risk", "breakers", "shadow"):
-        print(f"  python scripts/query_trades.py {cmd} --run {app.run_id}{db_flag}")
-    print(f"  python scripts/query_trades.py runs{db_flag}")
+    for line in inspection_commands(settings, app.run_id):
+        print(line)
+
+
+def inspection_commands(settings: Settings, run_id: str) -> list[str]:
+    """The follow-up commands after a replay, runnable as printed from the current directory: this interpreter,
+    this database."""
+    db_flag = db_argument(settings.database_url, Settings.model_fields["database_url"].default)
+    query = interpreter_command(PROJECT_ROOT / "scripts" / "query_trades.py")
+    symbol = settings.symbols[0] if settings.symbols else "AAPL"
+    lines = ["Inspect it with:"]
+    for cmd in ("trades", "performance", f"decisions --symbol {symbol} --limit 20", "decisions --action 'denied:*'", "risk", "breakers", "shadow"):
+        lines.append(f"  {query} {cmd} --run {run_id}{db_flag}")
+    lines.append(f"  {query} runs{db_flag}")
+    if "$DATABASE_URL" in db_flag:
+        lines.append("  (the database URL holds a password, not printed: set DATABASE_URL to it first)")
+    return lines
 
 
 async def _run_daemon(settings: Settings, args: argparse.Namespace) -> int:
@@ -268,17 +307,26 @@ async def _run_daemon(settings: Settings, args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"broker": BrokerName.SIMULATED})
     needs_keys = settings.broker is BrokerName.ALPACA or settings.data_provider is DataProviderName.ALPACA
     if needs_keys and not settings.has_alpaca_keys:
-        print(NEEDS_KEYS, file=sys.stderr)
+        print(NEEDS_KEYS.format(main=interpreter_command(PROJECT_ROOT / "main.py")), file=sys.stderr)
         return EXIT_CONFIG
     if settings.trading_mode is TradingMode.LIVE and settings.broker is BrokerName.ALPACA and not settings.live_allowed:
         print("error: TRADING_MODE=live also needs LIVE_ALLOWED=true (two separate opt-ins); refusing to start", file=sys.stderr)
         return EXIT_CONFIG
+    if settings.broker is BrokerName.ALPACA:
+        check_trading_endpoint(settings)  # the paper guard first, before any data or database is touched
     clock = LiveClock()
     calendar = MarketCalendar()
+    provider = None
+    if settings.data_provider is DataProviderName.FILES:
+        provider = build_provider(settings, calendar)
+        stale = stale_data_reason(settings, provider, calendar, clock.now())
+        if stale is not None:
+            print(f"error: {stale}", file=sys.stderr)
+            return EXIT_CONFIG
     # a mistyped DATABASE_URL must not silently start an empty ledger: only the default database is created unasked
     create = args.create_db or settings.database_url == Settings.model_fields["database_url"].default
     try:
-        app = build_app(settings, kind="daemon", clock=clock, calendar=calendar, create_db=create)
+        app = build_app(settings, kind="daemon", clock=clock, calendar=calendar, provider=provider, create_db=create)
     except DatabaseMissing as exc:
         print(f"error: {exc}: check DATABASE_URL/--db, or pass --create-db to start a new, empty ledger there", file=sys.stderr)
         return EXIT_DB
@@ -338,6 +386,26 @@ async def _run_daemon(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         _close(app, status)
     return EXIT_OK
+
+
+def stale_data_reason(settings: Settings, provider: BarProvider, calendar: MarketCalendar, now: datetime) -> str | None:
+    """Why the live loop cannot run on ``provider``'s bars at ``now`` (None when it can): no symbol has a bar for the
+    latest completed session, so every iteration would exclude every symbol as stale."""
+    latest = latest_session_day(now, calendar)
+    if latest is None:
+        return None
+    latest_day = date(1970, 1, 1) + timedelta(days=latest)
+    probe = _probe(settings, provider, now)
+    last_bars = [frame.index[-1].date() for frame in probe.frames.values() if len(frame)]
+    if any(day >= latest_day for day in last_bars):
+        return None
+    main_py = interpreter_command(PROJECT_ROOT / "main.py")
+    newest = f"its newest bar is {max(last_bars)}" if last_bars else f"it has no bars for {', '.join(settings.symbols)}"
+    return (
+        f"{_data_source(settings)} cannot serve the live loop: {newest}, the latest completed session is {latest_day}, "
+        f"so every symbol would be excluded as stale; replay the data instead ({main_py} replay) "
+        f"or run the live loop on synthetic bars (DATA_PROVIDER=synthetic {main_py} run --offline)"
+    )
 
 
 def _confirm_live(label: str, account_number: str, confirmation: str | None) -> bool:
@@ -454,7 +522,7 @@ def _health(settings: Settings, as_json: bool) -> int:
         print(json.dumps(report, indent=2, default=str))
     else:
         print("healthy" if report["healthy"] else "UNHEALTHY: " + "; ".join(report["problems"]))  # type: ignore[arg-type]
-        for key in ("last_heartbeat", "last_iteration", "last_status", "next_due", "trading_state"):
+        for key in ("last_heartbeat", "last_iteration", "last_status", "data_quality", "next_due", "trading_state"):
             if key in report:
                 print(f"  {key}: {report[key]}")
     return EXIT_OK if report["healthy"] else EXIT_ERROR
@@ -474,6 +542,10 @@ def _reset(settings: Settings, reason: str) -> int:
         saved = repository.get_state("risk:state")
         if saved is None:
             print("nothing to reset: no daemon trading state recorded on this database")
+            return EXIT_OK
+        if str(saved[0].get("state")) == "active":
+            # nothing latched: a reset would only move the high-water mark (and hide a drawdown), so it does nothing
+            print("trading state is ACTIVE; nothing to reset (the high-water mark is unchanged)")
             return EXIT_OK
         now = LiveClock().now()
         with repository.session() as session:
@@ -513,8 +585,12 @@ def dashboard_command(host: str, port: int, refresh: int) -> list[str]:
 
 
 def _dashboard(settings: Settings, args: argparse.Namespace, exec_: Callable[..., object] = os.execve) -> int:
-    """Check that the database opens read-only, then replace this process with the Streamlit server."""
+    """Check the port and that the database opens read-only, then replace this process with the Streamlit server."""
     from core.dashboard.readonly import open_readonly
+
+    if not 1 <= args.port <= 65535:
+        print(f"error: --port {args.port}: must be a TCP port, 1-65535", file=sys.stderr)
+        return EXIT_CONFIG
 
     open_readonly(settings.database_url).dispose()  # DatabaseUnavailable -> exit 3 with a clear message
     command = dashboard_command(args.host, args.port, args.refresh)
@@ -545,6 +621,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args.command
     if command == "strategies":
         return _strategies(args.json)
+    for warning in unknown_env_file_keys():
+        print(f"warning: {warning}", file=sys.stderr)
     try:
         overrides = {"database_url": args.db} if args.db else {}
         settings = load_settings(**overrides)

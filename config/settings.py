@@ -363,3 +363,30 @@ def load_settings(**overrides: Any) -> Settings:
             else:
                 lines.append(f"{name}: {message}")
         raise SettingsError("invalid configuration: " + "; ".join(lines)) from None
+
+
+# Variables a .env may hold that are not settings: the test suite's own switches.
+NON_SETTING_VARIABLES = frozenset({"TEST_POSTGRES_URL", "REQUIRE_POSTGRES", "REQUIRE_BROWSER"})
+
+
+def unknown_env_file_keys(path: str | Path | None = None) -> list[str]:
+    """One warning per key of the ``.env`` file (``path``; default: the one :class:`Settings` reads, in the current
+    directory) that is no setting — a misspelt name is otherwise silently ignored — with the closest setting's name
+    when there is one. Empty when the file does not exist."""
+    import difflib
+
+    from dotenv import dotenv_values
+
+    env_file = Path(path if path is not None else str(Settings.model_config.get("env_file") or ".env"))
+    if not env_file.is_file():
+        return []
+    known = sorted(name.upper() for name in Settings.model_fields)
+    warnings = []
+    for key in dotenv_values(env_file, encoding="utf-8"):
+        name = key.strip().upper()
+        if not name or name in known or name in NON_SETTING_VARIABLES:
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        warnings.append(f"{env_file}: {name} is not a setting{hint}; it is ignored")
+    return warnings

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Callable
+from typing import Any, Callable, Mapping
 
-from config.settings import Schedule, Settings
+from config.settings import PROJECT_ROOT, Schedule, Settings
 from core.calendar import MarketCalendar, format_eastern
+from core.persistence.models import Iteration
 from core.persistence.repository import Repository
+from utils.cli import db_argument, interpreter_command
 
 
 def schedule_for(settings: Settings, calendar: MarketCalendar) -> Callable[[datetime], datetime]:
@@ -21,7 +23,8 @@ def schedule_for(settings: Settings, calendar: MarketCalendar) -> Callable[[date
 
 def health_report(settings: Settings, repository: Repository, calendar: MarketCalendar, now: datetime) -> dict[str, object]:
     """Healthy when the daemon's last heartbeat is not older than its next scheduled run plus the grace period,
-    and trading is not HALTED."""
+    its last iteration had usable data (data quality at least ``DATA_QUALITY_MIN``, at least one symbol) and completed
+    ``ok``, and trading is not HALTED."""
     problems: list[str] = []
     beat = repository.get_state("heartbeat")
     report: dict[str, object] = {"at": now.isoformat()}
@@ -36,15 +39,44 @@ def health_report(settings: Settings, repository: Repository, calendar: MarketCa
                       next_due=due.isoformat(), stale_after=deadline.isoformat())
         if now > deadline:
             problems.append(f"stale: last iteration {format_eastern(last)}, the next was due {format_eastern(due)}")
-        if value.get("status") != "ok":
-            report["warning"] = f"last iteration {value.get('status')}"
+        problems.extend(_last_iteration_problems(settings, repository, value, report))
     risk = repository.get_state("risk:state")
     state = str(risk[0].get("state")) if risk is not None else "unknown"
     report["trading_state"] = state
     if risk is not None:
         report["trading_state_reason"] = risk[0].get("reason")
     if state == "halted":
-        problems.append(f"halted: {risk[0].get('reason') if risk else ''} (reset with `python main.py reset --reason ...`)")
+        reset = interpreter_command(PROJECT_ROOT / "main.py") + " reset --reason '...'" + db_argument(
+            settings.database_url, Settings.model_fields["database_url"].default
+        )
+        problems.append(f"halted: {risk[0].get('reason') if risk else ''} (reset with `{reset}`)")
     report["healthy"] = not problems
     report["problems"] = problems
     return report
+
+
+def _last_iteration_problems(
+    settings: Settings, repository: Repository, beat: Mapping[str, Any], report: dict[str, object]
+) -> list[str]:
+    """What was wrong with the heartbeat's iteration: not ok, no usable data, data quality under the threshold."""
+    problems: list[str] = []
+    status = beat.get("status")
+    with repository.session() as session:
+        row = session.get(Iteration, str(beat.get("iteration_id")))
+        found = None if row is None else (row.error, row.data_quality, row.symbols_ok, row.symbols_total)
+    if found is None:
+        if status != "ok":
+            problems.append(f"last iteration {status}")
+        return problems
+    error, quality, symbols_ok, symbols_total = found
+    if status != "ok":
+        problems.append(f"last iteration {status}" + (f": {error}" if error else ""))
+    report.update(data_quality=quality, symbols_ok=symbols_ok, symbols_total=symbols_total)
+    if symbols_ok == 0:
+        problems.append(f"no usable data: the last iteration had 0/{symbols_total} symbols with usable bars")
+    elif quality < settings.data_quality_min:
+        problems.append(
+            f"data quality {quality:.0%} under DATA_QUALITY_MIN {settings.data_quality_min:.0%} in the last iteration "
+            f"({symbols_ok}/{symbols_total} symbols with usable bars)"
+        )
+    return problems

@@ -12,6 +12,7 @@ circuit breakers, risk, reconciliation, and why a symbol was (not) traded on a d
     ... --json (one JSON object; money as decimal strings, an infinite ratio as "inf") | readable text (default)
 
     ... --db sqlite:///path/to.db | --db postgresql://user@host/db   (default: DATABASE_URL / .env)
+    ... --run ID | latest | all   listings: the latest run by default, named on the first line (`runs`: every run)
 
 Round trips (performance, calibration, why) are rebuilt from the fills, long-only and at average cost: one trade
 from flat to flat, scale-ins and partial exits included; see core/reporting.py.
@@ -39,7 +40,7 @@ from sqlalchemy import Select, inspect, select  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
 from config.settings import SettingsError, load_settings  # noqa: E402
-from utils.cli import iso_date  # noqa: E402
+from utils.cli import interpreter_command, iso_date  # noqa: E402
 from core import reporting  # noqa: E402
 from core.risk import SectorMapError, load_sector_map  # noqa: E402
 from core.persistence.db import (  # noqa: E402
@@ -98,15 +99,30 @@ def _end(d: date | None) -> datetime | None:
     return datetime.combine(d + timedelta(days=1), time.min, tzinfo=UTC) if d else None
 
 
+class UnknownRun(LookupError):
+    """``--run ID`` names no run in the database (a usage error: exit 2)."""
+
+
 def _resolve_run(session: Session, run: str | None) -> str | None:
     if run in (None, "all"):
         return None
     if run == "latest":
-        latest = session.scalar(select(Run.id).order_by(Run.started_at.desc()).limit(1))
+        latest = session.scalar(select(Run.id).order_by(Run.started_at.desc(), Run.id.desc()).limit(1))
         if latest is None:
             raise LookupError("the database holds no runs yet")
         return latest
+    if session.get(Run, run) is None:
+        raise UnknownRun(f"--run {run}: no such run in this database (list them with: {interpreter_command(Path(__file__))} runs)")
     return run
+
+
+def _scope_line(requested: str | None, run_id: str | None) -> str | None:
+    """What a listing shows, when it is not a run the user named: the latest run by default."""
+    if requested == "latest" and run_id is not None:
+        return f"run: {run_id} (latest; --run all for every run)"
+    if requested == "all":
+        return "run: all runs (--run latest or --run ID for one)"
+    return None
 
 
 def _filters(stmt: Select[Any], model: Any, ts_column: Any, args: argparse.Namespace, run_id: str | None) -> Select[Any]:
@@ -616,7 +632,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--symbol", help="only this symbol")
     common.add_argument("--start", type=iso_date, help="from this date (inclusive)")
     common.add_argument("--end", type=iso_date, help="to this date (inclusive)")
-    common.add_argument("--run", default="all", help="run id, 'latest' or 'all' (default)")
+    common.add_argument("--run", help="run id, 'latest' (default; `runs`: 'all') or 'all'")
     common.add_argument("--limit", type=int, help="only the most recent N rows")
     fmt = common.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print a JSON array of objects")
@@ -630,7 +646,7 @@ def build_parser() -> argparse.ArgumentParser:
     decisions.add_argument("--agent", choices=["data", "strategy", "quant", "risk", "execution"], help="only this agent")
     decisions.add_argument("--action", help="action pattern, e.g. 'denied:*' or BUY")
     sub.add_parser("equity", parents=[common], help="equity snapshots")
-    sub.add_parser("runs", parents=[common], help="runs (daemon sessions, replays)")
+    sub.add_parser("runs", parents=[common], help="runs (daemon sessions, replays, backtests): every run unless --run")
     sub.add_parser("llm", parents=[common], help="LLM calls: count, tokens, cost, latency percentiles; abstentions by reason")
     shadow = sub.add_parser("shadow", parents=[common], help="per-strategy shadow signals vs the selector's choices")
     shadow.add_argument("--horizon", type=int, default=10, help="bars ahead for the forward return (default 10)")
@@ -676,6 +692,8 @@ def database_url(args: argparse.Namespace) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.run is None:  # listings show the latest run; `runs` lists them all
+        args.run = "all" if args.command == "runs" else "latest"
     try:
         url = database_url(args)
     except SettingsError as exc:
@@ -705,11 +723,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DatabaseUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
+    except UnknownRun as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except LookupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
     finally:
         engine.dispose()
+    scope = _scope_line(args.run, run_id) if args.command not in ("runs", "why", "performance", "risk") else None
+    if scope is not None:  # on stderr when the output is JSON/CSV for a program
+        print(scope, file=sys.stderr if args.json or getattr(args, "csv", False) else sys.stdout)
     if args.command in REPORTS:
         print(json.dumps(json_ready(result), indent=2) if args.json else REPORTS[args.command].render(result))
         return 0

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import shlex
 import signal
+import sys
 from datetime import date
+from pathlib import Path
 
 from loguru import logger
 
@@ -30,3 +34,35 @@ def install_stop_handlers(stop: asyncio.Event, what: str = "the current iteratio
             continue
         installed.append(sig)
     return installed
+
+
+def interpreter_command(script: str | os.PathLike[str] | None = None) -> str:
+    """The start of a command line that runs ``script`` (or, without one, ``python``) with *this* interpreter, written
+    so that it can be pasted into a shell in the current directory: paths under the current directory are relative
+    (``.venv/bin/python scripts/query_trades.py``), others absolute, each shell-quoted."""
+    parts = [_pasteable(Path(sys.executable))]
+    if script is not None:
+        parts.append(_pasteable(Path(script)))
+    return " ".join(parts)
+
+
+def _pasteable(path: Path) -> str:
+    # keep a venv's bin/python as it is (resolving it would leave the venv for the base interpreter)
+    absolute = Path(os.path.abspath(path))
+    try:
+        relative = absolute.relative_to(Path.cwd())
+    except ValueError:
+        return shlex.quote(str(absolute))
+    return shlex.quote(str(relative))
+
+
+def db_argument(url: str, default: str) -> str:
+    """`` --db URL`` for a printed command when ``url`` is not ``default`` (empty otherwise). A URL with a password is
+    given as ``--db "$DATABASE_URL"``: the password is never printed."""
+    if url == default:
+        return ""
+    from sqlalchemy.engine import make_url
+
+    if make_url(url).password:
+        return ' --db "$DATABASE_URL"'
+    return " --db " + shlex.quote(url)

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any, Sequence, TextIO
 
 
-from utils.cli import install_stop_handlers, iso_date
+from utils.cli import db_argument, install_stop_handlers, interpreter_command, iso_date
 
-from config.settings import Settings
+from config.settings import PROJECT_ROOT, Settings
 from core.backtest.runner import (
     ALPACA_CACHE_ALIASES,
     DEFAULT_CALENDAR,
@@ -217,7 +217,7 @@ async def _run(settings: Settings, config: BacktestConfig, progress: ProgressBar
             loop.remove_signal_handler(sig)
 
 
-def _print_summary(result: BacktestResult, out: TextIO) -> None:
+def _print_summary(result: BacktestResult, out: TextIO, database_url: str) -> None:
     m = result.metrics
     closed = len(result.closed_trades)
 
@@ -244,8 +244,11 @@ def _print_summary(result: BacktestResult, out: TextIO) -> None:
     if result.degraded_iterations:
         print(f"  {result.degraded_iterations} degraded iterations (see the iterations table)", file=out)
     print(f"  database: {result.database}", file=out)
-    print(f"  inspect: python scripts/query_trades.py trades --run {result.run_id}", file=out)
-    print(f"           python scripts/query_trades.py performance --run {result.run_id}", file=out)
+    # runnable as printed from the current directory: this interpreter, this database
+    query = interpreter_command(PROJECT_ROOT / "scripts" / "query_trades.py")
+    db_flag = db_argument(database_url, Settings.model_fields["database_url"].default)
+    print(f"  inspect: {query} trades --run {result.run_id}{db_flag}", file=out)
+    print(f"           {query} performance --run {result.run_id}{db_flag}", file=out)
 
 
 def _print_trading_state(result: BacktestResult, out: TextIO) -> None:
@@ -279,7 +282,7 @@ def run_backtest_command(args: argparse.Namespace, settings: Settings, *, stdout
         json.dump(result.as_json(), out, allow_nan=False)
         out.write("\n")
     else:
-        _print_summary(result, out)
+        _print_summary(result, out, settings.database_url)
     out.flush()
     if args.report is not None:
         from core.backtest.report import write_report  # the report's imports only when a report is asked for

@@ -82,7 +82,39 @@ def test_cron_example_when_read_then_one_run_per_session_in_new_york_time():
     assert len(runs) == 1
     assert runs[0].split()[:5] == ["45", "9", "*", "*", "1-5"]
     health = [job for job in cron_jobs() if "main.py health" in job]
-    assert len(health) == 1 and "mail" in health[0] and "logger" in health[0]
+    assert len(health) == 1 and "logger" in health[0]
+
+
+def test_cron_example_when_read_then_the_health_check_runs_around_the_clock():
+    # the daemon's schedule is in `main.py health` itself: a check at 03:00 or on a Sunday is quiet unless something
+    # is wrong, and a database that went away at night is reported before the open
+    (health,) = [job for job in cron_jobs() if "main.py health" in job]
+    assert health.split()[:5] == ["*/15", "*", "*", "*", "*"]
+
+
+def _run_cron_job(job: str, project: Path, exit_code: int) -> subprocess.CompletedProcess[str]:
+    """The job's command as cron's /bin/sh runs it, in a stand-in project whose interpreter prints and exits with
+    ``exit_code``; `logger` is a stand-in that swallows its input (syslog)."""
+    python = project / ".venv" / "bin" / "python"
+    python.parent.mkdir(parents=True, exist_ok=True)
+    python.write_text(f"#!/bin/sh\necho \"output of $*\"\nexit {exit_code}\n")
+    python.chmod(0o755)
+    stubs = project / "stubs"
+    stubs.mkdir(exist_ok=True)
+    (stubs / "logger").write_text("#!/bin/sh\ncat > /dev/null\n")
+    (stubs / "logger").chmod(0o755)
+    command = " ".join(job.split()[5:]).replace("/opt/agent-trader", str(project))
+    return subprocess.run(["/bin/sh", "-c", command], env={"PATH": f"{stubs}:/usr/bin:/bin"}, capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.mark.parametrize("which", ["main.py run --once", "main.py health"])
+def test_cron_jobs_when_the_command_fails_then_cron_gets_output_to_mail_and_nothing_when_it_succeeds(which: str, tmp_path: Path):
+    (job,) = [j for j in cron_jobs() if which in j]
+    failed = _run_cron_job(job, tmp_path, exit_code=1)
+    assert failed.returncode != 0
+    assert "failed with exit 1" in failed.stdout and f"output of {which}" in failed.stdout  # cron mails this to MAILTO
+    ok = _run_cron_job(job, tmp_path, exit_code=0)
+    assert (ok.returncode, ok.stdout, ok.stderr) == (0, "", "")  # no mail when all is well
 
 
 def test_cron_example_when_jobs_read_then_no_unescaped_percent():

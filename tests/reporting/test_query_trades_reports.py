@@ -105,8 +105,8 @@ def test_why_json_and_text(url: str, capsys: pytest.CaptureFixture[str]) -> None
 def test_why_when_nothing_decided_exits_3_with_a_message(url: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert query_trades.main(["why", "AAPL", "2024-03-02", "--db", url]) == 3
     assert "no decision about AAPL on 2024-03-02" in capsys.readouterr().err
-    assert query_trades.main(["performance", "--db", url, "--run", "nope"]) == 3
-    assert "no run 'nope'" in capsys.readouterr().err
+    assert query_trades.main(["performance", "--db", url, "--run", "nope"]) == 2  # an unknown run id is a usage error
+    assert "--run nope: no such run" in capsys.readouterr().err
 
 
 def test_existing_sub_commands_still_print_json_arrays(url: str, capsys: pytest.CaptureFixture[str]) -> None:
