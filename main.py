@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 from config.settings import BrokerName, DataProviderName, Settings, SettingsError, TradingMode, load_settings
 from core.app import App, MissingKeys, build_app, build_provider, replay_sessions, simulated_clock_for
 from core.calendar import MarketCalendar, format_eastern
-from core.data.base import BarProvider
+from core.data.base import BarProvider, DataError, ProviderResult
 from core.clock import LiveClock, SimulatedClock
 from core.orchestrator import IterationOutcome, PersistenceFailure, run_live, run_replay
 from sqlalchemy import func, select
@@ -100,10 +100,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _replay_range(app_settings: Settings, provider: BarProvider, start: date | None, end: date | None) -> tuple[date, date]:
+def _probe(app_settings: Settings, provider: BarProvider) -> ProviderResult:
+    """Every symbol's bars from an offline provider; a symbol it cannot serve at all stops start-up (a typo in
+    SYMBOLS would otherwise be an excluded symbol every session, and hold the data quality down)."""
     probe = provider.history(app_settings.symbols, end=datetime(2100, 1, 1, tzinfo=UTC))
-    if not probe.frames:
-        raise SettingsError(f"DATA_DIR: no usable bars for {', '.join(app_settings.symbols)}: {dict(probe.errors)}")
+    if probe.errors:
+        symbol, reason = next(iter(probe.errors.items()))
+        more = f" (and {len(probe.errors) - 1} more: {', '.join(list(probe.errors)[1:])})" if len(probe.errors) > 1 else ""
+        raise SettingsError(f"SYMBOLS: no bars for {symbol}{more}: {reason}")
+    return probe
+
+
+def _replay_range(probe: ProviderResult, start: date | None, end: date | None) -> tuple[date, date]:
     last = max(f.index[-1] for f in probe.frames.values()).date()
     first = min(f.index[0] for f in probe.frames.values()).date()
     end = end or last
@@ -118,7 +126,12 @@ async def _replay(
 ) -> tuple[App, list[IterationOutcome], float]:
     calendar = MarketCalendar()
     provider = build_provider(settings, calendar)
-    start, end = _replay_range(settings, provider, start, end)
+    probe = _probe(settings, provider)
+    first = min(f.index[0] for f in probe.frames.values()).date()
+    if first < calendar.start:  # data older than the default calendar (IBM from 1962): sessions back to its start
+        calendar = MarketCalendar.covering(first)
+        provider = build_provider(settings, calendar)
+    start, end = _replay_range(probe, start, end)
     sessions = replay_sessions(calendar, start, end)
     clock = simulated_clock_for(sessions)
     app = build_app(settings, kind=kind, clock=clock, provider=provider, calendar=calendar, allow_llm=llm)
@@ -192,6 +205,11 @@ async def _run_daemon(settings: Settings, args: argparse.Namespace) -> int:
     calendar = MarketCalendar()
     app = build_app(settings, kind="daemon", clock=clock, calendar=calendar)
     try:
+        unknown = _unknown_symbols(app.provider, settings.symbols, clock.now())
+        if unknown:
+            app.close("refused")
+            print(f"error: {unknown}", file=sys.stderr)
+            return EXIT_CONFIG
         label = await app.broker.account_label() if hasattr(app.broker, "account_label") else f"{app.broker.name} account"
         if settings.trading_mode is TradingMode.LIVE and settings.broker is BrokerName.ALPACA:
             if not _confirm_live(label, args.confirm_live):
@@ -224,6 +242,21 @@ async def _run_daemon(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         app.close(status)
     return EXIT_OK
+
+
+def _unknown_symbols(provider: BarProvider, symbols: Sequence[str], now: datetime) -> str | None:
+    """A one-line message naming the symbols of SYMBOLS no data provider knows (no file, no bar at all), or None.
+
+    A provider that fails for another reason (a timeout) does not stop start-up: the Data agent handles it."""
+    try:
+        probe = provider.history(symbols, end=now)
+    except DataError as exc:  # the source is unavailable as a whole: not a verdict on the symbols
+        print(f"warning: could not check SYMBOLS at start-up: {exc}", file=sys.stderr)
+        return None
+    unknown = [s for s in symbols if s in getattr(probe, "unknown", ())]
+    if not unknown:
+        return None
+    return f"SYMBOLS: no data provider knows {', '.join(unknown)}: {probe.errors.get(unknown[0], 'no bars')}"
 
 
 def _confirm_live(label: str, confirmation: str | None) -> bool:

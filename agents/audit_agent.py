@@ -83,13 +83,17 @@ class AuditAgent:
         self._clock = clock
         self.run_id = run_id
         self.last_summary: str | None = None
+        self.last_status: str | None = None  # the status the latest iteration was recorded with
+        self.last_error: str | None = None
         # the run's latest equity values, oldest first, for the Risk agent's daily/weekly loss limits
         self.recent_equity: deque[float] = deque(
             (float(e) for _, e in repository.equity_history(run_id, limit=recent_equity)), maxlen=recent_equity
         )
 
     async def on_executed(self, event: ExecutedReady) -> None:
-        await self._record(event.chain(), status="ok", error=None)
+        chain = event.chain()
+        reasons = [reason for e in chain for reason in e.degraded]
+        await self._record(chain, status="degraded" if reasons else "ok", error="; ".join(reasons) if reasons else None)
 
     async def record_incomplete(self, report: PublishReport, failures: Sequence[HandlerFailure]) -> None:
         """Record an iteration whose pipeline stopped early: what was decided so far, the error, and the equity."""
@@ -234,4 +238,5 @@ class AuditAgent:
                 self.flush()
         self.recent_equity.append(float(equity.equity))
         self.last_summary = text
+        self.last_status, self.last_error = status, error
         logger.debug("audit: {}", text)

@@ -4,7 +4,9 @@ The rules themselves live in the pure engine ``core.risk``; this agent assembles
 from the batch, the broker account and the run's equity history, and turns the engine's answers into events.
 
 It also owns the trading state (ACTIVE / REDUCING / HALTED, persisted so a restart keeps it) and two circuit
-breakers: data quality under ``data_quality_min`` stops new entries for the iteration, and equity
+breakers: data quality under ``data_quality_min`` stops new entries for the iteration (only when at least two
+symbols have data problems: see ``BarsBatch.breaker_quality``; a symbol whose data are flagged opens no position
+either way, rule ``symbol_data``), and equity
 ``drawdown_halt`` below its high-water mark HALTS trading until a manual reset (``python main.py reset``).
 
 Backtests may swap the sizing (``fixed-qty:N``, ``fixed-fraction:F``) and switch the limits off
@@ -303,7 +305,7 @@ class RiskAgent:
         assert batch is not None
         account = await self._broker.account()
         portfolio = self._portfolio(account, batch)
-        self._update_state(portfolio, batch.data_quality)
+        self._update_state(portfolio, batch.breaker_quality)
         quality_gate = self._enforce and self._quality.state is not BreakerState.CLOSED
         time_stops = self._positions.time_stops(PositionManager.plans(account), batch) if self._positions is not None else {}
         approvals: list[Approval] = []
@@ -327,23 +329,32 @@ class RiskAgent:
                 continue
             assert signal is not None
             position = account.positions.get(symbol)
+            flag = batch.entry_blocked.get(symbol)
+            info = {**state_info, "data_flag": flag} if flag is not None else state_info  # managed on its last good bar
             if symbol in time_stops and signal.action is not Action.SELL:
                 result = evaluate_exit(symbol, position.quantity, signal, self.state if self._enforce else TradingState.ACTIVE, time_stops[symbol])
-                self._append(result, symbol, signal, None, state_info, approvals, denials, decisions)
+                self._append(result, symbol, signal, None, info, approvals, denials, decisions)
                 continue
             if signal.action is Action.HOLD:
                 if self._routine:
-                    decisions.append(Decision("risk", symbol, "skip", "signal is HOLD: no order", state_info, strategy=signal.strategy))
+                    decisions.append(Decision("risk", symbol, "skip", "signal is HOLD: no order", info, strategy=signal.strategy))
                 continue
             validated = event.validated.get(symbol)
             result: Approval | Denial
             if signal.action is Action.SELL:
                 if position is None or position.quantity <= 0:
                     decisions.append(
-                        Decision("risk", symbol, "skip", "SELL signal but no position to exit (long-only)", state_info, strategy=signal.strategy)
+                        Decision("risk", symbol, "skip", "SELL signal but no position to exit (long-only)", info, strategy=signal.strategy)
                     )
                     continue
                 result = evaluate_exit(symbol, position.quantity, signal, self.state if self._enforce else TradingState.ACTIVE, f"exit on {signal.strategy} SELL")
+            elif flag is not None:
+                result = Denial(
+                    symbol,
+                    "symbol_data",
+                    f"symbol_data: no new entries in {symbol} while its data are flagged ({flag})",
+                    {"data_flag": flag},
+                )
             elif quality_gate:
                 result = Denial(
                     symbol,
@@ -368,7 +379,7 @@ class RiskAgent:
                     returns=self._returns(sb) if self._enforce else None,
                 )
                 result = self._entry(candidate, portfolio)
-            if self._append(result, symbol, signal, validated, state_info, approvals, denials, decisions) and signal.action is Action.BUY:
+            if self._append(result, symbol, signal, validated, info, approvals, denials, decisions) and signal.action is Action.BUY:
                 # later candidates of this batch see this entry's cash and exposure
                 portfolio = apply_approval(portfolio, approvals[-1], self.sector(symbol))
         events = drain_rows(self._events)

@@ -52,6 +52,9 @@ class Orchestrator:
             report = await self.bus.publish(IterationStarted(iteration_id=iteration_id, as_of=as_of, seq=seq))
             failures = report.failures
             if not failures:
+                if self._audit.last_status == "degraded":  # completed and recorded, without something it needed
+                    logger.warning("iteration degraded: {} ({})", self._audit.last_error, self._audit.last_summary)
+                    return IterationOutcome(iteration_id, seq, as_of, "degraded", self._audit.last_error, self._audit.last_summary)
                 logger.log(self.summary_level, "iteration ok: {}", self._audit.last_summary)
                 return IterationOutcome(iteration_id, seq, as_of, "ok", None, self._audit.last_summary)
             self._execution.discard(iteration_id)

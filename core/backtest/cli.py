@@ -226,6 +226,12 @@ def _print_summary(result: BacktestResult, out: TextIO) -> None:
         b = result.benchmark_metrics
         print(f"  benchmark {result.benchmark_symbol} buy & hold: {pct(b.total_return)}, CAGR {pct(b.cagr)}, "
               f"max drawdown {pct(b.max_drawdown, '')}", file=out)
+    if result.exclusions_by_reason:
+        reasons = result.exclusions_by_reason
+        waiting = ", ".join(f"{name} {reasons[name]:,}" for name in ("not_listed", "warm_up") if reasons.get(name))
+        problems = ", ".join(f"{name} {n:,}" for name, n in reasons.items() if name not in ("not_listed", "warm_up"))
+        print(f"  symbol-sessions excluded: {waiting or 'none waiting'} (not data problems); data problems: "
+              f"{problems or 'none'} (no new entries, open positions still managed)", file=out)
     if result.degraded_iterations:
         print(f"  {result.degraded_iterations} degraded iterations (see the iterations table)", file=out)
     print(f"  database: {result.database}", file=out)
