@@ -101,13 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _probe(app_settings: Settings, provider: BarProvider) -> ProviderResult:
-    """Every symbol's bars from an offline provider; a symbol it cannot serve at all stops start-up (a typo in
-    SYMBOLS would otherwise be an excluded symbol every session, and hold the data quality down)."""
+    """Every symbol's bars from an offline provider. A symbol it does not know at all stops start-up (a typo in
+    SYMBOLS would otherwise be an excluded symbol every session, holding the data quality down); one whose file
+    cannot be read is the Data agent's to exclude, with the reason, every session."""
     probe = provider.history(app_settings.symbols, end=datetime(2100, 1, 1, tzinfo=UTC))
-    if probe.errors:
-        symbol, reason = next(iter(probe.errors.items()))
-        more = f" (and {len(probe.errors) - 1} more: {', '.join(list(probe.errors)[1:])})" if len(probe.errors) > 1 else ""
-        raise SettingsError(f"SYMBOLS: no bars for {symbol}{more}: {reason}")
+    unknown = [s for s in app_settings.symbols if s in probe.unknown]
+    if unknown:
+        raise SettingsError(f"SYMBOLS: no data provider knows {', '.join(unknown)}: {probe.errors[unknown[0]]}")
+    if not probe.frames:
+        raise SettingsError(f"DATA_DIR: no usable bars for {', '.join(app_settings.symbols)}: {dict(probe.errors)}")
     return probe
 
 

@@ -427,9 +427,8 @@ def _calendar_problems(w: _Window, ctx: _Context, calendar: MarketCalendar, late
     problems: list[Problem] = []
     latest_pos = int(np.searchsorted(sessions, latest, side="right")) - 1
     first_pos = int(np.searchsorted(sessions, max(first_bar, first_known), side="left"))
-    window_pos = max(latest_pos - ctx.gap_sessions + 1, first_pos, 0)
-    window_start = int(sessions[window_pos]) if window_pos < len(sessions) else latest + 1
-    recent = days[days >= window_start]
+    window_pos = max(latest_pos - ctx.gap_sessions + 1, first_pos, 0)  # the window's first session with a bar due
+    recent = days[days >= int(sessions[max(latest_pos - ctx.gap_sessions + 1, 0)])]
     span = sessions[window_pos : int(np.searchsorted(sessions, min(last_bar, latest), side="right"))]
     missing = np.setdiff1d(span, recent, assume_unique=True)
     if len(missing):
@@ -554,7 +553,7 @@ class FrameChecks:
         # the last gap_sessions sessions (from the first bar at the earliest) each have exactly one bar
         latest_pos = int(self.session_pos[end - 1])
         window_pos = max(latest_pos - gap_sessions + 1, int(self.session_pos[0]), 0)
-        k = int(np.searchsorted(self.days[:end], calendar.session_days[window_pos], side="left"))
+        k = int(np.searchsorted(self.days[:end], calendar.session_days[max(latest_pos - gap_sessions + 1, 0)], side="left"))
         if self.off_session[end] != self.off_session[k]:
             return False
         return int(self.on_session[end] - self.on_session[k]) == latest_pos - window_pos + 1
