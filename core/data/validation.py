@@ -253,16 +253,18 @@ def _validate_many(frames: Mapping[str, pd.DataFrame], ctx: _Context) -> tuple[d
     bad_rows: dict[str, np.ndarray] = {}
     if filled:
         bad_rows = _row_rules([windows[i] for i in filled], lengths[filled], found)
-    for w in windows:
-        if not len(w.days):
-            continue
-        spike, jump = price_moves(w.values[:, 3])
-        rows = bad_rows.get(w.symbol)
-        if spike.any():
-            found[w.symbol].append(_spike_problem(w, spike))
-        if jump[-1]:
-            found[w.symbol].append(_jump_problem(w))
-        ends[w.symbol] = _good_end(w, rows, spike, jump)
+    if filled:
+        sized = lengths[filled]
+        starts = np.r_[0, np.cumsum(sized)[:-1]]
+        spikes, jumps = _moves(np.concatenate([windows[i].values[:, 3] for i in filled]), starts)
+        for j, i in enumerate(filled):
+            w, lo_row, hi_row = windows[i], int(starts[j]), int(starts[j] + sized[j])
+            spike, jump = spikes[lo_row:hi_row], jumps[lo_row:hi_row]
+            if spike.any():
+                found[w.symbol].append(_spike_problem(w, spike))
+            if jump[-1]:
+                found[w.symbol].append(_jump_problem(w))
+            ends[w.symbol] = _good_end(w, bad_rows.get(w.symbol), spike, jump)
     for w in windows:
         if w.total < ctx.min_history:
             last = f"last bar {_day(w.days.max())}" if len(w.days) else "no bars"
@@ -274,9 +276,33 @@ def _validate_many(frames: Mapping[str, pd.DataFrame], ctx: _Context) -> tuple[d
                 )
             )
     if ctx.calendar is not None and ctx.latest_session_day is not None:
-        for w in windows:
+        suspects = _calendar_suspects([windows[i] for i in filled], lengths[filled], ctx, ctx.calendar, ctx.latest_session_day)
+        for w in [w for w in windows if not len(w.days)] + [windows[i] for i, bad in zip(filled, suspects) if bad]:
             found[w.symbol].extend(_calendar_problems(w, ctx, ctx.calendar, ctx.latest_session_day))
     return found, ends
+
+
+def _calendar_suspects(windows: list[_Window], lengths: np.ndarray, ctx: _Context, calendar: MarketCalendar, latest: int) -> np.ndarray:
+    """Per (non-empty) window, whether a calendar rule may be broken: one vectorised pass over every symbol; the
+    exact problems are then worked out for the suspects only."""
+    if not windows:
+        return np.zeros(0, dtype=bool)
+    sessions = calendar.session_days
+    first_known, last_known = (calendar.start - _EPOCH_DAY).days, (calendar.end - _EPOCH_DAY).days
+    starts = np.r_[0, np.cumsum(lengths)[:-1]]
+    days = np.concatenate([w.days for w in windows])
+    first, last = np.minimum.reduceat(days, starts), np.maximum.reduceat(days, starts)
+    latest_pos = int(np.searchsorted(sessions, latest, side="right")) - 1
+    window_day = int(sessions[max(latest_pos - ctx.gap_sessions + 1, 0)])
+    known = (days >= first_known) & (days <= last_known)
+    position = np.minimum(np.searchsorted(sessions, days), len(sessions) - 1)
+    on = known & (sessions[position] == days)
+    recent = days >= window_day
+    on_recent = np.add.reduceat((on & recent).astype(np.int64), starts)
+    off_recent = np.add.reduceat((known & ~on & recent).astype(np.int64), starts)
+    first_pos = np.searchsorted(sessions, np.maximum(first, first_known), side="left")
+    expected = latest_pos - np.maximum(np.maximum(latest_pos - ctx.gap_sessions + 1, first_pos), 0) + 1
+    return (last < latest) | (off_recent > 0) | (on_recent != expected)
 
 
 def _good_end(w: _Window, bad: np.ndarray | None, spike: np.ndarray, jump: np.ndarray) -> int:
@@ -330,28 +356,35 @@ def price_moves(close: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     (opposite sign, ``|move_i + move_i+1| <= |move_i| / 2``). Moves into or out of a non-positive or non-finite close
     count as 0 (the row rules report those bars).
     """
+    return _moves(close, np.zeros(1, dtype=np.int64))
+
+
+def _moves(close: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`price_moves` of several series concatenated (``starts``: each series' first row), in one pass."""
     n = len(close)
     spike = np.zeros(n, dtype=bool)
     jump = np.zeros(n, dtype=bool)
     if n < 2:
         return spike, jump
+    first = np.zeros(n, dtype=bool)
+    first[starts] = True  # a series' first row has no move into it
     with np.errstate(divide="ignore", invalid="ignore"):
         logs = np.log(np.where(np.isfinite(close) & (close > 0), close, np.nan))
-        moves = np.diff(logs)
-    moves = np.where(np.isfinite(moves), moves, 0.0)
-    size = np.abs(moves)
+    move = np.zeros(n)
+    move[1:] = logs[1:] - logs[:-1]
+    move[first | ~np.isfinite(move)] = 0.0
+    size = np.abs(move)
     total = np.concatenate(([0.0], np.cumsum(size)))
-    k = np.arange(len(moves))
-    lo = np.maximum(0, k - SPIKE_VOL_WINDOW)
-    count = k - lo
-    mean = np.divide(total[k] - total[lo], count, out=np.zeros(len(moves)), where=count > 0)
-    big = size >= np.maximum(_SPIKE_FLOOR, SPIKE_VOL_MULTIPLE * mean)
-    reverts = np.zeros(len(moves), dtype=bool)
-    reverts[:-1] = big[:-1] & (moves[:-1] * moves[1:] < 0) & (np.abs(moves[:-1] + moves[1:]) <= 0.5 * size[:-1])
-    spike[1:] = reverts  # the row the spike move leads into
-    undoes = np.zeros(len(moves), dtype=bool)
-    undoes[1:] = reverts[:-1]  # this move takes back the previous row's spike
-    jump[1:] = big & ~undoes
+    row = np.arange(n)
+    lengths = np.diff(np.append(starts, n))
+    lo = np.maximum(np.repeat(starts, lengths) + 1, row - SPIKE_VOL_WINDOW)  # the window's first move (a row index)
+    count = row - lo
+    mean = np.divide(total[row] - total[np.minimum(lo, n)], count, out=np.zeros(n), where=count > 0)
+    big = ~first & (size >= np.maximum(_SPIKE_FLOOR, SPIKE_VOL_MULTIPLE * mean))
+    spike[:-1] = big[:-1] & ~first[1:] & (move[:-1] * move[1:] < 0) & (np.abs(move[:-1] + move[1:]) <= 0.5 * size[:-1])
+    undoes = np.zeros(n, dtype=bool)
+    undoes[1:] = spike[:-1] & ~first[1:]  # this move takes back the previous row's spike
+    jump[:] = big & ~undoes
     return spike, jump
 
 
@@ -553,7 +586,10 @@ class FrameChecks:
         # the last gap_sessions sessions (from the first bar at the earliest) each have exactly one bar
         latest_pos = int(self.session_pos[end - 1])
         window_pos = max(latest_pos - gap_sessions + 1, int(self.session_pos[0]), 0)
-        k = int(np.searchsorted(self.days[:end], calendar.session_days[max(latest_pos - gap_sessions + 1, 0)], side="left"))
+        window_day = int(calendar.session_days[max(latest_pos - gap_sessions + 1, 0)])
+        days, k = self.days, end
+        while k > 0 and days[k - 1] >= window_day:  # a few rows back: no search through the whole history
+            k -= 1
         if self.off_session[end] != self.off_session[k]:
             return False
         return int(self.on_session[end] - self.on_session[k]) == latest_pos - window_pos + 1

@@ -305,3 +305,16 @@ def test_validate_batch_reports_each_symbol_exactly_as_validate_bars_does(
         "EMPTY": {v.MIN_HISTORY, v.FRESHNESS},
     }
     assert set(result.passed) == {"IWM", "SPY"}
+
+
+def test_price_moves_of_symbols_concatenated_equal_each_symbol_alone(real_frames: dict[str, pd.DataFrame]) -> None:
+    closes = [frame["close"].to_numpy().copy() for frame in real_frames.values()]
+    closes[0][100] *= 30  # a spike
+    closes[1][-1] *= 0.02  # a jump on the last row, just before the next symbol's first row
+    closes[2][0] = np.nan
+    starts = np.r_[0, np.cumsum([len(c) for c in closes])[:-1]]
+    spike, jump = v._moves(np.concatenate(closes), starts)
+    for close, lo in zip(closes, starts):
+        alone = v.price_moves(close)
+        assert (spike[lo : lo + len(close)] == alone[0]).all() and (jump[lo : lo + len(close)] == alone[1]).all()
+    assert spike[starts[0] + 100] and jump[starts[1] + len(closes[1]) - 1]
