@@ -242,3 +242,18 @@ def test_backtest_when_the_data_start_in_1962_then_the_calendar_covers_them(sett
     assert result["iterations"] == len(calendar.sessions_between(date(1980, 1, 1), date(1982, 12, 31)))
     assert result["degraded_iterations"] == 0 and result["trades"]
     assert datetime.fromisoformat(result["trades"][0]["entry_at"]).astimezone(UTC).year >= 1980
+
+
+def test_daemon_offline_when_symbols_has_a_typo_then_exit_2_before_any_iteration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], bundled: None
+) -> None:
+    import main
+
+    monkeypatch.setenv("SYMBOLS", "AAPL,APPL")
+    monkeypatch.setenv("DATA_DIR", str(BUNDLED_DAILY))
+    monkeypatch.setenv("LOG_DIR", str(tmp_path / "logs"))
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    assert main.main(["run", "--offline", "--once", "--db", url]) == 2
+    err = capsys.readouterr().err
+    assert "error: SYMBOLS: no data provider knows APPL" in err
+    assert _rows(make_settings(tmp_path, database_url=url), Iteration) == []
