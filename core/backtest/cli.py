@@ -230,8 +230,8 @@ def _print_summary(result: BacktestResult, out: TextIO) -> None:
         reasons = result.exclusions_by_reason
         waiting = ", ".join(f"{name} {reasons[name]:,}" for name in ("not_listed", "warm_up") if reasons.get(name))
         problems = ", ".join(f"{name} {n:,}" for name, n in reasons.items() if name not in ("not_listed", "warm_up"))
-        print(f"  symbol-sessions excluded: {waiting or 'none waiting'} (not data problems); data problems: "
-              f"{problems or 'none'} (no new entries, open positions still managed)", file=out)
+        print(f"  exclusions (symbol-sessions): {waiting or 'none not listed or warming up'}; data problems: "
+              f"{problems or 'none'} (no new entries then, open positions still managed)", file=out)
     if result.degraded_iterations:
         print(f"  {result.degraded_iterations} degraded iterations (see the iterations table)", file=out)
     print(f"  database: {result.database}", file=out)

@@ -1064,6 +1064,8 @@ def report_data(result: BacktestResult) -> dict[str, Any]:
             "symbols": ", ".join(result.symbols),
             "sessions": result.iterations,
             "bars": result.bars,
+            "exclusions (symbol-sessions by reason)": ", ".join(f"{k} {v}" for k, v in result.exclusions_by_reason.items()) or "none",
+            "degraded iterations": result.degraded_iterations,
             "initial_cash": float(result.initial_cash),
             "final_equity": float(result.final_equity),
             "benchmark": result.benchmark_symbol or "none",

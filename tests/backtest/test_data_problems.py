@@ -257,3 +257,17 @@ def test_daemon_offline_when_symbols_has_a_typo_then_exit_2_before_any_iteration
     err = capsys.readouterr().err
     assert "error: SYMBOLS: no data provider knows APPL" in err
     assert _rows(make_settings(tmp_path, database_url=url), Iteration) == []
+
+
+def test_backtest_summary_when_symbols_wait_and_data_have_problems_then_it_says_so_by_reason(
+    settings_factory, tmp_path: Path, bundled: None
+) -> None:
+    data = _copy(tmp_path, ["AAPL", "IBM", "SPY"])
+    _edit(data / "SPY.csv", lambda f: f.drop(index=f.index[f["Date"] < "2012-03-01"], inplace=True))
+    _edit(data / "IBM.csv", lambda f: f.drop(index=f.index[f["Date"] == "2012-06-14"], inplace=True))
+    code, out, err = _cli(settings_factory(), "--data-dir", str(data), *SMA, "--start", "2012-01-01", "--end", "2012-12-31")
+    assert code == 0, err
+    [line] = [x for x in out.splitlines() if "exclusions (symbol-sessions)" in x]
+    waiting, problems = line.split("; data problems: ")
+    assert "not_listed 40" in waiting and "warm_up " in waiting  # SPY before 2012-03-01, then its first 30 bars
+    assert "freshness 1" in problems and "missing_sessions 2" in problems  # IBM's missing 2012-06-14
