@@ -87,6 +87,9 @@ class DataAgent:
         self._last_end: dict[str, tuple[pd.DataFrame, int, int]] = {}  # frame, cutoff day, visible rows: the next search starts there
         self._last_good: dict[str, SymbolBars] = {}  # each symbol's latest managed bars (for a provider failure)
         self._last_category: dict[str, str | None] = {}
+        # per symbol, the full validation of a frame whose only problems are bad bars in its history: (frame, key,
+        # problems, reason); reused while no new bad bar shows up (re-validating 20 years every session is slow)
+        self._history_problems: dict[str, tuple[pd.DataFrame, tuple[int, int, int], list, str]] = {}
         self._routine = routine_decisions
         self.exclusion_counts: Counter[str] = Counter()  # symbol-iterations excluded or flagged, by reason category
 
@@ -112,6 +115,7 @@ class DataAgent:
         failed: dict[str, str] = {}
         not_listed: list[str] = []
         to_validate: dict[str, pd.DataFrame] = {}
+        known_bad: dict[str, tuple[pd.DataFrame, tuple[int, int, int], list, str]] = {}
         full: dict[str, tuple[pd.DataFrame, int, FrameChecks | None]] = {}
         cutoff = VisibleCutoff.at(as_of, self._calendar)  # once per iteration, not per symbol
         latest = cutoff.latest_session_day
@@ -133,10 +137,15 @@ class DataAgent:
                 not_listed.append(symbol)
                 continue
             full[symbol] = (frame, end, checks)
-            if checks is not None and checks.clean(
+            if checks is not None and checks.recent_clean(
                 end, min_history=self._min_history, latest_session_day=latest, gap_sessions=self._gap_sessions
             ):
-                continue  # every rule passes: no need to slice and re-validate
+                if checks.history_clean(end):
+                    continue  # every rule passes: no need to slice and re-validate
+                cached = self._history_problems.get(symbol)
+                if cached is not None and cached[0] is frame and cached[1] == checks.history_key(end):
+                    known_bad[symbol] = cached  # the same bad bars as last time: the same problems
+                    continue
             to_validate[symbol] = frame.iloc[:end] if checks is not None else frame
         checked = (
             validate_batch(
@@ -178,12 +187,17 @@ class DataAgent:
                 continue
             frame, end, checks = full[symbol]
             problems = checked.problems.get(symbol)
+            reason = checked.rejected.get(symbol, "")
+            good = checked.ends.get(symbol, 0)
+            if symbol in known_bad:
+                _, _, problems, reason = known_bad[symbol]
+                good = checks.good_end(end) if checks is not None else 0
+            elif problems and checks is not None and all(p.rule in rules.BAD_BAR_RULES for p in problems):
+                self._history_problems[symbol] = (frame, checks.history_key(end), problems, reason)
             if problems:
                 found = {p.rule for p in problems}
                 category = _category(found)
-                reason = checked.rejected[symbol]
                 categories[symbol] = category
-                good = checked.ends.get(symbol, 0)
                 if category == WARM_UP or found & _UNUSABLE or checks is None or good <= 0:
                     rejected[symbol] = reason
                     decisions.append(

@@ -574,10 +574,25 @@ class FrameChecks:
 
     def clean(self, end: int, *, min_history: int, latest_session_day: int | None, gap_sessions: int = DEFAULT_GAP_SESSIONS) -> bool:
         """Whether the first ``end`` rows pass every rule of :func:`validate_batch`."""
-        if end <= 0 or end < min_history:
+        return self.history_clean(end) and self.recent_clean(
+            end, min_history=min_history, latest_session_day=latest_session_day, gap_sessions=gap_sessions
+        )
+
+    def history_clean(self, end: int) -> bool:
+        """No bad bar (row rules, order, a confirmed spike) among the first ``end`` rows."""
+        return end > 0 and not (self.bad_rows[end] or self.not_after[end] or self.spikes[end - 1])
+
+    def history_key(self, end: int) -> tuple[int, int, int]:
+        """What the bad-bar messages of the first ``end`` rows depend on: the same key, the same messages."""
+        return int(self.bad_rows[end]), int(self.spikes[end - 1]), int(self.not_after[end])
+
+    def recent_clean(
+        self, end: int, *, min_history: int, latest_session_day: int | None, gap_sessions: int = DEFAULT_GAP_SESSIONS
+    ) -> bool:
+        """Whether the rules about the latest rows pass: enough history, no unconfirmed jump, and (with a calendar)
+        a bar for each of the last ``gap_sessions`` sessions and none on a closed day among them."""
+        if end <= 0 or end < min_history or self.jumps[end - 1]:
             return False  # the full validation reports it (or, with no calendar, finds nothing to break)
-        if self.bad_rows[end] or self.not_after[end] or self.spikes[end - 1] or self.jumps[end - 1]:
-            return False
         calendar = self.calendar
         if calendar is None or latest_session_day is None:
             return True
