@@ -150,3 +150,25 @@ def test_breaker_quality_when_symbols_are_in_trouble_then_trips_on_broad_failure
         iteration_id="it", as_of=AS_OF, bars={}, data_quality=(universe - troubled) / universe, exclusions=exclusions
     )
     assert (batch.breaker_quality < 0.8) is tripped
+
+
+def test_an_old_bad_bar_when_sessions_pass_then_the_symbol_stays_flagged_and_a_new_bad_bar_updates_the_reason() -> None:
+    class _TwoBad(FileProvider):
+        def history(self, symbols, end, start=None):  # type: ignore[no-untyped-def]
+            result = super().history(symbols, end=end)
+            frame = result.frames["AAPL"].copy()
+            frame.loc[pd.Timestamp("2010-03-01", tz="UTC"), "volume"] = -1.0
+            frame.loc[pd.Timestamp("2020-06-17", tz="UTC"), "volume"] = -2.0
+            return replace(result, frames={**result.frames, "AAPL": frame})
+
+    agent = DataAgent(_TwoBad(BUNDLED_DAILY), ["AAPL", "SPY"], min_history=20, calendar=CALENDAR)
+    reasons = []
+    for seq, day in enumerate((date(2020, 6, 15), date(2020, 6, 16), date(2020, 6, 17), date(2020, 6, 18)), start=1):
+        _, batch = _batch(agent, CALENDAR.session(day).close_utc, seq)
+        assert batch.exclusions == {"AAPL": "non_negative_volume"}
+        reasons.append(batch.entry_blocked["AAPL"])
+        # managed on its last good bar: the day's own bar unless that bar is the bad one
+        expected = date(2020, 6, 16) if day == date(2020, 6, 17) else day
+        assert batch.bars["AAPL"].last_timestamp.date() == expected
+    assert reasons[0] == reasons[1] and "1 bar(s) with negative volume; first 2010-03-01" in reasons[0]
+    assert "2 bar(s) with negative volume; first 2010-03-01" in reasons[2] == reasons[3]
