@@ -138,18 +138,29 @@ def _data_source(settings: Settings) -> str:
 
 
 def _probe(settings: Settings, provider: BarProvider, end: datetime) -> ProviderResult:
-    """The symbols' bars up to ``end``; a provider that cannot serve them at all is a configuration error."""
+    """The symbols' bars up to ``end``. A provider that cannot serve them at all is a configuration error, and so is a
+    symbol it does not know at all (a typo in SYMBOLS would otherwise be an excluded symbol every session, holding the
+    data quality down); one whose file cannot be read is the Data agent's to exclude, with the reason, every session."""
     try:
-        return provider.history(settings.symbols, end=end)
+        probe = provider.history(settings.symbols, end=end)
     except DataError as exc:
         raise SettingsError(f"{_data_source(settings)}: {exc}") from None
+    unknown = [s for s in settings.symbols if s in probe.unknown]
+    if unknown:
+        raise SettingsError(f"SYMBOLS: no data provider knows {', '.join(unknown)}: {probe.errors.get(unknown[0], 'no bars')}")
+    return probe
 
 
-def _replay_range(app_settings: Settings, provider: BarProvider, start: date | None, end: date | None) -> tuple[date, date]:
-    # every bar up to now (a far-future end would take the synthetic provider past the exchange calendar's range)
-    probe = _probe(app_settings, provider, LiveClock().now())
+def _offline_probe(settings: Settings, provider: BarProvider) -> ProviderResult:
+    """Every bar up to now of an offline provider (a far-future end would take the synthetic provider past the
+    exchange calendar's range); no usable bar at all is a configuration error."""
+    probe = _probe(settings, provider, LiveClock().now())
     if not probe.frames:
-        raise SettingsError(f"{_data_source(app_settings)}: no usable bars for {', '.join(app_settings.symbols)}: {dict(probe.errors)}")
+        raise SettingsError(f"{_data_source(settings)}: no usable bars for {', '.join(settings.symbols)}: {dict(probe.errors)}")
+    return probe
+
+
+def _replay_range(probe: ProviderResult, start: date | None, end: date | None) -> tuple[date, date]:
     last = max(f.index[-1] for f in probe.frames.values()).date()
     first = min(f.index[0] for f in probe.frames.values()).date()
     end = end or last
@@ -164,7 +175,12 @@ async def _replay(
 ) -> tuple[App, list[IterationOutcome], float]:
     calendar = MarketCalendar()
     provider = build_provider(settings, calendar)
-    start, end = _replay_range(settings, provider, start, end)
+    probe = _offline_probe(settings, provider)
+    first = min(f.index[0] for f in probe.frames.values()).date()
+    if first < calendar.start:  # data older than the default calendar (IBM from 1962): sessions back to its start
+        calendar = MarketCalendar.covering(first)
+        provider = build_provider(settings, calendar)
+    start, end = _replay_range(probe, start, end)
     sessions = replay_sessions(calendar, start, end)
     clock = simulated_clock_for(sessions)
     app = build_app(settings, kind=kind, clock=clock, provider=provider, calendar=calendar, allow_llm=llm)
@@ -333,6 +349,11 @@ async def _run_daemon(settings: Settings, args: argparse.Namespace) -> int:
     try:
         # the start-up requests get the same retries and deadline as an iteration's
         with deadline_scope(settings.iteration_deadline_seconds, label="start-up"):
+            unknown = _unknown_symbols(app.provider, settings.symbols, clock.now())
+            if unknown:
+                app.close("refused")
+                print(f"error: {unknown}", file=sys.stderr)
+                return EXIT_CONFIG
             identify = getattr(app.broker, "identify", None)
             if identify is not None:
                 identity = await identify()  # refuses a paper broker on a live account and vice versa
@@ -386,6 +407,21 @@ async def _run_daemon(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         _close(app, status)
     return EXIT_OK
+
+
+def _unknown_symbols(provider: BarProvider, symbols: Sequence[str], now: datetime) -> str | None:
+    """A one-line message naming the symbols of SYMBOLS no data provider knows (no file, no bar at all), or None.
+
+    A provider that fails for another reason (a timeout) does not stop start-up: the Data agent handles it."""
+    try:
+        probe = provider.history(symbols, end=now)
+    except DataError as exc:  # the source is unavailable as a whole: not a verdict on the symbols
+        print(f"warning: could not check SYMBOLS at start-up: {exc}", file=sys.stderr)
+        return None
+    unknown = [s for s in symbols if s in getattr(probe, "unknown", ())]
+    if not unknown:
+        return None
+    return f"SYMBOLS: no data provider knows {', '.join(unknown)}: {probe.errors.get(unknown[0], 'no bars')}"
 
 
 def stale_data_reason(settings: Settings, provider: BarProvider, calendar: MarketCalendar, now: datetime) -> str | None:

@@ -41,6 +41,8 @@ def summarize(facts: Mapping[str, Any]) -> str:
     ]
     if facts["rejected"]:
         parts.append("excluded " + ", ".join(f"{s} ({r})" for s, r in facts["rejected"].items()))
+    if facts.get("flagged"):
+        parts.append("flagged, no new entries " + ", ".join(f"{s} ({r})" for s, r in facts["flagged"].items()))
     sig = facts["signals"]
     parts.append(f"signals BUY {sig.get('BUY', 0)}, SELL {sig.get('SELL', 0)}, HOLD {sig.get('HOLD', 0)}")
     parts.append(f"risk approved {facts['approvals']}, denied {facts['denials']}")
@@ -94,7 +96,9 @@ class AuditAgent:
         )
 
     async def on_executed(self, event: ExecutedReady) -> None:
-        await self._record(event.chain(), status="ok", error=None)
+        chain = event.chain()
+        reasons = [reason for e in chain for reason in e.degraded]
+        await self._record(chain, status="degraded" if reasons else "ok", error="; ".join(reasons) if reasons else None)
 
     async def record_incomplete(
         self,
@@ -190,9 +194,11 @@ class AuditAgent:
             "status": status,
             "error": error,
             "symbols_total": symbols_total,
-            "symbols_ok": len(batch.bars) if batch is not None else 0,
+            # clean symbols: those flagged (managed on their last good bar, no new entry) are not counted
+            "symbols_ok": len(batch.bars) - len(batch.entry_blocked) if batch is not None else 0,
             "data_quality_pct": round(100 * batch.data_quality, 1) if batch is not None else 0.0,
             "rejected": dict(batch.rejected) if batch is not None else {},
+            "flagged": {s: batch.exclusions.get(s, "data") for s in batch.entry_blocked} if batch is not None else {},
             "signals": {a: signal_counts.get(a, 0) for a in ("BUY", "SELL", "HOLD")},
             "approvals": len(approved.approvals) if approved is not None else 0,
             "denials": len(approved.denials) if approved is not None else 0,

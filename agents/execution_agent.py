@@ -106,8 +106,15 @@ class ExecutionAgent:
                 decisions.append(Decision("positions", update.symbol, "trail_failed", f"{update.reason}: broker refused: {exc}", {"stop_order_id": update.stop_order_id}))
                 continue
             changed.append(order)
+            flag = batch.entry_blocked.get(update.symbol)
             decisions.append(
-                Decision("positions", update.symbol, "trail_stop", update.reason, {"stop_order_id": order.client_order_id, "old": update.old_stop, "new": update.new_stop})
+                Decision(
+                    "positions",
+                    update.symbol,
+                    "trail_stop",
+                    update.reason + (f" on the last good bar (data flagged: {flag})" if flag is not None else ""),
+                    {"stop_order_id": order.client_order_id, "old": update.old_stop, "new": update.new_stop, **({"data_flag": flag} if flag else {})},
+                )
             )
         return changed
 

@@ -4,12 +4,14 @@ The rules themselves live in the pure engine ``core.risk``; this agent assembles
 from the batch, the broker account and the run's equity history, and turns the engine's answers into events.
 
 It also owns the trading state (ACTIVE / REDUCING / LOCKED / HALTED, persisted so a restart keeps it; see
-:mod:`core.risk.state`) and the data-quality breaker (under ``data_quality_min``: no new entries that iteration). The
-drawdown protections: equity ``DrawdownRules.lock`` below its lock reference LOCKS new entries for
-``lock_sessions`` sessions, then trading resumes through REDUCING (reduced size); equity ``DrawdownRules.halt``
-below its high-water mark HALTS trading until a manual reset (``python main.py reset``). Exits and stops keep
-running in every state. Every change of the trading state is recorded as a ``breaker_events`` row named
-``trading_state`` whose ``details`` hold the session, equity, high-water mark, lock reference and drawdown.
+:mod:`core.risk.state`) and the data-quality breaker: data quality under ``data_quality_min`` stops new entries for
+the iteration (only when at least two symbols have data problems: see ``BarsBatch.breaker_quality``; a symbol whose
+data are flagged opens no position either way, rule ``symbol_data``). The drawdown protections: equity
+``DrawdownRules.lock`` below its lock reference LOCKS new entries for ``lock_sessions`` sessions, then trading resumes
+through REDUCING (reduced size); equity ``DrawdownRules.halt`` below its high-water mark HALTS trading until a manual
+reset (``python main.py reset``). Exits and stops keep running in every state. Every change of the trading state is
+recorded as a ``breaker_events`` row named ``trading_state`` whose ``details`` hold the session, equity, high-water
+mark, lock reference and drawdown.
 
 Backtests may swap the sizing (``fixed-qty:N``, ``fixed-fraction:F``: the wanted quantity, still clipped by
 ``MAX_SHARES`` and the position, cash, gross and sector caps) and switch the limits off (``enforce_limits=False``:
@@ -372,7 +374,7 @@ class RiskAgent:
         assert batch is not None
         account = await self._broker.account()
         portfolio = self._portfolio(account, batch)
-        self._update_state(portfolio, batch.data_quality, event.as_of)
+        self._update_state(portfolio, batch.breaker_quality, event.as_of)
         quality_gate = self._enforce and self._quality.state is not BreakerState.CLOSED
         time_stops = self._positions.time_stops(PositionManager.plans(account), batch) if self._positions is not None else {}
         approvals: list[Approval] = []
@@ -391,7 +393,7 @@ class RiskAgent:
         entry_symbols = [
             s for s, sig in signals_event.signals.items()
             if s in batch.bars and sig.action is Action.BUY and s not in time_stops and not quality_gate
-            and self.state is TradingState.ACTIVE
+            and s not in batch.entry_blocked and self.state in (TradingState.ACTIVE, TradingState.REDUCING)
         ]
         quotes = await self._latest_quotes(entry_symbols)
 
@@ -403,24 +405,33 @@ class RiskAgent:
                 continue
             assert signal is not None
             position = account.positions.get(symbol)
+            flag = batch.entry_blocked.get(symbol)
+            info = {**state_info, "data_flag": flag} if flag is not None else state_info  # managed on its last good bar
             if symbol in time_stops and signal.action is not Action.SELL:
                 result = evaluate_exit(symbol, position.quantity, signal, self.state if self._enforce else TradingState.ACTIVE,
                                        time_stops[symbol], exit_rule=RiskRule.TIME_STOP)
-                self._append(result, symbol, signal, None, state_info, approvals, denials, decisions)
+                self._append(result, symbol, signal, None, info, approvals, denials, decisions)
                 continue
             if signal.action is Action.HOLD:
                 if self._routine:
-                    decisions.append(Decision("risk", symbol, "skip", "signal is HOLD: no order", state_info, strategy=signal.strategy))
+                    decisions.append(Decision("risk", symbol, "skip", "signal is HOLD: no order", info, strategy=signal.strategy))
                 continue
             validated = event.validated.get(symbol)
             result: Approval | Denial
             if signal.action is Action.SELL:
                 if position is None or position.quantity <= 0:
                     decisions.append(
-                        Decision("risk", symbol, "skip", "SELL signal but no position to exit (long-only)", state_info, strategy=signal.strategy)
+                        Decision("risk", symbol, "skip", "SELL signal but no position to exit (long-only)", info, strategy=signal.strategy)
                     )
                     continue
                 result = evaluate_exit(symbol, position.quantity, signal, self.state if self._enforce else TradingState.ACTIVE, f"exit on {signal.strategy} SELL")
+            elif flag is not None:
+                result = Denial(
+                    symbol,
+                    "symbol_data",
+                    f"symbol_data: no new entries in {symbol} while its data are flagged ({flag})",
+                    {"data_flag": flag},
+                )
             elif quality_gate:
                 result = Denial(
                     symbol,
@@ -445,7 +456,7 @@ class RiskAgent:
                     **self._spread_fields(symbol, quotes),
                 )
                 result = self._entry(candidate, portfolio)
-            if self._append(result, symbol, signal, validated, state_info, approvals, denials, decisions) and signal.action is Action.BUY:
+            if self._append(result, symbol, signal, validated, info, approvals, denials, decisions) and signal.action is Action.BUY:
                 # later candidates of this batch see this entry's cash, exposure and returns (correlation)
                 entry = approvals[-1].intent.side is Side.BUY
                 portfolio = apply_approval(portfolio, approvals[-1], self.sector(symbol), candidate.returns if entry else None)

@@ -304,7 +304,7 @@ class StrategyAgent:
             self._keep_recent(symbol, choice.strategy)
             signals[symbol] = signal
             if self._routine or signal.action is not Action.HOLD:
-                decisions.append(self._decision(symbol, choice, signal, contexts[symbol]))
+                decisions.append(self._decision(symbol, choice, signal, contexts[symbol], batch.entry_blocked.get(symbol)))
             if self._shadow:
                 shadow.append(self._shadow_row(sb, choice, peers, has_benchmark, has_universe))
         for symbol, reason in batch.rejected.items():
@@ -324,17 +324,21 @@ class StrategyAgent:
         )
 
     @staticmethod
-    def _decision(symbol: str, choice: _Choice, signal: Signal, context: MarketContext) -> Decision:
+    def _decision(symbol: str, choice: _Choice, signal: Signal, context: MarketContext, data_flag: str | None = None) -> Decision:
+        """``data_flag``: why the symbol's data are flagged (the signal is computed on its last good bar, which
+        manages open positions; entries are refused by Risk)."""
         selection = {"source": choice.source, "why": choice.reason}
         if choice.llm_note:
             selection["llm"] = choice.llm_note
         prefix = f"{choice.llm_note}; deterministic fallback " if choice.llm_note else ""
+        suffix = f"; on the last good bar {signal.as_of.date()} (data flagged: {data_flag})" if data_flag is not None else ""
         return Decision(
             "strategy",
             symbol,
             signal.action.value,
-            f"{prefix}selected {choice.strategy} ({choice.reason}); {signal.reason}",
+            f"{prefix}selected {choice.strategy} ({choice.reason}); {signal.reason}{suffix}",
             {
+                **({"data_flag": data_flag} if data_flag is not None else {}),
                 "context": context.as_dict(),
                 "selection": selection,
                 "indicators": dict(signal.indicators),

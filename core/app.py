@@ -480,7 +480,12 @@ def build_app(
     min_history = min(s.min_history for s in registry.values())
 
     data_agent = DataAgent(
-        provider, settings.symbols, min_history=min_history, calendar=calendar if validate_sessions else None, routine_decisions=routine_decisions
+        provider,
+        settings.symbols,
+        min_history=min_history,
+        calendar=calendar if validate_sessions else None,
+        gap_sessions=settings.data_gap_sessions,
+        routine_decisions=routine_decisions,
     )
     strategy_agent = StrategyAgent(
         registry,

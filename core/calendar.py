@@ -122,8 +122,15 @@ class MarketCalendar:
     """NYSE (XNYS) sessions between ``start`` and ``end`` inclusive.
 
     Queries outside that range raise :class:`CalendarError` naming the range, instead of silently answering
-    "closed". The default range covers the bundled 1998 sample data and the live daemon for years to come.
+    "closed". The default range covers the bundled 1998 sample data and the live daemon for years to come; a replay
+    or backtest over older data builds one that starts with its data (:meth:`covering`).
     """
+
+    @classmethod
+    def covering(cls, first: date, exchange: str = "XNYS") -> "MarketCalendar":
+        """A calendar from ``first`` (or :data:`DEFAULT_START`, whichever is earlier) to :data:`DEFAULT_END`: data
+        going back to 1962 is replayed on the exchange's 1962 sessions instead of failing with a CalendarError."""
+        return cls(start=min(first, DEFAULT_START), end=DEFAULT_END, exchange=exchange)
 
     def __init__(self, start: date = DEFAULT_START, end: date = DEFAULT_END, exchange: str = "XNYS") -> None:
         if end <= start:

@@ -148,9 +148,26 @@ def bar_arrays(frame: pd.DataFrame) -> Mapping[str, "np.ndarray"]:
     return MappingProxyType({c: frame[c].to_numpy(dtype=float) for c in BAR_COLUMNS if c in frame.columns})
 
 
+NOT_LISTED = "not_listed"  # no bar yet at the decision time: the symbol starts trading later
+WARM_UP = "warm_up"  # listed, fewer bars than the strategies need yet
+PROVIDER = "provider"  # the provider could not serve the symbol this iteration
+NOT_DATA_PROBLEMS = frozenset({NOT_LISTED, WARM_UP})
+BROAD_FAILURE_SYMBOLS = 2  # the data-quality breaker needs at least this many symbols with data problems
+
+
 @dataclass(frozen=True, slots=True)
 class BarsBatch:
-    """Every symbol's bars for one iteration, plus the symbols that were excluded and why."""
+    """Every symbol's bars for one iteration, plus the symbols that were excluded and why.
+
+    ``bars``: every symbol whose positions can be managed on its bars (signals, exits, stops, trailing, marks).
+    ``entry_blocked``: symbols *in* ``bars`` that open no new position this iteration, with the reason (a recent
+    missing or stale bar, a bad bar in the history, a latest bar awaiting confirmation; their ``end`` stops at the
+    last good bar). ``rejected``: symbols without usable bars at all (warming up, unreadable, none served), with the
+    reason. ``not_listed``: symbols with no bar yet (they trade later; neither bad data nor counted anywhere).
+    ``exclusions``: the reason category of every symbol in ``entry_blocked``, ``rejected`` or ``not_listed``
+    (``not_listed``, ``warm_up``, ``provider`` or a validation rule's name). ``data_quality``: the share of listed,
+    warmed-up symbols with no data problem (1.0 when there are none).
+    """
 
     iteration_id: str
     as_of: datetime
@@ -158,6 +175,22 @@ class BarsBatch:
     rejected: Mapping[str, str] = field(default_factory=frozen_map)
     data_quality: float = 1.0
     latest_day: int | None = None  # the latest bar date any symbol shows, days since 1970-01-01 (None: not computed)
+    entry_blocked: Mapping[str, str] = field(default_factory=frozen_map)
+    exclusions: Mapping[str, str] = field(default_factory=frozen_map)
+    not_listed: tuple[str, ...] = ()
+
+    @property
+    def data_problems(self) -> int:
+        """How many symbols have a data problem this iteration (not counting not-listed and warming-up symbols)."""
+        return sum(1 for category in self.exclusions.values() if category not in NOT_DATA_PROBLEMS)
+
+    @property
+    def breaker_quality(self) -> float:
+        """What the data-quality breaker compares with ``DATA_QUALITY_MIN``: ``data_quality`` when at least
+        ``BROAD_FAILURE_SYMBOLS`` symbols have data problems, else 1.0. One symbol's trouble is handled by that
+        symbol's own exclusion; the breaker, which stops every entry, is for broad failures (so in a universe of one
+        or two symbols it never blocks a symbol whose data are fine)."""
+        return self.data_quality if self.data_problems >= BROAD_FAILURE_SYMBOLS else 1.0
 
     def session_day(self) -> "date | None":
         """The date of the latest bar any symbol of the batch shows (the session the iteration decides on)."""

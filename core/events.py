@@ -43,6 +43,7 @@ class Event:
     as_of: datetime
     decisions: Sequence[Decision] = ()
     breaker_events: Sequence[Mapping[str, Any]] = ()
+    degraded: Sequence[str] = ()  # why the iteration is degraded (it goes on, recorded with status "degraded")
     event_id: str = field(default_factory=lambda: _next_event_id())
 
     name = "event"

@@ -241,6 +241,12 @@ def _print_summary(result: BacktestResult, out: TextIO, database_url: str) -> No
         print(f"  benchmark {result.benchmark_symbol} buy & hold: {pct(b.total_return)}, CAGR {pct(b.cagr)}, "
               f"max drawdown {pct(b.max_drawdown, '')}", file=out)
     _print_trading_state(result, out)
+    if result.exclusions_by_reason:
+        reasons = result.exclusions_by_reason
+        waiting = ", ".join(f"{name} {reasons[name]:,}" for name in ("not_listed", "warm_up") if reasons.get(name))
+        problems = ", ".join(f"{name} {n:,}" for name, n in reasons.items() if name not in ("not_listed", "warm_up"))
+        print(f"  exclusions (symbol-sessions): {waiting or 'none not listed or warming up'}; data problems: "
+              f"{problems or 'none'} (no new entries then, open positions still managed)", file=out)
     if result.degraded_iterations:
         print(f"  {result.degraded_iterations} degraded iterations (see the iterations table)", file=out)
     print(f"  database: {result.database}", file=out)

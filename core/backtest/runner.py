@@ -13,8 +13,12 @@ Definitions
   reaching beyond the data is clamped to it. Bars before ``start`` are visible as history (indicator warm-up),
   bars after the iteration's session never are.
 * **bars**: the symbol-days processed, i.e. the bars of the selected symbols dated within ``start``..``end``.
-  **rejected_bars**: the symbol-sessions the Data agent excluded (too little history, a validation rule broken,
-  e.g. a missing session within its look-back window); no signal is computed for them.
+  **rejected_bars**: the symbol-sessions the Data agent excluded outright (still warming up, unreadable); no signal
+  is computed for them. **exclusions_by_reason**: every symbol-session the Data agent did not pass as clean, by
+  reason: ``not_listed`` (no bar yet: the symbol starts trading later) and ``warm_up`` (fewer bars than the
+  strategies need) apart from real data problems (``missing_sessions``, ``freshness``, ``price_spike``,
+  ``absurd_values``, ..., ``provider``), during which the symbol opens no position but its open ones are managed.
+  **data_problem_sessions**: the symbol-sessions with a real data problem (the sum of those reasons).
 * **elapsed_s**: wall time from the start of :func:`run_backtest` (after imports: reading the bar files is
   included) to the finished result (trades, metrics and, when requested, the robustness checks). Writing the HTML
   report and printing are not included.
@@ -80,7 +84,7 @@ from core.calendar import MarketCalendar
 from core.data.base import ProviderResult
 from core.data.files import SUFFIXES, FileProvider
 from core.data.validation import day_numbers
-from core.domain import ensure_utc
+from core.domain import NOT_DATA_PROBLEMS, ensure_utc
 from core.metrics import ClosedTrade, PerformanceMetrics, compute_metrics, metrics_by
 from core.orchestrator import IterationOutcome, run_replay
 from core.persistence.models import DecisionRow, EquitySnapshotRow, Iteration, Run, ShadowSignalRow
@@ -576,6 +580,7 @@ class BacktestResult:
     trading_episodes: list[dict[str, Any]] = field(default_factory=list)
     final_state: str = TradingState.ACTIVE.value
     denied: dict[str, int] = field(default_factory=dict)
+    exclusions_by_reason: dict[str, int] = field(default_factory=dict)  # symbol-sessions by reason category
 
     @property
     def sessions_locked(self) -> int:
@@ -584,6 +589,11 @@ class BacktestResult:
     @property
     def sessions_halted(self) -> int:
         return sessions_in(self.trading_episodes, TradingState.HALTED.value)
+
+    @property
+    def data_problem_sessions(self) -> int:
+        """Symbol-sessions with a real data problem (not counting not-listed and warming-up symbols)."""
+        return sum(n for reason, n in self.exclusions_by_reason.items() if reason not in NOT_DATA_PROBLEMS)
 
     def as_json(self) -> dict[str, Any]:
         """The ``--json`` object (JSON-ready: ISO times, floats, an infinite ratio as ``"inf"``)."""
@@ -599,6 +609,8 @@ class BacktestResult:
             "degraded_iterations": self.degraded_iterations,
             "bars": self.bars,
             "rejected_bars": self.rejected_bars,
+            "exclusions_by_reason": dict(self.exclusions_by_reason),
+            "data_problem_sessions": self.data_problem_sessions,
             "elapsed_s": round(self.elapsed_s, 3),
             "timings_s": {phase: round(seconds, 3) for phase, seconds in self.timings.items()},
             "trades": [t.as_dict() for t in self.trades],
@@ -926,16 +938,21 @@ async def run_backtest(
         raise BacktestError(f"data directory {data_dir} does not exist or is not a directory")
     provider = FileProvider(data_dir)
     probe = provider.history(symbols, end=_FAR_FUTURE)
+    if probe.unknown:
+        unknown = [s for s in symbols if s in probe.unknown]
+        raise BacktestError(f"--symbols: no bars for {', '.join(unknown)} in {data_dir}: {probe.errors[unknown[0]]}")
     if probe.errors:
         problems = "; ".join(f"{s}: {e}" for s, e in probe.errors.items())
         raise BacktestError(f"unusable bars in {data_dir}: {problems}")
+    # the calendar covers the data, however old (IBM's bars start in 1962)
+    first_bar = min(f.index[0] for f in probe.frames.values()).date()
     calendar_name, calendar_why = config.calendar, f"--calendar {config.calendar}"
     if calendar_name == DEFAULT_CALENDAR:
-        calendar_name, calendar_why = choose_calendar(probe.frames, MarketCalendar(exchange=AUTO_EXCHANGE))
+        calendar_name, calendar_why = choose_calendar(probe.frames, MarketCalendar.covering(first_bar, AUTO_EXCHANGE))
         if calendar_name == DATA_CALENDAR:
             logger.warning("backtest calendar: {}", calendar_why)
     by_data = calendar_name == DATA_CALENDAR
-    calendar = MarketCalendar(exchange=AUTO_EXCHANGE if by_data else calendar_name)
+    calendar = MarketCalendar.covering(first_bar, AUTO_EXCHANGE if by_data else calendar_name)
     start, end = _range(probe.frames, config.start, config.end)
     sessions = data_sessions(probe.frames, start, end) if by_data else replay_sessions(calendar, start, end)
     if not sessions:
@@ -1042,6 +1059,7 @@ async def run_backtest(
         degraded_iterations=sum(1 for o in outcomes if o.status != "ok"),
         bars=bars,
         rejected_bars=recorded.rejected_bars,
+        exclusions_by_reason=dict(sorted(app.agents["data"].exclusion_counts.items())),
         elapsed_s=elapsed,
         trades=trades,
         closed_trades=closed,
@@ -1096,6 +1114,8 @@ def report_data(result: BacktestResult) -> dict[str, Any]:
             "symbols": ", ".join(result.symbols),
             "sessions": result.iterations,
             "bars": result.bars,
+            "exclusions (symbol-sessions by reason)": ", ".join(f"{k} {v}" for k, v in result.exclusions_by_reason.items()) or "none",
+            "degraded iterations": result.degraded_iterations,
             "initial_cash": float(result.initial_cash),
             "final_equity": float(result.final_equity),
             "benchmark": result.benchmark_symbol or "none",

@@ -230,10 +230,11 @@ class AlpacaBarProvider:
             else:
                 fetch_from[symbol] = needed
 
+        unknown: set[str] = set()
         if fetch_from:
-            self._fetch_into(fetch_from, end, frames, errors)
+            self._fetch_into(fetch_from, end, frames, errors, unknown)
         ordered = {symbol: frames[symbol] for symbol in wanted if symbol in frames}
-        return ProviderResult(frames=ordered, errors=errors, provider=self.name)
+        return ProviderResult(frames=ordered, errors=errors, provider=self.name, unknown=frozenset(unknown))
 
     def latest_quotes(self, symbols: Sequence[str]) -> QuotesResult:
         """The latest best bid and ask of ``symbols`` in one batched ``GET /v2/stocks/quotes/latest`` (alpaca-py's
@@ -311,7 +312,9 @@ class AlpacaBarProvider:
         end: datetime,
         frames: dict[str, pd.DataFrame],
         errors: dict[str, str],
+        unknown: set[str] | None = None,
     ) -> None:
+        """``unknown`` collects the symbols the feed answered for with no bar at all over the window."""
         symbols = list(fetch_from)
         first = min(fetch_from.values())
         request_start = _ny_midnight(first)
@@ -338,6 +341,8 @@ class AlpacaBarProvider:
             bars = raw.get(symbol)
             if not bars:
                 errors[symbol] = f"{self.name}: no bars returned for {symbol} over {window}"
+                if unknown is not None:
+                    unknown.add(symbol)
                 continue
             try:
                 frame = normalise_alpaca_bars(bars, f"{self.name} {symbol}")

@@ -25,6 +25,9 @@ class ProviderResult:
     frames: Mapping[str, pd.DataFrame]
     errors: Mapping[str, str] = field(default_factory=dict)
     provider: str = ""
+    # symbols of ``errors`` the provider positively does not know (no file for it; no bar at all over the window),
+    # as opposed to a failure to serve them this time: start-up refuses a universe naming one
+    unknown: frozenset[str] = frozenset()
 
 
 @runtime_checkable

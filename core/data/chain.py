@@ -50,6 +50,7 @@ class FallbackChain:
         frames: dict[str, pd.DataFrame] = {}
         served_by: dict[str, str] = {}
         reasons: dict[str, list[str]] = {}
+        known: set[str] = set()  # symbols some provider failed for another reason than not knowing them
         for provider in self.providers:
             if not pending:
                 break
@@ -57,8 +58,9 @@ class FallbackChain:
                 result = provider.history(pending, end, start)
                 provider_errors: Mapping[str, str] = result.errors
                 provided: Mapping[str, pd.DataFrame] = result.frames
+                unknown_here: frozenset[str] = getattr(result, "unknown", frozenset())
             except DataError as exc:
-                provider_errors, provided = {symbol: str(exc) for symbol in pending}, {}
+                provider_errors, provided, unknown_here = {symbol: str(exc) for symbol in pending}, {}, frozenset()
             still_pending: list[str] = []
             for symbol in pending:
                 frame = provided.get(symbol)
@@ -66,13 +68,22 @@ class FallbackChain:
                     frames[symbol] = frame
                     served_by[symbol] = provider.name
                     continue
+                if symbol not in unknown_here:
+                    known.add(symbol)
                 reason = provider_errors.get(symbol, "returned neither bars nor an error")
                 reasons.setdefault(symbol, []).append(_prefixed(provider.name, reason))
                 still_pending.append(symbol)
             pending = still_pending
         errors = {symbol: "; ".join(reasons[symbol]) for symbol in pending}
         fallbacks = {symbol: "; ".join(reasons[symbol]) for symbol in served_by if symbol in reasons}
-        return ChainResult(frames=frames, errors=errors, provider=self.name, served_by=served_by, fallbacks=fallbacks)
+        return ChainResult(
+            frames=frames,
+            errors=errors,
+            provider=self.name,
+            unknown=frozenset(s for s in errors if s not in known),
+            served_by=served_by,
+            fallbacks=fallbacks,
+        )
 
 
 def _prefixed(provider: str, reason: str) -> str:

@@ -221,9 +221,11 @@ class FileProvider:
         listing = self._files_by_symbol()
         frames: dict[str, pd.DataFrame] = {}
         errors: dict[str, str] = {}
+        unknown: set[str] = set()
         for symbol in dict.fromkeys(symbols):
             candidates = listing.get(symbol.casefold(), [])
             if not candidates:
+                unknown.add(symbol)
                 errors[symbol] = (
                     f"{self.name}: no file for {symbol} in {self.directory} (looked for {symbol}.csv or {symbol}.parquet, "
                     "any case)"
@@ -245,7 +247,7 @@ class FileProvider:
                     continue
             # A shallow copy shares the data (copy-on-write) but keeps a caller's edits out of the cache.
             frames[symbol] = frame.copy(deep=False)
-        return ProviderResult(frames=frames, errors=errors, provider=self.name)
+        return ProviderResult(frames=frames, errors=errors, provider=self.name, unknown=frozenset(unknown))
 
     def _files_by_symbol(self) -> dict[str, list[Path]]:
         try:

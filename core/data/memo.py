@@ -40,6 +40,7 @@ class MemoizingProvider:
         self.hits += len(frames)
         errors: dict[str, str] = {}
         fallbacks: dict[str, str] = {}
+        unknown: frozenset[str] = frozenset()
         if missing:
             self.misses += len(missing)
             fresh: ProviderResult = self._provider.history(missing, end=end, start=start)
@@ -50,4 +51,5 @@ class MemoizingProvider:
                 self._cache.set((symbol, session, start), (frame, source))
                 frames[symbol], served_by[symbol] = frame, source
             errors = dict(fresh.errors)
-        return ChainResult(frames=frames, errors=errors, provider=self.name, served_by=served_by, fallbacks=fallbacks)
+            unknown = frozenset(getattr(fresh, "unknown", frozenset()))
+        return ChainResult(frames=frames, errors=errors, provider=self.name, unknown=unknown, served_by=served_by, fallbacks=fallbacks)

@@ -88,7 +88,7 @@ def test_generate_bars_for_any_seed_then_passes_validation(
 ) -> None:
     frame = generate_bars(symbol, decade, seed)
     as_of = datetime(2020, 1, 2, 12, 0, tzinfo=UTC)
-    problems = validate_bars(symbol, frame, as_of=as_of, min_history=len(decade), calendar=calendar, lookback=3000)
+    problems = validate_bars(symbol, frame, as_of=as_of, min_history=len(decade), calendar=calendar)
     assert problems == []
 
 

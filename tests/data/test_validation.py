@@ -14,7 +14,7 @@ from core.data.validation import Problem, validate_bars, validate_batch, visible
 
 # Before the open on 2021-04-01: the latest completed session is 2021-03-31, the last bundled bar.
 AS_OF = datetime(2021, 4, 1, 12, 0, tzinfo=UTC)
-ROW = -20  # a bar inside the checked window (the last 300 visible bars)
+ROW = -20  # a recent bar (bad bars are caught anywhere in the history)
 
 
 @pytest.fixture
@@ -120,34 +120,36 @@ def test_min_history_counts_all_visible_rows_not_just_the_window(aapl: pd.DataFr
     assert rules(check(aapl, calendar, min_history=len(aapl) + 1)) == {v.MIN_HISTORY}
 
 
-def test_missing_sessions_when_a_bar_is_dropped_then_only_that_rule_fails(
+def test_missing_sessions_when_a_recent_bar_is_dropped_then_only_that_rule_fails(
     aapl: pd.DataFrame, calendar: MarketCalendar
 ) -> None:
-    dropped = aapl.index[ROW]
+    dropped = aapl.index[-2]
     problems = check(aapl.drop(index=dropped), calendar)
     assert rules(problems) == {v.MISSING_SESSIONS}
     assert f"first {dropped.date()}" in problems[0].message
 
 
-def test_missing_sessions_only_counts_among_the_latest_bars(aapl: pd.DataFrame, calendar: MarketCalendar) -> None:
-    """A feed gap pauses a symbol while it is among the last gap_lookback (20) bars, not for the whole window."""
-    older = aapl.drop(index=aapl.index[-100])  # inside the 300-bar window, outside the last 20 bars
+def test_missing_sessions_only_counts_within_the_last_gap_sessions(aapl: pd.DataFrame, calendar: MarketCalendar) -> None:
+    """A feed gap blocks a symbol's entries while it is among the last gap_sessions (3) sessions, not for a month."""
+    older = aapl.drop(index=aapl.index[-5])  # five sessions back
     assert check(older, calendar) == []
-    recent = aapl.drop(index=aapl.index[-5])
+    recent = aapl.drop(index=aapl.index[-3])
     [problem] = check(recent, calendar)
-    assert problem.rule == v.MISSING_SESSIONS and "(the last 20 bars)" in problem.message
-    wider = validate_bars("AAPL", older, as_of=AS_OF, min_history=250, calendar=calendar, gap_lookback=120)
-    assert rules(wider) == {v.MISSING_SESSIONS} and f"first {aapl.index[-100].date()}" in wider[0].message
+    assert problem.rule == v.MISSING_SESSIONS and "among the last 3 sessions" in problem.message
+    wider = validate_bars("AAPL", older, as_of=AS_OF, min_history=250, calendar=calendar, gap_sessions=10)
+    assert rules(wider) == {v.MISSING_SESSIONS} and f"first {aapl.index[-5].date()}" in wider[0].message
 
 
-def test_non_session_dates_when_a_saturday_bar_is_added_then_only_that_rule_fails(
+def test_non_session_dates_when_a_recent_saturday_bar_is_added_then_only_that_rule_fails(
     aapl: pd.DataFrame, calendar: MarketCalendar
 ) -> None:
-    saturday = pd.Timestamp("2021-03-20", tz=UTC)
-    extra = aapl.loc[[pd.Timestamp("2021-03-19", tz=UTC)]].set_axis(pd.DatetimeIndex([saturday], name="timestamp"))
-    problems = check(pd.concat([aapl, extra]).sort_index(), calendar)
+    saturday = pd.Timestamp("2021-03-27", tz=UTC)
+    extra = aapl.loc[[pd.Timestamp("2021-03-26", tz=UTC)]].set_axis(pd.DatetimeIndex([saturday], name="timestamp"))
+    with_saturday = pd.concat([aapl, extra]).sort_index()
+    problems = validate_bars("AAPL", with_saturday, as_of=AS_OF, min_history=250, calendar=calendar, gap_sessions=5)
     assert rules(problems) == {v.NON_SESSION_DATES}
-    assert "2021-03-20 (Saturday)" in problems[0].message
+    assert "2021-03-27 (Saturday)" in problems[0].message
+    assert check(with_saturday, calendar) == []  # the last 3 sessions (03-29 .. 03-31) have no such bar
 
 
 def test_freshness_when_latest_completed_session_missing_then_only_that_rule_fails(
@@ -174,11 +176,69 @@ def test_bars_after_as_of_are_not_validated(aapl: pd.DataFrame, calendar: Market
     assert visible_rows(aapl.index, as_of, calendar) == aapl.index.get_loc(pd.Timestamp("2020-06-02", tz=UTC)) + 1
 
 
-def test_bars_older_than_the_lookback_window_are_not_revalidated(aapl: pd.DataFrame, calendar: MarketCalendar) -> None:
-    aapl.iloc[-400, :4] = -1.0
-    assert check(aapl, calendar) == []
-    problems = validate_bars("AAPL", aapl, as_of=AS_OF, min_history=250, calendar=calendar, lookback=500)
-    assert rules(problems) == {v.POSITIVE_PRICES}
+def test_a_bad_bar_anywhere_in_the_visible_history_is_caught(aapl: pd.DataFrame, calendar: MarketCalendar) -> None:
+    """The indicators (ATR's smoothing above all) read the whole history: so does validation."""
+    aapl.iloc[-4000, :4] = -1.0
+    problems = check(aapl, calendar)
+    assert rules(problems) == {v.POSITIVE_PRICES} and day(aapl, -4000) in problems[0].message
+
+
+def test_a_1e300_bar_400_bars_back_when_validated_then_absurd_values_and_a_spike(
+    aapl: pd.DataFrame, calendar: MarketCalendar
+) -> None:
+    aapl.iloc[-400, :4] = 1e300
+    problems = check(aapl, calendar)
+    assert rules(problems) == {v.ABSURD_VALUES, v.PRICE_SPIKE}
+    assert all(day(aapl, -400) in p.message for p in problems)
+
+
+def test_a_one_bar_30x_spike_when_the_next_bar_reverts_then_price_spike(aapl: pd.DataFrame, calendar: MarketCalendar) -> None:
+    aapl.iloc[-50, :4] = aapl.iloc[-50, :4] * 30
+    [problem] = check(aapl, calendar)
+    assert problem.rule == v.PRICE_SPIKE and f"first {day(aapl, -50)}" in problem.message
+
+
+def test_a_30x_latest_bar_when_not_yet_confirmed_then_price_jump_and_the_good_end_leaves_it_out(
+    aapl: pd.DataFrame, calendar: MarketCalendar
+) -> None:
+    aapl.iloc[-1, :4] = aapl.iloc[-1, :4] * 30
+    result = validate_batch({"AAPL": aapl}, as_of=AS_OF, min_history=250, calendar=calendar)
+    assert rules(result.problems["AAPL"]) == {v.PRICE_JUMP}
+    assert result.ends["AAPL"] == len(aapl) - 1
+
+
+@pytest.mark.parametrize("where", ["data/daily", "universe"])
+def test_real_data_when_validated_in_full_then_no_outlier_or_bad_bar(where: str, calendar: MarketCalendar, real_frames: dict[str, pd.DataFrame]) -> None:
+    """The crashes of 2000, 2008 and 2020 (AIG -61% on 2008-09-15, AAPL -52% on 2000-09-29) are not spikes."""
+    from pathlib import Path
+
+    from core.data.files import read_bars_file
+
+    if where == "data/daily":
+        frames = real_frames
+    else:
+        universe = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "universe"
+        if not universe.is_dir():
+            pytest.skip(f"{universe} is absent")
+        frames = {}
+        for path in sorted(universe.glob("*/*.us.txt")):
+            frames[path.name.split(".")[0].upper()] = v_read(path, read_bars_file)
+    for symbol, frame in frames.items():
+        spike, jump = v.price_moves(frame["close"].to_numpy())
+        assert not spike.any() and not jump.any(), (symbol, frame.index[spike | jump])
+        values = frame.to_numpy(dtype=float)
+        assert not any(flags.any() for _, flags, _, _ in v._row_rule_flags(values)), symbol
+
+
+def v_read(path, read):  # type: ignore[no-untyped-def]
+    """The universe's ``*.us.txt`` files are CSV: read them under a .csv name (a symlink in a temporary place)."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        link = Path(tmp) / f"{path.name}.csv"
+        link.symlink_to(path)
+        return read(link)
 
 
 def test_layout_when_index_is_naive_then_layout_problem(aapl: pd.DataFrame, calendar: MarketCalendar) -> None:
@@ -230,7 +290,7 @@ def test_validate_batch_reports_each_symbol_exactly_as_validate_bars_does(
     frames = {symbol: frame.copy() for symbol, frame in real_frames.items()}
     frames["AAPL"].iloc[-1, :4] = 0.0  # last row of the first symbol
     frames["AIG"].iloc[-300, frames["AIG"].columns.get_loc("volume")] = -1.0  # first row of its window
-    frames["BAC"] = frames["BAC"].drop(index=frames["BAC"].index[-5])
+    frames["BAC"] = frames["BAC"].drop(index=frames["BAC"].index[-2])
     frames["IBM"] = pd.concat([frames["IBM"].iloc[:-1], frames["IBM"].iloc[-2:]])  # duplicate last-but-one
     frames["EMPTY"] = frames["SPY"].iloc[:0]
     result = validate_batch(frames, as_of=AS_OF, min_history=250, calendar=calendar)
@@ -245,3 +305,16 @@ def test_validate_batch_reports_each_symbol_exactly_as_validate_bars_does(
         "EMPTY": {v.MIN_HISTORY, v.FRESHNESS},
     }
     assert set(result.passed) == {"IWM", "SPY"}
+
+
+def test_price_moves_of_symbols_concatenated_equal_each_symbol_alone(real_frames: dict[str, pd.DataFrame]) -> None:
+    closes = [frame["close"].to_numpy().copy() for frame in real_frames.values()]
+    closes[0][100] *= 30  # a spike
+    closes[1][-1] *= 0.02  # a jump on the last row, just before the next symbol's first row
+    closes[2][0] = np.nan
+    starts = np.r_[0, np.cumsum([len(c) for c in closes])[:-1]]
+    spike, jump = v._moves(np.concatenate(closes), starts)
+    for close, lo in zip(closes, starts):
+        alone = v.price_moves(close)
+        assert (spike[lo : lo + len(close)] == alone[0]).all() and (jump[lo : lo + len(close)] == alone[1]).all()
+    assert spike[starts[0] + 100] and jump[starts[1] + len(closes[1]) - 1]

@@ -32,7 +32,7 @@ def _logs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_low_data_quality_stops_new_entries_and_the_breaker_trip_is_recorded_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     data = tmp_path / "daily"
     shutil.copytree(BUNDLED_DAILY, data)
-    (data / "AIG.csv").unlink()
+    (data / "AIG.csv").write_text("Date,Open\n")  # unreadable files: excluded every session (a missing one stops start-up)
     (data / "BAC.csv").write_text("Date,Open\nx,y\n")
     monkeypatch.setenv("DATA_DIR", str(data))
     url = f"sqlite:///{tmp_path / 'q.db'}"
