@@ -11,7 +11,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from loguru import logger
 
-from core.brokers.base import Broker
+from core.brokers.base import Broker, SyncResult
 from core.bus import HandlerFailure, PublishReport
 from core.clock import Clock
 from core.domain import EXACT, Decision, EquitySnapshot, Order, to_money
@@ -91,12 +91,16 @@ class AuditAgent:
     async def on_executed(self, event: ExecutedReady) -> None:
         await self._record(event.chain(), status="ok", error=None)
 
-    async def record_incomplete(self, report: PublishReport, failures: Sequence[HandlerFailure]) -> None:
-        """Record an iteration whose pipeline stopped early: what was decided so far, the error, and the equity."""
+    async def record_incomplete(
+        self, report: PublishReport, failures: Sequence[HandlerFailure], *, broker_report: SyncResult | None = None
+    ) -> None:
+        """Record an iteration whose pipeline stopped early: what was decided so far, the error, the equity, and
+        ``broker_report``: the fills and order states the broker reported (and orders it accepted) before the
+        failure, which no later sync reports again."""
         error = "; ".join(f"{f.handler} on {f.event}: {f.error}" for f in failures) or "pipeline stopped early"
         last = report.last_event
         chain = last.chain() if last is not None else []
-        await self._record(chain, status="failed", error=error)
+        await self._record(chain, status="failed", error=error, broker_report=broker_report)
 
     def flush(self) -> None:
         """Write the buffered iterations in one transaction (a no-op when nothing is pending)."""
@@ -122,7 +126,7 @@ class AuditAgent:
             }
         return state
 
-    async def _record(self, chain: list[Event], *, status: str, error: str | None) -> None:
+    async def _record(self, chain: list[Event], *, status: str, error: str | None, broker_report: SyncResult | None = None) -> None:
         started = next(e for e in chain if isinstance(e, IterationStarted))
         data = next((e for e in chain if isinstance(e, DataReady)), None)
         signals = next((e for e in chain if isinstance(e, SignalsReady)), None)
@@ -146,6 +150,9 @@ class AuditAgent:
         if executed is not None:
             orders = list(executed.order_updates) + list(executed.orders)
         fills = list(executed.fills) if executed is not None else []
+        if broker_report is not None:
+            orders += broker_report.orders
+            fills += broker_report.fills
         symbols_total = len(batch.bars) + len(batch.rejected) if batch is not None else 0
         signal_counts = Counter(s.action.value for s in signals.signals.values()) if signals is not None else Counter()
         denial_rules = Counter(d.rule for d in approved.denials) if approved is not None else Counter()

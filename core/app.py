@@ -421,6 +421,9 @@ def build_app(
         positions=position_manager,
         atr=risk_agent.atr_at,
         routine_decisions=routine_decisions,
+        # the daemon writes every order before submitting it and resolves the ones in doubt (start and iterations)
+        intents=repository if kind == "daemon" else None,
+        run_id=run_id,
     )
 
     bus = EventBus(settings.bus_mode.value)

@@ -54,14 +54,17 @@ class Orchestrator:
             if not failures:
                 logger.log(self.summary_level, "iteration ok: {}", self._audit.last_summary)
                 return IterationOutcome(iteration_id, seq, as_of, "ok", None, self._audit.last_summary)
-            self._execution.discard(iteration_id)
+            # what the broker reported and accepted before the failure (fills, order states, submitted orders)
+            # is recorded with the failed iteration: the broker will not report it again
+            broker_report = self._execution.discard(iteration_id)
             error = "; ".join(f"{f.handler} on {f.event}: {f.error}" for f in failures)
             audit_failed = any(f.handler.startswith("audit") for f in failures)
+            executed = report.find(ExecutedReady)
             try:
-                if report.find(ExecutedReady) is not None and not audit_failed:
+                if executed is not None and not audit_failed:
                     self._audit_mark(iteration_id, error)
                 else:
-                    await self._audit.record_incomplete(report, failures)
+                    await self._audit.record_incomplete(report, failures, broker_report=None if executed is not None else broker_report)
             except Exception as exc:
                 raise PersistenceFailure(f"iteration {iteration_id} could not be recorded: {exc}") from exc
             logger.error("iteration {} degraded: {}", iteration_id, error)

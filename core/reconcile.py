@@ -1,21 +1,23 @@
 """Reconciliation of the database with the broker, at start-up and every iteration.
 
-Compared: positions (start-up: the ledger's last recorded positions for this broker against the broker's), and open
-orders (every iteration: working orders at the broker the ledger does not know, e.g. placed by hand). Fills that
-happened while the daemon was down arrive through the broker's next ``sync`` (AlpacaBroker is resumed from the
-ledger, so only new executions are reported). Every discrepancy is recorded with what was done about it and shown by
-``scripts/query_trades.py reconcile``.
+Compared: positions at start-up (the ledger's positions for this broker, i.e. every fill its daemon runs recorded plus
+earlier reconciliation adjustments, moved by the fills the start-up catch-up found but not yet recorded: orders that
+were in doubt and executions while the daemon was down) against the broker's; and open orders every iteration
+(working orders at the broker that neither the ledger, nor the iteration's own orders, nor an order still in doubt
+explains, e.g. placed by hand). Only real discrepancies are recorded, each with what was done about it; they are
+shown by ``scripts/query_trades.py reconcile``.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Iterable, Sequence
 
 from loguru import logger
 
 from core.brokers.base import AccountState
+from core.domain import Fill, Side
 from core.persistence.repository import Repository
 
 
@@ -61,19 +63,40 @@ class Reconciler:
         self._run_id = run_id
         self._flagged: set[str] = set()
 
-    def at_startup(self, account: AccountState, now: datetime) -> list[dict[str, Any]]:
-        events = compare_positions(self._repository.ledger_positions(self._broker_name, exclude_run=self._run_id), account)
-        events += self._new_unknown_orders(account)
+    def at_startup(
+        self,
+        account: AccountState,
+        now: datetime,
+        *,
+        unrecorded_fills: Sequence[Fill] = (),
+        own: Iterable[str] = (),
+        skip_symbols: Iterable[str] = (),
+    ) -> list[dict[str, Any]]:
+        """``unrecorded_fills``: fills the broker reported at start-up that the first iteration will record;
+        ``own``: client ids of orders reported at start-up (recorded with the first iteration); ``skip_symbols``:
+        symbols with an order still in doubt (its lookup failed): their position cannot be judged yet."""
+        ledger = self._repository.ledger_positions(self._broker_name, exclude_run=self._run_id)
+        for fill in unrecorded_fills:
+            signed = Decimal(fill.quantity) if fill.side is Side.BUY else -Decimal(fill.quantity)
+            ledger[fill.symbol] = ledger.get(fill.symbol, Decimal(0)) + signed
+        events = compare_positions({s: q for s, q in ledger.items() if q}, account)
+        skipped = set(skip_symbols)
+        if skipped:
+            logger.warning("reconciliation: positions of {} not compared: an order is still in doubt", ", ".join(sorted(skipped)))
+            events = [e for e in events if e["symbol"] not in skipped]
+        events += self._new_unknown_orders(account, own)
         self._record(events, now)
         return events
 
-    def every_iteration(self, account: AccountState, now: datetime) -> list[dict[str, Any]]:
-        events = self._new_unknown_orders(account)
+    def every_iteration(self, account: AccountState, now: datetime, *, own: Iterable[str] = ()) -> list[dict[str, Any]]:
+        """``own``: client ids of the orders this iteration submitted or had reported (not yet in the database)."""
+        events = self._new_unknown_orders(account, own)
         self._record(events, now)
         return events
 
-    def _new_unknown_orders(self, account: AccountState) -> list[dict[str, Any]]:
-        known = self._repository.client_order_ids(self._broker_name)
+    def _new_unknown_orders(self, account: AccountState, own: Iterable[str]) -> list[dict[str, Any]]:
+        known = self._repository.client_order_ids(self._broker_name) | set(own)
+        known |= {p.client_order_id for p in self._repository.pending_intents(self._broker_name)}
         events = [e for e in compare_orders(known, account) if e["details"]["client_order_id"] not in self._flagged]
         self._flagged.update(e["details"]["client_order_id"] for e in events)
         return events
