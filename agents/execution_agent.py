@@ -149,13 +149,7 @@ class ExecutionAgent:
         if self._reconciler is None:
             return []
         in_doubt = {p.intent.symbol for p in self._intents.pending_intents(self._broker.name)} if self._intents else set()
-        return self._reconciler.at_startup(
-            account,
-            now,
-            unrecorded_fills=carried.fills,
-            own={o.client_order_id for o in carried.orders},
-            skip_symbols=in_doubt,
-        )
+        return self._reconciler.at_startup(account, now, unrecorded_fills=carried.fills, skip_symbols=in_doubt)
 
     async def resolve_in_doubt(self, now: datetime) -> SyncResult:
         """Look each pending intent up at the broker by client order id. Found: the order (with its legs and fills,
@@ -330,8 +324,8 @@ class ExecutionAgent:
         order_updates = merge_reports(synced, SyncResult(orders=tuple(updates)), SyncResult(orders=tuple(latest.values()))).orders
         fills = merge_reports(synced, SyncResult(fills=reported.fills)).fills
         self._progress.pop(event.iteration_id, None)
-        if self._reconciler is not None:  # records (and logs) any working order neither the ledger nor this iteration explains
-            own = {o.client_order_id for o in orders} | {o.client_order_id for o in order_updates}
+        if self._reconciler is not None:  # records (and logs) any working order the daemon did not place
+            own = {o.client_order_id for o in orders} | {o.client_order_id for o in updates}
             self._reconciler.every_iteration(account, event.as_of, own=own)
         equity = EquitySnapshot(
             at=event.as_of,

@@ -741,6 +741,11 @@ class AlpacaBroker:
         self._unreported_orders.clear()
         return SyncResult(fills=fills, orders=orders)
 
+    def parent_of(self, client_order_id: str) -> str | None:
+        """The client id of the bracket entry an order is a leg of (a replacement stop included), if known."""
+        tracked = self._orders.get(client_order_id)
+        return tracked.parent if tracked is not None else None
+
     @property
     def submission_window(self) -> timedelta:
         """How long after an intent was written an order may still appear at Alpaca (a POST in flight, its SDK
