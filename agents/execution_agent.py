@@ -146,6 +146,7 @@ class ExecutionAgent:
         account = await self._broker.account()
         carried = merge_reports(self._carried, resolved, polled, self._take_reported())
         self._carried = carried
+        failpoint("after_catch_up")  # what was found is only in memory until the first iteration records it
         if self._reconciler is None:
             return []
         in_doubt = {p.intent.symbol for p in self._intents.pending_intents(self._broker.name)} if self._intents else set()
