@@ -56,15 +56,15 @@ class Orchestrator:
                 return IterationOutcome(iteration_id, seq, as_of, "ok", None, self._audit.last_summary)
             # what the broker reported and accepted before the failure (fills, order states, submitted orders)
             # is recorded with the failed iteration: the broker will not report it again
-            broker_report = self._execution.discard(iteration_id)
+            executed = report.find(ExecutedReady)
+            broker_report = self._execution.discard(iteration_id) if executed is None else None
             error = "; ".join(f"{f.handler} on {f.event}: {f.error}" for f in failures)
             audit_failed = any(f.handler.startswith("audit") for f in failures)
-            executed = report.find(ExecutedReady)
             try:
                 if executed is not None and not audit_failed:
                     self._audit_mark(iteration_id, error)
                 else:
-                    await self._audit.record_incomplete(report, failures, broker_report=None if executed is not None else broker_report)
+                    await self._audit.record_incomplete(report, failures, broker_report=broker_report)
             except Exception as exc:
                 raise PersistenceFailure(f"iteration {iteration_id} could not be recorded: {exc}") from exc
             logger.error("iteration {} degraded: {}", iteration_id, error)

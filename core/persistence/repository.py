@@ -429,7 +429,7 @@ class Repository:
                 session.execute(
                     _INTENTS.update()
                     .where(_INTENTS.c.client_order_id == client_order_id)
-                    .values(status=INTENT_PENDING, resolved_at=None)
+                    .values(status=INTENT_PENDING, resolved_at=None, created_at=at, run_id=run_id, iteration_id=iteration_id)
                 )
 
     def pending_intents(self, broker: str) -> list[PendingIntent]:

@@ -33,7 +33,7 @@ from tests.e2e.test_crash_safety import KEY, SECRET, _breakout_bars
 from tests.fakes.alpaca_server import MARKET_DATA_SPEC_PATH, FakeAlpacaServer, OpenApiSpec, StockBarsEndpoint, server_error
 from tests.fakes.alpaca_trading import ORDER_BY_CLIENT_ID_PATH, TRADING_SPEC_PATH, FakeTradingApi, TradingSpec
 
-SYMBOLS = ["AAA", "BBB", "CCC", "DDD"]
+SYMBOLS = ["AAA", "BBB", "CCC", "DDD", "EEE", "FFF"]
 FAILPOINTS = ("after_catch_up", "before_submit", "after_submit", "after_persist")
 
 
