@@ -5,7 +5,7 @@ the failed iterations are in the ledger, so the ledger's cash is the broker's.""
 from __future__ import annotations
 
 import asyncio
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Mapping
@@ -40,7 +40,23 @@ class RaisingEveryFewSignals(VolatilityBreakout):
         return super().reason(action, indicators)
 
 
-def _run(tmp_path: Path, registry: Mapping[str, Any], start: date, end: date) -> tuple[SimulatedBroker, list]:
+class FailingOnSecondSubmit(SimulatedBroker):
+    """The simulated broker with a bug: its second submission raises before the order is taken."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.submits = 0
+
+    async def submit(self, intent, client_order_id, now):  # type: ignore[no-untyped-def]
+        self.submits += 1
+        if self.submits == 2:
+            raise RuntimeError(f"broker bug while submitting {client_order_id}")
+        return await super().submit(intent, client_order_id, now)
+
+
+def _run(
+    tmp_path: Path, registry: Mapping[str, Any], start: date, end: date, broker: SimulatedBroker | None = None
+) -> tuple[SimulatedBroker, list]:
     settings = make_settings(tmp_path, broker="simulated", data_provider="files", symbols=["AAPL", "AIG", "BAC", "IBM", "IWM", "SPY"])
     calendar = MarketCalendar()
     sessions = replay_sessions(calendar, start, end)
@@ -54,6 +70,7 @@ def _run(tmp_path: Path, registry: Mapping[str, Any], start: date, end: date) ->
         allow_llm=False,
         registry=registry,
         selector=FixedSelector(registry, "volatility_breakout"),
+        broker=broker,
     )
     try:
         outcomes = asyncio.run(run_replay(app.orchestrator, clock.advance_to, sessions, stop=asyncio.Event()))
@@ -87,3 +104,26 @@ def test_clean_offline_daemon_replay_records_no_reconciliation_discrepancy(tmp_p
     assert all(o.status == "ok" for o in outcomes) and broker.fills()
     with Session(create_engine(f"sqlite:///{tmp_path / 'trading.db'}")) as s:
         assert s.scalars(select(ReconciliationRow)).all() == []
+
+
+def test_execution_failing_mid_submission_then_orders_already_submitted_are_recorded_and_the_failed_one_is_settled(tmp_path: Path) -> None:
+    from core.brokers.costs import BpsSlippage, PerShareCommission
+    from core.persistence.db import open_database
+    from core.persistence.repository import Repository
+
+    broker = FailingOnSecondSubmit(
+        Decimal("100000"),
+        commission=PerShareCommission(per_share=Decimal("0.005"), minimum=Decimal("1")),
+        slippage=BpsSlippage(Decimal("5")),
+        started_at=datetime(2008, 9, 2, 20, tzinfo=UTC),
+    )
+    broker, outcomes = _run(tmp_path, build_registry(), date(2008, 9, 1), date(2008, 11, 24), broker=broker)
+    assert any(o.status == "failed" and "broker bug" in (o.error or "") for o in outcomes)
+    with Session(create_engine(f"sqlite:///{tmp_path / 'trading.db'}")) as s:
+        broker_orders = {d["order"]["client_order_id"]: d["order"]["status"] for d in broker.snapshot()["orders"]}
+        assert {o.client_order_id: o.status for o in s.scalars(select(OrderRow))} == broker_orders
+        assert sorted(s.scalars(select(FillRow.fill_id))) == sorted(f.fill_id for f in broker.fills())
+    intents = Repository(open_database(f"sqlite:///{tmp_path / 'trading.db'}")).intents()
+    assert {i["status"] for i in intents} == {"recorded", "never_accepted"}
+    [lost] = [i for i in intents if i["status"] == "never_accepted"]
+    assert lost["client_order_id"] not in broker_orders
