@@ -22,7 +22,10 @@ of a cancelled order, with HTTP 422 ``client_order_id must be unique``). :meth:`
    ``order_lookup_attempts`` submissions in all, then :class:`TemporaryBrokerError` is raised. The id then stays
    "in doubt": the next ``submit`` of it looks it up first, and the next ``sync`` looks it up and reports the order
    if Alpaca has it (otherwise it notes that and forgets the doubt).
-   If the lookup itself fails, :class:`TemporaryBrokerError` is raised at once: never a blind resubmission. Even a
+   If the lookup itself fails, :class:`TemporaryBrokerError` is raised at once: never a blind resubmission.
+   This in-memory doubt dies with the process; the daemon therefore also writes every order to the ledger before
+   submitting it and resolves it after a restart with :meth:`AlpacaBroker.order_by_client_id` (see
+   ``agents/execution_agent.py``). Even a
    request the server processes late cannot create a second order: the second one to arrive gets the 422;
 5. a refusal (HTTP 4xx other than 401/408/429: 403 insufficient buying power or shares, 422 invalid order...)
    is not raised: it returns an :class:`~core.domain.Order` with status ``REJECTED`` and the server's reason, as
