@@ -15,7 +15,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any, Callable, Iterable, Protocol, Sequence
+from typing import Any, Callable, Protocol
 
 from loguru import logger
 

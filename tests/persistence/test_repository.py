@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import inspect, select
 from sqlalchemy.exc import IntegrityError
 
-from core.domain import Decision, EquitySnapshot, Fill, Order, OrderStatus, OrderType, Position, Side
+from core.domain import Decision, EquitySnapshot, Fill, Order, OrderIntent, OrderStatus, OrderType, Position, Side
 from core.persistence.db import DaemonAlreadyRunning, DaemonLock, DatabaseUnavailable, open_database
 from core.persistence.models import DecisionRow, EquitySnapshotRow, FillRow, Iteration, OrderRow, PositionRow
 from core.persistence.repository import IterationRecord, Repository
@@ -164,9 +164,7 @@ def test_unreachable_database_gives_a_clear_error_without_the_password() -> None
     assert "cannot connect" in str(info.value) and "s3cretpw" not in str(info.value)
 
 
-def _intent() -> "OrderIntent":
-    from core.domain import OrderIntent
-
+def _intent() -> OrderIntent:
     return OrderIntent("AAPL", Side.BUY, 10, OrderType.BRACKET, 120.5, "trend_following", 0.7, "golden cross", stop_loss=115.25, take_profit=131.0)
 
 
