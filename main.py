@@ -364,9 +364,8 @@ async def _run_daemon(settings: Settings, args: argparse.Namespace) -> int:
                 if not _confirm_live(label, identity.number if identity is not None else "", args.confirm_live):
                     app.close("refused")
                     return EXIT_CONFIG
-            if app.reconciler is not None:
-                account = await app.broker.account()
-                found = app.reconciler.at_startup(account, clock.now())
+            if app.reconciler is not None:  # orders in doubt resolved, what happened while down caught up, then compared
+                found = await app.agents["execution"].start(clock.now())
                 print(f"Reconciliation at start-up: {len(found)} discrepancies" + (" (see query_trades.py reconcile)" if found else ""), flush=True)
     except BrokerAuthError as exc:
         app.close("refused")

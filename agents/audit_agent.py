@@ -106,17 +106,17 @@ class AuditAgent:
         failures: Sequence[HandlerFailure],
         *,
         status: str = "failed",
-        synced: SyncResult | None = None,
+        broker_report: SyncResult | None = None,
     ) -> None:
-        """Record an iteration whose pipeline stopped early: what was decided so far, the error, and the equity.
+        """Record an iteration whose pipeline stopped early: what was decided so far, the error, the equity, and
+        ``broker_report``: the fills and order states the broker reported (and orders it accepted) before the
+        failure, which no later sync reports again.
 
-        ``status``: ``failed``, or ``degraded`` when every failure was a service unreachable after its retries;
-        ``synced``: what the broker sync of the iteration found (its fills and order changes are recorded too, so
-        a later stage's failure loses none of them)."""
+        ``status``: ``failed``, or ``degraded`` when every failure was a service unreachable after its retries."""
         error = "; ".join(f"{f.handler} on {f.event}: {f.error}" for f in failures) or "pipeline stopped early"
         last = report.last_event
         chain = last.chain() if last is not None else []
-        await self._record(chain, status=status, error=error, synced=synced)
+        await self._record(chain, status=status, error=error, broker_report=broker_report)
 
     def flush(self) -> None:
         """Write the buffered iterations in one transaction (a no-op when nothing is pending)."""
@@ -154,7 +154,7 @@ class AuditAgent:
             logger.error("{}", reason)
             return None, reason
 
-    async def _record(self, chain: list[Event], *, status: str, error: str | None, synced: SyncResult | None = None) -> None:
+    async def _record(self, chain: list[Event], *, status: str, error: str | None, broker_report: SyncResult | None = None) -> None:
         started = next(e for e in chain if isinstance(e, IterationStarted))
         data = next((e for e in chain if isinstance(e, DataReady)), None)
         signals = next((e for e in chain if isinstance(e, SignalsReady)), None)
@@ -182,9 +182,10 @@ class AuditAgent:
         orders: list[Order] = []
         if executed is not None:
             orders = list(executed.order_updates) + list(executed.orders)
-        elif synced is not None:
-            orders = list(synced.orders)
-        fills = list(executed.fills) if executed is not None else list(synced.fills) if synced is not None else []
+        fills = list(executed.fills) if executed is not None else []
+        if broker_report is not None:
+            orders += broker_report.orders
+            fills += broker_report.fills
         symbols_total = len(batch.bars) + len(batch.rejected) if batch is not None else 0
         signal_counts = Counter(s.action.value for s in signals.signals.values()) if signals is not None else Counter()
         denial_rules = Counter(d.rule for d in approved.denials) if approved is not None else Counter()

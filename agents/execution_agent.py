@@ -1,16 +1,27 @@
-"""Execution agent: syncs the broker on new data, submits approved orders, reports orders, fills and equity."""
+"""Execution agent: syncs the broker on new data, submits approved orders, reports orders, fills and equity.
+
+Orders in doubt. With an intent store (the daemon's repository), every order is written to ``order_intents`` and
+committed BEFORE it is submitted. An intent stays ``pending`` until the broker's order is in the ledger (the
+iteration that records it settles the intent in the same transaction). At start-up (:meth:`ExecutionAgent.start`)
+and at the start of every iteration, each pending intent is looked up at the broker by client order id (open or
+closed orders, with their legs and fills): found, the order is reported and recorded; not found once the broker's
+submission window has passed, it is settled ``never_accepted``; a failed lookup leaves it pending for the next
+iteration. A crash between the broker accepting an order and the ledger recording it therefore loses nothing.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import re
-from datetime import date, datetime
-from typing import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any, Callable, Protocol
 
 from loguru import logger
 
 from core.brokers.base import Broker, BrokerError, SyncResult
-from core.domain import EXACT, BarsBatch, Decision, EquitySnapshot, Order, OrderIntent, SymbolBars, to_money
+from core.domain import EXACT, BarsBatch, Decision, EquitySnapshot, Fill, Order, OrderIntent, SymbolBars, to_money
+from core.persistence.repository import PendingIntent
 from core.positions import PositionManager
 from core.reconcile import Reconciler
 from utils.failpoints import failpoint
@@ -44,6 +55,49 @@ def client_order_id(prefix: str, session: date, intent: OrderIntent) -> str:
     return f"{safe[:100]}-{digest}"
 
 
+class IntentStore(Protocol):
+    """Where orders are written before they are submitted (:class:`core.persistence.repository.Repository`)."""
+
+    def record_intent(
+        self, *, run_id: str, iteration_id: str, broker: str, client_order_id: str, intent: OrderIntent, at: datetime
+    ) -> None: ...
+
+    def pending_intents(self, broker: str) -> list[PendingIntent]: ...
+
+    def note_intent_lookup(self, client_order_id: str, *, error: str | None) -> None: ...
+
+    def settle_intent_never_accepted(self, client_order_id: str, at: datetime, note: str) -> None: ...
+
+
+DEFAULT_SUBMISSION_WINDOW = timedelta(minutes=5)
+
+
+def merge_reports(*reports: SyncResult | None) -> SyncResult:
+    """Several broker reports as one: fills in order (each fill id once), each order once with its latest state."""
+    fills: dict[str, Fill] = {}
+    orders: dict[str, Order] = {}
+    notes: list[str] = []
+    for report in reports:
+        if report is None:
+            continue
+        for fill in report.fills:
+            fills.setdefault(fill.fill_id, fill)
+        for order in report.orders:
+            orders.pop(order.client_order_id, None)
+            orders[order.client_order_id] = order
+        notes.extend(report.notes)
+    return SyncResult(fills=tuple(fills.values()), orders=tuple(orders.values()), notes=tuple(notes))
+
+
+@dataclass
+class _Progress:
+    """What the broker reported and accepted during one iteration, kept until the iteration hands it on, so a
+    failing later stage cannot drop it (see :meth:`ExecutionAgent.discard`)."""
+
+    synced: SyncResult = field(default_factory=SyncResult)
+    submitted: list[Order] = field(default_factory=list)
+
+
 class ExecutionAgent:
     """Repeated broker errors trip a backoff breaker: submissions pause (recorded per symbol) until it allows again."""
 
@@ -60,35 +114,110 @@ class ExecutionAgent:
         positions: PositionManager | None = None,
         atr: Callable[[SymbolBars], float] | None = None,
         routine_decisions: bool = True,
+        intents: IntentStore | None = None,
+        run_id: str = "",
+        submission_window: timedelta | None = None,
     ) -> None:
-        """``routine_decisions``: record a "none" decision for every symbol without an order (the daemon does)."""
+        """``routine_decisions``: record a "none" decision for every symbol without an order (the daemon does).
+        ``intents``: write every order before submitting it and resolve the ones in doubt (the daemon does; ``run_id``
+        names the run in those rows). ``submission_window``: how long an order may take to appear at the broker
+        (default: the broker's ``submission_window``, else 5 minutes)."""
         self._routine = routine_decisions
+        self._intents = intents
+        self._run_id = run_id
+        window = submission_window if submission_window is not None else getattr(broker, "submission_window", None)
+        self._window: timedelta = window if isinstance(window, timedelta) else DEFAULT_SUBMISSION_WINDOW
+        self._carried: SyncResult | None = None
         self._broker = broker
         self._prefix = order_prefix
         self._reconciler = reconciler
         self._positions = positions
         self._atr = atr
-        self._synced: dict[str, SyncResult] = {}
+        self._progress: dict[str, _Progress] = {}
         self._breaker = breaker
         self._events: list[BreakerEvent] = breaker_events if breaker_events is not None else []
 
+    async def start(self, now: datetime) -> list[dict[str, Any]]:
+        """Start-up: resolve the orders in doubt, catch up with what the broker did while the daemon was down (a
+        broker with ``poll()``), then reconcile positions and open orders with the ledger. What was found is
+        recorded with the first iteration. Returns the discrepancies recorded."""
+        resolved = await self.resolve_in_doubt(now)
+        poll = getattr(self._broker, "poll", None)
+        polled = await poll() if poll is not None else None
+        account = await self._broker.account()
+        carried = merge_reports(self._carried, resolved, polled, self._take_reported())
+        self._carried = carried
+        failpoint("after_catch_up")  # what was found is only in memory until the first iteration records it
+        if self._reconciler is None:
+            return []
+        in_doubt = {p.intent.symbol for p in self._intents.pending_intents(self._broker.name)} if self._intents else set()
+        return self._reconciler.at_startup(account, now, unrecorded_fills=carried.fills, skip_symbols=in_doubt)
+
+    async def resolve_in_doubt(self, now: datetime) -> SyncResult:
+        """Look each pending intent up at the broker by client order id. Found: the order (with its legs and fills,
+        which the broker reports with its next sync) is returned; not found after the submission window: settled as
+        never accepted; the lookup failed: it stays pending (counted, with the error) for the next iteration."""
+        lookup = getattr(self._broker, "order_by_client_id", None)
+        if self._intents is None or lookup is None:
+            return SyncResult()
+        found: list[Order] = []
+        notes: list[str] = []
+        for pending in self._intents.pending_intents(self._broker.name):
+            coid = pending.client_order_id
+            try:
+                order = await lookup(coid, intent=pending.intent, submitted_at=pending.created_at)
+            except BrokerError as exc:
+                logger.warning("execution: order {} is still in doubt: lookup failed: {}", coid, exc)
+                self._intents.note_intent_lookup(coid, error=str(exc))
+                notes.append(f"{coid}: still in doubt (lookup failed: {exc})")
+                continue
+            if order is not None:
+                logger.info("execution: order {} in doubt found at the broker: {}", coid, order.status.value)
+                found.append(order)
+                continue
+            age = now - pending.created_at
+            if age >= self._window:
+                note = f"the broker has no order {coid} {age.total_seconds():.0f}s after it was written: never accepted"
+                logger.warning("execution: {}", note)
+                self._intents.settle_intent_never_accepted(coid, now, note)
+                notes.append(note)
+            else:
+                self._intents.note_intent_lookup(coid, error=None)
+                notes.append(f"{coid}: not at the broker yet ({age.total_seconds():.0f}s after it was written)")
+        return SyncResult(orders=tuple(found), notes=tuple(notes))
+
+    def _take_reported(self) -> SyncResult | None:
+        take = getattr(self._broker, "take_reported", None)
+        return take() if take is not None else None
+
     async def on_data(self, event: DataReady) -> None:
-        """Advance the broker to the iteration's bars (fills of earlier orders) before Risk reads the account.
+        """Resolve orders in doubt, then advance the broker to the iteration's bars (fills of earlier orders) before
+        Risk reads the account.
 
         A broker error here is logged and counted by the breaker; the iteration goes on without new fills."""
         assert event.batch is not None
+        carried, self._carried = self._carried, None
+        progress = self._progress[event.iteration_id] = _Progress(synced=merge_reports(carried))
+        resolved = await self.resolve_in_doubt(event.as_of)
+        progress.synced = merge_reports(carried, resolved)
         try:
-            self._synced[event.iteration_id] = await self._broker.sync(event.batch)
+            synced = await self._broker.sync(event.batch)
         except BrokerError as exc:
             logger.error("execution: broker sync failed: {}", exc)
             if self._breaker is not None:
                 self._breaker.record_failure(f"sync: {exc}")
             note_degraded(f"execution: broker sync failed: {exc}")
-            self._synced[event.iteration_id] = SyncResult(notes=(f"broker sync failed: {exc}",))
+            synced = SyncResult(notes=(f"broker sync failed: {exc}",))
+        progress.synced = merge_reports(carried, resolved, synced)
 
     def discard(self, iteration_id: str) -> SyncResult | None:
-        """Forget (and return) what the sync of an iteration found; used when the iteration fails before executing."""
-        return self._synced.pop(iteration_id, None)
+        """Hand over (and forget) what the broker reported and accepted in an iteration that failed before executing
+        completed: its fills, order updates and the orders already submitted, so the failed iteration records them."""
+        progress = self._progress.pop(iteration_id, None)
+        reported = self._take_reported()
+        if progress is None:
+            return reported
+        return merge_reports(progress.synced, SyncResult(orders=tuple(progress.submitted)), reported)
 
     async def _trail_stops(self, batch: BarsBatch, now: datetime, decisions: list[Decision]) -> list[Order]:
         """Raise protective stops to their trailing level by modifying the working stop order in place."""
@@ -119,8 +248,12 @@ class ExecutionAgent:
         return changed
 
     async def on_approved(self, event: ApprovedReady) -> ExecutedReady:
-        synced = self._synced.pop(event.iteration_id, SyncResult())
-        orders: list[Order] = []
+        progress = self._progress.get(event.iteration_id)
+        if progress is None:  # no DataReady went through on_data (tests drive this stage alone)
+            progress = self._progress[event.iteration_id] = _Progress(synced=merge_reports(self._carried))
+            self._carried = None
+        synced = progress.synced
+        orders = progress.submitted
         decisions: list[Decision] = []
         previous = event.previous
         batch = previous.previous.previous.batch if previous and previous.previous and previous.previous.previous else None
@@ -148,6 +281,15 @@ class ExecutionAgent:
                     )
                 )
                 continue
+            if self._intents is not None:  # committed before the request leaves: a crash cannot lose the order
+                self._intents.record_intent(
+                    run_id=self._run_id,
+                    iteration_id=event.iteration_id,
+                    broker=self._broker.name,
+                    client_order_id=coid,
+                    intent=intent,
+                    at=event.as_of,
+                )
             try:
                 failpoint("before_submit")
                 order = await self._broker.submit(intent, coid, event.as_of)
@@ -190,6 +332,14 @@ class ExecutionAgent:
             for symbol in list(batch.bars) + list(batch.rejected):
                 if symbol not in submitted:
                     decisions.append(Decision("execution", symbol, "none", "no approved order", {}))
+        # what the broker learnt during this iteration (a bracket's legs from the submission's answer, protective
+        # orders cancelled for an exit, a fill seen reading the account) is recorded by this iteration
+        reported = merge_reports(self._take_reported())
+        latest = {o.client_order_id: o for o in reported.orders}
+        orders = [latest.pop(o.client_order_id, o) for o in orders]
+        order_updates = merge_reports(synced, SyncResult(orders=tuple(updates)), SyncResult(orders=tuple(latest.values()))).orders
+        fills = merge_reports(synced, SyncResult(fills=reported.fills)).fills
+        self._progress.pop(event.iteration_id, None)
         equity: EquitySnapshot | None = None
         try:
             account = await self._broker.account()
@@ -197,8 +347,9 @@ class ExecutionAgent:
             logger.error("execution: account unavailable after submitting: {}", exc)
             note_degraded(f"execution: account unavailable, no equity snapshot: {exc}")
         else:
-            if self._reconciler is not None:  # records (and logs) any order the broker has that the database lacks
-                self._reconciler.every_iteration(account, event.as_of)
+            if self._reconciler is not None:  # records (and logs) any working order the daemon did not place
+                own = {o.client_order_id for o in orders} | {o.client_order_id for o in updates}
+                self._reconciler.every_iteration(account, event.as_of, own=own)
             equity = EquitySnapshot(
                 at=event.as_of,
                 cash=to_money(account.cash, EXACT),
@@ -212,8 +363,8 @@ class ExecutionAgent:
             as_of=event.as_of,
             previous=event,
             orders=tuple(orders),
-            fills=tuple(synced.fills),
-            order_updates=tuple(synced.orders) + tuple(updates),
+            fills=tuple(fills),
+            order_updates=tuple(order_updates),
             equity=equity,
             decisions=tuple(decisions),
             breaker_events=events,

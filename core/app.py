@@ -546,7 +546,7 @@ def build_app(
     saved_broker = repository.get_state(f"{namespace}breaker:broker")
     if saved_broker is not None:
         broker_breaker.restore(saved_broker[0])
-    reconciler = Reconciler(repository, broker.name, run_id) if kind == "daemon" else None
+    reconciler = Reconciler(repository, broker.name, run_id, parent_of=getattr(broker, "parent_of", None)) if kind == "daemon" else None
     position_manager = PositionManager(
         trail_atr_multiple=settings.trail_atr_multiple or None,
         trail_percent=settings.trail_percent or None,
@@ -562,6 +562,9 @@ def build_app(
         positions=position_manager,
         atr=risk_agent.atr_at,
         routine_decisions=routine_decisions,
+        # the daemon writes every order before submitting it and resolves the ones in doubt (start and iterations)
+        intents=repository if kind == "daemon" else None,
+        run_id=run_id,
     )
 
     bus = EventBus(settings.bus_mode.value)

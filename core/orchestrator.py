@@ -115,17 +115,20 @@ class Orchestrator:
                 else:
                     logger.warning("iteration {} {}: {}", iteration_id, status, error)
                 return IterationOutcome(iteration_id, seq, as_of, status, error, self._audit.last_summary)
-            synced = self._execution.discard(iteration_id)
+            # what the broker reported and accepted before the failure (fills, order states, submitted orders)
+            # is recorded with the failed iteration: the broker will not report it again
+            executed = report.find(ExecutedReady)
+            broker_report = self._execution.discard(iteration_id) if executed is None else None
             # a stage that met an unreachable service (after its retries, within the deadline): degraded, not failed
             status = "degraded" if all(f.transient for f in failures) else "failed"
             error = "; ".join([f"{f.handler} on {f.event}: {f.error}" for f in failures] + notes)
             audit_failed = any(f.handler.startswith("audit") for f in failures)
             try:
                 recorded = self._audit.last_iteration_id == iteration_id  # not when the deadline cancelled the audit
-                if report.find(ExecutedReady) is not None and not audit_failed and recorded:
+                if executed is not None and not audit_failed and recorded:
                     self._mark(iteration_id, status, error)
                 else:
-                    await self._audit.record_incomplete(report, failures, status=status, synced=synced)
+                    await self._audit.record_incomplete(report, failures, status=status, broker_report=broker_report)
                     status = self._audit.last_status or status
             except Exception as exc:
                 raise PersistenceFailure(f"iteration {iteration_id} could not be recorded: {exc}") from exc

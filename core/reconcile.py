@@ -1,21 +1,23 @@
 """Reconciliation of the database with the broker, at start-up and every iteration.
 
-Compared: positions (start-up: the ledger's last recorded positions for this broker against the broker's), and open
-orders (every iteration: working orders at the broker the ledger does not know, e.g. placed by hand). Fills that
-happened while the daemon was down arrive through the broker's next ``sync`` (AlpacaBroker is resumed from the
-ledger, so only new executions are reported). Every discrepancy is recorded with what was done about it and shown by
-``scripts/query_trades.py reconcile``.
+Compared: positions at start-up (the ledger's positions for this broker, i.e. every fill its daemon runs recorded plus
+earlier reconciliation adjustments, moved by the fills the start-up catch-up found but not yet recorded: orders that
+were in doubt and executions while the daemon was down) against the broker's; and open orders every iteration
+(working orders at the broker that neither the ledger, nor the iteration's own orders, nor an order still in doubt
+explains, e.g. placed by hand). Only real discrepancies are recorded, each with what was done about it; they are
+shown by ``scripts/query_trades.py reconcile``.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Callable, Iterable, Sequence
 
 from loguru import logger
 
 from core.brokers.base import AccountState
+from core.domain import Fill, Side
 from core.persistence.repository import Repository
 
 
@@ -36,7 +38,10 @@ def compare_positions(ledger: dict[str, Decimal], account: AccountState) -> list
     return events
 
 
-def compare_orders(known_ids: set[str], account: AccountState) -> list[dict[str, Any]]:
+def compare_orders(
+    known_ids: set[str], account: AccountState, parent_of: Callable[[str], str | None] | None = None
+) -> list[dict[str, Any]]:
+    """Working orders at the broker that are neither known nor a leg (or replacement) of a known order."""
     return [
         {
             "kind": "unknown_order",
@@ -45,7 +50,9 @@ def compare_orders(known_ids: set[str], account: AccountState) -> list[dict[str,
             "resolution": "flagged: a working order the daemon did not place; left untouched",
         }
         for o in account.open_orders
-        if o.client_order_id not in known_ids and not _is_leg_of(o.client_order_id, known_ids)
+        if o.client_order_id not in known_ids
+        and not _is_leg_of(o.client_order_id, known_ids)
+        and not (parent_of is not None and parent_of(o.client_order_id) in known_ids)
     ]
 
 
@@ -55,26 +62,54 @@ def _is_leg_of(client_order_id: str, known_ids: set[str]) -> bool:
 
 
 class Reconciler:
-    def __init__(self, repository: Repository, broker_name: str, run_id: str) -> None:
+    """``parent_of``: the broker's view of which entry an order is a bracket leg of (Alpaca names legs itself)."""
+
+    def __init__(
+        self, repository: Repository, broker_name: str, run_id: str, *, parent_of: Callable[[str], str | None] | None = None
+    ) -> None:
+        self._parent_of = parent_of
         self._repository = repository
         self._broker_name = broker_name
         self._run_id = run_id
         self._flagged: set[str] = set()
 
-    def at_startup(self, account: AccountState, now: datetime) -> list[dict[str, Any]]:
-        events = compare_positions(self._repository.ledger_positions(self._broker_name, exclude_run=self._run_id), account)
-        events += self._new_unknown_orders(account)
+    def at_startup(
+        self,
+        account: AccountState,
+        now: datetime,
+        *,
+        unrecorded_fills: Sequence[Fill] = (),
+        own: Iterable[str] = (),
+        skip_symbols: Iterable[str] = (),
+    ) -> list[dict[str, Any]]:
+        """``unrecorded_fills``: fills the broker reported at start-up that the first iteration will record;
+        ``own``: client ids of orders the daemon placed that the database does not hold yet; ``skip_symbols``:
+        symbols with an order still in doubt (its lookup failed): their position cannot be judged yet."""
+        ledger = self._repository.ledger_positions(self._broker_name, exclude_run=self._run_id)
+        for fill in unrecorded_fills:
+            signed = Decimal(fill.quantity) if fill.side is Side.BUY else -Decimal(fill.quantity)
+            ledger[fill.symbol] = ledger.get(fill.symbol, Decimal(0)) + signed
+        events = compare_positions({s: q for s, q in ledger.items() if q}, account)
+        skipped = set(skip_symbols)
+        if skipped:
+            logger.warning("reconciliation: positions of {} not compared: an order is still in doubt", ", ".join(sorted(skipped)))
+            events = [e for e in events if e["symbol"] not in skipped]
+        events += self._new_unknown_orders(account, own)
         self._record(events, now)
         return events
 
-    def every_iteration(self, account: AccountState, now: datetime) -> list[dict[str, Any]]:
-        events = self._new_unknown_orders(account)
+    def every_iteration(self, account: AccountState, now: datetime, *, own: Iterable[str] = ()) -> list[dict[str, Any]]:
+        """``own``: client ids of the orders this iteration placed (submitted, or a stop it replaced), which the
+        database does not hold yet. An order the broker merely reported (e.g. found by a poll, placed by hand) is not
+        the daemon's: it is flagged the first time it is seen working."""
+        events = self._new_unknown_orders(account, own)
         self._record(events, now)
         return events
 
-    def _new_unknown_orders(self, account: AccountState) -> list[dict[str, Any]]:
-        known = self._repository.client_order_ids(self._broker_name)
-        events = [e for e in compare_orders(known, account) if e["details"]["client_order_id"] not in self._flagged]
+    def _new_unknown_orders(self, account: AccountState, own: Iterable[str]) -> list[dict[str, Any]]:
+        known = self._repository.client_order_ids(self._broker_name) | set(own)
+        known |= {p.client_order_id for p in self._repository.pending_intents(self._broker_name)}
+        events = [e for e in compare_orders(known, account, self._parent_of) if e["details"]["client_order_id"] not in self._flagged]
         self._flagged.update(e["details"]["client_order_id"] for e in events)
         return events
 

@@ -22,7 +22,10 @@ of a cancelled order, with HTTP 422 ``client_order_id must be unique``). :meth:`
    ``order_lookup_attempts`` submissions in all, then :class:`TemporaryBrokerError` is raised. The id then stays
    "in doubt": the next ``submit`` of it looks it up first, and the next ``sync`` looks it up and reports the order
    if Alpaca has it (otherwise it notes that and forgets the doubt).
-   If the lookup itself fails, :class:`TemporaryBrokerError` is raised at once: never a blind resubmission. Even a
+   If the lookup itself fails, :class:`TemporaryBrokerError` is raised at once: never a blind resubmission.
+   This in-memory doubt dies with the process; the daemon therefore also writes every order to the ledger before
+   submitting it and resolves it after a restart with :meth:`AlpacaBroker.order_by_client_id` (see
+   ``agents/execution_agent.py``). Even a
    request the server processes late cannot create a second order: the second one to arrive gets the 422;
 5. a refusal (HTTP 4xx other than 401/408/429: 403 insufficient buying power or shares, 422 invalid order...)
    is not raised: it returns an :class:`~core.domain.Order` with status ``REJECTED`` and the server's reason, as
@@ -809,14 +812,64 @@ class AlpacaBroker:
             raw_positions = await self._request("reading positions", self._client.get_all_positions)
             return self._positions(raw_positions, ensure_utc(self._clock(), "clock()"))
 
-    async def order_by_client_id(self, client_order_id: str) -> Order | None:
-        """The order with this client id at Alpaca, or None when Alpaca has none."""
+    async def order_by_client_id(
+        self, client_order_id: str, *, intent: OrderIntent | None = None, submitted_at: datetime | None = None
+    ) -> Order | None:
+        """The order with this client id at Alpaca (open or closed, with its bracket legs), or None when Alpaca has
+        none. A lookup error raises (:class:`TemporaryBrokerError` for 5xx/timeouts): never read as "not there".
+
+        The order, its legs and any execution not yet reported are folded into this broker's state and reported by
+        the next :meth:`sync` / :meth:`take_reported`, exactly as if a poll had found them: fills are derived from
+        the order's cumulative ``filled_qty``/``filled_avg_price`` with the same deterministic ids (see the module
+        docstring), so one resolved after a crash is neither lost nor doubled. ``intent`` and ``submitted_at``
+        (the persisted intent of an order in doubt) label an order this instance did not submit itself: its
+        strategy, reason, type and submission time instead of "adopted"."""
+        self._check_client_order_id(client_order_id)
         async with self._lock:
+            if intent is not None and client_order_id not in self._orders:
+                plan = self._plan(intent, client_order_id)
+                self._origins.setdefault(
+                    client_order_id,
+                    _Origin(
+                        strategy=intent.strategy,
+                        reason=intent.reason + (f"; {plan.note}" if plan.note else ""),
+                        submitted_at=submitted_at,
+                        order_type=plan.order_type,
+                        role=_ENTRY if plan.bracket else "",
+                        stop=plan.stop if plan.bracket else None,
+                    ),
+                )
             raw = await self._find_by_client_id(client_order_id, "looking up an order")
             if raw is None:
                 return None
             self._apply([raw])
+            self._in_doubt.pop(client_order_id, None)
             return self._orders[client_order_id].order
+
+    async def poll(self) -> SyncResult:
+        """:meth:`sync` without bars (Alpaca needs none): the start-up catch-up of what happened while down."""
+        return await self.sync(None)
+
+    def take_reported(self) -> SyncResult:
+        """Hand over (and forget) what this instance learnt since the last :meth:`sync` without another request:
+        e.g. the bracket legs that came with a submission's answer, the cancelled protective orders of an exit, a
+        fill seen while reading the account. Lets the iteration that caused them record them."""
+        fills = tuple(self._unreported_fills)
+        orders = tuple(self._orders[cid].order for cid in self._unreported_orders if cid in self._orders)
+        self._unreported_fills.clear()
+        self._unreported_orders.clear()
+        return SyncResult(fills=fills, orders=orders)
+
+    def parent_of(self, client_order_id: str) -> str | None:
+        """The client id of the bracket entry an order is a leg of (a replacement stop included), if known."""
+        tracked = self._orders.get(client_order_id)
+        return tracked.parent if tracked is not None else None
+
+    @property
+    def submission_window(self) -> timedelta:
+        """How long after an intent was written an order may still appear at Alpaca (a POST in flight, its SDK
+        retries): an intent Alpaca does not know after this is settled as never accepted."""
+        return timedelta(seconds=max(120.0, 3 * self._timeout_s * self._order_lookup_attempts))
 
     async def market_clock(self) -> MarketClock:
         raw = await self._request("reading the market clock", self._client.get_clock)

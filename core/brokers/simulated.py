@@ -522,6 +522,17 @@ class SimulatedBroker:
         """The current state of one order; raises :class:`BrokerError` for an unknown id."""
         return self._record(client_order_id).order
 
+    async def order_by_client_id(
+        self, client_order_id: str, *, intent: OrderIntent | None = None, submitted_at: datetime | None = None
+    ) -> Order | None:
+        """The order with this client id, or None when this broker never accepted it (e.g. the process died
+        between writing the intent and submitting; the restored account is the one recorded with the ledger)."""
+        record = self._records.get(client_order_id)
+        return None if record is None else record.order
+
+    submission_window = timedelta(0)
+    """An in-process broker answers at once: an order it does not hold was never accepted."""
+
     def fills(self) -> tuple[Fill, ...]:
         """Every fill since the broker started (in execution order)."""
         return tuple(self._fills)

@@ -244,3 +244,38 @@ class ReconciliationRow(Base):
     symbol: Mapped[str | None] = mapped_column(String(16))
     details: Mapped[dict[str, Any]]
     resolution: Mapped[str] = mapped_column(Text)
+
+
+class OrderIntentRow(Base):
+    """An order the daemon is about to submit, written and committed BEFORE the request leaves the process.
+
+    ``status``: ``pending`` (in doubt: submitted or about to be, not yet in the ledger), ``recorded`` (the broker's
+    order is in ``orders``, written in the same transaction that flips this), ``never_accepted`` (the broker has no
+    order with this client id once the submission window has passed). Every start and every iteration looks the
+    pending ones up at the broker by client order id until they are settled."""
+
+    __tablename__ = "order_intents"
+    __table_args__ = (Index("ix_order_intents_broker_status", "broker", "status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    client_order_id: Mapped[str] = mapped_column(String(128), unique=True)
+    broker: Mapped[str] = mapped_column(String(32))
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), index=True)
+    iteration_id: Mapped[str] = mapped_column(String(96))
+    symbol: Mapped[str] = mapped_column(String(16))
+    side: Mapped[str] = mapped_column(String(8))
+    order_type: Mapped[str] = mapped_column(String(16))
+    quantity: Mapped[Decimal]
+    limit_price: Mapped[Decimal | None]
+    stop_price: Mapped[Decimal | None]
+    stop_loss: Mapped[Decimal | None]
+    take_profit: Mapped[Decimal | None]
+    reference_price: Mapped[Decimal]
+    strategy: Mapped[str] = mapped_column(String(64))
+    confidence: Mapped[float]
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    status: Mapped[str] = mapped_column(String(16))
+    lookups: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    resolved_at: Mapped[datetime | None]

@@ -15,7 +15,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.domain import EXACT, Decision, EquitySnapshot, Fill, Order, OrderStatus, OrderType, Position, Side, to_money, to_price
+from core.domain import EXACT, Decision, EquitySnapshot, Fill, Order, OrderIntent, OrderStatus, OrderType, Position, Side, to_money, to_price
 from core.persistence.models import (
     AuditReportRow,
     BreakerEventRow,
@@ -26,6 +26,7 @@ from core.persistence.models import (
     Iteration,
     OrderRow,
     LLMCallRow,
+    OrderIntentRow,
     PositionRow,
     ReconciliationRow,
     Run,
@@ -66,6 +67,9 @@ _BREAKERS = BreakerEventRow.__table__
 _STATE = DaemonStateRow.__table__
 _ORDERS = OrderRow.__table__
 _EASTERN = ZoneInfo("America/New_York")  # the exchange's time: a session's date
+_INTENTS = OrderIntentRow.__table__
+INTENT_PENDING, INTENT_RECORDED, INTENT_NEVER_ACCEPTED = "pending", "recorded", "never_accepted"
+_POSITION_KINDS = ("unknown_position", "missing_position", "quantity_mismatch")
 _ORDER_STATE = ("broker_order_id", "status", "filled_quantity", "average_fill_price", "updated_at")
 
 
@@ -92,6 +96,23 @@ def jsonable_row(call: Mapping[str, Any]) -> dict[str, Any]:
     row["cost_usd"] = Decimal(str(cost)) if cost is not None else None
     row["outcome"] = str(row["outcome"])
     return row
+
+
+@dataclass(frozen=True, slots=True)
+class PendingIntent:
+    """An order intent whose outcome at the broker is not yet in the ledger (see ``order_intents``)."""
+
+    client_order_id: str
+    intent: OrderIntent
+    run_id: str
+    iteration_id: str
+    created_at: datetime
+    lookups: int
+    last_error: str | None
+
+
+def _decimal_or_none(value: float | None) -> Decimal | None:
+    return None if value is None else Decimal(repr(float(value)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,6 +304,7 @@ class Repository:
             session.execute(_DECISIONS.insert(), decisions)
         if any(r.orders for r in records):
             self._upsert_orders(session, [(r, o) for r in records for o in r.orders])
+            self._settle_recorded_intents(session, {o.client_order_id for r in records for o in r.orders}, records[-1].recorded_at)
         if fills:
             session.execute(_FILLS.insert(), fills)
         if last_positions is not None:
@@ -366,6 +388,132 @@ class Repository:
                 ),
                 list(updates.values()),
             )
+
+    @staticmethod
+    def _settle_recorded_intents(session: Session, client_order_ids: set[str], at: datetime) -> None:
+        """Intents whose order is written in this transaction are settled in it too (any earlier verdict, such as
+        ``never_accepted``, yields to the order the broker turned out to have)."""
+        ids = sorted(client_order_ids)
+        for k in range(0, len(ids), 500):
+            session.execute(
+                _INTENTS.update()
+                .where(_INTENTS.c.client_order_id.in_(ids[k : k + 500]), _INTENTS.c.status != INTENT_RECORDED)
+                .values(status=INTENT_RECORDED, resolved_at=at)
+            )
+
+    # --- orders in doubt (written before submission) ---------------------------------------------------
+    def record_intent(
+        self, *, run_id: str, iteration_id: str, broker: str, client_order_id: str, intent: OrderIntent, at: datetime
+    ) -> None:
+        """Write (and commit) an order the daemon is about to submit, before the request leaves the process.
+
+        A second submission of the same client order id (a retried or restarted iteration) keeps the one row: an
+        already recorded intent stays recorded, any other becomes pending again."""
+        values = {
+            "client_order_id": client_order_id,
+            "broker": broker,
+            "run_id": run_id,
+            "iteration_id": iteration_id,
+            "symbol": intent.symbol,
+            "side": intent.side.value,
+            "order_type": intent.order_type.value,
+            "quantity": Decimal(intent.quantity) if not isinstance(intent.quantity, float) else Decimal(repr(intent.quantity)),
+            "limit_price": _decimal_or_none(intent.limit_price),
+            "stop_price": _decimal_or_none(intent.stop_price),
+            "stop_loss": _decimal_or_none(intent.stop_loss),
+            "take_profit": _decimal_or_none(intent.take_profit),
+            "reference_price": Decimal(repr(float(intent.reference_price))),
+            "strategy": intent.strategy,
+            "confidence": float(intent.confidence),
+            "reason": intent.reason,
+            "created_at": at,
+            "status": INTENT_PENDING,
+            "lookups": 0,
+            "last_error": None,
+            "resolved_at": None,
+        }
+        with self._sessions.begin() as session:
+            status = session.scalar(select(_INTENTS.c.status).where(_INTENTS.c.client_order_id == client_order_id))
+            if status is None:
+                session.execute(_INTENTS.insert(), [values])
+            elif status != INTENT_RECORDED:
+                session.execute(
+                    _INTENTS.update()
+                    .where(_INTENTS.c.client_order_id == client_order_id)
+                    .values(status=INTENT_PENDING, resolved_at=None, created_at=at, run_id=run_id, iteration_id=iteration_id)
+                )
+
+    def pending_intents(self, broker: str) -> list[PendingIntent]:
+        """The broker's intents still in doubt, oldest first."""
+        with self.session() as session:
+            rows = session.scalars(
+                select(OrderIntentRow)
+                .where(OrderIntentRow.broker == broker, OrderIntentRow.status == INTENT_PENDING)
+                .order_by(OrderIntentRow.id)
+            ).all()
+        return [
+            PendingIntent(
+                client_order_id=r.client_order_id,
+                intent=OrderIntent(
+                    symbol=r.symbol,
+                    side=Side(r.side),
+                    quantity=int(r.quantity) if r.quantity == r.quantity.to_integral_value() else r.quantity,  # type: ignore[arg-type]
+                    order_type=OrderType(r.order_type),
+                    reference_price=float(r.reference_price),
+                    strategy=r.strategy,
+                    confidence=r.confidence,
+                    reason=r.reason,
+                    stop_loss=float(r.stop_loss) if r.stop_loss is not None else None,
+                    take_profit=float(r.take_profit) if r.take_profit is not None else None,
+                    limit_price=float(r.limit_price) if r.limit_price is not None else None,
+                    stop_price=float(r.stop_price) if r.stop_price is not None else None,
+                ),
+                run_id=r.run_id,
+                iteration_id=r.iteration_id,
+                created_at=r.created_at,
+                lookups=r.lookups,
+                last_error=r.last_error,
+            )
+            for r in rows
+        ]
+
+    def note_intent_lookup(self, client_order_id: str, *, error: str | None) -> None:
+        """Count one lookup of a pending intent that did not settle it, with the error if the lookup failed."""
+        with self._sessions.begin() as session:
+            session.execute(
+                _INTENTS.update()
+                .where(_INTENTS.c.client_order_id == client_order_id)
+                .values(lookups=_INTENTS.c.lookups + 1, last_error=error)
+            )
+
+    def settle_intent_never_accepted(self, client_order_id: str, at: datetime, note: str) -> None:
+        """The broker has no order with this client id after the submission window: it was never accepted."""
+        with self._sessions.begin() as session:
+            session.execute(
+                _INTENTS.update()
+                .where(_INTENTS.c.client_order_id == client_order_id, _INTENTS.c.status == INTENT_PENDING)
+                .values(status=INTENT_NEVER_ACCEPTED, resolved_at=at, lookups=_INTENTS.c.lookups + 1, last_error=note)
+            )
+
+    def intents(self, broker: str | None = None) -> list[dict[str, Any]]:
+        """Every intent (client order id, symbol, side, status, lookups, last error), oldest first."""
+        with self.session() as session:
+            stmt = select(OrderIntentRow).order_by(OrderIntentRow.id)
+            if broker is not None:
+                stmt = stmt.where(OrderIntentRow.broker == broker)
+            return [
+                {
+                    "client_order_id": r.client_order_id,
+                    "symbol": r.symbol,
+                    "side": r.side,
+                    "status": r.status,
+                    "lookups": r.lookups,
+                    "last_error": r.last_error,
+                    "created_at": r.created_at,
+                    "resolved_at": r.resolved_at,
+                }
+                for r in session.scalars(stmt)
+            ]
 
     # --- small persisted state ------------------------------------------------------------------------
     def _upsert_state(self, session: Session, values: Mapping[str, Mapping[str, Any]], at: datetime) -> None:
@@ -500,15 +648,25 @@ class Repository:
             return set(session.scalars(select(OrderRow.client_order_id).where(OrderRow.run_id.in_(runs))))
 
     def ledger_positions(self, broker_name: str, *, exclude_run: str | None = None) -> dict[str, Decimal]:
-        """The positions last recorded by the latest earlier run on ``broker_name`` (empty when there is none)."""
+        """The positions the ledger holds on ``broker_name``: every fill the daemon's runs recorded on it (signed),
+        plus the adjustments earlier reconciliations made (an adopted or closed-outside position moves the ledger to
+        the broker's quantity). Exact whatever the timing of the last recorded snapshot; non-zero symbols only."""
+        held: dict[str, Decimal] = {}
         with self.session() as session:
-            stmt = select(Run.id).where(Run.broker == broker_name).order_by(Run.started_at.desc())
+            runs = select(Run.id).where(Run.broker == broker_name, Run.kind == "daemon")
             if exclude_run is not None:
-                stmt = stmt.where(Run.id != exclude_run)
-            for run_id in session.scalars(stmt):
-                has_iterations = session.scalar(select(Iteration.id).where(Iteration.run_id == run_id).limit(1))
-                if has_iterations is None:
+                runs = runs.where(Run.id != exclude_run)
+            for symbol, side, quantity in session.execute(
+                select(FillRow.symbol, FillRow.side, FillRow.quantity).where(FillRow.run_id.in_(runs))
+            ):
+                held[symbol] = held.get(symbol, Decimal(0)) + (quantity if side == Side.BUY.value else -quantity)
+            for symbol, details in session.execute(
+                select(ReconciliationRow.symbol, ReconciliationRow.details)
+                .where(ReconciliationRow.run_id.in_(runs), ReconciliationRow.kind.in_(_POSITION_KINDS))
+                .order_by(ReconciliationRow.id)
+            ):
+                if symbol is None:
                     continue
-                rows = session.execute(select(PositionRow.symbol, PositionRow.quantity).where(PositionRow.run_id == run_id)).all()
-                return {s: q for s, q in rows}
-        return {}
+                adjustment = Decimal(str(details.get("broker", "0"))) - Decimal(str(details.get("ledger", "0")))
+                held[symbol] = held.get(symbol, Decimal(0)) + adjustment
+        return {s: q for s, q in held.items() if q}

@@ -47,17 +47,21 @@ class Rig:
     market_spec: OpenApiSpec
     trading_spec: TradingSpec
 
-    def on_first_bars_request(self, action: Callable[[], None]) -> None:
-        """Run ``action`` (script faults) when the first iteration asks for bars: after the start-up checks."""
-        armed: list[bool] = []
+    def on_first_iteration(self, action: Callable[[], None]) -> None:
+        """Run ``action`` (script faults) as the first iteration starts talking to the broker: at the third order
+        listing. The start-up lists orders twice (catching up with what happened while the daemon was down: the open
+        orders, then the recent closed ones); the first iteration's own listings come next, its broker sync first."""
+        seen: list[bool] = []
+        with self.server._lock:
+            route = next(r for r in self.server._routes if (r.method, r.template) == ("GET", ORDERS_PATH))
 
         def handler(request: RecordedRequest) -> Reply:
-            if not armed:
-                armed.append(True)
+            seen.append(True)
+            if len(seen) == 3:
                 action()
-            return self.bars(request)
+            return route.handler(request)
 
-        self.server.route("GET", BARS_PATH, handler, spec=self.market_spec)
+        self.server.route("GET", ORDERS_PATH, handler, spec=self.trading_spec)
 
 
 @pytest.fixture
@@ -118,7 +122,7 @@ def test_daemon_when_the_order_list_500s_and_the_account_503s_mid_iteration_then
         rig.trading.fail_next("GET", ORDERS_PATH, status=500, times=3)  # the sync's order list, and its 2 retries
         rig.trading.fail_next("GET", ACCOUNT_PATH, status=503, times=6)  # the Risk agent's read, then the Audit's
 
-    rig.on_first_bars_request(faults)
+    rig.on_first_iteration(faults)
     _set_env(monkeypatch, _environment(rig, tmp_path))
     url = f"sqlite:///{tmp_path / 'faults.db'}"
 
@@ -137,7 +141,7 @@ def test_daemon_when_the_order_list_500s_and_the_account_503s_mid_iteration_then
 def test_daemon_when_429_asks_for_an_hour_then_each_iteration_ends_at_its_deadline_and_is_recorded_degraded(
     rig: Rig, tmp_path: Path
 ) -> None:
-    rig.on_first_bars_request(lambda: rig.trading.rate_limit_next("GET", ACCOUNT_PATH, retry_after=3600))
+    rig.on_first_iteration(lambda: rig.trading.rate_limit_next("GET", ACCOUNT_PATH, retry_after=3600))
     env = {k: v for k, v in os.environ.items() if k.upper() not in {"DATABASE_URL", "GROQ_API_KEY", "ANTHROPIC_API_KEY"}}
     env.update(_environment(rig, tmp_path, ITERATION_DEADLINE_SECONDS="3", DATABASE_URL=f"sqlite:///{tmp_path / 'rl.db'}"))
 

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import inspect, select
 from sqlalchemy.exc import IntegrityError
 
-from core.domain import Decision, EquitySnapshot, Fill, Order, OrderStatus, OrderType, Position, Side
+from core.domain import Decision, EquitySnapshot, Fill, Order, OrderIntent, OrderStatus, OrderType, Position, Side
 from core.persistence.db import DaemonAlreadyRunning, DaemonLock, DatabaseUnavailable, open_database
 from core.persistence.models import DecisionRow, EquitySnapshotRow, FillRow, Iteration, OrderRow, PositionRow
 from core.persistence.repository import IterationRecord, Repository
@@ -162,3 +162,47 @@ def test_unreachable_database_gives_a_clear_error_without_the_password() -> None
     with pytest.raises(DatabaseUnavailable) as info:
         open_database("postgresql://trader:s3cretpw@127.0.0.1:1/nowhere")
     assert "cannot connect" in str(info.value) and "s3cretpw" not in str(info.value)
+
+
+def _intent() -> OrderIntent:
+    return OrderIntent("AAPL", Side.BUY, 10, OrderType.BRACKET, 120.5, "trend_following", 0.7, "golden cross", stop_loss=115.25, take_profit=131.0)
+
+
+def test_record_intent_when_written_twice_then_one_pending_row_settled_by_the_iteration_that_records_its_order(database_url: str) -> None:
+    repo = _repo(database_url)
+    coid = "run-1-000001-AAPL-buy"
+    repo.record_intent(run_id="run-1", iteration_id="run-1-000001", broker="simulated", client_order_id=coid, intent=_intent(), at=T0)
+    repo.record_intent(run_id="run-1", iteration_id="run-1-000001", broker="simulated", client_order_id=coid, intent=_intent(), at=T0)
+    [pending] = repo.pending_intents("simulated")
+    assert (pending.client_order_id, pending.intent, pending.created_at) == (coid, _intent(), T0)  # exact round trip
+    assert repo.pending_intents("alpaca-paper") == []
+
+    repo.record_iteration(_record("run-1-000001", 1, T0, orders=[_order()]))
+    assert [i["status"] for i in repo.intents()] == ["recorded"] and repo.pending_intents("simulated") == []
+    repo.record_intent(run_id="run-1", iteration_id="run-1-000002", broker="simulated", client_order_id=coid, intent=_intent(), at=T1)
+    assert [i["status"] for i in repo.intents()] == ["recorded"]  # a resubmission of a recorded order stays settled
+
+
+def test_settle_never_accepted_when_the_order_turns_up_later_then_recording_it_wins(database_url: str) -> None:
+    repo = _repo(database_url)
+    coid = "run-1-000001-AAPL-buy"
+    repo.record_intent(run_id="run-1", iteration_id="run-1-000001", broker="simulated", client_order_id=coid, intent=_intent(), at=T0)
+    repo.note_intent_lookup(coid, error="HTTP 500")
+    assert [(i["status"], i["lookups"], i["last_error"]) for i in repo.intents()] == [("pending", 1, "HTTP 500")]
+    repo.settle_intent_never_accepted(coid, T1, "no such order")
+    assert [(i["status"], i["lookups"]) for i in repo.intents()] == [("never_accepted", 2)]
+    repo.record_iteration(_record("run-1-000002", 2, T1, orders=[_order()]))
+    assert [i["status"] for i in repo.intents()] == ["recorded"]
+
+
+def test_ledger_positions_are_the_daemons_fills_plus_reconciliation_adjustments(database_url: str) -> None:
+    repo = Repository(open_database(database_url))
+    for run, kind in (("daemon-1", "daemon"), ("replay-1", "replay")):
+        repo.create_run(run, kind=kind, broker="simulated", data_provider="files", started_at=T0, initial_cash=Decimal("100000"), symbols=["AAPL"], config={})
+        order = _order(client_order_id=f"{run}-AAPL-buy", status=OrderStatus.FILLED, filled_quantity=10)
+        fill = Fill(f"{run}-f1", order.client_order_id, "AAPL", Side.BUY, 10, Decimal("100"), Decimal("1"), T0)
+        repo.record_iteration(_record(f"{run}-000001", 1, T0, run_id=run, orders=[order], fills=[fill]))
+    assert repo.ledger_positions("simulated") == {"AAPL": Decimal(10)}  # the replay's fills are not the daemon's
+    repo.record_reconciliation("daemon-1", T1, [{"kind": "unknown_position", "symbol": "IBM", "details": {"ledger": "0", "broker": "5"}, "resolution": "adopted"}])
+    repo.record_reconciliation("daemon-1", T1, [{"kind": "unknown_order", "symbol": "IBM", "details": {"client_order_id": "x"}, "resolution": "flagged"}])
+    assert repo.ledger_positions("simulated") == {"AAPL": Decimal(10), "IBM": Decimal(5)}
