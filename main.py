@@ -395,7 +395,10 @@ async def _run_daemon(settings: Settings, args: argparse.Namespace) -> int:
         )
         await run_live(app.orchestrator, next_run=next_run, stop=stop, iterations=iterations)
         await app.bus.close()
-        if stop.is_set():
+        if app.agents["risk"].state is TradingState.HALTED:
+            status = "halted"  # the run ends halted: say so in its status, and on the console
+            print(f"Trading is HALTED: {app.agents['risk'].state_reason}", flush=True)
+        elif stop.is_set():
             status = "stopped"
     except DaemonLockLost:
         status = "lock_lost"

@@ -148,7 +148,7 @@ def test_runs_are_listed_newest_first_with_their_iteration_counts(built: Built, 
         count = s.scalar(select(func.count()).select_from(Iteration).where(Iteration.run_id == row.run_id))
         first, last = s.execute(select(func.min(Iteration.as_of), func.max(Iteration.as_of)).where(Iteration.run_id == row.run_id)).one()
         assert row.iterations == count == 125  # NYSE sessions in 2018-H1
-        assert row.failed == 0
+        assert row.failed == row.degraded == 0
         assert (str(row.first_session), str(row.last_session)) == ("2018-01-02", "2018-06-29")
         assert row.initial_cash == Decimal("100000")
     one = q.list_runs(s, built.replay)
@@ -171,6 +171,24 @@ def test_default_run_is_the_latest_daemon_run_even_when_a_replay_started_later(t
         assert q.default_run_id(session) == "daemon-new"
         assert list(q.list_runs(session)["run_id"]) == ["replay-later", "daemon-new", "daemon-old"]
         assert q.list_runs(session)["iterations"].tolist() == [0, 0, 0]
+    engine.dispose()
+
+
+def test_runs_when_iterations_were_degraded_or_failed_then_counted_apart(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'statuses.db'}"
+    repo = Repository(open_database(url))
+    t0 = datetime(2024, 1, 2, tzinfo=UTC)
+    repo.create_run("daemon-x", kind="daemon", broker="simulated", data_provider="files", started_at=t0, initial_cash=Decimal("1000"), symbols=["SPY"], config={})
+    with repo.session() as session, session.begin():
+        for seq, status in enumerate(["ok", "degraded", "degraded", "failed"], start=1):
+            session.add(Iteration(id=f"daemon-x-{seq:06d}", run_id="daemon-x", seq=seq, as_of=t0 + timedelta(days=seq), recorded_at=t0 + timedelta(days=seq),
+                                  status=status, error=None if status == "ok" else "x", symbols_total=1, symbols_ok=1, data_quality=1.0,
+                                  signals=0, approvals=0, denials=0, orders=0, fills=0))
+    repo.engine.dispose()
+    engine = open_readonly(url)
+    with Session(engine) as session:
+        [row] = q.list_runs(session).to_dict("records")
+        assert (row["iterations"], row["degraded"], row["failed"]) == (4, 2, 1)
     engine.dispose()
 
 

@@ -97,7 +97,7 @@ def _run_header(session: Session, run_id: str) -> None:
         + (f" · finished {fmt.when(summary['finished_at'])}" if summary["finished_at"] else "")
         + f" · broker {summary['broker']} · data {summary['data_provider']} · symbols {', '.join(summary['symbols'])}"
         + f" · sessions {run['first_session'] or fmt.DASH} .. {run['last_session'] or fmt.DASH}"
-        + f" ({run['iterations']} iterations, {run['failed']} degraded)"
+        + f" ({run['iterations']} iterations, {run['degraded']} degraded, {run['failed']} failed)"
     )
 
 

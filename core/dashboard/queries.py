@@ -82,7 +82,7 @@ def _get_run(session: Session, run_id: str) -> Run:
 # --------------------------------------------------------------------------------------------------- runs
 
 RUN_COLUMNS = [
-    "run_id", "kind", "status", "started_at", "finished_at", "iterations", "failed",
+    "run_id", "kind", "status", "started_at", "finished_at", "iterations", "degraded", "failed",
     "first_session", "last_session", "initial_cash", "symbols",
 ]  # fmt: skip
 
@@ -93,7 +93,8 @@ def list_runs(session: Session, run_id: str | None = None) -> pd.DataFrame:
     stats_stmt = select(
         Iteration.run_id,
         func.count().label("iterations"),
-        func.sum(case((Iteration.status != "ok", 1), else_=0)).label("failed"),
+        func.sum(case((Iteration.status == "degraded", 1), else_=0)).label("degraded"),
+        func.sum(case((Iteration.status == "failed", 1), else_=0)).label("failed"),
         func.min(Iteration.as_of).label("first"),
         func.max(Iteration.as_of).label("last"),
     ).group_by(Iteration.run_id)
@@ -101,14 +102,14 @@ def list_runs(session: Session, run_id: str | None = None) -> pd.DataFrame:
         stats_stmt = stats_stmt.where(Iteration.run_id == run_id)
     stats = stats_stmt.subquery()
     stmt = (
-        select(Run, stats.c.iterations, stats.c.failed, stats.c.first, stats.c.last)
+        select(Run, stats.c.iterations, stats.c.degraded, stats.c.failed, stats.c.first, stats.c.last)
         .outerjoin(stats, stats.c.run_id == Run.id)
         .order_by(Run.started_at.desc(), Run.id.desc())
     )
     if run_id is not None:
         stmt = stmt.where(Run.id == run_id)
     rows = []
-    for run, iterations, failed, first, last in session.execute(stmt):
+    for run, iterations, degraded, failed, first, last in session.execute(stmt):
         rows.append(
             {
                 "run_id": run.id,
@@ -117,7 +118,8 @@ def list_runs(session: Session, run_id: str | None = None) -> pd.DataFrame:
                 "started_at": run.started_at,
                 "finished_at": run.finished_at,
                 "iterations": int(iterations or 0),
-                "failed": int(failed or 0),
+                "degraded": int(degraded or 0),  # completed and recorded without something it needed
+                "failed": int(failed or 0),  # a handler raised
                 "first_session": pd.Timestamp(first).date() if first is not None else None,
                 "last_session": pd.Timestamp(last).date() if last is not None else None,
                 "initial_cash": run.initial_cash,

@@ -150,11 +150,15 @@ def test_daemon_when_halted_then_sessions_passing_do_not_release_it_and_main_res
     halted = {**saved, "state": "halted", "reason": "halt (test)", "sessions": 500, "session": "2000-01-03",
               "high_water_mark": far_above, "lock_reference": far_above}
     repo.put_state("risk:state", halted, datetime.now(UTC))
+    capsys.readouterr()
     assert _daemon_once(url) == 0
     assert repo.get_state("risk:state")[0]["state"] == "halted"  # type: ignore[index]
+    assert "Trading is HALTED: halt (test)" in capsys.readouterr().out  # the daemon's console says it
     with Session(create_engine(url)) as s:
         last = s.scalars(select(DecisionRow).where(DecisionRow.agent == "risk").order_by(DecisionRow.id.desc())).first()
         assert last is None or last.inputs["state"] == "halted"
+        # the run that ended halted says so in its status, like a replay's or a backtest's
+        assert [r.status for r in s.scalars(select(Run).order_by(Run.started_at))] == ["finished", "halted"]
     capsys.readouterr()
     assert main.main(["reset", "--reason", "operator reviewed the halt", "--db", url]) == 0
     state = repo.get_state("risk:state")[0]  # type: ignore[index]
