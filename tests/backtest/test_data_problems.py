@@ -4,8 +4,6 @@
 
 from __future__ import annotations
 
-import argparse
-import io
 import json
 import shutil
 import subprocess
@@ -21,11 +19,11 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
 from config.settings import Settings
-from core.backtest.cli import add_backtest_parser, run_backtest_command
 from core.calendar import MarketCalendar
 from core.data.synthetic import generate_bars
 from core.persistence.db import normalise_url
 from core.persistence.models import DecisionRow, EquitySnapshotRow, FillRow, Iteration, OrderRow
+from tests.backtest.helpers import backtest_cli
 from tests.conftest import BUNDLED_DAILY, make_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -35,21 +33,10 @@ SMA = ["--strategy", "trend_following", "--param", "fast=10", "--param", "slow=3
 CALENDAR = MarketCalendar()
 
 
-def _cli(settings: Settings, *argv: str) -> tuple[int, str, str]:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--db")
-    parser = argparse.ArgumentParser()
-    add_backtest_parser(parser.add_subparsers(dest="command"), [common])
-    args = parser.parse_args(["backtest", *argv])
-    out, err = io.StringIO(), io.StringIO()
-    code = run_backtest_command(args, settings, stdout=out, stderr=err)
-    return code, out.getvalue(), err.getvalue()
-
-
 def _backtest(settings: Settings, data: Path, *argv: str, limits: bool = False) -> dict[str, Any]:
     """``limits``: with the risk limits (and the data-quality breaker) on."""
     config = [a for a in SMA if a != "--no-risk-limits"] if limits else SMA
-    code, out, err = _cli(settings, "--data-dir", str(data), *config, *argv, "--json")
+    code, out, err = backtest_cli(settings, "--data-dir", str(data), *config, *argv, "--json")
     assert code == 0, err
     return json.loads(out)
 
@@ -178,7 +165,7 @@ def test_replay_when_symbols_has_a_typo_then_exit_2_with_one_line_naming_symbols
 
 
 def test_backtest_when_symbols_has_a_typo_then_exit_2_naming_the_symbol(settings_factory, bundled: None) -> None:
-    code, out, err = _cli(settings_factory(), "--symbols", "AAPL,APPL", "--json")
+    code, out, err = backtest_cli(settings_factory(), "--symbols", "AAPL,APPL", "--json")
     assert code == 2 and out == ""
     assert err.startswith("error: --symbols: no bars for APPL") and err.count("\n") == 1
 
@@ -265,7 +252,7 @@ def test_backtest_summary_when_symbols_wait_and_data_have_problems_then_it_says_
     data = _copy(tmp_path, ["AAPL", "IBM", "SPY"])
     _edit(data / "SPY.csv", lambda f: f.drop(index=f.index[f["Date"] < "2012-03-01"], inplace=True))
     _edit(data / "IBM.csv", lambda f: f.drop(index=f.index[f["Date"] == "2012-06-14"], inplace=True))
-    code, out, err = _cli(settings_factory(), "--data-dir", str(data), *SMA, "--start", "2012-01-01", "--end", "2012-12-31")
+    code, out, err = backtest_cli(settings_factory(), "--data-dir", str(data), *SMA, "--start", "2012-01-01", "--end", "2012-12-31")
     assert code == 0, err
     [line] = [x for x in out.splitlines() if "exclusions (symbol-sessions)" in x]
     waiting, problems = line.split("; data problems: ")
