@@ -31,6 +31,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SMA = ["--strategy", "trend_following", "--param", "fast=10", "--param", "slow=30", "--no-risk-limits",
        "--sizing", "fixed-qty:10", "--no-brackets", "--commission", "0", "--slippage", "0"]  # fmt: skip
 CALENDAR = MarketCalendar()
+PRICES = ["Open", "High", "Low", "Close"]
 
 
 def _backtest(settings: Settings, data: Path, *argv: str, limits: bool = False) -> dict[str, Any]:
@@ -53,6 +54,19 @@ def _edit(path: Path, change) -> None:  # type: ignore[no-untyped-def]
     frame = pd.read_csv(path)
     change(frame)
     frame.to_csv(path, index=False)
+
+
+def _aapl_and_spy_with_aapl_prices(tmp_path: Path, rows, change) -> Path:  # type: ignore[no-untyped-def]
+    """Copies of AAPL's and SPY's bars in which AAPL's open/high/low/close on ``rows(frame)`` (a row label or a mask)
+    become ``change(those prices)``."""
+    data = _copy(tmp_path, ["AAPL", "SPY"])
+
+    def edit(f: pd.DataFrame) -> None:
+        where = rows(f)
+        f.loc[where, PRICES] = change(f.loc[where, PRICES])
+
+    _edit(data / "AAPL.csv", edit)
+    return data
 
 
 def _rows(settings: Settings, model, *where):  # type: ignore[no-untyped-def]
@@ -175,14 +189,8 @@ def test_backtest_when_symbols_has_a_typo_then_exit_2_naming_the_symbol(settings
 def test_backtest_when_a_1e300_bar_sits_400_bars_back_then_the_symbol_opens_no_position(
     settings_factory, tmp_path: Path, bundled: None
 ) -> None:
-    data = _copy(tmp_path, ["AAPL", "SPY"])
     start = "2012-01-01"
-
-    def corrupt(f: pd.DataFrame) -> None:
-        row = int(f.index[f["Date"] >= start][0]) - 400
-        f.loc[row, ["Open", "High", "Low", "Close"]] = 1e300
-
-    _edit(data / "AAPL.csv", corrupt)
+    data = _aapl_and_spy_with_aapl_prices(tmp_path, lambda f: int(f.index[f["Date"] >= start][0]) - 400, lambda _: 1e300)
     settings = settings_factory()
     result = _backtest(settings, data, "--start", start, "--end", "2012-12-31")
     assert {t["symbol"] for t in result["trades"]} == {"SPY"}
@@ -194,13 +202,8 @@ def test_backtest_when_a_1e300_bar_sits_400_bars_back_then_the_symbol_opens_no_p
 def test_backtest_when_a_one_bar_30x_spike_then_it_is_caught_and_not_traded_on(
     settings_factory, tmp_path: Path, bundled: None
 ) -> None:
-    data = _copy(tmp_path, ["AAPL", "SPY"])
     spike = "2012-06-14"
-    def spike_it(f: pd.DataFrame) -> None:
-        prices = ["Open", "High", "Low", "Close"]
-        f.loc[f["Date"] == spike, prices] = f.loc[f["Date"] == spike, prices] * 30
-
-    _edit(data / "AAPL.csv", spike_it)
+    data = _aapl_and_spy_with_aapl_prices(tmp_path, lambda f: f["Date"] == spike, lambda prices: prices * 30)
     settings = settings_factory()
     result = _backtest(settings, data, "--start", "2012-01-01", "--end", "2012-12-31")
     aapl = [t for t in result["trades"] if t["symbol"] == "AAPL"]
