@@ -1,5 +1,6 @@
 """Helpers shared by the end-to-end tests and ``python -m tests.e2e.crash_loop``: the local Alpaca fake set up with a
-volatility breakout on every symbol, the environment and command of a ``main.py run --once`` subprocess against it."""
+volatility breakout on every symbol, the environment and command of a ``main.py run --once`` subprocess against it;
+headless Chromium's location and flags."""
 
 from __future__ import annotations
 
@@ -17,6 +18,12 @@ from tests.fakes.alpaca_trading import TRADING_SPEC_PATH, FakeTradingApi, Tradin
 KEY = "PKCRASHCANARY11"
 SECRET = "crashSecretCanary-77aa88bb"
 SYMBOLS = ["AAA", "BBB", "CCC"]
+ARTIFACTS = REPO_ROOT / "tests" / "artifacts"  # screenshots kept after the run
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's chromium package, driven by Playwright (no browser download)
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
 DAEMON_ONCE = [sys.executable, "main.py", "run", "--create-db", "--once"]
 # settings a ``main.py run`` subprocess must not inherit from the caller's environment
 _NOT_INHERITED = {"DATABASE_URL", "BUS_MODE", "AGENT_TRADER_FAILPOINT", "STRATEGY"}
@@ -98,3 +105,4 @@ def daemon_env(
 def run_daemon_once(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """``main.py run --create-db --once`` in a subprocess, its output captured."""
     return subprocess.run(DAEMON_ONCE, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=180)
+
