@@ -1,14 +1,20 @@
 """Helpers shared by the end-to-end tests and ``python -m tests.e2e.crash_loop``: the local Alpaca fake set up with a
 volatility breakout on every symbol, the environment and command of a ``main.py run --once`` subprocess against it;
-headless Chromium's location and flags."""
+headless Chromium's location and flags; a local HTTP server answering JSON (the LLM fakes)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 from core.calendar import MarketCalendar
 from tests.conftest import REPO_ROOT
@@ -106,3 +112,32 @@ def run_daemon_once(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """``main.py run --create-db --once`` in a subprocess, its output captured."""
     return subprocess.run(DAEMON_ONCE, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=180)
 
+
+class JsonHandler(BaseHTTPRequestHandler):
+    """A request handler that reads and answers JSON and logs nothing."""
+
+    def read_json(self) -> Any:
+        return json.loads(self.rfile.read(int(self.headers["content-length"])))
+
+    def send_json(self, payload: Any) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def serve_locally(handler: type[BaseHTTPRequestHandler]) -> Iterator[ThreadingHTTPServer]:
+    """``handler`` served on 127.0.0.1 (a free port: ``server.server_address[1]``) in a thread, shut down afterwards."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
