@@ -4,8 +4,6 @@
 
 from __future__ import annotations
 
-import argparse
-import io
 import json
 import shutil
 import subprocess
@@ -21,11 +19,11 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
 from config.settings import Settings
-from core.backtest.cli import add_backtest_parser, run_backtest_command
 from core.calendar import MarketCalendar
 from core.data.synthetic import generate_bars
 from core.persistence.db import normalise_url
 from core.persistence.models import DecisionRow, EquitySnapshotRow, FillRow, Iteration, OrderRow
+from tests.backtest.helpers import backtest_cli
 from tests.conftest import BUNDLED_DAILY, make_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -33,23 +31,13 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SMA = ["--strategy", "trend_following", "--param", "fast=10", "--param", "slow=30", "--no-risk-limits",
        "--sizing", "fixed-qty:10", "--no-brackets", "--commission", "0", "--slippage", "0"]  # fmt: skip
 CALENDAR = MarketCalendar()
-
-
-def _cli(settings: Settings, *argv: str) -> tuple[int, str, str]:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--db")
-    parser = argparse.ArgumentParser()
-    add_backtest_parser(parser.add_subparsers(dest="command"), [common])
-    args = parser.parse_args(["backtest", *argv])
-    out, err = io.StringIO(), io.StringIO()
-    code = run_backtest_command(args, settings, stdout=out, stderr=err)
-    return code, out.getvalue(), err.getvalue()
+PRICES = ["Open", "High", "Low", "Close"]
 
 
 def _backtest(settings: Settings, data: Path, *argv: str, limits: bool = False) -> dict[str, Any]:
     """``limits``: with the risk limits (and the data-quality breaker) on."""
     config = [a for a in SMA if a != "--no-risk-limits"] if limits else SMA
-    code, out, err = _cli(settings, "--data-dir", str(data), *config, *argv, "--json")
+    code, out, err = backtest_cli(settings, "--data-dir", str(data), *config, *argv, "--json")
     assert code == 0, err
     return json.loads(out)
 
@@ -66,6 +54,19 @@ def _edit(path: Path, change) -> None:  # type: ignore[no-untyped-def]
     frame = pd.read_csv(path)
     change(frame)
     frame.to_csv(path, index=False)
+
+
+def _aapl_and_spy_with_aapl_prices(tmp_path: Path, rows, change) -> Path:  # type: ignore[no-untyped-def]
+    """Copies of AAPL's and SPY's bars in which AAPL's open/high/low/close on ``rows(frame)`` (a row label or a mask)
+    become ``change(those prices)``."""
+    data = _copy(tmp_path, ["AAPL", "SPY"])
+
+    def edit(f: pd.DataFrame) -> None:
+        where = rows(f)
+        f.loc[where, PRICES] = change(f.loc[where, PRICES])
+
+    _edit(data / "AAPL.csv", edit)
+    return data
 
 
 def _rows(settings: Settings, model, *where):  # type: ignore[no-untyped-def]
@@ -178,7 +179,7 @@ def test_replay_when_symbols_has_a_typo_then_exit_2_with_one_line_naming_symbols
 
 
 def test_backtest_when_symbols_has_a_typo_then_exit_2_naming_the_symbol(settings_factory, bundled: None) -> None:
-    code, out, err = _cli(settings_factory(), "--symbols", "AAPL,APPL", "--json")
+    code, out, err = backtest_cli(settings_factory(), "--symbols", "AAPL,APPL", "--json")
     assert code == 2 and out == ""
     assert err.startswith("error: --symbols: no bars for APPL") and err.count("\n") == 1
 
@@ -188,14 +189,8 @@ def test_backtest_when_symbols_has_a_typo_then_exit_2_naming_the_symbol(settings
 def test_backtest_when_a_1e300_bar_sits_400_bars_back_then_the_symbol_opens_no_position(
     settings_factory, tmp_path: Path, bundled: None
 ) -> None:
-    data = _copy(tmp_path, ["AAPL", "SPY"])
     start = "2012-01-01"
-
-    def corrupt(f: pd.DataFrame) -> None:
-        row = int(f.index[f["Date"] >= start][0]) - 400
-        f.loc[row, ["Open", "High", "Low", "Close"]] = 1e300
-
-    _edit(data / "AAPL.csv", corrupt)
+    data = _aapl_and_spy_with_aapl_prices(tmp_path, lambda f: int(f.index[f["Date"] >= start][0]) - 400, lambda _: 1e300)
     settings = settings_factory()
     result = _backtest(settings, data, "--start", start, "--end", "2012-12-31")
     assert {t["symbol"] for t in result["trades"]} == {"SPY"}
@@ -207,13 +202,8 @@ def test_backtest_when_a_1e300_bar_sits_400_bars_back_then_the_symbol_opens_no_p
 def test_backtest_when_a_one_bar_30x_spike_then_it_is_caught_and_not_traded_on(
     settings_factory, tmp_path: Path, bundled: None
 ) -> None:
-    data = _copy(tmp_path, ["AAPL", "SPY"])
     spike = "2012-06-14"
-    def spike_it(f: pd.DataFrame) -> None:
-        prices = ["Open", "High", "Low", "Close"]
-        f.loc[f["Date"] == spike, prices] = f.loc[f["Date"] == spike, prices] * 30
-
-    _edit(data / "AAPL.csv", spike_it)
+    data = _aapl_and_spy_with_aapl_prices(tmp_path, lambda f: f["Date"] == spike, lambda prices: prices * 30)
     settings = settings_factory()
     result = _backtest(settings, data, "--start", "2012-01-01", "--end", "2012-12-31")
     aapl = [t for t in result["trades"] if t["symbol"] == "AAPL"]
@@ -265,7 +255,7 @@ def test_backtest_summary_when_symbols_wait_and_data_have_problems_then_it_says_
     data = _copy(tmp_path, ["AAPL", "IBM", "SPY"])
     _edit(data / "SPY.csv", lambda f: f.drop(index=f.index[f["Date"] < "2012-03-01"], inplace=True))
     _edit(data / "IBM.csv", lambda f: f.drop(index=f.index[f["Date"] == "2012-06-14"], inplace=True))
-    code, out, err = _cli(settings_factory(), "--data-dir", str(data), *SMA, "--start", "2012-01-01", "--end", "2012-12-31")
+    code, out, err = backtest_cli(settings_factory(), "--data-dir", str(data), *SMA, "--start", "2012-01-01", "--end", "2012-12-31")
     assert code == 0, err
     [line] = [x for x in out.splitlines() if "exclusions (symbol-sessions)" in x]
     waiting, problems = line.split("; data problems: ")

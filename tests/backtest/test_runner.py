@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import io
 import json
@@ -20,7 +19,6 @@ from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 
 from config.settings import Settings
-from core.backtest.cli import add_backtest_parser, run_backtest_command
 from core.backtest.runner import (
     BacktestConfig,
     BacktestError,
@@ -46,6 +44,7 @@ from core.persistence.models import DecisionRow, EquitySnapshotRow, FillRow, Ord
 from strategies.context import MarketContext
 from strategies.registry import build_registry
 from strategies.selector import DeterministicSelector
+from tests.backtest.helpers import backtest_cli
 from tests.conftest import BUNDLED_DAILY
 
 METRIC_KEYS = {f.name for f in fields(PerformanceMetrics) if f.name != "trades"} | {f.name for f in fields(TradeMetrics)}
@@ -54,19 +53,8 @@ TRADE_KEYS = {"symbol", "strategy", "entry_at", "entry_price", "exit_at", "exit_
 PINNED_SMA = ["--strategy", "trend_following", "--param", "fast=10", "--param", "slow=30", "--no-brackets"]
 
 
-def _cli(settings: Settings, *argv: str) -> tuple[int, str, str]:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--db")
-    parser = argparse.ArgumentParser()
-    add_backtest_parser(parser.add_subparsers(dest="command"), [common])
-    args = parser.parse_args(["backtest", *argv])
-    out, err = io.StringIO(), io.StringIO()
-    code = run_backtest_command(args, settings, stdout=out, stderr=err)
-    return code, out.getvalue(), err.getvalue()
-
-
 def _json(settings: Settings, *argv: str) -> dict[str, Any]:
-    code, out, err = _cli(settings, *argv, "--json")
+    code, out, err = backtest_cli(settings, *argv, "--json")
     assert code == 0, err
     return json.loads(out)  # the whole of stdout is exactly one JSON object
 
@@ -199,7 +187,7 @@ def test_recorded_selector_when_replaying_a_runs_choices_then_same_trades_and_eq
     ],
 )
 def test_backtest_when_options_are_unusable_then_exit_2_naming_the_problem(settings_factory, argv: list[str], message: str) -> None:
-    code, out, err = _cli(settings_factory(), *argv, "--json")
+    code, out, err = backtest_cli(settings_factory(), *argv, "--json")
 
     assert code == 2
     assert out == ""
@@ -208,7 +196,7 @@ def test_backtest_when_options_are_unusable_then_exit_2_naming_the_problem(setti
 
 def test_backtest_parser_when_walk_forward_is_not_train_colon_test_then_argparse_refuses(settings_factory) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        _cli(settings_factory(), "--walk-forward", "252")
+        backtest_cli(settings_factory(), "--walk-forward", "252")
     assert exit_info.value.code == 2
 
 
@@ -279,7 +267,7 @@ def test_alpaca_cache_alias_when_given_then_reads_the_bar_cache_parquet_files(se
         cache.merge(symbol, frame.loc["2018-01-01":"2019-12-31"])
     settings = settings_factory(bar_cache_dir=tmp_path / "bars")
 
-    code, out, err = _cli(settings, "--data-dir", "alpaca-cache", "--start", "2019-01-01")
+    code, out, err = backtest_cli(settings, "--data-dir", "alpaca-cache", "--start", "2019-01-01")
 
     assert code == 0, err
     n = len(_sessions(date(2019, 1, 1), date(2019, 12, 31)))
@@ -340,7 +328,7 @@ def test_report_when_the_path_cannot_be_written_then_exit_1_after_printing_the_r
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
 
-    code, out, err = _cli(
+    code, out, err = backtest_cli(
         settings_factory(), "--symbols", "SPY", "--start", "2019-01-01", "--end", "2019-03-29", "--report", str(blocker / "r.html"), "--json"
     )
 
@@ -373,7 +361,7 @@ async def test_run_backtest_when_stopped_midway_then_status_interrupted_with_the
 
 
 def test_progress_bar_when_asked_then_redraws_one_line_on_stderr_per_percent(settings_factory) -> None:
-    code, _, err = _cli(settings_factory(), "--symbols", "SPY", "--start", "2019-01-01", "--end", "2019-03-29", "--progress", "--json")
+    code, _, err = backtest_cli(settings_factory(), "--symbols", "SPY", "--start", "2019-01-01", "--end", "2019-03-29", "--progress", "--json")
 
     assert code == 0
     assert err.count("\r") <= 101 and err.endswith("100% 61/61 sessions 2019-03-29\n")

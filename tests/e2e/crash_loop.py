@@ -12,56 +12,34 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
-from core.calendar import MarketCalendar
 from core.persistence.models import FillRow, OrderIntentRow, OrderRow, ReconciliationRow
 from tests.conftest import REPO_ROOT
-from tests.e2e.test_crash_safety import KEY, SECRET, _breakout_bars
-from tests.fakes.alpaca_server import MARKET_DATA_SPEC_PATH, FakeAlpacaServer, OpenApiSpec, StockBarsEndpoint, server_error
-from tests.fakes.alpaca_trading import ORDER_BY_CLIENT_ID_PATH, TRADING_SPEC_PATH, FakeTradingApi, TradingSpec
+from tests.e2e.helpers import DAEMON_ONCE, alpaca_specs_present, daemon_env, start_fake_alpaca
+from tests.fakes.alpaca_server import FakeAlpacaServer, server_error
+from tests.fakes.alpaca_trading import ORDER_BY_CLIENT_ID_PATH, FakeTradingApi
 
 SYMBOLS = ["AAA", "BBB", "CCC", "DDD", "EEE", "FFF"]
 FAILPOINTS = ("after_catch_up", "before_submit", "after_submit", "after_persist")
 
 
 def _env(server: FakeAlpacaServer, work: Path, strategy: str, failpoint: str | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k.upper() not in {"DATABASE_URL", "BUS_MODE", "AGENT_TRADER_FAILPOINT", "STRATEGY"}}
-    env.update(
-        {
-            "DATA_PROVIDER": "alpaca",
-            "BROKER": "alpaca",
-            "STRATEGY": strategy,
-            "ALPACA_API_KEY": KEY,
-            "ALPACA_SECRET_KEY": SECRET,
-            "ALPACA_DATA_URL": server.base_url,
-            "ALPACA_TRADING_URL": server.base_url,
-            "SYMBOLS": ",".join(SYMBOLS),
-            "BAR_CACHE_DIR": str(work / "bars"),
-            "LOG_DIR": str(work / "logs"),
-            "LOG_LEVEL": "WARNING",
-            "DATABASE_URL": f"sqlite:///{work / 'loop.db'}",
-        }
-    )
-    if failpoint:
-        env["AGENT_TRADER_FAILPOINT"] = failpoint
-    return env
+    return daemon_env(server, work, "loop.db", symbols=SYMBOLS, strategy=strategy, failpoint=failpoint, log_level="WARNING")
 
 
 def _run(env: dict[str, str], kill_after: float | None) -> int:
-    proc = subprocess.Popen([sys.executable, "main.py", "run", "--create-db", "--once"], cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(DAEMON_ONCE, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if kill_after is not None:
         try:
             proc.wait(timeout=kill_after)
@@ -101,25 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kills", type=int, default=30)
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
-    if not (MARKET_DATA_SPEC_PATH.is_file() and TRADING_SPEC_PATH.is_file()):
+    if not alpaca_specs_present():
         print("needs Alpaca's official specs in ../shared", file=sys.stderr)
         return 2
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="crash-loop-"))
-    server = FakeAlpacaServer(api_key=KEY, secret_key=SECRET).start()
+    server, trading, closes = start_fake_alpaca(SYMBOLS)
     try:
-        bars = StockBarsEndpoint.install(server, OpenApiSpec.load(MARKET_DATA_SPEC_PATH))
-        trading = FakeTradingApi.install(server, TradingSpec.load(TRADING_SPEC_PATH), clock=lambda: datetime.now(UTC))
-        calendar = MarketCalendar()
-        last = calendar.previous_completed_session(datetime.now(UTC)).date
-        sessions = calendar.sessions_between(last.replace(year=last.year - 2), last)
-        closes = {}
-        for symbol in SYMBOLS:
-            series = _breakout_bars(symbol, sessions)
-            bars.add_bars(symbol, series)
-            closes[symbol] = series[-1]["c"]
-            trading.set_price(symbol, closes[symbol])
-
         kills = clean = runs = 0
         landed: dict[str, int] = {}
         while kills < args.kills:

@@ -5,82 +5,21 @@ the broker's."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 
-from core.calendar import MarketCalendar
 from core.persistence.models import DecisionRow, FillRow, OrderRow, PositionRow
-from tests.conftest import REPO_ROOT
-from tests.fakes.alpaca_server import MARKET_DATA_SPEC_PATH, FakeAlpacaServer, OpenApiSpec, StockBarsEndpoint, synthetic_daily_bars
-from tests.fakes.alpaca_trading import TRADING_SPEC_PATH, FakeTradingApi, TradingSpec
-
-KEY = "PKCRASHCANARY11"
-SECRET = "crashSecretCanary-77aa88bb"
-SYMBOLS = ["AAA", "BBB", "CCC"]
-
-
-def _breakout_bars(symbol: str, sessions: list) -> list[dict]:
-    """A calm random walk whose last session jumps 12% on heavy volume: a volatility breakout BUY."""
-    bars = synthetic_daily_bars(symbol, sessions[0], sessions[-1], sessions=sessions)
-    prev = bars[-2]["c"]
-    close = round(prev * 1.12, 4)
-    bars[-1].update({"o": round(prev * 1.02, 4), "l": round(prev * 1.01, 4), "c": close, "h": round(close * 1.003, 4), "v": 9_000_000})
-    bars[-1]["vw"] = round((bars[-1]["o"] + bars[-1]["h"] + bars[-1]["l"] + close) / 4, 4)
-    return bars
-
-
-@pytest.fixture
-def fake_alpaca() -> Iterator[tuple[FakeAlpacaServer, FakeTradingApi, dict[str, float]]]:
-    if not (MARKET_DATA_SPEC_PATH.is_file() and TRADING_SPEC_PATH.is_file()):
-        pytest.skip("needs Alpaca's official specs in ../shared (absent)")
-    server = FakeAlpacaServer(api_key=KEY, secret_key=SECRET).start()
-    bars = StockBarsEndpoint.install(server, OpenApiSpec.load(MARKET_DATA_SPEC_PATH))
-    trading = FakeTradingApi.install(server, TradingSpec.load(TRADING_SPEC_PATH), clock=lambda: datetime.now(UTC))
-    calendar = MarketCalendar()
-    last = calendar.previous_completed_session(datetime.now(UTC)).date  # tests may read the wall clock
-    sessions = calendar.sessions_between(last.replace(year=last.year - 2), last)
-    closes = {}
-    for symbol in SYMBOLS:
-        series = _breakout_bars(symbol, sessions)
-        bars.add_bars(symbol, series)
-        closes[symbol] = series[-1]["c"]
-        trading.set_price(symbol, closes[symbol])
-    try:
-        yield server, trading, closes
-    finally:
-        server.stop()
-    server.assert_clean()
+from tests.e2e.helpers import daemon_env, run_daemon_once
+from tests.fakes.alpaca_server import FakeAlpacaServer
 
 
 def _daemon(server: FakeAlpacaServer, tmp_path: Path, failpoint: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k.upper() not in {"DATABASE_URL", "BUS_MODE", "AGENT_TRADER_FAILPOINT"}}
-    env.update(
-        {
-            "DATA_PROVIDER": "alpaca",
-            "BROKER": "alpaca",
-            "STRATEGY": "volatility_breakout",
-            "ALPACA_API_KEY": KEY,
-            "ALPACA_SECRET_KEY": SECRET,
-            "ALPACA_DATA_URL": server.base_url,
-            "ALPACA_TRADING_URL": server.base_url,
-            "SYMBOLS": ",".join(SYMBOLS),
-            "BAR_CACHE_DIR": str(tmp_path / "bars"),
-            "LOG_DIR": str(tmp_path / "logs"),
-            "DATABASE_URL": f"sqlite:///{tmp_path / 'crash.db'}",
-        }
-    )
-    if failpoint:
-        env["AGENT_TRADER_FAILPOINT"] = failpoint
-    return subprocess.run([sys.executable, "main.py", "run", "--once", "--create-db"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=180)
+    return run_daemon_once(daemon_env(server, tmp_path, "crash.db", failpoint=failpoint))
 
 
 @pytest.mark.slow

@@ -10,7 +10,6 @@ Skipped with the reason when ``/usr/bin/chromium`` or the ``playwright`` package
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import socket
 import subprocess
@@ -31,31 +30,9 @@ from core.dashboard import formatting as fmt
 from core.persistence.db import normalise_url
 from core.persistence.models import DaemonStateRow, EquitySnapshotRow, FillRow, OrderRow, Run
 from tests.conftest import BUNDLED_DAILY, REPO_ROOT, SETTINGS_ENV
+from tests.e2e.helpers import ARTIFACTS
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
-ARTIFACTS = REPO_ROOT / "tests" / "artifacts"
 REFRESH_SECONDS = 3
-
-
-def _browser_reason() -> str | None:
-    if not CHROMIUM.exists():
-        return f"no Chromium at {CHROMIUM} (apt-get install chromium)"
-    if importlib.util.find_spec("playwright") is None:
-        return "the playwright package is not installed (pip install -e '.[dev]')"
-    return None
-
-
-@pytest.fixture(scope="module")
-def browser_available() -> None:
-    reason = _browser_reason()
-    if reason is not None:
-        if os.environ.get("REQUIRE_BROWSER") == "1":
-            pytest.fail(f"REQUIRE_BROWSER=1 but {reason}")
-        pytest.skip(reason)
 
 
 @dataclass(frozen=True)
@@ -156,18 +133,6 @@ def served(browser_available: None, tmp_path_factory: pytest.TempPathFactory) ->
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def browser(served: Served) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 def _open(browser: Any, url: str) -> Any:

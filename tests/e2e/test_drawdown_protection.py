@@ -118,14 +118,21 @@ def _daemon_once(url: str) -> int:
     return main.main(["run", "--create-db", "--offline", "--once", "--db", url])
 
 
-def test_daemon_when_locked_for_the_cooldown_then_the_next_session_releases_it_without_a_reset(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _after_one_offline_daemon_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, Repository, dict]:
+    """A daemon database after one ``run --offline --once`` on synthetic data: its URL, a repository on it and the
+    risk state that run saved."""
     monkeypatch.setenv("DATA_PROVIDER", "synthetic")
     url = f"sqlite:///{tmp_path / 'daemon.db'}"
     assert _daemon_once(url) == 0
     repo = Repository(open_database(url))
     saved, _ = repo.get_state("risk:state")  # type: ignore[misc]
+    return url, repo, saved
+
+
+def test_daemon_when_locked_for_the_cooldown_then_the_next_session_releases_it_without_a_reset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, repo, saved = _after_one_offline_daemon_run(tmp_path, monkeypatch)
     equity = saved["high_water_mark"]
     locked = {**saved, "state": "locked", "reason": "drawdown lock (test)", "sessions": 20, "session": "2000-01-03", "lock_reference": equity}
     repo.put_state("risk:state", locked, datetime.now(UTC))
@@ -141,11 +148,7 @@ def test_daemon_when_locked_for_the_cooldown_then_the_next_session_releases_it_w
 def test_daemon_when_halted_then_sessions_passing_do_not_release_it_and_main_reset_does(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("DATA_PROVIDER", "synthetic")
-    url = f"sqlite:///{tmp_path / 'daemon.db'}"
-    assert _daemon_once(url) == 0
-    repo = Repository(open_database(url))
-    saved, _ = repo.get_state("risk:state")  # type: ignore[misc]
+    url, repo, saved = _after_one_offline_daemon_run(tmp_path, monkeypatch)
     far_above = saved["high_water_mark"] * 10  # equity 90% below this mark: any evaluation against it halts
     halted = {**saved, "state": "halted", "reason": "halt (test)", "sessions": 500, "session": "2000-01-03",
               "high_water_mark": far_above, "lock_reference": far_above}

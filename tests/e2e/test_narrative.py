@@ -4,9 +4,6 @@ facts is rejected and the deterministic template is recorded instead, with the r
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator
 
@@ -17,18 +14,19 @@ from sqlalchemy.orm import Session
 import main
 from core.persistence.models import AuditReportRow, LLMCallRow
 from tests.conftest import BUNDLED_DAILY
+from tests.e2e.helpers import JsonHandler, serve_locally
 
 KEY = "sk-ant-e2e-CANARY-4242424242"
 
 
-def _server(text: str) -> tuple[ThreadingHTTPServer, list[dict]]:
-    seen: list[dict] = []
+def _messages_api(text: str, seen: list[dict]) -> type[JsonHandler]:
+    """The Messages API answering ``text`` to every request; the requests' bodies go to ``seen``."""
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(JsonHandler):
         def do_POST(self) -> None:  # noqa: N802
-            body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+            body = self.read_json()
             seen.append(body)
-            payload = json.dumps(
+            self.send_json(
                 {
                     "id": f"msg_{len(seen)}",
                     "type": "message",
@@ -39,19 +37,9 @@ def _server(text: str) -> tuple[ThreadingHTTPServer, list[dict]]:
                     "stop_sequence": None,
                     "usage": {"input_tokens": 321, "output_tokens": 45},
                 }
-            ).encode()
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+            )
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, seen
+    return Handler
 
 
 @pytest.fixture
@@ -71,13 +59,11 @@ def narrate_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Non
     ],
 )
 def test_narrative_is_kept_only_when_every_number_is_in_the_facts(narrate_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, kind: str) -> None:
-    server, seen = _server(text)
-    monkeypatch.setenv("ANTHROPIC_BASE_URL", f"http://127.0.0.1:{server.server_address[1]}")
+    seen: list[dict] = []
     url = f"sqlite:///{tmp_path / 'n.db'}"
-    try:
+    with serve_locally(_messages_api(text, seen)) as server:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", f"http://127.0.0.1:{server.server_address[1]}")
         assert main.main(["replay", "--llm", "--start", "2021-03-01", "--end", "2021-03-05", "--quiet", "--db", url]) == 0
-    finally:
-        server.shutdown()
     assert len(seen) == 5  # one narration per iteration
     with Session(create_engine(url)) as s:
         reports = s.scalars(select(AuditReportRow)).all()

@@ -11,9 +11,7 @@ specs), through the real ``main.py run --once`` in a subprocess:
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from decimal import Decimal
 from pathlib import Path
 
@@ -23,8 +21,7 @@ from sqlalchemy.orm import Session
 
 from core.persistence.models import FillRow, OrderIntentRow, OrderRow, ReconciliationRow
 from core.reporting import round_trips
-from tests.conftest import REPO_ROOT
-from tests.e2e.test_crash_safety import KEY, SECRET, SYMBOLS, fake_alpaca  # noqa: F401 - the fixture
+from tests.e2e.helpers import daemon_env, run_daemon_once
 from tests.fakes.alpaca_server import FakeAlpacaServer, server_error
 from tests.fakes.alpaca_trading import ORDER_BY_CLIENT_ID_PATH, FakeTradingApi
 
@@ -32,25 +29,7 @@ pytestmark = pytest.mark.slow
 
 
 def _run_once(server: FakeAlpacaServer, tmp_path: Path, *, failpoint: str | None = None, strategy: str = "volatility_breakout") -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k.upper() not in {"DATABASE_URL", "BUS_MODE", "AGENT_TRADER_FAILPOINT", "STRATEGY"}}
-    env.update(
-        {
-            "DATA_PROVIDER": "alpaca",
-            "BROKER": "alpaca",
-            "STRATEGY": strategy,
-            "ALPACA_API_KEY": KEY,
-            "ALPACA_SECRET_KEY": SECRET,
-            "ALPACA_DATA_URL": server.base_url,
-            "ALPACA_TRADING_URL": server.base_url,
-            "SYMBOLS": ",".join(SYMBOLS),
-            "BAR_CACHE_DIR": str(tmp_path / "bars"),
-            "LOG_DIR": str(tmp_path / "logs"),
-            "DATABASE_URL": f"sqlite:///{tmp_path / 'doubt.db'}",
-        }
-    )
-    if failpoint:
-        env["AGENT_TRADER_FAILPOINT"] = failpoint
-    return subprocess.run([sys.executable, "main.py", "run", "--create-db", "--once"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=180)
+    return run_daemon_once(daemon_env(server, tmp_path, "doubt.db", strategy=strategy, failpoint=failpoint))
 
 
 def _ok(result: subprocess.CompletedProcess[str]) -> None:
@@ -89,7 +68,7 @@ def _assert_ledger_matches_the_broker(tmp_path: Path, trading: FakeTradingApi) -
 
 
 def test_sigkill_after_a_bracket_entry_is_accepted_then_it_and_its_take_profit_fill_while_down_then_the_restart_records_all_of_it(
-    fake_alpaca, tmp_path: Path  # noqa: F811
+    fake_alpaca, tmp_path: Path
 ) -> None:
     server, trading, closes = fake_alpaca
     _killed(_run_once(server, tmp_path, failpoint="after_submit"))
@@ -118,7 +97,7 @@ def test_sigkill_after_a_bracket_entry_is_accepted_then_it_and_its_take_profit_f
 
 
 def test_sigkill_after_an_exit_is_accepted_then_it_fills_while_down_then_the_restart_records_the_exit_and_its_pnl(
-    fake_alpaca, tmp_path: Path  # noqa: F811
+    fake_alpaca, tmp_path: Path
 ) -> None:
     server, trading, closes = fake_alpaca
     _ok(_run_once(server, tmp_path))  # entries
@@ -148,7 +127,7 @@ def test_sigkill_after_an_exit_is_accepted_then_it_fills_while_down_then_the_res
 
 
 def test_cron_post_accepted_but_answered_500_and_lookup_500_then_the_next_run_once_records_it(
-    fake_alpaca, tmp_path: Path  # noqa: F811
+    fake_alpaca, tmp_path: Path
 ) -> None:
     server, trading, closes = fake_alpaca
     trading.accept_then(server_error(500))
@@ -170,7 +149,7 @@ def test_cron_post_accepted_but_answered_500_and_lookup_500_then_the_next_run_on
         assert (row.status, row.strategy) == ("filled", "volatility_breakout")
 
 
-def test_clean_runs_against_the_alpaca_fake_record_no_reconciliation_discrepancy(fake_alpaca, tmp_path: Path) -> None:  # noqa: F811
+def test_clean_runs_against_the_alpaca_fake_record_no_reconciliation_discrepancy(fake_alpaca, tmp_path: Path) -> None:
     server, trading, closes = fake_alpaca
     _ok(_run_once(server, tmp_path))
     for order in trading.top_level_orders():

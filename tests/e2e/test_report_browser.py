@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ import pytest
 
 from core.backtest.report import write_report
 from tests.conftest import BUNDLED_DAILY, REPO_ROOT, SETTINGS_ENV
-from tests.e2e.test_dashboard_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, browser_available  # noqa: F401
+from tests.e2e.helpers import ARTIFACTS
 
 # The geometry of every chart, measured in the page: the plot rectangle, the lines' bounding boxes, the x ticks.
 _GEOMETRY = """() => [...document.querySelectorAll('svg')].map(svg => {
@@ -42,18 +41,6 @@ _GEOMETRY = """() => [...document.querySelectorAll('svg')].map(svg => {
     elements: svg.querySelectorAll('*').length,
   };
 })"""
-
-
-@pytest.fixture(scope="module")
-def browser(browser_available: None) -> Iterator[Any]:  # noqa: F811
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 def _charts(browser: Any, report: Path, *screenshots: Path) -> list[dict[str, Any]]:

@@ -5,8 +5,6 @@ and proxy credentials written in ALPACA_DATA_URL and GROQ_BASE_URL. Every row of
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -15,6 +13,7 @@ from sqlalchemy import MetaData, create_engine, select
 
 import main
 from tests.conftest import BUNDLED_DAILY
+from tests.e2e.helpers import JsonHandler, serve_locally
 from tests.llm.fakes import anthropic_message, asked_from_schema, groq_completion, groq_schema
 
 GROQ_KEY = "gsk_e2e_ECHOED_groq_key_5566778899"
@@ -25,13 +24,13 @@ GROQ_PROXY_BASIC = "cHJveHl1c2VyOmdyb3FQcm94eVBhc3MtWnE4MQ=="  # base64 of proxy
 SECRETS = (GROQ_KEY, ANTHROPIC_KEY, GROQ_PROXY_PASSWORD, DATA_PROXY_PASSWORD, GROQ_PROXY_BASIC)
 
 
-class _EchoingLLM(BaseHTTPRequestHandler):
+class _EchoingLLM(JsonHandler):
     """Groq chat completions and Anthropic messages whose text repeats the API keys (a misbehaving endpoint)."""
 
     seen: list[str] = []
 
     def do_POST(self) -> None:  # noqa: N802
-        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        body = self.read_json()
         if self.path.endswith("/chat/completions"):
             _EchoingLLM.seen.append("groq")
             symbols, allowed = asked_from_schema(groq_schema(body))
@@ -42,27 +41,14 @@ class _EchoingLLM(BaseHTTPRequestHandler):
         else:
             _EchoingLLM.seen.append("anthropic")
             payload = anthropic_message(with_tool=False, stop_reason="end_turn", text=f"Summary by {ANTHROPIC_KEY}.")
-        data = json.dumps(payload).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.send_json(payload)
 
 
 @pytest.fixture
 def echoing_llm() -> Iterator[int]:
     _EchoingLLM.seen = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _EchoingLLM)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with serve_locally(_EchoingLLM) as server:
         yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_replay_when_llms_echo_the_keys_and_urls_carry_passwords_then_no_table_holds_a_secret(
