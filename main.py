@@ -57,6 +57,7 @@ from core.persistence.db import (
     DatabaseMissing,
     DatabaseUnavailable,
     InvalidDatabaseUrl,
+    _first_line,
     is_in_memory,
     open_database,
     safe_url,
@@ -235,7 +236,7 @@ def _close(app: App, status: str) -> None:
     except SQLAlchemyError as exc:
         if not failing:
             raise
-        logger.error("could not record the end of run {} ({}): {}", app.run_id, status, _db_error_line(exc))
+        logger.error("could not record the end of run {} ({}): {}", app.run_id, status, _first_line(exc))
 
 
 def _print_inspection(settings: Settings, app: App, outcomes: Sequence[IterationOutcome], elapsed: float) -> None:
@@ -715,14 +716,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
         return EXIT_PERSIST
     except SQLAlchemyError as exc:  # the database failed outside an iteration's recording (start-up, reconciliation...)
-        print(f"error: database {safe_url(settings.database_url)} failed: {exc.__class__.__name__}: {_db_error_line(exc)}", file=sys.stderr)
+        print(f"error: database {safe_url(settings.database_url)} failed: {exc.__class__.__name__}: {_first_line(exc)}", file=sys.stderr)
         return EXIT_DB
-
-
-def _db_error_line(exc: SQLAlchemyError) -> str:
-    """The first line of the driver's message (SQLAlchemy's own adds the statement and parameters)."""
-    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return lines[0] if lines else exc.__class__.__name__
 
 
 if __name__ == "__main__":
