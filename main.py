@@ -146,10 +146,18 @@ def _probe(settings: Settings, provider: BarProvider, end: datetime) -> Provider
         probe = provider.history(settings.symbols, end=end)
     except DataError as exc:
         raise SettingsError(f"{_data_source(settings)}: {exc}") from None
-    unknown = [s for s in settings.symbols if s in probe.unknown]
-    if unknown:
-        raise SettingsError(f"SYMBOLS: no data provider knows {', '.join(unknown)}: {probe.errors.get(unknown[0], 'no bars')}")
+    unknown = _unknown_message(settings.symbols, probe)
+    if unknown is not None:
+        raise SettingsError(unknown)
     return probe
+
+
+def _unknown_message(symbols: Sequence[str], probe: ProviderResult) -> str | None:
+    """A one-line message naming the symbols of SYMBOLS no data provider knows (no file, no bar at all), or None."""
+    unknown = [s for s in symbols if s in getattr(probe, "unknown", ())]
+    if not unknown:
+        return None
+    return f"SYMBOLS: no data provider knows {', '.join(unknown)}: {probe.errors.get(unknown[0], 'no bars')}"
 
 
 def _offline_probe(settings: Settings, provider: BarProvider) -> ProviderResult:
@@ -421,10 +429,7 @@ def _unknown_symbols(provider: BarProvider, symbols: Sequence[str], now: datetim
     except DataError as exc:  # the source is unavailable as a whole: not a verdict on the symbols
         print(f"warning: could not check SYMBOLS at start-up: {exc}", file=sys.stderr)
         return None
-    unknown = [s for s in symbols if s in getattr(probe, "unknown", ())]
-    if not unknown:
-        return None
-    return f"SYMBOLS: no data provider knows {', '.join(unknown)}: {probe.errors.get(unknown[0], 'no bars')}"
+    return _unknown_message(symbols, probe)
 
 
 def stale_data_reason(settings: Settings, provider: BarProvider, calendar: MarketCalendar, now: datetime) -> str | None:
