@@ -57,6 +57,7 @@ from core.persistence.db import (
     DatabaseMissing,
     DatabaseUnavailable,
     InvalidDatabaseUrl,
+    _first_line,
     is_in_memory,
     open_database,
     safe_url,
@@ -145,10 +146,18 @@ def _probe(settings: Settings, provider: BarProvider, end: datetime) -> Provider
         probe = provider.history(settings.symbols, end=end)
     except DataError as exc:
         raise SettingsError(f"{_data_source(settings)}: {exc}") from None
-    unknown = [s for s in settings.symbols if s in probe.unknown]
-    if unknown:
-        raise SettingsError(f"SYMBOLS: no data provider knows {', '.join(unknown)}: {probe.errors.get(unknown[0], 'no bars')}")
+    unknown = _unknown_message(settings.symbols, probe)
+    if unknown is not None:
+        raise SettingsError(unknown)
     return probe
+
+
+def _unknown_message(symbols: Sequence[str], probe: ProviderResult) -> str | None:
+    """A one-line message naming the symbols of SYMBOLS no data provider knows (no file, no bar at all), or None."""
+    unknown = [s for s in symbols if s in getattr(probe, "unknown", ())]
+    if not unknown:
+        return None
+    return f"SYMBOLS: no data provider knows {', '.join(unknown)}: {probe.errors.get(unknown[0], 'no bars')}"
 
 
 def _offline_probe(settings: Settings, provider: BarProvider) -> ProviderResult:
@@ -235,7 +244,7 @@ def _close(app: App, status: str) -> None:
     except SQLAlchemyError as exc:
         if not failing:
             raise
-        logger.error("could not record the end of run {} ({}): {}", app.run_id, status, _db_error_line(exc))
+        logger.error("could not record the end of run {} ({}): {}", app.run_id, status, _first_line(exc))
 
 
 def _print_inspection(settings: Settings, app: App, outcomes: Sequence[IterationOutcome], elapsed: float) -> None:
@@ -420,10 +429,7 @@ def _unknown_symbols(provider: BarProvider, symbols: Sequence[str], now: datetim
     except DataError as exc:  # the source is unavailable as a whole: not a verdict on the symbols
         print(f"warning: could not check SYMBOLS at start-up: {exc}", file=sys.stderr)
         return None
-    unknown = [s for s in symbols if s in getattr(probe, "unknown", ())]
-    if not unknown:
-        return None
-    return f"SYMBOLS: no data provider knows {', '.join(unknown)}: {probe.errors.get(unknown[0], 'no bars')}"
+    return _unknown_message(symbols, probe)
 
 
 def stale_data_reason(settings: Settings, provider: BarProvider, calendar: MarketCalendar, now: datetime) -> str | None:
@@ -715,14 +721,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
         return EXIT_PERSIST
     except SQLAlchemyError as exc:  # the database failed outside an iteration's recording (start-up, reconciliation...)
-        print(f"error: database {safe_url(settings.database_url)} failed: {exc.__class__.__name__}: {_db_error_line(exc)}", file=sys.stderr)
+        print(f"error: database {safe_url(settings.database_url)} failed: {exc.__class__.__name__}: {_first_line(exc)}", file=sys.stderr)
         return EXIT_DB
-
-
-def _db_error_line(exc: SQLAlchemyError) -> str:
-    """The first line of the driver's message (SQLAlchemy's own adds the statement and parameters)."""
-    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return lines[0] if lines else exc.__class__.__name__
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from loguru import logger
 from core.brokers.base import AccountState, Broker, BrokerError, SyncResult
 from core.bus import HandlerFailure, PublishReport
 from core.clock import Clock
-from core.domain import EXACT, Decision, EquitySnapshot, Order, to_money
+from core.domain import Decision, Order
 from core.events import (
     ApprovedReady,
     DataReady,
@@ -172,13 +172,7 @@ class AuditAgent:
             error = "; ".join([e for e in (error,) if e] + [n for n in notes if error is None or n not in error])
         equity = executed.equity if executed is not None else None
         if equity is None and account is not None:
-            equity = EquitySnapshot(
-                at=started.as_of,
-                cash=to_money(account.cash, EXACT),
-                market_value=to_money(account.market_value, EXACT),
-                equity=to_money(account.equity, EXACT),
-                positions=sum(1 for p in account.positions.values() if p.quantity),
-            )
+            equity = account.equity_snapshot(started.as_of)
         orders: list[Order] = []
         if executed is not None:
             orders = list(executed.order_updates) + list(executed.orders)

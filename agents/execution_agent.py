@@ -20,7 +20,7 @@ from typing import Any, Callable, Protocol
 from loguru import logger
 
 from core.brokers.base import Broker, BrokerError, SyncResult
-from core.domain import EXACT, BarsBatch, Decision, EquitySnapshot, Fill, Order, OrderIntent, SymbolBars, to_money
+from core.domain import BarsBatch, Decision, EquitySnapshot, Fill, Order, OrderIntent, SymbolBars
 from core.persistence.repository import PendingIntent
 from core.positions import PositionManager
 from core.reconcile import Reconciler
@@ -350,13 +350,7 @@ class ExecutionAgent:
             if self._reconciler is not None:  # records (and logs) any working order the daemon did not place
                 own = {o.client_order_id for o in orders} | {o.client_order_id for o in updates}
                 self._reconciler.every_iteration(account, event.as_of, own=own)
-            equity = EquitySnapshot(
-                at=event.as_of,
-                cash=to_money(account.cash, EXACT),
-                market_value=to_money(account.market_value, EXACT),
-                equity=to_money(account.equity, EXACT),
-                positions=sum(1 for p in account.positions.values() if p.quantity),
-            )
+            equity = account.equity_snapshot(event.as_of)
         events = drain_rows(self._events)
         return ExecutedReady(
             iteration_id=event.iteration_id,

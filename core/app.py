@@ -139,6 +139,21 @@ class MissingKeys(ValueError):
     """A configured component needs API keys that are not set."""
 
 
+def _alpaca_data_client(settings: Settings, limiter: SlidingWindowRateLimiter, **options: Any) -> AlpacaBarProvider:
+    """An Alpaca market-data client with the configured keys, feed, timeout and data URL (the caller has checked
+    ``settings.has_alpaca_keys``); ``options`` are the client's other keyword arguments."""
+    assert settings.alpaca_api_key is not None and settings.alpaca_secret_key is not None
+    return AlpacaBarProvider(
+        settings.alpaca_api_key.get_secret_value(),
+        settings.alpaca_secret_key.get_secret_value(),
+        feed=settings.alpaca_data_feed,
+        timeout_s=settings.alpaca_timeout_seconds,
+        url_override=settings.alpaca_data_url,
+        limiter=limiter,
+        **options,
+    )
+
+
 def build_provider(
     settings: Settings,
     calendar: MarketCalendar,
@@ -154,15 +169,10 @@ def build_provider(
         return SyntheticProvider(seed=settings.synthetic_seed, start=SYNTHETIC_START, calendar=calendar)
     if not settings.has_alpaca_keys:
         raise MissingKeys("DATA_PROVIDER=alpaca needs ALPACA_API_KEY and ALPACA_SECRET_KEY")
-    assert settings.alpaca_api_key is not None and settings.alpaca_secret_key is not None
-    alpaca = AlpacaBarProvider(
-        settings.alpaca_api_key.get_secret_value(),
-        settings.alpaca_secret_key.get_secret_value(),
-        feed=settings.alpaca_data_feed,
-        timeout_s=settings.alpaca_timeout_seconds,
-        url_override=settings.alpaca_data_url,
+    alpaca = _alpaca_data_client(
+        settings,
+        limiter or SlidingWindowRateLimiter(settings.alpaca_rate_limit_per_minute, 60.0),
         max_retry_after_s=settings.alpaca_max_retry_wait_seconds,
-        limiter=limiter or SlidingWindowRateLimiter(settings.alpaca_rate_limit_per_minute, 60.0),
         cache=DiskBarCache(settings.bar_cache_dir),
         default_lookback=timedelta(days=int(settings.history_bars * 7 / 5) + 10),
         is_session=calendar.is_session,
@@ -278,17 +288,7 @@ def build_quote_source(
     uses_alpaca = settings.data_provider is DataProviderName.ALPACA or settings.broker is BrokerName.ALPACA
     if not (uses_alpaca and settings.has_alpaca_keys):
         return None, "no live quote source: quotes come from Alpaca (DATA_PROVIDER or BROKER alpaca, with keys)"
-    assert settings.alpaca_api_key is not None and settings.alpaca_secret_key is not None
-    source = AlpacaBarProvider(
-        settings.alpaca_api_key.get_secret_value(),
-        settings.alpaca_secret_key.get_secret_value(),
-        feed=settings.alpaca_data_feed,
-        timeout_s=settings.alpaca_timeout_seconds,
-        url_override=settings.alpaca_data_url,
-        limiter=limiter,
-        name="alpaca-quotes",
-    )
-    return source, "no quote"
+    return _alpaca_data_client(settings, limiter, name="alpaca-quotes"), "no quote"
 
 
 def risk_limits(settings: Settings) -> RiskLimits:

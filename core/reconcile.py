@@ -107,6 +107,8 @@ class Reconciler:
         return events
 
     def _new_unknown_orders(self, account: AccountState, own: Iterable[str]) -> list[dict[str, Any]]:
+        if not account.open_orders:  # nothing working at the broker: nothing to look up in the ledger
+            return []
         known = self._repository.client_order_ids(self._broker_name) | set(own)
         known |= {p.client_order_id for p in self._repository.pending_intents(self._broker_name)}
         events = [e for e in compare_orders(known, account, self._parent_of) if e["details"]["client_order_id"] not in self._flagged]

@@ -384,6 +384,18 @@ class _Plan:
     refusal: str | None = None
     note: str = ""
 
+    def origin(self, intent: OrderIntent, submitted_at: datetime | None) -> _Origin:
+        """The labels of the order this plan submits for ``intent``: its strategy, its reason (with the plan's
+        note), its type and, for a bracket, its entry role and stop."""
+        return _Origin(
+            strategy=intent.strategy,
+            reason=intent.reason + (f"; {self.note}" if self.note else ""),
+            submitted_at=submitted_at,
+            order_type=self.order_type,
+            role=_ENTRY if self.bracket else "",
+            stop=self.stop if self.bracket else None,
+        )
+
 
 @dataclass(slots=True)
 class _Applied:
@@ -602,14 +614,7 @@ class AlpacaBroker:
             if known is not None:
                 return known.order
             plan = self._plan(intent, client_order_id)
-            self._origins[client_order_id] = _Origin(
-                strategy=intent.strategy,
-                reason=intent.reason + (f"; {plan.note}" if plan.note else ""),
-                submitted_at=now,
-                order_type=plan.order_type,
-                role=_ENTRY if plan.bracket else "",
-                stop=plan.stop if plan.bracket else None,
-            )
+            self._origins[client_order_id] = plan.origin(intent, now)
             if client_order_id in self._in_doubt:
                 found = await self._find_by_client_id(client_order_id, "looking up an order whose submission was in doubt")
                 if found is not None:
@@ -828,17 +833,7 @@ class AlpacaBroker:
         async with self._lock:
             if intent is not None and client_order_id not in self._orders:
                 plan = self._plan(intent, client_order_id)
-                self._origins.setdefault(
-                    client_order_id,
-                    _Origin(
-                        strategy=intent.strategy,
-                        reason=intent.reason + (f"; {plan.note}" if plan.note else ""),
-                        submitted_at=submitted_at,
-                        order_type=plan.order_type,
-                        role=_ENTRY if plan.bracket else "",
-                        stop=plan.stop if plan.bracket else None,
-                    ),
-                )
+                self._origins.setdefault(client_order_id, plan.origin(intent, submitted_at))
             raw = await self._find_by_client_id(client_order_id, "looking up an order")
             if raw is None:
                 return None

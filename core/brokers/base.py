@@ -13,7 +13,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Mapping, Protocol, Sequence, runtime_checkable
 
-from core.domain import BarsBatch, Fill, Order, OrderIntent, Position
+from core.domain import EXACT, BarsBatch, EquitySnapshot, Fill, Order, OrderIntent, Position, to_money
 from utils.deadline import TemporaryError
 
 
@@ -51,6 +51,17 @@ class AccountState:
     @property
     def market_value(self) -> Decimal:
         return sum((p.market_value for p in self.positions.values()), Decimal("0"))
+
+    def equity_snapshot(self, at: datetime) -> EquitySnapshot:
+        """The account's equity line point at ``at``: the amounts at the money columns' scale, and the number of
+        positions held (a flat position of 0 shares is not one)."""
+        return EquitySnapshot(
+            at=at,
+            cash=to_money(self.cash, EXACT),
+            market_value=to_money(self.market_value, EXACT),
+            equity=to_money(self.equity, EXACT),
+            positions=sum(1 for p in self.positions.values() if p.quantity),
+        )
 
 
 @dataclass(frozen=True, slots=True)

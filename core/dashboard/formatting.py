@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from datetime import date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import pandas as pd
 
@@ -92,31 +92,34 @@ def session_date(value: datetime) -> date:
     return stamp.date() if is_bar_date(stamp) else stamp.tz_convert(EASTERN).date()
 
 
-def when(value: datetime | date | str | None) -> str:
-    """New York time with its zone, ``2021-03-31 16:00 EDT`` (a midnight-UTC bar stamp: its date)."""
+def _time_text(value: datetime | date | str | None, instant: Callable[[pd.Timestamp], str]) -> str:
+    """``value`` as text: a datetime (or an ISO string of one) through ``instant`` with its UTC timestamp, a date in
+    ISO form, a missing value as the dash and an unparseable string as is."""
     stamp = _utc_stamp(value)
     if stamp is None:
         return DASH
     if isinstance(stamp, str):
         return stamp
     if isinstance(stamp, pd.Timestamp):
-        if is_bar_date(stamp):
-            return stamp.strftime("%Y-%m-%d")
-        local = stamp.tz_convert(EASTERN)
-        return f"{local:%Y-%m-%d %H:%M} {local.tzname()}"
+        return instant(stamp)
     return stamp.isoformat()
+
+
+def _new_york_text(stamp: pd.Timestamp) -> str:
+    if is_bar_date(stamp):
+        return stamp.strftime("%Y-%m-%d")
+    local = stamp.tz_convert(EASTERN)
+    return f"{local:%Y-%m-%d %H:%M} {local.tzname()}"
+
+
+def when(value: datetime | date | str | None) -> str:
+    """New York time with its zone, ``2021-03-31 16:00 EDT`` (a midnight-UTC bar stamp: its date)."""
+    return _time_text(value, _new_york_text)
 
 
 def when_utc(value: datetime | date | str | None) -> str:
     """The same instant in UTC, ``2021-03-31 20:00 UTC``."""
-    stamp = _utc_stamp(value)
-    if stamp is None:
-        return DASH
-    if isinstance(stamp, str):
-        return stamp
-    if isinstance(stamp, pd.Timestamp):
-        return stamp.strftime("%Y-%m-%d %H:%M UTC")
-    return stamp.isoformat()
+    return _time_text(value, lambda stamp: stamp.strftime("%Y-%m-%d %H:%M UTC"))
 
 
 def table(

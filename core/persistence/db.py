@@ -220,6 +220,7 @@ def open_database(
 
 
 def _first_line(exc: BaseException) -> str:
+    """The first line of the driver's message (SQLAlchemy's own adds the statement and parameters)."""
     message = str(getattr(exc, "orig", None) or exc).strip().splitlines()
     return message[0] if message else exc.__class__.__name__
 

@@ -50,7 +50,7 @@ from core.risk.models import (
     TradingState,
     freeze_checks,
 )
-from core.risk.sizing import size_position
+from core.risk.sizing import _finite, size_position
 from core.risk.state import loss_metrics
 
 
@@ -78,10 +78,6 @@ class _Checks:
         raise _Refused(
             Denial(symbol=self.symbol, rule=str(rule), reason=f"{rule}: {sentence}", values=frozen_map(values))
         )
-
-
-def _finite(value: float | None) -> bool:
-    return value is not None and math.isfinite(float(value))
 
 
 def _correlations(candidate: Candidate, portfolio: PortfolioView, limits: RiskLimits) -> dict[str, dict[str, Any]]:
