@@ -140,8 +140,8 @@ class MissingKeys(ValueError):
 
 
 def _alpaca_data_client(settings: Settings, limiter: SlidingWindowRateLimiter, **options: Any) -> AlpacaBarProvider:
-    """An Alpaca market-data client with the configured keys, feed, timeout and data URL (the caller has checked
-    ``settings.has_alpaca_keys``); ``options`` are the client's other keyword arguments."""
+    """An Alpaca market-data client with the configured keys, feed, timeout, data URL and longest retry wait (the
+    caller has checked ``settings.has_alpaca_keys``); ``options`` are the client's other keyword arguments."""
     assert settings.alpaca_api_key is not None and settings.alpaca_secret_key is not None
     return AlpacaBarProvider(
         settings.alpaca_api_key.get_secret_value(),
@@ -149,6 +149,7 @@ def _alpaca_data_client(settings: Settings, limiter: SlidingWindowRateLimiter, *
         feed=settings.alpaca_data_feed,
         timeout_s=settings.alpaca_timeout_seconds,
         url_override=settings.alpaca_data_url,
+        max_retry_after_s=settings.alpaca_max_retry_wait_seconds,
         limiter=limiter,
         **options,
     )
@@ -172,7 +173,6 @@ def build_provider(
     alpaca = _alpaca_data_client(
         settings,
         limiter or SlidingWindowRateLimiter(settings.alpaca_rate_limit_per_minute, 60.0),
-        max_retry_after_s=settings.alpaca_max_retry_wait_seconds,
         cache=DiskBarCache(settings.bar_cache_dir),
         default_lookback=timedelta(days=int(settings.history_bars * 7 / 5) + 10),
         is_session=calendar.is_session,
