@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Awaitable, Callable, Mapping, Protocol, runtime_checkable
 
+from core.errors import ExternalError
 from core.llm.prompts import SelectionRequest, clean_text
 from core.llm.telemetry import CallOutcome
 
@@ -40,7 +41,7 @@ class ProviderReply:
     retries: int
 
 
-class ProviderCallError(Exception):
+class ProviderCallError(ExternalError):
     """The provider produced no usable payload. ``str(exc)`` is redacted and bounded."""
 
     def __init__(
@@ -60,7 +61,7 @@ class ProviderCallError(Exception):
         self.output_tokens = output_tokens
 
 
-class AttemptFailure(Exception):
+class AttemptFailure(ExternalError):
     """One failed HTTP attempt, already translated from the SDK's exception."""
 
     def __init__(
