@@ -71,8 +71,12 @@ class ExternalError(TraderError):
 
 class TemporaryError(ExternalError):
     """A remote service is unavailable for now (429, 5xx, 408, timeout, connection error, or the deadline came
-    first). Retrying later may succeed; the iteration that met it is recorded ``degraded``. The broker, data and LLM
-    adapters all raise this one type (or a subclass) for a failure worth retrying."""
+    first). Retrying later may succeed; the iteration that met it is recorded ``degraded``.
+
+    The one retryable type: the broker raises ``TemporaryBrokerError``; the HTTP layer the broker and market-data
+    clients share raises ``DeadlineExceeded`` (and its rate limiter ``LimiterWaitTooLong``); the LLM providers retry
+    a ``TemporaryAttemptFailure`` and give up with a ``TemporaryProviderCallError``. (The market-data providers do
+    not raise: they return per-symbol reasons and note a transient failure as the iteration's degraded reason.)"""
 
 
 EXIT_OK = 0

@@ -64,6 +64,8 @@ EXPECTED_CODES = {
     "core.data.files.BarFormatError": 1,
     "core.llm.providers.AttemptFailure": 1,
     "core.llm.providers.ProviderCallError": 1,
+    "core.llm.providers.TemporaryAttemptFailure": 1,
+    "core.llm.providers.TemporaryProviderCallError": 1,
     "core.llm.validation.UnusableAnswer": 1,
     "utils.deadline.DeadlineReached": 1,
     "utils.http.DeadlineExceeded": 1,
@@ -130,6 +132,31 @@ def test_retryable_failures_when_raised_by_broker_data_or_llm_paths_then_share_o
         assert issubclass(cls, TemporaryError) and issubclass(cls, ExternalError), cls
     assert not issubclass(BrokerError, TemporaryError)  # a rejected order is not retried
     assert exit_code_for(TemporaryBrokerError("timeout")) == 1
+
+
+async def test_llm_retries_when_attempts_fail_temporarily_then_retried_and_the_final_error_is_temporary():
+    from core.llm.providers import AttemptFailure, ProviderCallError, RetryPolicy, TemporaryAttemptFailure, run_with_retries
+    from core.llm.telemetry import CallOutcome
+
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    async def unavailable() -> tuple[object, int, int]:
+        raise TemporaryAttemptFailure(CallOutcome.HTTP_ERROR, "HTTP 503")
+
+    with pytest.raises(ProviderCallError) as raised:
+        await run_with_retries(unavailable, policy=RetryPolicy(max_retries=2, base_delay_s=0.0, max_delay_s=0.0), sleep=sleep)
+    assert isinstance(raised.value, TemporaryError) and raised.value.retries == 2 and len(slept) == 2
+
+    async def refused() -> tuple[object, int, int]:
+        raise AttemptFailure(CallOutcome.HTTP_ERROR, "HTTP 400")
+
+    slept.clear()
+    with pytest.raises(ProviderCallError) as raised:
+        await run_with_retries(refused, policy=RetryPolicy(max_retries=2, base_delay_s=0.0, max_delay_s=0.0), sleep=sleep)
+    assert not isinstance(raised.value, TemporaryError) and raised.value.retries == 0 and slept == []
 
 
 def test_exit_code_for_when_class_is_outside_the_hierarchy_then_one():
