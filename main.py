@@ -9,7 +9,7 @@
 
 Exit codes: 0 done, 1 unexpected error or the broker unreachable at start-up, 2 invalid configuration or usage
 (API keys refused, paper/live mismatch, live not confirmed), 3 database unavailable, 4 another daemon already runs
-on the database, 5 persistence failure during a run.
+on the database, 5 persistence failure during a run. They come from the class of the error (core.errors.EXIT_CODES).
 """
 
 from __future__ import annotations
@@ -35,12 +35,12 @@ from config.settings import (
     load_settings,
     unknown_env_file_keys,
 )
-from core.app import App, MissingKeys, build_app, check_trading_endpoint, build_provider, replay_sessions, simulated_clock_for
+from core.app import App, build_app, check_trading_endpoint, build_provider, replay_sessions, simulated_clock_for
 from core.calendar import MarketCalendar, format_eastern
 from core.data.base import BarProvider, DataError, ProviderResult
 from core.data.validation import latest_session_day
 from core.clock import LiveClock, SimulatedClock
-from core.orchestrator import IterationOutcome, PersistenceFailure, run_live, run_replay
+from core.orchestrator import IterationOutcome, run_live, run_replay
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -48,6 +48,16 @@ from agents.risk_agent import TRADING_STATE_EVENT, RiskAgent
 from core.calendar import EASTERN
 from core.risk import TradingState, describe_episode, sessions_in, trading_episodes
 from core.brokers.base import BrokerAuthError, BrokerError, BrokerModeMismatch
+from core.errors import (
+    EXIT_CODES,
+    EXIT_ERROR,
+    EXIT_OK,
+    ConfigurationError,
+    LedgerWriteFailed,
+    LockConflict,
+    StorageUnavailable,
+    exit_code_for,
+)
 from utils.deadline import deadline_scope
 from core.backtest.cli import add_backtest_parser, run_backtest_command
 from core.persistence.db import (
@@ -55,8 +65,6 @@ from core.persistence.db import (
     DaemonLock,
     DaemonLockLost,
     DatabaseMissing,
-    DatabaseUnavailable,
-    InvalidDatabaseUrl,
     _first_line,
     is_in_memory,
     open_database,
@@ -70,7 +78,10 @@ from utils.logging import configure_logging
 from loguru import logger
 
 COMMANDS = ("run", "replay", "demo", "backtest", "strategies", "status", "health", "reset", "dashboard")
-EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_DB, EXIT_LOCKED, EXIT_PERSIST = 0, 1, 2, 3, 4, 5
+# the exit codes of the checks made here without an exception; everything else takes its code from the error's class
+EXIT_CONFIG, EXIT_DB, EXIT_LOCKED, EXIT_PERSIST = (
+    EXIT_CODES[kind] for kind in (ConfigurationError, StorageUnavailable, LockConflict, LedgerWriteFailed)
+)
 
 NEEDS_KEYS = """\
 The daemon paper-trades through Alpaca and needs, in the environment or .env:
@@ -354,7 +365,7 @@ async def _run_daemon(settings: Settings, args: argparse.Namespace) -> int:
         app = build_app(settings, kind="daemon", clock=clock, calendar=calendar, provider=provider, create_db=create)
     except DatabaseMissing as exc:
         print(f"error: {exc}: check DATABASE_URL/--db, or pass --create-db to start a new, empty ledger there", file=sys.stderr)
-        return EXIT_DB
+        return exit_code_for(exc)
     try:
         # the start-up requests get the same retries and deadline as an iteration's
         with deadline_scope(settings.iteration_deadline_seconds, label="start-up"):
@@ -380,15 +391,15 @@ async def _run_daemon(settings: Settings, args: argparse.Namespace) -> int:
         app.close("refused")
         print(f"error: Alpaca rejected the API keys (HTTP {exc.status or 401}): check ALPACA_API_KEY and ALPACA_SECRET_KEY "
               f"(paper keys for TRADING_MODE=paper); nothing was traded", file=sys.stderr)
-        return EXIT_CONFIG
+        return exit_code_for(exc)
     except BrokerModeMismatch as exc:
         app.close("refused")
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return exit_code_for(exc)
     except BrokerError as exc:
         app.close("failed")
         print(f"error: the broker is unavailable at start-up ({exc}); nothing was traded, try again later", file=sys.stderr)
-        return EXIT_ERROR
+        return exit_code_for(exc)
     except BaseException:
         app.close("failed")
         raise
@@ -579,9 +590,9 @@ def _reset(settings: Settings, reason: str) -> int:
     try:
         try:
             lock.acquire()
-        except DaemonAlreadyRunning:
+        except DaemonAlreadyRunning as exc:
             print("error: a daemon is running on this database: stop it first, then reset (its state lives in memory too)", file=sys.stderr)
-            return EXIT_LOCKED
+            return exit_code_for(exc)
         repository = Repository(engine)
         saved = repository.get_state("risk:state")
         if saved is None:
@@ -672,7 +683,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(**overrides)
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return exit_code_for(exc)
     if command in ("run", "replay", "demo") and is_in_memory(settings.database_url):
         print(
             f"error: DATABASE_URL: {settings.database_url} is an in-memory database: the ledger would vanish at exit; "
@@ -708,18 +719,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         app, outcomes, elapsed = asyncio.run(_replay(settings, args.start, args.end, kind=command, quiet=args.quiet, llm=args.llm))
         _print_inspection(settings, app, outcomes, elapsed)
         return EXIT_OK
-    except (SettingsError, MissingKeys, InvalidDatabaseUrl) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except DatabaseUnavailable as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_DB
-    except DaemonAlreadyRunning as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_LOCKED
-    except PersistenceFailure as exc:  # the driver's message may go on with the statement and its parameters
+    except LedgerWriteFailed as exc:  # the driver's message may go on with the statement and its parameters
         print(f"error: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
-        return EXIT_PERSIST
+        return exit_code_for(exc)
+    except (ConfigurationError, StorageUnavailable, LockConflict) as exc:  # one line; the code comes from the class
+        print(f"error: {exc}", file=sys.stderr)
+        return exit_code_for(exc)
     except SQLAlchemyError as exc:  # the database failed outside an iteration's recording (start-up, reconciliation...)
         print(f"error: database {safe_url(settings.database_url)} failed: {exc.__class__.__name__}: {_first_line(exc)}", file=sys.stderr)
         return EXIT_DB

@@ -15,6 +15,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from core.errors import ConfigurationError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_DATA_DIR = PROJECT_ROOT / "data" / "daily"
@@ -63,7 +64,7 @@ class Toggle(enum.StrEnum):
     OFF = "off"
 
 
-class SettingsError(ValueError):
+class SettingsError(ConfigurationError, ValueError):
     """Invalid configuration; the message names the environment variable(s) at fault."""
 
 

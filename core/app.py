@@ -50,6 +50,7 @@ from core.data.base import BarProvider
 from core.data.quotes import QuoteSource
 from core.data.files import FileProvider
 from core.data.synthetic import SyntheticProvider
+from core.errors import ConfigurationError
 from core.events import ApprovedReady, DataReady, ExecutedReady, IterationStarted, SignalsReady, ValidatedReady
 from core.frame_cache import FrameCache
 from core.orchestrator import Orchestrator
@@ -135,7 +136,7 @@ SYNTHETIC_START = date(2015, 1, 2)
 SIMULATED_SNAPSHOT_HISTORY = 200
 
 
-class MissingKeys(ValueError):
+class MissingKeys(ConfigurationError, ValueError):
     """A configured component needs API keys that are not set."""
 
 

@@ -24,6 +24,7 @@ from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
 from loguru import logger
 
+from core.errors import OperationalError
 from core.events import Event
 from utils.deadline import TemporaryError
 
@@ -32,7 +33,7 @@ HandlerResult = Event | Sequence[Event] | None
 Handler = Callable[[Any], HandlerResult | Awaitable[HandlerResult]]
 
 
-class BusClosed(RuntimeError):
+class BusClosed(OperationalError, RuntimeError):
     pass
 
 

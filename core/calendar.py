@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from core.domain import ensure_utc
+from core.errors import ConfigurationError
 
 EASTERN = ZoneInfo("America/New_York")
 DEFAULT_START = date(1990, 1, 1)
@@ -33,7 +34,7 @@ _NS_PER_US = 1_000
 _NS_PER_DAY = 86_400 * 1_000_000_000
 
 
-class CalendarError(ValueError):
+class CalendarError(ConfigurationError, ValueError):
     """A calendar query that cannot be answered (a date outside the calendar's range, or not a session)."""
 
 

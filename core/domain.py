@@ -18,6 +18,7 @@ from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
+from core.errors import OperationalError
 
 CENT = Decimal("0.01")
 PRICE_QUANTUM = Decimal("0.0001")
@@ -109,7 +110,7 @@ ORDER_TRANSITIONS: Mapping[OrderStatus, frozenset[OrderStatus]] = MappingProxyTy
 )
 
 
-class IllegalOrderTransition(ValueError):
+class IllegalOrderTransition(OperationalError, ValueError):
     pass
 
 

@@ -14,6 +14,7 @@ from agents.audit_agent import AuditAgent
 from agents.execution_agent import ExecutionAgent
 from core.bus import EventBus, HandlerFailure, PublishReport
 from core.clock import Clock
+from core.errors import LedgerWriteFailed
 from core.events import ExecutedReady, IterationStarted
 from utils.deadline import Deadline, deadline_scope
 
@@ -25,7 +26,7 @@ def backstop_grace(deadline_s: float) -> float:
     return max(1.0, min(60.0, deadline_s / 10))
 
 
-class PersistenceFailure(RuntimeError):
+class PersistenceFailure(LedgerWriteFailed, RuntimeError):
     """An iteration could not be recorded: the daemon stops rather than trade without a ledger."""
 
 

@@ -36,6 +36,7 @@ from typing import Any, Callable, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from core.errors import ConfigurationError  # noqa: E402
 from sqlalchemy import Select, inspect, select  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
@@ -99,7 +100,7 @@ def _end(d: date | None) -> datetime | None:
     return datetime.combine(d + timedelta(days=1), time.min, tzinfo=UTC) if d else None
 
 
-class UnknownRun(LookupError):
+class UnknownRun(ConfigurationError, LookupError):
     """``--run ID`` names no run in the database (a usage error: exit 2)."""
 
 

@@ -23,6 +23,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from core.domain import Action, Signal, session_timestamp
+from core.errors import ConfigurationError
 
 SIGNAL_COLUMNS = ("action", "strength", "stop", "target")
 ACTION_BY_CODE = {1: Action.BUY, -1: Action.SELL, 0: Action.HOLD}
@@ -34,7 +35,7 @@ class StrategyParams(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class InvalidStrategyParams(ValueError):
+class InvalidStrategyParams(ConfigurationError, ValueError):
     """Raised with a message naming the strategy and the offending parameter."""
 
 

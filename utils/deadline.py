@@ -10,8 +10,9 @@ which copy the context - sees the same :class:`Deadline`:
 * :func:`note_degraded` records why the iteration is degraded (a source unreachable after its retries...); the
   Audit agent records the iteration with status ``degraded`` and these reasons.
 
-:class:`TemporaryError` marks failures that are expected to pass (HTTP 429, 5xx, 408, timeouts, connection errors,
-the deadline): a stage that fails with one leaves the iteration ``degraded``, not ``failed``.
+:class:`TemporaryError` (defined in :mod:`core.errors`, re-exported here) marks failures that are expected to pass
+(HTTP 429, 5xx, 408, timeouts, connection errors, the deadline): a stage that fails with one leaves the iteration
+``degraded``, not ``failed``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
+from core.errors import TemporaryError
+
 __all__ = [
     "Deadline",
     "DeadlineReached",
@@ -31,11 +34,6 @@ __all__ = [
     "note_degraded",
     "remaining",
 ]
-
-
-class TemporaryError(Exception):
-    """A remote service is unavailable for now (429, 5xx, 408, timeout, connection error, or the deadline came
-    first). Retrying later may succeed; the iteration that met it is recorded ``degraded``."""
 
 
 class DeadlineReached(TemporaryError):

@@ -34,6 +34,7 @@ import requests
 from loguru import logger
 from requests.adapters import HTTPAdapter
 
+from core.errors import ExternalError
 from utils import deadline as _deadline
 from utils.deadline import DeadlineReached
 from utils.rate_limiter import LimiterWaitTooLong
@@ -65,7 +66,7 @@ class RequestLimiter(Protocol):
     def penalise(self, retry_after_s: float) -> None: ...
 
 
-class InvalidResponseBody(requests.RequestException):
+class InvalidResponseBody(requests.RequestException, ExternalError):
     """A successful (2xx) response whose body is empty, not JSON, or not a JSON object.
 
     Raised from the adapter only when it was built with ``require_json_object=True`` (market-data clients,

@@ -26,6 +26,8 @@ import time
 from collections import deque
 from typing import Awaitable, Callable
 
+from core.errors import TemporaryError
+
 __all__ = ["LimiterWaitTooLong", "SlidingWindowRateLimiter"]
 
 # A computed delay can come out as 0 or a few ulps because of float rounding; sleeping at least this long
@@ -33,7 +35,7 @@ __all__ = ["LimiterWaitTooLong", "SlidingWindowRateLimiter"]
 _MIN_SLEEP_S = 1e-6
 
 
-class LimiterWaitTooLong(Exception):
+class LimiterWaitTooLong(TemporaryError):
     """:meth:`SlidingWindowRateLimiter.acquire` would have to wait longer than its ``max_wait``."""
 
     def __init__(self, wait_s: float, max_wait_s: float) -> None:

@@ -43,9 +43,9 @@ from core.backtest.runner import (
     run_backtest,
 )
 from core.brokers.simulated import FILL_MODELS
+from core.errors import EXIT_ERROR, EXIT_OK, exit_code_for
 from core.risk import TradingState, describe_episode
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
 
 def _amount(value: str) -> Decimal:
@@ -283,7 +283,7 @@ def run_backtest_command(args: argparse.Namespace, settings: Settings, *, stdout
         result = asyncio.run(_run(settings, config, progress))
     except BacktestError as exc:
         print(f"error: {exc}", file=err)
-        return EXIT_USAGE
+        return exit_code_for(exc)
     if args.json:
         json.dump(result.as_json(), out, allow_nan=False)
         out.write("\n")

@@ -85,6 +85,7 @@ from core.data.base import ProviderResult
 from core.data.files import SUFFIXES, FileProvider
 from core.data.validation import day_numbers
 from core.domain import NOT_DATA_PROBLEMS, ensure_utc
+from core.errors import ConfigurationError
 from core.metrics import ClosedTrade, PerformanceMetrics, compute_metrics, metrics_by
 from core.orchestrator import IterationOutcome, run_replay
 from core.persistence.models import DecisionRow, EquitySnapshotRow, Iteration, Run, ShadowSignalRow
@@ -140,7 +141,7 @@ AUTO_OFF_SESSION_SHARE = 0.01  # auto: more than this share of the bars on days 
 DATA_SESSION_TIME = time_of_day(23, 59, 59)
 
 
-class BacktestError(ValueError):
+class BacktestError(ConfigurationError, ValueError):
     """The backtest request cannot be run as given (bad option, missing data, unknown run...); the message says why."""
 
 

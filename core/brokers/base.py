@@ -14,10 +14,10 @@ from decimal import Decimal
 from typing import Mapping, Protocol, Sequence, runtime_checkable
 
 from core.domain import EXACT, BarsBatch, EquitySnapshot, Fill, Order, OrderIntent, Position, to_money
-from utils.deadline import TemporaryError
+from core.errors import ConfigurationError, ExternalError, TemporaryError
 
 
-class BrokerError(Exception):
+class BrokerError(ExternalError):
     """Permanent broker failure (rejected order, bad request). Not retried."""
 
 
@@ -26,7 +26,7 @@ class TemporaryBrokerError(BrokerError, TemporaryError):
     Safe to retry later after looking the order up by client id; an iteration that meets it is ``degraded``."""
 
 
-class BrokerAuthError(BrokerError):
+class BrokerAuthError(ConfigurationError, BrokerError):
     """The broker refused the API keys (HTTP 401, or 403 on a read): a configuration problem, not retried."""
 
     def __init__(self, message: str, status: int | None = None) -> None:
@@ -34,7 +34,7 @@ class BrokerAuthError(BrokerError):
         self.status = status
 
 
-class BrokerModeMismatch(BrokerError):
+class BrokerModeMismatch(ConfigurationError, BrokerError):
     """The account behind the configured endpoint is not of the configured trading mode (paper vs live)."""
 
 

@@ -7,9 +7,10 @@ from datetime import datetime
 from typing import Mapping, Protocol, Sequence, runtime_checkable
 
 import pandas as pd
+from core.errors import ExternalError
 
 
-class DataError(Exception):
+class DataError(ExternalError):
     """A provider could not produce usable bars; the message names the source and says why."""
 
 

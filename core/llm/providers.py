@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Awaitable, Callable, Mapping, Protocol, runtime_checkable
 
+from core.errors import ExternalError, TemporaryError
 from core.llm.prompts import SelectionRequest, clean_text
 from core.llm.telemetry import CallOutcome
 
@@ -40,7 +41,7 @@ class ProviderReply:
     retries: int
 
 
-class ProviderCallError(Exception):
+class ProviderCallError(ExternalError):
     """The provider produced no usable payload. ``str(exc)`` is redacted and bounded."""
 
     def __init__(
@@ -60,15 +61,19 @@ class ProviderCallError(Exception):
         self.output_tokens = output_tokens
 
 
-class AttemptFailure(Exception):
-    """One failed HTTP attempt, already translated from the SDK's exception."""
+class TemporaryProviderCallError(ProviderCallError, TemporaryError):
+    """The provider stayed unavailable (timeout, connection error, 429, 408, 5xx) through the bounded retries."""
+
+
+class AttemptFailure(ExternalError):
+    """One failed HTTP attempt, already translated from the SDK's exception. Not retried (an invalid answer, a 4xx);
+    :class:`TemporaryAttemptFailure` is the retryable kind."""
 
     def __init__(
         self,
         outcome: CallOutcome,
         message: str,
         *,
-        retryable: bool = False,
         retry_after_s: float | None = None,
         input_tokens: int = 0,
         output_tokens: int = 0,
@@ -76,10 +81,18 @@ class AttemptFailure(Exception):
         super().__init__(message)
         self.outcome = CallOutcome(outcome)
         self.message = message
-        self.retryable = retryable
         self.retry_after_s = retry_after_s
         self.input_tokens = input_tokens
         self.output_tokens = output_tokens
+
+    @property
+    def retryable(self) -> bool:
+        """A failure worth retrying is a :class:`~core.errors.TemporaryError`, as for the broker and market data."""
+        return isinstance(self, TemporaryError)
+
+
+class TemporaryAttemptFailure(AttemptFailure, TemporaryError):
+    """One attempt failed for now (timeout, connection error, 429, 408, 5xx): retried within the policy."""
 
 
 @runtime_checkable
@@ -132,7 +145,7 @@ async def run_with_retries(
             tokens_in += failure.input_tokens
             tokens_out += failure.output_tokens
             message = failure.message
-            retry = failure.retryable and retries < policy.max_retries
+            retry = isinstance(failure, TemporaryError) and retries < policy.max_retries
             if failure.outcome is CallOutcome.TIMEOUT and not policy.retry_timeouts:
                 retry = False
             delay = policy.backoff(retries)
@@ -147,7 +160,8 @@ async def run_with_retries(
             if not retry:
                 if failure.retryable and retries >= policy.max_retries and policy.max_retries > 0:
                     message += f" (gave up after {retries} retries)"
-                raise ProviderCallError(
+                error = TemporaryProviderCallError if isinstance(failure, TemporaryError) else ProviderCallError
+                raise error(
                     failure.outcome, message, retries=retries, input_tokens=tokens_in, output_tokens=tokens_out
                 ) from None
             await sleep(delay)
@@ -249,10 +263,10 @@ def translate_sdk_error(
     if isinstance(exc, types.response_validation):
         return AttemptFailure(CallOutcome.INVALID, "response did not match the SDK's schema")
     if isinstance(exc, types.timeout):
-        return AttemptFailure(CallOutcome.TIMEOUT, "request timed out", retryable=True)
+        return TemporaryAttemptFailure(CallOutcome.TIMEOUT, "request timed out")
     if isinstance(exc, types.connection):
         cause = type(exc.__cause__).__name__ if exc.__cause__ is not None else "unknown cause"
-        return AttemptFailure(CallOutcome.CONNECTION_ERROR, f"connection error ({cause})", retryable=True)
+        return TemporaryAttemptFailure(CallOutcome.CONNECTION_ERROR, f"connection error ({cause})")
     if isinstance(exc, types.status):
         status = int(getattr(exc, "status_code", 0) or 0)
         etype, emsg, code = _error_parts(getattr(exc, "body", None))
@@ -271,13 +285,9 @@ def translate_sdk_error(
         if code == "json_validate_failed":
             return AttemptFailure(CallOutcome.INVALID, message)
         if status == 429:
-            return AttemptFailure(CallOutcome.RATE_LIMITED, message, retryable=True, retry_after_s=retry_after)
-        return AttemptFailure(
-            CallOutcome.HTTP_ERROR,
-            message,
-            retryable=status in RETRYABLE_STATUS or status >= 500,
-            retry_after_s=retry_after,
-        )
+            return TemporaryAttemptFailure(CallOutcome.RATE_LIMITED, message, retry_after_s=retry_after)
+        kind = TemporaryAttemptFailure if status in RETRYABLE_STATUS or status >= 500 else AttemptFailure
+        return kind(CallOutcome.HTTP_ERROR, message, retry_after_s=retry_after)
     return None
 
 

@@ -20,6 +20,7 @@ from typing import Any, Mapping
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.domain import ensure_utc
+from core.errors import ConfigurationError
 
 MILLION = Decimal(1_000_000)
 COST_QUANTUM = Decimal("0.00000001")  # 1e-8 USD: well below any per-call cost, keeps sums readable
@@ -128,7 +129,7 @@ class _PriceFile(BaseModel):
     providers: dict[str, dict[str, _PriceEntry]]
 
 
-class PriceTableError(ValueError):
+class PriceTableError(ConfigurationError, ValueError):
     """The price file is missing, not JSON, or does not match the expected layout."""
 
 

@@ -22,6 +22,7 @@ from typing import Any, Collection, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from core.errors import ExternalError
 from core.llm.prompts import MAX_REASON_CHARS, clean_text
 from core.llm.results import SymbolChoice
 
@@ -31,7 +32,7 @@ MAX_ERROR_CHARS = 240
 NO_REASON_GIVEN = "(the model gave no reason)"
 
 
-class UnusableAnswer(ValueError):
+class UnusableAnswer(ExternalError, ValueError):
     """The answer cannot be interpreted at all; ``str(exc)`` says why (no secrets, bounded length)."""
 
 

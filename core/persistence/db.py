@@ -22,12 +22,14 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.engine.url import URL
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
+from core.errors import ConfigurationError, LockConflict, StorageUnavailable
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 DEFAULT_STATEMENT_TIMEOUT_S = 60.0
 DEFAULT_LOCK_TIMEOUT_S = 10.0
 
 
-class DatabaseUnavailable(RuntimeError):
+class DatabaseUnavailable(StorageUnavailable, RuntimeError):
     """The database cannot be reached or prepared; the message says where and why (never a password)."""
 
 
@@ -35,11 +37,11 @@ class DatabaseMissing(DatabaseUnavailable):
     """A SQLite database file that must already exist does not (a new, empty ledger is not created in its place)."""
 
 
-class InvalidDatabaseUrl(ValueError):
+class InvalidDatabaseUrl(ConfigurationError, ValueError):
     """``DATABASE_URL`` cannot be parsed, or names a database the command cannot use (e.g. in-memory SQLite)."""
 
 
-class DaemonAlreadyRunning(RuntimeError):
+class DaemonAlreadyRunning(LockConflict, RuntimeError):
     """Another daemon holds the lock of this database."""
 
 

@@ -41,6 +41,7 @@ from core.domain import (
     ValidatedSignal,
     frozen_map,
 )
+from core.errors import TraderError
 from core.risk.models import (
     Candidate,
     PortfolioView,
@@ -54,7 +55,7 @@ from core.risk.sizing import _finite, size_position
 from core.risk.state import loss_metrics
 
 
-class _Refused(Exception):
+class _Refused(TraderError):
     """Internal control flow: carries the Denial out of the rule sequence (never escapes this module)."""
 
     def __init__(self, denial: Denial) -> None:

@@ -13,12 +13,13 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping
 
+from core.errors import ConfigurationError
 from core.risk.models import UNKNOWN_BUCKET, normalise_bucket
 
 DEFAULT_SECTOR_MAP_PATH = Path(__file__).resolve().parents[2] / "config" / "sectors.json"
 
 
-class SectorMapError(ValueError):
+class SectorMapError(ConfigurationError, ValueError):
     """The sector map file is malformed (message names the file and the problem)."""
 
 
