@@ -96,7 +96,7 @@ from agents.risk_agent import TRADING_STATE_EVENT, parse_sizing
 from strategies.base import InvalidStrategyParams, Strategy
 from strategies.context import MarketContext
 from strategies.registry import STRATEGY_CLASSES, build_registry
-from strategies.selector import DeterministicSelector
+from strategies.selector import DeterministicSelector, FixedSelector
 
 __all__ = [
     "ALPACA_CACHE_ALIASES",
@@ -323,25 +323,6 @@ class SnapshotProvider:
 
 
 # ------------------------------------------------------------------------------------------------- selectors
-
-
-class FixedSelector:
-    """Always the same registered strategy (``--strategy``); it holds while the symbol lacks its history."""
-
-    needs_context = False  # the Strategy agent may pass None instead of computing the market context
-
-    def __init__(self, registry: Mapping[str, Any], name: str) -> None:
-        if name not in registry:
-            raise BacktestError(f"strategy {name!r} is not in the registry ({', '.join(registry)})")
-        self._registry = registry
-        self.name = name
-
-    def choose(
-        self, context: MarketContext | None, available_history: int, *, benchmark_available: bool = False, universe_available: bool = False
-    ) -> tuple[str, str]:
-        needed = self._registry[self.name].min_history
-        note = "" if needed < available_history else f"; it holds until it has more than {needed} bars ({available_history} now)"
-        return self.name, f"fixed strategy {self.name} (backtest --strategy){note}"
 
 
 class RecordedSelector:
@@ -735,7 +716,10 @@ def _bars_in_range(frames: Mapping[str, pd.DataFrame], start: date, end: date) -
 
 def _selector(settings: Settings, config: BacktestConfig, registry: Mapping[str, Any]) -> Any:
     if config.strategy is not None:
-        return FixedSelector(registry, config.strategy)
+        try:
+            return FixedSelector(registry, config.strategy, origin="backtest --strategy")
+        except ValueError as exc:  # an unregistered name: the backtest's own error, as every bad option
+            raise BacktestError(str(exc)) from exc
     if config.selector.startswith("recorded:"):
         return RecordedSelector.load(settings.database_url, config.selector.removeprefix("recorded:").strip(), registry)
     return None  # build_app's DeterministicSelector (the daemon's)

@@ -393,7 +393,7 @@ def test_fixed_selector_always_returns_its_strategy_and_says_when_it_must_hold()
     assert selector.choose(_context("SPY", date(2020, 1, 2)), 500)[0] == "trend_following"
     name, reason = selector.choose(_context("SPY", date(2020, 1, 2)), 12)
     assert name == "trend_following" and "holds until it has more than 30 bars (12 now)" in reason
-    with pytest.raises(BacktestError):
+    with pytest.raises(ValueError, match="'nope' is not registered"):
         FixedSelector(registry, "nope")
 
 
