@@ -15,14 +15,14 @@ better use of the iteration's time than the same slow one.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import math
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Awaitable, Callable, Mapping, Protocol, runtime_checkable
+from typing import Any, Awaitable, Callable, Protocol, runtime_checkable
 
 from core.llm.prompts import SelectionRequest, clean_text
 from core.llm.telemetry import CallOutcome
+from utils.http import retry_after_seconds
 
 Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], datetime]
@@ -183,38 +183,6 @@ def bounded(text: str, redact: Redactor, limit: int = MAX_MESSAGE_CHARS) -> str:
     return redact(clean_text(redact(text), limit))
 
 
-def parse_retry_after(headers: Mapping[str, str], *, now: datetime | None, fallback_s: float) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` / ``retry-after`` (delta-seconds or HTTP-date).
-
-    An HTTP-date without a clock to compare with yields ``fallback_s``. Unparseable values yield ``None``.
-    """
-    raw_ms = headers.get("retry-after-ms")
-    if raw_ms is not None:
-        try:
-            value = float(raw_ms) / 1000.0
-            if math.isfinite(value):
-                return max(value, 0.0)
-        except ValueError:
-            pass
-    raw = headers.get("retry-after")
-    if raw is None:
-        return None
-    try:
-        value = float(raw)
-        return max(value, 0.0) if math.isfinite(value) else None
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None or when.tzinfo is None:
-        return None
-    if now is None:
-        return fallback_s
-    return max((when - now).total_seconds(), 0.0)
-
-
 @dataclass(frozen=True, slots=True)
 class SdkErrorTypes:
     timeout: type[BaseException]
@@ -267,7 +235,8 @@ def translate_sdk_error(
         response = getattr(exc, "response", None)
         headers = getattr(response, "headers", None) or {}
         now = clock() if clock is not None else None
-        retry_after = parse_retry_after(headers, now=now, fallback_s=policy.max_delay_s)
+        wall_clock = None if now is None else now.timestamp  # without a clock an HTTP-date waits the policy's cap
+        retry_after = retry_after_seconds(headers, wall_clock=wall_clock, undated_s=policy.max_delay_s)
         if code == "json_validate_failed":
             return AttemptFailure(CallOutcome.INVALID, message)
         if status == 429:
