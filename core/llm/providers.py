@@ -205,6 +205,21 @@ def _error_parts(body: Any) -> tuple[str | None, str | None, str | None]:
     return etype, emsg, code
 
 
+def status_error_text(exc: BaseException) -> str:
+    """``HTTP <status> [<code or type>][: <message>]`` for an SDK's status error (Anthropic, Groq), unredacted and
+    unbounded: pass it through :func:`bounded` before it is stored or shown."""
+    status = int(getattr(exc, "status_code", 0) or 0)
+    etype, emsg, code = _error_parts(getattr(exc, "body", None))
+    text = f"HTTP {status}"
+    if code:
+        text += f" {code}"
+    elif etype:
+        text += f" {etype}"
+    if emsg:
+        text += f": {emsg}"
+    return text
+
+
 def translate_sdk_error(
     exc: BaseException,
     types: SdkErrorTypes,
@@ -223,15 +238,8 @@ def translate_sdk_error(
         return AttemptFailure(CallOutcome.CONNECTION_ERROR, f"connection error ({cause})", retryable=True)
     if isinstance(exc, types.status):
         status = int(getattr(exc, "status_code", 0) or 0)
-        etype, emsg, code = _error_parts(getattr(exc, "body", None))
-        text = f"HTTP {status}"
-        if code:
-            text += f" {code}"
-        elif etype:
-            text += f" {etype}"
-        if emsg:
-            text += f": {emsg}"
-        message = bounded(text, redact)
+        code = _error_parts(getattr(exc, "body", None))[2]
+        message = bounded(status_error_text(exc), redact)
         response = getattr(exc, "response", None)
         headers = getattr(response, "headers", None) or {}
         now = clock() if clock is not None else None
