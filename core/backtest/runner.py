@@ -97,6 +97,7 @@ from strategies.base import InvalidStrategyParams, Strategy
 from strategies.context import MarketContext
 from strategies.registry import STRATEGY_CLASSES, build_registry
 from strategies.selector import DeterministicSelector, FixedSelector
+from utils.jsonable import jsonable
 
 __all__ = [
     "ALPACA_CACHE_ALIASES",
@@ -109,7 +110,6 @@ __all__ = [
     "TradeRecord",
     "audit_batch",
     "discover_symbols",
-    "jsonable",
     "parse_param",
     "report_data",
     "resolve_data_dir",
@@ -618,36 +618,7 @@ class BacktestResult:
             out["shadow"] = self.shadow
         if self.robustness is not None:
             out["robustness"] = self.robustness.as_dict()
-        return jsonable(out)
-
-
-def jsonable(value: Any) -> Any:
-    """Plain JSON values: ISO dates/times, floats for decimals and numpy numbers, ``"inf"``/``"-inf"`` for infinite
-    floats and ``None`` for NaN, lists for tuples."""
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    if isinstance(value, bool | np.bool_):
-        return bool(value)
-    if isinstance(value, int | np.integer):
-        return int(value)
-    if isinstance(value, Decimal):
-        value = float(value)
-    if isinstance(value, float | np.floating):
-        number = float(value)
-        if math.isnan(number):
-            return None
-        if math.isinf(number):
-            return "inf" if number > 0 else "-inf"
-        return number
-    if isinstance(value, pd.Timestamp):
-        value = value.to_pydatetime()
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, Path):
-        return str(value)
-    return value
+        return jsonable(out, decimals="float", infinities="text")
 
 
 # ------------------------------------------------------------------------------------------------- the run
@@ -1079,7 +1050,9 @@ def _describe(config: BacktestConfig, cash: Decimal, broker: SimulatedBroker, da
             "risk_limits": config.risk_limits,
             "brackets": config.use_brackets,
             "shadow_ledger": config.shadow,
-        }
+        },
+        decimals="float",
+        infinities="text",
     )
 
 
