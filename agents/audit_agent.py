@@ -27,7 +27,8 @@ from core.events import (
 from core.narrative import Narrator
 from core.positions import PositionManager, levels
 from utils.failpoints import failpoint
-from core.persistence.repository import IterationRecord, Repository, jsonable
+from core.persistence.repository import IterationRecord, Repository
+from utils.jsonable import jsonable
 from utils import deadline as _deadline
 
 NARRATIVE_PROMPT_VERSION = "audit-narrative/v1"

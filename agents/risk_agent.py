@@ -56,6 +56,7 @@ from core.risk import (
     evaluate_exit,
     position_rules,
     reset_protection,
+    sector_of,
     size_position,
     step,
 )
@@ -167,7 +168,7 @@ class RiskAgent:
         return {**kept, **protection.as_dict()}
 
     def sector(self, symbol: str) -> str:
-        return self._sectors.get(symbol.upper(), "unknown")
+        return sector_of(symbol, self._sectors)
 
     def _features(self, sb: SymbolBars) -> dict[str, np.ndarray]:
         def compute() -> dict[str, np.ndarray]:

@@ -5,13 +5,11 @@
 
 from __future__ import annotations
 
-import json
 import secrets as _secrets
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from time import monotonic as _monotonic
 from decimal import Decimal
-from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
@@ -28,7 +26,6 @@ from agents.strategy_agent import StrategyAgent
 from urllib.parse import urlsplit
 
 from config.settings import (
-    PROJECT_ROOT,
     BrokerName,
     DataFallback,
     DataProviderName,
@@ -65,7 +62,7 @@ from core.data.memo import MemoizingProvider
 from core.narrative import Narrator, build_anthropic_narrator
 import core.llm as llm_clients  # the SDK clients load when a provider is built (see core.llm)
 from core.llm import DailyBudget, LLMSelector, PriceTable
-from core.risk import DrawdownRules, RiskLimits
+from core.risk import DrawdownRules, RiskLimits, load_sector_map
 from utils.circuit_breaker import BackoffBreaker, BreakerEvent, ConsecutiveFailureBreaker
 from utils.rate_limiter import SlidingWindowRateLimiter
 from utils.secrets import install_database_scrubber
@@ -73,21 +70,11 @@ from strategies.registry import build_registry
 from strategies.selector import DeterministicSelector, FixedSelector
 
 NEW_YORK = ZoneInfo("America/New_York")
-SECTORS_FILE = PROJECT_ROOT / "config" / "sectors.json"
 
 
 def session_close_utc(day: date) -> datetime:
     """16:00 New York time on ``day``, in UTC (the decision time of a daily iteration)."""
     return datetime.combine(day, time(16, 0), tzinfo=NEW_YORK).astimezone(UTC)
-
-
-def load_sectors(path: Path = SECTORS_FILE) -> dict[str, str]:
-    if not path.exists():
-        return {}
-    data = json.loads(path.read_text())
-    if isinstance(data, dict) and "sectors" in data and isinstance(data["sectors"], dict):
-        data = data["sectors"]
-    return {str(k).upper(): str(v) for k, v in data.items() if isinstance(v, str)}
 
 
 def new_run_id(kind: str, at: datetime) -> str:
@@ -523,7 +510,7 @@ def build_app(
         limits,
         equity_history=lambda: list(audit_agent.recent_equity),
         clock=clock.now,
-        sectors=load_sectors(),
+        sectors=load_sector_map(),  # config/sectors.json, validated (a malformed or missing file stops start-up)
         data_quality_min=settings.data_quality_min,
         drawdown=drawdown_rules(settings),
         saved_state=saved_risk[0] if saved_risk is not None else None,

@@ -70,7 +70,7 @@ import httpx2
 from loguru import logger
 from pydantic import SecretStr
 
-from core.llm.providers import Redactor, bounded
+from core.llm.providers import Redactor, bounded, non_negative_int, status_error_text
 
 if TYPE_CHECKING:
     import anthropic
@@ -527,24 +527,6 @@ def _require_utc(value: datetime, what: str) -> datetime:
     return value
 
 
-def _non_negative_int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
-
-
-def _status_error_text(exc: anthropic.APIStatusError) -> str:
-    status = int(getattr(exc, "status_code", 0) or 0)
-    text = f"HTTP {status}"
-    body = getattr(exc, "body", None)
-    error = body.get("error") if isinstance(body, dict) else None
-    if isinstance(error, dict):
-        etype, emsg = error.get("type"), error.get("message")
-        if isinstance(etype, str) and etype:
-            text += f" {etype}"
-        if isinstance(emsg, str) and emsg:
-            text += f": {emsg}"
-    return text
-
-
 class AnthropicNarrator:
     """Claude writes the narrative; :func:`validate_narrative` decides whether it is kept.
 
@@ -616,15 +598,15 @@ class AnthropicNarrator:
             cause = type(exc.__cause__).__name__ if exc.__cause__ is not None else "unknown cause"
             outcome, error = NarrativeOutcome.CONNECTION_ERROR, f"connection error ({cause})"
         except anthropic.RateLimitError as exc:
-            outcome, error = NarrativeOutcome.RATE_LIMITED, bounded(_status_error_text(exc), self._redact)
+            outcome, error = NarrativeOutcome.RATE_LIMITED, bounded(status_error_text(exc), self._redact)
         except anthropic.APIStatusError as exc:
-            outcome, error = NarrativeOutcome.HTTP_ERROR, bounded(_status_error_text(exc), self._redact)
+            outcome, error = NarrativeOutcome.HTTP_ERROR, bounded(status_error_text(exc), self._redact)
         except (anthropic.APIResponseValidationError, json.JSONDecodeError, UnicodeDecodeError):
             outcome, error = NarrativeOutcome.INVALID_RESPONSE, "response is not a valid message"
         else:
             usage = getattr(response, "usage", None)
-            tokens_in = _non_negative_int(getattr(usage, "input_tokens", 0))
-            tokens_out = _non_negative_int(getattr(usage, "output_tokens", 0))
+            tokens_in = non_negative_int(getattr(usage, "input_tokens", 0))
+            tokens_out = non_negative_int(getattr(usage, "output_tokens", 0))
             outcome, text, error = self._read(response)
         latency_ms = max(0.0, (self._monotonic() - t0) * 1000.0)
 

@@ -57,7 +57,6 @@ from core.persistence.models import (  # noqa: E402
     DecisionRow,
     EquitySnapshotRow,
     FillRow,
-    Iteration,
     OrderRow,
     Run,
 )
@@ -108,10 +107,7 @@ def _resolve_run(session: Session, run: str | None) -> str | None:
     if run in (None, "all"):
         return None
     if run == "latest":
-        latest = session.scalar(select(Run.id).order_by(Run.started_at.desc(), Run.id.desc()).limit(1))
-        if latest is None:
-            raise LookupError("the database holds no runs yet")
-        return latest
+        return reporting.latest_run_id(session)
     if session.get(Run, run) is None:
         raise UnknownRun(f"--run {run}: no such run in this database (list them with: {interpreter_command(Path(__file__))} runs)")
     return run
@@ -237,31 +233,15 @@ def query_equity(session: Session, args: argparse.Namespace, run_id: str | None)
     return _ordered(rows, "at", args)
 
 
+RUN_LISTING_COLUMNS = (
+    "run_id", "kind", "status", "started_at", "finished_at", "iterations", "degraded", "failed",
+    "first_session", "last_session", "broker", "data",
+)  # fmt: skip
+
+
 def query_runs(session: Session, args: argparse.Namespace, run_id: str | None) -> list[Row]:
-    stmt = select(Run).order_by(Run.started_at)
-    if run_id is not None:
-        stmt = stmt.where(Run.id == run_id)
-    rows = []
-    for r in session.scalars(stmt):
-        counts = session.execute(
-            select(Iteration.status, Iteration.as_of).where(Iteration.run_id == r.id).order_by(Iteration.as_of)
-        ).all()
-        rows.append(
-            {
-                "run_id": r.id,
-                "kind": r.kind,
-                "status": r.status,
-                "started_at": r.started_at,
-                "finished_at": r.finished_at,
-                "iterations": len(counts),
-                "failed": sum(1 for s, _ in counts if s != "ok"),
-                "first_session": counts[0][1].date() if counts else None,
-                "last_session": counts[-1][1].date() if counts else None,
-                "broker": r.broker,
-                "data": r.data_provider,
-            }
-        )
-    return rows
+    """The runs, oldest first (:func:`core.reporting.run_list`: one aggregate query for all of them)."""
+    return [{k: r[k] for k in RUN_LISTING_COLUMNS} for r in reversed(reporting.run_list(session, run_id))]
 
 
 def query_llm(session: Session, args: argparse.Namespace, run_id: str | None) -> dict[str, list[Row]]:

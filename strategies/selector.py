@@ -115,7 +115,10 @@ class DeterministicSelector:
 
 class FixedSelector:
     """Always the same registered strategy (``STRATEGY=<name>`` for the daemon, ``backtest --strategy``); the strategy
-    simply holds while a symbol lacks the history it needs."""
+    simply holds while a symbol lacks the history it needs. ``origin`` names where the choice came from in every
+    reason (``STRATEGY``, ``backtest --strategy``)."""
+
+    needs_context = False  # the Strategy agent may pass None instead of computing the market context
 
     def __init__(self, registry: Mapping[str, Strategy], name: str, *, origin: str = "STRATEGY") -> None:
         if name not in registry:
@@ -127,7 +130,7 @@ class FixedSelector:
         self._ready = f"fixed strategy {name} ({origin})"  # the reason once the history suffices (every session after)
 
     def choose(
-        self, context: MarketContext, available_history: int, *, benchmark_available: bool = False, universe_available: bool = False
+        self, context: MarketContext | None, available_history: int, *, benchmark_available: bool = False, universe_available: bool = False
     ) -> tuple[str, str]:
         needed = self._needed
         if needed < available_history:

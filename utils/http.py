@@ -95,38 +95,60 @@ def _normalise_timeout(timeout: Timeout) -> tuple[float, float]:
 def retry_after_seconds(
     headers: Mapping[str, str],
     *,
-    wall_clock: Callable[[], float] = time.time,
+    wall_clock: Callable[[], float] | None = time.time,
+    undated_s: float | None = None,
 ) -> float | None:
-    """Seconds the server asks us to wait, from ``Retry-After`` or, failing that, ``X-RateLimit-Reset``.
+    """Seconds the server asks us to wait, from ``retry-after-ms``, else ``Retry-After``, else ``X-RateLimit-Reset``.
 
-    ``Retry-After`` may be delta-seconds (fractions accepted) or an HTTP-date; ``X-RateLimit-Reset`` (what Alpaca
-    documents) is a UNIX epoch. Dates are turned into a delay with the injected ``wall_clock``. Returns None when
-    neither header is present or parseable; negative delays become 0.
+    The one parser of these headers (Alpaca's HTTP adapter and the LLM providers both use it). ``retry-after-ms``
+    (Anthropic, OpenAI-style APIs) is milliseconds; ``Retry-After`` may be delta-seconds (fractions accepted) or an
+    HTTP-date; ``X-RateLimit-Reset`` (what Alpaca documents) is a UNIX epoch. Dates are turned into a delay with the
+    injected ``wall_clock``; without one (``None``) a date yields ``undated_s``. Header names match in any case.
+    Returns None when no header is present or parseable; negative delays become 0.
     """
-    raw = headers.get("Retry-After")
+    raw_ms = _header(headers, "retry-after-ms")
+    if raw_ms is not None:
+        try:
+            millis = float(raw_ms.strip())
+        except ValueError:
+            millis = math.nan
+        if math.isfinite(millis):
+            return max(millis / 1000.0, 0.0)
+    raw = _header(headers, "Retry-After")
     if raw is not None:
         text = raw.strip()
         try:
-            seconds = float(text)
+            seconds: float | None = float(text)
         except ValueError:
             seconds = None
             try:
                 when = email.utils.parsedate_to_datetime(text)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, IndexError):
                 when = None
             if when is not None and when.tzinfo is not None:
-                seconds = when.timestamp() - wall_clock()
+                seconds = undated_s if wall_clock is None else when.timestamp() - wall_clock()
         if seconds is not None and math.isfinite(seconds):
             return max(seconds, 0.0)
-    reset = headers.get("X-RateLimit-Reset")
+    reset = _header(headers, "X-RateLimit-Reset")
     if reset is not None:
         try:
             epoch = float(reset.strip())
         except ValueError:
             return None
         if math.isfinite(epoch):
+            if wall_clock is None:
+                return undated_s
             return max(epoch - wall_clock(), 0.0)
     return None
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    """``headers[name]`` in any letter case (``requests``/``httpx`` headers already match so; plain dicts may not)."""
+    value = headers.get(name)
+    if value is not None:
+        return value
+    lowered = name.lower()
+    return next((v for k, v in headers.items() if isinstance(k, str) and k.lower() == lowered), None)
 
 
 class TimeoutAdapter(HTTPAdapter):

@@ -97,7 +97,8 @@ from agents.risk_agent import TRADING_STATE_EVENT, parse_sizing
 from strategies.base import InvalidStrategyParams, Strategy
 from strategies.context import MarketContext
 from strategies.registry import STRATEGY_CLASSES, build_registry
-from strategies.selector import DeterministicSelector
+from strategies.selector import DeterministicSelector, FixedSelector
+from utils.jsonable import jsonable
 
 __all__ = [
     "ALPACA_CACHE_ALIASES",
@@ -110,7 +111,6 @@ __all__ = [
     "TradeRecord",
     "audit_batch",
     "discover_symbols",
-    "jsonable",
     "parse_param",
     "report_data",
     "resolve_data_dir",
@@ -324,25 +324,6 @@ class SnapshotProvider:
 
 
 # ------------------------------------------------------------------------------------------------- selectors
-
-
-class FixedSelector:
-    """Always the same registered strategy (``--strategy``); it holds while the symbol lacks its history."""
-
-    needs_context = False  # the Strategy agent may pass None instead of computing the market context
-
-    def __init__(self, registry: Mapping[str, Any], name: str) -> None:
-        if name not in registry:
-            raise BacktestError(f"strategy {name!r} is not in the registry ({', '.join(registry)})")
-        self._registry = registry
-        self.name = name
-
-    def choose(
-        self, context: MarketContext | None, available_history: int, *, benchmark_available: bool = False, universe_available: bool = False
-    ) -> tuple[str, str]:
-        needed = self._registry[self.name].min_history
-        note = "" if needed < available_history else f"; it holds until it has more than {needed} bars ({available_history} now)"
-        return self.name, f"fixed strategy {self.name} (backtest --strategy){note}"
 
 
 class RecordedSelector:
@@ -638,36 +619,7 @@ class BacktestResult:
             out["shadow"] = self.shadow
         if self.robustness is not None:
             out["robustness"] = self.robustness.as_dict()
-        return jsonable(out)
-
-
-def jsonable(value: Any) -> Any:
-    """Plain JSON values: ISO dates/times, floats for decimals and numpy numbers, ``"inf"``/``"-inf"`` for infinite
-    floats and ``None`` for NaN, lists for tuples."""
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    if isinstance(value, bool | np.bool_):
-        return bool(value)
-    if isinstance(value, int | np.integer):
-        return int(value)
-    if isinstance(value, Decimal):
-        value = float(value)
-    if isinstance(value, float | np.floating):
-        number = float(value)
-        if math.isnan(number):
-            return None
-        if math.isinf(number):
-            return "inf" if number > 0 else "-inf"
-        return number
-    if isinstance(value, pd.Timestamp):
-        value = value.to_pydatetime()
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, Path):
-        return str(value)
-    return value
+        return jsonable(out, decimals="float", infinities="text")
 
 
 # ------------------------------------------------------------------------------------------------- the run
@@ -736,7 +688,10 @@ def _bars_in_range(frames: Mapping[str, pd.DataFrame], start: date, end: date) -
 
 def _selector(settings: Settings, config: BacktestConfig, registry: Mapping[str, Any]) -> Any:
     if config.strategy is not None:
-        return FixedSelector(registry, config.strategy)
+        try:
+            return FixedSelector(registry, config.strategy, origin="backtest --strategy")
+        except ValueError as exc:  # an unregistered name: the backtest's own error, as every bad option
+            raise BacktestError(str(exc)) from exc
     if config.selector.startswith("recorded:"):
         return RecordedSelector.load(settings.database_url, config.selector.removeprefix("recorded:").strip(), registry)
     return None  # build_app's DeterministicSelector (the daemon's)
@@ -1096,7 +1051,9 @@ def _describe(config: BacktestConfig, cash: Decimal, broker: SimulatedBroker, da
             "risk_limits": config.risk_limits,
             "brackets": config.use_brackets,
             "shadow_ledger": config.shadow,
-        }
+        },
+        decimals="float",
+        infinities="text",
     )
 
 

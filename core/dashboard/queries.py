@@ -33,7 +33,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-from sqlalchemy import case, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core import reporting
@@ -88,58 +88,19 @@ RUN_COLUMNS = [
 
 
 def list_runs(session: Session, run_id: str | None = None) -> pd.DataFrame:
-    """Every run (daemon sessions, replays, demos, backtests), newest first, with its iteration counts and the
-    sessions it covered (one aggregate query, whatever the number of iterations). With ``run_id``, only that run."""
-    stats_stmt = select(
-        Iteration.run_id,
-        func.count().label("iterations"),
-        func.sum(case((Iteration.status == "degraded", 1), else_=0)).label("degraded"),
-        func.sum(case((Iteration.status == "failed", 1), else_=0)).label("failed"),
-        func.min(Iteration.as_of).label("first"),
-        func.max(Iteration.as_of).label("last"),
-    ).group_by(Iteration.run_id)
-    if run_id is not None:
-        stats_stmt = stats_stmt.where(Iteration.run_id == run_id)
-    stats = stats_stmt.subquery()
-    stmt = (
-        select(Run, stats.c.iterations, stats.c.degraded, stats.c.failed, stats.c.first, stats.c.last)
-        .outerjoin(stats, stats.c.run_id == Run.id)
-        .order_by(Run.started_at.desc(), Run.id.desc())
-    )
-    if run_id is not None:
-        stmt = stmt.where(Run.id == run_id)
-    rows = []
-    for run, iterations, degraded, failed, first, last in session.execute(stmt):
-        rows.append(
-            {
-                "run_id": run.id,
-                "kind": run.kind,
-                "status": run.status,
-                "started_at": run.started_at,
-                "finished_at": run.finished_at,
-                "iterations": int(iterations or 0),
-                "degraded": int(degraded or 0),  # completed and recorded without something it needed
-                "failed": int(failed or 0),  # a handler raised
-                "first_session": pd.Timestamp(first).date() if first is not None else None,
-                "last_session": pd.Timestamp(last).date() if last is not None else None,
-                "initial_cash": run.initial_cash,
-                "symbols": ", ".join(run.symbols.get("symbols", [])) if isinstance(run.symbols, dict) else "",
-            }
-        )
-    return _frame(rows, RUN_COLUMNS)
+    """Every run, newest first, with its iteration counts and the sessions it covered (:func:`core.reporting.run_list`:
+    one aggregate query). With ``run_id``, only that run."""
+    return _frame(reporting.run_list(session, run_id), RUN_COLUMNS)
 
 
 def default_run_id(session: Session) -> str | None:
     """The run the dashboard opens on: the latest daemon run, else the latest run of any kind (``None``: no runs)."""
-    daemon = session.scalar(
-        select(Run.id).where(Run.kind == "daemon").order_by(Run.started_at.desc(), Run.id.desc()).limit(1)
-    )
-    if daemon is not None:
-        return daemon
-    try:
-        return reporting.latest_run_id(session)
-    except LookupError:
-        return None
+    for kind in ("daemon", None):
+        try:
+            return reporting.latest_run_id(session, kind=kind)
+        except LookupError:
+            continue
+    return None
 
 
 def run_summary(session: Session, run_id: str) -> dict[str, Any]:

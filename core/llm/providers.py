@@ -15,15 +15,15 @@ better use of the iteration's time than the same slow one.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import math
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Awaitable, Callable, Mapping, Protocol, runtime_checkable
+from typing import Any, Awaitable, Callable, Protocol, runtime_checkable
 
 from core.errors import ExternalError, TemporaryError
 from core.llm.prompts import SelectionRequest, clean_text
 from core.llm.telemetry import CallOutcome
+from utils.http import retry_after_seconds
 
 Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], datetime]
@@ -197,38 +197,6 @@ def bounded(text: str, redact: Redactor, limit: int = MAX_MESSAGE_CHARS) -> str:
     return redact(clean_text(redact(text), limit))
 
 
-def parse_retry_after(headers: Mapping[str, str], *, now: datetime | None, fallback_s: float) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` / ``retry-after`` (delta-seconds or HTTP-date).
-
-    An HTTP-date without a clock to compare with yields ``fallback_s``. Unparseable values yield ``None``.
-    """
-    raw_ms = headers.get("retry-after-ms")
-    if raw_ms is not None:
-        try:
-            value = float(raw_ms) / 1000.0
-            if math.isfinite(value):
-                return max(value, 0.0)
-        except ValueError:
-            pass
-    raw = headers.get("retry-after")
-    if raw is None:
-        return None
-    try:
-        value = float(raw)
-        return max(value, 0.0) if math.isfinite(value) else None
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None or when.tzinfo is None:
-        return None
-    if now is None:
-        return fallback_s
-    return max((when - now).total_seconds(), 0.0)
-
-
 @dataclass(frozen=True, slots=True)
 class SdkErrorTypes:
     timeout: type[BaseException]
@@ -251,6 +219,21 @@ def _error_parts(body: Any) -> tuple[str | None, str | None, str | None]:
     return etype, emsg, code
 
 
+def status_error_text(exc: BaseException) -> str:
+    """``HTTP <status> [<code or type>][: <message>]`` for an SDK's status error (Anthropic, Groq), unredacted and
+    unbounded: pass it through :func:`bounded` before it is stored or shown."""
+    status = int(getattr(exc, "status_code", 0) or 0)
+    etype, emsg, code = _error_parts(getattr(exc, "body", None))
+    text = f"HTTP {status}"
+    if code:
+        text += f" {code}"
+    elif etype:
+        text += f" {etype}"
+    if emsg:
+        text += f": {emsg}"
+    return text
+
+
 def translate_sdk_error(
     exc: BaseException,
     types: SdkErrorTypes,
@@ -269,19 +252,13 @@ def translate_sdk_error(
         return TemporaryAttemptFailure(CallOutcome.CONNECTION_ERROR, f"connection error ({cause})")
     if isinstance(exc, types.status):
         status = int(getattr(exc, "status_code", 0) or 0)
-        etype, emsg, code = _error_parts(getattr(exc, "body", None))
-        text = f"HTTP {status}"
-        if code:
-            text += f" {code}"
-        elif etype:
-            text += f" {etype}"
-        if emsg:
-            text += f": {emsg}"
-        message = bounded(text, redact)
+        code = _error_parts(getattr(exc, "body", None))[2]
+        message = bounded(status_error_text(exc), redact)
         response = getattr(exc, "response", None)
         headers = getattr(response, "headers", None) or {}
         now = clock() if clock is not None else None
-        retry_after = parse_retry_after(headers, now=now, fallback_s=policy.max_delay_s)
+        wall_clock = None if now is None else now.timestamp  # without a clock an HTTP-date waits the policy's cap
+        retry_after = retry_after_seconds(headers, wall_clock=wall_clock, undated_s=policy.max_delay_s)
         if code == "json_validate_failed":
             return AttemptFailure(CallOutcome.INVALID, message)
         if status == 429:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 from decimal import Decimal
-from enum import Enum
 from typing import Any, Iterable, Mapping, Sequence
 
 from sqlalchemy import Engine, bindparam, event, select, update
@@ -32,27 +30,7 @@ from core.persistence.models import (
     Run,
     ShadowSignalRow,
 )
-
-
-def jsonable(value: Any) -> Any:
-    """Plain JSON types for the ``inputs``/``facts`` columns (NaN/inf become None, Decimals strings)."""
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Decimal):
-        return format(value, "f")
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [jsonable(v) for v in value]
-    if hasattr(value, "item"):  # numpy scalars
-        return jsonable(value.item())
-    return str(value)
+from utils.jsonable import jsonable
 
 
 _ITERATIONS = Iteration.__table__

@@ -148,6 +148,8 @@ def test_send_when_429_without_headers_then_uses_the_default_pause(
         ({"Retry-After": "3"}, 3.0),
         ({"Retry-After": "0.2"}, 0.2),
         ({"Retry-After": " 7 "}, 7.0),
+        ({"retry-after": "4"}, 4.0),  # a plain dict's header names match in any case
+        ({"retry-after-ms": "1500", "Retry-After": "9"}, 1.5),  # the LLM providers' millisecond header comes first
         ({"Retry-After": "-4"}, 0.0),
         ({"Retry-After": format_datetime(datetime(2024, 1, 2, 15, 0, 10, tzinfo=UTC), usegmt=True)}, 10.0),
         ({"X-RateLimit-Reset": "1704207612"}, 12.0),

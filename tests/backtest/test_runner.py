@@ -27,7 +27,6 @@ from core.backtest.runner import (
     RecordedSelector,
     SnapshotProvider,
     audit_batch,
-    jsonable,
     parse_param,
     run_backtest,
     shadow_ledgers,
@@ -43,6 +42,7 @@ from core.persistence.db import normalise_url
 from core.persistence.models import DecisionRow, EquitySnapshotRow, FillRow, OrderRow, Run
 from strategies.context import MarketContext
 from strategies.registry import build_registry
+from utils.jsonable import jsonable
 from strategies.selector import DeterministicSelector
 from tests.backtest.helpers import backtest_cli
 from tests.conftest import BUNDLED_DAILY
@@ -393,7 +393,7 @@ def test_fixed_selector_always_returns_its_strategy_and_says_when_it_must_hold()
     assert selector.choose(_context("SPY", date(2020, 1, 2)), 500)[0] == "trend_following"
     name, reason = selector.choose(_context("SPY", date(2020, 1, 2)), 12)
     assert name == "trend_following" and "holds until it has more than 30 bars (12 now)" in reason
-    with pytest.raises(BacktestError):
+    with pytest.raises(ValueError, match="'nope' is not registered"):
         FixedSelector(registry, "nope")
 
 
@@ -446,7 +446,7 @@ def test_jsonable_turns_times_decimals_and_non_finite_numbers_into_json_values()
     value = {"at": datetime(2020, 1, 2, 21, tzinfo=UTC), "day": date(2020, 1, 2), "cash": Decimal("1.2500"),
              "pf": math.inf, "loss": -math.inf, "nan": float("nan"), "n": np.int64(3), "x": np.float64(0.5), "t": (1, 2)}  # fmt: skip
 
-    out = jsonable(value)
+    out = jsonable(value, decimals="float", infinities="text")  # what a backtest result's as_dict() uses
 
     assert out == {"at": "2020-01-02T21:00:00+00:00", "day": "2020-01-02", "cash": 1.25, "pf": "inf", "loss": "-inf",
                    "nan": None, "n": 3, "x": 0.5, "t": [1, 2]}  # fmt: skip

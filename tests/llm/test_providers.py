@@ -19,7 +19,8 @@ from core.llm import (
     build_groq_provider,
     build_selection_request,
 )
-from core.llm.providers import Redactor, parse_retry_after
+from core.llm.providers import Redactor
+from utils.http import retry_after_seconds
 from tests.llm.fakes import (
     ALLOWED,
     ANTHROPIC_KEY,
@@ -76,7 +77,8 @@ def status(code: int, headers: dict[str, str] | None = None, lib=httpx):
     ],
 )
 def test_parse_retry_after_handles_seconds_milliseconds_and_http_dates(headers, now, expected):
-    assert parse_retry_after(headers, now=now, fallback_s=5.0) == expected
+    wall_clock = None if now is None else now.timestamp  # the providers' call: no clock -> a date waits the cap
+    assert retry_after_seconds(headers, wall_clock=wall_clock, undated_s=5.0) == expected
 
 
 async def test_retry_after_http_date_is_honoured_with_the_injected_clock():

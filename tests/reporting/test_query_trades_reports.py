@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event
+from sqlalchemy.orm import Session
 
+from core.persistence.db import open_database
+from core.persistence.models import Iteration
+from core.persistence.repository import Repository
 from scripts import query_trades
 from tests.reporting.factories import RUN_1, RUN_2, build_ledger
 
@@ -124,3 +131,31 @@ def test_risk_with_an_unreadable_sector_map_is_a_usage_error(url: str, tmp_path:
         query_trades.main(["risk", "--db", url, "--sectors", str(bad)])
     assert exit_info.value.code == 2
     assert "cannot use sector map" in capsys.readouterr().err
+
+
+def test_runs_when_the_ledger_holds_many_runs_then_one_query_lists_them_with_degraded_apart_from_failed(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    repo = Repository(open_database(url))
+    t0 = datetime(2024, 1, 2, tzinfo=UTC)
+    statuses = ["ok", "degraded", "degraded", "failed"]
+    for n in range(6):
+        run_id = f"daemon-{n}"
+        repo.create_run(run_id, kind="daemon", broker="simulated", data_provider="files", started_at=t0 + timedelta(hours=n),
+                        initial_cash=Decimal("1000"), symbols=["SPY"], config={})  # fmt: skip
+        with repo.session() as session, session.begin():
+            for seq, status in enumerate(statuses, start=1):
+                at = t0 + timedelta(days=seq)
+                session.add(Iteration(id=f"{run_id}-{seq:06d}", run_id=run_id, seq=seq, as_of=at, recorded_at=at, status=status,
+                                      error=None if status == "ok" else "x", symbols_total=1, symbols_ok=1, data_quality=1.0,
+                                      signals=0, approvals=0, denials=0, orders=0, fills=0))  # fmt: skip
+    statements: list[str] = []
+    event.listen(repo.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+
+    with Session(repo.engine) as session:
+        rows = query_trades.query_runs(session, argparse.Namespace(), None)
+
+    assert len(statements) == 1  # not one query per run
+    assert [r["run_id"] for r in rows] == [f"daemon-{n}" for n in range(6)]  # oldest first
+    assert {(r["iterations"], r["degraded"], r["failed"]) for r in rows} == {(4, 2, 1)}
+    assert (rows[0]["first_session"], rows[0]["last_session"]) == (date(2024, 1, 3), date(2024, 1, 6))
+    repo.engine.dispose()
