@@ -49,6 +49,12 @@ Definitions
   curve (out-of-sample metrics of each test window) and the Ljung-Box (10 lags) and t-tests of the daily returns;
   see :mod:`core.backtest.robustness`.
 
+Modules: :mod:`core.backtest.config` (the request: :class:`BacktestConfig`, :class:`BacktestError`, the option
+parsers), :mod:`core.backtest.data` (:class:`SnapshotProvider`), :mod:`core.backtest.selectors`
+(:class:`RecordedSelector`), :mod:`core.backtest.registry` (the strategies, :func:`without_targets`),
+:mod:`core.backtest.progress` (:class:`ProgressBar`), :mod:`core.backtest.results` (:class:`BacktestResult`,
+:class:`TradeRecord`, :class:`Robustness`) and this module, the run itself; every name is re-exported here.
+
 Reproducibility: nothing here reads the wall clock except for ``elapsed_s`` and the run id; identical inputs give
 identical results in both bus modes (``BUS_MODE=async|sync``).
 """
@@ -57,15 +63,14 @@ from __future__ import annotations
 
 import asyncio
 import math
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from datetime import time as time_of_day
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -78,26 +83,38 @@ from sqlalchemy import func, select
 
 from config.settings import BrokerName, DataProviderName, Settings
 from core.app import App, build_app, replay_sessions, simulated_clock_for
+from core.backtest.config import (
+    ALPACA_CACHE_ALIASES,
+    AUTO_EXCHANGE,
+    DATA_CALENDAR,
+    DEFAULT_CALENDAR,
+    DEFAULT_MONTE_CARLO,
+    DEFAULT_WALK_FORWARD,
+    BacktestConfig,
+    BacktestError,
+    discover_symbols,
+    exchange_codes,
+    parse_param,
+    resolve_data_dir,
+)
+from core.backtest.data import SnapshotProvider
+from core.backtest.progress import ProgressBar
+from core.backtest.registry import _registry, without_targets
+from core.backtest.results import BacktestResult, Robustness, TradeRecord
+from core.backtest.selectors import RecordedSelector
 from core.brokers.costs import BpsSlippage, PerShareCommission
-from core.brokers.simulated import FILL_MODELS, SimulatedBroker
+from core.brokers.simulated import SimulatedBroker
 from core.calendar import MarketCalendar
-from core.data.base import ProviderResult
-from core.data.files import SUFFIXES, FileProvider
+from core.data.files import FileProvider
 from core.data.validation import day_numbers
-from core.domain import NOT_DATA_PROBLEMS, ensure_utc
-from core.errors import ConfigurationError
-from core.metrics import ClosedTrade, PerformanceMetrics, compute_metrics, metrics_by
+from core.metrics import ClosedTrade, compute_metrics, metrics_by
 from core.orchestrator import IterationOutcome, run_replay
-from core.persistence.models import DecisionRow, EquitySnapshotRow, Iteration, Run, ShadowSignalRow
-from core.risk import TradingState, sessions_in, trading_episodes
+from core.persistence.models import DecisionRow, EquitySnapshotRow, Iteration, ShadowSignalRow
+from core.risk import TradingState, trading_episodes
 from core.calendar import EASTERN
-from core.persistence.db import open_database
 from core.reporting import RoundTrip, rebuild_round_trips
-from agents.risk_agent import TRADING_STATE_EVENT, parse_sizing
-from strategies.base import InvalidStrategyParams, Strategy
-from strategies.context import MarketContext
-from strategies.registry import STRATEGY_CLASSES, build_registry
-from strategies.selector import DeterministicSelector, FixedSelector
+from agents.risk_agent import TRADING_STATE_EVENT
+from strategies.selector import FixedSelector
 from utils.jsonable import jsonable
 
 __all__ = [
@@ -121,508 +138,25 @@ __all__ = [
     "data_sessions",
     "shadow_ledgers",
     "without_targets",
+    # re-exported from the modules above for the command line and the tests
+    "AUTO_EXCHANGE",
+    "DEFAULT_MONTE_CARLO",
+    "DEFAULT_WALK_FORWARD",
+    "Robustness",
+    "SnapshotProvider",
+    "exchange_codes",
 ]
 
 DEFAULT_AUDIT_BATCH = 250
 # Symbol-iterations buffered per audit transaction: an iteration's records (decisions with their inputs, the shadow
 # ledger) take ~15 kB per symbol, so 250 iterations of 500 symbols would hold ~1.7 GB before the commit.
 AUDIT_SYMBOL_ITERATIONS = 2500
-DEFAULT_MONTE_CARLO = 1000
-DEFAULT_WALK_FORWARD = (252, 63)
 DAILY_BLOCK = 5
 RETURN_TEST_LAGS = 10
 DEFAULT_BENCHMARK = "SPY"
-ALPACA_CACHE_ALIASES = ("alpaca-cache", "bar-cache")
 _FAR_FUTURE = datetime(2100, 1, 1, tzinfo=UTC)
-DEFAULT_CALENDAR = "auto"
-AUTO_EXCHANGE = "XNYS"
-DATA_CALENDAR = "data"  # --calendar data: the sessions are the dates the bars have; no exchange-session checks
 AUTO_OFF_SESSION_SHARE = 0.01  # auto: more than this share of the bars on days the NYSE was closed -> another market
 DATA_SESSION_TIME = time_of_day(23, 59, 59)
-
-
-class BacktestError(ConfigurationError, ValueError):
-    """The backtest request cannot be run as given (bad option, missing data, unknown run...); the message says why."""
-
-
-# ------------------------------------------------------------------------------------------------- configuration
-
-
-@dataclass(frozen=True, slots=True)
-class BacktestConfig:
-    """What to backtest. ``None`` means "from the settings" (cash, costs, data directory) or "all of the data"
-    (symbols, start, end).
-
-    ``selector``: ``"deterministic"`` (the daemon's selector) or ``"recorded:RUN_ID"``; ``strategy`` pins one
-    registered strategy (with ``params`` overriding its parameters) and excludes a recorded selector.
-    ``brackets=False`` drops the strategies' profit targets so that the Risk agent sends plain market entries
-    (no stop-loss/take-profit legs): positions then exit only on the strategy's SELL signal. ``None`` (the default)
-    means "as the risk limits": bracket legs with them, none with ``risk_limits=False`` (the comparison mode: the Risk
-    agent then only sizes, and positions exit as the strategy says, as in any other backtester's crossover).
-    """
-
-    data_dir: Path | None = None
-    symbols: tuple[str, ...] | None = None
-    start: date | None = None
-    end: date | None = None
-    cash: Decimal | None = None
-    commission_per_share: Decimal | None = None
-    commission_minimum: Decimal | None = None
-    commission_max_pct: Decimal | None = None
-    slippage_bps: Decimal | None = None
-    strategy: str | None = None
-    params: Mapping[str, Any] = field(default_factory=dict)
-    selector: str = "deterministic"
-    llm: bool = False
-    sizing: str = "risk"
-    risk_limits: bool = True
-    fill: str = "next-open"
-    brackets: bool | None = None
-    shadow: bool = True
-    benchmark: str | None = None
-    robustness: bool = False
-    monte_carlo: int = DEFAULT_MONTE_CARLO
-    walk_forward: tuple[int, int] = DEFAULT_WALK_FORWARD
-    seed: int = 0
-    audit_batch: int | None = None
-    record_all: bool = False  # also record the routine decisions (data ok, HOLD, skip, no order) of every symbol
-    calendar: str = DEFAULT_CALENDAR  # "auto", an exchange_calendars code (sessions and session checks), or "data"
-
-    @property
-    def use_brackets(self) -> bool:
-        """Whether entries carry the strategy's stop-loss/take-profit legs (``brackets``, else as ``risk_limits``)."""
-        return self.risk_limits if self.brackets is None else self.brackets
-
-    def check(self) -> None:
-        """Raise :class:`BacktestError` for an inconsistent request (before any data is read)."""
-        if self.start is not None and self.end is not None and self.start > self.end:
-            raise BacktestError(f"--start {self.start} is after --end {self.end}")
-        for name in ("cash", "commission_per_share", "commission_minimum", "commission_max_pct", "slippage_bps"):
-            value = getattr(self, name)
-            if value is not None and (not value.is_finite() or value < 0):
-                raise BacktestError(f"{name} must be a finite, non-negative amount, got {value}")
-        if self.cash is not None and self.cash <= 0:
-            raise BacktestError(f"cash must be positive, got {self.cash}")
-        if self.commission_max_pct is not None and self.commission_max_pct >= 1:
-            raise BacktestError(f"commission_max_pct is a fraction of the trade value below 1, got {self.commission_max_pct}")
-        if self.slippage_bps is not None and self.slippage_bps >= 10_000:
-            raise BacktestError(f"slippage must be below 10000 bps, got {self.slippage_bps}")
-        if self.fill not in FILL_MODELS:
-            raise BacktestError(f"fill must be one of {', '.join(FILL_MODELS)}, got {self.fill!r}")
-        try:
-            parse_sizing(self.sizing)
-        except ValueError as exc:
-            raise BacktestError(str(exc)) from None
-        if self.selector != "deterministic" and not self.selector.startswith("recorded:"):
-            raise BacktestError(f"selector must be 'deterministic' or 'recorded:RUN_ID', got {self.selector!r}")
-        if self.selector.startswith("recorded:") and not self.selector.removeprefix("recorded:").strip():
-            raise BacktestError("--selector recorded:RUN_ID needs a run id")
-        if self.strategy is not None and self.strategy not in STRATEGY_CLASSES:
-            raise BacktestError(f"unknown strategy {self.strategy!r}; registered: {', '.join(STRATEGY_CLASSES)}")
-        if self.params and self.strategy is None:
-            raise BacktestError("--param needs --strategy (the parameters belong to the pinned strategy)")
-        if self.calendar not in (DEFAULT_CALENDAR, DATA_CALENDAR) and self.calendar not in exchange_codes():
-            raise BacktestError(
-                f"--calendar {self.calendar!r}: not an exchange code known to exchange_calendars (e.g. XNYS, XLON, XETR), "
-                f"{DATA_CALENDAR!r} (the dates the bars have) or {DEFAULT_CALENDAR!r}"
-            )
-        if self.strategy is not None and self.selector != "deterministic":
-            raise BacktestError("--strategy and --selector recorded:RUN_ID exclude each other")
-        if self.llm and (self.strategy is not None or self.selector != "deterministic"):
-            raise BacktestError("--llm asks the LLM to choose strategies; it cannot be combined with --strategy or --selector")
-        if isinstance(self.monte_carlo, bool) or self.monte_carlo < 1:
-            raise BacktestError(f"monte-carlo runs must be a positive integer, got {self.monte_carlo!r}")
-        train, test = self.walk_forward
-        if train < 1 or test < 1:
-            raise BacktestError(f"walk-forward TRAIN:TEST must be positive session counts, got {train}:{test}")
-        if self.audit_batch is not None and self.audit_batch < 1:
-            raise BacktestError(f"audit_batch must be at least 1, got {self.audit_batch}")
-
-
-def parse_param(text: str) -> tuple[str, Any]:
-    """``key=value`` -> (key, value) with the value read as bool (true/false), int, float or else str."""
-    key, sep, raw = text.partition("=")
-    key, raw = key.strip(), raw.strip()
-    if not sep or not key:
-        raise BacktestError(f"--param takes key=value, got {text!r}")
-    lowered = raw.lower()
-    if lowered in ("true", "false"):
-        return key, lowered == "true"
-    try:
-        return key, int(raw)
-    except ValueError:
-        pass
-    try:
-        return key, float(raw)
-    except ValueError:
-        return key, raw
-
-
-def resolve_data_dir(value: str | Path | None, settings: Settings) -> Path:
-    """The bar directory: ``None`` -> ``DATA_DIR``; ``alpaca-cache``/``bar-cache`` -> ``BAR_CACHE_DIR`` (the Alpaca
-    disk cache writes one ``SYMBOL.parquet`` per symbol there, which :class:`FileProvider` reads as is)."""
-    if value is None:
-        return Path(settings.data_dir)
-    if str(value) in ALPACA_CACHE_ALIASES:
-        return Path(settings.bar_cache_dir)
-    return Path(value).expanduser()
-
-
-def discover_symbols(directory: Path) -> tuple[str, ...]:
-    """Every symbol with a ``SYMBOL.csv``/``SYMBOL.parquet`` file in ``directory`` (upper-case, sorted)."""
-    if not directory.is_dir():
-        raise BacktestError(f"data directory {directory} does not exist or is not a directory")
-    found = {p.stem.upper() for p in directory.iterdir() if p.suffix.lower() in SUFFIXES and p.is_file() and not p.name.startswith(".")}
-    if not found:
-        raise BacktestError(f"no SYMBOL.csv or SYMBOL.parquet files in {directory}")
-    return tuple(sorted(found))
-
-
-# ------------------------------------------------------------------------------------------------- data
-
-
-class SnapshotProvider:
-    """The bars of a backtest, read once and cut at its last session: every call serves the same frame objects.
-
-    :class:`FileProvider` re-checks every file (one ``stat`` per symbol) and hands out a fresh shallow copy on each
-    call, which makes the Data agent compare the copy with the previous frame to keep its caches warm; over a
-    backtest the files are a fixed snapshot, so both are wasted work (500 symbols x 2,500 sessions). Frames are
-    never mutated by the pipeline; a frame ends at ``end`` so that nothing after the backtest is ever computed on.
-    Column labels become a plain ``object`` index: iterating pandas 3's default Arrow-backed string index costs
-    ~5 us, and the validation does it for every symbol of every session.
-    """
-
-    def __init__(self, frames: Mapping[str, pd.DataFrame], *, end: date, name: str = "files") -> None:
-        limit = pd.Timestamp(end, tz=UTC) + pd.Timedelta(days=1)
-        self.name = name
-        self._frames = {
-            s: f.iloc[: int(f.index.searchsorted(limit, side="left"))].set_axis(pd.Index(list(f.columns), dtype=object), axis=1)
-            for s, f in frames.items()
-        }
-        self._answers: dict[tuple[str, ...], ProviderResult] = {}
-
-    def history(self, symbols: Sequence[str], end: datetime, start: datetime | None = None) -> ProviderResult:
-        ensure_utc(end, "end")
-        if start is None:  # the Data agent's call, every session: the snapshot never changes, nor does the answer
-            key = tuple(symbols)
-            cached = self._answers.get(key)
-            if cached is None:
-                cached = self._answers[key] = self._history(key, None)
-            return cached
-        return self._history(symbols, pd.Timestamp(ensure_utc(start, "start")).normalize())
-
-    def _history(self, symbols: Sequence[str], first: pd.Timestamp | None) -> ProviderResult:
-        frames: dict[str, pd.DataFrame] = {}
-        errors: dict[str, str] = {}
-        for symbol in dict.fromkeys(symbols):
-            frame = self._frames.get(symbol)
-            if frame is None or frame.empty:
-                errors[symbol] = f"{self.name}: no bars for {symbol} in the backtest's data"
-                continue
-            frames[symbol] = frame if first is None else frame.iloc[int(frame.index.searchsorted(first)) :]
-        return ProviderResult(frames=frames, errors=errors, provider=self.name)
-
-
-# ------------------------------------------------------------------------------------------------- selectors
-
-
-class RecordedSelector:
-    """Replays the strategy choices a previous run recorded, per symbol and session date.
-
-    The choices are the ``strategy`` agent's decisions of that run (the strategy actually used, whoever chose it),
-    else its ``selector`` decisions that chose one. A symbol and day without a recorded choice falls back to the
-    deterministic selector, and the reason says so.
-    """
-
-    def __init__(self, run_id: str, choices: Mapping[tuple[str, date], str], fallback: DeterministicSelector) -> None:
-        self.run_id = run_id
-        self._choices = dict(choices)
-        self._fallback = fallback
-
-    def __len__(self) -> int:
-        return len(self._choices)
-
-    @classmethod
-    def load(cls, database_url: str, run_id: str, registry: Mapping[str, Any]) -> "RecordedSelector":
-        engine = open_database(database_url)
-        try:
-            from sqlalchemy.orm import Session
-
-            with Session(engine) as session:
-                if session.get(Run, run_id) is None:
-                    raise BacktestError(f"--selector recorded:{run_id}: no run {run_id!r} in the database")
-                rows = session.execute(
-                    select(DecisionRow.as_of, DecisionRow.symbol, DecisionRow.agent, DecisionRow.strategy)
-                    .where(
-                        DecisionRow.run_id == run_id,
-                        DecisionRow.agent.in_(("strategy", "selector")),
-                        DecisionRow.strategy.is_not(None),
-                    )
-                    .order_by(DecisionRow.id)
-                ).all()
-        finally:
-            engine.dispose()
-        choices: dict[tuple[str, date], str] = {}
-        from_selector: dict[tuple[str, date], str] = {}
-        for as_of, symbol, agent, strategy in rows:
-            key = (symbol, as_of.astimezone(UTC).date())
-            (choices if agent == "strategy" else from_selector)[key] = strategy
-        for key, strategy in from_selector.items():
-            choices.setdefault(key, strategy)
-        if not choices:
-            raise BacktestError(f"--selector recorded:{run_id}: the run recorded no strategy choices")
-        unknown = sorted({name for name in choices.values() if name not in registry})
-        if unknown:
-            raise BacktestError(f"--selector recorded:{run_id}: recorded strategies {unknown} are not registered")
-        return cls(run_id, choices, DeterministicSelector(registry))
-
-    def choose(
-        self, context: MarketContext, available_history: int, *, benchmark_available: bool = False, universe_available: bool = False
-    ) -> tuple[str, str]:
-        day = context.as_of.date() if context.as_of is not None else None
-        name = self._choices.get((context.symbol, day)) if day is not None else None
-        if name is not None:
-            return name, f"recorded choice of run {self.run_id} for {day}"
-        name, why = self._fallback.choose(
-            context, available_history, benchmark_available=benchmark_available, universe_available=universe_available
-        )
-        return name, f"no choice recorded by run {self.run_id} for {context.symbol} on {day}: deterministic: {why}"
-
-
-# ------------------------------------------------------------------------------------------------- registry
-
-
-class _WithoutTargets:
-    """A registered strategy whose signal frames carry no profit target (NaN), everything else unchanged.
-
-    The Risk agent builds a BRACKET entry (stop-loss and take-profit legs) only when the signal has a target, so
-    with this wrapper every entry is a plain market order and a position is closed by the strategy's SELL signal.
-    """
-
-    def __init__(self, inner: Strategy) -> None:
-        self._inner = inner
-        # read for every symbol of every session: plain attributes, not a __getattr__ call each time
-        for name in ("name", "min_history", "needs_benchmark", "needs_universe", "description"):
-            if hasattr(inner, name):
-                setattr(self, name, getattr(inner, name))
-
-    def __getattr__(self, name: str) -> Any:  # name, description, params, min_history, needs_*, reason, describe...
-        return getattr(self._inner, name)
-
-    def compute(self, bars: pd.DataFrame, peers: Any = None) -> pd.DataFrame:
-        frame = self._inner.compute(bars, peers)
-        out = frame.copy()
-        out["target"] = np.nan
-        return out
-
-
-def without_targets(registry: Mapping[str, Strategy]) -> dict[str, Any]:
-    """The registry with every strategy wrapped so that it emits no profit target (see :class:`_WithoutTargets`)."""
-    return {name: _WithoutTargets(strategy) for name, strategy in registry.items()}
-
-
-def _registry(settings: Settings, config: BacktestConfig) -> Mapping[str, Any]:
-    overrides = {name: dict(values) for name, values in settings.strategy_overrides.items()}
-    if config.strategy is not None and config.params:
-        overrides[config.strategy] = {**overrides.get(config.strategy, {}), **dict(config.params)}
-    try:
-        registry: Mapping[str, Any] = build_registry(overrides)
-    except InvalidStrategyParams as exc:
-        raise BacktestError(str(exc)) from None
-    return registry if config.use_brackets else without_targets(registry)
-
-
-# ------------------------------------------------------------------------------------------------- progress
-
-
-class ProgressBar:
-    """A one-line text progress bar (``on_progress`` callback of :func:`core.orchestrator.run_replay`).
-
-    Redrawn with a carriage return when the whole percentage changes; a newline after the last session.
-    """
-
-    def __init__(self, stream: TextIO | None = None, width: int = 30, label: str = "backtest") -> None:
-        self._stream = stream if stream is not None else sys.stderr
-        self._width = width
-        self._label = label
-        self._last = -1
-
-    def __call__(self, n: int, total: int, outcome: IterationOutcome) -> None:
-        percent = int(100 * n / total) if total else 100
-        if percent == self._last and n != total:
-            return
-        self._last = percent
-        filled = int(self._width * n / total) if total else self._width
-        bar = "#" * filled + "." * (self._width - filled)
-        self._stream.write(f"\r{self._label} [{bar}] {percent:3d}% {n}/{total} sessions {outcome.as_of.date()}")
-        if n == total:
-            self._stream.write("\n")
-        self._stream.flush()
-
-
-# ------------------------------------------------------------------------------------------------- results
-
-
-@dataclass(frozen=True, slots=True)
-class TradeRecord:
-    """One entry of the run (a flat-to-flat round trip); ``exit_*`` and ``pnl`` are ``None`` while still open."""
-
-    symbol: str
-    strategy: str
-    entry_at: datetime
-    entry_price: float
-    exit_at: datetime | None
-    exit_price: float | None
-    quantity: int
-    open_quantity: int
-    commissions: float
-    pnl: float | None
-    return_pct: float | None
-
-    @classmethod
-    def of(cls, trip: RoundTrip) -> "TradeRecord":
-        exit_price = trip.exit_price
-        pnl = trip.pnl
-        return cls(
-            symbol=trip.symbol,
-            strategy=trip.strategy,
-            entry_at=trip.entry_at,
-            entry_price=float(trip.entry_price),
-            exit_at=trip.exit_at,
-            exit_price=float(exit_price) if exit_price is not None and trip.closed else None,
-            quantity=int(trip.bought),
-            open_quantity=int(trip.open_quantity),
-            commissions=float(trip.commissions),
-            pnl=float(pnl) if pnl is not None else None,
-            return_pct=trip.return_pct,
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "symbol": self.symbol,
-            "strategy": self.strategy,
-            "entry_at": self.entry_at,
-            "entry_price": self.entry_price,
-            "exit_at": self.exit_at,
-            "exit_price": self.exit_price,
-            "quantity": self.quantity,
-            "open_quantity": self.open_quantity,
-            "commissions": self.commissions,
-            "pnl": self.pnl,
-            "return_pct": self.return_pct,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Robustness:
-    bootstrap: dict[str, Any]
-    walk_forward: list[Any]
-    walk_forward_summary: Any
-    tests: Any
-    notes: tuple[str, ...]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "bootstrap": {label: result.as_dict() for label, result in self.bootstrap.items()},
-            "walk_forward": [r.as_dict() for r in self.walk_forward],
-            "walk_forward_summary": self.walk_forward_summary.as_dict() if self.walk_forward_summary is not None else None,
-            "tests": self.tests.as_dict() if self.tests is not None else None,
-            "notes": list(self.notes),
-        }
-
-
-@dataclass(frozen=True)
-class BacktestResult:
-    run_id: str
-    status: str
-    database: str
-    data_dir: Path
-    symbols: tuple[str, ...]
-    start: date
-    end: date
-    initial_cash: Decimal
-    final_equity: Decimal
-    iterations: int
-    degraded_iterations: int
-    bars: int
-    rejected_bars: int
-    elapsed_s: float
-    trades: list[TradeRecord]
-    closed_trades: list[ClosedTrade]
-    equity: pd.Series
-    metrics: PerformanceMetrics
-    per_strategy: dict[str, Any]
-    benchmark_symbol: str | None
-    benchmark: pd.Series | None
-    benchmark_metrics: PerformanceMetrics | None
-    settings: dict[str, Any]
-    shadow: list[dict[str, Any]] | None = None
-    robustness: Robustness | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-    trading_episodes: list[dict[str, Any]] = field(default_factory=list)
-    final_state: str = TradingState.ACTIVE.value
-    denied: dict[str, int] = field(default_factory=dict)
-    exclusions_by_reason: dict[str, int] = field(default_factory=dict)  # symbol-sessions by reason category
-
-    @property
-    def sessions_locked(self) -> int:
-        return sessions_in(self.trading_episodes, TradingState.LOCKED.value)
-
-    @property
-    def sessions_halted(self) -> int:
-        return sessions_in(self.trading_episodes, TradingState.HALTED.value)
-
-    @property
-    def data_problem_sessions(self) -> int:
-        """Symbol-sessions with a real data problem (not counting not-listed and warming-up symbols)."""
-        return sum(n for reason, n in self.exclusions_by_reason.items() if reason not in NOT_DATA_PROBLEMS)
-
-    def as_json(self) -> dict[str, Any]:
-        """The ``--json`` object (JSON-ready: ISO times, floats, an infinite ratio as ``"inf"``)."""
-        out: dict[str, Any] = {
-            "run_id": self.run_id,
-            "status": self.status,
-            "final_equity": float(self.final_equity),
-            "initial_cash": float(self.initial_cash),
-            "start": self.start,
-            "end": self.end,
-            "symbols": list(self.symbols),
-            "iterations": self.iterations,
-            "degraded_iterations": self.degraded_iterations,
-            "bars": self.bars,
-            "rejected_bars": self.rejected_bars,
-            "exclusions_by_reason": dict(self.exclusions_by_reason),
-            "data_problem_sessions": self.data_problem_sessions,
-            "elapsed_s": round(self.elapsed_s, 3),
-            "timings_s": {phase: round(seconds, 3) for phase, seconds in self.timings.items()},
-            "trades": [t.as_dict() for t in self.trades],
-            "metrics": self.metrics.as_dict(),
-            "per_strategy": {name: m.as_dict() for name, m in self.per_strategy.items()},
-            "benchmark": None,
-            "settings": self.settings,
-            "trading_state": self.final_state,
-            "trading_episodes": self.trading_episodes,
-            "sessions_locked": self.sessions_locked,
-            "sessions_halted": self.sessions_halted,
-            "denied_by_rule": self.denied,
-        }
-        if self.benchmark_symbol is not None and self.benchmark_metrics is not None:
-            m = self.benchmark_metrics
-            out["benchmark"] = {
-                "symbol": self.benchmark_symbol,
-                "total_return": m.total_return,
-                "cagr": m.cagr,
-                "sharpe": m.sharpe,
-                "max_drawdown": m.max_drawdown,
-            }
-        if self.shadow is not None:
-            out["shadow"] = self.shadow
-        if self.robustness is not None:
-            out["robustness"] = self.robustness.as_dict()
-        return jsonable(out, decimals="float", infinities="text")
-
-
-# ------------------------------------------------------------------------------------------------- the run
 
 
 def audit_batch(config: BacktestConfig, symbols: int) -> int:
@@ -631,13 +165,6 @@ def audit_batch(config: BacktestConfig, symbols: int) -> int:
     if config.audit_batch is not None:
         return config.audit_batch
     return max(1, min(DEFAULT_AUDIT_BATCH, AUDIT_SYMBOL_ITERATIONS // max(1, symbols)))
-
-
-def exchange_codes() -> frozenset[str]:
-    """The exchange codes ``--calendar`` accepts besides ``data`` (exchange_calendars' calendars, aliases included)."""
-    import exchange_calendars as xcals
-
-    return frozenset(xcals.get_calendar_names(include_aliases=True))
 
 
 def data_sessions(frames: Mapping[str, pd.DataFrame], start: date, end: date) -> list[datetime]:

@@ -38,7 +38,7 @@ EXPECTED_CODES = {
     # configuration: a setting, an input or a command line that cannot be used
     "config.settings.SettingsError": 2,
     "core.app.MissingKeys": 2,
-    "core.backtest.runner.BacktestError": 2,
+    "core.backtest.config.BacktestError": 2,
     "core.brokers.base.BrokerAuthError": 2,
     "core.brokers.base.BrokerModeMismatch": 2,
     "core.calendar.CalendarError": 2,
