@@ -15,7 +15,7 @@ circuit breakers, risk, reconciliation, and why a symbol was (not) traded on a d
     ... --run ID | latest | all   listings: the latest run by default, named on the first line (`runs`: every run)
 
 Round trips (performance, calibration, why) are rebuilt from the fills, long-only and at average cost: one trade
-from flat to flat, scale-ins and partial exits included; see core/reporting.py.
+from flat to flat, scale-ins and partial exits included; see core/reporting/trips.py.
 """
 
 from __future__ import annotations

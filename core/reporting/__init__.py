@@ -1,0 +1,64 @@
+"""Read-only reports over the trading database: round trips, performance, calibration, breakers, risk, reconciliation
+and the "why" of one symbol on one day.
+
+Pure query functions: each takes a SQLAlchemy ``Session`` and filters, reads, and returns plain values (dicts,
+dataclasses, :class:`~core.metrics.ClosedTrade`). No writes, no clock. Metrics are never re-implemented here: they
+come from :mod:`core.metrics` and :mod:`core.calibration`. Money stays ``Decimal`` as read from the database and is
+converted to ``float`` only where a metric function needs it.
+
+Filters
+-------
+* ``run_id``: one run. ``None`` means every run, except for the per-run reports (:func:`performance`,
+  :func:`risk_view`) where it means the **latest** run (by ``runs.started_at``). An unknown run id raises
+  ``LookupError``.
+* ``symbol``: case-insensitive.
+* ``start`` / ``end``: inclusive UTC calendar dates (``end`` covers the whole day).
+
+Round trips (long-only, average cost, flat to flat) are described in :mod:`core.reporting.trips`.
+
+Layout (every name below is re-exported here, so callers import from ``core.reporting``):
+
+* :mod:`core.reporting.filters`: date window, symbol, ``latest_run_id``, ``run_list``;
+* :mod:`core.reporting.trips`: ``rebuild_round_trips``, ``round_trips`` and their dataclasses;
+* :mod:`core.reporting.performance_report`: ``performance``, ``calibration``;
+* :mod:`core.reporting.breaker_report`: ``breakers``;
+* :mod:`core.reporting.risk_report`: ``risk_view``;
+* :mod:`core.reporting.reconcile_report`: ``reconcile_view``;
+* :mod:`core.reporting.why_report`: ``why``, ``PIPELINE_ORDER``;
+* :mod:`core.reporting.llm_report`: ``llm_usage``, ``shadow_stats``, ``percentile``.
+"""
+
+from __future__ import annotations
+
+from core.reporting.breaker_report import BREAKER_PREFIX, breakers
+from core.reporting.filters import latest_run_id, run_list
+from core.reporting.llm_report import llm_usage, percentile, shadow_stats
+from core.reporting.performance_report import calibration, performance
+from core.reporting.reconcile_report import reconcile_view
+from core.reporting.risk_report import DENIED_PREFIX, RISK_STATE_KEY, risk_view
+from core.reporting.trips import RoundTrip, RoundTripBook, TripFill, UnmatchedSell, rebuild_round_trips, round_trips
+from core.reporting.why_report import PIPELINE_ORDER, why
+
+__all__ = [
+    "BREAKER_PREFIX",
+    "DENIED_PREFIX",
+    "PIPELINE_ORDER",
+    "RISK_STATE_KEY",
+    "RoundTrip",
+    "RoundTripBook",
+    "TripFill",
+    "UnmatchedSell",
+    "breakers",
+    "calibration",
+    "latest_run_id",
+    "llm_usage",
+    "percentile",
+    "performance",
+    "rebuild_round_trips",
+    "reconcile_view",
+    "risk_view",
+    "round_trips",
+    "run_list",
+    "shadow_stats",
+    "why",
+]

@@ -1,0 +1,124 @@
+"""LLM usage (calls, tokens, cost, latency, selector abstentions) and the shadow ledger's per-strategy statistics."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
+
+from core.persistence.models import DecisionRow, LLMCallRow, ShadowSignalRow
+from core.reporting.filters import _norm_symbol, _window
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return round(ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo), 1)
+
+
+def _run_filter(stmt: Select[Any], model: Any, column: Any, run_id: str | None, start: date | None, end: date | None,
+                symbol: str | None) -> Select[Any]:  # fmt: skip
+    symbol = _norm_symbol(symbol)
+    if symbol is not None and hasattr(model, "symbol"):
+        stmt = stmt.where(model.symbol == symbol)
+    if run_id is not None:
+        stmt = stmt.where(model.run_id == run_id)
+    return _window(stmt, column, start, end)
+
+
+def llm_usage(
+    session: Session, *, run_id: str | None = None, start: date | None = None, end: date | None = None, symbol: str | None = None
+) -> dict[str, list[dict[str, Any]]]:
+    """LLM calls by purpose/provider/model (count, outcomes, tokens, cost, latency percentiles) and the selector's
+    abstentions by reason (``query_trades.py llm`` and the dashboard)."""
+    stmt = _run_filter(select(LLMCallRow), LLMCallRow, LLMCallRow.started_at, run_id, start, end, symbol)
+    groups: dict[tuple[str, str, str], list[LLMCallRow]] = {}
+    for call in session.scalars(stmt.order_by(LLMCallRow.started_at)):
+        groups.setdefault((call.purpose, call.provider, call.model), []).append(call)
+    calls: list[dict[str, Any]] = []
+    for (purpose, provider, model), rows in sorted(groups.items()):
+        latencies = [r.latency_ms for r in rows if r.outcome != "budget_exceeded"]
+        costs = [r.cost_usd for r in rows if r.cost_usd is not None]
+        outcomes: dict[str, int] = {}
+        for r in rows:
+            outcomes[r.outcome] = outcomes.get(r.outcome, 0) + 1
+        calls.append(
+            {
+                "purpose": purpose,
+                "provider": provider,
+                "model": model,
+                "calls": len(rows),
+                "outcomes": ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())),
+                "retries": sum(r.retries for r in rows),
+                "input_tokens": sum(r.input_tokens for r in rows),
+                "output_tokens": sum(r.output_tokens for r in rows),
+                "cost_usd": sum(costs, Decimal("0")),
+                "unpriced_calls": sum(1 for r in rows if r.cost_usd is None and r.outcome != "budget_exceeded"),
+                "latency_p50_ms": percentile(latencies, 0.5),
+                "latency_p95_ms": percentile(latencies, 0.95),
+                "latency_max_ms": round(max(latencies), 1) if latencies else None,
+            }
+        )
+    abst = _run_filter(select(DecisionRow), DecisionRow, DecisionRow.as_of, run_id, start, end, symbol).where(
+        DecisionRow.agent == "selector", DecisionRow.action == "abstain"
+    )
+    reasons: dict[str, int] = {}
+    for d in session.scalars(abst):
+        reasons[d.reason] = reasons.get(d.reason, 0) + 1
+    abstentions = [{"reason": r, "count": n} for r, n in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))]
+    return {"calls": calls, "abstentions": abstentions}
+
+
+def shadow_stats(
+    session: Session,
+    *,
+    run_id: str | None = None,
+    start: date | None = None,
+    end: date | None = None,
+    symbol: str | None = None,
+    horizon: int = 5,
+) -> list[dict[str, Any]]:
+    """Per strategy of the shadow ledger: how often it would have signalled, and the average forward return
+    ``horizon`` bars after its BUY/SELL signals, beside the same figures for the strategies the selector actually
+    chose (``selector``, listed first). ``query_trades.py shadow`` and the dashboard."""
+    stmt = _run_filter(select(ShadowSignalRow), ShadowSignalRow, ShadowSignalRow.as_of, run_id, start, end, symbol).order_by(
+        ShadowSignalRow.run_id, ShadowSignalRow.symbol, ShadowSignalRow.as_of
+    )
+    series: dict[tuple[str, str], list[ShadowSignalRow]] = {}
+    for row in session.scalars(stmt):
+        series.setdefault((row.run_id, row.symbol), []).append(row)
+    stats: dict[str, dict[str, Any]] = {}
+
+    def note(name: str, action: str, forward: float | None) -> None:
+        st = stats.setdefault(name, {"strategy": name, "evaluated": 0, "buy": 0, "sell": 0, "hold": 0, "_buy_fwd": [], "_sell_fwd": []})
+        st[action.lower()] += 1
+        if forward is not None and action != "HOLD":
+            st[f"_{action.lower()}_fwd"].append(forward)
+
+    for rows in series.values():
+        for i, row in enumerate(rows):
+            forward = rows[i + horizon].close / row.close - 1.0 if i + horizon < len(rows) and row.close else None
+            for name, (action, _strength) in row.signals.items():
+                note(name, action, forward)
+                stats[name]["evaluated"] += 1
+            chosen = row.signals.get(row.selected)
+            if chosen is not None:
+                note("selector", chosen[0], forward)
+                stats["selector"]["evaluated"] += 1
+    out: list[dict[str, Any]] = []
+    for name, st in sorted(stats.items(), key=lambda kv: (kv[0] != "selector", kv[0])):
+        buy, sell = st.pop("_buy_fwd"), st.pop("_sell_fwd")
+        st["buy_fwd_return_avg"] = round(sum(buy) / len(buy), 5) if buy else None
+        st["buy_hit_rate"] = round(sum(1 for x in buy if x > 0) / len(buy), 3) if buy else None
+        st["sell_fwd_return_avg"] = round(sum(sell) / len(sell), 5) if sell else None
+        st["sell_hit_rate"] = round(sum(1 for x in sell if x < 0) / len(sell), 3) if sell else None
+        st["horizon_bars"] = horizon
+        out.append(st)
+    return out
