@@ -210,3 +210,20 @@ def test_restore_when_the_saved_state_is_unknown_then_a_value_error_names_the_fi
         agent.restore({**_saved(TradingState.ACTIVE), "state": "frozen"})
     assert agent.state is TradingState.ACTIVE  # nothing half-applied
 
+
+
+async def test_on_validated_when_the_data_recover_after_a_trip_then_the_breaker_closes_and_entries_are_approved_again() -> None:
+    agent = _agent(await _broker_holding(), data_quality_min=0.8)
+    broad = {
+        "rejected": frozen_map({"AAPL": "files: disk unreadable", "IBM": "files: disk unreadable"}),
+        "exclusions": frozen_map({"AAPL": "provider", "IBM": "provider"}),
+        "data_quality": 0.5,
+    }
+    tripped = await agent.on_validated(_event({"IWM": Action.BUY}, **broad))
+
+    recovered = await agent.on_validated(_event({"IWM": Action.BUY}))
+
+    assert [d.rule for d in tripped.denials] == ["data_quality"]
+    assert [a.intent.symbol for a in recovered.approvals] == ["IWM"]
+    (closed,) = [e for e in recovered.breaker_events if e.get("name") == "data_quality"]
+    assert closed["to_state"] == "closed"

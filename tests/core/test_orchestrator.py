@@ -164,19 +164,27 @@ async def test_run_iteration_when_the_lock_guard_raises_then_no_handler_runs_and
     assert wiring.rows() == []
 
 
-async def test_run_iteration_when_a_handler_hangs_past_the_deadline_then_it_is_cancelled_and_recorded_degraded(wiring: Wiring) -> None:
-    async def hang(event: DataReady) -> None:
-        await asyncio.sleep(3600)
+async def test_run_iteration_when_a_handler_hangs_past_the_deadline_then_it_is_cancelled_recorded_degraded_and_the_next_runs_ok(wiring: Wiring) -> None:
+    calls: list[str] = []
 
-    wiring.bus.subscribe(DataReady, hang, "slow.on_data")
+    async def hang_once(event: DataReady) -> None:
+        calls.append(event.iteration_id)
+        if len(calls) == 1:
+            await asyncio.sleep(3600)
+
+    wiring.bus.subscribe(DataReady, hang_once, "slow.on_data")
     orchestrator = wiring.orchestrator(deadline_s=0.01)
 
     first = await asyncio.wait_for(orchestrator.run_iteration(), timeout=60)
+    executed_in_first = "ExecutedReady" in wiring.seen
+    wiring.clock.advance_to(datetime(2021, 3, 11, 21, tzinfo=UTC))
+    second = await asyncio.wait_for(orchestrator.run_iteration(), timeout=60)
 
     assert first.status == "degraded"
     assert "iteration deadline" in (first.error or "")
-    assert wiring.rows() == [(1, "degraded", first.error)]
-    assert "ExecutedReady" not in wiring.seen  # the pipeline was stopped with the hanging stage
+    assert not executed_in_first  # the pipeline was stopped with the hanging stage
+    assert second.status == "ok"  # the next iteration runs normally
+    assert wiring.rows() == [(1, "degraded", first.error), (2, "ok", None)]
 
 
 async def test_run_iteration_when_a_stage_of_the_chain_raises_a_temporary_error_then_recorded_degraded_with_the_data_it_had(
