@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import json
 import math
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, time
 from decimal import Decimal
 from pathlib import Path
 

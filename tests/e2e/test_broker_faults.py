@@ -22,7 +22,6 @@ from core.calendar import MarketCalendar
 from core.persistence.models import Iteration, OrderRow, Run
 from tests.conftest import REPO_ROOT
 from tests.fakes.alpaca_server import (
-    BARS_PATH,
     MARKET_DATA_SPEC_PATH,
     FakeAlpacaServer,
     OpenApiSpec,
