@@ -81,7 +81,12 @@ class EventBus:
         self._idle.set()
         self._closed = False
 
-    def subscribe(self, event_type: type[E], handler: Callable[[E], HandlerResult | Awaitable[HandlerResult]], name: str | None = None) -> None:
+    def subscribe(
+        self,
+        event_type: type[E],
+        handler: Callable[[E], HandlerResult | Awaitable[HandlerResult]],
+        name: str | None = None,
+    ) -> None:
         label = name or getattr(handler, "__qualname__", repr(handler))
         self._subscriptions[event_type].append(_Subscription(event_type, handler, label))
 

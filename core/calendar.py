@@ -97,7 +97,9 @@ def format_eastern(at: datetime) -> str:
 
 
 @functools.lru_cache(maxsize=8)
-def _schedule(exchange: str, start: date, end: date) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, pd.DatetimeIndex]:
+def _schedule(
+    exchange: str, start: date, end: date
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, pd.DatetimeIndex]:
     """The exchange's sessions between ``start`` and ``end`` as read-only arrays (see :class:`MarketCalendar`).
 
     Building an exchange_calendars calendar takes ~0.1 s; the arrays are immutable, so every MarketCalendar of the same

@@ -77,7 +77,9 @@ def main() -> None:
     )
     started = time.perf_counter()
     checks = {symbol: FrameChecks.of(frame, calendar) for symbol, frame in long_frames.items()}
-    print(f"FrameChecks.of: {SYMBOLS} frames x {len(decade)} bars in {(time.perf_counter() - started) * 1000:.1f} ms (once per frame)")
+    print(
+        f"FrameChecks.of: {SYMBOLS} frames x {len(decade)} bars in {(time.perf_counter() - started) * 1000:.1f} ms (once per frame)"
+    )
     latest = latest_session_day(as_of, calendar)
     ends = {symbol: len(frame) for symbol, frame in long_frames.items()}
 

@@ -38,6 +38,7 @@ from core.domain import Action
 from strategies import indicators as ind
 from strategies.base import SIGNAL_COLUMNS, Peers, Strategy, StrategyParams
 
+
 class StopParams(StrategyParams):
     """Parameters every strategy shares: the ATR stop (the strategies with a structural target have only these)."""
 

@@ -179,9 +179,7 @@ class SectorRotation(BarStrategy):
         @model_validator(mode="after")
         def _exactly_one_cutoff(self) -> "SectorRotation.Params":
             if (self.top_fraction is None) == (self.top_n is None):
-                raise ValueError(
-                    f"set exactly one of top_fraction ({self.top_fraction}) and top_n ({self.top_n})"
-                )
+                raise ValueError(f"set exactly one of top_fraction ({self.top_fraction}) and top_n ({self.top_n})")
             return self
 
     def __init__(self, **overrides: Any) -> None:

@@ -130,7 +130,12 @@ class FixedSelector:
         self._ready = f"fixed strategy {name} ({origin})"  # the reason once the history suffices (every session after)
 
     def choose(
-        self, context: MarketContext | None, available_history: int, *, benchmark_available: bool = False, universe_available: bool = False
+        self,
+        context: MarketContext | None,
+        available_history: int,
+        *,
+        benchmark_available: bool = False,
+        universe_available: bool = False,
     ) -> tuple[str, str]:
         needed = self._needed
         if needed < available_history:

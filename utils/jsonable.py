@@ -25,7 +25,9 @@ from typing import Any, Literal, Mapping
 __all__ = ["jsonable"]
 
 
-def jsonable(value: Any, *, decimals: Literal["text", "float"] = "text", infinities: Literal["null", "text"] = "null") -> Any:
+def jsonable(
+    value: Any, *, decimals: Literal["text", "float"] = "text", infinities: Literal["null", "text"] = "null"
+) -> Any:
     """``value`` as plain JSON types (``json.dumps(..., allow_nan=False)`` accepts the result); see the module doc."""
     if isinstance(value, Enum):
         return jsonable(value.value, decimals=decimals, infinities=infinities)

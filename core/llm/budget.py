@@ -67,8 +67,7 @@ class DailyBudget:
             return f"budget exceeded: {self._calls}/{self._max_calls} LLM calls used on {day.isoformat()} (UTC)"
         if self._usd >= self._max_usd:
             return (
-                f"budget exceeded: ${self._usd} of ${self._max_usd} estimated LLM spend used on "
-                f"{day.isoformat()} (UTC)"
+                f"budget exceeded: ${self._usd} of ${self._max_usd} estimated LLM spend used on {day.isoformat()} (UTC)"
             )
         return None
 

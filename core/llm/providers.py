@@ -152,9 +152,7 @@ async def run_with_retries(
             if retry and failure.retry_after_s is not None:
                 if failure.retry_after_s > policy.max_delay_s:
                     retry = False
-                    message += (
-                        f" (retry-after {failure.retry_after_s:g}s exceeds the {policy.max_delay_s:g}s cap; not retried)"
-                    )
+                    message += f" (retry-after {failure.retry_after_s:g}s exceeds the {policy.max_delay_s:g}s cap; not retried)"
                 else:
                     delay = max(failure.retry_after_s, 0.0)
             if not retry:

@@ -110,7 +110,9 @@ class ModelPrice:
     output_per_million: Decimal
 
     def cost(self, input_tokens: int, output_tokens: int) -> Decimal:
-        raw = (Decimal(input_tokens) * self.input_per_million + Decimal(output_tokens) * self.output_per_million) / MILLION
+        raw = (
+            Decimal(input_tokens) * self.input_per_million + Decimal(output_tokens) * self.output_per_million
+        ) / MILLION
         return raw.quantize(COST_QUANTUM)
 
 
@@ -196,4 +198,3 @@ class PriceTable:
 
     def __repr__(self) -> str:
         return f"PriceTable({len(self._prices)} models)"
-

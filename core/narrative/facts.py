@@ -196,6 +196,4 @@ def validate_narrative(text: str, facts: Mapping[str, Any] | FactIndex) -> Narra
         return NarrativeCheck(False, tuple(unknown), "not in the facts: " + ", ".join(unknown), len(tokens))
     n_numbers = sum(1 for t in tokens if isinstance(t, NumberToken))
     n_other = len(tokens) - n_numbers
-    return NarrativeCheck(
-        True, (), f"all {n_numbers} numbers and {n_other} dates/times match the facts", len(tokens)
-    )
+    return NarrativeCheck(True, (), f"all {n_numbers} numbers and {n_other} dates/times match the facts", len(tokens))

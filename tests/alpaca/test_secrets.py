@@ -55,7 +55,9 @@ def assert_no_secret(texts: list[str]) -> None:
 
 def echo_secret(request: RecordedRequest) -> Reply:
     """A misbehaving server (or proxy) that echoes the credentials back in its error body."""
-    return Reply(500, json={"message": f"rejected {request.header('APCA-API-KEY-ID')}:{request.header('APCA-API-SECRET-KEY')}"})
+    return Reply(
+        500, json={"message": f"rejected {request.header('APCA-API-KEY-ID')}:{request.header('APCA-API-SECRET-KEY')}"}
+    )
 
 
 def test_errors_logs_and_reprs_never_contain_the_credentials(

@@ -75,7 +75,9 @@ def make_broker(
         }
         options.update(overrides)
         broker = AlpacaBroker(
-            str(options.pop("api_key", API_KEY)), str(options.pop("secret_key", SECRET_KEY)), **options  # type: ignore[arg-type]
+            str(options.pop("api_key", API_KEY)),
+            str(options.pop("secret_key", SECRET_KEY)),
+            **options,  # type: ignore[arg-type]
         )
         created.append(broker)
         return broker

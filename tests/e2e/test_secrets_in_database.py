@@ -35,7 +35,11 @@ class _EchoingLLM(JsonHandler):
             _EchoingLLM.seen.append("groq")
             symbols, allowed = asked_from_schema(groq_schema(body))
             echoed = f"{GROQ_KEY} ({self.headers.get('authorization')})"
-            answer = {"choices": [{"symbol": s, "strategy": allowed[0], "reason": f"chosen for key {echoed}"} for s in symbols]}
+            answer = {
+                "choices": [
+                    {"symbol": s, "strategy": allowed[0], "reason": f"chosen for key {echoed}"} for s in symbols
+                ]
+            }
             payload: dict[str, Any] = groq_completion(json.dumps(answer))
             payload["model"] = body.get("model", payload["model"])
         else:

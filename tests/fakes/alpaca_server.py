@@ -269,7 +269,9 @@ class OpenApiSpec:
             value = _header(headers or {}, name)
             if value is None:
                 continue
-            header_pointer = response_pointer + quote("/headers/" + name.replace("~", "~0").replace("/", "~1"), safe="/~")
+            header_pointer = response_pointer + quote(
+                "/headers/" + name.replace("~", "~0").replace("/", "~1"), safe="/~"
+            )
             header, header_pointer = self._resolve(raw_header, header_pointer)
             schema_pointer = header_pointer + quote("/schema", safe="/~")
             schema, _ = self._resolve(header.get("schema", {}), schema_pointer)

@@ -136,8 +136,12 @@ def test_market_context_as_dict_when_serialised_then_json_ready():
 
 @pytest.mark.parametrize(
     "changes, field",
-    [({"volume_short": 60, "volume_long": 20}, "volume_short"), ({"trend_threshold": 0.0}, "trend_threshold"),
-     ({"volatility_window": 1}, "volatility_window"), ({"volatile_ratio": math.nan}, "volatile_ratio")],
+    [
+        ({"volume_short": 60, "volume_long": 20}, "volume_short"),
+        ({"trend_threshold": 0.0}, "trend_threshold"),
+        ({"volatility_window": 1}, "volatility_window"),
+        ({"volatile_ratio": math.nan}, "volatile_ratio"),
+    ],
 )
 def test_context_rules_when_invalid_then_rejected_naming_the_field(changes, field):
     with pytest.raises(ValueError, match=field):
