@@ -22,7 +22,7 @@ import os
 import sys
 import time
 from datetime import UTC, date, datetime, timedelta
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 
 from config.settings import (
@@ -262,8 +262,10 @@ def _buy_and_hold(provider: BarProvider, symbol: str, first: date, last: date) -
         return None
     closes = frame["close"]
     dates = [d.date() for d in closes.index]
-    before = [c for d, c in zip(dates, closes) if d <= first]  # the first session's close, as the backtest's benchmark
-    upto = [c for d, c in zip(dates, closes) if d <= last]
+    before = [
+        c for d, c in zip(dates, closes, strict=False) if d <= first
+    ]  # the first session's close, as the backtest's benchmark
+    upto = [c for d, c in zip(dates, closes, strict=False) if d <= last]
     if not before or not upto:
         return None
     return float(upto[-1]) / float(before[-1]) - 1.0

@@ -7,7 +7,8 @@ import hashlib
 import json
 from collections import Counter, deque
 from datetime import datetime
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
+from collections.abc import Callable, Mapping, Sequence
 
 from loguru import logger
 

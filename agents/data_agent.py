@@ -19,7 +19,7 @@ no symbol is usable because of data problems is degraded (``DataReady.degraded``
 from __future__ import annotations
 
 from collections import Counter
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd

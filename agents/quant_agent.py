@@ -82,7 +82,8 @@ from __future__ import annotations
 import asyncio
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any, Awaitable, Callable, Mapping, Protocol, Sequence
+from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -252,8 +253,8 @@ def vif_of(values: np.ndarray, names: Sequence[str], *, min_rows: int) -> VifRes
     std = rows.std(axis=0) if len(rows) else np.zeros(len(names))
     scale = np.maximum(1.0, np.abs(rows).max(axis=0)) if len(rows) else np.ones(len(names))
     varying = std > 1e-12 * scale
-    kept = [name for name, v in zip(names, varying) if v]
-    dropped = tuple(name for name, v in zip(names, varying) if not v)
+    kept = [name for name, v in zip(names, varying, strict=False) if v]
+    dropped = tuple(name for name, v in zip(names, varying, strict=False) if not v)
     if len(kept) < 2:
         return VifResult({}, len(rows), dropped, f"{len(kept)} varying feature(s): nothing to be collinear with")
     needed = max(min_rows, len(kept) + 2)

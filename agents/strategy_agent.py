@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -54,7 +55,7 @@ class _Columns:
     indicators: tuple[tuple[str, np.ndarray], ...]  # the "ind_*" columns, by indicator name
 
     @classmethod
-    def of(cls, frame: pd.DataFrame) -> "_Columns":
+    def of(cls, frame: pd.DataFrame) -> _Columns:
         arrays = {str(c): _column_values(frame[c]) for c in frame.columns}
         indicators = tuple((name[4:], values) for name, values in arrays.items() if name.startswith("ind_"))
         return cls(frame.index, arrays, frame.index.asi8, frame.index.unit, indicators)
@@ -421,7 +422,7 @@ class StrategyAgent:
             ledger[name] = [_ACTION_VALUE[code], round(strengths[k], 4) if code else 0.0]
         return {"symbol": sb.symbol, "selected": choice.strategy, "close": sb.last_close, "signals": ledger}
 
-    def _shadow_matrix(self, sb: SymbolBars, peers: Peers) -> "_ShadowMatrix":
+    def _shadow_matrix(self, sb: SymbolBars, peers: Peers) -> _ShadowMatrix:
         """Every registered strategy's action code and strength at every bar of the frame (strategies x bars).
 
         Only these two columns are kept: a strategy's full signal frame (stops, targets, indicators) stays cached only

@@ -402,7 +402,7 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _check_cross_fields(self) -> "Settings":
+    def _check_cross_fields(self) -> Settings:
         if (
             self.llm_fallback_provider is not LLMProvider.NONE
             and self.llm_fallback_provider == self.llm_selector_provider

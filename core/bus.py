@@ -20,7 +20,8 @@ import inspect
 import traceback
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Sequence, TypeVar
+from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
 
 from loguru import logger
 

@@ -130,7 +130,7 @@ class MarketCalendar:
     """
 
     @classmethod
-    def covering(cls, first: date, exchange: str = "XNYS") -> "MarketCalendar":
+    def covering(cls, first: date, exchange: str = "XNYS") -> MarketCalendar:
         """A calendar from ``first`` (or :data:`DEFAULT_START`, whichever is earlier) to :data:`DEFAULT_END`: data
         going back to 1962 is replayed on the exchange's 1962 sessions instead of failing with a CalendarError."""
         return cls(start=min(first, DEFAULT_START), end=DEFAULT_END, exchange=exchange)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, Callable, Mapping
+from typing import Any
+from collections.abc import Callable, Mapping
 
 from config.settings import PROJECT_ROOT, Schedule, Settings
 from core.calendar import MarketCalendar, format_eastern

@@ -6,7 +6,7 @@ import asyncio
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from loguru import logger
 

@@ -19,10 +19,10 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from core.calendar import MarketCalendar
-from core.data.files import FileProvider
-from core.data.synthetic import generate_bars
-from core.data.validation import FrameChecks, latest_session_day, validate_batch
+from core.calendar import MarketCalendar  # noqa: E402  (after the sys.path line above)
+from core.data.files import FileProvider  # noqa: E402  (after the sys.path line above)
+from core.data.synthetic import generate_bars  # noqa: E402  (after the sys.path line above)
+from core.data.validation import FrameChecks, latest_session_day, validate_batch  # noqa: E402  (after the sys.path line above)
 
 SYMBOLS = 500
 BARS = 300

@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -151,7 +152,7 @@ def query_trades(session: Session, args: argparse.Namespace, run_id: str | None)
     )
     stmt = _limit(_filters(stmt, FillRow, FillRow.filled_at, args, run_id), FillRow.filled_at, args)
     rows = []
-    for fill, strategy, order_type, reason in session.execute(stmt):
+    for fill, strategy, order_type, _reason in session.execute(stmt):
         rows.append(
             {
                 "filled_at": fill.filled_at,
@@ -318,9 +319,9 @@ def render_table(rows: Sequence[Row]) -> str:
     columns = list(rows[0].keys())
     cells = [[_cell(r.get(c)) for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip()]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=False)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
-    lines.extend("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells)
+    lines.extend("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=False)).rstrip() for row in cells)
     lines.append(f"({len(rows)} rows)")
     return "\n".join(lines)
 

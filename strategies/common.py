@@ -28,7 +28,8 @@ import math
 from abc import abstractmethod
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -166,7 +167,7 @@ def assemble_frame(
     """
     if _FROM_ARRAYS is not None and not public_api:
         return _FROM_ARRAYS(arrays, columns=columns, index=index, verify_integrity=False)
-    return pd.DataFrame(dict(zip(columns, arrays)), index=index, copy=True)
+    return pd.DataFrame(dict(zip(columns, arrays, strict=False)), index=index, copy=True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import math
 from types import MappingProxyType
-from typing import Final, Mapping
+from typing import Final
+from collections.abc import Mapping
 
 from strategies.base import Strategy
 from strategies.context import MarketContext

@@ -361,7 +361,7 @@ def test_open_positions_carry_stop_target_and_unrealised_pnl(built: Built, s: Se
     positions = q.open_positions(s, built.replay)
     assert rows, "2018-H1 ends with an open position"
     assert len(positions.frame) == len(rows)
-    for p, row in zip(positions.frame.itertuples(), sorted(rows, key=lambda r: r.symbol)):
+    for p, row in zip(positions.frame.itertuples(), sorted(rows, key=lambda r: r.symbol), strict=False):
         assert (p.symbol, p.quantity, p.average_price, p.last_price) == (
             row.symbol,
             row.quantity,
@@ -401,7 +401,8 @@ def test_order_and_fill_counts_and_the_most_recent_rows(built: Built, s: Session
         all_fills = q.recent_fills(s, run_id, limit=1000)
         assert len(all_fills) == counts["fills"]
         assert all(
-            v == qty * price for v, qty, price in zip(all_fills["value"], all_fills["quantity"], all_fills["price"])
+            v == qty * price
+            for v, qty, price in zip(all_fills["value"], all_fills["quantity"], all_fills["price"], strict=False)
         )
         assert set(all_fills["client_order_id"]) <= set(
             s.scalars(select(OrderRow.client_order_id).where(OrderRow.run_id == run_id))
@@ -415,7 +416,7 @@ def test_round_trips_when_a_run_closed_trades_then_each_row_has_its_pnl_exit_rea
         trips = q.round_trips(s, run_id)
         closed = reporting.round_trips(s, run_id=run_id)  # what `query_trades.py trades` lists
         assert len(trips) == len(closed) > 0
-        assert sorted(zip(trips["symbol"], trips["entry_at"], trips["exit_at"])) == sorted(
+        assert sorted(zip(trips["symbol"], trips["entry_at"], trips["exit_at"], strict=False)) == sorted(
             (t.symbol, t.entry_at, t.exit_at) for t in closed
         )
         assert list(trips["exit_at"]) == sorted(trips["exit_at"], reverse=True)  # newest exit first
@@ -501,7 +502,7 @@ def test_refusals_by_rule_equal_a_direct_count(built: Built, s: Session) -> None
             ).all()
         )
         refusals = q.refusals_by_rule(s, run_id)
-        assert {f"denied:{r}": c for r, c in zip(refusals["rule"], refusals["count"])} == direct
+        assert {f"denied:{r}": c for r, c in zip(refusals["rule"], refusals["count"], strict=False)} == direct
         assert list(refusals["count"]) == sorted(refusals["count"], reverse=True)
     assert len(q.refusals_by_rule(s, built.replay)) >= 2  # 2018-H1 refuses for several rules
 

@@ -27,7 +27,8 @@ import json
 import math
 import threading
 import time
-from typing import Any, Callable, Iterable, Mapping, Protocol
+from typing import Any, Protocol
+from collections.abc import Callable, Iterable, Mapping
 from urllib.parse import urlsplit
 
 import requests

@@ -11,7 +11,8 @@ decision reason, an audit narrative, an error message - cannot reach a table thr
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 from sqlalchemy import Engine, event
 

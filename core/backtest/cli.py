@@ -22,7 +22,8 @@ import sys
 
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Sequence, TextIO
+from typing import Any, TextIO
+from collections.abc import Sequence
 
 
 from utils.cli import db_argument, install_stop_handlers, interpreter_command, iso_date

@@ -37,7 +37,7 @@ class TradeRecord:
     return_pct: float | None
 
     @classmethod
-    def of(cls, trip: RoundTrip) -> "TradeRecord":
+    def of(cls, trip: RoundTrip) -> TradeRecord:
         exit_price = trip.exit_price
         pnl = trip.pnl
         return cls(

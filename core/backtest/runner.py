@@ -395,7 +395,7 @@ def _robustness(equity: pd.Series, closed: Sequence[ClosedTrade], initial: float
         before = [equity.asof(pd.Timestamp(t.entry_at)) for t in closed]
         returns = [
             t.pnl / (b if isinstance(b, float) and math.isfinite(b) and b > 0 else initial)
-            for t, b in zip(closed, before)
+            for t, b in zip(closed, before, strict=False)
         ]
         bootstrap["trades (pnl / equity before entry)"] = bootstrap_trades(
             returns, n=config.monte_carlo, seed=config.seed

@@ -34,7 +34,7 @@ class RecordedSelector:
         return len(self._choices)
 
     @classmethod
-    def load(cls, database_url: str, run_id: str, registry: Mapping[str, Any]) -> "RecordedSelector":
+    def load(cls, database_url: str, run_id: str, registry: Mapping[str, Any]) -> RecordedSelector:
         engine = open_database(database_url)
         try:
             from sqlalchemy.orm import Session

@@ -390,7 +390,7 @@ def _decisions_panel(session: Session, run_id: str) -> None:
     decisions = q.recent_decisions(session, run_id)
     st.markdown("**Recent decisions per agent** (newest first)")
     if decisions:
-        for tab, (agent, frame) in zip(st.tabs(list(decisions)), decisions.items()):
+        for tab, (_agent, frame) in zip(st.tabs(list(decisions)), decisions.items(), strict=False):
             tab.dataframe(
                 fmt.table(
                     frame.drop(columns=["agent"]),

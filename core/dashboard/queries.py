@@ -664,7 +664,7 @@ def latest_narrative(session: Session, run_id: str) -> dict[str, Any] | None:
     return {"at": report.at, "kind": report.kind, "text": report.text, "iteration_id": report.iteration_id}
 
 
-def daemon_health(session: Session, settings: "Settings", now: datetime) -> dict[str, Any]:
+def daemon_health(session: Session, settings: Settings, now: datetime) -> dict[str, Any]:
     """The verdict of ``python main.py health`` (:func:`core.health.health_report`): healthy when the daemon's last heartbeat
     is not older than its next scheduled run plus ``HEALTH_GRACE_MINUTES`` and trading is not HALTED. Adds
     ``heartbeat`` (the raw heartbeat row: run, iteration, session, status) when there is one. Database-wide: the

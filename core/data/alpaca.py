@@ -22,7 +22,8 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, date, datetime, time as dtime, timedelta
-from typing import Callable, Iterable, Mapping, Protocol, Sequence
+from typing import Protocol
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
 import numpy as np

@@ -7,7 +7,7 @@ latest completed session, is served from memory (the provider that originally se
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import pandas as pd
 

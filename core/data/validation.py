@@ -293,7 +293,9 @@ def _validate_many(
         suspects = _calendar_suspects(
             [windows[i] for i in filled], lengths[filled], ctx, ctx.calendar, ctx.latest_session_day
         )
-        for w in [w for w in windows if not len(w.days)] + [windows[i] for i, bad in zip(filled, suspects) if bad]:
+        for w in [w for w in windows if not len(w.days)] + [
+            windows[i] for i, bad in zip(filled, suspects, strict=False) if bad
+        ]:
             found[w.symbol].extend(_calendar_problems(w, ctx, ctx.calendar, ctx.latest_session_day))
     return found, ends
 
@@ -539,7 +541,7 @@ class FrameChecks:
     session_pos: np.ndarray  # per row: index of the first calendar session on or after its day (clamped)
 
     @classmethod
-    def of(cls, frame: pd.DataFrame, calendar: MarketCalendar | None) -> "FrameChecks | None":
+    def of(cls, frame: pd.DataFrame, calendar: MarketCalendar | None) -> FrameChecks | None:
         """The checks of ``frame``, or None when it cannot take the fast path (layout problems, unsorted index):
         such frames are validated in full every time, which also reports the problem."""
         index = frame.index
@@ -652,7 +654,7 @@ class VisibleCutoff:
     latest_session_day: int | None  # latest completed session (None without a calendar)
 
     @classmethod
-    def at(cls, as_of: datetime, calendar: MarketCalendar | None) -> "VisibleCutoff":
+    def at(cls, as_of: datetime, calendar: MarketCalendar | None) -> VisibleCutoff:
         ctx = _context(as_of, calendar, 0)
         return cls(ctx.cutoff_day, ctx.latest_session_day)
 

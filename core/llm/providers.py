@@ -18,7 +18,8 @@ import asyncio
 import math
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Awaitable, Callable, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
+from collections.abc import Awaitable, Callable
 
 from core.errors import ExternalError, TemporaryError
 from core.llm.prompts import SelectionRequest, clean_text

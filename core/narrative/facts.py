@@ -37,7 +37,8 @@ import math
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from decimal import Decimal
-from typing import Any, Iterable, Mapping
+from typing import Any
+from collections.abc import Iterable, Mapping
 
 from core.narrative.tokens import DateToken, NumberToken, TimeToken, extract_tokens
 

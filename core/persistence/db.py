@@ -473,7 +473,7 @@ class DaemonLock:
             self._connection = None
             self._backend_pid = None
 
-    def __enter__(self) -> "DaemonLock":
+    def __enter__(self) -> DaemonLock:
         self.acquire()
         return self
 

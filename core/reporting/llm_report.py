@@ -120,7 +120,7 @@ def shadow_stats(
                 note("selector", chosen[0], forward)
                 stats["selector"]["evaluated"] += 1
     out: list[dict[str, Any]] = []
-    for name, st in sorted(stats.items(), key=lambda kv: (kv[0] != "selector", kv[0])):
+    for _name, st in sorted(stats.items(), key=lambda kv: (kv[0] != "selector", kv[0])):
         buy, sell = st.pop("_buy_fwd"), st.pop("_sell_fwd")
         st["buy_fwd_return_avg"] = round(sum(buy) / len(buy), 5) if buy else None
         st["buy_hit_rate"] = round(sum(1 for x in buy if x > 0) / len(buy), 3) if buy else None

@@ -34,7 +34,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 from core.risk.exposure import exposure_by_bucket, gross_exposure, position_value
 from core.risk.models import (

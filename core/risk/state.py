@@ -46,7 +46,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from datetime import date
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
 
 from core.risk.models import PortfolioView, RiskLimits, TradingState
 
@@ -195,7 +196,7 @@ class Protection:
         }
 
     @classmethod
-    def from_dict(cls, saved: Mapping[str, Any]) -> "Protection":
+    def from_dict(cls, saved: Mapping[str, Any]) -> Protection:
         """Read a persisted state (older snapshots without the lock fields are accepted: their lock reference is the
         high-water mark). Raises ValueError naming a bad field."""
         try:

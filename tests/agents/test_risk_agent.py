@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
-from typing import Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 import pandas as pd
 import pytest

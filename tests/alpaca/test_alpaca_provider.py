@@ -6,7 +6,7 @@ import json
 import socket
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -49,7 +49,7 @@ def expected_frame(symbol: str, sessions: Sequence[date]) -> pd.DataFrame:
     index = pd.DatetimeIndex([pd.Timestamp(day) for day in sessions], name="timestamp").as_unit("ns").tz_localize(UTC)
     data = {
         name: [float(bar[key]) for bar in bars]
-        for name, key in zip(("open", "high", "low", "close", "volume"), "ohlcv")
+        for name, key in zip(("open", "high", "low", "close", "volume"), "ohlcv", strict=False)
     }
     return pd.DataFrame(data, index=index)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 import requests

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 from datetime import UTC, date, datetime
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from loguru import logger

@@ -4,7 +4,7 @@ manual clock, a virtual-time rate limiter and a factory of real :class:`core.bro
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 

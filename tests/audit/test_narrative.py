@@ -10,7 +10,8 @@ import asyncio
 import json
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import httpx2
 import pytest

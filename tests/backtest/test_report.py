@@ -257,7 +257,7 @@ def test_line_chart_when_index_in_any_unit_then_x_maps_the_dates_across_the_plot
     [points] = _polylines(svg)
     xs = [x for x, _ in points]
     assert len(xs) == len(index)
-    assert all(b > a for a, b in zip(xs, xs[1:]))  # strictly increasing
+    assert all(b > a for a, b in zip(xs, xs[1:], strict=False))  # strictly increasing
     assert xs[0] == pytest.approx(left, abs=0.06) and xs[-1] == pytest.approx(left + width, abs=0.06)
     # every point sits where its time falls between the first and the last
     span = (index[-1] - index[0]).total_seconds()

@@ -503,7 +503,7 @@ def test_shadow_ledgers_follow_buy_to_sell_at_the_signal_closes() -> None:
     closes = [100.0, 110.0, 121.0, 110.0]
     a = [["BUY", 0.6], ["HOLD", 0.0], ["SELL", 0.5], ["HOLD", 0.0]]
     rows = []
-    for day, close, signal in zip(days, closes, a):
+    for day, close, signal in zip(days, closes, a, strict=False):
         signals = {"alpha": signal}
         if day == days[-1]:
             signals["beta"] = ["BUY", 0.7]  # beta is eligible only on the last day

@@ -182,7 +182,7 @@ def _readme_exit_codes() -> dict[int, str]:
     assert match, "README has no 'Exit codes:' paragraph"
     paragraph = " ".join(match.group(1).split())
     parts = re.split(r"(?:^|, )(\d) (?=[a-z])", paragraph)
-    return {int(code): meaning for code, meaning in zip(parts[1::2], parts[2::2])}
+    return {int(code): meaning for code, meaning in zip(parts[1::2], parts[2::2], strict=False)}
 
 
 def test_exit_code_table_when_compared_with_readme_then_each_code_means_what_readme_says():

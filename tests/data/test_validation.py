@@ -320,7 +320,7 @@ def test_price_moves_of_symbols_concatenated_equal_each_symbol_alone(real_frames
     closes[2][0] = np.nan
     starts = np.r_[0, np.cumsum([len(c) for c in closes])[:-1]]
     spike, jump = v._moves(np.concatenate(closes), starts)
-    for close, lo in zip(closes, starts):
+    for close, lo in zip(closes, starts, strict=False):
         alone = v.price_moves(close)
         assert (spike[lo : lo + len(close)] == alone[0]).all() and (jump[lo : lo + len(close)] == alone[1]).all()
     assert spike[starts[0] + 100] and jump[starts[1] + len(closes[1]) - 1]

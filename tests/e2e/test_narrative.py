@@ -5,7 +5,7 @@ facts is rejected and the deterministic template is recorded instead, with the r
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import create_engine, select

@@ -6,7 +6,7 @@ import math
 import statistics
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd

@@ -29,7 +29,8 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any, Mapping, Sequence
+from typing import Any
+from collections.abc import Mapping, Sequence
 
 from core.domain import Decision, EquitySnapshot, Fill, Order, OrderStatus, OrderType, Position, Side
 from core.persistence.db import open_database

@@ -7,7 +7,8 @@ import threading
 import json
 import re
 from datetime import datetime, timedelta
-from typing import Any, Callable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 import requests
 from alpaca.common.enums import Sort

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from datetime import datetime
 from decimal import ROUND_FLOOR, Decimal
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
