@@ -1,5 +1,7 @@
 # make demo : create .venv if needed, install the runtime dependencies, replay two years of bundled bars (offline)
 # make test : create .venv if needed, install with the dev extras, run the test suite
+# make lint : ruff's lint and format checks (what .ci/run runs before the tests)
+# make test-fast : the tests not marked slow (no crash loops, no service install)
 # make dashboard : the read-only monitoring dashboard on http://127.0.0.1:8501/ (DASHBOARD_ARGS="--db URL --port N")
 # Every step says what it does; pip's output is condensed to one progress line (the full log: .venv/pip.log).
 VENV ?= .venv
@@ -8,7 +10,7 @@ STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 SHELL := /bin/bash
 
-.PHONY: demo test setup setup-dev bench dashboard clean-venv
+.PHONY: demo test test-fast lint setup setup-dev bench dashboard clean-venv
 
 # pip install "$(1)" with one self-updating progress line (on a terminal; a line per package otherwise); on failure
 # the end of the log.
@@ -59,6 +61,15 @@ demo: setup
 test: setup-dev
 	@echo "==> Running the tests: $(PY) -m pytest $(PYTEST_ARGS)"
 	@$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: setup-dev
+	@echo "==> Running the fast tests: $(PY) -m pytest -m 'not slow' $(PYTEST_ARGS)"
+	@$(PY) -m pytest -m 'not slow' $(PYTEST_ARGS)
+
+lint: setup-dev
+	@echo "==> Lint: $(PY) -m ruff check . && $(PY) -m ruff format --check ."
+	@$(PY) -m ruff check .
+	@$(PY) -m ruff format --check .
 
 dashboard: setup
 	$(PY) main.py dashboard $(DASHBOARD_ARGS)

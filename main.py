@@ -22,7 +22,7 @@ import os
 import sys
 import time
 from datetime import UTC, date, datetime, timedelta
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 
 from config.settings import (
@@ -111,31 +111,49 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--iterations", type=int, metavar="N", help="run N iterations and exit")
     run.add_argument("--offline", action="store_true", help="configured offline data provider + simulated broker")
     run.add_argument("--confirm-live", metavar="ACCOUNT", help="live trading only: the whole account number")
-    run.add_argument("--create-db", action="store_true", help="start a new, empty ledger when the SQLite file DATABASE_URL names does not exist")
+    run.add_argument(
+        "--create-db",
+        action="store_true",
+        help="start a new, empty ledger when the SQLite file DATABASE_URL names does not exist",
+    )
 
-    for name, help_text in (("replay", "replay a date range of the data through the simulated clock and broker"),
-                            ("demo", "replay the last two years of the bundled data")):
+    for name, help_text in (
+        ("replay", "replay a date range of the data through the simulated clock and broker"),
+        ("demo", "replay the last two years of the bundled data"),
+    ):
         p = sub.add_parser(name, parents=[common], help=help_text)
         p.add_argument("--start", type=iso_date, help="first session (default: two years before --end)")
         p.add_argument("--end", type=iso_date, help="last session (default: the data's last date)")
         p.add_argument("--quiet", action="store_true", help="no progress lines")
-        p.add_argument("--llm", action="store_true", help="allow live LLM strategy selection (off by default in replays)")
+        p.add_argument(
+            "--llm", action="store_true", help="allow live LLM strategy selection (off by default in replays)"
+        )
 
-    status = sub.add_parser("status", parents=[common], help="market open/closed, the current or next session, the next iteration")
+    status = sub.add_parser(
+        "status", parents=[common], help="market open/closed, the current or next session, the next iteration"
+    )
     status.add_argument("--at", help="ISO time to evaluate (default: now); naive times are UTC")
     status.add_argument("--json", action="store_true", help="print JSON")
 
-    health = sub.add_parser("health", parents=[common], help="exit 0 when the daemon is fresh and not halted, 1 otherwise")
+    health = sub.add_parser(
+        "health", parents=[common], help="exit 0 when the daemon is fresh and not halted, 1 otherwise"
+    )
     health.add_argument("--json", action="store_true", help="print JSON")
-    reset = sub.add_parser("reset", parents=[common], help="manual reset of a HALTED/REDUCING daemon to ACTIVE (daemon stopped)")
+    reset = sub.add_parser(
+        "reset", parents=[common], help="manual reset of a HALTED/REDUCING daemon to ACTIVE (daemon stopped)"
+    )
     reset.add_argument("--reason", required=True, help="who resets and why (recorded)")
 
     add_backtest_parser(sub, parents=[common])
 
-    dashboard = sub.add_parser("dashboard", parents=[common], help="the read-only monitoring dashboard (Streamlit) on http://HOST:PORT/")
+    dashboard = sub.add_parser(
+        "dashboard", parents=[common], help="the read-only monitoring dashboard (Streamlit) on http://HOST:PORT/"
+    )
     dashboard.add_argument("--port", type=int, default=8501, help="port to serve on (default 8501)")
     dashboard.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    dashboard.add_argument("--refresh", type=int, default=30, metavar="SECONDS", help="panel refresh interval (default 30; 0: off)")
+    dashboard.add_argument(
+        "--refresh", type=int, default=30, metavar="SECONDS", help="panel refresh interval (default 30; 0: off)"
+    )
 
     strategies = sub.add_parser("strategies", help="list the registered strategies")
     strategies.add_argument("--json", action="store_true", help="print JSON")
@@ -176,7 +194,9 @@ def _offline_probe(settings: Settings, provider: BarProvider) -> ProviderResult:
     exchange calendar's range); no usable bar at all is a configuration error."""
     probe = _probe(settings, provider, LiveClock().now())
     if not probe.frames:
-        raise SettingsError(f"{_data_source(settings)}: no usable bars for {', '.join(settings.symbols)}: {dict(probe.errors)}")
+        raise SettingsError(
+            f"{_data_source(settings)}: no usable bars for {', '.join(settings.symbols)}: {dict(probe.errors)}"
+        )
     return probe
 
 
@@ -216,7 +236,10 @@ async def _replay(
     status = "finished"
     try:
         assert isinstance(clock, SimulatedClock)
-        print(f"Replaying {len(sessions)} sessions {start} .. {end} for {', '.join(settings.symbols)} (run {app.run_id})", flush=True)
+        print(
+            f"Replaying {len(sessions)} sessions {start} .. {end} for {', '.join(settings.symbols)} (run {app.run_id})",
+            flush=True,
+        )
         outcomes = await run_replay(app.orchestrator, clock.advance_to, sessions, stop=stop, on_progress=progress)
         await app.bus.close()
         if stop.is_set():
@@ -239,8 +262,10 @@ def _buy_and_hold(provider: BarProvider, symbol: str, first: date, last: date) -
         return None
     closes = frame["close"]
     dates = [d.date() for d in closes.index]
-    before = [c for d, c in zip(dates, closes) if d <= first]  # the first session's close, as the backtest's benchmark
-    upto = [c for d, c in zip(dates, closes) if d <= last]
+    before = [
+        c for d, c in zip(dates, closes, strict=False) if d <= first
+    ]  # the first session's close, as the backtest's benchmark
+    upto = [c for d, c in zip(dates, closes, strict=False) if d <= last]
     if not before or not upto:
         return None
     return float(upto[-1]) / float(before[-1]) - 1.0
@@ -280,13 +305,16 @@ def _print_inspection(settings: Settings, app: App, outcomes: Sequence[Iteration
             .order_by(BreakerEventRow.at)
         ).all()
         first_last = session.execute(
-            select(func.min(EquitySnapshotRow.at), func.max(EquitySnapshotRow.at)).where(EquitySnapshotRow.run_id == app.run_id)
+            select(func.min(EquitySnapshotRow.at), func.max(EquitySnapshotRow.at)).where(
+                EquitySnapshotRow.run_id == app.run_id
+            )
         ).first()
         equities = {
             at: float(e)
             for at, e in session.execute(
                 select(EquitySnapshotRow.at, EquitySnapshotRow.equity).where(
-                    EquitySnapshotRow.run_id == app.run_id, EquitySnapshotRow.at.in_([t for t in (first_last or ()) if t is not None])
+                    EquitySnapshotRow.run_id == app.run_id,
+                    EquitySnapshotRow.at.in_([t for t in (first_last or ()) if t is not None]),
                 )
             )
         }
@@ -304,15 +332,19 @@ def _print_inspection(settings: Settings, app: App, outcomes: Sequence[Iteration
             line += f"; {settings.benchmark_symbol} buy & hold {days[0]} .. {days[-1]}: {held:+.2%}"
         print(line)
     if episodes:
-        print(f"Trading state: {sessions_in(episodes, 'locked')} of {len(days)} sessions LOCKED, "
-              f"{sessions_in(episodes, 'halted')} HALTED ({len(episodes)} episodes):")
+        print(
+            f"Trading state: {sessions_in(episodes, 'locked')} of {len(days)} sessions LOCKED, "
+            f"{sessions_in(episodes, 'halted')} HALTED ({len(episodes)} episodes):"
+        )
         for episode in episodes:
             print(f"  {describe_episode(episode)}")
     if denied:
         print("Risk refusals by rule: " + ", ".join(f"{action.removeprefix('denied:')} {n}" for action, n in denied))
     if state == "HALTED":
-        print(f"*** ended HALTED: no new entries since {episodes[-1]['start'] if episodes else 'the halt'}; "
-              "a daemon in this state needs `python main.py reset --reason ...` ***")
+        print(
+            f"*** ended HALTED: no new entries since {episodes[-1]['start'] if episodes else 'the halt'}; "
+            "a daemon in this state needs `python main.py reset --reason ...` ***"
+        )
     for name, at, reason in trips:
         print(f"  breaker {name} tripped {at.date()}: {reason}")
     print(f"Database: {db}")
@@ -327,7 +359,15 @@ def inspection_commands(settings: Settings, run_id: str) -> list[str]:
     query = interpreter_command(PROJECT_ROOT / "scripts" / "query_trades.py")
     symbol = settings.symbols[0] if settings.symbols else "AAPL"
     lines = ["Inspect it with:"]
-    for cmd in ("trades", "performance", f"decisions --symbol {symbol} --limit 20", "decisions --action 'denied:*'", "risk", "breakers", "shadow"):
+    for cmd in (
+        "trades",
+        "performance",
+        f"decisions --symbol {symbol} --limit 20",
+        "decisions --action 'denied:*'",
+        "risk",
+        "breakers",
+        "shadow",
+    ):
         lines.append(f"  {query} {cmd} --run {run_id}{db_flag}")
     lines.append(f"  {query} runs{db_flag}")
     if "$DATABASE_URL" in db_flag:
@@ -346,7 +386,10 @@ async def _run_daemon(settings: Settings, args: argparse.Namespace) -> int:
         print(NEEDS_KEYS.format(main=interpreter_command(PROJECT_ROOT / "main.py")), file=sys.stderr)
         return EXIT_CONFIG
     if settings.trading_mode is TradingMode.LIVE and settings.broker is BrokerName.ALPACA and not settings.live_allowed:
-        print("error: TRADING_MODE=live also needs LIVE_ALLOWED=true (two separate opt-ins); refusing to start", file=sys.stderr)
+        print(
+            "error: TRADING_MODE=live also needs LIVE_ALLOWED=true (two separate opt-ins); refusing to start",
+            file=sys.stderr,
+        )
         return EXIT_CONFIG
     if settings.broker is BrokerName.ALPACA:
         check_trading_endpoint(settings)  # the paper guard first, before any data or database is touched
@@ -364,7 +407,10 @@ async def _run_daemon(settings: Settings, args: argparse.Namespace) -> int:
     try:
         app = build_app(settings, kind="daemon", clock=clock, calendar=calendar, provider=provider, create_db=create)
     except DatabaseMissing as exc:
-        print(f"error: {exc}: check DATABASE_URL/--db, or pass --create-db to start a new, empty ledger there", file=sys.stderr)
+        print(
+            f"error: {exc}: check DATABASE_URL/--db, or pass --create-db to start a new, empty ledger there",
+            file=sys.stderr,
+        )
         return exit_code_for(exc)
     try:
         # the start-up requests get the same retries and deadline as an iteration's
@@ -384,13 +430,22 @@ async def _run_daemon(settings: Settings, args: argparse.Namespace) -> int:
                 if not _confirm_live(label, identity.number if identity is not None else "", args.confirm_live):
                     app.close("refused")
                     return EXIT_CONFIG
-            if app.reconciler is not None:  # orders in doubt resolved, what happened while down caught up, then compared
+            if (
+                app.reconciler is not None
+            ):  # orders in doubt resolved, what happened while down caught up, then compared
                 found = await app.agents["execution"].start(clock.now())
-                print(f"Reconciliation at start-up: {len(found)} discrepancies" + (" (see query_trades.py reconcile)" if found else ""), flush=True)
+                print(
+                    f"Reconciliation at start-up: {len(found)} discrepancies"
+                    + (" (see query_trades.py reconcile)" if found else ""),
+                    flush=True,
+                )
     except BrokerAuthError as exc:
         app.close("refused")
-        print(f"error: Alpaca rejected the API keys (HTTP {exc.status or 401}): check ALPACA_API_KEY and ALPACA_SECRET_KEY "
-              f"(paper keys for TRADING_MODE=paper); nothing was traded", file=sys.stderr)
+        print(
+            f"error: Alpaca rejected the API keys (HTTP {exc.status or 401}): check ALPACA_API_KEY and ALPACA_SECRET_KEY "
+            f"(paper keys for TRADING_MODE=paper); nothing was traded",
+            file=sys.stderr,
+        )
         return exit_code_for(exc)
     except BrokerModeMismatch as exc:
         app.close("refused")
@@ -398,7 +453,10 @@ async def _run_daemon(settings: Settings, args: argparse.Namespace) -> int:
         return exit_code_for(exc)
     except BrokerError as exc:
         app.close("failed")
-        print(f"error: the broker is unavailable at start-up ({exc}); nothing was traded, try again later", file=sys.stderr)
+        print(
+            f"error: the broker is unavailable at start-up ({exc}); nothing was traded, try again later",
+            file=sys.stderr,
+        )
         return exit_code_for(exc)
     except BaseException:
         app.close("failed")
@@ -475,10 +533,16 @@ def _confirm_live(label: str, account_number: str, confirmation: str | None) -> 
     if confirmation is not None:
         if matches(confirmation):
             return True
-        print("error: --confirm-live does not match the LIVE account's number (the whole number is required); not starting", file=sys.stderr)
+        print(
+            "error: --confirm-live does not match the LIVE account's number (the whole number is required); not starting",
+            file=sys.stderr,
+        )
         return False
     if not sys.stdin.isatty():
-        print("error: LIVE trading needs --confirm-live <the whole account number> when not interactive; not starting", file=sys.stderr)
+        print(
+            "error: LIVE trading needs --confirm-live <the whole account number> when not interactive; not starting",
+            file=sys.stderr,
+        )
         return False
     answer = input(f"LIVE trading with real money on {label}. Type the whole account number to continue: ")
     if matches(answer):
@@ -528,7 +592,9 @@ def _status(settings: Settings, at_text: str | None, as_json: bool) -> int:
     print(f"At {report['at_eastern']}: market {'OPEN' if report['market_open'] else 'closed'}")
     kind = "Current" if report["session"] == "current" else "Next"
     early = " (early close)" if report["early_close"] else ""
-    print(f"{kind} session {report['session_date']}: open {report['open_eastern']}, close {report['close_eastern']}{early}")
+    print(
+        f"{kind} session {report['session_date']}: open {report['open_eastern']}, close {report['close_eastern']}{early}"
+    )
     print(f"Next iteration ({report['schedule']} schedule): {report['next_iteration_eastern']}")
     alpaca = report.get("alpaca_clock")
     if isinstance(alpaca, dict):
@@ -536,7 +602,9 @@ def _status(settings: Settings, at_text: str | None, as_json: bool) -> int:
             print(f"Alpaca clock: unavailable ({alpaca['error']})")
         else:
             agree = "agrees" if alpaca["is_open"] == report["market_open"] else "DISAGREES with the exchange calendar"
-            print(f"Alpaca clock ({agree}): market {'OPEN' if alpaca['is_open'] else 'closed'}; next open {alpaca['next_open_eastern']}, next close {alpaca['next_close_eastern']}")
+            print(
+                f"Alpaca clock ({agree}): market {'OPEN' if alpaca['is_open'] else 'closed'}; next open {alpaca['next_open_eastern']}, next close {alpaca['next_close_eastern']}"
+            )
     return EXIT_OK
 
 
@@ -591,7 +659,10 @@ def _reset(settings: Settings, reason: str) -> int:
         try:
             lock.acquire()
         except DaemonAlreadyRunning as exc:
-            print("error: a daemon is running on this database: stop it first, then reset (its state lives in memory too)", file=sys.stderr)
+            print(
+                "error: a daemon is running on this database: stop it first, then reset (its state lives in memory too)",
+                file=sys.stderr,
+            )
             return exit_code_for(exc)
         repository = Repository(engine)
         saved = repository.get_state("risk:state")
@@ -617,7 +688,15 @@ def _reset(settings: Settings, reason: str) -> int:
         if latest is not None:
             repository.record_breaker_events(
                 latest[0],
-                [{"name": "manual_reset", "from_state": str(saved[0].get("state")), "to_state": "active", "reason": reason, "at": now}],
+                [
+                    {
+                        "name": "manual_reset",
+                        "from_state": str(saved[0].get("state")),
+                        "to_state": "active",
+                        "reason": reason,
+                        "at": now,
+                    }
+                ],
             )
         print(f"trading state: {saved[0].get('state')} -> active ({new['reason']}); high-water mark reset to {equity}")
         return EXIT_OK
@@ -649,7 +728,10 @@ def _dashboard(settings: Settings, args: argparse.Namespace, exec_: Callable[...
 
     open_readonly(settings.database_url).dispose()  # DatabaseUnavailable -> exit 3 with a clear message
     command = dashboard_command(args.host, args.port, args.refresh)
-    print(f"Dashboard on http://{args.host}:{args.port}/ over {safe_url(settings.database_url)} (read-only); Ctrl-C stops it", flush=True)
+    print(
+        f"Dashboard on http://{args.host}:{args.port}/ over {safe_url(settings.database_url)} (read-only); Ctrl-C stops it",
+        flush=True,
+    )
     exec_(command[0], command, {**os.environ, "DATABASE_URL": settings.database_url})
     return EXIT_OK
 
@@ -716,7 +798,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _reset(settings, args.reason)
         if command == "dashboard":
             return _dashboard(settings, args)
-        app, outcomes, elapsed = asyncio.run(_replay(settings, args.start, args.end, kind=command, quiet=args.quiet, llm=args.llm))
+        app, outcomes, elapsed = asyncio.run(
+            _replay(settings, args.start, args.end, kind=command, quiet=args.quiet, llm=args.llm)
+        )
         _print_inspection(settings, app, outcomes, elapsed)
         return EXIT_OK
     except LedgerWriteFailed as exc:  # the driver's message may go on with the statement and its parameters
@@ -726,7 +810,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exit_code_for(exc)
     except SQLAlchemyError as exc:  # the database failed outside an iteration's recording (start-up, reconciliation...)
-        print(f"error: database {safe_url(settings.database_url)} failed: {exc.__class__.__name__}: {_first_line(exc)}", file=sys.stderr)
+        print(
+            f"error: database {safe_url(settings.database_url)} failed: {exc.__class__.__name__}: {_first_line(exc)}",
+            file=sys.stderr,
+        )
         return EXIT_DB
 
 

@@ -7,7 +7,8 @@ import hashlib
 import json
 from collections import Counter, deque
 from datetime import datetime
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
+from collections.abc import Callable, Mapping, Sequence
 
 from loguru import logger
 
@@ -155,7 +156,9 @@ class AuditAgent:
             logger.error("{}", reason)
             return None, reason
 
-    async def _record(self, chain: list[Event], *, status: str, error: str | None, broker_report: SyncResult | None = None) -> None:
+    async def _record(
+        self, chain: list[Event], *, status: str, error: str | None, broker_report: SyncResult | None = None
+    ) -> None:
         started = next(e for e in chain if isinstance(e, IterationStarted))
         data = next((e for e in chain if isinstance(e, DataReady)), None)
         signals = next((e for e in chain if isinstance(e, SignalsReady)), None)
@@ -211,7 +214,11 @@ class AuditAgent:
         if self._narrator is not None:
             narrative = await self._narrator.narrate(facts)
             kind, text = narrative.kind, narrative.text
-            facts["narrative"] = {"kind": narrative.kind, "reason": narrative.reason, "rejected_text": narrative.rejected_text}
+            facts["narrative"] = {
+                "kind": narrative.kind,
+                "reason": narrative.reason,
+                "rejected_text": narrative.rejected_text,
+            }
             if narrative.call is not None:
                 call = narrative.call
                 llm_calls.append(

@@ -19,7 +19,7 @@ no symbol is usable because of data problems is degraded (``DataReady.degraded``
 from __future__ import annotations
 
 from collections import Counter
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -29,7 +29,17 @@ from core.calendar import MarketCalendar
 from core.data.base import BarProvider
 from core.data import validation as rules
 from core.data.validation import DEFAULT_GAP_SESSIONS, BatchValidation, FrameChecks, VisibleCutoff, validate_batch
-from core.domain import NOT_DATA_PROBLEMS, NOT_LISTED, PROVIDER, WARM_UP, BarsBatch, Decision, SymbolBars, bar_arrays, frozen_map
+from core.domain import (
+    NOT_DATA_PROBLEMS,
+    NOT_LISTED,
+    PROVIDER,
+    WARM_UP,
+    BarsBatch,
+    Decision,
+    SymbolBars,
+    bar_arrays,
+    frozen_map,
+)
 from core.events import DataReady, IterationStarted
 
 
@@ -84,7 +94,9 @@ class DataAgent:
         self._frames: dict[str, pd.DataFrame] = {}
         self._arrays: dict[str, Mapping[str, np.ndarray]] = {}
         self._checks: dict[str, FrameChecks | None] = {}
-        self._last_end: dict[str, tuple[pd.DataFrame, int, int]] = {}  # frame, cutoff day, visible rows: the next search starts there
+        self._last_end: dict[
+            str, tuple[pd.DataFrame, int, int]
+        ] = {}  # frame, cutoff day, visible rows: the next search starts there
         self._last_good: dict[str, SymbolBars] = {}  # each symbol's latest managed bars (for a provider failure)
         self._last_category: dict[str, str | None] = {}
         # per symbol, the full validation of a frame whose only problems are bad bars in its history: (frame, key,
@@ -149,7 +161,11 @@ class DataAgent:
             to_validate[symbol] = frame.iloc[:end] if checks is not None else frame
         checked = (
             validate_batch(
-                to_validate, as_of=as_of, min_history=self._min_history, calendar=self._calendar, gap_sessions=self._gap_sessions
+                to_validate,
+                as_of=as_of,
+                min_history=self._min_history,
+                calendar=self._calendar,
+                gap_sessions=self._gap_sessions,
             )
             if to_validate
             else _ALL_PASSED
@@ -168,7 +184,15 @@ class DataAgent:
             if symbol in not_listed_set:
                 categories[symbol] = NOT_LISTED
                 if self._routine:
-                    decisions.append(Decision("data", symbol, "not_listed", "no bar yet: the symbol is not listed at this date", {"provider": provider_name}))
+                    decisions.append(
+                        Decision(
+                            "data",
+                            symbol,
+                            "not_listed",
+                            "no bar yet: the symbol is not listed at this date",
+                            {"provider": provider_name},
+                        )
+                    )
                 continue
             if symbol in failed:
                 reason = failed[symbol]
@@ -176,7 +200,9 @@ class DataAgent:
                 previous = self._last_good.get(symbol)
                 if previous is None:
                     rejected[symbol] = reason
-                    decisions.append(Decision("data", symbol, "rejected", reason, {"provider": provider_name, "category": PROVIDER}))
+                    decisions.append(
+                        Decision("data", symbol, "rejected", reason, {"provider": provider_name, "category": PROVIDER})
+                    )
                     continue
                 sb = previous
                 why = f"{reason}; positions managed on the last bars served, up to {sb.last_timestamp.date()}"
@@ -201,7 +227,13 @@ class DataAgent:
                 if category == WARM_UP or found & _UNUSABLE or checks is None or good <= 0:
                     rejected[symbol] = reason
                     decisions.append(
-                        Decision("data", symbol, "rejected", reason, {"provider": provider_name, "bars": end, "rules": sorted(found), "category": category})
+                        Decision(
+                            "data",
+                            symbol,
+                            "rejected",
+                            reason,
+                            {"provider": provider_name, "bars": end, "rules": sorted(found), "category": category},
+                        )
                     )
                     continue
                 end = good
@@ -215,7 +247,9 @@ class DataAgent:
             else:
                 exact_latest = False  # a frame without per-frame checks: BarsBatch works the day out itself
             if problems:
-                decisions.append(self._flagged(symbol, sb, blocked[symbol], categories[symbol], sorted({p.rule for p in problems})))
+                decisions.append(
+                    self._flagged(symbol, sb, blocked[symbol], categories[symbol], sorted({p.rule for p in problems}))
+                )
                 continue
             usable += 1
             if not self._routine:
@@ -226,7 +260,12 @@ class DataAgent:
                     symbol,
                     "ok",
                     f"{end} bars up to {sb.last_timestamp.date()} from {provider_name}",
-                    {"provider": provider_name, "bars": end, "last_bar": sb.last_timestamp.date().isoformat(), "close": sb.last_close},
+                    {
+                        "provider": provider_name,
+                        "bars": end,
+                        "last_bar": sb.last_timestamp.date().isoformat(),
+                        "close": sb.last_close,
+                    },
                 )
             )
         eligible = usable + sum(1 for c in categories.values() if c not in NOT_DATA_PROBLEMS)
@@ -254,7 +293,12 @@ class DataAgent:
             not_listed=tuple(not_listed),
         )
         return DataReady(
-            iteration_id=event.iteration_id, as_of=as_of, previous=event, batch=batch, decisions=tuple(decisions), degraded=degraded
+            iteration_id=event.iteration_id,
+            as_of=as_of,
+            previous=event,
+            batch=batch,
+            decisions=tuple(decisions),
+            degraded=degraded,
         )
 
     @staticmethod
@@ -265,10 +309,19 @@ class DataAgent:
             symbol,
             "flagged",
             f"{reason}; no new entries, open positions managed on the bar of {last}",
-            {"provider": sb.provider, "bars": sb.end, "last_good_bar": last, "close": sb.last_close, "rules": found, "category": category},
+            {
+                "provider": sb.provider,
+                "bars": sb.end,
+                "last_good_bar": last,
+                "close": sb.last_close,
+                "rules": found,
+                "category": category,
+            },
         )
 
-    def _log_changes(self, categories: Mapping[str, str], rejected: Mapping[str, str], blocked: Mapping[str, str]) -> None:
+    def _log_changes(
+        self, categories: Mapping[str, str], rejected: Mapping[str, str], blocked: Mapping[str, str]
+    ) -> None:
         """One warning when a symbol gets a data problem or changes problem, one note when it recovers (not one
         line per symbol and session)."""
         for symbol in self._symbols:
@@ -282,6 +335,8 @@ class DataAgent:
                     logger.info("data: {} usable again", symbol)
             elif now not in NOT_DATA_PROBLEMS:
                 if symbol in blocked:
-                    logger.warning("data: {} flagged (no new entries, positions still managed): {}", symbol, blocked[symbol])
+                    logger.warning(
+                        "data: {} flagged (no new entries, positions still managed): {}", symbol, blocked[symbol]
+                    )
                 else:
                     logger.warning("data: {} excluded: {}", symbol, rejected.get(symbol, now))

@@ -15,7 +15,8 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
+from collections.abc import Callable
 
 from loguru import logger
 
@@ -150,7 +151,9 @@ class ExecutionAgent:
         failpoint("after_catch_up")  # what was found is only in memory until the first iteration records it
         if self._reconciler is None:
             return []
-        in_doubt = {p.intent.symbol for p in self._intents.pending_intents(self._broker.name)} if self._intents else set()
+        in_doubt = (
+            {p.intent.symbol for p in self._intents.pending_intents(self._broker.name)} if self._intents else set()
+        )
         return self._reconciler.at_startup(account, now, unrecorded_fills=carried.fills, skip_symbols=in_doubt)
 
     async def resolve_in_doubt(self, now: datetime) -> SyncResult:
@@ -232,7 +235,15 @@ class ExecutionAgent:
             try:
                 order = await replace_stop(update.stop_order_id, update.new_stop, now)
             except BrokerError as exc:
-                decisions.append(Decision("positions", update.symbol, "trail_failed", f"{update.reason}: broker refused: {exc}", {"stop_order_id": update.stop_order_id}))
+                decisions.append(
+                    Decision(
+                        "positions",
+                        update.symbol,
+                        "trail_failed",
+                        f"{update.reason}: broker refused: {exc}",
+                        {"stop_order_id": update.stop_order_id},
+                    )
+                )
                 continue
             changed.append(order)
             flag = batch.entry_blocked.get(update.symbol)
@@ -242,7 +253,12 @@ class ExecutionAgent:
                     update.symbol,
                     "trail_stop",
                     update.reason + (f" on the last good bar (data flagged: {flag})" if flag is not None else ""),
-                    {"stop_order_id": order.client_order_id, "old": update.old_stop, "new": update.new_stop, **({"data_flag": flag} if flag else {})},
+                    {
+                        "stop_order_id": order.client_order_id,
+                        "old": update.old_stop,
+                        "new": update.new_stop,
+                        **({"data_flag": flag} if flag else {}),
+                    },
                 )
             )
         return changed
@@ -256,7 +272,9 @@ class ExecutionAgent:
         orders = progress.submitted
         decisions: list[Decision] = []
         previous = event.previous
-        batch = previous.previous.previous.batch if previous and previous.previous and previous.previous.previous else None
+        batch = (
+            previous.previous.previous.batch if previous and previous.previous and previous.previous.previous else None
+        )
         session_day = _session_day(batch, event.as_of) if event.approvals else event.as_of.date()  # only ids need it
         try:
             updates = await self._trail_stops(batch, event.as_of, decisions) if batch is not None else []
@@ -322,7 +340,12 @@ class ExecutionAgent:
                     "submitted" if order.status.value != "rejected" else "rejected",
                     f"{order.side.value} {order.quantity} {order.order_type.value} as {coid}: {order.status.value}"
                     + (f" ({order.reason})" if order.status.value == "rejected" and order.reason else ""),
-                    {"client_order_id": coid, "quantity": order.quantity, "order_type": order.order_type.value, "status": order.status.value},
+                    {
+                        "client_order_id": coid,
+                        "quantity": order.quantity,
+                        "order_type": order.order_type.value,
+                        "status": order.status.value,
+                    },
                     strategy=intent.strategy,
                     confidence=intent.confidence,
                 )
@@ -337,7 +360,9 @@ class ExecutionAgent:
         reported = merge_reports(self._take_reported())
         latest = {o.client_order_id: o for o in reported.orders}
         orders = [latest.pop(o.client_order_id, o) for o in orders]
-        order_updates = merge_reports(synced, SyncResult(orders=tuple(updates)), SyncResult(orders=tuple(latest.values()))).orders
+        order_updates = merge_reports(
+            synced, SyncResult(orders=tuple(updates)), SyncResult(orders=tuple(latest.values()))
+        ).orders
         fills = merge_reports(synced, SyncResult(fills=reported.fills)).fills
         self._progress.pop(event.iteration_id, None)
         equity: EquitySnapshot | None = None

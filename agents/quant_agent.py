@@ -82,7 +82,8 @@ from __future__ import annotations
 import asyncio
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any, Awaitable, Callable, Mapping, Protocol, Sequence
+from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -136,7 +137,13 @@ class QuantConfig:
             raise ValueError(f"QuantConfig.vol_long ({self.vol_long}) must exceed vol_recent ({self.vol_recent})")
         if self.vif_window < 4:
             raise ValueError(f"QuantConfig.vif_window must be at least 4 rows, got {self.vif_window!r}")
-        for name in ("negative_expectancy_factor", "poor_sharpe_factor", "deep_drawdown_factor", "high_vol_factor", "collinear_factor"):
+        for name in (
+            "negative_expectancy_factor",
+            "poor_sharpe_factor",
+            "deep_drawdown_factor",
+            "high_vol_factor",
+            "collinear_factor",
+        ):
             value = getattr(self, name)
             if not (math.isfinite(value) and 0.0 < value <= 1.0):
                 raise ValueError(f"QuantConfig.{name} must be in (0, 1], got {value!r}")
@@ -246,8 +253,8 @@ def vif_of(values: np.ndarray, names: Sequence[str], *, min_rows: int) -> VifRes
     std = rows.std(axis=0) if len(rows) else np.zeros(len(names))
     scale = np.maximum(1.0, np.abs(rows).max(axis=0)) if len(rows) else np.ones(len(names))
     varying = std > 1e-12 * scale
-    kept = [name for name, v in zip(names, varying) if v]
-    dropped = tuple(name for name, v in zip(names, varying) if not v)
+    kept = [name for name, v in zip(names, varying, strict=False) if v]
+    dropped = tuple(name for name, v in zip(names, varying, strict=False) if not v)
     if len(kept) < 2:
         return VifResult({}, len(rows), dropped, f"{len(kept)} varying feature(s): nothing to be collinear with")
     needed = max(min_rows, len(kept) + 2)
@@ -339,7 +346,9 @@ def assess(
         raise ValueError(f"strength must be within [0, 1], got {strength!r}")
     hit_rate = (wins + 1) / (n + 2)
     base_raw = 2.0 * hit_rate * (0.5 + 0.5 * strength)
-    vol_ratio = vol_recent / vol_long if vol_recent is not None and vol_long is not None and vol_long > _ZERO_STD else None
+    vol_ratio = (
+        vol_recent / vol_long if vol_recent is not None and vol_long is not None and vol_long > _ZERO_STD else None
+    )
     record = n >= config.min_record
     flags: list[str] = []
     factors = {"expectancy": 1.0, "sharpe": 1.0, "drawdown": 1.0, "volatility": 1.0, "vif": 1.0}
@@ -425,7 +434,9 @@ class QuantAgent:
 
         def compute() -> SignalRecord:
             frame = self._strategies.signal_frame_for(batch, symbol, strategy)
-            return signal_record(frame["action"].to_numpy(), sb.frame["close"].to_numpy(), c.horizon, c.lookback_signals)
+            return signal_record(
+                frame["action"].to_numpy(), sb.frame["close"].to_numpy(), c.horizon, c.lookback_signals
+            )
 
         return self._cache.get(symbol, ("quant_record", strategy, c.horizon, c.lookback_signals), sb.frame, compute)
 
@@ -529,7 +540,12 @@ class QuantAgent:
         answer = await self._review(validated)
         if answer is None:
             return None, "abstained"
-        if isinstance(answer, bool) or not isinstance(answer, (int, float)) or not math.isfinite(answer) or not 0.0 <= answer <= 1.0:
+        if (
+            isinstance(answer, bool)
+            or not isinstance(answer, (int, float))
+            or not math.isfinite(answer)
+            or not 0.0 <= answer <= 1.0
+        ):
             return None, f"invalid answer {answer!r}: deterministic confidence kept"
         answer = float(answer)
         return answer, "lowered" if answer < validated.confidence else "not lower: deterministic confidence kept"
@@ -542,7 +558,11 @@ class QuantAgent:
         for symbol, signal in event.signals.items():
             if signal.action is Action.HOLD:
                 if self._routine:
-                    decisions.append(Decision("quant", symbol, "skip", "signal is HOLD: nothing to validate", {}, strategy=signal.strategy))
+                    decisions.append(
+                        Decision(
+                            "quant", symbol, "skip", "signal is HOLD: nothing to validate", {}, strategy=signal.strategy
+                        )
+                    )
                 continue
             a = self.assess(batch, signal)
             components = self._components(a)
@@ -553,7 +573,12 @@ class QuantAgent:
                 "vif_constant_features": list(a.vif.dropped),
                 "penalties": list(a.flags),
             }
-            validated = ValidatedSignal(signal=signal, confidence=a.confidence, components=frozen_map(components), reason=self._reason(signal, a))
+            validated = ValidatedSignal(
+                signal=signal,
+                confidence=a.confidence,
+                components=frozen_map(components),
+                reason=self._reason(signal, a),
+            )
             pending[symbol] = (len(decisions), validated, inputs)
             decisions.append(None)  # filled below, keeping the signals' order
 
@@ -562,7 +587,9 @@ class QuantAgent:
             try:
                 async with asyncio.TaskGroup() as group:
                     tasks = {symbol: group.create_task(self._reviewed(v)) for symbol, (_, v, _) in pending.items()}
-            except ExceptionGroup as failures:  # a failing reviewer is a bug: surface its own exception, not the wrapper
+            except (
+                ExceptionGroup
+            ) as failures:  # a failing reviewer is a bug: surface its own exception, not the wrapper
                 if len(failures.exceptions) == 1:
                     raise failures.exceptions[0] from failures
                 raise

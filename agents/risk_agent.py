@@ -28,7 +28,8 @@ import asyncio
 import math
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -37,7 +38,18 @@ from loguru import logger
 from core.brokers.base import AccountState, Broker
 from core.calendar import EASTERN
 from core.data.quotes import QuoteSource, QuotesResult
-from core.domain import Action, Approval, BarsBatch, Decision, Denial, OrderIntent, OrderType, Side, SymbolBars, frozen_map
+from core.domain import (
+    Action,
+    Approval,
+    BarsBatch,
+    Decision,
+    Denial,
+    OrderIntent,
+    OrderType,
+    Side,
+    SymbolBars,
+    frozen_map,
+)
 from core.events import ApprovedReady, ExecutedReady, ValidatedReady
 from core.frame_cache import FrameCache
 from core.positions import PositionManager, RealizedReturns
@@ -129,7 +141,9 @@ class RiskAgent:
         self._positions = positions
         self.realized = RealizedReturns()  # closed-trade returns for fractional Kelly (RiskLimits.kelly_fraction)
         self._events: list[BreakerEvent] = []
-        self._quality = ThresholdBreaker("data_quality", data_quality_min, compare="below", clock=clock, on_transition=self._events.append)
+        self._quality = ThresholdBreaker(
+            "data_quality", data_quality_min, compare="below", clock=clock, on_transition=self._events.append
+        )
         self._transitions: list[dict[str, Any]] = []
         self.protection = Protection()
         if saved_state:
@@ -156,14 +170,26 @@ class RiskAgent:
         if saved.get("data_quality"):
             self._quality.restore(saved["data_quality"])
         legacy = saved.get("equity_drawdown")  # the latch of earlier versions: a tripped one means HALTED
-        if isinstance(legacy, Mapping) and legacy.get("state") == "open" and protection.state is not TradingState.HALTED:
-            protection = replace(protection, state=TradingState.HALTED, reason=f"halted by the equity drawdown breaker: {legacy.get('reason', '')}")
+        if (
+            isinstance(legacy, Mapping)
+            and legacy.get("state") == "open"
+            and protection.state is not TradingState.HALTED
+        ):
+            protection = replace(
+                protection,
+                state=TradingState.HALTED,
+                reason=f"halted by the equity drawdown breaker: {legacy.get('reason', '')}",
+            )
         self.protection = protection
 
     @staticmethod
-    def reset_saved(saved: Mapping[str, Any], *, reason: str, equity: float | None, clock: Callable[[], datetime]) -> dict[str, Any]:
+    def reset_saved(
+        saved: Mapping[str, Any], *, reason: str, equity: float | None, clock: Callable[[], datetime]
+    ) -> dict[str, Any]:
         """The manual reset: ACTIVE again, the high-water mark and the lock reference set to ``equity``."""
-        protection, _ = reset_protection(Protection.from_dict(saved), reason=reason, equity=equity, session=clock().astimezone(EASTERN).date())
+        protection, _ = reset_protection(
+            Protection.from_dict(saved), reason=reason, equity=equity, session=clock().astimezone(EASTERN).date()
+        )
         kept = {k: v for k, v in saved.items() if k != "equity_drawdown"}
         return {**kept, **protection.as_dict()}
 
@@ -175,7 +201,9 @@ class RiskAgent:
             f = sb.frame
             high, low, close = (f[c].to_numpy(dtype=float) for c in ("high", "low", "close"))
             atr = ind.atr(high, low, close, self._atr_period)  # the strategies' ATR (tested equal to pandas-ta's)
-            dollar_volume = (f["close"] * f["volume"]).rolling(self._liquidity_window, min_periods=self._liquidity_window).mean()
+            dollar_volume = (
+                (f["close"] * f["volume"]).rolling(self._liquidity_window, min_periods=self._liquidity_window).mean()
+            )
             returns = f["close"].pct_change(fill_method=None)
             return {
                 "atr": atr,
@@ -198,7 +226,9 @@ class RiskAgent:
         equity = float(account.equity)
         week = history[-4:] + [equity]
         positions = {
-            s: PositionView(symbol=s, quantity=float(p.quantity), market_value=float(p.market_value), sector=self.sector(s))
+            s: PositionView(
+                symbol=s, quantity=float(p.quantity), market_value=float(p.market_value), sector=self.sector(s)
+            )
             for s, p in account.positions.items()
             if p.quantity
         }
@@ -214,7 +244,9 @@ class RiskAgent:
 
     def _with_returns(self, portfolio: PortfolioView, account: AccountState, batch: BarsBatch) -> PortfolioView:
         """The view with the held positions' daily returns (for the correlation rule)."""
-        columns = {s: self._returns(batch.bars[s]) for s, p in account.positions.items() if p.quantity and s in batch.bars}
+        columns = {
+            s: self._returns(batch.bars[s]) for s, p in account.positions.items() if p.quantity and s in batch.bars
+        }
         return replace(portfolio, returns=pd.DataFrame(columns) if columns else None)
 
     def _update_state(self, portfolio: PortfolioView, quality: float, as_of: datetime) -> None:
@@ -223,7 +255,9 @@ class RiskAgent:
         self._quality.evaluate(quality)
         if not self._enforce:
             return
-        self.protection, transition = step(self.protection, portfolio, self.limits, self.drawdown, session=as_of.astimezone(EASTERN).date())
+        self.protection, transition = step(
+            self.protection, portfolio, self.limits, self.drawdown, session=as_of.astimezone(EASTERN).date()
+        )
         if transition is not None:
             self._record(transition, as_of)
 
@@ -239,8 +273,14 @@ class RiskAgent:
             }
         )
         loud = transition.event in ("lock", "halt")
-        logger.log("WARNING" if loud else "INFO", "trading state {} -> {} ({}): {}", transition.from_state.value,
-                   transition.to_state.value, transition.event, transition.reason)
+        logger.log(
+            "WARNING" if loud else "INFO",
+            "trading state {} -> {} ({}): {}",
+            transition.from_state.value,
+            transition.to_state.value,
+            transition.event,
+            transition.reason,
+        )
 
     def _intent(self, candidate: Candidate, quantity: int, reason: str) -> OrderIntent:
         """A limits-off entry: the strategy's stop (else ``stop_atr_multiple`` x ATR) and target, no gate."""
@@ -285,8 +325,12 @@ class RiskAgent:
         wanted = self._wanted_quantity(candidate, portfolio)
         if self._enforce:
             if wanted is not None and wanted <= 0:
-                return Denial(symbol, RiskRule.ZERO_QUANTITY.value, f"zero_quantity: {mode} sizing wants 0 shares of {symbol}",
-                              {"equity": portfolio.equity, "price": candidate.price})
+                return Denial(
+                    symbol,
+                    RiskRule.ZERO_QUANTITY.value,
+                    f"zero_quantity: {mode} sizing wants 0 shares of {symbol}",
+                    {"equity": portfolio.equity, "price": candidate.price},
+                )
             return evaluate_entry(candidate, portfolio, self.limits, self.state, quantity=wanted, sizing_mode=mode)
         # limits off: the position rules still apply (no second buy while long), then the sizing alone
         refused = position_rules(candidate, portfolio, self.limits)
@@ -296,13 +340,26 @@ class RiskAgent:
             sizing = size_position(candidate, portfolio, self.limits)
             quantity = int(sizing.quantity)
             if quantity <= 0:
-                return Denial(symbol, sizing.binding_rule or "zero_quantity", "; ".join(sizing.notes) or "sized to 0 shares", dict(sizing.checks))
-            return Approval(self._intent(candidate, quantity, f"risk sizing (limits off): {quantity} shares"), "limits off", frozen_map(dict(sizing.checks)))
+                return Denial(
+                    symbol,
+                    sizing.binding_rule or "zero_quantity",
+                    "; ".join(sizing.notes) or "sized to 0 shares",
+                    dict(sizing.checks),
+                )
+            return Approval(
+                self._intent(candidate, quantity, f"risk sizing (limits off): {quantity} shares"),
+                "limits off",
+                frozen_map(dict(sizing.checks)),
+            )
         affordable = int(math.floor(portfolio.cash / candidate.price)) if candidate.price > 0 else 0
         quantity = max(0, min(wanted, affordable))
         if quantity <= 0:
-            return Denial(symbol, "no_cash", f"no_cash: {mode} sizing leaves 0 affordable shares", {"cash": portfolio.cash})
-        return Approval(self._intent(candidate, quantity, f"{mode} sizing (limits off): {quantity} shares"), "limits off")
+            return Denial(
+                symbol, "no_cash", f"no_cash: {mode} sizing leaves 0 affordable shares", {"cash": portfolio.cash}
+            )
+        return Approval(
+            self._intent(candidate, quantity, f"{mode} sizing (limits off): {quantity} shares"), "limits off"
+        )
 
     async def _latest_quotes(self, symbols: Sequence[str]) -> QuotesResult | None:
         """One batched request for the entry candidates' quotes (None without a source or without candidates)."""
@@ -318,7 +375,10 @@ class RiskAgent:
             return {"spread_pct": None, "quote_error": f"the latest-quote request failed: {quotes.error}"}
         quote = quotes.quotes.get(symbol)
         if quote is None:
-            return {"spread_pct": None, "spread_note": f"no quote for {symbol} from {quotes.source or 'the quote source'}"}
+            return {
+                "spread_pct": None,
+                "spread_note": f"no quote for {symbol} from {quotes.source or 'the quote source'}",
+            }
         if quote.problem is not None:
             return {"spread_pct": None, "quote_error": quote.problem, "quote": quote.as_dict()}
         return {"spread_pct": quote.spread_pct, "quote": quote.as_dict()}
@@ -348,7 +408,12 @@ class RiskAgent:
                     symbol,
                     "approved",
                     result.reason,
-                    {**state_info, "quantity": result.intent.quantity, "side": result.intent.side.value, "checks": dict(result.checks)},
+                    {
+                        **state_info,
+                        "quantity": result.intent.quantity,
+                        "side": result.intent.side.value,
+                        "checks": dict(result.checks),
+                    },
                     strategy=signal.strategy,
                     confidence=confidence,
                 )
@@ -377,7 +442,9 @@ class RiskAgent:
         portfolio = self._portfolio(account, batch)
         self._update_state(portfolio, batch.breaker_quality, event.as_of)
         quality_gate = self._enforce and self._quality.state is not BreakerState.CLOSED
-        time_stops = self._positions.time_stops(PositionManager.plans(account), batch) if self._positions is not None else {}
+        time_stops = (
+            self._positions.time_stops(PositionManager.plans(account), batch) if self._positions is not None else {}
+        )
         approvals: list[Approval] = []
         denials: list[Denial] = []
         decisions: list[Decision] = []
@@ -392,9 +459,14 @@ class RiskAgent:
         }
 
         entry_symbols = [
-            s for s, sig in signals_event.signals.items()
-            if s in batch.bars and sig.action is Action.BUY and s not in time_stops and not quality_gate
-            and s not in batch.entry_blocked and self.state in (TradingState.ACTIVE, TradingState.REDUCING)
+            s
+            for s, sig in signals_event.signals.items()
+            if s in batch.bars
+            and sig.action is Action.BUY
+            and s not in time_stops
+            and not quality_gate
+            and s not in batch.entry_blocked
+            and self.state in (TradingState.ACTIVE, TradingState.REDUCING)
         ]
         quotes = await self._latest_quotes(entry_symbols)
 
@@ -409,23 +481,44 @@ class RiskAgent:
             flag = batch.entry_blocked.get(symbol)
             info = {**state_info, "data_flag": flag} if flag is not None else state_info  # managed on its last good bar
             if symbol in time_stops and signal.action is not Action.SELL:
-                result = evaluate_exit(symbol, position.quantity, signal, self.state if self._enforce else TradingState.ACTIVE,
-                                       time_stops[symbol], exit_rule=RiskRule.TIME_STOP)
+                result = evaluate_exit(
+                    symbol,
+                    position.quantity,
+                    signal,
+                    self.state if self._enforce else TradingState.ACTIVE,
+                    time_stops[symbol],
+                    exit_rule=RiskRule.TIME_STOP,
+                )
                 self._append(result, symbol, signal, None, info, approvals, denials, decisions)
                 continue
             if signal.action is Action.HOLD:
                 if self._routine:
-                    decisions.append(Decision("risk", symbol, "skip", "signal is HOLD: no order", info, strategy=signal.strategy))
+                    decisions.append(
+                        Decision("risk", symbol, "skip", "signal is HOLD: no order", info, strategy=signal.strategy)
+                    )
                 continue
             validated = event.validated.get(symbol)
             result: Approval | Denial
             if signal.action is Action.SELL:
                 if position is None or position.quantity <= 0:
                     decisions.append(
-                        Decision("risk", symbol, "skip", "SELL signal but no position to exit (long-only)", info, strategy=signal.strategy)
+                        Decision(
+                            "risk",
+                            symbol,
+                            "skip",
+                            "SELL signal but no position to exit (long-only)",
+                            info,
+                            strategy=signal.strategy,
+                        )
                     )
                     continue
-                result = evaluate_exit(symbol, position.quantity, signal, self.state if self._enforce else TradingState.ACTIVE, f"exit on {signal.strategy} SELL")
+                result = evaluate_exit(
+                    symbol,
+                    position.quantity,
+                    signal,
+                    self.state if self._enforce else TradingState.ACTIVE,
+                    f"exit on {signal.strategy} SELL",
+                )
             elif flag is not None:
                 result = Denial(
                     symbol,
@@ -457,10 +550,15 @@ class RiskAgent:
                     **self._spread_fields(symbol, quotes),
                 )
                 result = self._entry(candidate, portfolio)
-            if self._append(result, symbol, signal, validated, info, approvals, denials, decisions) and signal.action is Action.BUY:
+            if (
+                self._append(result, symbol, signal, validated, info, approvals, denials, decisions)
+                and signal.action is Action.BUY
+            ):
                 # later candidates of this batch see this entry's cash, exposure and returns (correlation)
                 entry = approvals[-1].intent.side is Side.BUY
-                portfolio = apply_approval(portfolio, approvals[-1], self.sector(symbol), candidate.returns if entry else None)
+                portfolio = apply_approval(
+                    portfolio, approvals[-1], self.sector(symbol), candidate.returns if entry else None
+                )
         events = drain_rows(self._events) + tuple(self._transitions)
         self._transitions.clear()
         return ApprovedReady(

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -54,7 +55,7 @@ class _Columns:
     indicators: tuple[tuple[str, np.ndarray], ...]  # the "ind_*" columns, by indicator name
 
     @classmethod
-    def of(cls, frame: pd.DataFrame) -> "_Columns":
+    def of(cls, frame: pd.DataFrame) -> _Columns:
         arrays = {str(c): _column_values(frame[c]) for c in frame.columns}
         indicators = tuple((name[4:], values) for name, values in arrays.items() if name.startswith("ind_"))
         return cls(frame.index, arrays, frame.index.asi8, frame.index.unit, indicators)
@@ -85,7 +86,9 @@ def _context_at(symbol: str, ctx: _Columns, i: int) -> MarketContext:
     )
 
 
-def _signal_at(strategy: Strategy, symbol: str, cols: _Columns, i: int, price: float, *, hold_detail: bool = True) -> Signal:
+def _signal_at(
+    strategy: Strategy, symbol: str, cols: _Columns, i: int, price: float, *, hold_detail: bool = True
+) -> Signal:
     """Row ``i`` of a cached signal frame as a :class:`Signal` (same result as ``strategies.base.signal_at``).
 
     ``hold_detail=False``: a HOLD carries no indicator snapshot and a short reason (a backtest that records no routine
@@ -94,7 +97,15 @@ def _signal_at(strategy: Strategy, symbol: str, cols: _Columns, i: int, price: f
     action = ACTION_BY_CODE[int(a["action"][i])]
     if action is Action.HOLD and not hold_detail:
         name = strategy.name
-        return Signal(symbol=symbol, strategy=name, action=action, strength=0.0, price=price, as_of=cols.timestamp(i), reason=f"{name}: HOLD")
+        return Signal(
+            symbol=symbol,
+            strategy=name,
+            action=action,
+            strength=0.0,
+            price=price,
+            as_of=cols.timestamp(i),
+            reason=f"{name}: HOLD",
+        )
     indicators = {}
     for name, values in cols.indicators:
         value = values[i]
@@ -187,7 +198,9 @@ class StrategyAgent:
         return self._llm is not None
 
     def signal_frame(self, sb: SymbolBars, strategy: Strategy, peers: Peers) -> pd.DataFrame:
-        return self._cache.get(sb.symbol, ("signals", strategy.name), sb.frame, lambda: strategy.compute(sb.frame, peers))
+        return self._cache.get(
+            sb.symbol, ("signals", strategy.name), sb.frame, lambda: strategy.compute(sb.frame, peers)
+        )
 
     def signal_frame_for(self, batch: BarsBatch, symbol: str, strategy_name: str) -> pd.DataFrame:
         """The cached signal frame of ``strategy_name`` over ``symbol``'s bars in ``batch``."""
@@ -195,7 +208,10 @@ class StrategyAgent:
 
     def _columns(self, sb: SymbolBars, strategy: Strategy, peers: Peers) -> _Columns:
         return self._cache.get(
-            sb.symbol, ("signal_columns", strategy.name), sb.frame, lambda: _Columns.of(self.signal_frame(sb, strategy, peers))
+            sb.symbol,
+            ("signal_columns", strategy.name),
+            sb.frame,
+            lambda: _Columns.of(self.signal_frame(sb, strategy, peers)),
         )
 
     def _peers_for(self, bars: Mapping[str, SymbolBars]) -> Peers:
@@ -257,7 +273,16 @@ class StrategyAgent:
                     accepted[symbol] = (choice.strategy, f"{source}: {choice.reason}", source)
         for symbol in pending:
             if symbol in accepted:
-                decisions.append(Decision("selector", symbol, "chose", accepted[symbol][1], {"strategy": accepted[symbol][0]}, strategy=accepted[symbol][0]))
+                decisions.append(
+                    Decision(
+                        "selector",
+                        symbol,
+                        "chose",
+                        accepted[symbol][1],
+                        {"strategy": accepted[symbol][0]},
+                        strategy=accepted[symbol][0],
+                    )
+                )
             else:
                 decisions.append(Decision("selector", symbol, "abstain", abstained[symbol], {"source": source}))
         return accepted, calls, abstained
@@ -279,7 +304,9 @@ class StrategyAgent:
         pending = [s for s in batch.bars if (c := self._choices.get(s)) is None or c.session != session]
         llm_calls: list[dict[str, Any]] = []
         if self._llm is not None and pending:
-            accepted, llm_calls, abstained = await self._llm_choices(batch, {s: contexts[s] for s in pending}, pending, decisions)
+            accepted, llm_calls, abstained = await self._llm_choices(
+                batch, {s: contexts[s] for s in pending}, pending, decisions
+            )
         else:
             accepted, abstained = {}, {}
         for symbol in pending:
@@ -293,18 +320,24 @@ class StrategyAgent:
                 context, batch.bars[symbol].end, benchmark_available=has_benchmark, universe_available=has_universe
             )
             note = abstained.get(symbol)
-            self._choices[symbol] = _Choice(session, name, why, "deterministic", f"LLM abstained: {note}" if note else None)
+            self._choices[symbol] = _Choice(
+                session, name, why, "deterministic", f"LLM abstained: {note}" if note else None
+            )
 
         shadow: list[dict[str, Any]] = []
         for symbol, sb in batch.bars.items():
             i = sb.end - 1
             choice = self._choices[symbol]
             strategy = self._registry[choice.strategy]
-            signal = _signal_at(strategy, symbol, self._columns(sb, strategy, peers), i, sb.last_close, hold_detail=self._routine)
+            signal = _signal_at(
+                strategy, symbol, self._columns(sb, strategy, peers), i, sb.last_close, hold_detail=self._routine
+            )
             self._keep_recent(symbol, choice.strategy)
             signals[symbol] = signal
             if self._routine or signal.action is not Action.HOLD:
-                decisions.append(self._decision(symbol, choice, signal, contexts[symbol], batch.entry_blocked.get(symbol)))
+                decisions.append(
+                    self._decision(symbol, choice, signal, contexts[symbol], batch.entry_blocked.get(symbol))
+                )
             if self._shadow:
                 shadow.append(self._shadow_row(sb, choice, peers, has_benchmark, has_universe))
         for symbol, reason in batch.rejected.items():
@@ -324,14 +357,18 @@ class StrategyAgent:
         )
 
     @staticmethod
-    def _decision(symbol: str, choice: _Choice, signal: Signal, context: MarketContext, data_flag: str | None = None) -> Decision:
+    def _decision(
+        symbol: str, choice: _Choice, signal: Signal, context: MarketContext, data_flag: str | None = None
+    ) -> Decision:
         """``data_flag``: why the symbol's data are flagged (the signal is computed on its last good bar, which
         manages open positions; entries are refused by Risk)."""
         selection = {"source": choice.source, "why": choice.reason}
         if choice.llm_note:
             selection["llm"] = choice.llm_note
         prefix = f"{choice.llm_note}; deterministic fallback " if choice.llm_note else ""
-        suffix = f"; on the last good bar {signal.as_of.date()} (data flagged: {data_flag})" if data_flag is not None else ""
+        suffix = (
+            f"; on the last good bar {signal.as_of.date()} (data flagged: {data_flag})" if data_flag is not None else ""
+        )
         return Decision(
             "strategy",
             symbol,
@@ -365,7 +402,9 @@ class StrategyAgent:
             self._cache.discard(symbol, ("signals", old))
             self._cache.discard(symbol, ("signal_columns", old))
 
-    def _shadow_row(self, sb: SymbolBars, choice: _Choice, peers: Peers, has_benchmark: bool, has_universe: bool) -> dict[str, Any]:
+    def _shadow_row(
+        self, sb: SymbolBars, choice: _Choice, peers: Peers, has_benchmark: bool, has_universe: bool
+    ) -> dict[str, Any]:
         """What every eligible registered strategy signals for this symbol at this bar (the shadow ledger)."""
         matrix = self._cache.get(sb.symbol, "shadow_matrix", sb.frame, lambda: self._shadow_matrix(sb, peers))
         i = sb.end - 1
@@ -373,13 +412,17 @@ class StrategyAgent:
         ledger: dict[str, Any] = {}
         for k, (name, min_history, needs_benchmark, needs_universe) in enumerate(matrix.strategies):
             # the same test as _eligible(), on precomputed facts
-            if min_history >= sb.end or (needs_benchmark and not has_benchmark) or (needs_universe and not has_universe):
+            if (
+                min_history >= sb.end
+                or (needs_benchmark and not has_benchmark)
+                or (needs_universe and not has_universe)
+            ):
                 continue
             code = codes[k]
             ledger[name] = [_ACTION_VALUE[code], round(strengths[k], 4) if code else 0.0]
         return {"symbol": sb.symbol, "selected": choice.strategy, "close": sb.last_close, "signals": ledger}
 
-    def _shadow_matrix(self, sb: SymbolBars, peers: Peers) -> "_ShadowMatrix":
+    def _shadow_matrix(self, sb: SymbolBars, peers: Peers) -> _ShadowMatrix:
         """Every registered strategy's action code and strength at every bar of the frame (strategies x bars).
 
         Only these two columns are kept: a strategy's full signal frame (stops, targets, indicators) stays cached only
@@ -388,8 +431,14 @@ class StrategyAgent:
         strategies, codes, strengths = [], [], []
         for name, strategy in self._registry.items():
             cols = self._cache.peek(sb.symbol, ("signal_columns", name), sb.frame)
-            arrays = cols.arrays if cols is not None else {c: v.to_numpy() for c, v in strategy.compute(sb.frame, peers)[["action", "strength"]].items()}
-            strategies.append((name, strategy.min_history, bool(strategy.needs_benchmark), bool(strategy.needs_universe)))
+            arrays = (
+                cols.arrays
+                if cols is not None
+                else {c: v.to_numpy() for c, v in strategy.compute(sb.frame, peers)[["action", "strength"]].items()}
+            )
+            strategies.append(
+                (name, strategy.min_history, bool(strategy.needs_benchmark), bool(strategy.needs_universe))
+            )
             codes.append(np.asarray(arrays["action"], dtype=np.int8))
             strengths.append(np.asarray(arrays["strength"], dtype=float))
         n = len(sb.frame)

@@ -91,90 +91,208 @@ class Settings(BaseSettings):
         description="Comma-separated symbols traded every iteration.",
     )
     schedule: Schedule = Field(
-        Schedule.SESSION, description="session: once per NYSE session at RUN_AT_MINUTES_AFTER_OPEN; interval: every LOOP_INTERVAL_SECONDS."
+        Schedule.SESSION,
+        description="session: once per NYSE session at RUN_AT_MINUTES_AFTER_OPEN; interval: every LOOP_INTERVAL_SECONDS.",
     )
-    run_at_minutes_after_open: int = Field(15, ge=0, le=390, description="Minutes after the session open when the daily iteration runs.")
-    loop_interval_seconds: int = Field(86_400, ge=1, le=7 * 86_400, description="Seconds between iterations with SCHEDULE=interval.")
-    iteration_deadline_seconds: float = Field(300.0, ge=1, le=3600, description="An iteration's Alpaca requests, retries and waits stop at this deadline; the iteration is then recorded degraded.")
-    history_bars: int = Field(300, ge=50, le=5000, description="Daily bars fetched per symbol on a cold start (Alpaca).")
+    run_at_minutes_after_open: int = Field(
+        15, ge=0, le=390, description="Minutes after the session open when the daily iteration runs."
+    )
+    loop_interval_seconds: int = Field(
+        86_400, ge=1, le=7 * 86_400, description="Seconds between iterations with SCHEDULE=interval."
+    )
+    iteration_deadline_seconds: float = Field(
+        300.0,
+        ge=1,
+        le=3600,
+        description="An iteration's Alpaca requests, retries and waits stop at this deadline; the iteration is then recorded degraded.",
+    )
+    history_bars: int = Field(
+        300, ge=50, le=5000, description="Daily bars fetched per symbol on a cold start (Alpaca)."
+    )
     benchmark_symbol: str = Field("SPY", min_length=1, description="Benchmark for relative-strength strategies.")
-    strategy: str = Field("auto", description="auto: choose a strategy per symbol (LLM or deterministic); or one registered name for every symbol.")
-    strategy_params: str = Field("{}", description='JSON overrides of strategy parameters, e.g. {"trend_following": {"fast": 20}}.')
+    strategy: str = Field(
+        "auto",
+        description="auto: choose a strategy per symbol (LLM or deterministic); or one registered name for every symbol.",
+    )
+    strategy_params: str = Field(
+        "{}", description='JSON overrides of strategy parameters, e.g. {"trend_following": {"fast": 20}}.'
+    )
     shadow_ledger: bool = Field(True, description="Record what every strategy would have signalled each iteration.")
     bus_mode: BusMode = Field(BusMode.ASYNC, description="async (concurrent fan-out) or sync (sequential dispatch).")
 
     # --- trading mode --------------------------------------------------------------------------------
     trading_mode: TradingMode = Field(TradingMode.PAPER, description="paper (default) or live.")
     live_allowed: bool = Field(False, description="Second opt-in required for live trading.")
-    broker: BrokerName = Field(BrokerName.ALPACA, description="alpaca (paper unless live is fully opted in) or simulated.")
+    broker: BrokerName = Field(
+        BrokerName.ALPACA, description="alpaca (paper unless live is fully opted in) or simulated."
+    )
     initial_cash: float = Field(100_000.0, gt=0, le=1e12, description="Starting cash of the simulated broker.")
-    commission_per_share: float = Field(0.005, ge=0, le=10, description="Simulated commission per share (USD); the defaults model Interactive Brokers' fixed pricing (Alpaca charges none: set the three to 0).")
+    commission_per_share: float = Field(
+        0.005,
+        ge=0,
+        le=10,
+        description="Simulated commission per share (USD); the defaults model Interactive Brokers' fixed pricing (Alpaca charges none: set the three to 0).",
+    )
     commission_minimum: float = Field(1.0, ge=0, le=10_000, description="Simulated minimum commission per order (USD).")
-    commission_max_pct: float = Field(0.01, ge=0, lt=1, description="Simulated commission cap as a fraction of the trade value (0.01 = 1%; 0 = no cap).")
+    commission_max_pct: float = Field(
+        0.01,
+        ge=0,
+        lt=1,
+        description="Simulated commission cap as a fraction of the trade value (0.01 = 1%; 0 = no cap).",
+    )
     slippage_bps: float = Field(5.0, ge=0, le=1000, description="Simulated slippage in basis points.")
 
     # --- data ----------------------------------------------------------------------------------------
     data_provider: DataProviderName = Field(DataProviderName.FILES, description="files, synthetic or alpaca.")
     data_dir: Path = Field(BUNDLED_DATA_DIR, description="Directory of SYMBOL.csv/.parquet files.")
     synthetic_seed: int = Field(7, ge=0, le=2**63 - 1, description="Seed of the synthetic data provider.")
-    data_fallback: DataFallback = Field(DataFallback.NONE, description="Provider tried for symbols Alpaca could not serve: none or files (DATA_DIR).")
+    data_fallback: DataFallback = Field(
+        DataFallback.NONE, description="Provider tried for symbols Alpaca could not serve: none or files (DATA_DIR)."
+    )
     bar_cache_dir: Path = Field(PROJECT_ROOT / "var" / "bars", description="On-disk Parquet cache of Alpaca bars.")
     bar_cache_ttl_seconds: int = Field(300, ge=0, le=86_400, description="In-memory cache lifetime of fetched bars.")
     alpaca_data_feed: str = Field("iex", pattern="^(iex|sip)$", description="Alpaca bars feed: iex (free) or sip.")
     alpaca_data_url: str | None = Field(None, description="Override of Alpaca's market-data base URL (proxies, tests).")
-    alpaca_trading_url: str | None = Field(None, description="Override of Alpaca's trading base URL (proxies, tests); it must not name the other mode's endpoint, and the account behind it must match TRADING_MODE.")
+    alpaca_trading_url: str | None = Field(
+        None,
+        description="Override of Alpaca's trading base URL (proxies, tests); it must not name the other mode's endpoint, and the account behind it must match TRADING_MODE.",
+    )
     alpaca_timeout_seconds: float = Field(10.0, gt=0, le=120, description="Timeout of every Alpaca HTTP request.")
-    alpaca_rate_limit_per_minute: int = Field(200, ge=1, le=10_000, description="Requests per minute shared by all Alpaca calls.")
-    alpaca_max_retry_wait_seconds: float = Field(60.0, gt=0, le=600, description="Longest single wait before an Alpaca retry (a 429's Retry-After or a back-off above it is capped).")
+    alpaca_rate_limit_per_minute: int = Field(
+        200, ge=1, le=10_000, description="Requests per minute shared by all Alpaca calls."
+    )
+    alpaca_max_retry_wait_seconds: float = Field(
+        60.0,
+        gt=0,
+        le=600,
+        description="Longest single wait before an Alpaca retry (a 429's Retry-After or a back-off above it is capped).",
+    )
 
     # --- persistence and logging ---------------------------------------------------------------------
     database_url: str = Field(f"sqlite:///{DEFAULT_DB_PATH}", description="SQLAlchemy URL (sqlite or postgresql).")
     db_statement_timeout_seconds: float = Field(
-        60.0, ge=1, le=3600, description="PostgreSQL statement_timeout of every connection: no query or write waits longer."
+        60.0,
+        ge=1,
+        le=3600,
+        description="PostgreSQL statement_timeout of every connection: no query or write waits longer.",
     )
     db_lock_timeout_seconds: float = Field(
-        10.0, ge=1, le=600, description="Longest wait for a table/row lock another session holds (PostgreSQL lock_timeout, SQLite busy timeout)."
+        10.0,
+        ge=1,
+        le=600,
+        description="Longest wait for a table/row lock another session holds (PostgreSQL lock_timeout, SQLite busy timeout).",
     )
     log_level: str = Field("INFO", description="Console log level.")
     log_dir: Path = Field(PROJECT_ROOT / "logs", description="Directory of the daily-rotated log files.")
     log_retention_days: int = Field(30, ge=1, le=3650, description="Days of log files kept.")
     log_json: bool = Field(False, description="Write the log file as JSON lines instead of text.")
-    health_grace_minutes: int = Field(60, ge=1, le=10_080, description="`main.py health` reports stale this long after a missed iteration.")
+    health_grace_minutes: int = Field(
+        60, ge=1, le=10_080, description="`main.py health` reports stale this long after a missed iteration."
+    )
 
     # --- risk ----------------------------------------------------------------------------------------
     risk_per_trade: float = Field(0.02, gt=0, le=0.2, description="Share of equity risked per trade.")
     max_daily_loss: float = Field(0.05, gt=0, le=1, description="Daily loss (share of equity) that stops entries.")
     min_confidence: float = Field(0.3, ge=0, le=1, description="Minimum validated confidence for an entry.")
     max_shares: int = Field(1000, ge=1, le=10_000_000, description="Maximum shares per order.")
-    stop_atr_multiple: float = Field(1.5, gt=0, le=20, description="Stop distance in ATRs for a signal without a strategy stop (every strategy gives one, from its stop_atr parameter).")
-    kelly_fraction: float = Field(0.0, ge=0, le=1, description="Fractional Kelly from realised trades, capped by RISK_PER_TRADE (0 = off; 0.5 = half Kelly).")
-    data_quality_min: float = Field(0.8, ge=0, le=1, description="Below this share of listed symbols with clean bars, and with at least two symbols in trouble, no new entries that iteration.")
-    data_gap_sessions: int = Field(3, ge=1, le=60, description="A missing, stale or off-calendar bar blocks that symbol's new entries for this many sessions (its open positions are still managed).")
-    drawdown_lock: float = Field(0.10, ge=0, le=1, description="Equity this far below its lock reference (peak since the start or the last release) LOCKS new entries for DRAWDOWN_LOCK_SESSIONS (0 = off).")
-    drawdown_lock_sessions: int = Field(20, ge=1, le=2520, description="Sessions a drawdown lock stops new entries before it is released (exits and stops keep running).")
-    drawdown_reducing_sessions: int = Field(10, ge=0, le=2520, description="Sessions of REDUCING after a lock is released: entries at DRAWDOWN_REDUCING_SIZE, then ACTIVE (0 = straight to ACTIVE).")
-    drawdown_reducing_size: float = Field(0.5, gt=0, le=1, description="Share of the normal position size for entries while REDUCING.")
-    drawdown_halt: float = Field(0.25, ge=0, le=1, description="Equity this far below its high-water mark HALTS trading until `main.py reset` (0 = off); must not be below DRAWDOWN_LOCK.")
-    trail_atr_multiple: float = Field(3.0, ge=0, le=20, description="Trailing stop at close - N x ATR, only ever raised (0 = off).")
-    trail_percent: float = Field(0.0, ge=0, lt=1, description="Trailing stop at close x (1 - P) (0 = off); the higher of the two trails.")
-    time_stop_sessions: int = Field(0, ge=0, le=2520, description="Exit positions held this many sessions (0 = no time stop).")
-    broker_error_threshold: int = Field(3, ge=1, le=100, description="Consecutive broker errors that pause order submission (with backoff).")
-    broker_backoff_seconds: int = Field(60, ge=1, le=3600, description="First pause after repeated broker errors; doubles up to an hour.")
+    stop_atr_multiple: float = Field(
+        1.5,
+        gt=0,
+        le=20,
+        description="Stop distance in ATRs for a signal without a strategy stop (every strategy gives one, from its stop_atr parameter).",
+    )
+    kelly_fraction: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Fractional Kelly from realised trades, capped by RISK_PER_TRADE (0 = off; 0.5 = half Kelly).",
+    )
+    data_quality_min: float = Field(
+        0.8,
+        ge=0,
+        le=1,
+        description="Below this share of listed symbols with clean bars, and with at least two symbols in trouble, no new entries that iteration.",
+    )
+    data_gap_sessions: int = Field(
+        3,
+        ge=1,
+        le=60,
+        description="A missing, stale or off-calendar bar blocks that symbol's new entries for this many sessions (its open positions are still managed).",
+    )
+    drawdown_lock: float = Field(
+        0.10,
+        ge=0,
+        le=1,
+        description="Equity this far below its lock reference (peak since the start or the last release) LOCKS new entries for DRAWDOWN_LOCK_SESSIONS (0 = off).",
+    )
+    drawdown_lock_sessions: int = Field(
+        20,
+        ge=1,
+        le=2520,
+        description="Sessions a drawdown lock stops new entries before it is released (exits and stops keep running).",
+    )
+    drawdown_reducing_sessions: int = Field(
+        10,
+        ge=0,
+        le=2520,
+        description="Sessions of REDUCING after a lock is released: entries at DRAWDOWN_REDUCING_SIZE, then ACTIVE (0 = straight to ACTIVE).",
+    )
+    drawdown_reducing_size: float = Field(
+        0.5, gt=0, le=1, description="Share of the normal position size for entries while REDUCING."
+    )
+    drawdown_halt: float = Field(
+        0.25,
+        ge=0,
+        le=1,
+        description="Equity this far below its high-water mark HALTS trading until `main.py reset` (0 = off); must not be below DRAWDOWN_LOCK.",
+    )
+    trail_atr_multiple: float = Field(
+        3.0, ge=0, le=20, description="Trailing stop at close - N x ATR, only ever raised (0 = off)."
+    )
+    trail_percent: float = Field(
+        0.0, ge=0, lt=1, description="Trailing stop at close x (1 - P) (0 = off); the higher of the two trails."
+    )
+    time_stop_sessions: int = Field(
+        0, ge=0, le=2520, description="Exit positions held this many sessions (0 = no time stop)."
+    )
+    broker_error_threshold: int = Field(
+        3, ge=1, le=100, description="Consecutive broker errors that pause order submission (with backoff)."
+    )
+    broker_backoff_seconds: int = Field(
+        60, ge=1, le=3600, description="First pause after repeated broker errors; doubles up to an hour."
+    )
 
     # --- LLM -----------------------------------------------------------------------------------------
     llm_selector_provider: LLMProvider = Field(LLMProvider.GROQ, description="Primary strategy-selection LLM.")
     llm_fallback_provider: LLMProvider = Field(LLMProvider.ANTHROPIC, description="Fallback selection LLM.")
-    groq_model: str = Field("openai/gpt-oss-120b", min_length=1, description="Groq model for selection (needs strict JSON-schema output).")
-    anthropic_model: str = Field("claude-haiku-4-5", min_length=1, description="Anthropic model for selection (fallback).")
+    groq_model: str = Field(
+        "openai/gpt-oss-120b", min_length=1, description="Groq model for selection (needs strict JSON-schema output)."
+    )
+    anthropic_model: str = Field(
+        "claude-haiku-4-5", min_length=1, description="Anthropic model for selection (fallback)."
+    )
     audit_model: str = Field("claude-sonnet-4-6", min_length=1, description="Anthropic model for audit narratives.")
-    llm_selection: Toggle = Field(Toggle.AUTO, description="auto: LLM strategy selection when a key is set (never in replays); off: deterministic.")
-    audit_narrative: Toggle = Field(Toggle.AUTO, description="auto: Anthropic narrates audit reports when ANTHROPIC_API_KEY is set; off: template.")
+    llm_selection: Toggle = Field(
+        Toggle.AUTO,
+        description="auto: LLM strategy selection when a key is set (never in replays); off: deterministic.",
+    )
+    audit_narrative: Toggle = Field(
+        Toggle.AUTO, description="auto: Anthropic narrates audit reports when ANTHROPIC_API_KEY is set; off: template."
+    )
     llm_timeout_seconds: float = Field(20.0, gt=0, le=300, description="Timeout of one LLM call.")
     llm_chunk_size: int = Field(40, ge=1, le=500, description="Symbols per LLM selection call.")
-    llm_daily_max_calls: int = Field(200, ge=0, le=1_000_000, description="Daily LLM call budget; beyond it selection is deterministic.")
-    llm_daily_max_usd: float = Field(2.0, ge=0, le=100_000, description="Daily LLM spend budget in USD (estimated from config/llm_prices.json).")
-    llm_breaker_threshold: int = Field(5, ge=1, le=100, description="Consecutive LLM failures that switch to deterministic selection.")
-    llm_breaker_cooldown_seconds: int = Field(900, ge=1, le=7 * 86_400, description="Cool-down before the LLM is tried again after the breaker trips.")
+    llm_daily_max_calls: int = Field(
+        200, ge=0, le=1_000_000, description="Daily LLM call budget; beyond it selection is deterministic."
+    )
+    llm_daily_max_usd: float = Field(
+        2.0, ge=0, le=100_000, description="Daily LLM spend budget in USD (estimated from config/llm_prices.json)."
+    )
+    llm_breaker_threshold: int = Field(
+        5, ge=1, le=100, description="Consecutive LLM failures that switch to deterministic selection."
+    )
+    llm_breaker_cooldown_seconds: int = Field(
+        900, ge=1, le=7 * 86_400, description="Cool-down before the LLM is tried again after the breaker trips."
+    )
     groq_base_url: str | None = Field(None, description="Override of Groq's base URL (proxies, tests).")
     anthropic_base_url: str | None = Field(None, description="Override of Anthropic's base URL (proxies, tests).")
 
@@ -284,8 +402,11 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _check_cross_fields(self) -> "Settings":
-        if self.llm_fallback_provider is not LLMProvider.NONE and self.llm_fallback_provider == self.llm_selector_provider:
+    def _check_cross_fields(self) -> Settings:
+        if (
+            self.llm_fallback_provider is not LLMProvider.NONE
+            and self.llm_fallback_provider == self.llm_selector_provider
+        ):
             raise ValueError("LLM_FALLBACK_PROVIDER must differ from LLM_SELECTOR_PROVIDER (or be 'none')")
         if self.drawdown_halt and self.drawdown_lock and self.drawdown_halt < self.drawdown_lock:
             raise ValueError(

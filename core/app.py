@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from time import monotonic as _monotonic
 from decimal import Decimal
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
+from collections.abc import Callable, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
 from loguru import logger
@@ -84,7 +85,9 @@ def new_run_id(kind: str, at: datetime) -> str:
 def public_config(settings: Settings) -> dict[str, Any]:
     """Settings without secrets, for the run row: no API key, and every URL's user-info (proxy or database
     credentials) masked."""
-    data = settings.model_dump(mode="json", exclude={"alpaca_api_key", "alpaca_secret_key", "groq_api_key", "anthropic_api_key"})
+    data = settings.model_dump(
+        mode="json", exclude={"alpaca_api_key", "alpaca_secret_key", "groq_api_key", "anthropic_api_key"}
+    )
     for name, value in data.items():
         if isinstance(value, str) and "://" in value:
             data[name] = mask_url_credentials(value)
@@ -170,7 +173,10 @@ def build_provider(
         provider = FallbackChain([alpaca, FileProvider(settings.data_dir)])
     if settings.bar_cache_ttl_seconds > 0:
         provider = MemoizingProvider(
-            provider, ttl=timedelta(seconds=settings.bar_cache_ttl_seconds), now=now or LiveClock().now, calendar=calendar
+            provider,
+            ttl=timedelta(seconds=settings.bar_cache_ttl_seconds),
+            now=now or LiveClock().now,
+            calendar=calendar,
         )
     return provider
 
@@ -193,7 +199,9 @@ def build_narrator(settings: Settings, wall: Clock, *, allow: bool) -> Narrator 
 def llm_enabled(settings: Settings, *, allow: bool) -> bool:
     if not allow or settings.llm_selection is Toggle.OFF:
         return False
-    return any(_llm_key(settings, p) is not None for p in (settings.llm_selector_provider, settings.llm_fallback_provider))
+    return any(
+        _llm_key(settings, p) is not None for p in (settings.llm_selector_provider, settings.llm_fallback_provider)
+    )
 
 
 def _llm_key(settings: Settings, provider: LLMProvider) -> str | None:
@@ -209,17 +217,36 @@ def build_llm_selector(settings: Settings, wall: Clock, repository: Repository) 
         if key is None:
             continue
         if which is LLMProvider.GROQ:
-            providers.append(llm_clients.build_groq_provider(key, settings.groq_model, settings.llm_timeout_seconds, base_url=settings.groq_base_url, clock=wall.now))
+            providers.append(
+                llm_clients.build_groq_provider(
+                    key,
+                    settings.groq_model,
+                    settings.llm_timeout_seconds,
+                    base_url=settings.groq_base_url,
+                    clock=wall.now,
+                )
+            )
         else:
             providers.append(
-                llm_clients.build_anthropic_provider(key, settings.anthropic_model, settings.llm_timeout_seconds, base_url=settings.anthropic_base_url, clock=wall.now)
+                llm_clients.build_anthropic_provider(
+                    key,
+                    settings.anthropic_model,
+                    settings.llm_timeout_seconds,
+                    base_url=settings.anthropic_base_url,
+                    clock=wall.now,
+                )
             )
     budget = DailyBudget(settings.llm_daily_max_calls, Decimal(str(settings.llm_daily_max_usd)), wall.now)
     now = wall.now()
     calls, usd = repository.llm_usage_since(datetime.combine(now.date(), time.min, tzinfo=UTC))
     budget.restore(calls, usd)
     return LLMSelector(
-        providers, budget=budget, prices=PriceTable.load(), chunk_size=settings.llm_chunk_size, clock=wall.now, monotonic=_monotonic
+        providers,
+        budget=budget,
+        prices=PriceTable.load(),
+        chunk_size=settings.llm_chunk_size,
+        clock=wall.now,
+        monotonic=_monotonic,
     )
 
 
@@ -342,7 +369,13 @@ def lock_guard(lock: DaemonLock, repository: Repository, run_id: str, wall: Cloc
             note = lock.verify()
         except DaemonLockLost as exc:
             logger.error("{}", exc)
-            event = {"name": "daemon_lock", "from_state": "held", "to_state": "lost", "reason": str(exc), "at": wall.now()}
+            event = {
+                "name": "daemon_lock",
+                "from_state": "held",
+                "to_state": "lost",
+                "reason": str(exc),
+                "at": wall.now(),
+            }
             try:
                 repository.record_breaker_events(run_id, [event])
             except SQLAlchemyError as db_error:  # the lock loss is what stops the daemon; say the record failed too
@@ -406,7 +439,9 @@ def build_app(
         limiter = limiter or SlidingWindowRateLimiter(settings.alpaca_rate_limit_per_minute, 60.0)
         provider = provider or build_provider(settings, calendar, limiter=limiter, now=wall.now)
         # replays and backtests always trade on the simulated broker; only the daemon uses BROKER
-        broker = broker or (build_broker(settings, wall, limiter) if kind == "daemon" else build_simulated_broker(settings))
+        broker = broker or (
+            build_broker(settings, wall, limiter) if kind == "daemon" else build_simulated_broker(settings)
+        )
         run_id = new_run_id(kind, wall.now())
         repository.create_run(
             run_id,
@@ -446,7 +481,11 @@ def build_app(
     pinned = selector is None and settings.strategy != "auto"
     if selector is None:
         selector = FixedSelector(registry, settings.strategy) if pinned else DeterministicSelector(registry)
-    llm = build_llm_selector(settings, wall, repository) if llm_enabled(settings, allow=allow_llm and not pinned) else None
+    llm = (
+        build_llm_selector(settings, wall, repository)
+        if llm_enabled(settings, allow=allow_llm and not pinned)
+        else None
+    )
     breaker_events: list[BreakerEvent] = []
     llm_breaker = ConsecutiveFailureBreaker(
         "llm_selection",
@@ -462,9 +501,17 @@ def build_app(
         llm_breaker.restore(saved[0])
     saved_risk = repository.get_state(f"{namespace}risk:state")
     if llm is None:
-        logger.info("strategy selection: deterministic ({})", "LLM_SELECTION=off" if settings.llm_selection is Toggle.OFF else ("no LLM in replays/backtests" if not allow_llm else "no GROQ_API_KEY or ANTHROPIC_API_KEY"))
+        logger.info(
+            "strategy selection: deterministic ({})",
+            "LLM_SELECTION=off"
+            if settings.llm_selection is Toggle.OFF
+            else ("no LLM in replays/backtests" if not allow_llm else "no GROQ_API_KEY or ANTHROPIC_API_KEY"),
+        )
     else:
-        logger.info("strategy selection: LLM ({}), deterministic fallback", ", ".join(f"{p.name}:{p.model}" for p in llm._providers))
+        logger.info(
+            "strategy selection: LLM ({}), deterministic fallback",
+            ", ".join(f"{p.name}:{p.model}" for p in llm._providers),
+        )
     min_history = min(s.min_history for s in registry.values())
 
     data_agent = DataAgent(
@@ -504,7 +551,10 @@ def build_app(
         batch_size=audit_batch,
     )
     quote_source, no_quotes_reason = build_quote_source(settings, kind, limiter)
-    logger.info("spread rule: {}", "live quotes from Alpaca" if quote_source is not None else f"not applicable ({no_quotes_reason})")
+    logger.info(
+        "spread rule: {}",
+        "live quotes from Alpaca" if quote_source is not None else f"not applicable ({no_quotes_reason})",
+    )
     risk_agent = RiskAgent(
         broker,
         limits,
@@ -534,7 +584,11 @@ def build_app(
     saved_broker = repository.get_state(f"{namespace}breaker:broker")
     if saved_broker is not None:
         broker_breaker.restore(saved_broker[0])
-    reconciler = Reconciler(repository, broker.name, run_id, parent_of=getattr(broker, "parent_of", None)) if kind == "daemon" else None
+    reconciler = (
+        Reconciler(repository, broker.name, run_id, parent_of=getattr(broker, "parent_of", None))
+        if kind == "daemon"
+        else None
+    )
     position_manager = PositionManager(
         trail_atr_multiple=settings.trail_atr_multiple or None,
         trail_percent=settings.trail_percent or None,
@@ -569,7 +623,12 @@ def build_app(
     deadline_s = None if kind == "backtest" else settings.iteration_deadline_seconds
     guard = lock_guard(lock, repository, run_id, wall) if (lock is not None and kind == "daemon") else None
     orchestrator = Orchestrator(
-        bus=bus, clock=clock, audit=audit_agent, execution=execution_agent, run_id=run_id, deadline_s=deadline_s,
+        bus=bus,
+        clock=clock,
+        audit=audit_agent,
+        execution=execution_agent,
+        run_id=run_id,
+        deadline_s=deadline_s,
         guard=guard,
     )
     logger.info(

@@ -20,7 +20,8 @@ import inspect
 import traceback
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Sequence, TypeVar
+from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
 
 from loguru import logger
 
@@ -81,7 +82,12 @@ class EventBus:
         self._idle.set()
         self._closed = False
 
-    def subscribe(self, event_type: type[E], handler: Callable[[E], HandlerResult | Awaitable[HandlerResult]], name: str | None = None) -> None:
+    def subscribe(
+        self,
+        event_type: type[E],
+        handler: Callable[[E], HandlerResult | Awaitable[HandlerResult]],
+        name: str | None = None,
+    ) -> None:
         label = name or getattr(handler, "__qualname__", repr(handler))
         self._subscriptions[event_type].append(_Subscription(event_type, handler, label))
 

@@ -97,7 +97,9 @@ def format_eastern(at: datetime) -> str:
 
 
 @functools.lru_cache(maxsize=8)
-def _schedule(exchange: str, start: date, end: date) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, pd.DatetimeIndex]:
+def _schedule(
+    exchange: str, start: date, end: date
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, pd.DatetimeIndex]:
     """The exchange's sessions between ``start`` and ``end`` as read-only arrays (see :class:`MarketCalendar`).
 
     Building an exchange_calendars calendar takes ~0.1 s; the arrays are immutable, so every MarketCalendar of the same
@@ -128,7 +130,7 @@ class MarketCalendar:
     """
 
     @classmethod
-    def covering(cls, first: date, exchange: str = "XNYS") -> "MarketCalendar":
+    def covering(cls, first: date, exchange: str = "XNYS") -> MarketCalendar:
         """A calendar from ``first`` (or :data:`DEFAULT_START`, whichever is earlier) to :data:`DEFAULT_END`: data
         going back to 1962 is replayed on the exchange's 1962 sessions instead of failing with a CalendarError."""
         return cls(start=min(first, DEFAULT_START), end=DEFAULT_END, exchange=exchange)

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -90,14 +91,22 @@ class OrderStatus(enum.StrEnum):
     EXPIRED = "expired"
 
 
-TERMINAL_ORDER_STATUSES = frozenset({OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.REJECTED, OrderStatus.EXPIRED})
+TERMINAL_ORDER_STATUSES = frozenset(
+    {OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.REJECTED, OrderStatus.EXPIRED}
+)
 
 # Allowed order state transitions: one table, an illegal transition raises.
 ORDER_TRANSITIONS: Mapping[OrderStatus, frozenset[OrderStatus]] = MappingProxyType(
     {
         OrderStatus.NEW: frozenset({OrderStatus.SUBMITTED, OrderStatus.REJECTED}),
         OrderStatus.SUBMITTED: frozenset(
-            {OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.REJECTED, OrderStatus.EXPIRED}
+            {
+                OrderStatus.PARTIALLY_FILLED,
+                OrderStatus.FILLED,
+                OrderStatus.CANCELED,
+                OrderStatus.REJECTED,
+                OrderStatus.EXPIRED,
+            }
         ),
         OrderStatus.PARTIALLY_FILLED: frozenset(
             {OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.EXPIRED}
@@ -128,7 +137,7 @@ class SymbolBars:
     frame: pd.DataFrame
     end: int
     provider: str
-    arrays: Mapping[str, "np.ndarray"] | None = None  # the frame's columns as float arrays (shared per frame)
+    arrays: Mapping[str, np.ndarray] | None = None  # the frame's columns as float arrays (shared per frame)
     last_close: float = field(init=False)
 
     def __post_init__(self) -> None:
@@ -144,7 +153,7 @@ class SymbolBars:
         return timestamp_at(self.frame.index, self.end - 1)
 
 
-def bar_arrays(frame: pd.DataFrame) -> Mapping[str, "np.ndarray"]:
+def bar_arrays(frame: pd.DataFrame) -> Mapping[str, np.ndarray]:
     """A bars frame's OHLCV columns as float64 numpy arrays (read-only views where pandas allows)."""
     return MappingProxyType({c: frame[c].to_numpy(dtype=float) for c in BAR_COLUMNS if c in frame.columns})
 
@@ -193,7 +202,7 @@ class BarsBatch:
         or two symbols it never blocks a symbol whose data are fine)."""
         return self.data_quality if self.data_problems >= BROAD_FAILURE_SYMBOLS else 1.0
 
-    def session_day(self) -> "date | None":
+    def session_day(self) -> date | None:
         """The date of the latest bar any symbol of the batch shows (the session the iteration decides on)."""
         if self.latest_day is not None:
             return date(1970, 1, 1) + timedelta(days=self.latest_day)
@@ -293,7 +302,7 @@ class Order:
         if self.updated_at is not None:
             ensure_utc(self.updated_at, "updated_at")
 
-    def transition(self, status: OrderStatus, at: datetime, **changes: Any) -> "Order":
+    def transition(self, status: OrderStatus, at: datetime, **changes: Any) -> Order:
         if status not in ORDER_TRANSITIONS[self.status]:
             raise IllegalOrderTransition(f"order {self.client_order_id}: {self.status} -> {status} is not allowed")
         from dataclasses import replace

@@ -23,7 +23,7 @@ refusing the API keys is a :class:`ConfigurationError` before it is an :class:`E
 from __future__ import annotations
 
 from types import MappingProxyType
-from typing import Mapping
+from collections.abc import Mapping
 
 __all__ = [
     "EXIT_CODES",

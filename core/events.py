@@ -9,7 +9,8 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Mapping, Sequence
+from typing import Any
+from collections.abc import Mapping, Sequence
 
 from core.domain import (
     Approval,
@@ -57,7 +58,7 @@ class Event:
     def __hash__(self) -> int:
         return hash(self.event_id)
 
-    def chain(self) -> list["Event"]:
+    def chain(self) -> list[Event]:
         """This event and every event it was derived from, oldest first."""
         events: list[Event] = []
         current: Event | None = self

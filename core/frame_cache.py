@@ -6,7 +6,8 @@ symbol's whole history runs once and is then read at the decision index (see str
 
 from __future__ import annotations
 
-from typing import Any, Callable, Hashable, TypeVar
+from typing import Any, TypeVar
+from collections.abc import Callable, Hashable
 
 import pandas as pd
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, Callable, Mapping
+from typing import Any
+from collections.abc import Callable, Mapping
 
 from config.settings import PROJECT_ROOT, Schedule, Settings
 from core.calendar import MarketCalendar, format_eastern
@@ -21,7 +22,9 @@ def schedule_for(settings: Settings, calendar: MarketCalendar) -> Callable[[date
     return lambda now: calendar.next_run_time(now, offset)
 
 
-def health_report(settings: Settings, repository: Repository, calendar: MarketCalendar, now: datetime) -> dict[str, object]:
+def health_report(
+    settings: Settings, repository: Repository, calendar: MarketCalendar, now: datetime
+) -> dict[str, object]:
     """Healthy when the daemon's last heartbeat is not older than its next scheduled run plus the grace period,
     its last iteration had usable data (data quality at least ``DATA_QUALITY_MIN``, at least one symbol) and completed
     ``ok``, and trading is not HALTED."""
@@ -35,8 +38,13 @@ def health_report(settings: Settings, repository: Repository, calendar: MarketCa
         last = datetime.fromisoformat(str(value["at"]))
         due = schedule_for(settings, calendar)(last)
         deadline = due + timedelta(minutes=settings.health_grace_minutes)
-        report.update(last_heartbeat=last.isoformat(), last_iteration=value.get("iteration_id"), last_status=value.get("status"),
-                      next_due=due.isoformat(), stale_after=deadline.isoformat())
+        report.update(
+            last_heartbeat=last.isoformat(),
+            last_iteration=value.get("iteration_id"),
+            last_status=value.get("status"),
+            next_due=due.isoformat(),
+            stale_after=deadline.isoformat(),
+        )
         if now > deadline:
             problems.append(f"stale: last iteration {format_eastern(last)}, the next was due {format_eastern(due)}")
         problems.extend(_last_iteration_problems(settings, repository, value, report))
@@ -46,8 +54,10 @@ def health_report(settings: Settings, repository: Repository, calendar: MarketCa
     if risk is not None:
         report["trading_state_reason"] = risk[0].get("reason")
     if state == "halted":
-        reset = interpreter_command(PROJECT_ROOT / "main.py") + " reset --reason '...'" + db_argument(
-            settings.database_url, Settings.model_fields["database_url"].default
+        reset = (
+            interpreter_command(PROJECT_ROOT / "main.py")
+            + " reset --reason '...'"
+            + db_argument(settings.database_url, Settings.model_fields["database_url"].default)
         )
         problems.append(f"halted: {risk[0].get('reason') if risk else ''} (reset with `{reset}`)")
     report["healthy"] = not problems

@@ -393,9 +393,7 @@ def trade_metrics(trades: Iterable[ClosedTradeLike]) -> TradeMetrics:
     )
 
 
-def metrics_by(
-    trades: Iterable[ClosedTradeLike], key: Literal["strategy", "symbol"]
-) -> dict[str, TradeMetrics]:
+def metrics_by(trades: Iterable[ClosedTradeLike], key: Literal["strategy", "symbol"]) -> dict[str, TradeMetrics]:
     """:class:`TradeMetrics` per strategy or per symbol, keys in sorted order."""
     if key not in ("strategy", "symbol"):
         raise ValueError(f"key must be 'strategy' or 'symbol', got {key!r}")

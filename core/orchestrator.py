@@ -6,7 +6,7 @@ import asyncio
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from loguru import logger
 
@@ -109,7 +109,10 @@ class Orchestrator:
                     status, error = self._audit.last_status, self._audit.last_error
                 late = [n for n in notes if error is None or n not in error]
                 if late:  # noted by a handler that ran after the Audit agent recorded the iteration
-                    status, error = "degraded" if status == "ok" else status, "; ".join([e for e in (error,) if e] + late)
+                    status, error = (
+                        "degraded" if status == "ok" else status,
+                        "; ".join([e for e in (error,) if e] + late),
+                    )
                     self._mark(iteration_id, status, error)
                 if status == "ok":
                     logger.log(self.summary_level, "iteration ok: {}", self._audit.last_summary)
@@ -192,5 +195,3 @@ async def run_live(
         if not await clock.sleep_until(wake, stop):
             break
     return outcomes
-
-

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -42,7 +42,11 @@ class StopUpdate:
 
 class PositionManager:
     def __init__(
-        self, *, trail_atr_multiple: float | None = 3.0, trail_percent: float | None = None, time_stop_sessions: int | None = None
+        self,
+        *,
+        trail_atr_multiple: float | None = 3.0,
+        trail_percent: float | None = None,
+        time_stop_sessions: int | None = None,
     ) -> None:
         if trail_atr_multiple is not None and trail_atr_multiple <= 0:
             raise ValueError("trail_atr_multiple must be positive (or None to disable)")
@@ -67,7 +71,9 @@ class PositionManager:
         _last_plans[:] = [account, plans]  # holds the account itself, so its identity cannot be reused meanwhile
         return dict(plans)
 
-    def trailing_updates(self, plans: Mapping[str, PositionPlan], batch: BarsBatch, atr: Mapping[str, float]) -> list[StopUpdate]:
+    def trailing_updates(
+        self, plans: Mapping[str, PositionPlan], batch: BarsBatch, atr: Mapping[str, float]
+    ) -> list[StopUpdate]:
         """Raise each stop to the trailing level when that is higher (never lower, always below price and target)."""
         updates = []
         for symbol, plan in plans.items():
@@ -78,7 +84,12 @@ class PositionManager:
             candidates = []
             a = atr.get(symbol, math.nan)
             if self.trail_atr_multiple is not None and math.isfinite(a) and a > 0:
-                candidates.append((close - self.trail_atr_multiple * a, f"close {close:.2f} - {self.trail_atr_multiple} x ATR {a:.2f}"))
+                candidates.append(
+                    (
+                        close - self.trail_atr_multiple * a,
+                        f"close {close:.2f} - {self.trail_atr_multiple} x ATR {a:.2f}",
+                    )
+                )
             if self.trail_percent is not None:
                 candidates.append((close * (1 - self.trail_percent), f"close {close:.2f} - {self.trail_percent:.1%}"))
             if not candidates:
@@ -89,7 +100,15 @@ class PositionManager:
                 continue
             if plan.target is not None and level >= plan.target:
                 continue
-            updates.append(StopUpdate(symbol, plan.stop_order_id, plan.stop, level, f"trailing stop {plan.stop:.2f} -> {level:.2f} ({how})"))
+            updates.append(
+                StopUpdate(
+                    symbol,
+                    plan.stop_order_id,
+                    plan.stop,
+                    level,
+                    f"trailing stop {plan.stop:.2f} -> {level:.2f} ({how})",
+                )
+            )
         return updates
 
     def time_stops(self, plans: Mapping[str, PositionPlan], batch: BarsBatch) -> dict[str, str]:
@@ -112,8 +131,6 @@ class PositionManager:
 def levels(plans: Mapping[str, PositionPlan]) -> dict[str, dict[str, float | None]]:
     """Stop and target per symbol, for persisting with the positions."""
     return {s: {"stop": p.stop, "target": p.target} for s, p in plans.items()}
-
-
 
 
 class RealizedReturns:

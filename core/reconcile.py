@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
+from collections.abc import Callable, Iterable, Sequence
 
 from loguru import logger
 
@@ -34,7 +35,14 @@ def compare_positions(ledger: dict[str, Decimal], account: AccountState) -> list
             kind, resolution = "missing_position", "flagged: closed outside the daemon; recorded as closed"
         else:
             kind, resolution = "quantity_mismatch", "adopted the broker's quantity; flagged for review"
-        events.append({"kind": kind, "symbol": symbol, "details": {"ledger": str(mine), "broker": str(theirs)}, "resolution": resolution})
+        events.append(
+            {
+                "kind": kind,
+                "symbol": symbol,
+                "details": {"ledger": str(mine), "broker": str(theirs)},
+                "resolution": resolution,
+            }
+        )
     return events
 
 
@@ -46,7 +54,12 @@ def compare_orders(
         {
             "kind": "unknown_order",
             "symbol": o.symbol,
-            "details": {"client_order_id": o.client_order_id, "side": o.side.value, "quantity": o.quantity, "status": o.status.value},
+            "details": {
+                "client_order_id": o.client_order_id,
+                "side": o.side.value,
+                "quantity": o.quantity,
+                "status": o.status.value,
+            },
             "resolution": "flagged: a working order the daemon did not place; left untouched",
         }
         for o in account.open_orders
@@ -65,7 +78,12 @@ class Reconciler:
     """``parent_of``: the broker's view of which entry an order is a bracket leg of (Alpaca names legs itself)."""
 
     def __init__(
-        self, repository: Repository, broker_name: str, run_id: str, *, parent_of: Callable[[str], str | None] | None = None
+        self,
+        repository: Repository,
+        broker_name: str,
+        run_id: str,
+        *,
+        parent_of: Callable[[str], str | None] | None = None,
     ) -> None:
         self._parent_of = parent_of
         self._repository = repository
@@ -92,7 +110,9 @@ class Reconciler:
         events = compare_positions({s: q for s, q in ledger.items() if q}, account)
         skipped = set(skip_symbols)
         if skipped:
-            logger.warning("reconciliation: positions of {} not compared: an order is still in doubt", ", ".join(sorted(skipped)))
+            logger.warning(
+                "reconciliation: positions of {} not compared: an order is still in doubt", ", ".join(sorted(skipped))
+            )
             events = [e for e in events if e["symbol"] not in skipped]
         events += self._new_unknown_orders(account, own)
         self._record(events, now)
@@ -111,7 +131,11 @@ class Reconciler:
             return []
         known = self._repository.client_order_ids(self._broker_name) | set(own)
         known |= {p.client_order_id for p in self._repository.pending_intents(self._broker_name)}
-        events = [e for e in compare_orders(known, account, self._parent_of) if e["details"]["client_order_id"] not in self._flagged]
+        events = [
+            e
+            for e in compare_orders(known, account, self._parent_of)
+            if e["details"]["client_order_id"] not in self._flagged
+        ]
         self._flagged.update(e["details"]["client_order_id"] for e in events)
         return events
 

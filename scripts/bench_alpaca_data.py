@@ -110,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         end = datetime.combine(sessions[-1], datetime.min.time(), tzinfo=UTC) + timedelta(hours=22)
         next_day = last + timedelta(days=3)  # Monday 2024-04-01
 
-        print(f"{args.symbols} symbols x {len(sessions)} sessions ({sessions[0]}..{sessions[-1]}), cache: {cache_label}")
+        print(
+            f"{args.symbols} symbols x {len(sessions)} sessions ({sessions[0]}..{sessions[-1]}), cache: {cache_label}"
+        )
         print(f"fake server {server.base_url}, page size {args.page_size}, spec validation {'on' if spec else 'off'}")
         print(f"{'iteration':<14}{'elapsed ms':>12}{'bars requests':>15}{'symbols':>9}{'errors':>8}{'bars':>9}")
         rows = []

@@ -119,7 +119,9 @@ def _child_pipeline(args: argparse.Namespace) -> dict[str, Any]:
     imports_s = time.perf_counter() - before
     configure_logging(level="ERROR", log_dir=None)
     settings = Settings(_env_file=None, database_url=f"sqlite:///{args.db}", log_dir=Path(args.db).parent / "logs")  # type: ignore[call-arg]
-    config = BacktestConfig(data_dir=Path(args.data_dir), start=date.fromisoformat(args.start), end=date.fromisoformat(args.end))
+    config = BacktestConfig(
+        data_dir=Path(args.data_dir), start=date.fromisoformat(args.start), end=date.fromisoformat(args.end)
+    )
     if args.child == "pipeline-sma":
         config = BacktestConfig(
             data_dir=config.data_dir, start=config.start, end=config.end, strategy="trend_following",
@@ -178,7 +180,9 @@ def _child_bus_floor(args: argparse.Namespace) -> dict[str, Any]:
         first = datetime(2010, 1, 4, 21, tzinfo=UTC)
         started = time.perf_counter()
         for n in range(sessions):
-            await bus.publish(IterationStarted(iteration_id=f"floor-{n:06d}", as_of=first + timedelta(days=n), seq=n + 1))
+            await bus.publish(
+                IterationStarted(iteration_id=f"floor-{n:06d}", as_of=first + timedelta(days=n), seq=n + 1)
+            )
         return time.perf_counter() - started
 
     seconds = asyncio.run(run(args.sessions))
@@ -209,7 +213,9 @@ def _child_backtrader(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _run_child(kind: str, data_dir: Path, start: date, end: date, workdir: Path, profile: bool) -> dict[str, Any] | None:
+def _run_child(
+    kind: str, data_dir: Path, start: date, end: date, workdir: Path, profile: bool
+) -> dict[str, Any] | None:
     command = [
         sys.executable, __file__, "--child", kind, "--data-dir", str(data_dir), "--start", start.isoformat(),
         "--end", end.isoformat(), "--db", str(workdir / f"{kind}-{time.monotonic_ns()}.db"),
@@ -237,7 +243,9 @@ def _run_child(kind: str, data_dir: Path, start: date, end: date, workdir: Path,
         print(f"  {'':<12} phases: {phases} ({timings.get('sessions', 0) / sessions * 1e6:,.0f} µs per session)")
     if profile_text:
         per = result.get("iterations") or 1
-        print(f"  --- cProfile of the {kind} child ({per} iterations; divide cumulative seconds by it for per-iteration cost)")
+        print(
+            f"  --- cProfile of the {kind} child ({per} iterations; divide cumulative seconds by it for per-iteration cost)"
+        )
         print("\n".join("    " + line for line in profile_text.splitlines() if line.strip()))
     return result
 
@@ -269,7 +277,9 @@ def _bench(name: str, data_dir: Path, start: date, end: date, workdir: Path, pro
         _floor(sma, bt, data_dir, start, end, workdir)
 
 
-def _floor(sma: dict[str, Any], bt: dict[str, Any] | None, data_dir: Path, start: date, end: date, workdir: Path) -> None:
+def _floor(
+    sma: dict[str, Any], bt: dict[str, Any] | None, data_dir: Path, start: date, end: date, workdir: Path
+) -> None:
     """What the pipeline costs before its agents do any work, beside the 10x-backtrader budget."""
     sessions = sma.get("iterations") or 0
     command = [sys.executable, __file__, "--child", "bus-floor", "--sessions", str(sessions), "--data-dir", str(data_dir),
@@ -278,15 +288,19 @@ def _floor(sma: dict[str, Any], bt: dict[str, Any] | None, data_dir: Path, start
     bus = json.loads(done.stdout.strip().splitlines()[-1])
     timings = sma.get("timings") or {}
     fixed = sum(v for k, v in timings.items() if k != "sessions")
-    print(f"  bus alone (8 subscriptions, pass-through handlers, async): {bus['per_session_us']:.0f} µs per session, "
-          f"{bus['elapsed_s']:.3f}s for {sessions:,} sessions")
+    print(
+        f"  bus alone (8 subscriptions, pass-through handlers, async): {bus['per_session_us']:.0f} µs per session, "
+        f"{bus['elapsed_s']:.3f}s for {sessions:,} sessions"
+    )
     if bt is not None and timings:
         budget = bt["elapsed_s"] / 10
         floor = fixed + bus["elapsed_s"]
         per_bar = (budget - floor) / sma["bars"] * 1e6
-        print(f"  10x backtrader = {budget:.3f}s; pipeline-sma outside its sessions (load, setup, results) {fixed:.3f}s "
-              f"+ bus alone {bus['elapsed_s']:.3f}s = {floor:.3f}s before any agent works"
-              + (f": {per_bar:.2f} µs per bar left for all six agents" if per_bar > 0 else ": over the budget already"))
+        print(
+            f"  10x backtrader = {budget:.3f}s; pipeline-sma outside its sessions (load, setup, results) {fixed:.3f}s "
+            f"+ bus alone {bus['elapsed_s']:.3f}s = {floor:.3f}s before any agent works"
+            + (f": {per_bar:.2f} µs per bar left for all six agents" if per_bar > 0 else ": over the budget already")
+        )
 
 
 def main() -> int:
@@ -297,7 +311,9 @@ def main() -> int:
     parser.add_argument("--years", type=int, default=10)
     parser.add_argument("--profile", action="store_true", help="cProfile the default pipeline run")
     parser.add_argument("--sma-only", action="store_true", help="skip the default pipeline configuration")
-    parser.add_argument("--child", choices=["pipeline", "pipeline-sma", "backtrader", "bus-floor"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--child", choices=["pipeline", "pipeline-sma", "backtrader", "bus-floor"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--sessions", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
     parser.add_argument("--start", help=argparse.SUPPRESS)

@@ -177,7 +177,9 @@ def same_trades(a: Sequence[ReferenceTrade], b: Sequence[ReferenceTrade], rel_to
     )
 
 
-def _timed(label: str, bars: int, run: Callable[[], tuple[float, list[ReferenceTrade]]]) -> tuple[float, list[ReferenceTrade]]:
+def _timed(
+    label: str, bars: int, run: Callable[[], tuple[float, list[ReferenceTrade]]]
+) -> tuple[float, list[ReferenceTrade]]:
     wall0, cpu0 = time.perf_counter(), time.process_time()
     equity, trades = run()
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
@@ -190,7 +192,14 @@ def _timed(label: str, bars: int, run: Callable[[], tuple[float, list[ReferenceT
 
 
 def compare(
-    name: str, paths: Mapping[str, Path], start: date | None, end: date | None, fast: int, slow: int, qty: int, cash: float
+    name: str,
+    paths: Mapping[str, Path],
+    start: date | None,
+    end: date | None,
+    fast: int,
+    slow: int,
+    qty: int,
+    cash: float,
 ) -> bool:
     bars = sum(len(f) for f in load_bars(paths, start, end).values())
     print(f"{name}: {len(paths)} symbols, {start or 'first bar'} .. {end or 'last bar'}, SMA {fast}/{slow}, qty {qty}")

@@ -27,7 +27,11 @@ from utils.logging import configure_logging  # noqa: E402
 
 async def _bench(mode: str, start: date, end: date, workdir: Path) -> None:
     settings = Settings(  # type: ignore[call-arg]
-        _env_file=None, database_url=f"sqlite:///{workdir / f'bench-{mode}.db'}", bus_mode=mode, data_dir=BUNDLED_DATA_DIR, log_dir=workdir
+        _env_file=None,
+        database_url=f"sqlite:///{workdir / f'bench-{mode}.db'}",
+        bus_mode=mode,
+        data_dir=BUNDLED_DATA_DIR,
+        log_dir=workdir,
     )
     calendar = MarketCalendar()
     provider = build_provider(settings, calendar)
@@ -39,10 +43,7 @@ async def _bench(mode: str, start: date, end: date, workdir: Path) -> None:
     elapsed = time.perf_counter() - t0
     app.close()
     frames = provider.history(settings.symbols, end=sessions[-1]).frames
-    bars = sum(
-        int(((f.index.date >= start) & (f.index.date <= end)).sum())
-        for f in frames.values()
-    )
+    bars = sum(int(((f.index.date >= start) & (f.index.date <= end)).sum()) for f in frames.values())
     ok = sum(1 for o in outcomes if o.status == "ok")
     print(
         f"{mode:>5} bus: {len(outcomes)} iterations ({ok} ok), {bars} symbol-days in {elapsed:.2f}s "

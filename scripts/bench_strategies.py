@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     context_s = time.perf_counter() - t0
     contexts = {symbol: context_at(symbol, frame, len(frame) - 1) for symbol, frame in frames.items()}
     t0 = time.perf_counter()
-    for symbol, context in contexts.items():
+    for _symbol, context in contexts.items():
         selector.choose(context, args.bars, benchmark_available=True, universe_available=True)
     choose_s = time.perf_counter() - t0
     print(

@@ -19,10 +19,10 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from core.calendar import MarketCalendar
-from core.data.files import FileProvider
-from core.data.synthetic import generate_bars
-from core.data.validation import FrameChecks, latest_session_day, validate_batch
+from core.calendar import MarketCalendar  # noqa: E402  (after the sys.path line above)
+from core.data.files import FileProvider  # noqa: E402  (after the sys.path line above)
+from core.data.synthetic import generate_bars  # noqa: E402  (after the sys.path line above)
+from core.data.validation import FrameChecks, latest_session_day, validate_batch  # noqa: E402  (after the sys.path line above)
 
 SYMBOLS = 500
 BARS = 300
@@ -77,7 +77,9 @@ def main() -> None:
     )
     started = time.perf_counter()
     checks = {symbol: FrameChecks.of(frame, calendar) for symbol, frame in long_frames.items()}
-    print(f"FrameChecks.of: {SYMBOLS} frames x {len(decade)} bars in {(time.perf_counter() - started) * 1000:.1f} ms (once per frame)")
+    print(
+        f"FrameChecks.of: {SYMBOLS} frames x {len(decade)} bars in {(time.perf_counter() - started) * 1000:.1f} ms (once per frame)"
+    )
     latest = latest_session_day(as_of, calendar)
     ends = {symbol: len(frame) for symbol, frame in long_frames.items()}
 

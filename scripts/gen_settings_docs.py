@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Regenerate `.env.example` and the configuration table of README.md from config/settings.py.
 
-    python scripts/gen_settings_docs.py          # rewrite both
-    python scripts/gen_settings_docs.py --check  # exit 1 if either is out of date (the test suite runs this check)
+python scripts/gen_settings_docs.py          # rewrite both
+python scripts/gen_settings_docs.py --check  # exit 1 if either is out of date (the test suite runs this check)
 """
 
 from __future__ import annotations
@@ -17,15 +17,119 @@ sys.path.insert(0, str(ROOT))
 from config.settings import Settings  # noqa: E402
 
 GROUPS = [
-    ("Universe and schedule", ["symbols", "strategy", "schedule", "run_at_minutes_after_open", "loop_interval_seconds", "iteration_deadline_seconds", "history_bars", "benchmark_symbol", "strategy_params", "shadow_ledger", "bus_mode"]),
-    ("Trading mode and broker (paper is the default; live needs TRADING_MODE=live AND LIVE_ALLOWED=true)", ["trading_mode", "live_allowed", "broker", "initial_cash", "commission_per_share", "commission_minimum", "commission_max_pct", "slippage_bps"]),
-    ("Market data", ["data_provider", "data_dir", "synthetic_seed", "data_fallback", "bar_cache_dir", "bar_cache_ttl_seconds", "alpaca_data_feed", "alpaca_data_url", "alpaca_trading_url", "alpaca_timeout_seconds", "alpaca_rate_limit_per_minute", "alpaca_max_retry_wait_seconds"]),
-    ("Persistence, logging and health", ["database_url", "db_statement_timeout_seconds", "db_lock_timeout_seconds", "log_level", "log_dir", "log_retention_days", "log_json", "health_grace_minutes"]),
-    ("Risk limits and circuit breakers", ["risk_per_trade", "max_daily_loss", "min_confidence", "max_shares", "stop_atr_multiple", "kelly_fraction", "data_quality_min", "data_gap_sessions", "drawdown_lock", "drawdown_lock_sessions", "drawdown_reducing_sessions", "drawdown_reducing_size", "drawdown_halt", "trail_atr_multiple", "trail_percent", "time_stop_sessions", "broker_error_threshold", "broker_backoff_seconds"]),
-    ("LLM strategy selection and audit narration (optional)", ["llm_selector_provider", "llm_fallback_provider", "groq_model", "anthropic_model", "audit_model", "llm_selection", "audit_narrative", "llm_timeout_seconds", "llm_chunk_size", "llm_daily_max_calls", "llm_daily_max_usd", "llm_breaker_threshold", "llm_breaker_cooldown_seconds", "groq_base_url", "anthropic_base_url"]),
-    ("Secrets (never logged or stored; leave empty to run offline)", ["alpaca_api_key", "alpaca_secret_key", "groq_api_key", "anthropic_api_key"]),
+    (
+        "Universe and schedule",
+        [
+            "symbols",
+            "strategy",
+            "schedule",
+            "run_at_minutes_after_open",
+            "loop_interval_seconds",
+            "iteration_deadline_seconds",
+            "history_bars",
+            "benchmark_symbol",
+            "strategy_params",
+            "shadow_ledger",
+            "bus_mode",
+        ],
+    ),
+    (
+        "Trading mode and broker (paper is the default; live needs TRADING_MODE=live AND LIVE_ALLOWED=true)",
+        [
+            "trading_mode",
+            "live_allowed",
+            "broker",
+            "initial_cash",
+            "commission_per_share",
+            "commission_minimum",
+            "commission_max_pct",
+            "slippage_bps",
+        ],
+    ),
+    (
+        "Market data",
+        [
+            "data_provider",
+            "data_dir",
+            "synthetic_seed",
+            "data_fallback",
+            "bar_cache_dir",
+            "bar_cache_ttl_seconds",
+            "alpaca_data_feed",
+            "alpaca_data_url",
+            "alpaca_trading_url",
+            "alpaca_timeout_seconds",
+            "alpaca_rate_limit_per_minute",
+            "alpaca_max_retry_wait_seconds",
+        ],
+    ),
+    (
+        "Persistence, logging and health",
+        [
+            "database_url",
+            "db_statement_timeout_seconds",
+            "db_lock_timeout_seconds",
+            "log_level",
+            "log_dir",
+            "log_retention_days",
+            "log_json",
+            "health_grace_minutes",
+        ],
+    ),
+    (
+        "Risk limits and circuit breakers",
+        [
+            "risk_per_trade",
+            "max_daily_loss",
+            "min_confidence",
+            "max_shares",
+            "stop_atr_multiple",
+            "kelly_fraction",
+            "data_quality_min",
+            "data_gap_sessions",
+            "drawdown_lock",
+            "drawdown_lock_sessions",
+            "drawdown_reducing_sessions",
+            "drawdown_reducing_size",
+            "drawdown_halt",
+            "trail_atr_multiple",
+            "trail_percent",
+            "time_stop_sessions",
+            "broker_error_threshold",
+            "broker_backoff_seconds",
+        ],
+    ),
+    (
+        "LLM strategy selection and audit narration (optional)",
+        [
+            "llm_selector_provider",
+            "llm_fallback_provider",
+            "groq_model",
+            "anthropic_model",
+            "audit_model",
+            "llm_selection",
+            "audit_narrative",
+            "llm_timeout_seconds",
+            "llm_chunk_size",
+            "llm_daily_max_calls",
+            "llm_daily_max_usd",
+            "llm_breaker_threshold",
+            "llm_breaker_cooldown_seconds",
+            "groq_base_url",
+            "anthropic_base_url",
+        ],
+    ),
+    (
+        "Secrets (never logged or stored; leave empty to run offline)",
+        ["alpaca_api_key", "alpaca_secret_key", "groq_api_key", "anthropic_api_key"],
+    ),
 ]
-PATH_DEFAULTS = {"data_dir": "data/daily", "log_dir": "logs", "bar_cache_dir": "var/bars", "database_url": "sqlite:///var/trading.db"}
+PATH_DEFAULTS = {
+    "data_dir": "data/daily",
+    "log_dir": "logs",
+    "bar_cache_dir": "var/bars",
+    "database_url": "sqlite:///var/trading.db",
+}
 BEGIN, END = "<!-- settings-table:begin -->", "<!-- settings-table:end -->"
 
 
@@ -70,7 +174,11 @@ def readme_table() -> str:
     for _, names in GROUPS:
         for name in names:
             default = default_text(name).replace("|", "\\|")
-            rows.append(f"| `{name.upper()}` | `{default}` | {Settings.model_fields[name].description.replace('|', '/')} |" if default else f"| `{name.upper()}` | | {Settings.model_fields[name].description} |")
+            rows.append(
+                f"| `{name.upper()}` | `{default}` | {Settings.model_fields[name].description.replace('|', '/')} |"
+                if default
+                else f"| `{name.upper()}` | | {Settings.model_fields[name].description} |"
+            )
     return "\n".join(rows)
 
 

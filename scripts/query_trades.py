@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -109,7 +110,9 @@ def _resolve_run(session: Session, run: str | None) -> str | None:
     if run == "latest":
         return reporting.latest_run_id(session)
     if session.get(Run, run) is None:
-        raise UnknownRun(f"--run {run}: no such run in this database (list them with: {interpreter_command(Path(__file__))} runs)")
+        raise UnknownRun(
+            f"--run {run}: no such run in this database (list them with: {interpreter_command(Path(__file__))} runs)"
+        )
     return run
 
 
@@ -122,7 +125,9 @@ def _scope_line(requested: str | None, run_id: str | None) -> str | None:
     return None
 
 
-def _filters(stmt: Select[Any], model: Any, ts_column: Any, args: argparse.Namespace, run_id: str | None) -> Select[Any]:
+def _filters(
+    stmt: Select[Any], model: Any, ts_column: Any, args: argparse.Namespace, run_id: str | None
+) -> Select[Any]:
     if getattr(args, "symbol", None):
         stmt = stmt.where(model.symbol == args.symbol.upper())
     if run_id is not None:
@@ -147,7 +152,7 @@ def query_trades(session: Session, args: argparse.Namespace, run_id: str | None)
     )
     stmt = _limit(_filters(stmt, FillRow, FillRow.filled_at, args, run_id), FillRow.filled_at, args)
     rows = []
-    for fill, strategy, order_type, reason in session.execute(stmt):
+    for fill, strategy, order_type, _reason in session.execute(stmt):
         rows.append(
             {
                 "filled_at": fill.filled_at,
@@ -167,7 +172,9 @@ def query_trades(session: Session, args: argparse.Namespace, run_id: str | None)
 
 
 def query_orders(session: Session, args: argparse.Namespace, run_id: str | None) -> list[Row]:
-    stmt = _limit(_filters(select(OrderRow), OrderRow, OrderRow.submitted_at, args, run_id), OrderRow.submitted_at, args)
+    stmt = _limit(
+        _filters(select(OrderRow), OrderRow, OrderRow.submitted_at, args, run_id), OrderRow.submitted_at, args
+    )
     if args.status:
         stmt = stmt.where(OrderRow.status == args.status)
     rows = [
@@ -194,7 +201,11 @@ def query_decisions(session: Session, args: argparse.Namespace, run_id: str | No
     stmt = _filters(select(DecisionRow), DecisionRow, DecisionRow.as_of, args, run_id)
     if args.agent:
         stmt = stmt.where(DecisionRow.agent == args.agent)
-    stmt = stmt.order_by(DecisionRow.as_of, DecisionRow.id) if not args.limit else stmt.order_by(DecisionRow.as_of.desc(), DecisionRow.id.desc())
+    stmt = (
+        stmt.order_by(DecisionRow.as_of, DecisionRow.id)
+        if not args.limit
+        else stmt.order_by(DecisionRow.as_of.desc(), DecisionRow.id.desc())
+    )
     rows: list[Row] = []
     for d in session.scalars(stmt):
         if args.action and not fnmatch.fnmatchcase(d.action, args.action):
@@ -218,7 +229,11 @@ def query_decisions(session: Session, args: argparse.Namespace, run_id: str | No
 
 
 def query_equity(session: Session, args: argparse.Namespace, run_id: str | None) -> list[Row]:
-    stmt = _limit(_filters(select(EquitySnapshotRow), EquitySnapshotRow, EquitySnapshotRow.at, args, run_id), EquitySnapshotRow.at, args)
+    stmt = _limit(
+        _filters(select(EquitySnapshotRow), EquitySnapshotRow, EquitySnapshotRow.at, args, run_id),
+        EquitySnapshotRow.at,
+        args,
+    )
     rows = [
         {
             "at": e.at,
@@ -246,14 +261,21 @@ def query_runs(session: Session, args: argparse.Namespace, run_id: str | None) -
 
 def query_llm(session: Session, args: argparse.Namespace, run_id: str | None) -> dict[str, list[Row]]:
     """LLM calls by provider/model (count, outcomes, tokens, cost, latency percentiles) and abstentions by reason."""
-    return reporting.llm_usage(session, run_id=run_id, start=args.start, end=args.end, symbol=getattr(args, "symbol", None))
+    return reporting.llm_usage(
+        session, run_id=run_id, start=args.start, end=args.end, symbol=getattr(args, "symbol", None)
+    )
 
 
 def query_shadow(session: Session, args: argparse.Namespace, run_id: str | None) -> list[Row]:
     """Per strategy: how often it would have signalled, and the average forward return after its BUY/SELL signals,
     beside the same figures for the strategies the selector actually chose (``selector``)."""
     return reporting.shadow_stats(
-        session, run_id=run_id, start=args.start, end=args.end, symbol=getattr(args, "symbol", None), horizon=args.horizon
+        session,
+        run_id=run_id,
+        start=args.start,
+        end=args.end,
+        symbol=getattr(args, "symbol", None),
+        horizon=args.horizon,
     )
 
 
@@ -297,9 +319,9 @@ def render_table(rows: Sequence[Row]) -> str:
     columns = list(rows[0].keys())
     cells = [[_cell(r.get(c)) for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip()]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=False)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
-    lines.extend("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells)
+    lines.extend("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=False)).rstrip() for row in cells)
     lines.append(f"({len(rows)} rows)")
     return "\n".join(lines)
 
@@ -310,7 +332,9 @@ def render_csv(rows: Sequence[Row]) -> str:
         writer = csv.DictWriter(out, fieldnames=list(rows[0].keys()), lineterminator="\n")
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: _plain(v) if not isinstance(v, (dict, list)) else json.dumps(v) for k, v in row.items()})
+            writer.writerow(
+                {k: _plain(v) if not isinstance(v, (dict, list)) else json.dumps(v) for k, v in row.items()}
+            )
     return out.getvalue()
 
 
@@ -325,12 +349,19 @@ def render_json(rows: Sequence[Row]) -> str:
 
 def report_performance(session: Session, args: argparse.Namespace, run_id: str | None) -> dict[str, Any]:
     return reporting.performance(
-        session, run_id=run_id, symbol=args.symbol, start=args.start, end=args.end, periods_per_year=args.periods_per_year
+        session,
+        run_id=run_id,
+        symbol=args.symbol,
+        start=args.start,
+        end=args.end,
+        periods_per_year=args.periods_per_year,
     )
 
 
 def report_calibration(session: Session, args: argparse.Namespace, run_id: str | None) -> Any:
-    return reporting.calibration(session, run_id=run_id, symbol=args.symbol, start=args.start, end=args.end, bins=args.bins)
+    return reporting.calibration(
+        session, run_id=run_id, symbol=args.symbol, start=args.start, end=args.end, bins=args.bins
+    )
 
 
 def report_breakers(session: Session, args: argparse.Namespace, run_id: str | None) -> dict[str, Any]:
@@ -338,7 +369,9 @@ def report_breakers(session: Session, args: argparse.Namespace, run_id: str | No
 
 
 def report_risk(session: Session, args: argparse.Namespace, run_id: str | None) -> dict[str, Any]:
-    return reporting.risk_view(session, run_id=run_id, symbol=args.symbol, start=args.start, end=args.end, sector_map=args.sectors)
+    return reporting.risk_view(
+        session, run_id=run_id, symbol=args.symbol, start=args.start, end=args.end, sector_map=args.sectors
+    )
 
 
 def report_reconcile(session: Session, args: argparse.Namespace, run_id: str | None) -> list[Row]:
@@ -411,7 +444,11 @@ _PERFORMANCE_LINES: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
     ("max drawdown", "max_drawdown", _pct),
     ("longest drawdown (periods)", "max_drawdown_duration_periods", lambda v: "n/a" if v is None else str(v)),
     ("longest drawdown (days)", "max_drawdown_duration_days", lambda v: _num(v, 1)),
-    ("longest drawdown recovered", "longest_drawdown_recovered", lambda v: "n/a" if v is None else ("yes" if v else "no")),
+    (
+        "longest drawdown recovered",
+        "longest_drawdown_recovered",
+        lambda v: "n/a" if v is None else ("yes" if v else "no"),
+    ),
     ("VaR (daily)", "var", _pct),
     ("CVaR (daily)", "cvar", _pct),
     ("exposure (share of snapshots with positions)", "exposure", _pct),
@@ -459,7 +496,11 @@ def render_performance(report: dict[str, Any]) -> str:
         ]
         lines += ["", "Open positions (not in the trade metrics):", render_table(rows)]
     if report["unmatched_sells"]:
-        lines += ["", "Sells beyond the position rebuilt for this run (not in any trade):", render_table(report["unmatched_sells"])]
+        lines += [
+            "",
+            "Sells beyond the position rebuilt for this run (not in any trade):",
+            render_table(report["unmatched_sells"]),
+        ]
     return "\n".join(lines)
 
 
@@ -491,7 +532,9 @@ def render_breakers(report: dict[str, Any]) -> str:
         {k: c[k] for k in ("name", "state", "reason", "changed_at", "trips", "last_trip_at", "updated_at", "source")}
         for c in report["current"]
     ]
-    return "\n".join(["Current states:", render_table(current), "", "Events (trips and recoveries):", render_table(report["events"])])
+    return "\n".join(
+        ["Current states:", render_table(current), "", "Events (trips and recoveries):", render_table(report["events"])]
+    )
 
 
 def render_risk(report: dict[str, Any]) -> str:
@@ -503,7 +546,12 @@ def render_risk(report: dict[str, Any]) -> str:
         lines.append(f"Last recorded by the Risk agent ({_day(last['as_of'])}): {last['state']}: {last['reason']}")
     lines += ["", f"Exposure by sector (equity {_money(report['equity'])} at {_day(report['equity_at'])}):"]
     rows = [
-        {"sector": b["sector"], "symbols": ", ".join(b["symbols"]), "value": _money(b["value"]), "share_of_equity": _pct(b["share"])}
+        {
+            "sector": b["sector"],
+            "symbols": ", ".join(b["symbols"]),
+            "value": _money(b["value"]),
+            "share_of_equity": _pct(b["share"]),
+        }
         for b in report["exposure"]
     ]
     lines.append(render_table(rows))
@@ -537,8 +585,14 @@ def render_why(report: dict[str, Any]) -> str:
         lines.append(f"{len(report['iterations'])} iterations that day: {', '.join(report['iterations'])}")
     lines += ["", "Decisions (pipeline order):"]
     for d in report["decisions"]:
-        extras = [x for x in (d["strategy"], f"confidence {d['confidence']:.3f}" if d["confidence"] is not None else None) if x]
-        lines.append(f"  {_cell(d['as_of'])}  {d['agent']:<9} {d['action']}" + (f" [{', '.join(extras)}]" if extras else ""))
+        extras = [
+            x
+            for x in (d["strategy"], f"confidence {d['confidence']:.3f}" if d["confidence"] is not None else None)
+            if x
+        ]
+        lines.append(
+            f"  {_cell(d['as_of'])}  {d['agent']:<9} {d['action']}" + (f" [{', '.join(extras)}]" if extras else "")
+        )
         lines.append(f"      reason: {d['reason']}")
         if d["inputs"]:
             lines.append(f"      inputs: {_compact(d['inputs'])}")
@@ -559,9 +613,15 @@ def render_why(report: dict[str, Any]) -> str:
         lines.append("  (none)")
     for o in report["orders"]:
         prices = "".join(
-            f" {name} {_plain(o[key])}" for name, key in (("limit", "limit_price"), ("stop", "stop_price")) if o[key] is not None
+            f" {name} {_plain(o[key])}"
+            for name, key in (("limit", "limit_price"), ("stop", "stop_price"))
+            if o[key] is not None
         )
-        filled = f" ({_plain(o['filled_quantity'])} @ {_plain(o['average_fill_price'])})" if o["average_fill_price"] is not None else ""
+        filled = (
+            f" ({_plain(o['filled_quantity'])} @ {_plain(o['average_fill_price'])})"
+            if o["average_fill_price"] is not None
+            else ""
+        )
         lines.append(
             f"  {_cell(o['submitted_at'])}  {o['side']} {_plain(o['quantity'])} {o['type']}{prices} [{o['strategy']}]: {o['status']}{filled}"
         )
@@ -586,7 +646,9 @@ def render_why(report: dict[str, Any]) -> str:
             result = f"exited {_day(out['exit_at'])} @ {_plain(out['exit_price'])}, pnl {_money(out['pnl'])} ({_pct(out['return_pct'])}) net of {_money(out['commissions'])} commissions"
         else:
             result = f"open position: {_plain(out['open_quantity'])} held at average cost {_plain(out['average_cost'])}, realized so far {_money(out['realized_pnl'])}"
-        label = {"closed": "round trip", "open position": "round trip", "exit": "exit of the round trip"}.get(status, f"{status} of the round trip")
+        label = {"closed": "round trip", "open position": "round trip", "exit": "exit of the round trip"}.get(
+            status, f"{status} of the round trip"
+        )
         lines.append(f"  {label}: {entry}; {result}")
     return "\n".join(lines)
 
@@ -618,17 +680,23 @@ def build_parser() -> argparse.ArgumentParser:
     fmt = common.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print a JSON array of objects")
     fmt.add_argument("--csv", action="store_true", help="print CSV")
-    parser = argparse.ArgumentParser(prog="query_trades.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="query_trades.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("trades", parents=[common], help="fills with their order's strategy")
     orders = sub.add_parser("orders", parents=[common], help="orders and their status")
     orders.add_argument("--status", help="only orders in this status (e.g. filled, rejected)")
     decisions = sub.add_parser("decisions", parents=[common], help="every agent's decision per symbol")
-    decisions.add_argument("--agent", choices=["data", "strategy", "quant", "risk", "execution"], help="only this agent")
+    decisions.add_argument(
+        "--agent", choices=["data", "strategy", "quant", "risk", "execution"], help="only this agent"
+    )
     decisions.add_argument("--action", help="action pattern, e.g. 'denied:*' or BUY")
     sub.add_parser("equity", parents=[common], help="equity snapshots")
     sub.add_parser("runs", parents=[common], help="runs (daemon sessions, replays, backtests): every run unless --run")
-    sub.add_parser("llm", parents=[common], help="LLM calls: count, tokens, cost, latency percentiles; abstentions by reason")
+    sub.add_parser(
+        "llm", parents=[common], help="LLM calls: count, tokens, cost, latency percentiles; abstentions by reason"
+    )
     shadow = sub.add_parser("shadow", parents=[common], help="per-strategy shadow signals vs the selector's choices")
     shadow.add_argument("--horizon", type=int, default=10, help="bars ahead for the forward return (default 10)")
 
@@ -645,23 +713,40 @@ def build_parser() -> argparse.ArgumentParser:
     one_run = "run id or 'latest' (default; 'all' also means the latest: computed one run at a time)"
 
     performance = sub.add_parser(
-        "performance", parents=[report, window, symbol],
+        "performance",
+        parents=[report, window, symbol],
         help="metrics of one run: return, Sharpe, Sortino, drawdown, VaR, exposure, trades (by strategy, by symbol)",
     )
-    performance.add_argument("--periods-per-year", type=_positive_float, default=252.0, help="equity snapshots per year (default 252: daily)")
+    performance.add_argument(
+        "--periods-per-year", type=_positive_float, default=252.0, help="equity snapshots per year (default 252: daily)"
+    )
     performance.add_argument("--run", default="latest", help=one_run)
-    calibration = sub.add_parser("calibration", parents=[report, any_run, window, symbol], help="entry confidence vs outcome of closed round trips")
+    calibration = sub.add_parser(
+        "calibration",
+        parents=[report, any_run, window, symbol],
+        help="entry confidence vs outcome of closed round trips",
+    )
     calibration.add_argument("--bins", type=_positive_int, default=5, help="reliability bins over [0, 1] (default 5)")
-    breakers = sub.add_parser("breakers", parents=[report, any_run, window], help="circuit breakers: current states and trip/recovery history")
+    breakers = sub.add_parser(
+        "breakers", parents=[report, any_run, window], help="circuit breakers: current states and trip/recovery history"
+    )
     breakers.add_argument("--name", help="only this breaker (e.g. llm_selection)")
-    risk = sub.add_parser("risk", parents=[report, window, symbol], help="trading state, exposure by sector, refusals by rule")
+    risk = sub.add_parser(
+        "risk", parents=[report, window, symbol], help="trading state, exposure by sector, refusals by rule"
+    )
     risk.add_argument("--run", default="latest", help=one_run)
     risk.add_argument("--sectors", type=_sector_map, help="sector map JSON (default config/sectors.json)")
-    sub.add_parser("reconcile", parents=[report, any_run, window, symbol], help="reconciliation events (database vs broker)")
-    why = sub.add_parser("why", parents=[report], help="every decision, LLM call, order, fill and the outcome for SYMBOL on DATE")
+    sub.add_parser(
+        "reconcile", parents=[report, any_run, window, symbol], help="reconciliation events (database vs broker)"
+    )
+    why = sub.add_parser(
+        "why", parents=[report], help="every decision, LLM call, order, fill and the outcome for SYMBOL on DATE"
+    )
     why.add_argument("why_symbol", metavar="SYMBOL")
     why.add_argument("day", metavar="DATE", type=iso_date, help="session date YYYY-MM-DD")
-    why.add_argument("--run", default="all", help="run id or 'latest'; default: the latest run that decided about SYMBOL on DATE")
+    why.add_argument(
+        "--run", default="all", help="run id or 'latest'; default: the latest run that decided about SYMBOL on DATE"
+    )
     return parser
 
 
@@ -720,7 +805,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     sections = rows if isinstance(rows, dict) else None
     if args.json:
-        print(json.dumps({k: [{c: _plain(v) for c, v in r.items()} for r in rs] for k, rs in sections.items()}, indent=2) if sections else render_json(rows))
+        print(
+            json.dumps({k: [{c: _plain(v) for c, v in r.items()} for r in rs] for k, rs in sections.items()}, indent=2)
+            if sections
+            else render_json(rows)
+        )
     elif args.csv:
         for name, rs in (sections or {"": rows}).items():
             if name:

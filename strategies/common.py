@@ -28,7 +28,8 @@ import math
 from abc import abstractmethod
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -37,6 +38,7 @@ from pydantic import ConfigDict, Field
 from core.domain import Action
 from strategies import indicators as ind
 from strategies.base import SIGNAL_COLUMNS, Peers, Strategy, StrategyParams
+
 
 class StopParams(StrategyParams):
     """Parameters every strategy shares: the ATR stop (the strategies with a structural target have only these)."""
@@ -165,7 +167,7 @@ def assemble_frame(
     """
     if _FROM_ARRAYS is not None and not public_api:
         return _FROM_ARRAYS(arrays, columns=columns, index=index, verify_integrity=False)
-    return pd.DataFrame(dict(zip(columns, arrays)), index=index, copy=True)
+    return pd.DataFrame(dict(zip(columns, arrays, strict=False)), index=index, copy=True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,8 @@ nothing is registered at import time and there is no global registry object to m
 from __future__ import annotations
 
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 from strategies.base import InvalidStrategyParams, Strategy
 from strategies.relative import DualMomentum, RelativeStrength, SectorRotation

@@ -87,10 +87,10 @@ class RelativeStrength(BarStrategy):
 class _UniverseMomentum:
     """Row-sorted momenta of every universe column on the universe's own dates, kept for one ``closes`` frame."""
 
-    source: "weakref.ReferenceType[pd.DataFrame]"
+    source: weakref.ReferenceType[pd.DataFrame]
     shape: tuple[int, int]
     index: pd.Index
-    ranked: "_RankedMomentum"
+    ranked: _RankedMomentum
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +107,7 @@ class _RankedMomentum:
     members: np.ndarray  # number of finite momenta per date
 
     @classmethod
-    def from_closes(cls, values: np.ndarray, lookback: int) -> "_RankedMomentum":
+    def from_closes(cls, values: np.ndarray, lookback: int) -> _RankedMomentum:
         dates, width = values.shape
         momentum = np.full(values.shape, np.nan)
         if lookback < dates:
@@ -122,7 +122,7 @@ class _RankedMomentum:
         keys.imag = momentum
         return cls(keys.ravel(), width, np.count_nonzero(finite, axis=1))
 
-    def head(self, n: int) -> "_RankedMomentum":
+    def head(self, n: int) -> _RankedMomentum:
         return _RankedMomentum(self.keys[: n * self.width], self.width, self.members[:n])
 
     def count_higher(self, value: np.ndarray) -> np.ndarray:
@@ -177,11 +177,9 @@ class SectorRotation(BarStrategy):
             return data
 
         @model_validator(mode="after")
-        def _exactly_one_cutoff(self) -> "SectorRotation.Params":
+        def _exactly_one_cutoff(self) -> SectorRotation.Params:
             if (self.top_fraction is None) == (self.top_n is None):
-                raise ValueError(
-                    f"set exactly one of top_fraction ({self.top_fraction}) and top_n ({self.top_n})"
-                )
+                raise ValueError(f"set exactly one of top_fraction ({self.top_fraction}) and top_n ({self.top_n})")
             return self
 
     def __init__(self, **overrides: Any) -> None:

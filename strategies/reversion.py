@@ -42,7 +42,7 @@ class MeanReversion(BarStrategy):
         overbought: float = Field(70.0, gt=0.0, lt=100.0, description="RSI level whose upward crossing is a SELL")
 
         @model_validator(mode="after")
-        def _levels_ordered(self) -> "MeanReversion.Params":
+        def _levels_ordered(self) -> MeanReversion.Params:
             if self.oversold >= self.overbought:
                 raise ValueError(f"oversold ({self.oversold}) must be below overbought ({self.overbought})")
             return self

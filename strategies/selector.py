@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import math
 from types import MappingProxyType
-from typing import Final, Mapping
+from typing import Final
+from collections.abc import Mapping
 
 from strategies.base import Strategy
 from strategies.context import MarketContext
@@ -130,7 +131,12 @@ class FixedSelector:
         self._ready = f"fixed strategy {name} ({origin})"  # the reason once the history suffices (every session after)
 
     def choose(
-        self, context: MarketContext | None, available_history: int, *, benchmark_available: bool = False, universe_available: bool = False
+        self,
+        context: MarketContext | None,
+        available_history: int,
+        *,
+        benchmark_available: bool = False,
+        universe_available: bool = False,
     ) -> tuple[str, str]:
         needed = self._needed
         if needed < available_history:

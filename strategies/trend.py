@@ -41,7 +41,7 @@ class TrendFollowing(BarStrategy):
         slow: int = Field(200, ge=2, le=2000, description="slow SMA length")
 
         @model_validator(mode="after")
-        def _fast_below_slow(self) -> "TrendFollowing.Params":
+        def _fast_below_slow(self) -> TrendFollowing.Params:
             if self.fast >= self.slow:
                 raise ValueError(f"fast ({self.fast}) must be smaller than slow ({self.slow})")
             return self

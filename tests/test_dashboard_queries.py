@@ -77,10 +77,22 @@ def _build(url: str, tmp: Path) -> Built:
             insert(LLMCallRow),
             [
                 {
-                    "run_id": replay, "iteration_id": iterations[i], "purpose": "selection", "provider": "groq",
-                    "model": "test-model", "prompt_version": "v1", "prompt_hash": "h", "input_tokens": 10,
-                    "output_tokens": 5, "cost_usd": cost, "latency_ms": latency, "retries": 0, "outcome": outcome,
-                    "validation_errors": {"errors": []}, "symbols": {"symbols": ["SPY"]}, "error": None,
+                    "run_id": replay,
+                    "iteration_id": iterations[i],
+                    "purpose": "selection",
+                    "provider": "groq",
+                    "model": "test-model",
+                    "prompt_version": "v1",
+                    "prompt_hash": "h",
+                    "input_tokens": 10,
+                    "output_tokens": 5,
+                    "cost_usd": cost,
+                    "latency_ms": latency,
+                    "retries": 0,
+                    "outcome": outcome,
+                    "validation_errors": {"errors": []},
+                    "symbols": {"symbols": ["SPY"]},
+                    "error": None,
                     "started_at": at + timedelta(days=i),
                 }
                 for i, (outcome, cost, latency) in enumerate(calls)
@@ -90,9 +102,16 @@ def _build(url: str, tmp: Path) -> Built:
             insert(DecisionRow),
             [
                 {
-                    "run_id": replay, "iteration_id": iterations[i], "as_of": at + timedelta(days=i), "agent": "selector",
-                    "symbol": "SPY", "action": "abstain", "strategy": None, "confidence": None,
-                    "reason": "LLM answer failed validation", "inputs": {},
+                    "run_id": replay,
+                    "iteration_id": iterations[i],
+                    "as_of": at + timedelta(days=i),
+                    "agent": "selector",
+                    "symbol": "SPY",
+                    "action": "abstain",
+                    "strategy": None,
+                    "confidence": None,
+                    "reason": "LLM answer failed validation",
+                    "inputs": {},
                 }
                 for i in (2, 3)
             ],
@@ -146,7 +165,9 @@ def test_runs_are_listed_newest_first_with_their_iteration_counts(built: Built, 
     assert list(runs["kind"]) == ["backtest", "replay"]
     for row in runs.itertuples():
         count = s.scalar(select(func.count()).select_from(Iteration).where(Iteration.run_id == row.run_id))
-        first, last = s.execute(select(func.min(Iteration.as_of), func.max(Iteration.as_of)).where(Iteration.run_id == row.run_id)).one()
+        first, last = s.execute(
+            select(func.min(Iteration.as_of), func.max(Iteration.as_of)).where(Iteration.run_id == row.run_id)
+        ).one()
         assert row.iterations == count == 125  # NYSE sessions in 2018-H1
         assert row.failed == row.degraded == 0
         assert (str(row.first_session), str(row.last_session)) == ("2018-01-02", "2018-06-29")
@@ -163,8 +184,21 @@ def test_default_run_is_the_latest_daemon_run_even_when_a_replay_started_later(t
     url = f"sqlite:///{tmp_path / 'runs.db'}"
     repo = Repository(open_database(url))
     t0 = datetime(2024, 1, 2, tzinfo=UTC)
-    for run_id, kind, at in (("daemon-old", "daemon", t0), ("daemon-new", "daemon", t0 + timedelta(days=1)), ("replay-later", "replay", t0 + timedelta(days=2))):
-        repo.create_run(run_id, kind=kind, broker="simulated", data_provider="files", started_at=at, initial_cash=Decimal("1000"), symbols=["SPY"], config={})
+    for run_id, kind, at in (
+        ("daemon-old", "daemon", t0),
+        ("daemon-new", "daemon", t0 + timedelta(days=1)),
+        ("replay-later", "replay", t0 + timedelta(days=2)),
+    ):
+        repo.create_run(
+            run_id,
+            kind=kind,
+            broker="simulated",
+            data_provider="files",
+            started_at=at,
+            initial_cash=Decimal("1000"),
+            symbols=["SPY"],
+            config={},
+        )
     repo.engine.dispose()
     engine = open_readonly(url)
     with Session(engine) as session:
@@ -178,12 +212,37 @@ def test_runs_when_iterations_were_degraded_or_failed_then_counted_apart(tmp_pat
     url = f"sqlite:///{tmp_path / 'statuses.db'}"
     repo = Repository(open_database(url))
     t0 = datetime(2024, 1, 2, tzinfo=UTC)
-    repo.create_run("daemon-x", kind="daemon", broker="simulated", data_provider="files", started_at=t0, initial_cash=Decimal("1000"), symbols=["SPY"], config={})
+    repo.create_run(
+        "daemon-x",
+        kind="daemon",
+        broker="simulated",
+        data_provider="files",
+        started_at=t0,
+        initial_cash=Decimal("1000"),
+        symbols=["SPY"],
+        config={},
+    )
     with repo.session() as session, session.begin():
         for seq, status in enumerate(["ok", "degraded", "degraded", "failed"], start=1):
-            session.add(Iteration(id=f"daemon-x-{seq:06d}", run_id="daemon-x", seq=seq, as_of=t0 + timedelta(days=seq), recorded_at=t0 + timedelta(days=seq),
-                                  status=status, error=None if status == "ok" else "x", symbols_total=1, symbols_ok=1, data_quality=1.0,
-                                  signals=0, approvals=0, denials=0, orders=0, fills=0))
+            session.add(
+                Iteration(
+                    id=f"daemon-x-{seq:06d}",
+                    run_id="daemon-x",
+                    seq=seq,
+                    as_of=t0 + timedelta(days=seq),
+                    recorded_at=t0 + timedelta(days=seq),
+                    status=status,
+                    error=None if status == "ok" else "x",
+                    symbols_total=1,
+                    symbols_ok=1,
+                    data_quality=1.0,
+                    signals=0,
+                    approvals=0,
+                    denials=0,
+                    orders=0,
+                    fills=0,
+                )
+            )
     repo.engine.dispose()
     engine = open_readonly(url)
     with Session(engine) as session:
@@ -203,9 +262,13 @@ def _csv_closes(symbol: str) -> dict[str, float]:
 
 
 @pytest.mark.parametrize("which", ["replay", "backtest"])
-def test_equity_curve_final_equity_drawdown_and_benchmark_match_the_tables(built: Built, s: Session, which: str) -> None:
+def test_equity_curve_final_equity_drawdown_and_benchmark_match_the_tables(
+    built: Built, s: Session, which: str
+) -> None:
     run_id = getattr(built, which)
-    snaps = s.scalars(select(EquitySnapshotRow).where(EquitySnapshotRow.run_id == run_id).order_by(EquitySnapshotRow.at)).all()
+    snaps = s.scalars(
+        select(EquitySnapshotRow).where(EquitySnapshotRow.run_id == run_id).order_by(EquitySnapshotRow.at)
+    ).all()
     curve = q.equity_curve(s, run_id)
     assert len(curve.frame) == len(snaps) == 125
     assert curve.final_equity == snaps[-1].equity and isinstance(curve.final_equity, Decimal)
@@ -238,7 +301,11 @@ def test_the_shadow_ledger_and_the_data_agent_record_the_same_closes(built: Buil
     shadow = q.benchmark_closes(s, built.replay, "SPY")
     from_decisions = {
         d.iteration_id: d.inputs["close"]
-        for d in s.scalars(select(DecisionRow).where(DecisionRow.run_id == built.replay, DecisionRow.agent == "data", DecisionRow.symbol == "SPY"))
+        for d in s.scalars(
+            select(DecisionRow).where(
+                DecisionRow.run_id == built.replay, DecisionRow.agent == "data", DecisionRow.symbol == "SPY"
+            )
+        )
     }
     assert len(shadow) == 125 and shadow.keys() == from_decisions.keys()
     assert shadow == pytest.approx(from_decisions)
@@ -249,7 +316,16 @@ def test_the_benchmark_falls_back_to_the_data_agents_closes_without_a_shadow_led
     url = f"sqlite:///{tmp_path / 'noshadow.db'}"
     repo = Repository(open_database(url))
     t0 = datetime(2024, 1, 2, 21, tzinfo=UTC)
-    repo.create_run("r", kind="replay", broker="simulated", data_provider="files", started_at=t0, initial_cash=Decimal("1000"), symbols=["SPY"], config={})
+    repo.create_run(
+        "r",
+        kind="replay",
+        broker="simulated",
+        data_provider="files",
+        started_at=t0,
+        initial_cash=Decimal("1000"),
+        symbols=["SPY"],
+        config={},
+    )
     with repo.session() as session:
         for i, close in enumerate((100.0, 110.0)):
             at = t0 + timedelta(days=i)
@@ -285,13 +361,22 @@ def test_open_positions_carry_stop_target_and_unrealised_pnl(built: Built, s: Se
     positions = q.open_positions(s, built.replay)
     assert rows, "2018-H1 ends with an open position"
     assert len(positions.frame) == len(rows)
-    for p, row in zip(positions.frame.itertuples(), sorted(rows, key=lambda r: r.symbol)):
-        assert (p.symbol, p.quantity, p.average_price, p.last_price) == (row.symbol, row.quantity, row.average_price, row.last_price)
+    for p, row in zip(positions.frame.itertuples(), sorted(rows, key=lambda r: r.symbol), strict=False):
+        assert (p.symbol, p.quantity, p.average_price, p.last_price) == (
+            row.symbol,
+            row.quantity,
+            row.average_price,
+            row.last_price,
+        )
         assert p.unrealized_pnl == (row.last_price - row.average_price) * row.quantity
         # the protective legs are the open stop and take-profit orders of the bracket
         legs = {
             o.order_type: o
-            for o in s.scalars(select(OrderRow).where(OrderRow.run_id == built.replay, OrderRow.symbol == row.symbol, OrderRow.status == "submitted"))
+            for o in s.scalars(
+                select(OrderRow).where(
+                    OrderRow.run_id == built.replay, OrderRow.symbol == row.symbol, OrderRow.status == "submitted"
+                )
+            )
         }
         assert p.stop_price == legs["stop"].stop_price and p.target_price == legs["limit"].limit_price
         assert p.stop_price < p.average_price < p.target_price
@@ -315,18 +400,29 @@ def test_order_and_fill_counts_and_the_most_recent_rows(built: Built, s: Session
         assert orders["submitted_at"].iloc[0] == latest
         all_fills = q.recent_fills(s, run_id, limit=1000)
         assert len(all_fills) == counts["fills"]
-        assert all(v == qty * price for v, qty, price in zip(all_fills["value"], all_fills["quantity"], all_fills["price"]))
-        assert set(all_fills["client_order_id"]) <= set(s.scalars(select(OrderRow.client_order_id).where(OrderRow.run_id == run_id)))
+        assert all(
+            v == qty * price
+            for v, qty, price in zip(all_fills["value"], all_fills["quantity"], all_fills["price"], strict=False)
+        )
+        assert set(all_fills["client_order_id"]) <= set(
+            s.scalars(select(OrderRow.client_order_id).where(OrderRow.run_id == run_id))
+        )
 
 
-def test_round_trips_when_a_run_closed_trades_then_each_row_has_its_pnl_exit_reason_and_holding_sessions(built: Built, s: Session) -> None:
+def test_round_trips_when_a_run_closed_trades_then_each_row_has_its_pnl_exit_reason_and_holding_sessions(
+    built: Built, s: Session
+) -> None:
     for run_id in (built.replay, built.backtest):
         trips = q.round_trips(s, run_id)
         closed = reporting.round_trips(s, run_id=run_id)  # what `query_trades.py trades` lists
         assert len(trips) == len(closed) > 0
-        assert sorted(zip(trips["symbol"], trips["entry_at"], trips["exit_at"])) == sorted((t.symbol, t.entry_at, t.exit_at) for t in closed)
+        assert sorted(zip(trips["symbol"], trips["entry_at"], trips["exit_at"], strict=False)) == sorted(
+            (t.symbol, t.entry_at, t.exit_at) for t in closed
+        )
         assert list(trips["exit_at"]) == sorted(trips["exit_at"], reverse=True)  # newest exit first
-        sessions = sorted({a.date() for a in s.scalars(select(Iteration.as_of).where(Iteration.run_id == run_id))})  # 20:00/21:00 UTC
+        sessions = sorted(
+            {a.date() for a in s.scalars(select(Iteration.as_of).where(Iteration.run_id == run_id))}
+        )  # 20:00/21:00 UTC
         for row in trips.itertuples():
             fills = s.scalars(
                 select(FillRow).where(FillRow.run_id == run_id, FillRow.symbol == row.symbol,
@@ -359,7 +455,12 @@ def test_round_trips_when_a_run_closed_trades_then_each_row_has_its_pnl_exit_rea
         ("trailing_stop", "", "alpaca-leg", "stop"),
         ("limit", "take-profit of r-20180205-IWM-buy", "r-20180205-IWM-buy-tp", "target"),
         ("market", "SELL 140 IWM (close position) in state active: exit on volatility_breakout SELL", "r-1", "signal"),
-        ("market", "SELL 140 IWM (close position) in state reducing: time stop: held 10 sessions (limit 10)", "r-2", "time"),
+        (
+            "market",
+            "SELL 140 IWM (close position) in state reducing: time stop: held 10 sessions (limit 10)",
+            "r-2",
+            "time",
+        ),
         ("market", "operator flatten", "r-3", "other"),
     ],
 )
@@ -378,10 +479,16 @@ def test_recent_decisions_per_agent_are_that_agents_newest(built: Built, s: Sess
     assert set(decisions) == agents and "selector" in agents
     assert list(decisions)[:6] == ["data", "selector", "strategy", "quant", "risk", "execution"]  # pipeline order
     for agent, frame in decisions.items():
-        total = s.scalar(select(func.count()).select_from(DecisionRow).where(DecisionRow.run_id == built.replay, DecisionRow.agent == agent))
+        total = s.scalar(
+            select(func.count())
+            .select_from(DecisionRow)
+            .where(DecisionRow.run_id == built.replay, DecisionRow.agent == agent)
+        )
         assert len(frame) == min(7, total)
         assert set(frame["agent"]) == {agent} and frame["as_of"].is_monotonic_decreasing
-        newest = s.scalar(select(func.max(DecisionRow.as_of)).where(DecisionRow.run_id == built.replay, DecisionRow.agent == agent))
+        newest = s.scalar(
+            select(func.max(DecisionRow.as_of)).where(DecisionRow.run_id == built.replay, DecisionRow.agent == agent)
+        )
         assert frame["as_of"].iloc[0] == newest
 
 
@@ -395,7 +502,7 @@ def test_refusals_by_rule_equal_a_direct_count(built: Built, s: Session) -> None
             ).all()
         )
         refusals = q.refusals_by_rule(s, run_id)
-        assert {f"denied:{r}": c for r, c in zip(refusals["rule"], refusals["count"])} == direct
+        assert {f"denied:{r}": c for r, c in zip(refusals["rule"], refusals["count"], strict=False)} == direct
         assert list(refusals["count"]) == sorted(refusals["count"], reverse=True)
     assert len(q.refusals_by_rule(s, built.replay)) >= 2  # 2018-H1 refuses for several rules
 
@@ -413,10 +520,19 @@ def test_trading_state_and_breakers_are_the_runs_own(built: Built, s: Session) -
         assert state.high_water_mark == saved.value["high_water_mark"]
         keys = s.scalars(select(DaemonStateRow.key).where(DaemonStateRow.key.like(f"{run_id}:breaker:%"))).all()
         assert sorted(state.breakers["name"]) == sorted(k.rsplit(":", 1)[1] for k in keys)
-        assert len(state.breaker_events) == s.scalar(select(func.count()).select_from(BreakerEventRow).where(BreakerEventRow.run_id == run_id))
-        last = s.scalars(select(EquitySnapshotRow).where(EquitySnapshotRow.run_id == run_id).order_by(EquitySnapshotRow.at.desc()).limit(1)).one()
+        assert len(state.breaker_events) == s.scalar(
+            select(func.count()).select_from(BreakerEventRow).where(BreakerEventRow.run_id == run_id)
+        )
+        last = s.scalars(
+            select(EquitySnapshotRow)
+            .where(EquitySnapshotRow.run_id == run_id)
+            .order_by(EquitySnapshotRow.at.desc())
+            .limit(1)
+        ).one()
         assert state.equity == last.equity
-        assert state.gross_exposure == sum(p.market_value for p in s.scalars(select(PositionRow).where(PositionRow.run_id == run_id)))
+        assert state.gross_exposure == sum(
+            p.market_value for p in s.scalars(select(PositionRow).where(PositionRow.run_id == run_id))
+        )
 
 
 def _state_db(tmp_path: Path, states: dict[str, str], *, daemon_healthy: bool = False) -> str:
@@ -449,10 +565,14 @@ def _state_db(tmp_path: Path, states: dict[str, str], *, daemon_healthy: bool = 
 
 
 def test_state_banner_is_green_only_when_the_runs_state_is_active(tmp_path: Path) -> None:
-    url = _state_db(tmp_path, {"bt-active": "active", "bt-reducing": "reducing", "bt-locked": "locked", "bt-halted": "halted"})
+    url = _state_db(
+        tmp_path, {"bt-active": "active", "bt-reducing": "reducing", "bt-locked": "locked", "bt-halted": "halted"}
+    )
     engine = open_readonly(url)
     with Session(engine) as session:
-        banners = {run_id: q.state_banner(session, run_id) for run_id in ("bt-active", "bt-reducing", "bt-locked", "bt-halted")}
+        banners = {
+            run_id: q.state_banner(session, run_id) for run_id in ("bt-active", "bt-reducing", "bt-locked", "bt-halted")
+        }
     engine.dispose()
     assert {r: (b.state, b.level) for r, b in banners.items()} == {
         "bt-active": ("ACTIVE", "success"), "bt-reducing": ("REDUCING", "warning"),
@@ -495,7 +615,9 @@ def test_llm_usage_counts_calls_cost_latency_and_abstentions(built: Built, s: Se
     assert usage.latency_p95_ms == 290.0
     assert usage.abstentions == 2
     assert usage.abstention_reasons.to_dict("records") == [{"reason": "LLM answer failed validation", "count": 2}]
-    assert usage.by_model[["provider", "model", "calls"]].to_dict("records") == [{"provider": "groq", "model": "test-model", "calls": 4}]
+    assert usage.by_model[["provider", "model", "calls"]].to_dict("records") == [
+        {"provider": "groq", "model": "test-model", "calls": 4}
+    ]
     none = q.llm_usage(s, built.backtest)
     assert (none.calls, none.cost_usd, none.latency_p50_ms, none.abstentions) == (0, Decimal("0"), None, 0)
 
@@ -520,10 +642,16 @@ def test_shadow_comparison_counts_every_strategys_signals(built: Built, s: Sessi
 
 def test_latest_narrative_is_the_last_audit_report(built: Built, s: Session) -> None:
     for run_id in (built.replay, built.backtest):
-        last = s.scalars(select(AuditReportRow).where(AuditReportRow.run_id == run_id).order_by(AuditReportRow.at.desc()).limit(1)).one()
+        last = s.scalars(
+            select(AuditReportRow).where(AuditReportRow.run_id == run_id).order_by(AuditReportRow.at.desc()).limit(1)
+        ).one()
         narrative = q.latest_narrative(s, run_id)
         assert narrative is not None
-        assert (narrative["text"], narrative["kind"], narrative["iteration_id"]) == (last.text, last.kind, last.iteration_id)
+        assert (narrative["text"], narrative["kind"], narrative["iteration_id"]) == (
+            last.text,
+            last.kind,
+            last.iteration_id,
+        )
         # the narrative states the same equity the panel shows
         final = q.equity_curve(s, run_id).final_equity
         assert f"equity {fmt.money(final)}" in narrative["text"]
@@ -604,7 +732,9 @@ def test_read_only_open_never_creates_or_migrates_a_database(tmp_path: Path) -> 
         open_readonly("sqlite:///:memory:")
 
 
-def test_read_only_sqlite_handles_paths_with_spaces_and_relative_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_read_only_sqlite_handles_paths_with_spaces_and_relative_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     folder = tmp_path / "a dir #1"
     folder.mkdir()
     open_database(f"sqlite:///{folder / 'db file.db'}").dispose()
@@ -641,7 +771,12 @@ def test_main_dashboard_checks_the_database_then_execs_streamlit_without_the_url
     argv = seen["argv"]
     assert isinstance(argv, list) and argv[:4] == [main.sys.executable, "-m", "streamlit", "run"]
     assert argv[4].endswith("core/dashboard/app.py")
-    for option, value in (("--server.headless", "true"), ("--server.port", "8123"), ("--server.address", "0.0.0.0"), ("--browser.gatherUsageStats", "false")):
+    for option, value in (
+        ("--server.headless", "true"),
+        ("--server.port", "8123"),
+        ("--server.address", "0.0.0.0"),
+        ("--browser.gatherUsageStats", "false"),
+    ):
         assert argv[argv.index(option) + 1] == value
     assert argv[argv.index("--") + 1 :] == ["--refresh", "7"]
     assert all(url not in a for a in argv)
@@ -664,7 +799,12 @@ def test_the_streamlit_script_renders_every_panel(built: Built, monkeypatch: pyt
     metrics = {m.label: m.value for m in at.metric}
     engine = create_engine(normalise_url(built.url))
     with Session(engine) as s:
-        last = s.scalars(select(EquitySnapshotRow).where(EquitySnapshotRow.run_id == built.replay).order_by(EquitySnapshotRow.at.desc()).limit(1)).one()
+        last = s.scalars(
+            select(EquitySnapshotRow)
+            .where(EquitySnapshotRow.run_id == built.replay)
+            .order_by(EquitySnapshotRow.at.desc())
+            .limit(1)
+        ).one()
         fills = s.scalar(select(func.count()).select_from(FillRow).where(FillRow.run_id == built.replay))
         orders = s.scalar(select(func.count()).select_from(OrderRow).where(OrderRow.run_id == built.replay))
         reason = q.trading_state(s, built.replay).reason
@@ -681,7 +821,9 @@ def test_the_streamlit_script_renders_every_panel(built: Built, monkeypatch: pyt
     ]  # fmt: skip
     assert [x.value for x in at.success] == [f"This run: Trading ACTIVE: {reason}"]
     # times in New York time with the zone, the UTC time beside them
-    assert "started " in at.caption[0].value and at.caption[0].value.split("started ")[1][:20].endswith((" EST", " EDT"))
+    assert "started " in at.caption[0].value and at.caption[0].value.split("started ")[1][:20].endswith(
+        (" EST", " EDT")
+    )
     trips = next(d.value for d in at.dataframe if "exit_reason" in d.value.columns)
     assert list(trips.columns) == ["symbol", "entry_at", "entry_price", "exit_at", "exit_price", "quantity", "pnl",
                                    "return_pct", "holding_sessions", "exit_reason", "strategy"]  # fmt: skip
@@ -702,7 +844,11 @@ def test_the_streamlit_script_renders_every_panel(built: Built, monkeypatch: pyt
         (datetime(2021, 3, 31, 20, tzinfo=UTC), "2021-03-31 16:00 EDT", "2021-03-31 20:00 UTC"),
         (datetime(2021, 1, 4, 14, 30), "2021-01-04 09:30 EST", "2021-01-04 14:30 UTC"),  # naive (SQLite): UTC
         ("2021-01-04T21:00:00+00:00", "2021-01-04 16:00 EST", "2021-01-04 21:00 UTC"),
-        (datetime(2018, 2, 6, tzinfo=UTC), "2018-02-06", "2018-02-06 00:00 UTC"),  # a daily bar's date, not 19:00 the day before
+        (
+            datetime(2018, 2, 6, tzinfo=UTC),
+            "2018-02-06",
+            "2018-02-06 00:00 UTC",
+        ),  # a daily bar's date, not 19:00 the day before
         (None, "–", "–"),
     ],
 )

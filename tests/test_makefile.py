@@ -48,7 +48,9 @@ def project(tmp_path: Path) -> Path:
 
 
 def _make(project: Path, target: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["make", "--no-print-directory", target], cwd=project, capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        ["make", "--no-print-directory", target], cwd=project, capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 def test_make_setup_when_installing_then_announces_each_step_and_condenses_pip(project: Path) -> None:

@@ -13,7 +13,9 @@ from tests.conftest import REPO_ROOT
 
 RUNTIME_PACKAGES = ("agents", "config", "core", "strategies", "utils")
 RUNTIME_SCRIPTS = ("main", "scripts.query_trades")
-NOT_IMPORTED_AS_MODULES = {"core.dashboard.app"}  # the Streamlit script: `streamlit run` executes it, nothing imports it
+NOT_IMPORTED_AS_MODULES = {
+    "core.dashboard.app"
+}  # the Streamlit script: `streamlit run` executes it, nothing imports it
 DEV_ONLY = ("pandas_ta", "backtrader", "pytest", "hypothesis", "playwright", "openapi_schema_validator")
 
 PROBE = textwrap.dedent(
@@ -41,7 +43,9 @@ PROBE = textwrap.dedent(
 
 def test_runtime_modules_when_dev_extras_are_unimportable_then_all_import() -> None:
     payload = json.dumps([DEV_ONLY, RUNTIME_PACKAGES, RUNTIME_SCRIPTS, sorted(NOT_IMPORTED_AS_MODULES)])
-    done = subprocess.run([sys.executable, "-c", PROBE, payload], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, payload], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False
+    )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert len(result["imported"]) > 50  # the walk found the project's modules
@@ -50,6 +54,8 @@ def test_runtime_modules_when_dev_extras_are_unimportable_then_all_import() -> N
 
 def test_pyproject_when_read_then_dev_only_libraries_are_no_runtime_dependency() -> None:
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    runtime = {dep.split(">")[0].split("=")[0].split("<")[0].split("[")[0].strip().lower() for dep in project["dependencies"]}
+    runtime = {
+        dep.split(">")[0].split("=")[0].split("<")[0].split("[")[0].strip().lower() for dep in project["dependencies"]
+    }
     assert "pandas-ta" not in runtime and "backtrader" not in runtime
     assert any(dep.startswith("pandas-ta") for dep in project["optional-dependencies"]["dev"])

@@ -31,7 +31,8 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, Callable, ClassVar, Literal, Mapping
+from typing import Any, ClassVar, Literal
+from collections.abc import Callable, Mapping
 
 __all__ = [
     "BackoffBreaker",

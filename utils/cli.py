@@ -29,7 +29,9 @@ def install_stop_handlers(stop: asyncio.Event, what: str = "the current iteratio
     installed = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
-            loop.add_signal_handler(sig, lambda s=sig: (logger.warning("{} received: finishing {}", s.name, what), stop.set()))
+            loop.add_signal_handler(
+                sig, lambda s=sig: (logger.warning("{} received: finishing {}", s.name, what), stop.set())
+            )
         except (NotImplementedError, RuntimeError):  # not the main thread, or no signal support: keep the default
             continue
         installed.append(sig)

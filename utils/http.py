@@ -27,7 +27,8 @@ import json
 import math
 import threading
 import time
-from typing import Any, Callable, Iterable, Mapping, Protocol
+from typing import Any, Protocol
+from collections.abc import Callable, Iterable, Mapping
 from urllib.parse import urlsplit
 
 import requests
@@ -242,14 +243,20 @@ class TimeoutAdapter(HTTPAdapter):
             with self._count_lock:
                 self._requests_sent += 1
             try:
-                response = super().send(request, stream=stream, timeout=bounded, verify=verify, cert=cert, proxies=proxies)
+                response = super().send(
+                    request, stream=stream, timeout=bounded, verify=verify, cert=cert, proxies=proxies
+                )
             except (requests.ConnectionError, requests.Timeout) as exc:
                 if cut and isinstance(exc, requests.Timeout):
                     raise DeadlineExceeded(
                         f"no answer from {request.method} {_describe(request)} before the {_scope_label()} deadline",
                         request=request,
                     ) from None
-                if retryable and attempt <= self._transient_retries and self._back_off(attempt, None, request, type(exc).__name__):
+                if (
+                    retryable
+                    and attempt <= self._transient_retries
+                    and self._back_off(attempt, None, request, type(exc).__name__)
+                ):
                     continue
                 raise
             status = response.status_code
@@ -273,7 +280,8 @@ class TimeoutAdapter(HTTPAdapter):
             return timeout, False
         if left < _MIN_USEFUL_S:
             raise DeadlineExceeded(
-                f"{request.method} {_describe(request)} not sent: the {_scope_label()} deadline has passed", request=request
+                f"{request.method} {_describe(request)} not sent: the {_scope_label()} deadline has passed",
+                request=request,
             )
         if isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
             return (timeout, False) if timeout <= left else (left, True)
@@ -307,10 +315,23 @@ class TimeoutAdapter(HTTPAdapter):
         left = _deadline.remaining()
         if left is not None and delay + _MIN_USEFUL_S >= left:
             logger.warning(
-                "{} {}: {}; no retry: the {} deadline is {:.1f}s away", request.method, _describe(request), why, _scope_label(), max(left, 0.0)
+                "{} {}: {}; no retry: the {} deadline is {:.1f}s away",
+                request.method,
+                _describe(request),
+                why,
+                _scope_label(),
+                max(left, 0.0),
             )
             return False
-        logger.warning("{} {}: {}; retry {} of {} in {:.2f}s", request.method, _describe(request), why, attempt, self._transient_retries, delay)
+        logger.warning(
+            "{} {}: {}; retry {} of {} in {:.2f}s",
+            request.method,
+            _describe(request),
+            why,
+            attempt,
+            self._transient_retries,
+            delay,
+        )
         if delay > 0:
             self._sleep(delay)
         return True

@@ -20,12 +20,15 @@ from datetime import date, datetime, time
 from decimal import Decimal
 from enum import Enum
 from pathlib import PurePath
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
+from collections.abc import Mapping
 
 __all__ = ["jsonable"]
 
 
-def jsonable(value: Any, *, decimals: Literal["text", "float"] = "text", infinities: Literal["null", "text"] = "null") -> Any:
+def jsonable(
+    value: Any, *, decimals: Literal["text", "float"] = "text", infinities: Literal["null", "text"] = "null"
+) -> Any:
     """``value`` as plain JSON types (``json.dumps(..., allow_nan=False)`` accepts the result); see the module doc."""
     if isinstance(value, Enum):
         return jsonable(value.value, decimals=decimals, infinities=infinities)

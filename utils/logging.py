@@ -10,7 +10,8 @@ from __future__ import annotations
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 from loguru import logger
 

@@ -24,7 +24,7 @@ import math
 import threading
 import time
 from collections import deque
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from core.errors import TemporaryError
 

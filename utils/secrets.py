@@ -11,7 +11,8 @@ decision reason, an audit narrative, an error message - cannot reach a table thr
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 from sqlalchemy import Engine, event
 
@@ -85,11 +86,15 @@ def install_database_scrubber(engine: Engine, secrets: Iterable[str]) -> SecretS
         return None
 
     @event.listens_for(engine, "before_cursor_execute", retval=True)
-    def _scrub(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> tuple[str, Any]:
+    def _scrub(
+        conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
+    ) -> tuple[str, Any]:
         if statement.lstrip()[:7].upper().startswith(_READS) or not parameters:
             return statement, parameters
         if executemany:
-            return statement, type(parameters)(_scrub_one(scrubber, p) for p in parameters) if isinstance(parameters, (list, tuple)) else parameters
+            return statement, type(parameters)(_scrub_one(scrubber, p) for p in parameters) if isinstance(
+                parameters, (list, tuple)
+            ) else parameters
         return statement, _scrub_one(scrubber, parameters)
 
     return scrubber

@@ -22,7 +22,8 @@ import sys
 
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Sequence, TextIO
+from typing import Any, TextIO
+from collections.abc import Sequence
 
 
 from utils.cli import db_argument, install_stop_handlers, interpreter_command, iso_date
@@ -45,7 +46,6 @@ from core.backtest.runner import (
 from core.brokers.simulated import FILL_MODELS
 from core.errors import EXIT_ERROR, EXIT_OK, exit_code_for
 from core.risk import TradingState, describe_episode
-
 
 
 def _amount(value: str) -> Decimal:
@@ -100,54 +100,86 @@ def add_backtest_parser(subparsers: Any, parents: Sequence[argparse.ArgumentPars
         help=f"directory of SYMBOL.csv/.parquet files (default DATA_DIR, the bundled data); {' or '.join(ALPACA_CACHE_ALIASES)}: "
         "the Alpaca bar cache (BAR_CACHE_DIR)",
     )
-    data.add_argument("--symbols", type=_symbols, metavar="A,B,...", help="symbols to trade (default: every file in the data directory)")
+    data.add_argument(
+        "--symbols",
+        type=_symbols,
+        metavar="A,B,...",
+        help="symbols to trade (default: every file in the data directory)",
+    )
     data.add_argument("--start", type=iso_date, help="first session, inclusive (default: the data's first bar)")
     data.add_argument("--end", type=iso_date, help="last session, inclusive (default: the data's last bar)")
     data.add_argument(
-        "--calendar", default=DEFAULT_CALENDAR, metavar="auto|XNYS|CODE|data",
+        "--calendar",
+        default=DEFAULT_CALENDAR,
+        metavar="auto|XNYS|CODE|data",
         help="the sessions to iterate and check bars against: an exchange_calendars code such as XNYS (the NYSE), "
         "'data' for the dates the bars have (any market; no off-session or missing-session checks), or 'auto' "
         "(default): XNYS unless more than 1%% of the bars fall on days the NYSE was closed, then 'data'",
     )
     broker = p.add_argument_group("simulated broker")
     broker.add_argument("--cash", type=_amount, help="starting cash (default INITIAL_CASH)")
-    broker.add_argument("--commission", type=_amount, metavar="PER_SHARE", help="commission per share; no minimum unless --commission-min (default COMMISSION_PER_SHARE with COMMISSION_MINIMUM)")
+    broker.add_argument(
+        "--commission",
+        type=_amount,
+        metavar="PER_SHARE",
+        help="commission per share; no minimum unless --commission-min (default COMMISSION_PER_SHARE with COMMISSION_MINIMUM)",
+    )
     broker.add_argument("--commission-min", type=_amount, metavar="USD", help="minimum commission per order")
     broker.add_argument(
-        "--commission-max-pct", type=_amount, metavar="FRACTION",
+        "--commission-max-pct",
+        type=_amount,
+        metavar="FRACTION",
         help="commission cap as a fraction of the trade value, e.g. 0.01 = 1%%; 0 = no cap (default COMMISSION_MAX_PCT)",
     )
-    broker.add_argument("--slippage", type=_amount, metavar="BPS", help="slippage in basis points (default SLIPPAGE_BPS)")
+    broker.add_argument(
+        "--slippage", type=_amount, metavar="BPS", help="slippage in basis points (default SLIPPAGE_BPS)"
+    )
     broker.add_argument("--fill", choices=FILL_MODELS, default="next-open", help="fill model (default next-open)")
     strategy = p.add_argument_group("strategy selection")
     strategy.add_argument("--strategy", metavar="NAME", help="pin one registered strategy (see `main.py strategies`)")
     strategy.add_argument(
-        "--param", action="append", default=[], metavar="KEY=VALUE",
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="parameter of --strategy (repeatable); values read as int, float, true/false or text and validated by the strategy",
     )
     strategy.add_argument(
-        "--selector", default="deterministic", metavar="deterministic|recorded:RUN_ID",
+        "--selector",
+        default="deterministic",
+        metavar="deterministic|recorded:RUN_ID",
         help="deterministic selector (default) or the choices recorded by an earlier run",
     )
     strategy.add_argument("--llm", action="store_true", help="allow live LLM strategy selection (off by default)")
     legs = strategy.add_mutually_exclusive_group()
     legs.add_argument(
-        "--brackets", dest="brackets", action="store_const", const=True,
+        "--brackets",
+        dest="brackets",
+        action="store_const",
+        const=True,
         help="entries carry the strategy's stop-loss/take-profit legs (the default, except with --no-risk-limits)",
     )
     legs.add_argument(
-        "--no-brackets", dest="brackets", action="store_const", const=False,
+        "--no-brackets",
+        dest="brackets",
+        action="store_const",
+        const=False,
         help="plain market entries: no stop-loss/take-profit legs, exits on SELL signals only (the default with --no-risk-limits)",
     )
-    strategy.add_argument("--no-shadow", action="store_true", help="do not record the shadow ledger (faster on large universes)")
+    strategy.add_argument(
+        "--no-shadow", action="store_true", help="do not record the shadow ledger (faster on large universes)"
+    )
     risk = p.add_argument_group("risk")
     risk.add_argument(
-        "--sizing", default="risk", metavar="risk|fixed-qty:N|fixed-fraction:F",
+        "--sizing",
+        default="risk",
+        metavar="risk|fixed-qty:N|fixed-fraction:F",
         help="position sizing (default risk); a fixed quantity is still clipped by MAX_SHARES and the position, cash, "
         "gross and sector caps unless --no-risk-limits",
     )
     risk.add_argument(
-        "--no-risk-limits", action="store_true",
+        "--no-risk-limits",
+        action="store_true",
         help="limits off: sizing only (cash-capped), no risk gates, no data-quality or drawdown stops; the position "
         "rules stay on (no second buy while long)",
     )
@@ -155,14 +187,22 @@ def add_backtest_parser(subparsers: Any, parents: Sequence[argparse.ArgumentPars
     out.add_argument("--json", action="store_true", help="print one JSON object with the result")
     out.add_argument("--report", type=Path, metavar="PATH.html", help="write the self-contained HTML report")
     out.add_argument("--benchmark", metavar="SYMBOL", help="buy-and-hold comparison (default SPY when the data has it)")
-    out.add_argument("--monte-carlo", type=_positive_int, metavar="N", help=f"bootstrap runs (default {DEFAULT_MONTE_CARLO}; implies the robustness checks)")
     out.add_argument(
-        "--walk-forward", type=_train_test, metavar="TRAIN:TEST",
+        "--monte-carlo",
+        type=_positive_int,
+        metavar="N",
+        help=f"bootstrap runs (default {DEFAULT_MONTE_CARLO}; implies the robustness checks)",
+    )
+    out.add_argument(
+        "--walk-forward",
+        type=_train_test,
+        metavar="TRAIN:TEST",
         help=f"walk-forward window lengths in sessions (default {DEFAULT_WALK_FORWARD[0]}:{DEFAULT_WALK_FORWARD[1]}; implies the robustness checks)",
     )
     out.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
     out.add_argument(
-        "--record-all", action="store_true",
+        "--record-all",
+        action="store_true",
         help="also record the routine decisions of every symbol and session (data ok, HOLD, skip, no order), as the daemon does; "
         "by default a backtest records every decision that carries information (signals, refusals, orders, exclusions)",
     )
@@ -227,26 +267,39 @@ def _print_summary(result: BacktestResult, out: TextIO, database_url: str) -> No
     def num(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.2f}"
 
-    print(f"Backtest {result.run_id} ({result.status}): {result.start} .. {result.end}, {len(result.symbols)} symbols, "
-          f"{result.iterations} sessions, {result.bars:,} bars in {result.elapsed_s:.1f}s "
-          f"({result.bars / result.elapsed_s:,.0f} bars/s)", file=out)
-    print(f"  equity {float(result.initial_cash):,.2f} -> {float(result.final_equity):,.2f} ({pct(m.total_return)}), "
-          f"CAGR {pct(m.cagr)}, Sharpe {num(m.sharpe)}, max drawdown {pct(m.max_drawdown, '')}",
-          file=out)
-    print(f"  trades: {len(result.trades)} entries ({closed} closed, {len(result.trades) - closed} open), "
-          f"win rate {pct(m.trades.win_rate, '')}, profit factor {num(m.trades.profit_factor)}",
-          file=out)
+    print(
+        f"Backtest {result.run_id} ({result.status}): {result.start} .. {result.end}, {len(result.symbols)} symbols, "
+        f"{result.iterations} sessions, {result.bars:,} bars in {result.elapsed_s:.1f}s "
+        f"({result.bars / result.elapsed_s:,.0f} bars/s)",
+        file=out,
+    )
+    print(
+        f"  equity {float(result.initial_cash):,.2f} -> {float(result.final_equity):,.2f} ({pct(m.total_return)}), "
+        f"CAGR {pct(m.cagr)}, Sharpe {num(m.sharpe)}, max drawdown {pct(m.max_drawdown, '')}",
+        file=out,
+    )
+    print(
+        f"  trades: {len(result.trades)} entries ({closed} closed, {len(result.trades) - closed} open), "
+        f"win rate {pct(m.trades.win_rate, '')}, profit factor {num(m.trades.profit_factor)}",
+        file=out,
+    )
     if result.benchmark_metrics is not None:
         b = result.benchmark_metrics
-        print(f"  benchmark {result.benchmark_symbol} buy & hold: {pct(b.total_return)}, CAGR {pct(b.cagr)}, "
-              f"max drawdown {pct(b.max_drawdown, '')}", file=out)
+        print(
+            f"  benchmark {result.benchmark_symbol} buy & hold: {pct(b.total_return)}, CAGR {pct(b.cagr)}, "
+            f"max drawdown {pct(b.max_drawdown, '')}",
+            file=out,
+        )
     _print_trading_state(result, out)
     if result.exclusions_by_reason:
         reasons = result.exclusions_by_reason
         waiting = ", ".join(f"{name} {reasons[name]:,}" for name in ("not_listed", "warm_up") if reasons.get(name))
         problems = ", ".join(f"{name} {n:,}" for name, n in reasons.items() if name not in ("not_listed", "warm_up"))
-        print(f"  exclusions (symbol-sessions): {waiting or 'none not listed or warming up'}; data problems: "
-              f"{problems or 'none'} (no new entries then, open positions still managed)", file=out)
+        print(
+            f"  exclusions (symbol-sessions): {waiting or 'none not listed or warming up'}; data problems: "
+            f"{problems or 'none'} (no new entries then, open positions still managed)",
+            file=out,
+        )
     if result.degraded_iterations:
         print(f"  {result.degraded_iterations} degraded iterations (see the iterations table)", file=out)
     print(f"  database: {result.database}", file=out)
@@ -261,18 +314,26 @@ def _print_trading_state(result: BacktestResult, out: TextIO) -> None:
     """The drawdown locks and halts of the run, one line each; a run that ends HALTED says so loudly."""
     episodes = result.trading_episodes
     if episodes:
-        print(f"  trading state: {result.sessions_locked} of {result.iterations} sessions LOCKED, "
-              f"{result.sessions_halted} HALTED ({len(episodes)} episodes):", file=out)
+        print(
+            f"  trading state: {result.sessions_locked} of {result.iterations} sessions LOCKED, "
+            f"{result.sessions_halted} HALTED ({len(episodes)} episodes):",
+            file=out,
+        )
         for episode in episodes:
             print(f"    {describe_episode(episode)}", file=out)
     if result.denied:
         print("  risk refusals by rule: " + ", ".join(f"{rule} {n}" for rule, n in result.denied.items()), file=out)
     if result.final_state == TradingState.HALTED.value:
-        print(f"  *** ended HALTED: no new entries since {episodes[-1]['start'] if episodes else 'the halt'}; "
-              "the daemon would need `python main.py reset --reason ...` ***", file=out)
+        print(
+            f"  *** ended HALTED: no new entries since {episodes[-1]['start'] if episodes else 'the halt'}; "
+            "the daemon would need `python main.py reset --reason ...` ***",
+            file=out,
+        )
 
 
-def run_backtest_command(args: argparse.Namespace, settings: Settings, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+def run_backtest_command(
+    args: argparse.Namespace, settings: Settings, *, stdout: TextIO | None = None, stderr: TextIO | None = None
+) -> int:
     """Run ``main.py backtest`` with parsed ``args``; returns the exit code (see the module docstring)."""
     out = stdout if stdout is not None else sys.stdout
     err = stderr if stderr is not None else sys.stderr
@@ -296,7 +357,10 @@ def run_backtest_command(args: argparse.Namespace, settings: Settings, *, stdout
         try:
             path = write_report(args.report, report_data(result))
         except OSError as exc:
-            print(f"error: cannot write the report to {args.report}: {exc} (the run is recorded as {result.run_id})", file=err)
+            print(
+                f"error: cannot write the report to {args.report}: {exc} (the run is recorded as {result.run_id})",
+                file=err,
+            )
             return EXIT_ERROR
         print(f"report written to {path}", file=err if args.json else out)
     return EXIT_OK

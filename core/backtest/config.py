@@ -104,7 +104,9 @@ class BacktestConfig:
         if self.cash is not None and self.cash <= 0:
             raise BacktestError(f"cash must be positive, got {self.cash}")
         if self.commission_max_pct is not None and self.commission_max_pct >= 1:
-            raise BacktestError(f"commission_max_pct is a fraction of the trade value below 1, got {self.commission_max_pct}")
+            raise BacktestError(
+                f"commission_max_pct is a fraction of the trade value below 1, got {self.commission_max_pct}"
+            )
         if self.slippage_bps is not None and self.slippage_bps >= 10_000:
             raise BacktestError(f"slippage must be below 10000 bps, got {self.slippage_bps}")
         if self.fill not in FILL_MODELS:
@@ -129,7 +131,9 @@ class BacktestConfig:
         if self.strategy is not None and self.selector != "deterministic":
             raise BacktestError("--strategy and --selector recorded:RUN_ID exclude each other")
         if self.llm and (self.strategy is not None or self.selector != "deterministic"):
-            raise BacktestError("--llm asks the LLM to choose strategies; it cannot be combined with --strategy or --selector")
+            raise BacktestError(
+                "--llm asks the LLM to choose strategies; it cannot be combined with --strategy or --selector"
+            )
         if isinstance(self.monte_carlo, bool) or self.monte_carlo < 1:
             raise BacktestError(f"monte-carlo runs must be a positive integer, got {self.monte_carlo!r}")
         train, test = self.walk_forward
@@ -172,7 +176,11 @@ def discover_symbols(directory: Path) -> tuple[str, ...]:
     """Every symbol with a ``SYMBOL.csv``/``SYMBOL.parquet`` file in ``directory`` (upper-case, sorted)."""
     if not directory.is_dir():
         raise BacktestError(f"data directory {directory} does not exist or is not a directory")
-    found = {p.stem.upper() for p in directory.iterdir() if p.suffix.lower() in SUFFIXES and p.is_file() and not p.name.startswith(".")}
+    found = {
+        p.stem.upper()
+        for p in directory.iterdir()
+        if p.suffix.lower() in SUFFIXES and p.is_file() and not p.name.startswith(".")
+    }
     if not found:
         raise BacktestError(f"no SYMBOL.csv or SYMBOL.parquet files in {directory}")
     return tuple(sorted(found))

@@ -28,7 +28,9 @@ class SnapshotProvider:
         limit = pd.Timestamp(end, tz=UTC) + pd.Timedelta(days=1)
         self.name = name
         self._frames = {
-            s: f.iloc[: int(f.index.searchsorted(limit, side="left"))].set_axis(pd.Index(list(f.columns), dtype=object), axis=1)
+            s: f.iloc[: int(f.index.searchsorted(limit, side="left"))].set_axis(
+                pd.Index(list(f.columns), dtype=object), axis=1
+            )
             for s, f in frames.items()
         }
         self._answers: dict[tuple[str, ...], ProviderResult] = {}

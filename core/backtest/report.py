@@ -101,9 +101,7 @@ _EPISODE_STYLE = {  # state -> (colour, legend label)
 }
 _MAX_CHART_POINTS = 1500  # per series; longer series are reduced to the min and max of each bucket
 
-_PERCENT_KEYS = frozenset(
-    {"cagr", "volatility", "var", "cvar", "exposure", "risk_free", "downside_deviation", "mean"}
-)
+_PERCENT_KEYS = frozenset({"cagr", "volatility", "var", "cvar", "exposure", "risk_free", "downside_deviation", "mean"})
 _PERCENT_SUFFIXES = ("return", "drawdown", "rate", "share", "_pct", "cagr", "volatility")
 _MONEY_KEYS = frozenset(
     {"pnl", "total_pnl", "gross_profit", "gross_loss", "expectancy", "average_win", "average_loss", "equity",
@@ -196,7 +194,9 @@ def _missing(what: str) -> str:
 
 
 def _kv_table(values: Mapping[str, Any]) -> str:
-    rows = "".join(f"<tr><td>{_e(_label(k))}</td><td>{_e(format_value(v, str(k)))}</td></tr>" for k, v in values.items())
+    rows = "".join(
+        f"<tr><td>{_e(_label(k))}</td><td>{_e(format_value(v, str(k)))}</td></tr>" for k, v in values.items()
+    )
     return f'<table class="kv">{rows}</table>'
 
 
@@ -355,7 +355,9 @@ def line_chart(
     for tick in ticks_x:
         x = float(sx(_ns(tick)))
         parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + plot_h}" stroke="#f0f0f0"/>')
-        parts.append(f'<text class="x-tick" x="{x:.1f}" y="{height - 10}" text-anchor="middle">{_e(tick.strftime(tick_format))}</text>')
+        parts.append(
+            f'<text class="x-tick" x="{x:.1f}" y="{height - 10}" text-anchor="middle">{_e(tick.strftime(tick_format))}</text>'
+        )
     legend: list[tuple[str, str]] = []  # (swatch element, label)
     for band in bands:
         a = min(max(float(sx(_ns(band.start))), left), left + plot_w)
@@ -425,7 +427,11 @@ def trading_episodes(raw: Sequence[Any]) -> list[dict[str, Any]]:
     still in force at the end). Raises ``ValueError`` naming the episode and field that is unusable."""
     episodes = []
     for i, item in enumerate(raw):
-        values = item if isinstance(item, Mapping) else {k: getattr(item, k, None) for k in ("state", "start", "end", "sessions", "reason")}
+        values = (
+            item
+            if isinstance(item, Mapping)
+            else {k: getattr(item, k, None) for k in ("state", "start", "end", "sessions", "reason")}
+        )
         state = str(values.get("state") or "").strip().lower()
         if not state:
             raise ValueError(f"trading_episodes[{i}].state is missing")
@@ -449,7 +455,11 @@ def _episode_bands(index: pd.DatetimeIndex, episodes: Sequence[Mapping[str, Any]
     bands = []
     for ep in episodes:
         first = int(local_days.searchsorted(pd.Timestamp(ep["start"]), side="left"))
-        last = len(index) - 1 if ep["end"] is None else int(local_days.searchsorted(pd.Timestamp(ep["end"]), side="right")) - 1
+        last = (
+            len(index) - 1
+            if ep["end"] is None
+            else int(local_days.searchsorted(pd.Timestamp(ep["end"]), side="right")) - 1
+        )
         if first > last:
             continue  # outside the chart
         left = stamps[first] if first == 0 else (stamps[first - 1] + stamps[first]) // 2
@@ -471,7 +481,7 @@ def _episodes_table(episodes: Sequence[Mapping[str, Any]], locked: int | None, h
         return heading + '<p class="note">Trading was never locked or halted.</p>'
     note = (
         f'<p class="note">Locked (no new entries) for {locked:,} session{"" if locked == 1 else "s"}, halted (no trading) '
-        f'for {halted:,} session{"" if halted == 1 else "s"}; shaded on the equity curve (amber: locked, red: halted).</p>'
+        f"for {halted:,} session{'' if halted == 1 else 's'}; shaded on the equity curve (amber: locked, red: halted).</p>"
     )
     rows = [
         {"state": e["state"], "start": e["start"], "end": e["end"] if e["end"] is not None else "in force at the end",
@@ -517,9 +527,11 @@ def _monthly_section(table: pd.DataFrame) -> str:
     values = table.to_numpy(dtype=float)
     finite = values[np.isfinite(values)]
     scale = float(np.abs(finite).max()) if finite.size else 0.0
-    head = '<th class="k">year</th>' + "".join(
-        f"<th>{_e(pd.Timestamp(2000, int(m), 1).strftime('%b'))}</th>" for m in table.columns
-    ) + "<th>year</th>"
+    head = (
+        '<th class="k">year</th>'
+        + "".join(f"<th>{_e(pd.Timestamp(2000, int(m), 1).strftime('%b'))}</th>" for m in table.columns)
+        + "<th>year</th>"
+    )
     rows = []
     for year, row in table.iterrows():
         cells = []
@@ -575,9 +587,11 @@ def _bootstrap_section(bootstrap: Mapping[str, Any] | None) -> str:
     if not bootstrap:
         return _section("bootstrap", "Bootstrap confidence intervals", _missing("bootstrap results"))
     single = _as_mapping(bootstrap, "bootstrap")
-    results = {"bootstrap": single} if "total_return" in single else {
-        str(k): _as_mapping(v, f"bootstrap[{k!r}]") for k, v in single.items()
-    }
+    results = (
+        {"bootstrap": single}
+        if "total_return" in single
+        else {str(k): _as_mapping(v, f"bootstrap[{k!r}]") for k, v in single.items()}
+    )
     rows = []
     for label, result in results.items():
         for statistic in ("total_return", "sharpe", "max_drawdown", "final_equity"):
@@ -600,8 +614,8 @@ def _bootstrap_section(bootstrap: Mapping[str, Any] | None) -> str:
         rows.append(
             f'<tr><td class="k">{_e(label)}</td><td class="k">share of positive runs</td>'
             f'<td colspan="4">{_e(format_value(result.get("positive_share"), "positive_share"))} of '
-            f'{_e(format_value(result.get("runs")))} runs (seed {_e(format_value(result.get("seed")))}, '
-            f'block {_e(format_value(result.get("block")))}, {_e(result.get("block_method", ""))})</td></tr>'
+            f"{_e(format_value(result.get('runs')))} runs (seed {_e(format_value(result.get('seed')))}, "
+            f"block {_e(format_value(result.get('block')))}, {_e(result.get('block_method', ''))})</td></tr>"
         )
     head = (
         '<tr><th class="k">resampled</th><th class="k">statistic</th><th>5th pct</th><th>median</th>'
@@ -684,18 +698,18 @@ def render_html(result: Mapping[str, Any], *, max_trades: int = DEFAULT_MAX_TRAD
         _walk_forward_section(result.get("walk_forward"), result.get("walk_forward_summary")),
         _tests_section(result.get("tests")),
         _trades_section(result.get("trades"), max_trades),
-        _section("params", "Parameters", _kv_table(result["params"]) if result.get("params") else _missing("parameters")),
+        _section(
+            "params", "Parameters", _kv_table(result["params"]) if result.get("params") else _missing("parameters")
+        ),
     ]
     nav = "".join(f'<a href="#{anchor}">{_e(text)}</a>' for anchor, text in _NAV)
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
-        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; style-src \'unsafe-inline\'">'
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">"
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>"
-        f'<h1>{_e(title)}</h1><p class="note">{_e(period)}</p><nav>{nav}</nav>'
-        + "".join(sections)
-        + "</body></html>\n"
+        f'<h1>{_e(title)}</h1><p class="note">{_e(period)}</p><nav>{nav}</nav>' + "".join(sections) + "</body></html>\n"
     )
 
 

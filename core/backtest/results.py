@@ -37,7 +37,7 @@ class TradeRecord:
     return_pct: float | None
 
     @classmethod
-    def of(cls, trip: RoundTrip) -> "TradeRecord":
+    def of(cls, trip: RoundTrip) -> TradeRecord:
         exit_price = trip.exit_price
         pnl = trip.pnl
         return cls(
@@ -82,7 +82,9 @@ class Robustness:
         return {
             "bootstrap": {label: result.as_dict() for label, result in self.bootstrap.items()},
             "walk_forward": [r.as_dict() for r in self.walk_forward],
-            "walk_forward_summary": self.walk_forward_summary.as_dict() if self.walk_forward_summary is not None else None,
+            "walk_forward_summary": self.walk_forward_summary.as_dict()
+            if self.walk_forward_summary is not None
+            else None,
             "tests": self.tests.as_dict() if self.tests is not None else None,
             "notes": list(self.notes),
         }

@@ -210,7 +210,9 @@ def _range(frames: Mapping[str, pd.DataFrame], start: date | None, end: date | N
 def _bars_in_range(frames: Mapping[str, pd.DataFrame], start: date, end: date) -> int:
     lo = pd.Timestamp(start, tz=UTC)
     hi = pd.Timestamp(end, tz=UTC) + pd.Timedelta(days=1)
-    return sum(int(f.index.searchsorted(hi, side="left") - f.index.searchsorted(lo, side="left")) for f in frames.values())
+    return sum(
+        int(f.index.searchsorted(hi, side="left") - f.index.searchsorted(lo, side="left")) for f in frames.values()
+    )
 
 
 def _selector(settings: Settings, config: BacktestConfig, registry: Mapping[str, Any]) -> Any:
@@ -225,7 +227,11 @@ def _selector(settings: Settings, config: BacktestConfig, registry: Mapping[str,
 
 
 def _broker(settings: Settings, config: BacktestConfig, cash: Decimal) -> SimulatedBroker:
-    per_share = config.commission_per_share if config.commission_per_share is not None else Decimal(str(settings.commission_per_share))
+    per_share = (
+        config.commission_per_share
+        if config.commission_per_share is not None
+        else Decimal(str(settings.commission_per_share))
+    )
     if config.commission_minimum is not None:
         minimum = config.commission_minimum
     elif config.commission_per_share is not None:
@@ -233,7 +239,11 @@ def _broker(settings: Settings, config: BacktestConfig, cash: Decimal) -> Simula
     else:
         minimum = Decimal(str(settings.commission_minimum))
     # the cap (a fraction of the trade value) only ever lowers a commission: it applies to an explicit rate too
-    cap = config.commission_max_pct if config.commission_max_pct is not None else Decimal(str(settings.commission_max_pct))
+    cap = (
+        config.commission_max_pct
+        if config.commission_max_pct is not None
+        else Decimal(str(settings.commission_max_pct))
+    )
     slippage = config.slippage_bps if config.slippage_bps is not None else Decimal(str(settings.slippage_bps))
     return SimulatedBroker(
         cash,
@@ -264,13 +274,17 @@ def _read_run(app: App, want_shadow: bool) -> _Recorded:
         ).all()
         book = rebuild_round_trips(session, run_id=app.run_id)
         rejected = session.scalar(
-            select(func.coalesce(func.sum(Iteration.symbols_total - Iteration.symbols_ok), 0)).where(Iteration.run_id == app.run_id)
+            select(func.coalesce(func.sum(Iteration.symbols_total - Iteration.symbols_ok), 0)).where(
+                Iteration.run_id == app.run_id
+            )
         )
         denied = {
             action.removeprefix("denied:"): int(n)
             for action, n in session.execute(
                 select(DecisionRow.action, func.count())
-                .where(DecisionRow.run_id == app.run_id, DecisionRow.agent == "risk", DecisionRow.action.like("denied:%"))
+                .where(
+                    DecisionRow.run_id == app.run_id, DecisionRow.agent == "risk", DecisionRow.action.like("denied:%")
+                )
                 .group_by(DecisionRow.action)
                 .order_by(func.count().desc(), DecisionRow.action)
             )
@@ -281,7 +295,10 @@ def _read_run(app: App, want_shadow: bool) -> _Recorded:
                 (r.as_of, r.symbol, r.selected, float(r.close), dict(r.signals))
                 for r in session.execute(
                     select(
-                        ShadowSignalRow.as_of, ShadowSignalRow.symbol, ShadowSignalRow.selected, ShadowSignalRow.close,
+                        ShadowSignalRow.as_of,
+                        ShadowSignalRow.symbol,
+                        ShadowSignalRow.selected,
+                        ShadowSignalRow.close,
                         ShadowSignalRow.signals,
                     )
                     .where(ShadowSignalRow.run_id == app.run_id)
@@ -362,9 +379,7 @@ def shadow_ledgers(rows: Sequence[tuple[datetime, str, str, float, Mapping[str, 
     return out
 
 
-def _robustness(
-    equity: pd.Series, closed: Sequence[ClosedTrade], initial: float, config: BacktestConfig
-) -> Robustness:
+def _robustness(equity: pd.Series, closed: Sequence[ClosedTrade], initial: float, config: BacktestConfig) -> Robustness:
     from core.backtest.robustness import (  # scipy/statsmodels only when asked for
         bootstrap_daily,
         bootstrap_trades,
@@ -378,8 +393,13 @@ def _robustness(
     bootstrap: dict[str, Any] = {}
     if closed:
         before = [equity.asof(pd.Timestamp(t.entry_at)) for t in closed]
-        returns = [t.pnl / (b if isinstance(b, float) and math.isfinite(b) and b > 0 else initial) for t, b in zip(closed, before)]
-        bootstrap["trades (pnl / equity before entry)"] = bootstrap_trades(returns, n=config.monte_carlo, seed=config.seed)
+        returns = [
+            t.pnl / (b if isinstance(b, float) and math.isfinite(b) and b > 0 else initial)
+            for t, b in zip(closed, before, strict=False)
+        ]
+        bootstrap["trades (pnl / equity before entry)"] = bootstrap_trades(
+            returns, n=config.monte_carlo, seed=config.seed
+        )
     else:
         notes.append("trade bootstrap skipped: no closed trades")
     daily = equity.pct_change().dropna()
@@ -416,7 +436,11 @@ async def run_backtest(
     started = time.perf_counter()
     config.check()
     data_dir = config.data_dir if config.data_dir is not None else Path(settings.data_dir)
-    symbols = tuple(dict.fromkeys(s.strip().upper() for s in config.symbols)) if config.symbols else discover_symbols(data_dir)
+    symbols = (
+        tuple(dict.fromkeys(s.strip().upper() for s in config.symbols))
+        if config.symbols
+        else discover_symbols(data_dir)
+    )
     if not data_dir.is_dir():
         raise BacktestError(f"data directory {data_dir} does not exist or is not a directory")
     provider = FileProvider(data_dir)
@@ -500,7 +524,9 @@ async def run_backtest(
     app.close(status)
 
     trades = [TradeRecord.of(t) for t in recorded.trips]
-    closed = sorted((t.to_closed_trade() for t in recorded.trips if t.closed), key=lambda t: (t.exit_at, t.entry_at, t.symbol))
+    closed = sorted(
+        (t.to_closed_trade() for t in recorded.trips if t.closed), key=lambda t: (t.exit_at, t.entry_at, t.symbol)
+    )
     if recorded.equity.empty:
         raise BacktestError("the run recorded no equity snapshot (no iteration completed)")
     metrics = compute_metrics(recorded.equity, closed, exposure=recorded.exposure)
@@ -518,7 +544,9 @@ async def run_backtest(
         series = closes[keep]
         if len(series):
             benchmark = pd.Series(
-                series.to_numpy(dtype=float), index=pd.DatetimeIndex([at_close[d.date()] for d in series.index]).tz_convert(UTC), name=benchmark_symbol
+                series.to_numpy(dtype=float),
+                index=pd.DatetimeIndex([at_close[d.date()] for d in series.index]).tz_convert(UTC),
+                name=benchmark_symbol,
             )
             benchmark_metrics = compute_metrics(benchmark)
     shadow = shadow_ledgers(recorded.shadow) if recorded.shadow is not None else None
@@ -552,7 +580,11 @@ async def run_backtest(
         benchmark_symbol=benchmark_symbol if benchmark is not None else None,
         benchmark=benchmark,
         benchmark_metrics=benchmark_metrics,
-        settings={**_describe(config, cash, broker, data_dir), "calendar": calendar_name, "calendar_reason": calendar_why},
+        settings={
+            **_describe(config, cash, broker, data_dir),
+            "calendar": calendar_name,
+            "calendar_reason": calendar_why,
+        },
         shadow=shadow,
         robustness=robustness,
         timings=timings,
@@ -599,7 +631,10 @@ def report_data(result: BacktestResult) -> dict[str, Any]:
             "symbols": ", ".join(result.symbols),
             "sessions": result.iterations,
             "bars": result.bars,
-            "exclusions (symbol-sessions by reason)": ", ".join(f"{k} {v}" for k, v in result.exclusions_by_reason.items()) or "none",
+            "exclusions (symbol-sessions by reason)": ", ".join(
+                f"{k} {v}" for k, v in result.exclusions_by_reason.items()
+            )
+            or "none",
             "degraded iterations": result.degraded_iterations,
             "initial_cash": float(result.initial_cash),
             "final_equity": float(result.final_equity),

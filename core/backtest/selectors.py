@@ -34,7 +34,7 @@ class RecordedSelector:
         return len(self._choices)
 
     @classmethod
-    def load(cls, database_url: str, run_id: str, registry: Mapping[str, Any]) -> "RecordedSelector":
+    def load(cls, database_url: str, run_id: str, registry: Mapping[str, Any]) -> RecordedSelector:
         engine = open_database(database_url)
         try:
             from sqlalchemy.orm import Session
@@ -68,7 +68,12 @@ class RecordedSelector:
         return cls(run_id, choices, DeterministicSelector(registry))
 
     def choose(
-        self, context: MarketContext, available_history: int, *, benchmark_available: bool = False, universe_available: bool = False
+        self,
+        context: MarketContext,
+        available_history: int,
+        *,
+        benchmark_available: bool = False,
+        universe_available: bool = False,
     ) -> tuple[str, str]:
         day = context.as_of.date() if context.as_of is not None else None
         name = self._choices.get((context.symbol, day)) if day is not None else None

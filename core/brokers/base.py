@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Mapping, Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
+from collections.abc import Mapping, Sequence
 
 from core.domain import EXACT, BarsBatch, EquitySnapshot, Fill, Order, OrderIntent, Position, to_money
 from core.errors import ConfigurationError, ExternalError, TemporaryError
@@ -85,11 +86,9 @@ class Broker(Protocol):
         """Submit one order. Idempotent per ``client_order_id``: resubmitting returns the existing order."""
         ...
 
-    async def cancel(self, client_order_id: str, now: datetime) -> Order:
-        ...
+    async def cancel(self, client_order_id: str, now: datetime) -> Order: ...
 
-    async def account(self) -> AccountState:
-        ...
+    async def account(self) -> AccountState: ...
 
     async def replace_stop(self, client_order_id: str, new_stop: float | Decimal, now: datetime) -> Order:
         """Move a working protective stop in place (one modify, never cancel + resubmit)."""

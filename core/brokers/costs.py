@@ -53,8 +53,7 @@ class SlippageModel(Protocol):
         """The price actually obtained when trading ``side`` at reference ``price``."""
         ...
 
-    def describe(self) -> dict[str, str]:
-        ...
+    def describe(self) -> dict[str, str]: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,7 +76,9 @@ def _cols(spec: dict[str, tuple[str, int] | tuple[str, int, str]]) -> dict[str, 
     1400 px window beside the sidebar."""
     return {
         name: st.column_config.TextColumn(
-            entry[0], width=entry[1], help=entry[2] if len(entry) > 2 else None,  # type: ignore[misc]
+            entry[0],
+            width=entry[1],
+            help=entry[2] if len(entry) > 2 else None,  # type: ignore[misc]
             alignment="right" if name in _NUMERIC else None,
         )
         for name, entry in spec.items()
@@ -109,7 +111,11 @@ def _health_panel(session: Session, settings: Settings) -> None:
         st.error("Daemon UNHEALTHY: " + "; ".join(report["problems"]))
     if beat:
         st.caption(
-            ("Daemon healthy (its trading state " + str(report["trading_state"]).upper() + "). " if report["healthy"] else "")
+            (
+                "Daemon healthy (its trading state " + str(report["trading_state"]).upper() + "). "
+                if report["healthy"]
+                else ""
+            )
             + f"Last heartbeat: {fmt.when(beat.get('at'))} (run {beat.get('run_id')}, session {fmt.when(beat.get('as_of'))}, "
             f"iteration {beat.get('iteration_id')}, status {beat.get('status')}); next run due {fmt.when(report.get('next_due'))}, "
             f"stale after {fmt.when(report.get('stale_after'))}."
@@ -206,16 +212,35 @@ def _positions_panel(session: Session, run_id: str) -> None:
                 pct_cols=("unrealized_pct",),
                 time_cols=("opened_at",),
                 utc_cols=("opened_at",),
-                columns=("symbol", "quantity", "average_price", "last_price", "market_value", "stop_price", "target_price",
-                         "unrealized_pnl", "unrealized_pct", "opened_at"),
+                columns=(
+                    "symbol",
+                    "quantity",
+                    "average_price",
+                    "last_price",
+                    "market_value",
+                    "stop_price",
+                    "target_price",
+                    "unrealized_pnl",
+                    "unrealized_pct",
+                    "opened_at",
+                ),
             ),  # fmt: skip
             hide_index=True,
-            column_config=_cols({
-                "symbol": ("symbol", 55), "quantity": ("qty", 50), "average_price": ("avg price", 75),
-                "last_price": ("last price", 75), "market_value": ("value", 90), "stop_price": ("stop", 75),
-                "target_price": ("target", 75), "unrealized_pnl": ("P&L", 80), "unrealized_pct": ("P&L %", 60),
-                "opened_at": ("opened", 140, NY_HELP), "opened_at_utc": ("opened UTC", 140, UTC_HELP),
-            }),  # fmt: skip
+            column_config=_cols(
+                {
+                    "symbol": ("symbol", 55),
+                    "quantity": ("qty", 50),
+                    "average_price": ("avg price", 75),
+                    "last_price": ("last price", 75),
+                    "market_value": ("value", 90),
+                    "stop_price": ("stop", 75),
+                    "target_price": ("target", 75),
+                    "unrealized_pnl": ("P&L", 80),
+                    "unrealized_pct": ("P&L %", 60),
+                    "opened_at": ("opened", 140, NY_HELP),
+                    "opened_at_utc": ("opened UTC", 140, UTC_HELP),
+                }
+            ),  # fmt: skip
         )
 
 
@@ -239,19 +264,40 @@ def _round_trips_panel(session: Session, run_id: str) -> None:
             qty_cols=("quantity",),
             pct_cols=("return_pct",),
             time_cols=("entry_at", "exit_at"),
-            columns=("symbol", "entry_at", "entry_price", "exit_at", "exit_price", "quantity", "pnl", "return_pct",
-                     "holding_sessions", "exit_reason", "strategy"),
+            columns=(
+                "symbol",
+                "entry_at",
+                "entry_price",
+                "exit_at",
+                "exit_price",
+                "quantity",
+                "pnl",
+                "return_pct",
+                "holding_sessions",
+                "exit_reason",
+                "strategy",
+            ),
         ),  # fmt: skip
         hide_index=True,
         height=min((len(trips) + 1) * 35 + 3, 420),
         column_config={
-            **_cols({
-                "symbol": ("symbol", 55), "entry_at": ("entry", 140, TRIP_TIME_HELP), "entry_price": ("entry price", 75),
-                "exit_at": ("exit", 140, TRIP_TIME_HELP), "exit_price": ("exit price", 75), "quantity": ("qty", 50),
-                "pnl": ("P&L $", 80, "Net of both sides' commissions"), "return_pct": ("P&L %", 60, "P&L / entry cost"),
-                "exit_reason": ("exit by", 60, "stop, target, signal or time"), "strategy": ("strategy", 125),
-            }),  # fmt: skip
-            "holding_sessions": st.column_config.NumberColumn("sessions", width=65, help="Sessions held (entry date to exit date)"),
+            **_cols(
+                {
+                    "symbol": ("symbol", 55),
+                    "entry_at": ("entry", 140, TRIP_TIME_HELP),
+                    "entry_price": ("entry price", 75),
+                    "exit_at": ("exit", 140, TRIP_TIME_HELP),
+                    "exit_price": ("exit price", 75),
+                    "quantity": ("qty", 50),
+                    "pnl": ("P&L $", 80, "Net of both sides' commissions"),
+                    "return_pct": ("P&L %", 60, "P&L / entry cost"),
+                    "exit_reason": ("exit by", 60, "stop, target, signal or time"),
+                    "strategy": ("strategy", 125),
+                }
+            ),  # fmt: skip
+            "holding_sessions": st.column_config.NumberColumn(
+                "sessions", width=65, help="Sessions held (entry date to exit date)"
+            ),
         },
     )
 
@@ -284,13 +330,20 @@ def _orders_panel(session: Session, run_id: str) -> None:
         ),
         hide_index=True,
         height=300,
-        column_config=_cols({
-            "submitted_at": ("submitted", 140, NY_HELP), "symbol": ("symbol", 55), "side": ("side", 40),
-            "quantity": ("qty", 50), "order": ("order", 110, "Type, and its limit or stop price"), "status": ("status", 75),
-            "filled": ("filled", 110, "Filled quantity @ average fill price"), "strategy": ("strategy", 125),
-            "reason": ("reason", 85, "Why the order was sent (click a cell to read it whole)"),
-            "submitted_at_utc": ("UTC", 140, UTC_HELP),
-        }),  # fmt: skip
+        column_config=_cols(
+            {
+                "submitted_at": ("submitted", 140, NY_HELP),
+                "symbol": ("symbol", 55),
+                "side": ("side", 40),
+                "quantity": ("qty", 50),
+                "order": ("order", 110, "Type, and its limit or stop price"),
+                "status": ("status", 75),
+                "filled": ("filled", 110, "Filled quantity @ average fill price"),
+                "strategy": ("strategy", 125),
+                "reason": ("reason", 85, "Why the order was sent (click a cell to read it whole)"),
+                "submitted_at_utc": ("UTC", 140, UTC_HELP),
+            }
+        ),  # fmt: skip
     )
     st.markdown("**Recent fills** (newest first)")
     st.dataframe(
@@ -301,15 +354,34 @@ def _orders_panel(session: Session, run_id: str) -> None:
             qty_cols=("quantity",),
             time_cols=("filled_at",),
             utc_cols=("filled_at",),
-            columns=("filled_at", "symbol", "side", "quantity", "price", "value", "commission", "strategy", "client_order_id"),
+            columns=(
+                "filled_at",
+                "symbol",
+                "side",
+                "quantity",
+                "price",
+                "value",
+                "commission",
+                "strategy",
+                "client_order_id",
+            ),
         ),
         hide_index=True,
         height=300,
-        column_config=_cols({
-            "filled_at": ("filled", 140, NY_HELP), "symbol": ("symbol", 55), "side": ("side", 40), "quantity": ("qty", 50),
-            "price": ("price", 80), "value": ("value", 90), "commission": ("commission", 80), "strategy": ("strategy", 125),
-            "client_order_id": ("order id", 120), "filled_at_utc": ("UTC", 140, UTC_HELP),
-        }),  # fmt: skip
+        column_config=_cols(
+            {
+                "filled_at": ("filled", 140, NY_HELP),
+                "symbol": ("symbol", 55),
+                "side": ("side", 40),
+                "quantity": ("qty", 50),
+                "price": ("price", 80),
+                "value": ("value", 90),
+                "commission": ("commission", 80),
+                "strategy": ("strategy", 125),
+                "client_order_id": ("order id", 120),
+                "filled_at_utc": ("UTC", 140, UTC_HELP),
+            }
+        ),  # fmt: skip
     )
 
 
@@ -318,16 +390,27 @@ def _decisions_panel(session: Session, run_id: str) -> None:
     decisions = q.recent_decisions(session, run_id)
     st.markdown("**Recent decisions per agent** (newest first)")
     if decisions:
-        for tab, (agent, frame) in zip(st.tabs(list(decisions)), decisions.items()):
+        for tab, (_agent, frame) in zip(st.tabs(list(decisions)), decisions.items(), strict=False):
             tab.dataframe(
-                fmt.table(frame.drop(columns=["agent"]), time_cols=("as_of",), number_cols=("confidence",), utc_cols=("as_of",)),
+                fmt.table(
+                    frame.drop(columns=["agent"]),
+                    time_cols=("as_of",),
+                    number_cols=("confidence",),
+                    utc_cols=("as_of",),
+                ),
                 hide_index=True,
                 height=260,
-                column_config=_cols({
-                    "as_of": ("session", 140, NY_HELP), "symbol": ("symbol", 55), "action": ("action", 70),
-                    "strategy": ("strategy", 125), "reason": ("reason", 230), "iteration_id": ("iteration", 100),
-                    "as_of_utc": ("UTC", 140, UTC_HELP),
-                })  # fmt: skip
+                column_config=_cols(
+                    {
+                        "as_of": ("session", 140, NY_HELP),
+                        "symbol": ("symbol", 55),
+                        "action": ("action", 70),
+                        "strategy": ("strategy", 125),
+                        "reason": ("reason", 230),
+                        "iteration_id": ("iteration", 100),
+                        "as_of_utc": ("UTC", 140, UTC_HELP),
+                    }
+                )  # fmt: skip
                 | _cols({"confidence": ("confidence", 75)}),
             )
     else:
@@ -346,10 +429,18 @@ def _state_panel(session: Session, run_id: str) -> None:
     cols = st.columns(4)
     cols[0].metric("Trading state", ts.state.upper())
     cols[1].metric("High-water mark", fmt.money(ts.high_water_mark) if ts.high_water_mark is not None else fmt.DASH)
-    cols[2].metric("Gross exposure", fmt.money(ts.gross_exposure), fmt.pct(ts.gross_share) + " of equity" if ts.gross_share is not None else None, delta_color="off")
+    cols[2].metric(
+        "Gross exposure",
+        fmt.money(ts.gross_exposure),
+        fmt.pct(ts.gross_share) + " of equity" if ts.gross_share is not None else None,
+        delta_color="off",
+    )
     tripped = ts.breakers[ts.breakers["state"].isin(["open", "half_open"])] if len(ts.breakers) else ts.breakers
     cols[3].metric("Breakers open", len(tripped))
-    st.caption(f"{ts.reason}" + (f" (updated {fmt.when(ts.updated_at)}, {fmt.when_utc(ts.updated_at)})" if ts.updated_at else ""))
+    st.caption(
+        f"{ts.reason}"
+        + (f" (updated {fmt.when(ts.updated_at)}, {fmt.when_utc(ts.updated_at)})" if ts.updated_at else "")
+    )
     st.markdown("**Circuit breakers**")
     if len(ts.breakers):
         st.table(fmt.table(ts.breakers, time_cols=("changed_at", "last_trip_at", "updated_at")).set_index("name"))
@@ -381,7 +472,9 @@ def _llm_panel(session: Session, run_id: str) -> None:
     if usage.calls:
         st.dataframe(usage.by_model, hide_index=True)
     else:
-        st.caption("No LLM call in this run (deterministic selection: replays and backtests run without LLM unless --llm).")
+        st.caption(
+            "No LLM call in this run (deterministic selection: replays and backtests run without LLM unless --llm)."
+        )
     if len(usage.abstention_reasons):
         st.markdown("**Abstentions by reason**")
         st.dataframe(usage.abstention_reasons, hide_index=True)
@@ -411,7 +504,9 @@ def _narrative_panel(session: Session, run_id: str) -> None:
     if report is None:
         st.caption("No audit report yet.")
         return
-    st.caption(f"{fmt.when(report['at'])} ({fmt.when_utc(report['at'])}) · {report['kind']} · iteration {report['iteration_id']}")
+    st.caption(
+        f"{fmt.when(report['at'])} ({fmt.when_utc(report['at'])}) · {report['kind']} · iteration {report['iteration_id']}"
+    )
     st.info(report["text"])
 
 
@@ -430,10 +525,14 @@ def render_panels(engine: Engine, settings: Settings, run_id: str, benchmark: st
             _llm_panel(session, run_id)
             _narrative_panel(session, run_id)
     except SQLAlchemyError as exc:  # e.g. the server restarting: say so and try again at the next refresh
-        st.error(f"Cannot read the database right now ({exc.__class__.__name__}: {_first_line(exc)}); retrying at the next refresh.")
+        st.error(
+            f"Cannot read the database right now ({exc.__class__.__name__}: {_first_line(exc)}); retrying at the next refresh."
+        )
     now = datetime.now(UTC)
     local = now.astimezone(fmt.EASTERN)
-    st.caption(f"Refreshed {local:%Y-%m-%d %H:%M:%S} {local.tzname()} ({now:%H:%M:%S} UTC) · read-only view of the database")
+    st.caption(
+        f"Refreshed {local:%Y-%m-%d %H:%M:%S} {local.tzname()} ({now:%H:%M:%S} UTC) · read-only view of the database"
+    )
 
 
 # --------------------------------------------------------------------------------------------------- page
@@ -485,9 +584,14 @@ def main() -> None:
     benchmark = st.sidebar.selectbox("Benchmark (buy & hold)", symbols, index=symbols.index(bench_default))
     choices = sorted(set(REFRESH_CHOICES) | {max(0, args.refresh)})
     refresh = st.sidebar.selectbox(
-        "Refresh every", choices, index=choices.index(max(0, args.refresh)), format_func=lambda s: "off" if s == 0 else f"{s} s"
+        "Refresh every",
+        choices,
+        index=choices.index(max(0, args.refresh)),
+        format_func=lambda s: "off" if s == 0 else f"{s} s",
     )
-    st.sidebar.caption(f"{len(ids)} run{'' if len(ids) == 1 else 's'} in the database. The page never writes: it only reads.")
+    st.sidebar.caption(
+        f"{len(ids)} run{'' if len(ids) == 1 else 's'} in the database. The page never writes: it only reads."
+    )
 
     panels = st.fragment(run_every=refresh or None)(render_panels)
     panels(engine, settings, run_id, benchmark)

@@ -293,7 +293,17 @@ ORDER_COLUMNS = [
     "submitted_at", "symbol", "side", "type", "quantity", "limit_price", "stop_price", "status", "filled_quantity",
     "average_fill_price", "strategy", "reason", "client_order_id",
 ]  # fmt: skip
-FILL_COLUMNS = ["filled_at", "symbol", "side", "quantity", "price", "value", "commission", "strategy", "client_order_id"]
+FILL_COLUMNS = [
+    "filled_at",
+    "symbol",
+    "side",
+    "quantity",
+    "price",
+    "value",
+    "commission",
+    "strategy",
+    "client_order_id",
+]
 
 
 def activity_counts(session: Session, run_id: str) -> dict[str, Any]:
@@ -308,7 +318,9 @@ def activity_counts(session: Session, run_id: str) -> dict[str, Any]:
         "orders": int(sum(by_status.values())),
         "fills": int(session.scalar(select(func.count()).select_from(FillRow).where(FillRow.run_id == run_id)) or 0),
         "orders_by_status": {k: int(v) for k, v in sorted(by_status.items())},
-        "iterations": int(session.scalar(select(func.count()).select_from(Iteration).where(Iteration.run_id == run_id)) or 0),
+        "iterations": int(
+            session.scalar(select(func.count()).select_from(Iteration).where(Iteration.run_id == run_id)) or 0
+        ),
     }
 
 
@@ -411,7 +423,9 @@ def round_trips(session: Session, run_id: str, limit: int | None = None) -> pd.D
             )
         ):
             orders[cid] = (order_type, reason)
-    sessions = sorted({session_date(at) for at in session.scalars(select(Iteration.as_of).where(Iteration.run_id == run_id))})
+    sessions = sorted(
+        {session_date(at) for at in session.scalars(select(Iteration.as_of).where(Iteration.run_id == run_id))}
+    )
     rows = []
     for t in closed:
         assert t.exit_at is not None
@@ -527,7 +541,10 @@ def trading_state(session: Session, run_id: str) -> TradingState:
     state = risk["state"]
     brk = reporting.breakers(session, run_id=run_id)
     exposure = _frame(
-        [{"sector": b["sector"], "symbols": ", ".join(b["symbols"]), "value": b["value"], "share": b["share"]} for b in risk["exposure"]],
+        [
+            {"sector": b["sector"], "symbols": ", ".join(b["symbols"]), "value": b["value"], "share": b["share"]}
+            for b in risk["exposure"]
+        ],
         ["sector", "symbols", "value", "share"],
     )
     breakers = _frame([{k: c.get(k) for k in BREAKER_COLUMNS} for c in brk["current"]], BREAKER_COLUMNS)
@@ -601,9 +618,7 @@ def llm_usage(session: Session, run_id: str) -> LLMUsage:
 
     _get_run(session, run_id)
     report = reporting.llm_usage(session, run_id=run_id)
-    rows = session.execute(
-        select(LLMCallRow.latency_ms, LLMCallRow.outcome).where(LLMCallRow.run_id == run_id)
-    ).all()
+    rows = session.execute(select(LLMCallRow.latency_ms, LLMCallRow.outcome).where(LLMCallRow.run_id == run_id)).all()
     latencies = [latency for latency, outcome in rows if outcome != "budget_exceeded"]
     by_model = _frame(report["calls"], LLM_COLUMNS)
     reasons = pd.DataFrame(report["abstentions"], columns=["reason", "count"])
@@ -649,7 +664,7 @@ def latest_narrative(session: Session, run_id: str) -> dict[str, Any] | None:
     return {"at": report.at, "kind": report.kind, "text": report.text, "iteration_id": report.iteration_id}
 
 
-def daemon_health(session: Session, settings: "Settings", now: datetime) -> dict[str, Any]:
+def daemon_health(session: Session, settings: Settings, now: datetime) -> dict[str, Any]:
     """The verdict of ``python main.py health`` (:func:`core.health.health_report`): healthy when the daemon's last heartbeat
     is not older than its next scheduled run plus ``HEALTH_GRACE_MINUTES`` and trading is not HALTED. Adds
     ``heartbeat`` (the raw heartbeat row: run, iteration, session, status) when there is one. Database-wide: the

@@ -22,7 +22,8 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, date, datetime, time as dtime, timedelta
-from typing import Callable, Iterable, Mapping, Protocol, Sequence
+from typing import Protocol
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -260,7 +261,9 @@ class AlpacaBarProvider:
                 quotes[symbol] = Quote(symbol, float(item["bp"]), float(item["ap"]), at)
             except (KeyError, TypeError, ValueError) as exc:
                 return QuotesResult(
-                    error=f"{self.name}: unparseable quote of {symbol} ({type(exc).__name__}: {exc})"[:_MAX_REASON_DETAIL],
+                    error=f"{self.name}: unparseable quote of {symbol} ({type(exc).__name__}: {exc})"[
+                        :_MAX_REASON_DETAIL
+                    ],
                     source=self.name,
                 )
         return QuotesResult(quotes=quotes, source=self.name)
@@ -360,7 +363,9 @@ class AlpacaBarProvider:
         failure (``transient``: 429, 5xx, 408, timeout, connection error or the deadline)."""
         return self._call(self._client.get_stock_bars, request, "bars")
 
-    def _call(self, method: Callable[[object], object], request: object, what: str) -> tuple[dict | None, str | None, bool]:
+    def _call(
+        self, method: Callable[[object], object], request: object, what: str
+    ) -> tuple[dict | None, str | None, bool]:
         """Run one alpaca-py data request; ``(raw, None, False)`` or ``(None, reason, transient)`` for an HTTP-level
         failure."""
         try:
@@ -380,7 +385,11 @@ class AlpacaBarProvider:
             return None, self._describe_api_error(exc), status is None or status in (408, 429) or status >= 500
         except ValueError as exc:
             # alpaca-py's own check of a 2xx body's shape ("does not match any known keys").
-            return None, f"{self.name}: unexpected response shape ({self._redact(str(exc))[:_MAX_REASON_DETAIL]})", False
+            return (
+                None,
+                f"{self.name}: unexpected response shape ({self._redact(str(exc))[:_MAX_REASON_DETAIL]})",
+                False,
+            )
         if not isinstance(raw, dict):
             return None, f"{self.name}: unexpected response shape ({what} are {type(raw).__name__})", False
         return raw, None, False

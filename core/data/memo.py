@@ -7,7 +7,7 @@ latest completed session, is served from memory (the provider that originally se
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import pandas as pd
 
@@ -18,10 +18,14 @@ from core.data.chain import ChainResult
 
 
 class MemoizingProvider:
-    def __init__(self, provider: BarProvider, *, ttl: timedelta, now: Callable[[], datetime], calendar: MarketCalendar) -> None:
+    def __init__(
+        self, provider: BarProvider, *, ttl: timedelta, now: Callable[[], datetime], calendar: MarketCalendar
+    ) -> None:
         self._provider = provider
         self._calendar = calendar
-        self._cache: TTLCache[tuple[str, object, object], tuple[pd.DataFrame, str]] = TTLCache(ttl, now, max_entries=10_000)
+        self._cache: TTLCache[tuple[str, object, object], tuple[pd.DataFrame, str]] = TTLCache(
+            ttl, now, max_entries=10_000
+        )
         self.name = provider.name
         self.hits = 0
         self.misses = 0
@@ -52,4 +56,6 @@ class MemoizingProvider:
                 frames[symbol], served_by[symbol] = frame, source
             errors = dict(fresh.errors)
             unknown = frozenset(getattr(fresh, "unknown", frozenset()))
-        return ChainResult(frames=frames, errors=errors, provider=self.name, unknown=unknown, served_by=served_by, fallbacks=fallbacks)
+        return ChainResult(
+            frames=frames, errors=errors, provider=self.name, unknown=unknown, served_by=served_by, fallbacks=fallbacks
+        )

@@ -83,7 +83,15 @@ RULES = (
     FRESHNESS,
 )
 BAD_BAR_RULES = frozenset(
-    {FINITE_VALUES, POSITIVE_PRICES, OHLC_CONSISTENCY, NON_NEGATIVE_VOLUME, ABSURD_VALUES, INCREASING_TIMESTAMPS, PRICE_SPIKE}
+    {
+        FINITE_VALUES,
+        POSITIVE_PRICES,
+        OHLC_CONSISTENCY,
+        NON_NEGATIVE_VOLUME,
+        ABSURD_VALUES,
+        INCREASING_TIMESTAMPS,
+        PRICE_SPIKE,
+    }
 )
 DEFAULT_GAP_SESSIONS = 3  # sessions during which a missing, stale or off-session bar blocks the symbol's entries
 MAX_PRICE = 1e8
@@ -138,10 +146,14 @@ def _day(value: int) -> date:
     return _EPOCH_DAY + timedelta(days=int(value))
 
 
-def _context(as_of: datetime, calendar: MarketCalendar | None, min_history: int, gap_sessions: int = DEFAULT_GAP_SESSIONS) -> _Context:
+def _context(
+    as_of: datetime, calendar: MarketCalendar | None, min_history: int, gap_sessions: int = DEFAULT_GAP_SESSIONS
+) -> _Context:
     ensure_utc(as_of, "as_of")
     if min_history < 0 or gap_sessions < 1:
-        raise ValueError(f"validate_bars: min_history must be >= 0 and gap_sessions >= 1, got {min_history}, {gap_sessions}")
+        raise ValueError(
+            f"validate_bars: min_history must be >= 0 and gap_sessions >= 1, got {min_history}, {gap_sessions}"
+        )
     if calendar is None:
         cutoff = (as_of.date() - _EPOCH_DAY).days
         latest = None
@@ -235,7 +247,9 @@ def _extract(symbol: str, frame: pd.DataFrame, ctx: _Context) -> _Window | Probl
     return _Window(symbol, days, window, len(days), ordered)
 
 
-def _validate_many(frames: Mapping[str, pd.DataFrame], ctx: _Context) -> tuple[dict[str, list[Problem]], dict[str, int]]:
+def _validate_many(
+    frames: Mapping[str, pd.DataFrame], ctx: _Context
+) -> tuple[dict[str, list[Problem]], dict[str, int]]:
     found: dict[str, list[Problem]] = {symbol: [] for symbol in frames}
     ends: dict[str, int] = {}
     windows: list[_Window] = []
@@ -276,13 +290,19 @@ def _validate_many(frames: Mapping[str, pd.DataFrame], ctx: _Context) -> tuple[d
                 )
             )
     if ctx.calendar is not None and ctx.latest_session_day is not None:
-        suspects = _calendar_suspects([windows[i] for i in filled], lengths[filled], ctx, ctx.calendar, ctx.latest_session_day)
-        for w in [w for w in windows if not len(w.days)] + [windows[i] for i, bad in zip(filled, suspects) if bad]:
+        suspects = _calendar_suspects(
+            [windows[i] for i in filled], lengths[filled], ctx, ctx.calendar, ctx.latest_session_day
+        )
+        for w in [w for w in windows if not len(w.days)] + [
+            windows[i] for i, bad in zip(filled, suspects, strict=False) if bad
+        ]:
             found[w.symbol].extend(_calendar_problems(w, ctx, ctx.calendar, ctx.latest_session_day))
     return found, ends
 
 
-def _calendar_suspects(windows: list[_Window], lengths: np.ndarray, ctx: _Context, calendar: MarketCalendar, latest: int) -> np.ndarray:
+def _calendar_suspects(
+    windows: list[_Window], lengths: np.ndarray, ctx: _Context, calendar: MarketCalendar, latest: int
+) -> np.ndarray:
     """Per (non-empty) window, whether a calendar rule may be broken: one vectorised pass over every symbol; the
     exact problems are then worked out for the suspects only."""
     if not windows:
@@ -484,7 +504,9 @@ def _calendar_problems(w: _Window, ctx: _Context, calendar: MarketCalendar, late
             )
         )
     if last_bar < latest:
-        behind = int(np.searchsorted(sessions, latest, side="right") - np.searchsorted(sessions, last_bar, side="right"))
+        behind = int(
+            np.searchsorted(sessions, latest, side="right") - np.searchsorted(sessions, last_bar, side="right")
+        )
         problems.append(
             Problem(
                 FRESHNESS,
@@ -519,7 +541,7 @@ class FrameChecks:
     session_pos: np.ndarray  # per row: index of the first calendar session on or after its day (clamped)
 
     @classmethod
-    def of(cls, frame: pd.DataFrame, calendar: MarketCalendar | None) -> "FrameChecks | None":
+    def of(cls, frame: pd.DataFrame, calendar: MarketCalendar | None) -> FrameChecks | None:
         """The checks of ``frame``, or None when it cannot take the fast path (layout problems, unsorted index):
         such frames are validated in full every time, which also reports the problem."""
         index = frame.index
@@ -572,7 +594,9 @@ class FrameChecks:
             return int(np.searchsorted(days, cutoff_day, side="right"))  # far ahead: search
         return end
 
-    def clean(self, end: int, *, min_history: int, latest_session_day: int | None, gap_sessions: int = DEFAULT_GAP_SESSIONS) -> bool:
+    def clean(
+        self, end: int, *, min_history: int, latest_session_day: int | None, gap_sessions: int = DEFAULT_GAP_SESSIONS
+    ) -> bool:
         """Whether the first ``end`` rows pass every rule of :func:`validate_batch`."""
         return self.history_clean(end) and self.recent_clean(
             end, min_history=min_history, latest_session_day=latest_session_day, gap_sessions=gap_sessions
@@ -630,7 +654,7 @@ class VisibleCutoff:
     latest_session_day: int | None  # latest completed session (None without a calendar)
 
     @classmethod
-    def at(cls, as_of: datetime, calendar: MarketCalendar | None) -> "VisibleCutoff":
+    def at(cls, as_of: datetime, calendar: MarketCalendar | None) -> VisibleCutoff:
         ctx = _context(as_of, calendar, 0)
         return cls(ctx.cutoff_day, ctx.latest_session_day)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from core.domain import ensure_utc
 from core.llm.telemetry import CallOutcome, LLMCallRecord
@@ -67,8 +67,7 @@ class DailyBudget:
             return f"budget exceeded: {self._calls}/{self._max_calls} LLM calls used on {day.isoformat()} (UTC)"
         if self._usd >= self._max_usd:
             return (
-                f"budget exceeded: ${self._usd} of ${self._max_usd} estimated LLM spend used on "
-                f"{day.isoformat()} (UTC)"
+                f"budget exceeded: ${self._usd} of ${self._max_usd} estimated LLM spend used on {day.isoformat()} (UTC)"
             )
         return None
 

@@ -17,7 +17,8 @@ import math
 import numbers
 import unicodedata
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
+from collections.abc import Mapping, Sequence
 
 PROMPT_VERSION = "strategy-select/v1"
 TOOL_NAME = "choose_strategies"
@@ -139,7 +140,7 @@ class SelectionRequest:
 
 
 def prompt_hash(system: str, user: str) -> str:
-    return hashlib.sha256(f"{system}\n\n{user}".encode("utf-8")).hexdigest()
+    return hashlib.sha256(f"{system}\n\n{user}".encode()).hexdigest()
 
 
 def output_token_allowance(n_symbols: int) -> int:

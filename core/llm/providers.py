@@ -18,7 +18,8 @@ import asyncio
 import math
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Awaitable, Callable, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
+from collections.abc import Awaitable, Callable
 
 from core.errors import ExternalError, TemporaryError
 from core.llm.prompts import SelectionRequest, clean_text
@@ -152,9 +153,7 @@ async def run_with_retries(
             if retry and failure.retry_after_s is not None:
                 if failure.retry_after_s > policy.max_delay_s:
                     retry = False
-                    message += (
-                        f" (retry-after {failure.retry_after_s:g}s exceeds the {policy.max_delay_s:g}s cap; not retried)"
-                    )
+                    message += f" (retry-after {failure.retry_after_s:g}s exceeds the {policy.max_delay_s:g}s cap; not retried)"
                 else:
                     delay = max(failure.retry_after_s, 0.0)
             if not retry:

@@ -15,7 +15,8 @@ from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -110,7 +111,9 @@ class ModelPrice:
     output_per_million: Decimal
 
     def cost(self, input_tokens: int, output_tokens: int) -> Decimal:
-        raw = (Decimal(input_tokens) * self.input_per_million + Decimal(output_tokens) * self.output_per_million) / MILLION
+        raw = (
+            Decimal(input_tokens) * self.input_per_million + Decimal(output_tokens) * self.output_per_million
+        ) / MILLION
         return raw.quantize(COST_QUANTUM)
 
 
@@ -196,4 +199,3 @@ class PriceTable:
 
     def __repr__(self) -> str:
         return f"PriceTable({len(self._prices)} models)"
-

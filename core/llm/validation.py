@@ -18,7 +18,8 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Collection, Mapping, Sequence
+from typing import Any
+from collections.abc import Collection, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 

@@ -37,7 +37,8 @@ import math
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from decimal import Decimal
-from typing import Any, Iterable, Mapping
+from typing import Any
+from collections.abc import Iterable, Mapping
 
 from core.narrative.tokens import DateToken, NumberToken, TimeToken, extract_tokens
 
@@ -196,6 +197,4 @@ def validate_narrative(text: str, facts: Mapping[str, Any] | FactIndex) -> Narra
         return NarrativeCheck(False, tuple(unknown), "not in the facts: " + ", ".join(unknown), len(tokens))
     n_numbers = sum(1 for t in tokens if isinstance(t, NumberToken))
     n_other = len(tokens) - n_numbers
-    return NarrativeCheck(
-        True, (), f"all {n_numbers} numbers and {n_other} dates/times match the facts", len(tokens)
-    )
+    return NarrativeCheck(True, (), f"all {n_numbers} numbers and {n_other} dates/times match the facts", len(tokens))

@@ -12,7 +12,8 @@ import math
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+from collections.abc import Callable, Mapping
 
 import httpx2
 from loguru import logger

@@ -161,7 +161,13 @@ def create_db_engine(
     engine = create_engine(
         parsed,
         pool_pre_ping=True,
-        connect_args={"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 60, "keepalives_interval": 10, "keepalives_count": 6},
+        connect_args={
+            "connect_timeout": 5,
+            "keepalives": 1,
+            "keepalives_idle": 60,
+            "keepalives_interval": 10,
+            "keepalives_count": 6,
+        },
     )
     event.listen(engine, "connect", _pg_timeouts(int(statement_timeout_s * 1000), int(lock_timeout_s * 1000)))
     return engine
@@ -184,7 +190,9 @@ def migrate(engine: Engine) -> None:
             cfg.attributes["connection"] = connection
             command.upgrade(cfg, "head")
     except SQLAlchemyError as exc:
-        raise DatabaseUnavailable(f"cannot prepare database {safe_url(engine.url)}: {exc.__class__.__name__}: {_first_line(exc)}") from None
+        raise DatabaseUnavailable(
+            f"cannot prepare database {safe_url(engine.url)}: {exc.__class__.__name__}: {_first_line(exc)}"
+        ) from None
 
 
 def check_connection(engine: Engine) -> None:
@@ -211,7 +219,9 @@ def open_database(
         path = sqlite_file(parsed)
         if path is not None and not path.is_file():
             raise DatabaseMissing(f"no database at {path} (DATABASE_URL={safe_url(parsed)})")
-    engine = create_db_engine(url, statement_timeout_s=statement_timeout_s, lock_timeout_s=lock_timeout_s, create=create)
+    engine = create_db_engine(
+        url, statement_timeout_s=statement_timeout_s, lock_timeout_s=lock_timeout_s, create=create
+    )
     try:
         check_connection(engine)
         migrate(engine)
@@ -356,7 +366,9 @@ class DaemonLock:
         try:
             st = os.stat(real)
         except FileNotFoundError:
-            raise DaemonLockLost(f"the database file {real} was removed while the daemon ran; stopping before trading") from None
+            raise DaemonLockLost(
+                f"the database file {real} was removed while the daemon ran; stopping before trading"
+            ) from None
         if (st.st_dev, st.st_ino) != key:
             raise DaemonLockLost(
                 f"the database file {real} was replaced by another file while the daemon ran; stopping before trading"
@@ -367,7 +379,9 @@ class DaemonLock:
         try:
             connection = self._engine.connect()
         except SQLAlchemyError as exc:
-            raise DatabaseUnavailable(f"cannot connect to database {safe_url(self._engine.url)}: {_first_line(exc)}") from None
+            raise DatabaseUnavailable(
+                f"cannot connect to database {safe_url(self._engine.url)}: {_first_line(exc)}"
+            ) from None
         try:
             if (connection.dialect.server_version_info or (0,)) >= (14,):
                 # the lock connection idles between iterations: a server-wide idle timeout must not end it
@@ -377,7 +391,9 @@ class DaemonLock:
             connection.commit()
         except SQLAlchemyError as exc:
             connection.close()
-            raise DatabaseUnavailable(f"cannot take the daemon lock on {safe_url(self._engine.url)}: {_first_line(exc)}") from None
+            raise DatabaseUnavailable(
+                f"cannot take the daemon lock on {safe_url(self._engine.url)}: {_first_line(exc)}"
+            ) from None
         if not got:
             connection.close()
             raise self._refused("advisory lock held")
@@ -457,7 +473,7 @@ class DaemonLock:
             self._connection = None
             self._backend_pid = None
 
-    def __enter__(self) -> "DaemonLock":
+    def __enter__(self) -> DaemonLock:
         self.acquire()
         return self
 

@@ -6,14 +6,28 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 from decimal import Decimal
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
 
 from sqlalchemy import Engine, bindparam, event, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.domain import EXACT, Decision, EquitySnapshot, Fill, Order, OrderIntent, OrderStatus, OrderType, Position, Side, to_money, to_price
+from core.domain import (
+    EXACT,
+    Decision,
+    EquitySnapshot,
+    Fill,
+    Order,
+    OrderIntent,
+    OrderStatus,
+    OrderType,
+    Position,
+    Side,
+    to_money,
+    to_price,
+)
 from core.persistence.models import (
     AuditReportRow,
     BreakerEventRow,
@@ -52,8 +66,21 @@ _ORDER_STATE = ("broker_order_id", "status", "filled_quantity", "average_fill_pr
 
 
 _LLM_COLUMNS = (
-    "purpose", "provider", "model", "prompt_version", "prompt_hash", "input_tokens", "output_tokens", "cost_usd",
-    "latency_ms", "retries", "outcome", "validation_errors", "symbols", "error", "started_at",
+    "purpose",
+    "provider",
+    "model",
+    "prompt_version",
+    "prompt_hash",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "latency_ms",
+    "retries",
+    "outcome",
+    "validation_errors",
+    "symbols",
+    "error",
+    "started_at",
 )
 
 
@@ -272,8 +299,12 @@ class Repository:
                         "facts": jsonable(dict(r.report_facts)),
                     }
                 )
-            llm_calls.extend({"run_id": r.run_id, "iteration_id": r.iteration_id, **jsonable_row(c)} for c in r.llm_calls)
-            shadow.extend({"run_id": r.run_id, "iteration_id": r.iteration_id, "as_of": r.as_of, **dict(x)} for x in r.shadow)
+            llm_calls.extend(
+                {"run_id": r.run_id, "iteration_id": r.iteration_id, **jsonable_row(c)} for c in r.llm_calls
+            )
+            shadow.extend(
+                {"run_id": r.run_id, "iteration_id": r.iteration_id, "as_of": r.as_of, **dict(x)} for x in r.shadow
+            )
             breakers.extend({"run_id": r.run_id, "details": None, **dict(e)} for e in r.breaker_events)
             state.update(r.state)  # later iterations' values win, as separate transactions would leave them
 
@@ -282,12 +313,20 @@ class Repository:
             session.execute(_DECISIONS.insert(), decisions)
         if any(r.orders for r in records):
             self._upsert_orders(session, [(r, o) for r in records for o in r.orders])
-            self._settle_recorded_intents(session, {o.client_order_id for r in records for o in r.orders}, records[-1].recorded_at)
+            self._settle_recorded_intents(
+                session, {o.client_order_id for r in records for o in r.orders}, records[-1].recorded_at
+            )
         if fills:
             session.execute(_FILLS.insert(), fills)
         if last_positions is not None:
             self._replace_positions(session, last_positions)
-        for table, rows in ((_EQUITY, equity), (_REPORTS, reports), (_LLM_CALLS, llm_calls), (_SHADOW, shadow), (_BREAKERS, breakers)):
+        for table, rows in (
+            (_EQUITY, equity),
+            (_REPORTS, reports),
+            (_LLM_CALLS, llm_calls),
+            (_SHADOW, shadow),
+            (_BREAKERS, breakers),
+        ):
             if rows:
                 session.execute(table.insert(), rows)
         if state:
@@ -325,7 +364,9 @@ class Repository:
         existing: set[str] = set()
         for k in range(0, len(ids), 500):
             chunk = ids[k : k + 500]
-            existing.update(session.scalars(select(OrderRow.client_order_id).where(OrderRow.client_order_id.in_(chunk))))
+            existing.update(
+                session.scalars(select(OrderRow.client_order_id).where(OrderRow.client_order_id.in_(chunk)))
+            )
         inserts: dict[str, dict[str, Any]] = {}
         updates: dict[str, dict[str, Any]] = {}
         for r, o in pairs:
@@ -361,9 +402,9 @@ class Repository:
             session.execute(_ORDERS.insert(), list(inserts.values()))
         if updates:
             session.execute(
-                _ORDERS.update().where(_ORDERS.c.client_order_id == bindparam("key")).values(
-                    {name: bindparam(name) for name in _ORDER_STATE}
-                ),
+                _ORDERS.update()
+                .where(_ORDERS.c.client_order_id == bindparam("key"))
+                .values({name: bindparam(name) for name in _ORDER_STATE}),
                 list(updates.values()),
             )
 
@@ -395,7 +436,9 @@ class Repository:
             "symbol": intent.symbol,
             "side": intent.side.value,
             "order_type": intent.order_type.value,
-            "quantity": Decimal(intent.quantity) if not isinstance(intent.quantity, float) else Decimal(repr(intent.quantity)),
+            "quantity": Decimal(intent.quantity)
+            if not isinstance(intent.quantity, float)
+            else Decimal(repr(intent.quantity)),
             "limit_price": _decimal_or_none(intent.limit_price),
             "stop_price": _decimal_or_none(intent.stop_price),
             "stop_loss": _decimal_or_none(intent.stop_loss),
@@ -418,7 +461,9 @@ class Repository:
                 session.execute(
                     _INTENTS.update()
                     .where(_INTENTS.c.client_order_id == client_order_id)
-                    .values(status=INTENT_PENDING, resolved_at=None, created_at=at, run_id=run_id, iteration_id=iteration_id)
+                    .values(
+                        status=INTENT_PENDING, resolved_at=None, created_at=at, run_id=run_id, iteration_id=iteration_id
+                    )
                 )
 
     def pending_intents(self, broker: str) -> list[PendingIntent]:
@@ -507,7 +552,9 @@ class Repository:
         dialect = session.get_bind().dialect.name
         make_insert = sqlite_insert if dialect == "sqlite" else pg_insert
         stmt = make_insert(_STATE)
-        stmt = stmt.on_conflict_do_update(index_elements=[_STATE.c.key], set_={"value": stmt.excluded.value, "updated_at": stmt.excluded.updated_at})
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[_STATE.c.key], set_={"value": stmt.excluded.value, "updated_at": stmt.excluded.updated_at}
+        )
         session.execute(stmt, rows)
         # remembered only once the transaction commits (see _sessions.begin in the callers)
         session.info.setdefault("state_written", []).extend(rows)
@@ -535,13 +582,23 @@ class Repository:
         (the session from the row's ``details``, else the row's time in New York)."""
         with self.session() as session:
             rows = session.execute(
-                select(BreakerEventRow.at, BreakerEventRow.details, BreakerEventRow.from_state, BreakerEventRow.to_state, BreakerEventRow.reason)
+                select(
+                    BreakerEventRow.at,
+                    BreakerEventRow.details,
+                    BreakerEventRow.from_state,
+                    BreakerEventRow.to_state,
+                    BreakerEventRow.reason,
+                )
                 .where(BreakerEventRow.run_id == run_id, BreakerEventRow.name == name)
                 .order_by(BreakerEventRow.at, BreakerEventRow.id)
             ).all()
         out = []
         for at, details, from_state, to_state, reason in rows:
-            day = date.fromisoformat(str(details["session"])) if details and details.get("session") else at.astimezone(_EASTERN).date()
+            day = (
+                date.fromisoformat(str(details["session"]))
+                if details and details.get("session")
+                else at.astimezone(_EASTERN).date()
+            )
             out.append((day, from_state, to_state, reason))
         return out
 
@@ -549,14 +606,17 @@ class Repository:
         if calls:
             with self._sessions.begin() as session:
                 session.execute(
-                    _LLM_CALLS.insert(), [{"run_id": run_id, "iteration_id": iteration_id, **jsonable_row(c)} for c in calls]
+                    _LLM_CALLS.insert(),
+                    [{"run_id": run_id, "iteration_id": iteration_id, **jsonable_row(c)} for c in calls],
                 )
 
     def llm_usage_since(self, since: datetime, purpose: str = "selection") -> tuple[int, Decimal]:
         """Calls made and dollars spent since ``since`` (for restoring the daily LLM budget after a restart)."""
         with self.session() as session:
             rows = session.execute(
-                select(LLMCallRow.cost_usd, LLMCallRow.outcome).where(LLMCallRow.started_at >= since, LLMCallRow.purpose == purpose)
+                select(LLMCallRow.cost_usd, LLMCallRow.outcome).where(
+                    LLMCallRow.started_at >= since, LLMCallRow.purpose == purpose
+                )
             ).all()
         calls = sum(1 for _, outcome in rows if outcome != "budget_exceeded")
         return calls, sum((c for c, _ in rows if c is not None), Decimal("0"))
@@ -566,7 +626,17 @@ class Repository:
             with self._sessions.begin() as session:
                 session.execute(
                     ReconciliationRow.__table__.insert(),
-                    [{"run_id": run_id, "at": at, "symbol": e.get("symbol"), "kind": e["kind"], "details": jsonable(e.get("details", {})), "resolution": e["resolution"]} for e in events],
+                    [
+                        {
+                            "run_id": run_id,
+                            "at": at,
+                            "symbol": e.get("symbol"),
+                            "kind": e["kind"],
+                            "details": jsonable(e.get("details", {})),
+                            "resolution": e["resolution"],
+                        }
+                        for e in events
+                    ],
                 )
 
     # --- reads used by agents ------------------------------------------------------------------------
@@ -584,7 +654,9 @@ class Repository:
     def mark_iteration(self, iteration_id: str, *, status: str, error: str) -> bool:
         """Flag an already-recorded iteration (e.g. a handler failed beside the main chain). False if not recorded."""
         with self._sessions.begin() as session:
-            result = session.execute(update(Iteration).where(Iteration.id == iteration_id).values(status=status, error=error))
+            result = session.execute(
+                update(Iteration).where(Iteration.id == iteration_id).values(status=status, error=error)
+            )
             return bool(result.rowcount)
 
     # --- the broker's ledger (restarts and reconciliation) -------------------------------------------------
@@ -615,7 +687,16 @@ class Repository:
             for o in order_rows
         ]
         fills = [
-            Fill(f.fill_id, f.client_order_id, f.symbol, Side(f.side), int(f.quantity), f.price, f.commission, f.filled_at)
+            Fill(
+                f.fill_id,
+                f.client_order_id,
+                f.symbol,
+                Side(f.side),
+                int(f.quantity),
+                f.price,
+                f.commission,
+                f.filled_at,
+            )
             for f in fill_rows
         ]
         return orders, fills

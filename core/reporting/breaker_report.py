@@ -29,7 +29,9 @@ def breakers(
     states are the database's, whatever ``run_id``.
     """
     _check_run(session, run_id)
-    stmt = _window(select(BreakerEventRow), BreakerEventRow.at, start, end).order_by(BreakerEventRow.at, BreakerEventRow.id)
+    stmt = _window(select(BreakerEventRow), BreakerEventRow.at, start, end).order_by(
+        BreakerEventRow.at, BreakerEventRow.id
+    )
     if run_id is not None:
         stmt = stmt.where(BreakerEventRow.run_id == run_id)
     if name is not None:
@@ -47,9 +49,13 @@ def breakers(
     ]
     current: dict[str, dict[str, Any]] = {}
     prefix = BREAKER_PREFIX
-    if run_id is not None and session.scalar(select(DaemonStateRow.key).where(DaemonStateRow.key.startswith(f"{run_id}:{BREAKER_PREFIX}")).limit(1)):
+    if run_id is not None and session.scalar(
+        select(DaemonStateRow.key).where(DaemonStateRow.key.startswith(f"{run_id}:{BREAKER_PREFIX}")).limit(1)
+    ):
         prefix = f"{run_id}:{BREAKER_PREFIX}"  # a replay's or backtest's own breakers
-    state_rows = session.scalars(select(DaemonStateRow).where(DaemonStateRow.key.startswith(prefix)).order_by(DaemonStateRow.key))
+    state_rows = session.scalars(
+        select(DaemonStateRow).where(DaemonStateRow.key.startswith(prefix)).order_by(DaemonStateRow.key)
+    )
     for row in state_rows:
         breaker = row.key[len(prefix) :]
         if name is not None and breaker != name:
@@ -67,8 +73,13 @@ def breakers(
     for e in events:
         if e["name"] not in current:
             current[e["name"]] = {
-                "name": e["name"], "state": "unknown", "reason": "", "changed_at": None,
-                "updated_at": None, "source": "events", "snapshot": {},
+                "name": e["name"],
+                "state": "unknown",
+                "reason": "",
+                "changed_at": None,
+                "updated_at": None,
+                "source": "events",
+                "snapshot": {},
             }
         entry = current[e["name"]]
         if entry["source"] == "events":  # no persisted state: the last event tells the state

@@ -34,7 +34,12 @@ def _run_filter(stmt: Select[Any], model: Any, column: Any, run_id: str | None, 
 
 
 def llm_usage(
-    session: Session, *, run_id: str | None = None, start: date | None = None, end: date | None = None, symbol: str | None = None
+    session: Session,
+    *,
+    run_id: str | None = None,
+    start: date | None = None,
+    end: date | None = None,
+    symbol: str | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """LLM calls by purpose/provider/model (count, outcomes, tokens, cost, latency percentiles) and the selector's
     abstentions by reason (``query_trades.py llm`` and the dashboard)."""
@@ -88,16 +93,18 @@ def shadow_stats(
     """Per strategy of the shadow ledger: how often it would have signalled, and the average forward return
     ``horizon`` bars after its BUY/SELL signals, beside the same figures for the strategies the selector actually
     chose (``selector``, listed first). ``query_trades.py shadow`` and the dashboard."""
-    stmt = _run_filter(select(ShadowSignalRow), ShadowSignalRow, ShadowSignalRow.as_of, run_id, start, end, symbol).order_by(
-        ShadowSignalRow.run_id, ShadowSignalRow.symbol, ShadowSignalRow.as_of
-    )
+    stmt = _run_filter(
+        select(ShadowSignalRow), ShadowSignalRow, ShadowSignalRow.as_of, run_id, start, end, symbol
+    ).order_by(ShadowSignalRow.run_id, ShadowSignalRow.symbol, ShadowSignalRow.as_of)
     series: dict[tuple[str, str], list[ShadowSignalRow]] = {}
     for row in session.scalars(stmt):
         series.setdefault((row.run_id, row.symbol), []).append(row)
     stats: dict[str, dict[str, Any]] = {}
 
     def note(name: str, action: str, forward: float | None) -> None:
-        st = stats.setdefault(name, {"strategy": name, "evaluated": 0, "buy": 0, "sell": 0, "hold": 0, "_buy_fwd": [], "_sell_fwd": []})
+        st = stats.setdefault(
+            name, {"strategy": name, "evaluated": 0, "buy": 0, "sell": 0, "hold": 0, "_buy_fwd": [], "_sell_fwd": []}
+        )
         st[action.lower()] += 1
         if forward is not None and action != "HOLD":
             st[f"_{action.lower()}_fwd"].append(forward)
@@ -113,7 +120,7 @@ def shadow_stats(
                 note("selector", chosen[0], forward)
                 stats["selector"]["evaluated"] += 1
     out: list[dict[str, Any]] = []
-    for name, st in sorted(stats.items(), key=lambda kv: (kv[0] != "selector", kv[0])):
+    for _name, st in sorted(stats.items(), key=lambda kv: (kv[0] != "selector", kv[0])):
         buy, sell = st.pop("_buy_fwd"), st.pop("_sell_fwd")
         st["buy_fwd_return_avg"] = round(sum(buy) / len(buy), 5) if buy else None
         st["buy_hit_rate"] = round(sum(1 for x in buy if x > 0) / len(buy), 3) if buy else None

@@ -22,7 +22,9 @@ def reconcile_view(
 ) -> list[dict[str, Any]]:
     """Reconciliation events (database vs broker discrepancies and what was done), oldest first."""
     _check_run(session, run_id)
-    stmt = _window(select(ReconciliationRow), ReconciliationRow.at, start, end).order_by(ReconciliationRow.at, ReconciliationRow.id)
+    stmt = _window(select(ReconciliationRow), ReconciliationRow.at, start, end).order_by(
+        ReconciliationRow.at, ReconciliationRow.id
+    )
     if run_id is not None:
         stmt = stmt.where(ReconciliationRow.run_id == run_id)
     if (sym := _norm_symbol(symbol)) is not None:

@@ -44,10 +44,19 @@ def risk_view(
         DaemonStateRow, RISK_STATE_KEY
     )
     if row is None:
-        state: dict[str, Any] = {"state": "unknown", "reason": f"no {RISK_STATE_KEY!r} in daemon_state", "updated_at": None}
+        state: dict[str, Any] = {
+            "state": "unknown",
+            "reason": f"no {RISK_STATE_KEY!r} in daemon_state",
+            "updated_at": None,
+        }
     else:
         value = dict(row.value)
-        state = {**value, "state": str(value.get("state", "unknown")), "reason": value.get("reason") or "", "updated_at": row.updated_at}
+        state = {
+            **value,
+            "state": str(value.get("state", "unknown")),
+            "reason": value.get("reason") or "",
+            "updated_at": row.updated_at,
+        }
     last = session.scalars(
         select(DecisionRow)
         .where(DecisionRow.run_id == run.id, DecisionRow.agent == "risk")

@@ -287,13 +287,20 @@ def rebuild_round_trips(session: Session, *, run_id: str | None = None, symbol: 
         held = open_trip.held if open_trip is not None else _ZERO
         excess = fill.quantity - held
         if excess > 0:
-            unmatched.append(UnmatchedSell(fill.run_id, fill.symbol, fill.fill_id, fill.client_order_id, excess, fill.filled_at))
+            unmatched.append(
+                UnmatchedSell(fill.run_id, fill.symbol, fill.fill_id, fill.client_order_id, excess, fill.filled_at)
+            )
         if open_trip is None or held == 0:
             continue
         if excess > 0:  # only the held part belongs to the trip, with its share of the commission
             trip_fill = TripFill(
-                fill.fill_id, fill.client_order_id, fill.side, held, fill.price,
-                fill.commission * held / fill.quantity, fill.filled_at,
+                fill.fill_id,
+                fill.client_order_id,
+                fill.side,
+                held,
+                fill.price,
+                fill.commission * held / fill.quantity,
+                fill.filled_at,
             )
         open_trip.sell(trip_fill)
         if open_trip.held == 0:

@@ -67,7 +67,9 @@ def why(session: Session, symbol: str, day: date, *, run_id: str | None = None) 
         for d in rows
     ]
     llm_calls = []
-    for c in session.scalars(select(LLMCallRow).where(LLMCallRow.iteration_id.in_(iterations)).order_by(LLMCallRow.started_at, LLMCallRow.id)):
+    for c in session.scalars(
+        select(LLMCallRow).where(LLMCallRow.iteration_id.in_(iterations)).order_by(LLMCallRow.started_at, LLMCallRow.id)
+    ):
         symbols = list(c.symbols.get("symbols", [])) if isinstance(c.symbols, Mapping) else []
         llm_calls.append(
             {
@@ -85,7 +87,9 @@ def why(session: Session, symbol: str, day: date, *, run_id: str | None = None) 
                 "retries": c.retries,
                 "symbols": symbols,
                 "about_symbol": sym in symbols,
-                "validation_errors": list(c.validation_errors.get("errors", [])) if isinstance(c.validation_errors, Mapping) else [],
+                "validation_errors": list(c.validation_errors.get("errors", []))
+                if isinstance(c.validation_errors, Mapping)
+                else [],
                 "error": c.error,
             }
         )
@@ -113,21 +117,25 @@ def why(session: Session, symbol: str, day: date, *, run_id: str | None = None) 
         for o in order_rows
     ]
     order_ids = [o.client_order_id for o in order_rows]
-    fills = [
-        {
-            "filled_at": f.filled_at,
-            "client_order_id": f.client_order_id,
-            "side": f.side,
-            "quantity": f.quantity,
-            "price": f.price,
-            "commission": f.commission,
-            "fill_id": f.fill_id,
-            "iteration_id": f.iteration_id,
-        }
-        for f in session.scalars(
-            select(FillRow).where(FillRow.client_order_id.in_(order_ids)).order_by(FillRow.filled_at, FillRow.id)
-        )
-    ] if order_ids else []
+    fills = (
+        [
+            {
+                "filled_at": f.filled_at,
+                "client_order_id": f.client_order_id,
+                "side": f.side,
+                "quantity": f.quantity,
+                "price": f.price,
+                "commission": f.commission,
+                "fill_id": f.fill_id,
+                "iteration_id": f.iteration_id,
+            }
+            for f in session.scalars(
+                select(FillRow).where(FillRow.client_order_id.in_(order_ids)).order_by(FillRow.filled_at, FillRow.id)
+            )
+        ]
+        if order_ids
+        else []
+    )
     return {
         "symbol": sym,
         "date": day,

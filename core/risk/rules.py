@@ -93,17 +93,30 @@ def _correlations(candidate: Candidate, portfolio: PortfolioView, limits: RiskLi
         if own is None or frame is None or symbol not in frame.columns:
             pairs[symbol] = {"status": "not_applicable", "reason": "no returns series"}
             continue
-        joined = pd.concat([own.astype(float).rename("candidate"), frame[symbol].astype(float).rename("held")],
-                           axis=1, join="inner").dropna().tail(limits.correlation_lookback)
+        joined = (
+            pd.concat(
+                [own.astype(float).rename("candidate"), frame[symbol].astype(float).rename("held")],
+                axis=1,
+                join="inner",
+            )
+            .dropna()
+            .tail(limits.correlation_lookback)
+        )
         observations = len(joined)
         if observations < limits.correlation_min_periods:
-            pairs[symbol] = {"status": "not_applicable", "reason": "too few overlapping returns",
-                             "observations": observations}
+            pairs[symbol] = {
+                "status": "not_applicable",
+                "reason": "too few overlapping returns",
+                "observations": observations,
+            }
             continue
         corr = float(joined["candidate"].corr(joined["held"]))
         if not math.isfinite(corr):
-            pairs[symbol] = {"status": "not_applicable", "reason": "correlation undefined (constant returns)",
-                             "observations": observations}
+            pairs[symbol] = {
+                "status": "not_applicable",
+                "reason": "correlation undefined (constant returns)",
+                "observations": observations,
+            }
             continue
         status = "fail" if abs(corr) > limits.max_correlation else "pass"
         pairs[symbol] = {"status": status, "correlation": corr, "observations": observations}
@@ -130,19 +143,27 @@ def evaluate_entry(
     checks = _Checks(symbol)
     try:
         if signal.action is not Action.BUY:
-            checks.refuse(RiskRule.NOT_AN_ENTRY, f"signal action is {signal.action.value}, entries are BUY signals",
-                          action=signal.action.value)
+            checks.refuse(
+                RiskRule.NOT_AN_ENTRY,
+                f"signal action is {signal.action.value}, entries are BUY signals",
+                action=signal.action.value,
+            )
         checks.ok(RiskRule.NOT_AN_ENTRY, action=signal.action.value)
 
         state = TradingState(state)
         if state not in (TradingState.ACTIVE, TradingState.REDUCING):
-            checks.refuse(RiskRule.STATE, f"trading state is {state.value}; entries need active or reducing", state=state.value)
+            checks.refuse(
+                RiskRule.STATE, f"trading state is {state.value}; entries need active or reducing", state=state.value
+            )
         checks.ok(RiskRule.STATE, state=state.value, size=1.0 if state is TradingState.ACTIVE else limits.reducing_size)
 
         if confidence < limits.min_confidence:
-            checks.refuse(RiskRule.MIN_CONFIDENCE,
-                          f"confidence {confidence:.4f} is below the minimum {limits.min_confidence:.4f}",
-                          confidence=confidence, min_confidence=limits.min_confidence)
+            checks.refuse(
+                RiskRule.MIN_CONFIDENCE,
+                f"confidence {confidence:.4f} is below the minimum {limits.min_confidence:.4f}",
+                confidence=confidence,
+                min_confidence=limits.min_confidence,
+            )
         checks.ok(RiskRule.MIN_CONFIDENCE, confidence=confidence, min_confidence=limits.min_confidence)
 
         equity = float(portfolio.equity)
@@ -158,12 +179,19 @@ def evaluate_entry(
                 RiskRule.DAILY_LOSS,
                 f"equity {equity:,.2f} is {metrics.daily_loss:.2%} below the day start "
                 f"{float(portfolio.equity_day_start or 0):,.2f} (limit {limits.max_daily_loss:.2%})",
-                equity=equity, equity_day_start=float(portfolio.equity_day_start or 0),
-                daily_loss=metrics.daily_loss, max_daily_loss=limits.max_daily_loss,
+                equity=equity,
+                equity_day_start=float(portfolio.equity_day_start or 0),
+                daily_loss=metrics.daily_loss,
+                max_daily_loss=limits.max_daily_loss,
             )
         else:
-            checks.ok(RiskRule.DAILY_LOSS, equity=equity, equity_day_start=float(portfolio.equity_day_start or 0),
-                      daily_loss=metrics.daily_loss, max_daily_loss=limits.max_daily_loss)
+            checks.ok(
+                RiskRule.DAILY_LOSS,
+                equity=equity,
+                equity_day_start=float(portfolio.equity_day_start or 0),
+                daily_loss=metrics.daily_loss,
+                max_daily_loss=limits.max_daily_loss,
+            )
 
         if metrics.weekly_drawdown is None:
             checks.na(RiskRule.WEEKLY_DRAWDOWN, "no 5-session equity high", equity=equity)
@@ -172,12 +200,19 @@ def evaluate_entry(
                 RiskRule.WEEKLY_DRAWDOWN,
                 f"equity {equity:,.2f} is {metrics.weekly_drawdown:.2%} below the 5-session high "
                 f"{float(portfolio.equity_week_high or 0):,.2f} (limit {limits.max_weekly_drawdown:.2%})",
-                equity=equity, equity_week_high=float(portfolio.equity_week_high or 0),
-                weekly_drawdown=metrics.weekly_drawdown, max_weekly_drawdown=limits.max_weekly_drawdown,
+                equity=equity,
+                equity_week_high=float(portfolio.equity_week_high or 0),
+                weekly_drawdown=metrics.weekly_drawdown,
+                max_weekly_drawdown=limits.max_weekly_drawdown,
             )
         else:
-            checks.ok(RiskRule.WEEKLY_DRAWDOWN, equity=equity, equity_week_high=float(portfolio.equity_week_high or 0),
-                      weekly_drawdown=metrics.weekly_drawdown, max_weekly_drawdown=limits.max_weekly_drawdown)
+            checks.ok(
+                RiskRule.WEEKLY_DRAWDOWN,
+                equity=equity,
+                equity_week_high=float(portfolio.equity_week_high or 0),
+                weekly_drawdown=metrics.weekly_drawdown,
+                max_weekly_drawdown=limits.max_weekly_drawdown,
+            )
 
         _already_long(checks, candidate, portfolio, limits)
         _valid_price(checks, price)
@@ -185,29 +220,44 @@ def evaluate_entry(
         atr = float(candidate.atr)
         if not _finite(signal.stop):  # the fallback stop needs the ATR; the stop-below-zero case is refused by sizing
             if not (math.isfinite(atr) and atr > 0):
-                checks.refuse(RiskRule.INVALID_ATR, f"ATR {atr!r} is not a positive finite number "
-                              "(the strategy gave no stop)", atr=atr)
+                checks.refuse(
+                    RiskRule.INVALID_ATR,
+                    f"ATR {atr!r} is not a positive finite number (the strategy gave no stop)",
+                    atr=atr,
+                )
         else:
             checks.ok(RiskRule.INVALID_ATR, "not_applicable", reason="the strategy gives its own stop", atr=atr)
 
         adv = float(candidate.avg_dollar_volume)
         if not math.isfinite(adv) or adv < limits.min_avg_dollar_volume:
-            checks.refuse(RiskRule.LIQUIDITY,
-                          f"average dollar volume {adv:,.0f} is below the minimum {limits.min_avg_dollar_volume:,.0f}",
-                          avg_dollar_volume=adv, min_avg_dollar_volume=limits.min_avg_dollar_volume)
+            checks.refuse(
+                RiskRule.LIQUIDITY,
+                f"average dollar volume {adv:,.0f} is below the minimum {limits.min_avg_dollar_volume:,.0f}",
+                avg_dollar_volume=adv,
+                min_avg_dollar_volume=limits.min_avg_dollar_volume,
+            )
         checks.ok(RiskRule.LIQUIDITY, avg_dollar_volume=adv, min_avg_dollar_volume=limits.min_avg_dollar_volume)
 
         spread = float(candidate.spread_pct) if _finite(candidate.spread_pct) else None
         quote = {"quote": dict(candidate.quote)} if candidate.quote is not None else {}
         if candidate.quote_error is not None:
-            checks.refuse(RiskRule.SPREAD, f"no usable quote to judge the spread: {candidate.quote_error}",
-                          quote_error=candidate.quote_error, max_spread_pct=limits.max_spread_pct, **quote)
+            checks.refuse(
+                RiskRule.SPREAD,
+                f"no usable quote to judge the spread: {candidate.quote_error}",
+                quote_error=candidate.quote_error,
+                max_spread_pct=limits.max_spread_pct,
+                **quote,
+            )
         if spread is None:
             checks.na(RiskRule.SPREAD, candidate.spread_note, max_spread_pct=limits.max_spread_pct)
         elif spread > limits.max_spread_pct:
-            checks.refuse(RiskRule.SPREAD,
-                          f"spread {spread:.4%} is wider than the maximum {limits.max_spread_pct:.4%}",
-                          spread_pct=spread, max_spread_pct=limits.max_spread_pct, **quote)
+            checks.refuse(
+                RiskRule.SPREAD,
+                f"spread {spread:.4%} is wider than the maximum {limits.max_spread_pct:.4%}",
+                spread_pct=spread,
+                max_spread_pct=limits.max_spread_pct,
+                **quote,
+            )
         else:
             checks.ok(RiskRule.SPREAD, spread_pct=spread, max_spread_pct=limits.max_spread_pct, **quote)
 
@@ -222,14 +272,21 @@ def evaluate_entry(
                 RiskRule.CORRELATION,
                 f"|correlation| of {symbol} with {worst} (held or approved earlier this iteration) is {abs(corr):.4f} over "
                 f"{failing[worst]['observations']} daily returns (maximum {limits.max_correlation:.4f})",
-                held_symbol=worst, correlation=corr, observations=failing[worst]["observations"],
-                max_correlation=limits.max_correlation, lookback=limits.correlation_lookback,
+                held_symbol=worst,
+                correlation=corr,
+                observations=failing[worst]["observations"],
+                max_correlation=limits.max_correlation,
+                lookback=limits.correlation_lookback,
             )
         if not pairs:
             checks.na(RiskRule.CORRELATION, "no other open position", max_correlation=limits.max_correlation)
         else:
-            checks.ok(RiskRule.CORRELATION, max_correlation=limits.max_correlation,
-                      lookback=limits.correlation_lookback, pairs=pairs)
+            checks.ok(
+                RiskRule.CORRELATION,
+                max_correlation=limits.max_correlation,
+                lookback=limits.correlation_lookback,
+                pairs=pairs,
+            )
 
         sizing = size_position(candidate, portfolio, reduced_limits(limits, state), quantity=quantity, mode=sizing_mode)
         checks.items.update(sizing.checks)
@@ -245,8 +302,10 @@ def evaluate_entry(
     quantity = sizing.quantity
     stop_how = "the strategy's" if sizing.stop_source == "strategy" else f"{limits.stop_atr_multiple:g} x ATR"
     if sizing_mode == "risk":
-        risk_text = (f"risk {sizing.risk_amount:,.2f} ({sizing.risk_fraction:.2%} of equity x confidence scale "
-                     f"{sizing.confidence_scale:.3f})")
+        risk_text = (
+            f"risk {sizing.risk_amount:,.2f} ({sizing.risk_fraction:.2%} of equity x confidence scale "
+            f"{sizing.confidence_scale:.3f})"
+        )
     else:
         risk_text = f"{sizing_mode} sizing, {sizing.risk_amount:,.2f} at risk"
     reason = (
@@ -300,24 +359,47 @@ def _reward_risk(checks: _Checks, signal: Signal, price: float, stop: float | No
     target = float(signal.target) if _finite(signal.target) else None
     source = "strategy" if _finite(signal.stop) else "atr"
     if stop is None or target is None:
-        checks.na(RiskRule.REWARD_RISK, "strategy gave no target" if target is None else "no usable stop",
-                  stop=stop, target=target, min_reward_risk=limits.min_reward_risk)
+        checks.na(
+            RiskRule.REWARD_RISK,
+            "strategy gave no target" if target is None else "no usable stop",
+            stop=stop,
+            target=target,
+            min_reward_risk=limits.min_reward_risk,
+        )
         return None
     risk = price - stop
     reward = target - price
     if risk <= 0:
-        checks.refuse(RiskRule.REWARD_RISK,
-                      f"strategy stop {stop:g} is not below the price {price:g}",
-                      price=price, stop=stop, target=target, min_reward_risk=limits.min_reward_risk)
+        checks.refuse(
+            RiskRule.REWARD_RISK,
+            f"strategy stop {stop:g} is not below the price {price:g}",
+            price=price,
+            stop=stop,
+            target=target,
+            min_reward_risk=limits.min_reward_risk,
+        )
     ratio = reward / risk
     if ratio < limits.min_reward_risk:
-        checks.refuse(RiskRule.REWARD_RISK,
-                      f"reward/risk ({target:g} - {price:g}) / ({price:g} - {stop:g}) = {ratio:.4f} "
-                      f"is below the minimum {limits.min_reward_risk:g}",
-                      price=price, stop=stop, target=target, reward_risk=ratio, stop_source=source,
-                      min_reward_risk=limits.min_reward_risk)
-    checks.ok(RiskRule.REWARD_RISK, price=price, stop=stop, target=target, reward_risk=ratio, stop_source=source,
-              min_reward_risk=limits.min_reward_risk)
+        checks.refuse(
+            RiskRule.REWARD_RISK,
+            f"reward/risk ({target:g} - {price:g}) / ({price:g} - {stop:g}) = {ratio:.4f} "
+            f"is below the minimum {limits.min_reward_risk:g}",
+            price=price,
+            stop=stop,
+            target=target,
+            reward_risk=ratio,
+            stop_source=source,
+            min_reward_risk=limits.min_reward_risk,
+        )
+    checks.ok(
+        RiskRule.REWARD_RISK,
+        price=price,
+        stop=stop,
+        target=target,
+        reward_risk=ratio,
+        stop_source=source,
+        min_reward_risk=limits.min_reward_risk,
+    )
     return target
 
 
@@ -326,9 +408,12 @@ def _already_long(checks: _Checks, candidate: Candidate, portfolio: PortfolioVie
     held = portfolio.positions.get(symbol)
     held_quantity = 0.0 if held is None else float(held.quantity)
     if held_quantity > 0 and not limits.allow_pyramiding:
-        checks.refuse(RiskRule.ALREADY_LONG,
-                      f"already long {held_quantity:g} {symbol}; adding to a position is not allowed",
-                      held_quantity=held_quantity, held_value=float(held.market_value) if held else 0.0)
+        checks.refuse(
+            RiskRule.ALREADY_LONG,
+            f"already long {held_quantity:g} {symbol}; adding to a position is not allowed",
+            held_quantity=held_quantity,
+            held_value=float(held.market_value) if held else 0.0,
+        )
     checks.ok(RiskRule.ALREADY_LONG, held_quantity=held_quantity, allow_pyramiding=limits.allow_pyramiding)
 
 
@@ -346,8 +431,11 @@ def position_rules(candidate: Candidate, portfolio: PortfolioView, limits: RiskL
     checks = _Checks(candidate.symbol)
     try:
         if signal.action is not Action.BUY:
-            checks.refuse(RiskRule.NOT_AN_ENTRY, f"signal action is {signal.action.value}, entries are BUY signals",
-                          action=signal.action.value)
+            checks.refuse(
+                RiskRule.NOT_AN_ENTRY,
+                f"signal action is {signal.action.value}, entries are BUY signals",
+                action=signal.action.value,
+            )
         _already_long(checks, candidate, portfolio, limits)
         _valid_price(checks, float(signal.price))
     except _Refused as refused:
@@ -361,8 +449,10 @@ def _held_quantity(position: PositionView | Position | float | None) -> float:
     if isinstance(position, (PositionView, Position)):
         return float(position.quantity)
     if isinstance(position, bool) or not isinstance(position, (int, float)):
-        raise TypeError(f"evaluate_exit: position must be a PositionView, a Position, a quantity or None, "
-                        f"got {type(position).__name__}")
+        raise TypeError(
+            f"evaluate_exit: position must be a PositionView, a Position, a quantity or None, "
+            f"got {type(position).__name__}"
+        )
     return float(position)
 
 
@@ -394,19 +484,24 @@ def evaluate_exit(
     checks = _Checks(symbol)
     try:
         if exit_rule is not None:
-            checks.ok("exit_rule", "applied", rule=RiskRule(exit_rule).value, reason=reason,
-                      signal_action=raw.action.value)
+            checks.ok(
+                "exit_rule", "applied", rule=RiskRule(exit_rule).value, reason=reason, signal_action=raw.action.value
+            )
         elif raw.action is not Action.SELL:
-            checks.refuse(RiskRule.NOT_AN_EXIT, f"signal action is {raw.action.value}, exits are SELL signals",
-                          action=raw.action.value)
+            checks.refuse(
+                RiskRule.NOT_AN_EXIT,
+                f"signal action is {raw.action.value}, exits are SELL signals",
+                action=raw.action.value,
+            )
         else:
             checks.ok(RiskRule.NOT_AN_EXIT, action=raw.action.value)
         state = TradingState(state)
         checks.ok(RiskRule.STATE, state=state.value)
         quantity = _held_quantity(position)
         if not (math.isfinite(quantity) and quantity > 0):
-            checks.refuse(RiskRule.NO_POSITION, f"no long position in {symbol} to sell (quantity {quantity:g})",
-                          quantity=quantity)
+            checks.refuse(
+                RiskRule.NO_POSITION, f"no long position in {symbol} to sell (quantity {quantity:g})", quantity=quantity
+            )
         checks.ok(RiskRule.NO_POSITION, quantity=quantity)
     except _Refused as refused:
         return refused.denial

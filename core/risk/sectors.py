@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping
+from collections.abc import Mapping
 
 from core.errors import ConfigurationError
 from core.risk.models import UNKNOWN_BUCKET, normalise_bucket

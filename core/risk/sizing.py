@@ -34,7 +34,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 from core.risk.exposure import exposure_by_bucket, gross_exposure, position_value
 from core.risk.models import (
@@ -227,13 +228,21 @@ def size_position(
         stop_distance = price - stop_price
         if not 0 < stop_price < price:
             checks[RiskRule.INVALID_STOP] = {"status": "fail", "stop_price": stop_price, "price": price}
-            return refused(RiskRule.INVALID_STOP, f"strategy stop {stop_price:g} is not between 0 and the price {price:g}")
-        checks[RiskRule.INVALID_STOP] = {"status": "pass", "stop_source": source, "stop_price": stop_price,
-                                         "stop_distance": stop_distance}
+            return refused(
+                RiskRule.INVALID_STOP, f"strategy stop {stop_price:g} is not between 0 and the price {price:g}"
+            )
+        checks[RiskRule.INVALID_STOP] = {
+            "status": "pass",
+            "stop_source": source,
+            "stop_price": stop_price,
+            "stop_distance": stop_distance,
+        }
     else:
         if not (math.isfinite(atr) and atr > 0):
             checks[RiskRule.INVALID_ATR] = {"status": "fail", "atr": atr}
-            return refused(RiskRule.INVALID_ATR, f"ATR {atr!r} is not a positive finite number (the strategy gave no stop)")
+            return refused(
+                RiskRule.INVALID_ATR, f"ATR {atr!r} is not a positive finite number (the strategy gave no stop)"
+            )
         stop_distance = limits.stop_atr_multiple * atr
         stop_price = price - stop_distance
         if stop_price <= 0:
@@ -249,11 +258,17 @@ def size_position(
                 f"stop distance {limits.stop_atr_multiple} x ATR {atr:g} = {stop_distance:g} is not below price {price:g}",
                 stop_distance=stop_distance,
             )
-        checks[RiskRule.INVALID_STOP] = {"status": "pass", "stop_source": source, "stop_price": stop_price,
-                                         "stop_distance": stop_distance, "atr": atr,
-                                         "stop_atr_multiple": limits.stop_atr_multiple}
-    stop_text = (f"strategy stop {stop_price:g}" if source == "strategy"
-                 else f"stop {limits.stop_atr_multiple:g} x ATR {atr:g}")
+        checks[RiskRule.INVALID_STOP] = {
+            "status": "pass",
+            "stop_source": source,
+            "stop_price": stop_price,
+            "stop_distance": stop_distance,
+            "atr": atr,
+            "stop_atr_multiple": limits.stop_atr_multiple,
+        }
+    stop_text = (
+        f"strategy stop {stop_price:g}" if source == "strategy" else f"stop {limits.stop_atr_multiple:g} x ATR {atr:g}"
+    )
     stops = {"stop_price": stop_price, "stop_distance": stop_distance}
 
     if not (math.isfinite(equity) and equity > 0):
@@ -353,8 +368,13 @@ def size_position(
         (
             RiskRule.MAX_POSITION_PCT,
             max_units(pos_limit - existing, price, limits),
-            {"max_position_pct": limits.max_position_pct, "equity": equity, "existing_value": existing,
-             "limit_value": pos_limit, "price": price},
+            {
+                "max_position_pct": limits.max_position_pct,
+                "equity": equity,
+                "existing_value": existing,
+                "limit_value": pos_limit,
+                "price": price,
+            },
             f"position cap {limits.max_position_pct:.2%} x equity {equity:,.2f} = {pos_limit:,.2f}"
             f" (already held {existing:,.2f})",
         ),
@@ -367,16 +387,27 @@ def size_position(
         (
             RiskRule.GROSS_EXPOSURE,
             max_units(gross_limit - gross, price, limits),
-            {"max_gross_exposure": limits.max_gross_exposure, "equity": equity, "gross_exposure": gross,
-             "limit_value": gross_limit, "price": price},
+            {
+                "max_gross_exposure": limits.max_gross_exposure,
+                "equity": equity,
+                "gross_exposure": gross,
+                "limit_value": gross_limit,
+                "price": price,
+            },
             f"gross exposure {gross:,.2f} of a {limits.max_gross_exposure:.2%} x equity {equity:,.2f}"
             f" = {gross_limit:,.2f} cap",
         ),
         (
             RiskRule.SECTOR_CAP,
             max_units(sector_limit - bucket_value, price, limits),
-            {"sector": bucket, "sector_cap": limits.sector_cap, "equity": equity, "bucket_exposure": bucket_value,
-             "limit_value": sector_limit, "price": price},
+            {
+                "sector": bucket,
+                "sector_cap": limits.sector_cap,
+                "equity": equity,
+                "bucket_exposure": bucket_value,
+                "limit_value": sector_limit,
+                "price": price,
+            },
             f"sector {bucket!r} exposure {bucket_value:,.2f} of a {limits.sector_cap:.2%} x equity {equity:,.2f}"
             f" = {sector_limit:,.2f} cap",
         ),

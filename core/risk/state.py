@@ -46,7 +46,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from datetime import date
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
 
 from core.risk.models import PortfolioView, RiskLimits, TradingState
 
@@ -159,7 +160,9 @@ class DrawdownRules:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"DrawdownRules.{name} must be an integer >= {low}, got {value!r}")
         if self.lock is not None and self.halt is not None and self.halt < self.lock:
-            raise ValueError(f"DrawdownRules.halt ({self.halt}) must not be below lock ({self.lock}): the halt is the deeper one")
+            raise ValueError(
+                f"DrawdownRules.halt ({self.halt}) must not be below lock ({self.lock}): the halt is the deeper one"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,13 +196,15 @@ class Protection:
         }
 
     @classmethod
-    def from_dict(cls, saved: Mapping[str, Any]) -> "Protection":
+    def from_dict(cls, saved: Mapping[str, Any]) -> Protection:
         """Read a persisted state (older snapshots without the lock fields are accepted: their lock reference is the
         high-water mark). Raises ValueError naming a bad field."""
         try:
             state = TradingState(saved.get("state", "active"))
         except ValueError:
-            raise ValueError(f"trading state {saved.get('state')!r} is not one of {[s.value for s in TradingState]}") from None
+            raise ValueError(
+                f"trading state {saved.get('state')!r} is not one of {[s.value for s in TradingState]}"
+            ) from None
 
         def number(key: str) -> float | None:
             value = saved.get(key)
@@ -285,68 +290,118 @@ def step(
     def move(event: str, to: TradingState, reason: str, **changes: Any) -> tuple[Protection, Transition]:
         new = replace(base, state=to, reason=reason, **changes)
         return new, Transition(
-            event, current.state, to, reason, session_key, equity if valid else None,
-            new.high_water_mark, new.lock_reference, drawdown,
+            event,
+            current.state,
+            to,
+            reason,
+            session_key,
+            equity if valid else None,
+            new.high_water_mark,
+            new.lock_reference,
+            drawdown,
         )
 
     if current.state is TradingState.HALTED:
         return replace(current, session=session_key), None
     if rules.halt is not None and _hit(drawdown, rules.halt):
         return move(
-            "halt", TradingState.HALTED,
+            "halt",
+            TradingState.HALTED,
             f"equity {_money(equity)} is {_pct(drawdown)} below its high-water mark {_money(hwm)} (halt at "
             f"{rules.halt:.0%}): HALTED until `main.py reset`",
-            sessions=0, recovering=False,
+            sessions=0,
+            recovering=False,
         )
     if current.state is TradingState.LOCKED:
         if sessions <= rules.lock_sessions:
             return base, None
         to = TradingState.REDUCING if rules.reducing_sessions > 0 else TradingState.ACTIVE
-        then = f"reducing (entries at {limits.reducing_size:g} x size) for {rules.reducing_sessions} sessions" if to is TradingState.REDUCING else "active"
+        then = (
+            f"reducing (entries at {limits.reducing_size:g} x size) for {rules.reducing_sessions} sessions"
+            if to is TradingState.REDUCING
+            else "active"
+        )
         return move(
-            "release", to,
+            "release",
+            to,
             f"lock released after {rules.lock_sessions} sessions: equity {_money(equity)}, high-water mark {_money(hwm)}; "
             f"the lock reference is reset to the equity at release; {then}",
-            lock_reference=equity if valid else reference, sessions=1, recovering=to is TradingState.REDUCING,
+            lock_reference=equity if valid else reference,
+            sessions=1,
+            recovering=to is TradingState.REDUCING,
         )
     if rules.lock is not None and _hit(lock_drop, rules.lock):
         return move(
-            "lock", TradingState.LOCKED,
+            "lock",
+            TradingState.LOCKED,
             f"drawdown {_pct(lock_drop)} from the lock reference {_money(reference)} (lock at {rules.lock:.0%}; "
             f"equity {_money(equity)}, high-water mark {_money(hwm)}): no new entries for {rules.lock_sessions} sessions",
-            sessions=1, recovering=False,
+            sessions=1,
+            recovering=False,
         )
     loss_state, loss_reason = next_state(
         TradingState.ACTIVE if current.state is TradingState.REDUCING and current.recovering else current.state,
-        portfolio, limits, new_session=new_session,
+        portfolio,
+        limits,
+        new_session=new_session,
     )
     if loss_state is TradingState.LOCKED:
         return move(
-            "lock", TradingState.LOCKED, f"{loss_reason}: no new entries for {rules.lock_sessions} sessions",
-            sessions=1, recovering=False,
+            "lock",
+            TradingState.LOCKED,
+            f"{loss_reason}: no new entries for {rules.lock_sessions} sessions",
+            sessions=1,
+            recovering=False,
         )
     if current.state is TradingState.REDUCING and current.recovering:
         if sessions > rules.reducing_sessions and loss_state is TradingState.ACTIVE:
             return move(
-                "recover", TradingState.ACTIVE,
+                "recover",
+                TradingState.ACTIVE,
                 f"reducing -> active: {rules.reducing_sessions} sessions since the lock was released, within the loss limits",
-                sessions=0, recovering=False,
+                sessions=0,
+                recovering=False,
             )
-        return replace(base, reason=f"reducing after a lock release: session {sessions} of {rules.reducing_sessions}"), None
+        return replace(
+            base, reason=f"reducing after a lock release: session {sessions} of {rules.reducing_sessions}"
+        ), None
     if loss_state is not current.state:
-        return move("reduce" if loss_state is TradingState.REDUCING else "recover", loss_state, loss_reason, sessions=0, recovering=False)
+        return move(
+            "reduce" if loss_state is TradingState.REDUCING else "recover",
+            loss_state,
+            loss_reason,
+            sessions=0,
+            recovering=False,
+        )
     return replace(base, reason=loss_reason, sessions=0), None
 
 
-def reset_protection(current: Protection, *, reason: str, equity: float | None, session: date | None = None) -> tuple[Protection, Transition]:
+def reset_protection(
+    current: Protection, *, reason: str, equity: float | None, session: date | None = None
+) -> tuple[Protection, Transition]:
     """The manual reset (``main.py reset``): ACTIVE, the high-water mark and the lock reference set to ``equity``
     (None: set from the next evaluated equity). The only way out of HALTED."""
     state, why = reset_state(current.state, reason=reason)
     value = float(equity) if equity is not None and math.isfinite(float(equity)) and float(equity) > 0 else None
-    new = Protection(state=state, reason=why, high_water_mark=value, lock_reference=value, sessions=0, recovering=False, session=current.session)
+    new = Protection(
+        state=state,
+        reason=why,
+        high_water_mark=value,
+        lock_reference=value,
+        sessions=0,
+        recovering=False,
+        session=current.session,
+    )
     return new, Transition(
-        "reset", current.state, state, why, session.isoformat() if session is not None else current.session,
-        value, value, value, None,
+        "reset",
+        current.state,
+        state,
+        why,
+        session.isoformat() if session is not None else current.session,
+        value,
+        value,
+        value,
+        None,
     )
 
 
@@ -405,4 +460,6 @@ def sessions_in(episodes: Sequence[Mapping[str, Any]], state: str) -> int:
 def describe_episode(episode: Mapping[str, Any]) -> str:
     """One line, e.g. ``LOCKED 2011-08-05 .. 2011-09-01 (20 sessions): drawdown 10.2% ...``."""
     end = episode["end"] if episode["end"] is not None else "end of run, still in force"
-    return f"{episode['state'].upper()} {episode['start']} .. {end} ({episode['sessions']} sessions): {episode['reason']}"
+    return (
+        f"{episode['state'].upper()} {episode['start']} .. {end} ({episode['sessions']} sessions): {episode['reason']}"
+    )

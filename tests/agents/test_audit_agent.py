@@ -74,7 +74,9 @@ class Pipeline:
         for s, sb in data.batch.bars.items():
             close = sb.last_close
             if s in buy:
-                signals[s] = Signal(s, "breakout", Action.BUY, 0.9, close, data.as_of, stop=close * 0.95, target=close * 1.15)
+                signals[s] = Signal(
+                    s, "breakout", Action.BUY, 0.9, close, data.as_of, stop=close * 0.95, target=close * 1.15
+                )
             else:
                 signals[s] = Signal(s, "breakout", Action.HOLD, 0.0, close, data.as_of)
         ready = SignalsReady(iteration_id=data.iteration_id, as_of=data.as_of, previous=data, signals=signals)
@@ -211,9 +213,15 @@ async def test_record_incomplete_when_a_stage_failed_after_the_sync_then_the_bro
     assert legs and all(leg.symbol == "IWM" and leg.side == "sell" for leg in legs)  # the bracket's protective legs
 
 
-async def test_record_incomplete_when_status_is_degraded_then_the_iteration_is_recorded_degraded(pipeline: Pipeline) -> None:
+async def test_record_incomplete_when_status_is_degraded_then_the_iteration_is_recorded_degraded(
+    pipeline: Pipeline,
+) -> None:
     data = pipeline.data(1, DAY1)
-    failures = [HandlerFailure("risk.on_validated", "ValidatedReady", data.iteration_id, "TemporaryBrokerError: 503", "", transient=True)]
+    failures = [
+        HandlerFailure(
+            "risk.on_validated", "ValidatedReady", data.iteration_id, "TemporaryBrokerError: 503", "", transient=True
+        )
+    ]
 
     await pipeline.audit.record_incomplete(PublishReport(events=[data.previous, data]), failures, status="degraded")  # type: ignore[list-item]
 

@@ -71,7 +71,9 @@ def _batch(agent: DataAgent, as_of=AS_OF, seq: int = 1):  # type: ignore[no-unty
     return event, event.batch
 
 
-def test_a_recent_missing_session_when_two_symbols_then_the_symbol_is_flagged_managed_and_the_breaker_not_tripped() -> None:
+def test_a_recent_missing_session_when_two_symbols_then_the_symbol_is_flagged_managed_and_the_breaker_not_tripped() -> (
+    None
+):
     provider = _Altered(BUNDLED_DAILY, drop={"AAPL": "2020-06-12"})
     agent = DataAgent(provider, ["AAPL", "SPY"], min_history=20, calendar=CALENDAR)
     event, batch = _batch(agent)
@@ -142,9 +144,21 @@ def test_no_usable_symbol_when_every_file_misses_the_latest_session_then_the_ite
 
 @pytest.mark.parametrize(
     ("universe", "troubled", "tripped"),
-    [(1, 1, False), (2, 1, False), (2, 2, True), (3, 1, False), (3, 2, True), (5, 1, False), (5, 2, True), (10, 2, False), (10, 3, True)],
+    [
+        (1, 1, False),
+        (2, 1, False),
+        (2, 2, True),
+        (3, 1, False),
+        (3, 2, True),
+        (5, 1, False),
+        (5, 2, True),
+        (10, 2, False),
+        (10, 3, True),
+    ],
 )
-def test_breaker_quality_when_symbols_are_in_trouble_then_trips_on_broad_failure_only(universe: int, troubled: int, tripped: bool) -> None:
+def test_breaker_quality_when_symbols_are_in_trouble_then_trips_on_broad_failure_only(
+    universe: int, troubled: int, tripped: bool
+) -> None:
     exclusions = {f"S{i}": "missing_sessions" for i in range(troubled)} | {"LATE": "not_listed", "NEW": "warm_up"}
     batch = BarsBatch(
         iteration_id="it", as_of=AS_OF, bars={}, data_quality=(universe - troubled) / universe, exclusions=exclusions

@@ -49,7 +49,14 @@ def test_client_order_id_is_deterministic_and_bounded() -> None:
 async def test_repeated_broker_errors_pause_submissions_with_backoff_then_resume() -> None:
     clock = {"now": T0}
     events: list = []
-    breaker = BackoffBreaker("broker", threshold=2, base=timedelta(minutes=1), max_backoff=timedelta(hours=1), clock=lambda: clock["now"], on_transition=events.append)
+    breaker = BackoffBreaker(
+        "broker",
+        threshold=2,
+        base=timedelta(minutes=1),
+        max_backoff=timedelta(hours=1),
+        clock=lambda: clock["now"],
+        on_transition=events.append,
+    )
     broker = FlakyBroker(failures=2)
     agent = ExecutionAgent(broker, order_prefix="it", breaker=breaker, breaker_events=events)
     first = await agent.on_approved(_approved("it-1", T0))

@@ -47,7 +47,9 @@ def test_kelly_sizing_is_used_once_enough_trades_have_closed(tmp_path: Path, mon
     assert main.main(["replay", "--start", "2012-01-01", "--end", "2016-12-31", "--quiet", "--db", url]) == 0
     with Session(create_engine(url)) as s:
         approvals = s.scalars(
-            select(DecisionRow).where(DecisionRow.agent == "risk", DecisionRow.action == "approved").order_by(DecisionRow.as_of)
+            select(DecisionRow)
+            .where(DecisionRow.agent == "risk", DecisionRow.action == "approved")
+            .order_by(DecisionRow.as_of)
         ).all()
     kelly = [a.inputs["checks"].get("kelly", {}) for a in approvals if a.inputs.get("side") == "buy"]
     statuses = [k.get("status") for k in kelly]

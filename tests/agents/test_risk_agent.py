@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
-from typing import Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 import pandas as pd
 import pytest
@@ -59,7 +59,9 @@ def _event(symbols: list[str], day: date = DAY) -> ValidatedReady:
     return ValidatedReady(iteration_id="it-1", as_of=as_of, previous=ready, validated=validated)
 
 
-def _agent(limits: RiskLimits, sectors: Mapping[str, str] | None = None, at: datetime | None = None, **kwargs) -> RiskAgent:
+def _agent(
+    limits: RiskLimits, sectors: Mapping[str, str] | None = None, at: datetime | None = None, **kwargs
+) -> RiskAgent:
     at = at or datetime.combine(DAY, time(21), tzinfo=UTC)
     return RiskAgent(
         SimulatedBroker(Decimal(100_000), started_at=at), limits, equity_history=lambda: [], clock=lambda: at,
@@ -75,7 +77,9 @@ async def _decide(agent: RiskAgent, symbols: list[str]) -> tuple[dict[str, Appro
 # ------------------------------------------------------------------------------------------------- one iteration
 
 
-async def test_two_correlated_candidates_in_one_iteration_when_the_first_is_approved_then_the_second_is_denied_by_correlation() -> None:
+async def test_two_correlated_candidates_in_one_iteration_when_the_first_is_approved_then_the_second_is_denied_by_correlation() -> (
+    None
+):
     approved, denied, _ = await _decide(_agent(RiskLimits()), ["IWM", "SPY"])
 
     assert set(approved) == {"IWM"}
@@ -85,22 +89,32 @@ async def test_two_correlated_candidates_in_one_iteration_when_the_first_is_appr
     assert denied["SPY"].values["observations"] >= 20
 
 
-async def test_two_candidates_of_one_sector_bucket_when_the_first_fills_it_then_the_second_is_denied_by_the_sector_cap() -> None:
+async def test_two_candidates_of_one_sector_bucket_when_the_first_fills_it_then_the_second_is_denied_by_the_sector_cap() -> (
+    None
+):
     limits = RiskLimits(max_correlation=1.0, sector_cap=0.2)  # correlation off; the bucket holds one 20% position
-    approved, denied, _ = await _decide(_agent(limits, {"IWM": "us equity index", "SPY": "us equity index"}), ["IWM", "SPY"])
+    approved, denied, _ = await _decide(
+        _agent(limits, {"IWM": "us equity index", "SPY": "us equity index"}), ["IWM", "SPY"]
+    )
 
     assert set(approved) == {"IWM"}
     assert denied["SPY"].rule == "sector_cap"
     assert denied["SPY"].values["sector"] == "us equity index"
-    assert denied["SPY"].values["bucket_exposure"] == pytest.approx(approved["IWM"].intent.quantity * approved["IWM"].intent.reference_price)
+    assert denied["SPY"].values["bucket_exposure"] == pytest.approx(
+        approved["IWM"].intent.quantity * approved["IWM"].intent.reference_price
+    )
 
 
 async def test_backtest_agent_without_a_quote_source_then_spread_not_applicable_with_the_reason() -> None:
-    agent = _agent(RiskLimits(max_correlation=1.0), no_quotes_reason="no live quote in a backtest: historical bars only")
+    agent = _agent(
+        RiskLimits(max_correlation=1.0), no_quotes_reason="no live quote in a backtest: historical bars only"
+    )
     approved, _, _ = await _decide(agent, ["IWM"])
 
     assert approved["IWM"].checks["spread"] == {
-        "status": "not_applicable", "reason": "no live quote in a backtest: historical bars only", "max_spread_pct": 0.01,
+        "status": "not_applicable",
+        "reason": "no live quote in a backtest: historical bars only",
+        "max_spread_pct": 0.01,
     }
 
 
@@ -123,7 +137,9 @@ def fake_quotes() -> Iterator[tuple[FakeAlpacaServer, StockLatestQuotesEndpoint]
 @pytest.fixture
 def quote_source(fake_quotes) -> Iterator[AlpacaBarProvider]:
     server, _ = fake_quotes
-    provider = AlpacaBarProvider(KEY, SECRET, url_override=server.base_url, limiter=SlidingWindowRateLimiter(200, 60.0), timeout_s=5.0)
+    provider = AlpacaBarProvider(
+        KEY, SECRET, url_override=server.base_url, limiter=SlidingWindowRateLimiter(200, 60.0), timeout_s=5.0
+    )
     try:
         yield provider
     finally:
@@ -191,9 +207,15 @@ def _signal_event(symbol: str, strategy_name: str, params: dict, pick) -> tuple[
     as_of = datetime.combine(day, time(21), tzinfo=UTC)
     signal = signal_at(strategy, symbol, signals, row, float(frame["close"].iat[row]))
     batch = BarsBatch("it-1", as_of, {symbol: SymbolBars(symbol, frame, row + 1, "files")})
-    ready = SignalsReady(iteration_id="it-1", as_of=as_of, previous=DataReady(iteration_id="it-1", as_of=as_of, batch=batch),
-                         signals={symbol: signal})
-    event = ValidatedReady(iteration_id="it-1", as_of=as_of, previous=ready, validated={symbol: ValidatedSignal(signal, 0.9)})
+    ready = SignalsReady(
+        iteration_id="it-1",
+        as_of=as_of,
+        previous=DataReady(iteration_id="it-1", as_of=as_of, batch=batch),
+        signals={symbol: signal},
+    )
+    event = ValidatedReady(
+        iteration_id="it-1", as_of=as_of, previous=ready, validated={symbol: ValidatedSignal(signal, 0.9)}
+    )
     return event, signal
 
 
@@ -204,7 +226,9 @@ async def test_stop_atr_parameter_when_changed_then_the_entry_stop_and_the_size_
         agent = _agent(RiskLimits(max_correlation=1.0, min_reward_risk=0.0), at=event.as_of)
         out = await agent.on_validated(event)
         (approval,) = out.approvals
-        assert approval.intent.stop_loss == pytest.approx(signal.stop)  # the strategy's own stop, not STOP_ATR_MULTIPLE's
+        assert approval.intent.stop_loss == pytest.approx(
+            signal.stop
+        )  # the strategy's own stop, not STOP_ATR_MULTIPLE's
         assert approval.checks["sizing"]["stop_source"] == "strategy"
         stops[stop_atr], quantities[stop_atr] = approval.intent.stop_loss, approval.checks["sizing"]["risk_quantity"]
     price = signal.price
@@ -212,7 +236,9 @@ async def test_stop_atr_parameter_when_changed_then_the_entry_stop_and_the_size_
     assert quantities[1.0] > quantities[3.0]  # the same money at risk buys fewer shares behind a wider stop
 
 
-async def test_reversion_target_when_the_mean_is_closer_than_the_minimum_reward_risk_then_denied_by_reward_risk() -> None:
+async def test_reversion_target_when_the_mean_is_closer_than_the_minimum_reward_risk_then_denied_by_reward_risk() -> (
+    None
+):
     # Bollinger BUYs target the middle band: with a 3-ATR stop, reward:risk is what the market gives, often < 1.8
     from strategies.registry import STRATEGY_CLASSES
 
@@ -221,7 +247,11 @@ async def test_reversion_target_when_the_mean_is_closer_than_the_minimum_reward_
     signals = strategy.compute(frame)
     close = frame["close"].to_numpy()
     ratio = (signals["target"].to_numpy() - close) / (close - signals["stop"].to_numpy())
-    low = [i for i in range(len(signals)) if signals["action"].iat[i] == 1 and frame.index[i].year >= 2005 and ratio[i] < 1.8]
+    low = [
+        i
+        for i in range(len(signals))
+        if signals["action"].iat[i] == 1 and frame.index[i].year >= 2005 and ratio[i] < 1.8
+    ]
     assert low, "no Bollinger BUY with reward:risk below 1.8 on SPY"
 
     event, signal = _signal_event("SPY", "bollinger_bands", {"stop_atr": 3.0}, lambda rows: low[0])
@@ -231,7 +261,9 @@ async def test_reversion_target_when_the_mean_is_closer_than_the_minimum_reward_
     assert out.approvals == ()
     (denial,) = out.denials
     assert denial.rule == "reward_risk"
-    assert denial.values["target"] == pytest.approx(signal.target) and denial.values["stop"] == pytest.approx(signal.stop)
+    assert denial.values["target"] == pytest.approx(signal.target) and denial.values["stop"] == pytest.approx(
+        signal.stop
+    )
     assert denial.values["reward_risk"] < 1.8
 
 

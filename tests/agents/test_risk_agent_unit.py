@@ -41,7 +41,12 @@ def _event(actions: dict[str, Action], **batch_fields) -> ValidatedReady:  # typ
     bars = {s: _bars(s) for s in actions}
     batch = BarsBatch("it-1", AS_OF, bars, **batch_fields)
     signals = {s: _signal(sb, actions[s]) for s, sb in bars.items()}
-    ready = SignalsReady(iteration_id="it-1", as_of=AS_OF, previous=DataReady(iteration_id="it-1", as_of=AS_OF, batch=batch), signals=signals)
+    ready = SignalsReady(
+        iteration_id="it-1",
+        as_of=AS_OF,
+        previous=DataReady(iteration_id="it-1", as_of=AS_OF, batch=batch),
+        signals=signals,
+    )
     validated = {s: ValidatedSignal(sig, 0.9) for s, sig in signals.items() if sig.action is not Action.HOLD}
     return ValidatedReady(iteration_id="it-1", as_of=AS_OF, previous=ready, validated=validated)
 
@@ -53,7 +58,11 @@ async def _broker_holding(symbol: str | None = None, quantity: int = 10) -> Simu
         return broker
     before = _bars(symbol, date(2021, 3, 9))
     await broker.sync(BarsBatch("it-0", datetime(2021, 3, 9, 21, tzinfo=UTC), {symbol: before}))
-    await broker.submit(intent(symbol, Side.BUY, quantity, reference_price=before.last_close), "pos-1", datetime(2021, 3, 9, 21, tzinfo=UTC))
+    await broker.submit(
+        intent(symbol, Side.BUY, quantity, reference_price=before.last_close),
+        "pos-1",
+        datetime(2021, 3, 9, 21, tzinfo=UTC),
+    )
     await broker.sync(BarsBatch("it-1", AS_OF, {symbol: _bars(symbol)}))
     held = (await broker.account()).positions[symbol]
     assert held.quantity == quantity
@@ -61,7 +70,9 @@ async def _broker_holding(symbol: str | None = None, quantity: int = 10) -> Simu
 
 
 def _agent(broker: SimulatedBroker, limits: RiskLimits | None = None, **kwargs) -> RiskAgent:  # type: ignore[no-untyped-def]
-    return RiskAgent(broker, limits or RiskLimits(max_correlation=1.0), equity_history=lambda: [], clock=lambda: AS_OF, **kwargs)
+    return RiskAgent(
+        broker, limits or RiskLimits(max_correlation=1.0), equity_history=lambda: [], clock=lambda: AS_OF, **kwargs
+    )
 
 
 def _saved(state: TradingState) -> dict:  # type: ignore[type-arg]
@@ -98,7 +109,9 @@ async def test_on_validated_when_a_buy_fits_every_limit_then_approved_and_sized_
 
 
 @pytest.mark.parametrize("state", [TradingState.LOCKED, TradingState.HALTED])
-async def test_on_validated_when_the_trading_state_forbids_entries_then_the_buy_is_denied_by_rule_state(state: TradingState) -> None:
+async def test_on_validated_when_the_trading_state_forbids_entries_then_the_buy_is_denied_by_rule_state(
+    state: TradingState,
+) -> None:
     agent = _agent(await _broker_holding(), saved_state=_saved(state))
 
     out = await agent.on_validated(_event({"IWM": Action.BUY}))
@@ -112,8 +125,12 @@ async def test_on_validated_when_the_trading_state_forbids_entries_then_the_buy_
 # ------------------------------------------------------------------------------------------------- exits
 
 
-@pytest.mark.parametrize("state", [TradingState.ACTIVE, TradingState.REDUCING, TradingState.LOCKED, TradingState.HALTED])
-async def test_on_validated_when_a_held_symbol_signals_sell_then_the_exit_is_approved_in_every_trading_state(state: TradingState) -> None:
+@pytest.mark.parametrize(
+    "state", [TradingState.ACTIVE, TradingState.REDUCING, TradingState.LOCKED, TradingState.HALTED]
+)
+async def test_on_validated_when_a_held_symbol_signals_sell_then_the_exit_is_approved_in_every_trading_state(
+    state: TradingState,
+) -> None:
     agent = _agent(await _broker_holding("IWM", 10), saved_state=_saved(state))
 
     out = await agent.on_validated(_event({"IWM": Action.SELL}))
@@ -128,7 +145,9 @@ async def test_on_validated_when_a_held_symbol_signals_sell_then_the_exit_is_app
 # ------------------------------------------------------------------------------------------------- data quality
 
 
-async def test_on_validated_when_one_symbol_of_three_has_data_problems_then_the_breaker_stays_closed_and_clean_entries_pass() -> None:
+async def test_on_validated_when_one_symbol_of_three_has_data_problems_then_the_breaker_stays_closed_and_clean_entries_pass() -> (
+    None
+):
     agent = _agent(await _broker_holding(), data_quality_min=0.8)
     event = _event(
         {"IWM": Action.BUY, "SPY": Action.HOLD},
@@ -143,7 +162,9 @@ async def test_on_validated_when_one_symbol_of_three_has_data_problems_then_the_
     assert not [d for d in out.denials if d.rule == "data_quality"]
 
 
-async def test_on_validated_when_two_symbols_have_data_problems_below_the_minimum_then_entries_are_denied_by_data_quality() -> None:
+async def test_on_validated_when_two_symbols_have_data_problems_below_the_minimum_then_entries_are_denied_by_data_quality() -> (
+    None
+):
     agent = _agent(await _broker_holding(), data_quality_min=0.8)
     event = _event(
         {"IWM": Action.BUY, "SPY": Action.HOLD},
@@ -161,7 +182,9 @@ async def test_on_validated_when_two_symbols_have_data_problems_below_the_minimu
     assert [e for e in out.breaker_events if e.get("name") == "data_quality"]  # the trip is recorded
 
 
-async def test_on_validated_when_a_symbol_is_flagged_then_its_entry_is_denied_symbol_data_and_its_exit_still_approved() -> None:
+async def test_on_validated_when_a_symbol_is_flagged_then_its_entry_is_denied_symbol_data_and_its_exit_still_approved() -> (
+    None
+):
     flag = "missing_sessions: no bar for 2021-03-09"
     blocked = {"entry_blocked": frozen_map({"IWM": flag}), "exclusions": frozen_map({"IWM": "missing_sessions"})}
     entry_agent = _agent(await _broker_holding())
@@ -211,8 +234,9 @@ def test_restore_when_the_saved_state_is_unknown_then_a_value_error_names_the_fi
     assert agent.state is TradingState.ACTIVE  # nothing half-applied
 
 
-
-async def test_on_validated_when_the_data_recover_after_a_trip_then_the_breaker_closes_and_entries_are_approved_again() -> None:
+async def test_on_validated_when_the_data_recover_after_a_trip_then_the_breaker_closes_and_entries_are_approved_again() -> (
+    None
+):
     agent = _agent(await _broker_holding(), data_quality_min=0.8)
     broad = {
         "rejected": frozen_map({"AAPL": "files: disk unreadable", "IBM": "files: disk unreadable"}),

@@ -31,8 +31,12 @@ def _data_ready(day: str, seq: int = 1):
 
 def _agent(rig, clock: FakeClock, events: list) -> StrategyAgent:
     registry = build_registry()
-    breaker = ConsecutiveFailureBreaker("llm_selection", threshold=2, cooldown=timedelta(minutes=15), clock=clock, on_transition=events.append)
-    return StrategyAgent(registry, DeterministicSelector(registry), llm=rig.selector, llm_breaker=breaker, breaker_events=events)
+    breaker = ConsecutiveFailureBreaker(
+        "llm_selection", threshold=2, cooldown=timedelta(minutes=15), clock=clock, on_transition=events.append
+    )
+    return StrategyAgent(
+        registry, DeterministicSelector(registry), llm=rig.selector, llm_breaker=breaker, breaker_events=events
+    )
 
 
 def _by(decisions, agent):
@@ -41,7 +45,12 @@ def _by(decisions, agent):
 
 async def test_llm_choice_is_used_and_its_call_is_recorded() -> None:
     clock = FakeClock(datetime(2020, 6, 1, 21, tzinfo=UTC))
-    rig = make_rig(lambda symbols, allowed: {"choices": [{"symbol": s, "strategy": "mean_reversion", "reason": "ranging"} for s in symbols]}, clock=clock)
+    rig = make_rig(
+        lambda symbols, allowed: {
+            "choices": [{"symbol": s, "strategy": "mean_reversion", "reason": "ranging"} for s in symbols]
+        },
+        clock=clock,
+    )
     agent = _agent(rig, clock, [])
     signals = await agent.on_data(_data_ready("2020-06-01"))
     assert {s.strategy for s in signals.signals.values()} == {"mean_reversion"}
@@ -49,14 +58,21 @@ async def test_llm_choice_is_used_and_its_call_is_recorded() -> None:
     assert {d.action for d in chosen.values()} == {"chose"} and set(chosen) == set(SYMBOLS)
     assert _by(signals.decisions, "strategy")["AAPL"].inputs["selection"]["source"] == "llm:groq"
     (call,) = signals.llm_calls
-    assert call["provider"] == "groq" and call["input_tokens"] > 0 and call["outcome"] == "ok" and call["purpose"] == "selection"
+    assert (
+        call["provider"] == "groq"
+        and call["input_tokens"] > 0
+        and call["outcome"] == "ok"
+        and call["purpose"] == "selection"
+    )
     assert GROQ_KEY not in str(call)
 
 
 async def test_an_answer_outside_the_closed_set_is_an_abstention_with_a_deterministic_fallback() -> None:
     clock = FakeClock(datetime(2020, 6, 1, 21, tzinfo=UTC))
     rig = make_rig(
-        lambda symbols, allowed: {"choices": [{"symbol": s, "strategy": "HOLD" if s == "IBM" else "breakout", "reason": "x"} for s in symbols]},
+        lambda symbols, allowed: {
+            "choices": [{"symbol": s, "strategy": "HOLD" if s == "IBM" else "breakout", "reason": "x"} for s in symbols]
+        },
         clock=clock,
     )
     agent = _agent(rig, clock, [])
@@ -73,7 +89,12 @@ async def test_an_answer_outside_the_closed_set_is_an_abstention_with_a_determin
 
 async def test_choices_are_cached_for_the_session_and_refreshed_on_the_next() -> None:
     clock = FakeClock(datetime(2020, 6, 1, 21, tzinfo=UTC))
-    rig = make_rig(lambda symbols, allowed: {"choices": [{"symbol": s, "strategy": "bollinger_bands", "reason": "r"} for s in symbols]}, clock=clock)
+    rig = make_rig(
+        lambda symbols, allowed: {
+            "choices": [{"symbol": s, "strategy": "bollinger_bands", "reason": "r"} for s in symbols]
+        },
+        clock=clock,
+    )
     agent = _agent(rig, clock, [])
     await agent.on_data(_data_ready("2020-06-01", 1))
     again = await agent.on_data(_data_ready("2020-06-01", 2))
@@ -163,8 +184,15 @@ async def test_dropping_old_signal_frames_changes_no_signal(monkeypatch: pytest.
         out = []
         for ready in readies:
             event = await agent.on_data(ready)
-            out.append({s: (sig.strategy, sig.action, sig.strength, sig.stop, sig.target, dict(sig.indicators)) for s, sig in event.signals.items()})
-        cached = {(symbol, key) for (symbol, key) in agent._cache._store if isinstance(key, tuple) and key[0] == "signals"}
+            out.append(
+                {
+                    s: (sig.strategy, sig.action, sig.strength, sig.stop, sig.target, dict(sig.indicators))
+                    for s, sig in event.signals.items()
+                }
+            )
+        cached = {
+            (symbol, key) for (symbol, key) in agent._cache._store if isinstance(key, tuple) and key[0] == "signals"
+        }
         return out, cached
 
     kept_all, many = await signals(100)
@@ -188,7 +216,12 @@ async def test_a_hold_carries_its_indicators_only_when_routine_decisions_are_rec
         assert set(full) == set(lean) == set(SYMBOLS)
         for symbol, signal in full.items():
             other = lean[symbol]
-            assert (other.strategy, other.action, other.price, other.as_of) == (signal.strategy, signal.action, signal.price, signal.as_of)
+            assert (other.strategy, other.action, other.price, other.as_of) == (
+                signal.strategy,
+                signal.action,
+                signal.price,
+                signal.as_of,
+            )
             if signal.action.value == "HOLD":
                 holds += 1
                 assert signal.indicators and signal.reason.startswith(f"{signal.strategy}: HOLD")
@@ -196,6 +229,10 @@ async def test_a_hold_carries_its_indicators_only_when_routine_decisions_are_rec
                 assert other.strength == 0.0 and other.stop is None and other.target is None
             else:
                 assert (dict(other.indicators), other.reason, other.strength, other.stop, other.target) == (
-                    dict(signal.indicators), signal.reason, signal.strength, signal.stop, signal.target
+                    dict(signal.indicators),
+                    signal.reason,
+                    signal.strength,
+                    signal.stop,
+                    signal.target,
                 )
     assert holds > 0

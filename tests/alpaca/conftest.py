@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pandas as pd
 import pytest
@@ -121,7 +121,9 @@ def make_provider(
         options: dict[str, object] = {"url_override": fake_alpaca.base_url, "limiter": limiter, "timeout_s": 5.0}
         options.update(overrides)
         provider = AlpacaBarProvider(
-            str(options.pop("api_key", API_KEY)), str(options.pop("secret_key", SECRET_KEY)), **options  # type: ignore[arg-type]
+            str(options.pop("api_key", API_KEY)),
+            str(options.pop("secret_key", SECRET_KEY)),
+            **options,  # type: ignore[arg-type]
         )
         created.append(provider)
         return provider

@@ -6,7 +6,7 @@ import json
 import socket
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -47,11 +47,16 @@ def expected_frame(symbol: str, sessions: Sequence[date]) -> pd.DataFrame:
     """The normalised frame for the fake's bars, built from the session dates (not from the wire timestamps)."""
     bars = synthetic_daily_bars(symbol, sessions[0], sessions[-1], sessions=sessions)
     index = pd.DatetimeIndex([pd.Timestamp(day) for day in sessions], name="timestamp").as_unit("ns").tz_localize(UTC)
-    data = {name: [float(bar[key]) for bar in bars] for name, key in zip(("open", "high", "low", "close", "volume"), "ohlcv")}
+    data = {
+        name: [float(bar[key]) for bar in bars]
+        for name, key in zip(("open", "high", "low", "close", "volume"), "ohlcv", strict=False)
+    }
     return pd.DataFrame(data, index=index)
 
 
-def load_bars(endpoint: StockBarsEndpoint, symbols: Sequence[str], first: date = FIRST, last: date = LAST) -> list[date]:
+def load_bars(
+    endpoint: StockBarsEndpoint, symbols: Sequence[str], first: date = FIRST, last: date = LAST
+) -> list[date]:
     sessions = weekday_sessions(first, last)
     for symbol in symbols:
         endpoint.add_bars(symbol, synthetic_daily_bars(symbol, first, last, sessions=sessions))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 import requests
@@ -218,13 +218,17 @@ def test_route_templates_capture_path_parameters_and_serve_trading_spec_examples
 ) -> None:
     template = "/v2/orders/{order_id}"
     example = trading_spec.example("GET", template, name="Equity")
-    open_server.route("GET", template, lambda r: Reply(200, json={**example, "id": r.path_params["order_id"]}), spec=trading_spec)
+    open_server.route(
+        "GET", template, lambda r: Reply(200, json={**example, "id": r.path_params["order_id"]}), spec=trading_spec
+    )
 
     response = requests.get(open_server.base_url + "/v2/orders/61e69015-8549-4bfd-b9c3-01e75843f47d", timeout=5)
 
     assert response.status_code == 200, open_server.problems
     assert response.json()["id"] == "61e69015-8549-4bfd-b9c3-01e75843f47d"
-    assert open_server.requests_to("GET", template)[0].path_params == {"order_id": "61e69015-8549-4bfd-b9c3-01e75843f47d"}
+    assert open_server.requests_to("GET", template)[0].path_params == {
+        "order_id": "61e69015-8549-4bfd-b9c3-01e75843f47d"
+    }
     open_server.assert_clean()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 import requests

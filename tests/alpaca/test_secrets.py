@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 from datetime import UTC, date, datetime
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from loguru import logger
@@ -55,7 +55,9 @@ def assert_no_secret(texts: list[str]) -> None:
 
 def echo_secret(request: RecordedRequest) -> Reply:
     """A misbehaving server (or proxy) that echoes the credentials back in its error body."""
-    return Reply(500, json={"message": f"rejected {request.header('APCA-API-KEY-ID')}:{request.header('APCA-API-SECRET-KEY')}"})
+    return Reply(
+        500, json={"message": f"rejected {request.header('APCA-API-KEY-ID')}:{request.header('APCA-API-SECRET-KEY')}"}
+    )
 
 
 def test_errors_logs_and_reprs_never_contain_the_credentials(

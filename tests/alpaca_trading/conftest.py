@@ -4,7 +4,7 @@ manual clock, a virtual-time rate limiter and a factory of real :class:`core.bro
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -75,7 +75,9 @@ def make_broker(
         }
         options.update(overrides)
         broker = AlpacaBroker(
-            str(options.pop("api_key", API_KEY)), str(options.pop("secret_key", SECRET_KEY)), **options  # type: ignore[arg-type]
+            str(options.pop("api_key", API_KEY)),
+            str(options.pop("secret_key", SECRET_KEY)),
+            **options,  # type: ignore[arg-type]
         )
         created.append(broker)
         return broker

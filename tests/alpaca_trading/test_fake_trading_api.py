@@ -24,8 +24,16 @@ def test_boolean_query_values_from_alpaca_py_are_accepted_but_other_words_are_no
 def test_numbers_are_accepted_for_decimal_fields_but_the_rest_of_the_body_is_still_checked(
     trading_spec: TradingSpec,
 ) -> None:
-    body = {"symbol": "AAPL", "qty": 10.0, "side": "buy", "type": "market", "time_in_force": "gtc",
-            "order_class": "bracket", "take_profit": {"limit_price": 110.5}, "stop_loss": {"stop_price": 95}}
+    body = {
+        "symbol": "AAPL",
+        "qty": 10.0,
+        "side": "buy",
+        "type": "market",
+        "time_in_force": "gtc",
+        "order_class": "bracket",
+        "take_profit": {"limit_price": 110.5},
+        "stop_loss": {"stop_price": 95},
+    }
     assert trading_spec.body_problems("POST", ORDERS_PATH, json.dumps(body).encode()) == []
     assert trading_spec.body_problems("POST", ORDERS_PATH, json.dumps({**body, "side": "long"}).encode())
     assert trading_spec.body_problems("POST", ORDERS_PATH, json.dumps({**body, "client_order_id": "x" * 129}).encode())
@@ -40,8 +48,9 @@ def test_undeclared_error_statuses_are_checked_against_the_generic_error_schema(
         "POST", ORDERS_PATH, 429, {"message": "slow down"}, {"X-RateLimit-Remaining": "many"}
     )
     # Declared statuses keep the spec's own check: an order with an unknown status is a violation.
-    assert trading_spec.response_problems("GET", ORDER_PATH, 200, {"status": "teleported", "type": "market",
-                                                                   "time_in_force": "day", "notional": None})
+    assert trading_spec.response_problems(
+        "GET", ORDER_PATH, 200, {"status": "teleported", "type": "market", "time_in_force": "day", "notional": None}
+    )
 
 
 def test_a_reply_that_violates_the_spec_is_recorded_and_answered_500(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 

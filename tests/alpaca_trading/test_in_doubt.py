@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 
@@ -30,7 +30,14 @@ RUN = "daemon-test-run"
 def repo(tmp_path: Path) -> Repository:
     repository = Repository(open_database(f"sqlite:///{tmp_path / 'doubt.db'}"))
     repository.create_run(
-        RUN, kind="daemon", broker="alpaca-paper", data_provider="files", started_at=START, initial_cash=Decimal("100000"), symbols=["AAPL"], config={}
+        RUN,
+        kind="daemon",
+        broker="alpaca-paper",
+        data_provider="files",
+        started_at=START,
+        initial_cash=Decimal("100000"),
+        symbols=["AAPL"],
+        config={},
     )
     return repository
 
@@ -46,8 +53,18 @@ def _approved(iteration: str, *intents) -> ApprovedReady:  # type: ignore[no-unt
 def _record(repo: Repository, iteration: str, seq: int, orders, fills=()) -> None:  # type: ignore[no-untyped-def]
     repo.record_iteration(
         IterationRecord(
-            run_id=RUN, iteration_id=iteration, seq=seq, as_of=START, recorded_at=START, status="ok", error=None,
-            symbols_total=1, symbols_ok=1, data_quality=1.0, orders=orders, fills=fills,
+            run_id=RUN,
+            iteration_id=iteration,
+            seq=seq,
+            as_of=START,
+            recorded_at=START,
+            status="ok",
+            error=None,
+            symbols_total=1,
+            symbols_ok=1,
+            data_quality=1.0,
+            orders=orders,
+            fills=fills,
         )
     )
 
@@ -74,7 +91,11 @@ async def test_resolve_when_the_lookup_fails_then_the_order_stays_in_doubt_and_t
 
     second = await agent.resolve_in_doubt(clock())
     [order] = second.orders
-    assert (order.client_order_id, order.status, order.strategy) == (placed.client_order_id, OrderStatus.FILLED, "breakout")
+    assert (order.client_order_id, order.status, order.strategy) == (
+        placed.client_order_id,
+        OrderStatus.FILLED,
+        "breakout",
+    )
     reported = await restarted.sync()
     assert [(f.quantity, f.price) for f in reported.fills] == [(10, Decimal("101.5"))]
     _record(repo, "it-2", 2, [order], reported.fills)
@@ -86,8 +107,17 @@ async def test_resolve_when_alpaca_has_no_such_order_then_never_accepted_only_af
     make_broker: Callable[..., AlpacaBroker], alpaca: FakeTradingApi, repo: Repository, clock: ManualClock
 ) -> None:
     broker = make_broker()
-    agent = ExecutionAgent(broker, order_prefix="paper", intents=repo, run_id=RUN, submission_window=timedelta(minutes=2))
-    repo.record_intent(run_id=RUN, iteration_id="it-1", broker=broker.name, client_order_id="paper-x-AAPL-buy", intent=market_intent(), at=clock())
+    agent = ExecutionAgent(
+        broker, order_prefix="paper", intents=repo, run_id=RUN, submission_window=timedelta(minutes=2)
+    )
+    repo.record_intent(
+        run_id=RUN,
+        iteration_id="it-1",
+        broker=broker.name,
+        client_order_id="paper-x-AAPL-buy",
+        intent=market_intent(),
+        at=clock(),
+    )
 
     assert (await agent.resolve_in_doubt(clock() + timedelta(seconds=30))).orders == ()
     assert _status(repo, "paper-x-AAPL-buy")["status"] == "pending"  # a POST may still be on its way
@@ -112,7 +142,9 @@ async def test_reconcile_every_iteration_when_only_own_orders_and_legs_then_noth
     agent = ExecutionAgent(broker, order_prefix="paper", intents=repo, run_id=RUN, reconciler=reconciler)
 
     executed = await agent.on_approved(_approved("it-1", bracket_intent()))
-    assert len(executed.orders) == 1 and len(executed.order_updates) == 2  # the entry and, in the same iteration, its legs
+    assert (
+        len(executed.orders) == 1 and len(executed.order_updates) == 2
+    )  # the entry and, in the same iteration, its legs
     assert repo.intents()[0]["status"] == "pending"
     _record(repo, "it-1", 1, list(executed.order_updates) + list(executed.orders))
     assert repo.intents()[0]["status"] == "recorded"

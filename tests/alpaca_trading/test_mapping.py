@@ -51,7 +51,9 @@ def test_map_alpaca_status(status: str, filled: str, qty: str, expected: OrderSt
     ("filled", "qty", "expected"),
     [("0", "10", OrderStatus.SUBMITTED), ("4", "10", OrderStatus.PARTIALLY_FILLED), ("10", "10", OrderStatus.FILLED)],
 )
-def test_map_alpaca_status_when_unknown_then_a_working_order_in_doubt(filled: str, qty: str, expected: OrderStatus) -> None:
+def test_map_alpaca_status_when_unknown_then_a_working_order_in_doubt(
+    filled: str, qty: str, expected: OrderStatus
+) -> None:
     assert map_alpaca_status("teleported", Decimal(filled), Decimal(qty)) is expected
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 
@@ -105,7 +105,11 @@ async def test_replace_stop_of_a_filled_bracket_then_one_patch_of_the_stop_leg_a
     assert moved.reason.startswith(f"stop-loss leg of {COID}: replaces {old_stop.client_order_id}")
     assert moved.strategy == "breakout"
     new_stop = alpaca.order(moved.client_order_id)
-    assert (new_stop.id, new_stop.replaces, new_stop.stop_price) == (moved.broker_order_id, old_stop.id, Decimal("97.5"))
+    assert (new_stop.id, new_stop.replaces, new_stop.stop_price) == (
+        moved.broker_order_id,
+        old_stop.id,
+        Decimal("97.5"),
+    )
     replaced = alpaca.order(old_stop.id)
     assert (replaced.status, replaced.replaced_by) == ("replaced", new_stop.id)
     assert alpaca.order(COID).leg_ids == [take_profit.id, new_stop.id]  # still one bracket: one cancels other
@@ -168,7 +172,10 @@ async def test_replace_stop_when_the_patch_answer_is_lost_then_the_replacement_i
         await broker.replace_stop(COID, 97.0, START)
 
     assert len(server.requests_to("PATCH", ORDER_PATH)) == 1
-    assert server.requests_to("GET", ORDER_BY_CLIENT_ID_PATH)[-1].param("client_order_id") == f"{stop_leg.client_order_id}-r1"
+    assert (
+        server.requests_to("GET", ORDER_BY_CLIENT_ID_PATH)[-1].param("client_order_id")
+        == f"{stop_leg.client_order_id}-r1"
+    )
     assert alpaca.order(stop_leg.id).status == "held"  # the old stop still protects the position
 
     retried = await broker.replace_stop(COID, 97.0, START)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 
@@ -50,7 +50,10 @@ async def test_submit_when_entry_has_stop_and_target_then_one_gtc_bracket_with_l
     placed = alpaca.order(COID)
     assert order.broker_order_id == placed.id
     legs = [alpaca.order(leg_id) for leg_id in placed.leg_ids]
-    assert sorted((leg.type, leg.side, leg.status) for leg in legs) == [("limit", "sell", "held"), ("stop", "sell", "held")]
+    assert sorted((leg.type, leg.side, leg.status) for leg in legs) == [
+        ("limit", "sell", "held"),
+        ("stop", "sell", "held"),
+    ]
 
 
 async def test_submit_when_market_intent_carries_stop_and_target_then_bracket(

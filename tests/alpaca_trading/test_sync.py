@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 
@@ -158,7 +158,10 @@ async def test_sync_when_a_bracket_entry_fills_and_then_its_stop_fills_then_fill
         (stop_loss.client_order_id, Side.SELL, 10, Decimal("94.9000"))
     ]
     statuses = {o.client_order_id: o.status for o in stopped.orders}
-    assert statuses == {stop_loss.client_order_id: OrderStatus.FILLED, take_profit.client_order_id: OrderStatus.CANCELED}
+    assert statuses == {
+        stop_loss.client_order_id: OrderStatus.FILLED,
+        take_profit.client_order_id: OrderStatus.CANCELED,
+    }
 
 
 async def test_sync_when_alpaca_has_an_order_this_instance_did_not_submit_then_it_is_adopted_and_reported(
@@ -167,7 +170,9 @@ async def test_sync_when_alpaca_has_an_order_this_instance_did_not_submit_then_i
     broker = make_broker()
     await broker.sync()
     clock.advance(timedelta(minutes=1))
-    manual = alpaca.create_order(symbol="MSFT", qty=3, client_order_id="manual-1", type="limit", time_in_force="gtc", limit_price=Decimal("400"))
+    manual = alpaca.create_order(
+        symbol="MSFT", qty=3, client_order_id="manual-1", type="limit", time_in_force="gtc", limit_price=Decimal("400")
+    )
     alpaca.fill("manual-1", "399.50")  # finished before the next poll: only the "submitted since" listing shows it
     clock.advance(timedelta(minutes=1))
 
@@ -215,7 +220,11 @@ async def test_sync_after_restart_when_a_working_bracket_is_resumed_then_its_sto
     result = await after.sync()
 
     entry = {o.client_order_id: o for o in result.orders}[COID]
-    assert (entry.status, entry.filled_quantity, entry.order_type) == (OrderStatus.PARTIALLY_FILLED, 3, OrderType.BRACKET)
+    assert (entry.status, entry.filled_quantity, entry.order_type) == (
+        OrderStatus.PARTIALLY_FILLED,
+        3,
+        OrderType.BRACKET,
+    )
     assert entry.stop_price == pytest.approx(95.0)
     assert [(f.fill_id, f.quantity) for f in result.fills] == [(f"{COID}@3", 3)]
     assert {o.client_order_id for o in result.orders} == {COID}  # the legs did not change: not reported again

@@ -10,7 +10,8 @@ import asyncio
 import json
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import httpx2
 import pytest
@@ -80,14 +81,19 @@ def template(facts: Any) -> str:
 
 def test_extract_numbers_when_plain_decimal_negative_and_thousands_then_values_as_written():
     assert extract_numbers("3 fills, -2.5 drift, 1,234.56 cash, 0.61 rate") == [
-        Decimal("3"), Decimal("-2.5"), Decimal("1234.56"), Decimal("0.61")
+        Decimal("3"),
+        Decimal("-2.5"),
+        Decimal("1234.56"),
+        Decimal("0.61"),
     ]
 
 
 def test_extract_numbers_when_percentages_then_written_value_and_percent_flag():
     tokens = extract_tokens("up 12.5% and down -3 percent, 7 pct")
     assert [(t.value, t.percent) for t in tokens if isinstance(t, NumberToken)] == [
-        (Decimal("12.5"), True), (Decimal("-3"), True), (Decimal("7"), True)
+        (Decimal("12.5"), True),
+        (Decimal("-3"), True),
+        (Decimal("7"), True),
     ]
 
 
@@ -105,13 +111,21 @@ def test_extract_numbers_when_identifiers_and_tickers_then_their_digits_are_igno
 
 def test_extract_numbers_when_comma_groups_are_not_thousands_then_separate_numbers():
     assert extract_numbers("3,4 and 1,2345 and 1-2") == [
-        Decimal(3), Decimal(4), Decimal(1), Decimal(2345), Decimal(1), Decimal(2)
+        Decimal(3),
+        Decimal(4),
+        Decimal(1),
+        Decimal(2345),
+        Decimal(1),
+        Decimal(2),
     ]
 
 
 def test_extract_numbers_when_number_words_and_suffixes_then_counted():
     assert extract_numbers("three fills, twenty-one orders, 3x leverage, 1.2M volume, a one-off") == [
-        Decimal(3), Decimal(21), Decimal(3), Decimal("1.2")
+        Decimal(3),
+        Decimal(21),
+        Decimal(3),
+        Decimal("1.2"),
     ]
 
 
@@ -129,8 +143,15 @@ def test_extract_numbers_when_formatted_with_separators_then_round_trips(value: 
 
 
 def test_fact_numbers_when_nested_and_numeric_strings_then_all_collected():
-    facts = {"a": {"b": [1, 2.5, {"c": "100,014.53"}]}, "d": "HTTP 500", "e": True, "f": Decimal("0.6137"),
-             "as_of": "2021-03-31T20:00:00+00:00", "g": float("nan"), "h": None}
+    facts = {
+        "a": {"b": [1, 2.5, {"c": "100,014.53"}]},
+        "d": "HTTP 500",
+        "e": True,
+        "f": Decimal("0.6137"),
+        "as_of": "2021-03-31T20:00:00+00:00",
+        "g": float("nan"),
+        "h": None,
+    }
     assert fact_numbers(facts) == {Decimal(1), Decimal("2.5"), Decimal("100014.53"), Decimal(500), Decimal("0.6137")}
 
 
@@ -255,12 +276,18 @@ class FakeMonotonic:
         return self.t
 
 
-def message(text: str | None, *, stop_reason: str = "end_turn", input_tokens: int = 812,
-            output_tokens: int = 96) -> dict[str, Any]:
+def message(
+    text: str | None, *, stop_reason: str = "end_turn", input_tokens: int = 812, output_tokens: int = 96
+) -> dict[str, Any]:
     content = [] if text is None else [{"type": "text", "text": text}]
     return {
-        "id": "msg_1", "type": "message", "role": "assistant", "model": MODEL, "stop_reason": stop_reason,
-        "stop_sequence": None, "content": content,
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": MODEL,
+        "stop_reason": stop_reason,
+        "stop_sequence": None,
+        "content": content,
         "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
     }
 
@@ -289,8 +316,14 @@ def make_narrator(respond: Callable[[httpx2.Request], Any], *, timeout_s: float 
         return result
 
     narrator = build_anthropic_narrator(
-        API_KEY, MODEL, template=template, clock=FakeClock(), monotonic=FakeMonotonic(), timeout_s=timeout_s,
-        max_retries=0, http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(handler)),
+        API_KEY,
+        MODEL,
+        template=template,
+        clock=FakeClock(),
+        monotonic=FakeMonotonic(),
+        timeout_s=timeout_s,
+        max_retries=0,
+        http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(handler)),
     )
     return narrator, wire
 
@@ -338,8 +371,11 @@ async def test_narrate_when_unfaithful_then_template_with_rejected_text_and_reas
     ("response", "outcome", "in_reason"),
     [
         (error(500, "api_error", "Internal server error"), NarrativeOutcome.HTTP_ERROR, "HTTP 500 api_error"),
-        (error(529, "overloaded_error", "Overloaded"), NarrativeOutcome.HTTP_ERROR,
-         "HTTP 529 overloaded_error: Overloaded"),
+        (
+            error(529, "overloaded_error", "Overloaded"),
+            NarrativeOutcome.HTTP_ERROR,
+            "HTTP 529 overloaded_error: Overloaded",
+        ),
         (error(429, "rate_limit_error", "slow down"), NarrativeOutcome.RATE_LIMITED, "HTTP 429"),
     ],
 )
@@ -416,8 +452,9 @@ async def test_narrate_when_truncated_then_template_and_partial_text_recorded():
 
 
 async def test_narrate_when_body_is_not_json_then_template():
-    narrator, _ = make_narrator(lambda r: httpx2.Response(200, content=b"<html>gateway</html>",
-                                                          headers={"content-type": "application/json"}))
+    narrator, _ = make_narrator(
+        lambda r: httpx2.Response(200, content=b"<html>gateway</html>", headers={"content-type": "application/json"})
+    )
 
     result = await narrator.narrate(FACTS)
 
@@ -443,14 +480,17 @@ async def test_narrate_when_template_narrator_then_template_without_call():
 
 def test_build_narrator_when_key_empty_or_bad_settings_then_value_error_without_key():
     with pytest.raises(ValueError, match="empty"):
-        build_anthropic_narrator(SecretStr("  "), MODEL, template=template, clock=FakeClock(),
-                                 monotonic=FakeMonotonic())
+        build_anthropic_narrator(
+            SecretStr("  "), MODEL, template=template, clock=FakeClock(), monotonic=FakeMonotonic()
+        )
     with pytest.raises(ValueError, match="timeout_s"):
-        build_anthropic_narrator(API_KEY, MODEL, template=template, clock=FakeClock(), monotonic=FakeMonotonic(),
-                                 timeout_s=0)
+        build_anthropic_narrator(
+            API_KEY, MODEL, template=template, clock=FakeClock(), monotonic=FakeMonotonic(), timeout_s=0
+        )
     with pytest.raises(ValueError, match="max_retries") as info:
-        build_anthropic_narrator(API_KEY, MODEL, template=template, clock=FakeClock(), monotonic=FakeMonotonic(),
-                                 max_retries=10)
+        build_anthropic_narrator(
+            API_KEY, MODEL, template=template, clock=FakeClock(), monotonic=FakeMonotonic(), max_retries=10
+        )
     assert API_KEY not in str(info.value)
 
 

@@ -65,7 +65,9 @@ def test_units_when_verified_by_systemd_then_clean(tmp_path: Path):
         shutil.copy(SYSTEMD / name, target / name)
     proc = subprocess.run(
         [analyze, "verify", f"--root={tmp_path}", *(str(target / n) for n in UNITS)],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr + proc.stdout
 
@@ -97,18 +99,27 @@ def _run_cron_job(job: str, project: Path, exit_code: int) -> subprocess.Complet
     ``exit_code``; `logger` is a stand-in that swallows its input (syslog)."""
     python = project / ".venv" / "bin" / "python"
     python.parent.mkdir(parents=True, exist_ok=True)
-    python.write_text(f"#!/bin/sh\necho \"output of $*\"\nexit {exit_code}\n")
+    python.write_text(f'#!/bin/sh\necho "output of $*"\nexit {exit_code}\n')
     python.chmod(0o755)
     stubs = project / "stubs"
     stubs.mkdir(exist_ok=True)
     (stubs / "logger").write_text("#!/bin/sh\ncat > /dev/null\n")
     (stubs / "logger").chmod(0o755)
     command = " ".join(job.split()[5:]).replace("/opt/agent-trader", str(project))
-    return subprocess.run(["/bin/sh", "-c", command], env={"PATH": f"{stubs}:/usr/bin:/bin"}, capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(
+        ["/bin/sh", "-c", command],
+        env={"PATH": f"{stubs}:/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 @pytest.mark.parametrize("which", ["main.py run --once", "main.py health"])
-def test_cron_jobs_when_the_command_fails_then_cron_gets_output_to_mail_and_nothing_when_it_succeeds(which: str, tmp_path: Path):
+def test_cron_jobs_when_the_command_fails_then_cron_gets_output_to_mail_and_nothing_when_it_succeeds(
+    which: str, tmp_path: Path
+):
     (job,) = [j for j in cron_jobs() if which in j]
     failed = _run_cron_job(job, tmp_path, exit_code=1)
     assert failed.returncode != 0

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -76,11 +76,18 @@ def _as_user(user: str, command: list[str], cwd: Path, unit_env: dict[str, str])
     """``command`` as systemd would start it: as ``user``, in ``cwd``, with only the unit's environment."""
     env = [f"{k}={v}" for k, v in {"PATH": "/usr/bin:/bin", **unit_env}.items()]
     return subprocess.run(
-        ["runuser", "-u", user, "--", "env", "-i", *env, *command], cwd=cwd, capture_output=True, text=True, timeout=300, check=False
+        ["runuser", "-u", user, "--", "env", "-i", *env, *command],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
 
 
-def test_install_script_when_run_as_root_then_the_installed_units_run_as_the_unprivileged_user(sandbox: tuple[str, Path]) -> None:
+def test_install_script_when_run_as_root_then_the_installed_units_run_as_the_unprivileged_user(
+    sandbox: tuple[str, Path],
+) -> None:
     user, root = sandbox
     prefix, unit_dir = root / "agent-trader", root / "units"
     env_file = root / "settings.env"

@@ -45,7 +45,9 @@ def _write_data(directory: Path, decimals: int | None) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     for symbol in SYMBOLS:
         frame = read_bars_file(BUNDLED_DAILY / f"{symbol}.csv")
-        frame = frame.loc[(frame.index >= pd.Timestamp(START, tz=UTC)) & (frame.index <= pd.Timestamp(END, tz=UTC))].copy()
+        frame = frame.loc[
+            (frame.index >= pd.Timestamp(START, tz=UTC)) & (frame.index <= pd.Timestamp(END, tz=UTC))
+        ].copy()
         if decimals is not None:
             prices = ["open", "high", "low", "close"]
             frame[prices] = frame[prices].round(decimals)
@@ -81,7 +83,9 @@ def _as_reference(trades: list[dict[str, Any]]) -> list[ReferenceTrade]:
 
     return sorted(
         (
-            ReferenceTrade(t["symbol"], day(t["entry_at"]), t["entry_price"], day(t["exit_at"]), t["exit_price"], t["quantity"])
+            ReferenceTrade(
+                t["symbol"], day(t["entry_at"]), t["entry_price"], day(t["exit_at"]), t["exit_price"], t["quantity"]
+            )
             for t in trades
         ),
         key=lambda t: (t.symbol, t.entry_date),
@@ -116,7 +120,9 @@ def test_pipeline_when_same_bars_and_rules_then_same_entries_exits_and_final_equ
 def test_pipeline_when_same_bars_and_rules_then_same_trades_and_final_equity_as_backtrader(
     grid_data: Path, pipeline: dict[str, Any]
 ) -> None:
-    pytest.importorskip("backtrader", reason="backtrader is not installed (dev-only: pip install backtrader==1.9.78.123)")
+    pytest.importorskip(
+        "backtrader", reason="backtrader is not installed (dev-only: pip install backtrader==1.9.78.123)"
+    )
     from scripts.bench_backtrader import run_backtrader, same_trades
 
     theirs = run_backtrader(_bars(grid_data), FAST, SLOW, QTY, float(CASH))

@@ -101,7 +101,9 @@ def gap_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, dict[st
     return settings, result, data, sessions[:3], sessions[3:20]  # the gap session and the two after it; the old month
 
 
-def test_backtest_when_a_session_is_missing_from_every_file_then_held_positions_still_exit_during_the_gap_window(gap_run) -> None:  # type: ignore[no-untyped-def]
+def test_backtest_when_a_session_is_missing_from_every_file_then_held_positions_still_exit_during_the_gap_window(
+    gap_run,
+) -> None:  # type: ignore[no-untyped-def]
     settings, result, _, blocked, after = gap_run
     fills = _rows(settings, FillRow, FillRow.run_id == result["run_id"], FillRow.side == "sell")
     assert len([f for f in fills if blocked[0] < f.filled_at.date() <= after[-1]]) >= 3
@@ -109,7 +111,9 @@ def test_backtest_when_a_session_is_missing_from_every_file_then_held_positions_
 
 def test_backtest_when_a_session_is_missing_from_every_file_then_entries_resume_after_3_sessions(gap_run) -> None:  # type: ignore[no-untyped-def]
     settings, result, _, blocked, after = gap_run
-    buys = [f.filled_at.date() for f in _rows(settings, FillRow, FillRow.run_id == result["run_id"], FillRow.side == "buy")]
+    buys = [
+        f.filled_at.date() for f in _rows(settings, FillRow, FillRow.run_id == result["run_id"], FillRow.side == "buy")
+    ]
     assert [d for d in buys if blocked[-1] < d <= after[-1]]  # within the month the old rule paused everything
     assert not [d for d in buys if blocked[0] < d <= blocked[-1]]  # none filled on the signals of the flagged sessions
 
@@ -129,13 +133,17 @@ def test_backtest_when_a_session_is_missing_from_every_file_then_every_snapshot_
         if not blocked[0] <= day <= after[-1]:
             continue
         # the last known close (the gap session has none: the close before it)
-        expected = sum(q * Decimal(repr(float(closes[s].loc[: pd.Timestamp(day)].iloc[-1]))) for s, q in held.items() if q)
+        expected = sum(
+            q * Decimal(repr(float(closes[s].loc[: pd.Timestamp(day)].iloc[-1]))) for s, q in held.items() if q
+        )
         assert snap.market_value == pytest.approx(expected, abs=Decimal("0.01")), day
         checked += 1 if any(held.values()) else 0
     assert checked >= 15
 
 
-def test_backtest_when_a_session_is_missing_from_every_file_then_the_3_sessions_without_usable_data_are_degraded(gap_run) -> None:  # type: ignore[no-untyped-def]
+def test_backtest_when_a_session_is_missing_from_every_file_then_the_3_sessions_without_usable_data_are_degraded(
+    gap_run,
+) -> None:  # type: ignore[no-untyped-def]
     settings, result, _, blocked, _ = gap_run
     assert result["degraded_iterations"] == 3
     iterations = _rows(settings, Iteration, Iteration.run_id == result["run_id"], Iteration.status == "degraded")
@@ -146,6 +154,7 @@ def test_backtest_when_a_session_is_missing_from_every_file_then_the_3_sessions_
 
 
 # ------------------------------------------------------------------------------- a symbol listed later
+
 
 def test_backtest_when_one_of_four_symbols_is_listed_later_then_the_others_trade_and_it_trades_once_listed(
     settings_factory, tmp_path: Path, bundled: None
@@ -163,16 +172,28 @@ def test_backtest_when_one_of_four_symbols_is_listed_later_then_the_others_trade
     reasons = result["exclusions_by_reason"]
     assert reasons["not_listed"] > 90 and reasons["warm_up"] > 0 and set(reasons) == {"not_listed", "warm_up"}
     assert result["degraded_iterations"] == 0
-    denials = _rows(settings, DecisionRow, DecisionRow.run_id == result["run_id"], DecisionRow.action == "denied:data_quality")
+    denials = _rows(
+        settings, DecisionRow, DecisionRow.run_id == result["run_id"], DecisionRow.action == "denied:data_quality"
+    )
     assert denials == []
 
 
 # --------------------------------------------------------------------------------------- a typo in SYMBOLS
 
-def test_replay_when_symbols_has_a_typo_then_exit_2_with_one_line_naming_symbols_and_the_symbol(tmp_path: Path, bundled: None) -> None:
+
+def test_replay_when_symbols_has_a_typo_then_exit_2_with_one_line_naming_symbols_and_the_symbol(
+    tmp_path: Path, bundled: None
+) -> None:
     env = {"PATH": "/usr/bin:/bin", "SYMBOLS": "AAPL,APPL,SPY", "DATA_DIR": str(BUNDLED_DAILY), "LOG_DIR": str(tmp_path / "logs"),
            "DATABASE_URL": f"sqlite:///{tmp_path / 'r.db'}"}  # fmt: skip
-    proc = subprocess.run([sys.executable, "main.py", "replay", "--quiet"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "main.py", "replay", "--quiet"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: SYMBOLS:") and "APPL" in lines[0], proc.stderr
@@ -186,15 +207,20 @@ def test_backtest_when_symbols_has_a_typo_then_exit_2_naming_the_symbol(settings
 
 # -------------------------------------------------------------------------------------------- bad bars
 
+
 def test_backtest_when_a_1e300_bar_sits_400_bars_back_then_the_symbol_opens_no_position(
     settings_factory, tmp_path: Path, bundled: None
 ) -> None:
     start = "2012-01-01"
-    data = _aapl_and_spy_with_aapl_prices(tmp_path, lambda f: int(f.index[f["Date"] >= start][0]) - 400, lambda _: 1e300)
+    data = _aapl_and_spy_with_aapl_prices(
+        tmp_path, lambda f: int(f.index[f["Date"] >= start][0]) - 400, lambda _: 1e300
+    )
     settings = settings_factory()
     result = _backtest(settings, data, "--start", start, "--end", "2012-12-31")
     assert {t["symbol"] for t in result["trades"]} == {"SPY"}
-    refused = _rows(settings, DecisionRow, DecisionRow.run_id == result["run_id"], DecisionRow.action == "denied:symbol_data")
+    refused = _rows(
+        settings, DecisionRow, DecisionRow.run_id == result["run_id"], DecisionRow.action == "denied:symbol_data"
+    )
     assert refused and all(d.symbol == "AAPL" and "absurd_values" in d.reason for d in refused)
     assert result["exclusions_by_reason"]["absurd_values"] == result["iterations"]
 
@@ -208,15 +234,24 @@ def test_backtest_when_a_one_bar_30x_spike_then_it_is_caught_and_not_traded_on(
     result = _backtest(settings, data, "--start", "2012-01-01", "--end", "2012-12-31")
     aapl = [t for t in result["trades"] if t["symbol"] == "AAPL"]
     assert aapl and all(t["entry_at"][:10] <= spike for t in aapl)  # entries before it; none on or after it
-    orders = _rows(settings, OrderRow, OrderRow.run_id == result["run_id"], OrderRow.symbol == "AAPL", OrderRow.side == "buy")
+    orders = _rows(
+        settings, OrderRow, OrderRow.run_id == result["run_id"], OrderRow.symbol == "AAPL", OrderRow.side == "buy"
+    )
     assert all(o.submitted_at.date().isoformat() < spike for o in orders)
     assert result["exclusions_by_reason"]["price_jump"] == 1  # the day it was the latest bar
     assert result["exclusions_by_reason"]["price_spike"] > 100  # every session after the next bar reverted it
-    flagged = _rows(settings, DecisionRow, DecisionRow.run_id == result["run_id"], DecisionRow.agent == "data", DecisionRow.symbol == "AAPL")
+    flagged = _rows(
+        settings,
+        DecisionRow,
+        DecisionRow.run_id == result["run_id"],
+        DecisionRow.agent == "data",
+        DecisionRow.symbol == "AAPL",
+    )
     assert flagged and {d.action for d in flagged} == {"flagged"}
 
 
 # ----------------------------------------------------------------------------------------- bars from 1962
+
 
 def test_backtest_when_the_data_start_in_1962_then_the_calendar_covers_them(settings_factory, tmp_path: Path) -> None:
     calendar = MarketCalendar(start=date(1962, 1, 1))
@@ -255,7 +290,9 @@ def test_backtest_summary_when_symbols_wait_and_data_have_problems_then_it_says_
     data = _copy(tmp_path, ["AAPL", "IBM", "SPY"])
     _edit(data / "SPY.csv", lambda f: f.drop(index=f.index[f["Date"] < "2012-03-01"], inplace=True))
     _edit(data / "IBM.csv", lambda f: f.drop(index=f.index[f["Date"] == "2012-06-14"], inplace=True))
-    code, out, err = backtest_cli(settings_factory(), "--data-dir", str(data), *SMA, "--start", "2012-01-01", "--end", "2012-12-31")
+    code, out, err = backtest_cli(
+        settings_factory(), "--data-dir", str(data), *SMA, "--start", "2012-01-01", "--end", "2012-12-31"
+    )
     assert code == 0, err
     [line] = [x for x in out.splitlines() if "exclusions (symbol-sessions)" in x]
     waiting, problems = line.split("; data problems: ")

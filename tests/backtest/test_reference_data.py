@@ -36,7 +36,9 @@ RULES = [
     "--commission", "0", "--slippage", "0", "--cash", str(CASH), "--no-shadow",
 ]  # fmt: skip
 
-pytestmark = pytest.mark.skipif(not REFERENCE.is_dir(), reason=f"{REFERENCE} not found (the shared reference data sits beside the repository)")
+pytestmark = pytest.mark.skipif(
+    not REFERENCE.is_dir(), reason=f"{REFERENCE} not found (the shared reference data sits beside the repository)"
+)
 
 
 def _data_dir(tmp_path: Path, symbol: str) -> Path:
@@ -66,13 +68,20 @@ def _trades(result: dict[str, Any]) -> list[ReferenceTrade]:
         return datetime.fromisoformat(text) if text is not None else None
 
     return sorted(
-        (ReferenceTrade(t["symbol"], day(t["entry_at"]), t["entry_price"], day(t["exit_at"]), t["exit_price"], t["quantity"]) for t in result["trades"]),
+        (
+            ReferenceTrade(
+                t["symbol"], day(t["entry_at"]), t["entry_price"], day(t["exit_at"]), t["exit_price"], t["quantity"]
+            )
+            for t in result["trades"]
+        ),
         key=lambda t: (t.symbol, t.entry_date),
     )
 
 
 def _same(ours: list[ReferenceTrade], theirs: list[ReferenceTrade]) -> None:
-    assert [(t.symbol, t.entry_date, t.exit_date, t.qty) for t in ours] == [(t.symbol, t.entry_date, t.exit_date, t.qty) for t in theirs]
+    assert [(t.symbol, t.entry_date, t.exit_date, t.qty) for t in ours] == [
+        (t.symbol, t.entry_date, t.exit_date, t.qty) for t in theirs
+    ]
     for a, b in zip(ours, theirs, strict=True):
         assert math.isclose(a.entry_price, b.entry_price, rel_tol=1e-12)
         assert (a.exit_price is None) == (b.exit_price is None)
@@ -86,7 +95,9 @@ def test_backtest_on_reference_data_then_same_trades_and_final_equity_as_the_ref
     data_dir = _data_dir(tmp_path, symbol)
     code, result, err = _backtest(data_dir, tmp_path / "run.db")
     assert code == 0 and result is not None, err
-    reference = reference_ma_crossover({symbol: read_bars_file(data_dir / f"{symbol}.csv")}, FAST, SLOW, QTY, float(CASH))
+    reference = reference_ma_crossover(
+        {symbol: read_bars_file(data_dir / f"{symbol}.csv")}, FAST, SLOW, QTY, float(CASH)
+    )
 
     assert result["settings"]["calendar"] == calendar and result["settings"]["calendar_reason"].startswith("auto: ")
     assert len(reference.trades) >= 3  # something to compare
@@ -97,8 +108,12 @@ def test_backtest_on_reference_data_then_same_trades_and_final_equity_as_the_ref
 
 
 @pytest.mark.parametrize("symbol", sorted(FILES))
-def test_backtest_on_reference_data_then_same_trades_and_final_equity_as_backtrader(tmp_path: Path, symbol: str) -> None:
-    pytest.importorskip("backtrader", reason="backtrader is not installed (dev-only: pip install backtrader==1.9.78.123)")
+def test_backtest_on_reference_data_then_same_trades_and_final_equity_as_backtrader(
+    tmp_path: Path, symbol: str
+) -> None:
+    pytest.importorskip(
+        "backtrader", reason="backtrader is not installed (dev-only: pip install backtrader==1.9.78.123)"
+    )
     from scripts.bench_backtrader import run_backtrader
 
     data_dir = _data_dir(tmp_path, symbol)
@@ -118,9 +133,16 @@ def test_forcing_the_nyse_calendar_on_a_non_nyse_series_excludes_its_bars_with_t
     assert code == 0 and result is not None, err
     # bars on NYSE holidays (and sessions missing on the index's own) flag the symbol for DATA_GAP_SESSIONS sessions
     assert result["settings"]["calendar"] == "XNYS"
-    assert result["exclusions_by_reason"].get("non_session_dates", 0) > 0 and result["exclusions_by_reason"].get("missing_sessions", 0) > 0
+    assert (
+        result["exclusions_by_reason"].get("non_session_dates", 0) > 0
+        and result["exclusions_by_reason"].get("missing_sessions", 0) > 0
+    )
     with create_engine(f"sqlite:///{tmp_path / 'forced.db'}").connect() as c:
-        reasons = c.execute(text("select reason from decisions where agent = 'data' and action in ('rejected', 'flagged')")).scalars().all()
+        reasons = (
+            c.execute(text("select reason from decisions where agent = 'data' and action in ('rejected', 'flagged')"))
+            .scalars()
+            .all()
+        )
     assert reasons and any("non_session_dates" in r and "2006-01-02" in r for r in reasons)
 
 

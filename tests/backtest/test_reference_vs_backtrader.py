@@ -26,7 +26,9 @@ def bars() -> dict:
     return load_bars(bundled_paths(symbols=SYMBOLS), START, END)
 
 
-def test_reference_and_backtrader_when_same_bars_then_same_entries_exits_and_final_equity_to_the_cent(bars: dict) -> None:
+def test_reference_and_backtrader_when_same_bars_then_same_entries_exits_and_final_equity_to_the_cent(
+    bars: dict,
+) -> None:
     ours = reference_ma_crossover(bars, FAST, SLOW, QTY, CASH)
     theirs = run_backtrader(bars, FAST, SLOW, QTY, CASH)
 

@@ -47,7 +47,9 @@ def _trades(equity: pd.Series, count: int, strategy: str = "trend_following") ->
         entry = equity.index[i].to_pydatetime()
         pnl = 10.0 if i % 3 else -5.0
         trades.append(
-            ClosedTrade("AAPL", strategy, entry, entry + timedelta(days=2), 100.0, 100.0 + pnl / 10, 10.0, pnl, 0.6, pnl / 1000)
+            ClosedTrade(
+                "AAPL", strategy, entry, entry + timedelta(days=2), 100.0, 100.0 + pnl / 10, 10.0, pnl, 0.6, pnl / 1000
+            )
         )
     return trades
 
@@ -255,7 +257,7 @@ def test_line_chart_when_index_in_any_unit_then_x_maps_the_dates_across_the_plot
     [points] = _polylines(svg)
     xs = [x for x, _ in points]
     assert len(xs) == len(index)
-    assert all(b > a for a, b in zip(xs, xs[1:]))  # strictly increasing
+    assert all(b > a for a, b in zip(xs, xs[1:], strict=False))  # strictly increasing
     assert xs[0] == pytest.approx(left, abs=0.06) and xs[-1] == pytest.approx(left + width, abs=0.06)
     # every point sits where its time falls between the first and the last
     span = (index[-1] - index[0]).total_seconds()
@@ -302,7 +304,13 @@ def test_render_html_when_long_backtest_then_year_ticks_and_both_charts_span_the
 # ------------------------------------------------------------------------------------- lock and halt episodes
 
 EPISODES = [
-    {"state": "locked", "start": "2023-03-01", "end": "2023-03-03", "sessions": 3, "reason": "daily loss 3.1 % (lock at 3 %)"},
+    {
+        "state": "locked",
+        "start": "2023-03-01",
+        "end": "2023-03-03",
+        "sessions": 3,
+        "reason": "daily loss 3.1 % (lock at 3 %)",
+    },
     {"state": "halted", "start": "2023-09-01", "end": None, "sessions": 82, "reason": "drawdown 20.4 % (halt at 20 %)"},
 ]
 
@@ -321,20 +329,27 @@ def test_render_html_when_episodes_then_bands_shade_their_sessions_with_a_legend
     def x_of(stamp: pd.Timestamp) -> float:
         return left + (stamp - equity.index[0]).total_seconds() / span * width
 
-    bands = re.findall(r'<rect class="band" data-state="(\w+)" x="([\d.]+)" y="[\d.]+" width="([\d.]+)"[^>]*fill="([^"]+)"', svg)
+    bands = re.findall(
+        r'<rect class="band" data-state="(\w+)" x="([\d.]+)" y="[\d.]+" width="([\d.]+)"[^>]*fill="([^"]+)"', svg
+    )
     assert [(state, colour) for state, _, _, colour in bands] == [("locked", "#f59e0b"), ("halted", "#dc2626")]
     (_, lx, lw, _), (_, hx, hw, _) = bands
     # locked 2023-03-01 .. 03: from half-way after the 28 Feb close to half-way before the 6 Mar close
     day = {d.date().isoformat(): d for d in equity.index}
     assert float(lx) == pytest.approx(x_of(day["2023-02-28"] + (day["2023-03-01"] - day["2023-02-28"]) / 2), abs=0.06)
-    assert float(lx) + float(lw) == pytest.approx(x_of(day["2023-03-03"] + (day["2023-03-06"] - day["2023-03-03"]) / 2), abs=0.1)
+    assert float(lx) + float(lw) == pytest.approx(
+        x_of(day["2023-03-03"] + (day["2023-03-06"] - day["2023-03-03"]) / 2), abs=0.1
+    )
     # halted from 2023-09-01, still in force: to the right edge
     assert float(hx) + float(hw) == pytest.approx(left + width, abs=0.1)
     assert "locked (no new entries)" in svg and "halted (no trading)" in svg  # the legend
     assert "<title>halted 2023-09-01 .. the end: drawdown 20.4 % (halt at 20 %)</title>" in svg
     # the table under the chart
     assert "Locked (no new entries) for 3 sessions, halted (no trading) for 82 sessions" in page
-    assert '<td class="k">locked</td><td>2023-03-01</td><td>2023-03-03</td><td>3</td><td>daily loss 3.1 % (lock at 3 %)</td>' in page
+    assert (
+        '<td class="k">locked</td><td>2023-03-01</td><td>2023-03-03</td><td>3</td><td>daily loss 3.1 % (lock at 3 %)</td>'
+        in page
+    )
     assert "<td>in force at the end</td>" in page
 
 
@@ -356,11 +371,23 @@ def test_render_html_escapes_the_episode_reason() -> None:
     assert "<script" not in page.lower() and page.count("&lt;script&gt;") == 2  # the band's title and the table
 
 
-async def test_report_of_a_real_backtest_when_the_result_has_episodes_then_charts_span_the_plot_and_shade_them(settings_factory) -> None:
+async def test_report_of_a_real_backtest_when_the_result_has_episodes_then_charts_span_the_plot_and_shade_them(
+    settings_factory,
+) -> None:
     from core.backtest.runner import BacktestConfig, report_data, run_backtest
 
-    result = await run_backtest(settings_factory(), BacktestConfig(symbols=("SPY",), start=date(2019, 1, 1), end=date(2019, 3, 29)))
-    episodes = [{"state": "halted", "start": "2019-03-01", "end": None, "sessions": 21, "reason": "drawdown 11 % (halt at 10 %)"}]
+    result = await run_backtest(
+        settings_factory(), BacktestConfig(symbols=("SPY",), start=date(2019, 1, 1), end=date(2019, 3, 29))
+    )
+    episodes = [
+        {
+            "state": "halted",
+            "start": "2019-03-01",
+            "end": None,
+            "sessions": 21,
+            "reason": "drawdown 11 % (halt at 10 %)",
+        }
+    ]
     result = dataclasses.replace(result, trading_episodes=episodes)  # sessions_locked/halted are derived from it
 
     data = report_data(result)
@@ -374,4 +401,8 @@ async def test_report_of_a_real_backtest_when_the_result_has_episodes_then_chart
         left, width = _plot_area(svg)
         for line in _polylines(svg):
             xs = [x for x, _ in line]
-            assert xs == sorted(xs) and xs[0] == pytest.approx(left, abs=0.06) and xs[-1] == pytest.approx(left + width, abs=0.06)
+            assert (
+                xs == sorted(xs)
+                and xs[0] == pytest.approx(left, abs=0.06)
+                and xs[-1] == pytest.approx(left + width, abs=0.06)
+            )

@@ -55,7 +55,9 @@ def test_time_stop_when_three_sessions_then_every_position_is_closed_by_the_four
             entry = datetime.fromisoformat(trade["entry_at"]).date()
             assert len(calendar.sessions_between(entry, last)) - 1 <= 3, trade
     with _session(settings) as s:
-        risk = s.scalars(select(DecisionRow).where(DecisionRow.run_id == result["run_id"], DecisionRow.agent == "risk")).all()
+        risk = s.scalars(
+            select(DecisionRow).where(DecisionRow.run_id == result["run_id"], DecisionRow.agent == "risk")
+        ).all()
     exits = [d for d in risk if d.action == "approved" and d.inputs.get("side") == "sell" and "time stop" in d.reason]
     assert exits, "no time-stop exit was approved"
     assert all(d.inputs["checks"]["exit_rule"]["rule"] == "time_stop" for d in exits)
@@ -90,7 +92,9 @@ def test_no_risk_limits_when_the_strategy_signals_buy_while_long_then_no_second_
     assert _buys_while_long(settings, result["run_id"]) == []
     with _session(settings) as s:
         refused = s.scalars(
-            select(DecisionRow).where(DecisionRow.run_id == result["run_id"], DecisionRow.action == "denied:already_long")
+            select(DecisionRow).where(
+                DecisionRow.run_id == result["run_id"], DecisionRow.action == "denied:already_long"
+            )
         ).all()
     assert refused  # the strategy did ask, and the position rule said no
 
@@ -99,12 +103,16 @@ def test_fixed_qty_when_above_max_shares_with_limits_on_then_orders_stay_within_
     settings_factory,
 ) -> None:
     settings = settings_factory(max_shares=1000)
-    result = _json(settings, "--symbols", "BAC,AIG", "--start", "2019-01-01", "--end", "2020-12-31", "--sizing", "fixed-qty:5000")
+    result = _json(
+        settings, "--symbols", "BAC,AIG", "--start", "2019-01-01", "--end", "2020-12-31", "--sizing", "fixed-qty:5000"
+    )
 
     with _session(settings) as s:
         buys = s.scalars(select(OrderRow).where(OrderRow.run_id == result["run_id"], OrderRow.side == "buy")).all()
         approvals = s.scalars(
-            select(DecisionRow).where(DecisionRow.run_id == result["run_id"], DecisionRow.agent == "risk", DecisionRow.action == "approved")
+            select(DecisionRow).where(
+                DecisionRow.run_id == result["run_id"], DecisionRow.agent == "risk", DecisionRow.action == "approved"
+            )
         ).all()
     assert buys
     assert max(o.quantity for o in buys) <= 1000
@@ -134,7 +142,9 @@ def test_backtest_when_no_quote_exists_then_the_spread_check_is_recorded_not_app
 
     with _session(settings) as s:
         approvals = s.scalars(
-            select(DecisionRow).where(DecisionRow.run_id == result["run_id"], DecisionRow.agent == "risk", DecisionRow.action == "approved")
+            select(DecisionRow).where(
+                DecisionRow.run_id == result["run_id"], DecisionRow.agent == "risk", DecisionRow.action == "approved"
+            )
         ).all()
     entries = [a for a in approvals if a.inputs.get("side") == "buy"]
     assert entries
@@ -144,7 +154,9 @@ def test_backtest_when_no_quote_exists_then_the_spread_check_is_recorded_not_app
         assert "no live quote" in spread["reason"]
 
 
-def test_commission_when_per_share_fee_would_exceed_the_cap_then_capped_at_one_percent_of_the_trade(settings_factory) -> None:
+def test_commission_when_per_share_fee_would_exceed_the_cap_then_capped_at_one_percent_of_the_trade(
+    settings_factory,
+) -> None:
     # 1999 AAPL (split-adjusted ~$0.3-1): 0.005 per share used to cost several percent of the trade value
     settings = settings_factory()
     result = _json(
@@ -152,7 +164,12 @@ def test_commission_when_per_share_fee_would_exceed_the_cap_then_capped_at_one_p
         "--param", "fast=10", "--param", "slow=30", "--no-risk-limits", "--sizing", "fixed-fraction:0.1",
         "--fill", "same-close", "--slippage", "0",
     )  # fmt: skip
-    assert result["settings"]["commission"] == {"model": "per_share", "per_share": "0.005", "minimum": "1.0", "max_pct": "0.01"}
+    assert result["settings"]["commission"] == {
+        "model": "per_share",
+        "per_share": "0.005",
+        "minimum": "1.0",
+        "max_pct": "0.01",
+    }
     with _session(settings) as s:
         fills = s.scalars(select(FillRow).where(FillRow.run_id == result["run_id"])).all()
     assert fills

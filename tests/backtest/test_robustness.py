@@ -218,7 +218,10 @@ def test_bootstrap_daily_when_block_given_then_result_records_it_and_stays_sensi
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.floats(min_value=-0.5, max_value=0.5, allow_nan=False), min_size=1, max_size=40), st.integers(0, 2**32 - 1))
+@given(
+    st.lists(st.floats(min_value=-0.5, max_value=0.5, allow_nan=False), min_size=1, max_size=40),
+    st.integers(0, 2**32 - 1),
+)
 def test_bootstrap_intervals_are_ordered_and_within_the_possible_range_for_any_returns(
     returns: list[float], seed: int
 ) -> None:
@@ -239,7 +242,11 @@ def test_bootstrap_result_as_dict_is_a_plain_nested_dict() -> None:
     data = result.as_dict()
 
     assert isinstance(result, BootstrapResult)
-    assert data["total_return"] == {"p5": result.total_return.p5, "p50": result.total_return.p50, "p95": result.total_return.p95}
+    assert data["total_return"] == {
+        "p5": result.total_return.p5,
+        "p50": result.total_return.p50,
+        "p95": result.total_return.p95,
+    }
     assert data["kind"] == "trades" and data["runs"] == 5
 
 
@@ -320,7 +327,9 @@ def test_walk_forward_evaluate_when_trades_given_then_counts_those_exiting_insid
 
     def trade(exit_day: int, pnl: float) -> ClosedTrade:
         exit_at = datetime(2024, 1, exit_day, tzinfo=UTC)
-        return ClosedTrade("AAA", "s", exit_at - timedelta(days=1), exit_at, 10.0, 10.0 + pnl / 10, 10.0, pnl, None, pnl / 100)
+        return ClosedTrade(
+            "AAA", "s", exit_at - timedelta(days=1), exit_at, 10.0, 10.0 + pnl / 10, 10.0, pnl, None, pnl / 100
+        )
 
     # Test windows: 3-4 Jan, 5-6 Jan, 7-8 Jan.
     trades = [trade(2, 5.0), trade(3, 5.0), trade(4, -5.0), trade(8, 10.0)]

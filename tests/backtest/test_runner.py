@@ -47,7 +47,9 @@ from strategies.selector import DeterministicSelector
 from tests.backtest.helpers import backtest_cli
 from tests.conftest import BUNDLED_DAILY
 
-METRIC_KEYS = {f.name for f in fields(PerformanceMetrics) if f.name != "trades"} | {f.name for f in fields(TradeMetrics)}
+METRIC_KEYS = {f.name for f in fields(PerformanceMetrics) if f.name != "trades"} | {
+    f.name for f in fields(TradeMetrics)
+}
 TRADE_KEYS = {"symbol", "strategy", "entry_at", "entry_price", "exit_at", "exit_price", "quantity", "open_quantity",
               "commissions", "pnl", "return_pct"}  # fmt: skip
 PINNED_SMA = ["--strategy", "trend_following", "--param", "fast=10", "--param", "slow=30", "--no-brackets"]
@@ -93,18 +95,26 @@ def test_backtest_json_when_run_then_one_object_with_trades_metrics_bars_and_the
     closed = [t for t in trades if t["exit_at"] is not None]
     assert result["metrics"]["num_trades"] == len(closed)
     assert all(t["entry_at"] <= t["exit_at"] and t["pnl"] is not None for t in closed)
-    assert all(t["exit_price"] is None and t["pnl"] is None and t["open_quantity"] > 0 for t in trades if t["exit_at"] is None)
+    assert all(
+        t["exit_price"] is None and t["pnl"] is None and t["open_quantity"] > 0 for t in trades if t["exit_at"] is None
+    )
     assert result["metrics"]["total_pnl"] == pytest.approx(sum(t["pnl"] for t in closed))
     assert result["benchmark"]["symbol"] == "SPY" and result["benchmark"]["total_return"] > 0
 
     with _session(settings) as s:
         run = s.get(Run, result["run_id"])
         assert run is not None and (run.kind, run.status) == ("backtest", "finished")
-        snapshots = s.scalars(select(EquitySnapshotRow).where(EquitySnapshotRow.run_id == run.id).order_by(EquitySnapshotRow.at)).all()
+        snapshots = s.scalars(
+            select(EquitySnapshotRow).where(EquitySnapshotRow.run_id == run.id).order_by(EquitySnapshotRow.at)
+        ).all()
         agents = set(s.scalars(select(DecisionRow.agent).where(DecisionRow.run_id == run.id).distinct()))
-        order_types = set(s.scalars(select(OrderRow.order_type).where(OrderRow.run_id == run.id, OrderRow.side == "buy")))
+        order_types = set(
+            s.scalars(select(OrderRow.order_type).where(OrderRow.run_id == run.id, OrderRow.side == "buy"))
+        )
     assert len(snapshots) == result["iterations"]
-    assert float(snapshots[-1].equity) == pytest.approx(result["final_equity"], abs=0.005)  # the same equity, to the cent
+    assert float(snapshots[-1].equity) == pytest.approx(
+        result["final_equity"], abs=0.005
+    )  # the same equity, to the cent
     assert result["metrics"]["total_return"] == pytest.approx(float(snapshots[-1].equity / snapshots[0].equity) - 1)
     assert {"strategy", "quant", "risk", "execution"} <= agents  # signals, validations, approvals, submissions
     assert "bracket" in order_types  # by default the strategies' targets make bracket entries
@@ -121,7 +131,9 @@ def test_backtest_records_routine_decisions_only_with_record_all(settings_factor
     def counts(settings: Settings, run_id: str) -> dict[tuple[str, str], int]:
         with _session(settings) as s:
             rows = s.execute(
-                select(DecisionRow.agent, DecisionRow.action, func.count()).where(DecisionRow.run_id == run_id).group_by(DecisionRow.agent, DecisionRow.action)
+                select(DecisionRow.agent, DecisionRow.action, func.count())
+                .where(DecisionRow.run_id == run_id)
+                .group_by(DecisionRow.agent, DecisionRow.action)
             ).all()
         return {(agent, action): n for agent, action, n in rows}
 
@@ -137,7 +149,18 @@ def test_backtest_records_routine_decisions_only_with_record_all(settings_factor
 
 
 def test_backtest_when_run_again_and_in_sync_bus_mode_then_identical_results_but_the_run_id(settings_factory) -> None:
-    argv = ("--symbols", "AAPL,IBM,SPY", "--start", "2018-06-01", "--end", "2019-12-31", "--monte-carlo", "50", "--walk-forward", "126:63")
+    argv = (
+        "--symbols",
+        "AAPL,IBM,SPY",
+        "--start",
+        "2018-06-01",
+        "--end",
+        "2019-12-31",
+        "--monte-carlo",
+        "50",
+        "--walk-forward",
+        "126:63",
+    )
     first = _json(settings_factory(bus_mode="async"), *argv)
     again = _json(settings_factory(bus_mode="async"), *argv)
     sync = _json(settings_factory(bus_mode="sync"), *argv)
@@ -155,8 +178,20 @@ def test_recorded_selector_when_replaying_a_runs_choices_then_same_trades_and_eq
     replayed = _json(settings, *argv, "--selector", f"recorded:{original['run_id']}")
 
     with _session(settings) as s:
-        chosen = set(s.scalars(select(DecisionRow.strategy).where(DecisionRow.run_id == original["run_id"], DecisionRow.agent == "strategy")))
-        reasons = list(s.scalars(select(DecisionRow.reason).where(DecisionRow.run_id == replayed["run_id"], DecisionRow.agent == "strategy")))
+        chosen = set(
+            s.scalars(
+                select(DecisionRow.strategy).where(
+                    DecisionRow.run_id == original["run_id"], DecisionRow.agent == "strategy"
+                )
+            )
+        )
+        reasons = list(
+            s.scalars(
+                select(DecisionRow.reason).where(
+                    DecisionRow.run_id == replayed["run_id"], DecisionRow.agent == "strategy"
+                )
+            )
+        )
     assert len(chosen - {None}) >= 2  # the deterministic selector switched strategies: the replay has choices to follow
     assert reasons and all(f"recorded choice of run {original['run_id']}" in r for r in reasons)
     assert replayed["trades"] == original["trades"]
@@ -186,7 +221,9 @@ def test_recorded_selector_when_replaying_a_runs_choices_then_same_trades_and_eq
         (["--data-dir", "/nonexistent/bars"], "does not exist"),
     ],
 )
-def test_backtest_when_options_are_unusable_then_exit_2_naming_the_problem(settings_factory, argv: list[str], message: str) -> None:
+def test_backtest_when_options_are_unusable_then_exit_2_naming_the_problem(
+    settings_factory, argv: list[str], message: str
+) -> None:
     code, out, err = backtest_cli(settings_factory(), *argv, "--json")
 
     assert code == 2
@@ -237,19 +274,34 @@ def test_same_close_fills_with_costs_when_chosen_then_entries_fill_at_the_signal
         close = closes.loc[pd.Timestamp(entry.date(), tz=UTC)]
         assert Decimal(str(t["entry_price"])) == to_price(to_price(close) * Decimal("1.001"))  # 10 bps paid on the buy
         assert t["quantity"] == 10
-        assert t["commissions"] == pytest.approx(0.20 if t["exit_at"] else 0.10)  # 0.01 x 10 shares per fill, no minimum
+        assert t["commissions"] == pytest.approx(
+            0.20 if t["exit_at"] else 0.10
+        )  # 0.01 x 10 shares per fill, no minimum
         if t["exit_at"] is not None:
             assert t["pnl"] == pytest.approx((t["exit_price"] - t["entry_price"]) * 10 - 0.20)
-    assert result["settings"]["commission"] == {"model": "per_share", "per_share": "0.01", "minimum": "0", "max_pct": "0.01"}  # COMMISSION_MAX_PCT caps an explicit rate too
+    assert result["settings"]["commission"] == {
+        "model": "per_share",
+        "per_share": "0.01",
+        "minimum": "0",
+        "max_pct": "0.01",
+    }  # COMMISSION_MAX_PCT caps an explicit rate too
     assert result["settings"]["slippage"] == {"model": "bps", "bps": "10"}
 
 
-def test_no_brackets_when_pinned_strategy_then_every_choice_is_it_and_every_order_is_a_market_order(settings_factory) -> None:
+def test_no_brackets_when_pinned_strategy_then_every_choice_is_it_and_every_order_is_a_market_order(
+    settings_factory,
+) -> None:
     settings = settings_factory()
     result = _json(settings, "--symbols", "IBM,SPY", "--start", "2019-01-01", "--end", "2019-12-31", *PINNED_SMA)
 
     with _session(settings) as s:
-        strategies = set(s.scalars(select(DecisionRow.strategy).where(DecisionRow.run_id == result["run_id"], DecisionRow.agent == "strategy")))
+        strategies = set(
+            s.scalars(
+                select(DecisionRow.strategy).where(
+                    DecisionRow.run_id == result["run_id"], DecisionRow.agent == "strategy"
+                )
+            )
+        )
         order_types = set(s.scalars(select(OrderRow.order_type).where(OrderRow.run_id == result["run_id"])))
         fills = s.scalar(select(func.count()).select_from(FillRow).where(FillRow.run_id == result["run_id"]))
     assert strategies == {"trend_following"}
@@ -276,7 +328,9 @@ def test_alpaca_cache_alias_when_given_then_reads_the_bar_cache_parquet_files(se
 
 
 @pytest.mark.parametrize(("symbols", "expected"), [(1, 250), (6, 250), (20, 125), (500, 5), (5000, 1)])
-def test_audit_batch_when_not_given_then_250_iterations_capped_by_the_universe_size(symbols: int, expected: int) -> None:
+def test_audit_batch_when_not_given_then_250_iterations_capped_by_the_universe_size(
+    symbols: int, expected: int
+) -> None:
     assert audit_batch(BacktestConfig(), symbols) == expected
     assert audit_batch(BacktestConfig(audit_batch=7), symbols) == 7
 
@@ -324,12 +378,23 @@ def test_report_when_requested_then_self_contained_html_with_every_section_and_r
     assert robustness["tests"]["lags"] == 10 and robustness["tests"]["n"] == sessions - 1
 
 
-def test_report_when_the_path_cannot_be_written_then_exit_1_after_printing_the_result(settings_factory, tmp_path: Path) -> None:
+def test_report_when_the_path_cannot_be_written_then_exit_1_after_printing_the_result(
+    settings_factory, tmp_path: Path
+) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
 
     code, out, err = backtest_cli(
-        settings_factory(), "--symbols", "SPY", "--start", "2019-01-01", "--end", "2019-03-29", "--report", str(blocker / "r.html"), "--json"
+        settings_factory(),
+        "--symbols",
+        "SPY",
+        "--start",
+        "2019-01-01",
+        "--end",
+        "2019-03-29",
+        "--report",
+        str(blocker / "r.html"),
+        "--json",
     )
 
     assert code == 1
@@ -340,7 +405,9 @@ def test_report_when_the_path_cannot_be_written_then_exit_1_after_printing_the_r
 # ------------------------------------------------------------------------------------------------- run control
 
 
-async def test_run_backtest_when_stopped_midway_then_status_interrupted_with_the_sessions_done(settings_factory) -> None:
+async def test_run_backtest_when_stopped_midway_then_status_interrupted_with_the_sessions_done(
+    settings_factory,
+) -> None:
     settings = settings_factory()
     stop = asyncio.Event()
     seen: list[int] = []
@@ -351,7 +418,10 @@ async def test_run_backtest_when_stopped_midway_then_status_interrupted_with_the
             stop.set()
 
     result = await run_backtest(
-        settings, BacktestConfig(symbols=("SPY",), start=date(2019, 1, 1), end=date(2019, 12, 31)), on_progress=progress, stop=stop
+        settings,
+        BacktestConfig(symbols=("SPY",), start=date(2019, 1, 1), end=date(2019, 12, 31)),
+        on_progress=progress,
+        stop=stop,
     )
 
     assert (result.status, result.iterations) == ("interrupted", 20) and seen == list(range(1, 21))
@@ -361,7 +431,9 @@ async def test_run_backtest_when_stopped_midway_then_status_interrupted_with_the
 
 
 def test_progress_bar_when_asked_then_redraws_one_line_on_stderr_per_percent(settings_factory) -> None:
-    code, _, err = backtest_cli(settings_factory(), "--symbols", "SPY", "--start", "2019-01-01", "--end", "2019-03-29", "--progress", "--json")
+    code, _, err = backtest_cli(
+        settings_factory(), "--symbols", "SPY", "--start", "2019-01-01", "--end", "2019-03-29", "--progress", "--json"
+    )
 
     assert code == 0
     assert err.count("\r") <= 101 and err.endswith("100% 61/61 sessions 2019-03-29\n")
@@ -401,7 +473,10 @@ def test_recorded_selector_replays_by_symbol_and_day_and_falls_back_with_a_reaso
     registry = build_registry()
     selector = RecordedSelector("run-1", {("SPY", date(2020, 1, 2)): "breakout"}, DeterministicSelector(registry))
 
-    assert selector.choose(_context("SPY", date(2020, 1, 2)), 500) == ("breakout", "recorded choice of run run-1 for 2020-01-02")
+    assert selector.choose(_context("SPY", date(2020, 1, 2)), 500) == (
+        "breakout",
+        "recorded choice of run run-1 for 2020-01-02",
+    )
     name, reason = selector.choose(_context("SPY", date(2020, 1, 3)), 500)
     assert name == DeterministicSelector(registry).choose(_context("SPY", date(2020, 1, 3)), 500)[0]
     assert reason.startswith("no choice recorded by run run-1 for SPY on 2020-01-03: deterministic:")
@@ -416,7 +491,11 @@ def test_without_targets_keeps_every_signal_but_drops_the_targets() -> None:
 
     assert plain["target"].notna().any() and stripped["target"].isna().all()
     pd.testing.assert_frame_equal(plain.drop(columns="target"), stripped.drop(columns="target"))
-    assert (wrapped.name, wrapped.min_history, wrapped.needs_benchmark) == (strategy.name, strategy.min_history, strategy.needs_benchmark)
+    assert (wrapped.name, wrapped.min_history, wrapped.needs_benchmark) == (
+        strategy.name,
+        strategy.min_history,
+        strategy.needs_benchmark,
+    )
 
 
 def test_shadow_ledgers_follow_buy_to_sell_at_the_signal_closes() -> None:
@@ -424,7 +503,7 @@ def test_shadow_ledgers_follow_buy_to_sell_at_the_signal_closes() -> None:
     closes = [100.0, 110.0, 121.0, 110.0]
     a = [["BUY", 0.6], ["HOLD", 0.0], ["SELL", 0.5], ["HOLD", 0.0]]
     rows = []
-    for day, close, signal in zip(days, closes, a):
+    for day, close, signal in zip(days, closes, a, strict=False):
         signals = {"alpha": signal}
         if day == days[-1]:
             signals["beta"] = ["BUY", 0.7]  # beta is eligible only on the last day
@@ -438,8 +517,14 @@ def test_shadow_ledgers_follow_buy_to_sell_at_the_signal_closes() -> None:
     assert (alpha["entries"], alpha["closed_trades"], alpha["win_rate"]) == (1, 1, 1.0)
     assert alpha["avg_trade_return"] == pytest.approx(0.21)
     assert alpha["max_drawdown"] == 0.0
-    assert {k: v for k, v in ledgers["selector"].items() if k != "ledger"} == {k: v for k, v in alpha.items() if k != "ledger"}
-    assert ledgers["beta"]["total_return"] == 0.0 and ledgers["beta"]["entries"] == 1 and ledgers["beta"]["closed_trades"] == 0
+    assert {k: v for k, v in ledgers["selector"].items() if k != "ledger"} == {
+        k: v for k, v in alpha.items() if k != "ledger"
+    }
+    assert (
+        ledgers["beta"]["total_return"] == 0.0
+        and ledgers["beta"]["entries"] == 1
+        and ledgers["beta"]["closed_trades"] == 0
+    )
 
 
 def test_jsonable_turns_times_decimals_and_non_finite_numbers_into_json_values() -> None:

@@ -156,8 +156,12 @@ async def test_cancel_when_order_is_filled_or_unknown_then_raises():
 
 
 async def test_partial_fills_when_volume_share_limits_then_order_fills_over_several_bars():
-    rows = [(50.0, 50.5, 49.5, 50.0, 1000.0), (50.0, 50.5, 49.5, 50.0, 1000.0), (51.0, 51.5, 50.5, 51.0, 1000.0),
-            (52.0, 52.5, 51.5, 52.0, 1000.0)]
+    rows = [
+        (50.0, 50.5, 49.5, 50.0, 1000.0),
+        (50.0, 50.5, 49.5, 50.0, 1000.0),
+        (51.0, 51.5, 50.5, 51.0, 1000.0),
+        (52.0, 52.5, 51.5, 52.0, 1000.0),
+    ]
     commission = PerShareCommission(per_share=D("0.005"), minimum=D("1.00"))
     broker, tape = await started("20000", rows=rows, commission=commission, max_volume_share=0.1)
     await broker.submit(buy("AAA", 250), "o1", tape.now(0))

@@ -233,8 +233,12 @@ async def test_bracket_when_stop_leg_fills_while_entry_is_partial_then_entry_rem
 
 
 async def test_bracket_when_stop_triggers_with_little_volume_then_the_rest_sells_at_later_opens():
-    rows = [(50.0, 50.5, 49.5, 50.0, 1000.0), (50.0, 50.5, 49.5, 50.0, 1000.0), (48.0, 48.5, 46.0, 46.5, 1000.0),
-            (45.0, 45.5, 44.0, 44.5, 1000.0)]
+    rows = [
+        (50.0, 50.5, 49.5, 50.0, 1000.0),
+        (50.0, 50.5, 49.5, 50.0, 1000.0),
+        (48.0, 48.5, 46.0, 46.5, 1000.0),
+        (45.0, 45.5, 44.0, 44.5, 1000.0),
+    ]
     tape = Tape(AAA=make_frame(rows))
     broker = SimulatedBroker(D("10000"), max_volume_share=0.1)
     await broker.sync(tape.batch(0))
@@ -313,11 +317,16 @@ async def test_replace_stop_when_entry_not_filled_then_changes_the_planned_stop(
     assert (fill.client_order_id, fill.price) == ("b1-sl", D("48.50"))
 
 
-@pytest.mark.parametrize(("target_id", "price", "match"), [("b1-sl", 55.0, "below the take-profit"),
-                                                          ("b1-tp", 48.0, "not a stop"),
-                                                          ("b1-sl", 0.0, "positive"),
-                                                          ("b1-sl", float("nan"), "positive"),
-                                                          ("nope", 48.0, "unknown")])
+@pytest.mark.parametrize(
+    ("target_id", "price", "match"),
+    [
+        ("b1-sl", 55.0, "below the take-profit"),
+        ("b1-tp", 48.0, "not a stop"),
+        ("b1-sl", 0.0, "positive"),
+        ("b1-sl", float("nan"), "positive"),
+        ("nope", 48.0, "unknown"),
+    ],
+)
 async def test_replace_stop_when_request_is_invalid_then_raises(target_id, price, match):
     broker, tape, _ = await entered(QUIET)
 

@@ -22,10 +22,22 @@ COSTS = {
 
 
 def tape() -> Tape:
-    aaa = [(50.0, 50.6, 49.4, 50.1, 1500.0), (50.2, 51.0, 49.8, 50.7, 900.0), (50.9, 52.0, 50.5, 51.6, 1200.0),
-           (51.5, 54.0, 51.0, 53.8, 2000.0), (53.0, 53.5, 46.0, 47.0, 1000.0), (47.0, 48.0, 46.5, 47.5, 3000.0)]
-    bbb = [(20.0, 20.4, 19.8, 20.1, 5000.0), (20.1, 20.3, 19.5, 19.7, 5000.0), (19.6, 19.9, 19.0, 19.2, 5000.0),
-           (19.3, 21.0, 19.1, 20.8, 5000.0), (20.9, 21.5, 20.5, 21.2, 5000.0), (21.0, 21.3, 20.6, 20.9, 5000.0)]
+    aaa = [
+        (50.0, 50.6, 49.4, 50.1, 1500.0),
+        (50.2, 51.0, 49.8, 50.7, 900.0),
+        (50.9, 52.0, 50.5, 51.6, 1200.0),
+        (51.5, 54.0, 51.0, 53.8, 2000.0),
+        (53.0, 53.5, 46.0, 47.0, 1000.0),
+        (47.0, 48.0, 46.5, 47.5, 3000.0),
+    ]
+    bbb = [
+        (20.0, 20.4, 19.8, 20.1, 5000.0),
+        (20.1, 20.3, 19.5, 19.7, 5000.0),
+        (19.6, 19.9, 19.0, 19.2, 5000.0),
+        (19.3, 21.0, 19.1, 20.8, 5000.0),
+        (20.9, 21.5, 20.5, 21.2, 5000.0),
+        (21.0, 21.3, 20.6, 20.9, 5000.0),
+    ]
     return Tape(AAA=make_frame(aaa), BBB=make_frame(bbb))
 
 
@@ -128,7 +140,9 @@ async def _trade_daily(broker: SimulatedBroker, t: Tape, days: range) -> None:
         await broker.submit(side("AAA", 10), f"d{day}-aaa", t.now(day))
         if day % 5 == 0:
             price = float(t.frames["BBB"]["close"].iloc[day])
-            await broker.submit(bracket("BBB", 5, stop_loss=price - 0.5, take_profit=price + 0.5), f"d{day}-bbb", t.now(day))
+            await broker.submit(
+                bracket("BBB", 5, stop_loss=price - 0.5, take_profit=price + 0.5), f"d{day}-bbb", t.now(day)
+            )
 
 
 async def test_snapshot_when_bounded_then_its_size_does_not_grow_with_iterations_and_it_restores_the_same_account():
@@ -149,6 +163,11 @@ async def test_snapshot_when_bounded_then_its_size_does_not_grow_with_iterations
     assert await restored.account() == await broker.account()
     assert restored.realized_pnl == broker.realized_pnl and restored.total_commissions == broker.total_commissions
     # the working bracket legs survived, and submit stays idempotent for the recent ids it kept
-    assert {o.client_order_id for o in (await restored.account()).open_orders} == {o.client_order_id for o in (await broker.account()).open_orders}
+    assert {o.client_order_id for o in (await restored.account()).open_orders} == {
+        o.client_order_id for o in (await broker.account()).open_orders
+    }
     assert (await restored.submit(sell("AAA", 10), "d389-aaa", t.now(389))) == broker.order("d389-aaa")
-    assert [await restored.sync(t.batch(390)), await restored.sync(t.batch(391))] == [await broker.sync(t.batch(390)), await broker.sync(t.batch(391))]
+    assert [await restored.sync(t.batch(390)), await restored.sync(t.batch(391))] == [
+        await broker.sync(t.batch(390)),
+        await broker.sync(t.batch(391)),
+    ]

@@ -38,7 +38,9 @@ def test_symbols_from_environment_are_comma_separated_and_normalised(monkeypatch
         ("BUS_MODE", "threads"),
     ],
 )
-def test_invalid_value_stops_with_a_message_naming_the_variable(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
+def test_invalid_value_stops_with_a_message_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
     monkeypatch.setenv(variable, value)
     with pytest.raises(SettingsError) as info:
         load_settings(_env_file=None)
@@ -76,5 +78,7 @@ def test_env_example_and_readme_table_are_generated_from_the_settings() -> None:
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "scripts/gen_settings_docs.py", "--check"], cwd=REPO_ROOT, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "scripts/gen_settings_docs.py", "--check"], cwd=REPO_ROOT, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr

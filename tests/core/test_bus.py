@@ -82,11 +82,16 @@ async def test_async_handlers_of_one_event_run_concurrently() -> None:
 @pytest.mark.parametrize(
     ("mode", "expected"),
     [
-        ("async", ["slow-start", "fast", "quick", "slow-end"]),  # started in order; a waiting handler lets the next start
+        (
+            "async",
+            ["slow-start", "fast", "quick", "slow-end"],
+        ),  # started in order; a waiting handler lets the next start
         ("sync", ["slow-start", "slow-end", "fast", "quick"]),  # one after the other, in subscription order
     ],
 )
-async def test_handlers_start_in_subscription_order_and_only_async_mode_overlaps_them(mode: str, expected: list[str]) -> None:
+async def test_handlers_start_in_subscription_order_and_only_async_mode_overlaps_them(
+    mode: str, expected: list[str]
+) -> None:
     bus = EventBus(mode)
     order: list[str] = []
 

@@ -106,7 +106,9 @@ def test_walk_project_modules_when_collecting_exceptions_then_each_descends_from
     assert set(found) == set(EXPECTED_CODES), "an exception class was added or removed: list it in EXPECTED_CODES"
     for name, cls in sorted(found.items()):
         assert issubclass(cls, TraderError), f"{name} is outside the TraderError hierarchy"
-        branches = [branch for branch in (ConfigurationError, OperationalError, ExternalError) if issubclass(cls, branch)]
+        branches = [
+            branch for branch in (ConfigurationError, OperationalError, ExternalError) if issubclass(cls, branch)
+        ]
         assert branches or name == "core.risk.rules._Refused", f"{name} is under no branch"
         assert exit_code_for(cls) == EXPECTED_CODES[name], name
 
@@ -135,7 +137,13 @@ def test_retryable_failures_when_raised_by_broker_data_or_llm_paths_then_share_o
 
 
 async def test_llm_retries_when_attempts_fail_temporarily_then_retried_and_the_final_error_is_temporary():
-    from core.llm.providers import AttemptFailure, ProviderCallError, RetryPolicy, TemporaryAttemptFailure, run_with_retries
+    from core.llm.providers import (
+        AttemptFailure,
+        ProviderCallError,
+        RetryPolicy,
+        TemporaryAttemptFailure,
+        run_with_retries,
+    )
     from core.llm.telemetry import CallOutcome
 
     slept: list[float] = []
@@ -147,7 +155,9 @@ async def test_llm_retries_when_attempts_fail_temporarily_then_retried_and_the_f
         raise TemporaryAttemptFailure(CallOutcome.HTTP_ERROR, "HTTP 503")
 
     with pytest.raises(ProviderCallError) as raised:
-        await run_with_retries(unavailable, policy=RetryPolicy(max_retries=2, base_delay_s=0.0, max_delay_s=0.0), sleep=sleep)
+        await run_with_retries(
+            unavailable, policy=RetryPolicy(max_retries=2, base_delay_s=0.0, max_delay_s=0.0), sleep=sleep
+        )
     assert isinstance(raised.value, TemporaryError) and raised.value.retries == 2 and len(slept) == 2
 
     async def refused() -> tuple[object, int, int]:
@@ -155,7 +165,9 @@ async def test_llm_retries_when_attempts_fail_temporarily_then_retried_and_the_f
 
     slept.clear()
     with pytest.raises(ProviderCallError) as raised:
-        await run_with_retries(refused, policy=RetryPolicy(max_retries=2, base_delay_s=0.0, max_delay_s=0.0), sleep=sleep)
+        await run_with_retries(
+            refused, policy=RetryPolicy(max_retries=2, base_delay_s=0.0, max_delay_s=0.0), sleep=sleep
+        )
     assert not isinstance(raised.value, TemporaryError) and raised.value.retries == 0 and slept == []
 
 
@@ -170,7 +182,7 @@ def _readme_exit_codes() -> dict[int, str]:
     assert match, "README has no 'Exit codes:' paragraph"
     paragraph = " ".join(match.group(1).split())
     parts = re.split(r"(?:^|, )(\d) (?=[a-z])", paragraph)
-    return {int(code): meaning for code, meaning in zip(parts[1::2], parts[2::2])}
+    return {int(code): meaning for code, meaning in zip(parts[1::2], parts[2::2], strict=False)}
 
 
 def test_exit_code_table_when_compared_with_readme_then_each_code_means_what_readme_says():
@@ -190,12 +202,19 @@ def test_exit_code_table_when_compared_with_readme_then_each_code_means_what_rea
 
 
 @pytest.mark.parametrize("argv", [["replay", "--start", "1950-01-01", "--end", "1950-03-01", "--quiet"]])
-def test_main_when_a_configuration_error_reaches_the_top_then_one_line_and_its_class_code(argv: list[str], tmp_path: Path):
+def test_main_when_a_configuration_error_reaches_the_top_then_one_line_and_its_class_code(
+    argv: list[str], tmp_path: Path
+):
     """A :class:`ConfigurationError` no command handles itself (here the calendar refusing a date it does not cover)
     ends the program with the configuration code and one line, not a traceback and exit 1."""
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'ledger.db'}", "LOG_DIR": str(tmp_path / "logs"),
            "DATA_PROVIDER": "files"}  # fmt: skip
-    done = subprocess.run([sys.executable, "main.py", *argv], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "main.py", *argv], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 2, done.stderr[-2000:]
     assert "Traceback" not in done.stderr
-    assert done.stderr.strip().splitlines()[-1] == "error: XNYS calendar covers 1990-01-01..2040-12-31; 1950-01-01 is outside it"
+    assert (
+        done.stderr.strip().splitlines()[-1]
+        == "error: XNYS calendar covers 1990-01-01..2040-12-31; 1950-01-01 is outside it"
+    )

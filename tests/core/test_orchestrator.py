@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy import select
@@ -41,7 +42,9 @@ AS_OF = datetime(2021, 3, 10, 21, tzinfo=UTC)
 
 def _hold_signals(event: DataReady) -> SignalsReady:
     assert event.batch is not None
-    signals = {s: Signal(s, "breakout", Action.HOLD, 0.0, sb.last_close, event.as_of) for s, sb in event.batch.bars.items()}
+    signals = {
+        s: Signal(s, "breakout", Action.HOLD, 0.0, sb.last_close, event.as_of) for s, sb in event.batch.bars.items()
+    }
     return SignalsReady(iteration_id=event.iteration_id, as_of=event.as_of, previous=event, signals=signals)
 
 
@@ -60,7 +63,9 @@ class Wiring:
     quant: Callable[[SignalsReady], Any] = _validate  # the quant stage of the chain (a test may make it fail)
 
     def orchestrator(self, **kwargs: Any) -> Orchestrator:
-        return Orchestrator(bus=self.bus, clock=self.clock, audit=self.audit, execution=self.execution, run_id=RUN_ID, **kwargs)
+        return Orchestrator(
+            bus=self.bus, clock=self.clock, audit=self.audit, execution=self.execution, run_id=RUN_ID, **kwargs
+        )
 
     def rows(self) -> list[tuple[int, str, str | None]]:
         with Session(self.engine) as s:
@@ -108,7 +113,9 @@ def _raises(exc: BaseException) -> Callable[[Event], None]:
     return handler
 
 
-async def test_run_iteration_when_every_handler_succeeds_then_ok_and_the_iteration_is_recorded_ok(wiring: Wiring) -> None:
+async def test_run_iteration_when_every_handler_succeeds_then_ok_and_the_iteration_is_recorded_ok(
+    wiring: Wiring,
+) -> None:
     outcome = await wiring.orchestrator().run_iteration()
 
     assert (outcome.status, outcome.error, outcome.seq) == ("ok", None, 1)
@@ -118,7 +125,9 @@ async def test_run_iteration_when_every_handler_succeeds_then_ok_and_the_iterati
     assert outcome.summary is not None and "2/2 symbols with usable data" in outcome.summary
 
 
-async def test_run_iteration_when_a_stage_handler_raises_then_failed_and_the_iteration_is_still_recorded(wiring: Wiring) -> None:
+async def test_run_iteration_when_a_stage_handler_raises_then_failed_and_the_iteration_is_still_recorded(
+    wiring: Wiring,
+) -> None:
     wiring.quant = _raises(RuntimeError("quant model exploded"))
 
     outcome = await wiring.orchestrator().run_iteration()
@@ -140,7 +149,9 @@ async def test_run_iteration_when_a_handler_beside_the_recorded_chain_raises_the
     assert wiring.rows() == [(1, "failed", "report.on_executed on ExecutedReady: ValueError: report writer broke")]
 
 
-async def test_run_iteration_when_a_handler_beside_the_chain_raises_a_temporary_error_then_degraded_and_recorded_degraded(wiring: Wiring) -> None:
+async def test_run_iteration_when_a_handler_beside_the_chain_raises_a_temporary_error_then_degraded_and_recorded_degraded(
+    wiring: Wiring,
+) -> None:
     wiring.bus.subscribe(DataReady, _raises(TemporaryError("news service: HTTP 503 after 3 attempts")), "news.on_data")
 
     outcome = await wiring.orchestrator().run_iteration()
@@ -150,7 +161,9 @@ async def test_run_iteration_when_a_handler_beside_the_chain_raises_a_temporary_
     assert wiring.rows() == [(1, "degraded", outcome.error)]
 
 
-async def test_run_iteration_when_the_lock_guard_raises_then_no_handler_runs_and_nothing_is_recorded(wiring: Wiring) -> None:
+async def test_run_iteration_when_the_lock_guard_raises_then_no_handler_runs_and_nothing_is_recorded(
+    wiring: Wiring,
+) -> None:
     def lost_lock() -> None:
         raise LockConflict("another process took the daemon lock")
 
@@ -164,7 +177,9 @@ async def test_run_iteration_when_the_lock_guard_raises_then_no_handler_runs_and
     assert wiring.rows() == []
 
 
-async def test_run_iteration_when_a_handler_hangs_past_the_deadline_then_it_is_cancelled_recorded_degraded_and_the_next_runs_ok(wiring: Wiring) -> None:
+async def test_run_iteration_when_a_handler_hangs_past_the_deadline_then_it_is_cancelled_recorded_degraded_and_the_next_runs_ok(
+    wiring: Wiring,
+) -> None:
     calls: list[str] = []
 
     async def hang_once(event: DataReady) -> None:

@@ -20,7 +20,9 @@ def _order(cid: str, symbol: str, kind: OrderType, *, stop: float | None = None,
 
 def _account(positions: dict[str, int], orders: tuple[Order, ...]) -> AccountState:
     held = {s: Position(s, q, Decimal("100"), AT, last_price=Decimal("101")) for s, q in positions.items()}
-    return AccountState(at=AT, cash=Decimal("1000"), positions=MappingProxyType(held), equity=Decimal("3020"), open_orders=orders)
+    return AccountState(
+        at=AT, cash=Decimal("1000"), positions=MappingProxyType(held), equity=Decimal("3020"), open_orders=orders
+    )
 
 
 def test_plans_pair_each_position_with_its_working_stop_and_target() -> None:

@@ -129,7 +129,9 @@ def test_missing_sessions_when_a_recent_bar_is_dropped_then_only_that_rule_fails
     assert f"first {dropped.date()}" in problems[0].message
 
 
-def test_missing_sessions_only_counts_within_the_last_gap_sessions(aapl: pd.DataFrame, calendar: MarketCalendar) -> None:
+def test_missing_sessions_only_counts_within_the_last_gap_sessions(
+    aapl: pd.DataFrame, calendar: MarketCalendar
+) -> None:
     """A feed gap blocks a symbol's entries while it is among the last gap_sessions (3) sessions, not for a month."""
     older = aapl.drop(index=aapl.index[-5])  # five sessions back
     assert check(older, calendar) == []
@@ -192,7 +194,9 @@ def test_a_1e300_bar_400_bars_back_when_validated_then_absurd_values_and_a_spike
     assert all(day(aapl, -400) in p.message for p in problems)
 
 
-def test_a_one_bar_30x_spike_when_the_next_bar_reverts_then_price_spike(aapl: pd.DataFrame, calendar: MarketCalendar) -> None:
+def test_a_one_bar_30x_spike_when_the_next_bar_reverts_then_price_spike(
+    aapl: pd.DataFrame, calendar: MarketCalendar
+) -> None:
     aapl.iloc[-50, :4] = aapl.iloc[-50, :4] * 30
     [problem] = check(aapl, calendar)
     assert problem.rule == v.PRICE_SPIKE and f"first {day(aapl, -50)}" in problem.message
@@ -208,7 +212,9 @@ def test_a_30x_latest_bar_when_not_yet_confirmed_then_price_jump_and_the_good_en
 
 
 @pytest.mark.parametrize("where", ["data/daily", "universe"])
-def test_real_data_when_validated_in_full_then_no_outlier_or_bad_bar(where: str, calendar: MarketCalendar, real_frames: dict[str, pd.DataFrame]) -> None:
+def test_real_data_when_validated_in_full_then_no_outlier_or_bad_bar(
+    where: str, calendar: MarketCalendar, real_frames: dict[str, pd.DataFrame]
+) -> None:
     """The crashes of 2000, 2008 and 2020 (AIG -61% on 2008-09-15, AAPL -52% on 2000-09-29) are not spikes."""
     from pathlib import Path
 
@@ -314,7 +320,7 @@ def test_price_moves_of_symbols_concatenated_equal_each_symbol_alone(real_frames
     closes[2][0] = np.nan
     starts = np.r_[0, np.cumsum([len(c) for c in closes])[:-1]]
     spike, jump = v._moves(np.concatenate(closes), starts)
-    for close, lo in zip(closes, starts):
+    for close, lo in zip(closes, starts, strict=False):
         alone = v.price_moves(close)
         assert (spike[lo : lo + len(close)] == alone[0]).all() and (jump[lo : lo + len(close)] == alone[1]).all()
     assert spike[starts[0] + 100] and jump[starts[1] + len(closes[1]) - 1]

@@ -9,7 +9,14 @@ import pandas as pd
 import pytest
 
 from core.calendar import MarketCalendar
-from core.data.validation import FrameChecks, VisibleCutoff, latest_session_day, validate_bars, validate_batch, visible_rows
+from core.data.validation import (
+    FrameChecks,
+    VisibleCutoff,
+    latest_session_day,
+    validate_bars,
+    validate_batch,
+    visible_rows,
+)
 
 
 def corrupted(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[int]]:
@@ -47,17 +54,29 @@ def test_fast_checks_agree_with_full_validation_on_every_window(
         for as_of in (datetime.combine(day + timedelta(days=1), time(12), UTC), datetime.combine(day, time(22), UTC)):
             end = visible_rows(frame.index, as_of, calendar)
             assert checks.rows_through(VisibleCutoff.at(as_of, calendar).cutoff_day) == end
-            full = validate_bars("AAPL", frame, as_of=as_of, min_history=min_history, calendar=calendar, gap_sessions=gap)
-            fast = checks.clean(end, min_history=min_history, latest_session_day=latest_session_day(as_of, calendar), gap_sessions=gap)
+            full = validate_bars(
+                "AAPL", frame, as_of=as_of, min_history=min_history, calendar=calendar, gap_sessions=gap
+            )
+            fast = checks.clean(
+                end, min_history=min_history, latest_session_day=latest_session_day(as_of, calendar), gap_sessions=gap
+            )
             assert fast == (full == []), (as_of, end, [p.message for p in full])
             if full and end:
-                batch = validate_batch({"AAPL": frame.iloc[:end]}, as_of=as_of, min_history=min_history, calendar=calendar, gap_sessions=gap)
+                batch = validate_batch(
+                    {"AAPL": frame.iloc[:end]},
+                    as_of=as_of,
+                    min_history=min_history,
+                    calendar=calendar,
+                    gap_sessions=gap,
+                )
                 assert checks.good_end(end) == batch.ends["AAPL"], (as_of, end)
             verdicts[fast] += 1
     assert verdicts[True] > 50 and verdicts[False] > 50  # both verdicts were exercised
 
 
-def test_rows_through_from_a_known_count_agrees_with_a_search(real_frames: dict[str, pd.DataFrame], calendar: MarketCalendar) -> None:
+def test_rows_through_from_a_known_count_agrees_with_a_search(
+    real_frames: dict[str, pd.DataFrame], calendar: MarketCalendar
+) -> None:
     """Moving forward a day, a week or years at a time from the previous answer (duplicated and weekend rows included)."""
     frame, _ = corrupted(real_frames["AAPL"])
     checks = FrameChecks.of(frame, calendar)
@@ -84,7 +103,9 @@ def test_fast_checks_without_a_calendar_agree(real_frames: dict[str, pd.DataFram
         assert checks.clean(end, min_history=10, latest_session_day=None) == (full == []), as_of
 
 
-def test_frames_that_need_the_full_path_get_no_fast_checks(real_frames: dict[str, pd.DataFrame], calendar: MarketCalendar) -> None:
+def test_frames_that_need_the_full_path_get_no_fast_checks(
+    real_frames: dict[str, pd.DataFrame], calendar: MarketCalendar
+) -> None:
     frame = real_frames["IBM"]
     assert FrameChecks.of(frame.iloc[::-1], calendar) is None  # unsorted
     assert FrameChecks.of(frame[["close", "open", "high", "low", "volume"]], calendar) is None  # column order

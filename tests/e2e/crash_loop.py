@@ -35,11 +35,15 @@ FAILPOINTS = ("after_catch_up", "before_submit", "after_submit", "after_persist"
 
 
 def _env(server: FakeAlpacaServer, work: Path, strategy: str, failpoint: str | None) -> dict[str, str]:
-    return daemon_env(server, work, "loop.db", symbols=SYMBOLS, strategy=strategy, failpoint=failpoint, log_level="WARNING")
+    return daemon_env(
+        server, work, "loop.db", symbols=SYMBOLS, strategy=strategy, failpoint=failpoint, log_level="WARNING"
+    )
 
 
 def _run(env: dict[str, str], kill_after: float | None) -> int:
-    proc = subprocess.Popen(DAEMON_ONCE, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        DAEMON_ONCE, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     if kill_after is not None:
         try:
             proc.wait(timeout=kill_after)
@@ -96,7 +100,10 @@ def main(argv: list[str] | None = None) -> int:
                 trading.accept_then(server_error(500))
                 trading.fail_next("GET", ORDER_BY_CLIENT_ID_PATH, 500)
             started = time.monotonic()
-            code = _run(_env(server, work, strategy, None if how == "random" else how), rng.uniform(2.0, 9.0) if how == "random" else None)
+            code = _run(
+                _env(server, work, strategy, None if how == "random" else how),
+                rng.uniform(2.0, 9.0) if how == "random" else None,
+            )
             if code == -9:
                 kills += 1
                 landed[how] = landed.get(how, 0) + 1
@@ -106,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"run {runs}: exit {code}", file=sys.stderr)
                 return 1
             filled = _market(trading, closes, rng)
-            print(f"run {runs:3d}: {strategy:20s} {how:15s} exit {code:3d} ({time.monotonic() - started:4.1f}s); market filled {len(filled)}")
+            print(
+                f"run {runs:3d}: {strategy:20s} {how:15s} exit {code:3d} ({time.monotonic() - started:4.1f}s); market filled {len(filled)}"
+            )
         for _ in range(2):  # clean runs settle everything
             assert _run(_env(server, work, "volatility_breakout", None), None) == 0
 
@@ -120,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         filled_by_order: dict[str, Decimal] = {}
         for f in fills:
             filled_by_order[f.client_order_id] = filled_by_order.get(f.client_order_id, Decimal(0)) + f.quantity
-        duplicates = sum(trading.count_with_client_id(cid) - 1 for cid in fake) + (len(fills) - len({f.fill_id for f in fills}))
+        duplicates = sum(trading.count_with_client_id(cid) - 1 for cid in fake) + (
+            len(fills) - len({f.fill_id for f in fills})
+        )
         top = [o for o in fake.values() if o.parent_id is None]
         duplicates += len(top) - len({(o.symbol, o.side, o.submitted_at.date()) for o in top})
         lost_orders = sorted(cid for cid in fake if cid not in rows)
@@ -128,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         held: dict[str, Decimal] = {}
         for f in fills:
             held[f.symbol] = held.get(f.symbol, Decimal(0)) + (f.quantity if f.side == "buy" else -f.quantity)
-        positions_match = {k: v for k, v in held.items() if v} == {k: q for k, (q, _) in trading.positions().items() if q}
+        positions_match = {k: v for k, v in held.items() if v} == {
+            k: q for k, (q, _) in trading.positions().items() if q
+        }
         summary = {
             "runs": runs + 2,
             "kills": kills,

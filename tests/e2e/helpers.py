@@ -18,7 +18,13 @@ from typing import Any
 
 from core.calendar import MarketCalendar
 from tests.conftest import REPO_ROOT
-from tests.fakes.alpaca_server import MARKET_DATA_SPEC_PATH, FakeAlpacaServer, OpenApiSpec, StockBarsEndpoint, synthetic_daily_bars
+from tests.fakes.alpaca_server import (
+    MARKET_DATA_SPEC_PATH,
+    FakeAlpacaServer,
+    OpenApiSpec,
+    StockBarsEndpoint,
+    synthetic_daily_bars,
+)
 from tests.fakes.alpaca_trading import TRADING_SPEC_PATH, FakeTradingApi, TradingSpec
 
 KEY = "PKCRASHCANARY11"
@@ -45,7 +51,15 @@ def breakout_bars(symbol: str, sessions: list) -> list[dict]:
     bars = synthetic_daily_bars(symbol, sessions[0], sessions[-1], sessions=sessions)
     prev = bars[-2]["c"]
     close = round(prev * 1.12, 4)
-    bars[-1].update({"o": round(prev * 1.02, 4), "l": round(prev * 1.01, 4), "c": close, "h": round(close * 1.003, 4), "v": 9_000_000})
+    bars[-1].update(
+        {
+            "o": round(prev * 1.02, 4),
+            "l": round(prev * 1.01, 4),
+            "c": close,
+            "h": round(close * 1.003, 4),
+            "v": 9_000_000,
+        }
+    )
     bars[-1]["vw"] = round((bars[-1]["o"] + bars[-1]["h"] + bars[-1]["l"] + close) / 4, 4)
     return bars
 

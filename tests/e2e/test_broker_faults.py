@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from sqlalchemy import create_engine, select
@@ -125,7 +125,9 @@ def test_daemon_when_the_order_list_500s_and_the_account_503s_mid_iteration_then
     _set_env(monkeypatch, _environment(rig, tmp_path))
     url = f"sqlite:///{tmp_path / 'faults.db'}"
 
-    assert main.main(["run", "--create-db", "--iterations", "3", "--db", url]) == 0  # not 5: the ledger recorded every iteration
+    assert (
+        main.main(["run", "--create-db", "--iterations", "3", "--db", url]) == 0
+    )  # not 5: the ledger recorded every iteration
 
     iterations = _iterations(url)
     assert [i.status for i in iterations] == ["degraded", "ok", "ok"]
@@ -141,12 +143,21 @@ def test_daemon_when_429_asks_for_an_hour_then_each_iteration_ends_at_its_deadli
     rig: Rig, tmp_path: Path
 ) -> None:
     rig.on_first_iteration(lambda: rig.trading.rate_limit_next("GET", ACCOUNT_PATH, retry_after=3600))
-    env = {k: v for k, v in os.environ.items() if k.upper() not in {"DATABASE_URL", "GROQ_API_KEY", "ANTHROPIC_API_KEY"}}
-    env.update(_environment(rig, tmp_path, ITERATION_DEADLINE_SECONDS="3", DATABASE_URL=f"sqlite:///{tmp_path / 'rl.db'}"))
+    env = {
+        k: v for k, v in os.environ.items() if k.upper() not in {"DATABASE_URL", "GROQ_API_KEY", "ANTHROPIC_API_KEY"}
+    }
+    env.update(
+        _environment(rig, tmp_path, ITERATION_DEADLINE_SECONDS="3", DATABASE_URL=f"sqlite:///{tmp_path / 'rl.db'}")
+    )
 
     # Without the deadline the SDK's retries wait out the (capped) Retry-After three times: minutes, not seconds.
     done = subprocess.run(
-        [sys.executable, "main.py", "run", "--create-db", "--iterations", "2"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "main.py", "run", "--create-db", "--iterations", "2"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
     assert done.returncode == 0, done.stderr[-3000:]
@@ -159,7 +170,9 @@ def test_daemon_when_429_asks_for_an_hour_then_each_iteration_ends_at_its_deadli
 def test_daemon_when_an_open_order_has_a_status_the_sdk_does_not_know_then_it_starts_and_records_it(
     rig: Rig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    rig.trading.create_order(symbol="AAA", qty=1, client_order_id="manual-odd-1", type="limit", limit_price="1.50", time_in_force="gtc")
+    rig.trading.create_order(
+        symbol="AAA", qty=1, client_order_id="manual-odd-1", type="limit", limit_price="1.50", time_in_force="gtc"
+    )
     rig.trading.set_status("manual-odd-1", "awaiting_risk_review")
     _set_env(monkeypatch, _environment(rig, tmp_path))
     url = f"sqlite:///{tmp_path / 'odd.db'}"
@@ -206,10 +219,18 @@ def test_daemon_when_alpaca_answers_5xx_at_start_after_the_retries_then_one_line
 def test_daemon_when_paper_mode_names_the_live_endpoint_then_refused_before_any_request(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _set_env(monkeypatch, {
-        "BROKER": "alpaca", "DATA_PROVIDER": "files", "ALPACA_API_KEY": KEY, "ALPACA_SECRET_KEY": SECRET,
-        "ALPACA_TRADING_URL": "https://api.alpaca.markets", "TRADING_MODE": "paper", "LOG_DIR": str(tmp_path / "logs"),
-    })
+    _set_env(
+        monkeypatch,
+        {
+            "BROKER": "alpaca",
+            "DATA_PROVIDER": "files",
+            "ALPACA_API_KEY": KEY,
+            "ALPACA_SECRET_KEY": SECRET,
+            "ALPACA_TRADING_URL": "https://api.alpaca.markets",
+            "TRADING_MODE": "paper",
+            "LOG_DIR": str(tmp_path / "logs"),
+        },
+    )
 
     code = main.main(["run", "--create-db", "--once", "--db", f"sqlite:///{tmp_path / 'guard.db'}"])
 
@@ -240,7 +261,10 @@ def test_confirm_live_when_only_the_last_digits_are_given_then_refused_and_no_di
     _set_env(monkeypatch, _environment(rig, tmp_path, TRADING_MODE="live", LIVE_ALLOWED="true"))
     url = f"sqlite:///{tmp_path / 'live.db'}"
 
-    refused = {suffix: main.main(["run", "--create-db", "--once", "--confirm-live", suffix, "--db", url]) for suffix in ("5678", "x5678", "12345678")}
+    refused = {
+        suffix: main.main(["run", "--create-db", "--once", "--confirm-live", suffix, "--db", url])
+        for suffix in ("5678", "x5678", "12345678")
+    }
     output = capsys.readouterr()
 
     assert refused == {"5678": 2, "x5678": 2, "12345678": 2}

@@ -13,7 +13,13 @@ from sqlalchemy.orm import Session
 import main
 from core.calendar import MarketCalendar
 from core.persistence.models import DecisionRow, Iteration, Run
-from tests.fakes.alpaca_server import MARKET_DATA_SPEC_PATH, FakeAlpacaServer, OpenApiSpec, StockBarsEndpoint, synthetic_daily_bars
+from tests.fakes.alpaca_server import (
+    MARKET_DATA_SPEC_PATH,
+    FakeAlpacaServer,
+    OpenApiSpec,
+    StockBarsEndpoint,
+    synthetic_daily_bars,
+)
 
 KEY = "PKE2EKEYCANARY77"
 SECRET = "e2eSecretCanary-0f1e2d3c4b5a"
@@ -60,7 +66,9 @@ def test_daemon_iteration_on_alpaca_bars_then_restart_uses_the_disk_cache(
     url = f"sqlite:///{tmp_path / 'daemon.db'}"
     assert main.main(["run", "--once", "--create-db", "--db", url]) == 0
     bars_requests = [r for r in fake_market.requests if r.path.endswith("/stocks/bars")]
-    assert len(bars_requests) >= 1 and all(set(SYMBOLS) <= set((r.param("symbols") or "").split(",")) for r in bars_requests[:1])  # batched
+    assert len(bars_requests) >= 1 and all(
+        set(SYMBOLS) <= set((r.param("symbols") or "").split(",")) for r in bars_requests[:1]
+    )  # batched
     first = len(bars_requests)
     assert main.main(["run", "--once", "--db", url]) == 0  # a restart: the on-disk cache is current
     assert len([r for r in fake_market.requests if r.path.endswith("/stocks/bars")]) == first
@@ -80,7 +88,9 @@ def test_daemon_iteration_on_alpaca_bars_then_restart_uses_the_disk_cache(
         assert secret not in output.out + output.err and secret not in logs and secret not in db_text
 
 
-def test_daemon_without_alpaca_keys_explains_what_it_needs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_daemon_without_alpaca_keys_explains_what_it_needs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("DATA_PROVIDER", "alpaca")
     monkeypatch.setenv("BROKER", "simulated")
     monkeypatch.setenv("LOG_DIR", str(tmp_path / "logs"))

@@ -55,7 +55,10 @@ class Served:
 
 def _expected(session: Session, run_id: str) -> Expected:
     last = session.scalars(
-        select(EquitySnapshotRow).where(EquitySnapshotRow.run_id == run_id).order_by(EquitySnapshotRow.at.desc()).limit(1)
+        select(EquitySnapshotRow)
+        .where(EquitySnapshotRow.run_id == run_id)
+        .order_by(EquitySnapshotRow.at.desc())
+        .limit(1)
     ).one()
     state = session.get(DaemonStateRow, f"{run_id}:risk:state")
     return Expected(
@@ -105,7 +108,12 @@ def served(browser_available: None, tmp_path_factory: pytest.TempPathFactory) ->
         assert main.main(["replay", "--start", "2018-01-01", "--end", "2018-06-30", "--quiet", "--db", url]) == 0
         mp.setenv("DRAWDOWN_LOCK", "0")  # no lock first: the hard halt itself must show
         mp.setenv("DRAWDOWN_HALT", "0.01")  # the backtest halts (its drawdown reaches 1.3 %)
-        assert main.main(["backtest", "--start", "2018-01-01", "--end", "2018-06-30", "--symbols", "AAPL,SPY,IBM", "--db", url]) == 0
+        assert (
+            main.main(
+                ["backtest", "--start", "2018-01-01", "--end", "2018-06-30", "--symbols", "AAPL,SPY,IBM", "--db", url]
+            )
+            == 0
+        )
     engine = create_engine(normalise_url(url))
     with Session(engine) as s:
         replay = _expected(s, s.scalars(select(Run.id).where(Run.kind == "replay")).one())
@@ -116,7 +124,17 @@ def served(browser_available: None, tmp_path_factory: pytest.TempPathFactory) ->
     log = tmp / "dashboard.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "main.py", "dashboard", "--db", url, "--port", str(port), "--refresh", str(REFRESH_SECONDS)],
+            [
+                sys.executable,
+                "main.py",
+                "dashboard",
+                "--db",
+                url,
+                "--port",
+                str(port),
+                "--refresh",
+                str(REFRESH_SECONDS),
+            ],
             cwd=REPO_ROOT,
             env=env,
             stdout=out,
@@ -136,7 +154,9 @@ def served(browser_available: None, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 def _open(browser: Any, url: str) -> Any:
-    page = browser.new_page(viewport={"width": 1400, "height": 4200})  # tall: Streamlit renders off-screen tables lazily
+    page = browser.new_page(
+        viewport={"width": 1400, "height": 4200}
+    )  # tall: Streamlit renders off-screen tables lazily
     page.goto(url)
     page.get_by_text("Latest audit narrative").wait_for(timeout=45_000)
     page.get_by_text("Refreshed ").wait_for(timeout=15_000)
@@ -147,7 +167,9 @@ def _open(browser: Any, url: str) -> Any:
 
 def _metric(page: Any, label: str) -> str:
     """The value of the metric labelled ``label`` (exact label)."""
-    metric = page.get_by_test_id("stMetric").filter(has=page.get_by_test_id("stMetricLabel").get_by_text(label, exact=True))
+    metric = page.get_by_test_id("stMetric").filter(
+        has=page.get_by_test_id("stMetricLabel").get_by_text(label, exact=True)
+    )
     return str(metric.get_by_test_id("stMetricValue").inner_text()).strip()
 
 
@@ -204,7 +226,18 @@ def test_dashboard_shows_the_replays_numbers_and_refreshes_itself(served: Served
     # every column of the orders table is in view at 1400 px (nothing to scroll to), with its UTC column
     orders = _grid(page, "submitted", "status")
     assert orders["content"] <= orders["view"], orders
-    assert orders["headers"] == ["submitted", "symbol", "side", "qty", "order", "status", "filled", "strategy", "reason", "UTC"]
+    assert orders["headers"] == [
+        "submitted",
+        "symbol",
+        "side",
+        "qty",
+        "order",
+        "status",
+        "filled",
+        "strategy",
+        "reason",
+        "UTC",
+    ]
     fills = _grid(page, "filled", "commission")
     assert fills["content"] <= fills["view"] and fills["headers"][-1] == "UTC"
     # the closed trades with their P&L

@@ -64,7 +64,9 @@ def test_default_2010_2020_backtest_when_the_drawdown_lock_trips_then_released_a
     assert lock.details["session"] == first["start"]
     assert lock.details["equity"] < lock.details["high_water_mark"] and lock.details["drawdown"] > 0.10
     release = next(r for r in rows if r.details["event"] == "release")
-    assert release.details["lock_reference"] == pytest.approx(release.details["equity"])  # the reference reset at release
+    assert release.details["lock_reference"] == pytest.approx(
+        release.details["equity"]
+    )  # the reference reset at release
     with Session(create_engine(url)) as s:
         assert s.scalar(select(Run.status).where(Run.id == result["run_id"])) == "finished"
 
@@ -134,7 +136,14 @@ def test_daemon_when_locked_for_the_cooldown_then_the_next_session_releases_it_w
 ) -> None:
     url, repo, saved = _after_one_offline_daemon_run(tmp_path, monkeypatch)
     equity = saved["high_water_mark"]
-    locked = {**saved, "state": "locked", "reason": "drawdown lock (test)", "sessions": 20, "session": "2000-01-03", "lock_reference": equity}
+    locked = {
+        **saved,
+        "state": "locked",
+        "reason": "drawdown lock (test)",
+        "sessions": 20,
+        "session": "2000-01-03",
+        "lock_reference": equity,
+    }
     repo.put_state("risk:state", locked, datetime.now(UTC))
     assert _daemon_once(url) == 0  # a new session: the 21st since the lock, past DRAWDOWN_LOCK_SESSIONS (20)
     state = repo.get_state("risk:state")[0]  # type: ignore[index]
@@ -150,8 +159,15 @@ def test_daemon_when_halted_then_sessions_passing_do_not_release_it_and_main_res
 ) -> None:
     url, repo, saved = _after_one_offline_daemon_run(tmp_path, monkeypatch)
     far_above = saved["high_water_mark"] * 10  # equity 90% below this mark: any evaluation against it halts
-    halted = {**saved, "state": "halted", "reason": "halt (test)", "sessions": 500, "session": "2000-01-03",
-              "high_water_mark": far_above, "lock_reference": far_above}
+    halted = {
+        **saved,
+        "state": "halted",
+        "reason": "halt (test)",
+        "sessions": 500,
+        "session": "2000-01-03",
+        "high_water_mark": far_above,
+        "lock_reference": far_above,
+    }
     repo.put_state("risk:state", halted, datetime.now(UTC))
     capsys.readouterr()
     assert _daemon_once(url) == 0
@@ -165,6 +181,10 @@ def test_daemon_when_halted_then_sessions_passing_do_not_release_it_and_main_res
     capsys.readouterr()
     assert main.main(["reset", "--reason", "operator reviewed the halt", "--db", url]) == 0
     state = repo.get_state("risk:state")[0]  # type: ignore[index]
-    assert state["state"] == "active" and state["high_water_mark"] < far_above and state["lock_reference"] == state["high_water_mark"]
+    assert (
+        state["state"] == "active"
+        and state["high_water_mark"] < far_above
+        and state["lock_reference"] == state["high_water_mark"]
+    )
     assert _daemon_once(url) == 0  # not halted again at once: the marks were reset to the equity
     assert repo.get_state("risk:state")[0]["state"] == "active"  # type: ignore[index]

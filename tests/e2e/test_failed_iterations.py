@@ -8,7 +8,8 @@ import asyncio
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
@@ -57,7 +58,9 @@ class FailingOnSecondSubmit(SimulatedBroker):
 def _run(
     tmp_path: Path, registry: Mapping[str, Any], start: date, end: date, broker: SimulatedBroker | None = None
 ) -> tuple[SimulatedBroker, list]:
-    settings = make_settings(tmp_path, broker="simulated", data_provider="files", symbols=["AAPL", "AIG", "BAC", "IBM", "IWM", "SPY"])
+    settings = make_settings(
+        tmp_path, broker="simulated", data_provider="files", symbols=["AAPL", "AIG", "BAC", "IBM", "IWM", "SPY"]
+    )
     calendar = MarketCalendar()
     sessions = replay_sessions(calendar, start, end)
     clock = simulated_clock_for(sessions)
@@ -80,18 +83,24 @@ def _run(
     return app.broker, outcomes
 
 
-def test_failing_strategy_when_fills_are_pending_then_failed_iterations_record_them_and_ledger_cash_equals_the_broker(tmp_path: Path) -> None:
+def test_failing_strategy_when_fills_are_pending_then_failed_iterations_record_them_and_ledger_cash_equals_the_broker(
+    tmp_path: Path,
+) -> None:
     registry = {**build_registry(), "volatility_breakout": RaisingEveryFewSignals(every=13)}
     broker, outcomes = _run(tmp_path, registry, date(2008, 9, 1), date(2008, 11, 24))
     assert len(outcomes) == 60 and sum(o.status == "failed" for o in outcomes) >= 5
 
     with Session(create_engine(f"sqlite:///{tmp_path / 'trading.db'}")) as s:
-        failed_with_fills = s.scalars(select(Iteration.fills).where(Iteration.status == "failed", Iteration.fills > 0)).all()
+        failed_with_fills = s.scalars(
+            select(Iteration.fills).where(Iteration.status == "failed", Iteration.fills > 0)
+        ).all()
         assert failed_with_fills  # the premise: some failing iterations had fills to report
         fills = s.scalars(select(FillRow)).all()
         assert sorted(f.fill_id for f in fills) == sorted(f.fill_id for f in broker.fills())
         initial = s.scalars(select(Run.initial_cash)).one()
-        cash = initial - sum((f.quantity * f.price * (1 if f.side == "buy" else -1) + f.commission for f in fills), Decimal(0))
+        cash = initial - sum(
+            (f.quantity * f.price * (1 if f.side == "buy" else -1) + f.commission for f in fills), Decimal(0)
+        )
         assert cash == Decimal(broker.snapshot()["cash"])
         assert cash == s.scalars(select(EquitySnapshotRow.cash).order_by(EquitySnapshotRow.at.desc()).limit(1)).one()
         broker_orders = {d["order"]["client_order_id"]: d["order"]["status"] for d in broker.snapshot()["orders"]}
@@ -106,7 +115,9 @@ def test_clean_offline_daemon_replay_records_no_reconciliation_discrepancy(tmp_p
         assert s.scalars(select(ReconciliationRow)).all() == []
 
 
-def test_execution_failing_mid_submission_then_orders_already_submitted_are_recorded_and_the_failed_one_is_settled(tmp_path: Path) -> None:
+def test_execution_failing_mid_submission_then_orders_already_submitted_are_recorded_and_the_failed_one_is_settled(
+    tmp_path: Path,
+) -> None:
     from core.brokers.costs import BpsSlippage, PerShareCommission
     from core.persistence.db import open_database
     from core.persistence.repository import Repository

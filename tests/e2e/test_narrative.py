@@ -5,7 +5,7 @@ facts is rejected and the deterministic template is recorded instead, with the r
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import create_engine, select
@@ -58,12 +58,16 @@ def narrate_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Non
         ("Equity jumped to 987,654,321.55 after a stellar day.", "template"),
     ],
 )
-def test_narrative_is_kept_only_when_every_number_is_in_the_facts(narrate_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, kind: str) -> None:
+def test_narrative_is_kept_only_when_every_number_is_in_the_facts(
+    narrate_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, kind: str
+) -> None:
     seen: list[dict] = []
     url = f"sqlite:///{tmp_path / 'n.db'}"
     with serve_locally(_messages_api(text, seen)) as server:
         monkeypatch.setenv("ANTHROPIC_BASE_URL", f"http://127.0.0.1:{server.server_address[1]}")
-        assert main.main(["replay", "--llm", "--start", "2021-03-01", "--end", "2021-03-05", "--quiet", "--db", url]) == 0
+        assert (
+            main.main(["replay", "--llm", "--start", "2021-03-01", "--end", "2021-03-05", "--quiet", "--db", url]) == 0
+        )
     assert len(seen) == 5  # one narration per iteration
     with Session(create_engine(url)) as s:
         reports = s.scalars(select(AuditReportRow)).all()

@@ -29,19 +29,27 @@ def _logs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATA_DIR", str(BUNDLED_DAILY))
 
 
-def test_low_data_quality_stops_new_entries_and_the_breaker_trip_is_recorded_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_low_data_quality_stops_new_entries_and_the_breaker_trip_is_recorded_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     data = tmp_path / "daily"
     shutil.copytree(BUNDLED_DAILY, data)
-    (data / "AIG.csv").write_text("Date,Open\n")  # unreadable files: excluded every session (a missing one stops start-up)
+    (data / "AIG.csv").write_text(
+        "Date,Open\n"
+    )  # unreadable files: excluded every session (a missing one stops start-up)
     (data / "BAC.csv").write_text("Date,Open\nx,y\n")
     monkeypatch.setenv("DATA_DIR", str(data))
     url = f"sqlite:///{tmp_path / 'q.db'}"
     assert main.main(["replay", "--start", "2019-01-01", "--end", "2020-12-31", "--quiet", "--db", url]) == 0
     with _session(url) as s:
-        risk = s.scalars(select(DecisionRow).where(DecisionRow.agent == "risk", DecisionRow.action.like("denied:%"))).all()
+        risk = s.scalars(
+            select(DecisionRow).where(DecisionRow.agent == "risk", DecisionRow.action.like("denied:%"))
+        ).all()
         buys = [d for d in risk if d.action == "denied:data_quality"]
         assert buys and all("67%" in d.reason for d in buys)
-        approved_buys = s.scalars(select(DecisionRow).where(DecisionRow.agent == "risk", DecisionRow.action == "approved")).all()
+        approved_buys = s.scalars(
+            select(DecisionRow).where(DecisionRow.agent == "risk", DecisionRow.action == "approved")
+        ).all()
         assert all(d.inputs["side"] == "sell" for d in approved_buys)  # exits only
         trips = s.scalars(select(BreakerEventRow).where(BreakerEventRow.name == "data_quality")).all()
         assert [t.to_state for t in trips] == ["open"]
@@ -72,7 +80,9 @@ def _daemon_once(url: str) -> int:
     return main.main(["run", "--offline", "--once", "--create-db", "--db", url])
 
 
-def test_halted_state_survives_a_restart_until_a_manual_reset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_halted_state_survives_a_restart_until_a_manual_reset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("DATA_PROVIDER", "synthetic")
     url = f"sqlite:///{tmp_path / 'daemon.db'}"
     assert _daemon_once(url) == 0
@@ -93,7 +103,9 @@ def test_halted_state_survives_a_restart_until_a_manual_reset(tmp_path: Path, mo
         assert [r.reason for r in resets] == ["operator checked the account"]
 
 
-def test_health_is_unhealthy_without_a_heartbeat_healthy_after_an_iteration_and_stale_later(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_health_is_unhealthy_without_a_heartbeat_healthy_after_an_iteration_and_stale_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("DATA_PROVIDER", "synthetic")
     url = f"sqlite:///{tmp_path / 'h.db'}"
     open_database(url)

@@ -28,7 +28,9 @@ from tests.fakes.alpaca_trading import ORDER_BY_CLIENT_ID_PATH, FakeTradingApi
 pytestmark = pytest.mark.slow
 
 
-def _run_once(server: FakeAlpacaServer, tmp_path: Path, *, failpoint: str | None = None, strategy: str = "volatility_breakout") -> subprocess.CompletedProcess[str]:
+def _run_once(
+    server: FakeAlpacaServer, tmp_path: Path, *, failpoint: str | None = None, strategy: str = "volatility_breakout"
+) -> subprocess.CompletedProcess[str]:
     return run_daemon_once(daemon_env(server, tmp_path, "doubt.db", strategy=strategy, failpoint=failpoint))
 
 
@@ -75,7 +77,12 @@ def test_sigkill_after_a_bracket_entry_is_accepted_then_it_and_its_take_profit_f
     [entry] = trading.top_level_orders()
     with _session(tmp_path) as s:  # the crash left the order only in the intents table
         assert s.scalar(select(func.count()).select_from(OrderRow)) == 0
-        assert s.scalars(select(OrderIntentRow.status).where(OrderIntentRow.client_order_id == entry.client_order_id)).one() == "pending"
+        assert (
+            s.scalars(
+                select(OrderIntentRow.status).where(OrderIntentRow.client_order_id == entry.client_order_id)
+            ).one()
+            == "pending"
+        )
     price = Decimal(str(closes[entry.symbol]))
     trading.fill(entry.client_order_id, price)
     take_profit = next(trading.order(i) for i in entry.leg_ids if trading.order(i).type == "limit")
@@ -136,7 +143,9 @@ def test_cron_post_accepted_but_answered_500_and_lookup_500_then_the_next_run_on
     in_doubt = trading.top_level_orders()[0]  # accepted, though the answer and the lookup were both lost
     with _session(tmp_path) as s:  # recorded if this run saw it again (its open orders), else still in doubt
         recorded = in_doubt.client_order_id in set(s.scalars(select(OrderRow.client_order_id)))
-        status = s.scalars(select(OrderIntentRow.status).where(OrderIntentRow.client_order_id == in_doubt.client_order_id)).one()
+        status = s.scalars(
+            select(OrderIntentRow.status).where(OrderIntentRow.client_order_id == in_doubt.client_order_id)
+        ).one()
         assert status == ("recorded" if recorded else "pending")
     trading.fill(in_doubt.client_order_id, closes[in_doubt.symbol])  # filled before the next cron run
 

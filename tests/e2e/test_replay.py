@@ -44,17 +44,26 @@ def _ledger(url: str) -> dict[str, list[tuple]]:
     """Fills, equity and decisions with the run id (which names each run uniquely) masked."""
     with _session(url) as s:
         return {
-            "fills": [(f.symbol, f.side, f.quantity, f.price, f.commission, f.filled_at) for f in s.scalars(select(FillRow).order_by(FillRow.filled_at, FillRow.symbol))],
-            "equity": [(e.at, e.cash, e.equity) for e in s.scalars(select(EquitySnapshotRow).order_by(EquitySnapshotRow.at))],
+            "fills": [
+                (f.symbol, f.side, f.quantity, f.price, f.commission, f.filled_at)
+                for f in s.scalars(select(FillRow).order_by(FillRow.filled_at, FillRow.symbol))
+            ],
+            "equity": [
+                (e.at, e.cash, e.equity) for e in s.scalars(select(EquitySnapshotRow).order_by(EquitySnapshotRow.at))
+            ],
             "decisions": [
                 (d.as_of, d.agent, d.symbol, d.action, d.strategy, d.confidence, RUN_ID.sub("<run>", d.reason))
-                for d in s.scalars(select(DecisionRow).order_by(DecisionRow.as_of, DecisionRow.agent, DecisionRow.symbol))
+                for d in s.scalars(
+                    select(DecisionRow).order_by(DecisionRow.as_of, DecisionRow.agent, DecisionRow.symbol)
+                )
             ],
         }
 
 
 @pytest.mark.slow
-def test_replay_of_a_year_trades_and_records_everything(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_replay_of_a_year_trades_and_records_everything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     url = f"sqlite:///{tmp_path / 'e2e.db'}"
     assert _replay(url, monkeypatch, tmp_path) == 0
     out = capsys.readouterr().out
@@ -93,14 +102,18 @@ def test_async_and_sync_bus_modes_give_identical_results(tmp_path: Path, monkeyp
 
 @pytest.mark.slow
 @pytest.mark.postgres
-def test_postgresql_replay_writes_the_same_rows_as_sqlite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, postgres_url: str) -> None:
+def test_postgresql_replay_writes_the_same_rows_as_sqlite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, postgres_url: str
+) -> None:
     lite = f"sqlite:///{tmp_path / 'lite.db'}"
     assert _replay(lite, monkeypatch, tmp_path) == 0
     assert _replay(postgres_url, monkeypatch, tmp_path) == 0
     assert _ledger(lite) == _ledger(postgres_url)
 
 
-def test_a_malformed_data_file_excludes_that_symbol_with_a_reason_and_the_rest_trade(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_malformed_data_file_excludes_that_symbol_with_a_reason_and_the_rest_trade(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     data = tmp_path / "daily"
     shutil.copytree(BUNDLED_DAILY, data)
     (data / "BAC.csv").write_text("Date,Open,High\nnot,a,file\n")
@@ -110,7 +123,9 @@ def test_a_malformed_data_file_excludes_that_symbol_with_a_reason_and_the_rest_t
     url = f"sqlite:///{tmp_path / 'bad2.db'}"
     assert main.main(["replay", "--start", "2020-06-01", "--end", "2020-06-30", "--quiet", "--db", url]) == 0
     with _session(url) as s:
-        rejected = s.scalars(select(DecisionRow).where(DecisionRow.agent == "data", DecisionRow.action == "rejected")).all()
+        rejected = s.scalars(
+            select(DecisionRow).where(DecisionRow.agent == "data", DecisionRow.action == "rejected")
+        ).all()
         reasons = {d.symbol: d.reason for d in rejected}
         assert set(reasons) == {"AIG", "BAC"}
         assert "BAC.csv" in reasons["BAC"] and "AIG" in reasons["AIG"]
@@ -120,13 +135,17 @@ def test_a_malformed_data_file_excludes_that_symbol_with_a_reason_and_the_rest_t
         assert quality and all(abs(q - 4 / 6) < 1e-9 for q in quality)
 
 
-def test_invalid_setting_stops_start_up_naming_the_variable(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_invalid_setting_stops_start_up_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("MAX_DAILY_LOSS", "-1")
     assert main.main(["replay", "--quiet"]) == 2
     assert "MAX_DAILY_LOSS" in capsys.readouterr().err
 
 
-def test_unreachable_database_exits_non_zero_with_a_clear_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unreachable_database_exits_non_zero_with_a_clear_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("LOG_DIR", str(tmp_path / "logs"))
     code = main.main(["replay", "--quiet", "--db", "postgresql://nobody:pw@127.0.0.1:1/none"])
     assert code == 3
@@ -134,7 +153,9 @@ def test_unreachable_database_exits_non_zero_with_a_clear_message(tmp_path: Path
     assert "cannot connect" in err and "pw@" not in err
 
 
-def test_daemon_without_keys_explains_what_it_needs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_daemon_without_keys_explains_what_it_needs(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("LOG_DIR", str(tmp_path / "logs"))
     assert main.main(["--db", f"sqlite:///{tmp_path / 'x.db'}"]) == 2
     err = capsys.readouterr().err
@@ -159,7 +180,17 @@ def test_sigterm_finishes_the_current_iteration_and_exits_zero(tmp_path: Path) -
     env = {k: v for k, v in os.environ.items() if k.upper() not in {"DATABASE_URL", "BUS_MODE"}}
     env.update({"LOG_DIR": str(tmp_path / "logs"), "DATA_DIR": str(BUNDLED_DAILY), "PYTHONUNBUFFERED": "1"})
     proc = subprocess.Popen(
-        [sys.executable, "main.py", "replay", "--start", "2000-01-01", "--end", "2021-03-31", "--db", f"sqlite:///{db}"],
+        [
+            sys.executable,
+            "main.py",
+            "replay",
+            "--start",
+            "2000-01-01",
+            "--end",
+            "2021-03-31",
+            "--db",
+            f"sqlite:///{db}",
+        ],
         cwd=REPO_ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -190,7 +221,9 @@ def test_sigterm_finishes_the_current_iteration_and_exits_zero(tmp_path: Path) -
         assert recorded == n * len(AGENTS) * len(SYMBOLS) - not_listed * (len(AGENTS) - 1)
 
 
-def test_second_daemon_on_the_same_database_exits_with_a_clear_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_second_daemon_on_the_same_database_exits_with_a_clear_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from core.persistence.db import DaemonLock, open_database
 
     url = f"sqlite:///{tmp_path / 'locked.db'}"
@@ -200,7 +233,9 @@ def test_second_daemon_on_the_same_database_exits_with_a_clear_message(tmp_path:
     assert "already running" in capsys.readouterr().err
 
 
-def test_query_trades_reads_the_replay_in_every_format(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_query_trades_reads_the_replay_in_every_format(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from scripts import query_trades
 
     url = f"sqlite:///{tmp_path / 'q.db'}"
@@ -214,7 +249,12 @@ def test_query_trades_reads_the_replay_in_every_format(tmp_path: Path, monkeypat
     symbol = trades[0]["symbol"]
     assert query_trades.main(["trades", "--db", url, "--json", "--symbol", symbol.lower()]) == 0
     assert {t["symbol"] for t in json.loads(capsys.readouterr().out)} == {symbol}
-    assert query_trades.main(["decisions", "--db", url, "--csv", "--agent", "risk", "--start", "2020-03-02", "--end", "2020-03-02"]) == 0
+    assert (
+        query_trades.main(
+            ["decisions", "--db", url, "--csv", "--agent", "risk", "--start", "2020-03-02", "--end", "2020-03-02"]
+        )
+        == 0
+    )
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("as_of,symbol,agent") and len(lines) == 1 + len(SYMBOLS)
     assert query_trades.main(["equity", "--db", url, "--limit", "3"]) == 0

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import MetaData, create_engine, select
@@ -35,7 +36,11 @@ class _EchoingLLM(JsonHandler):
             _EchoingLLM.seen.append("groq")
             symbols, allowed = asked_from_schema(groq_schema(body))
             echoed = f"{GROQ_KEY} ({self.headers.get('authorization')})"
-            answer = {"choices": [{"symbol": s, "strategy": allowed[0], "reason": f"chosen for key {echoed}"} for s in symbols]}
+            answer = {
+                "choices": [
+                    {"symbol": s, "strategy": allowed[0], "reason": f"chosen for key {echoed}"} for s in symbols
+                ]
+            }
             payload: dict[str, Any] = groq_completion(json.dumps(answer))
             payload["model"] = body.get("model", payload["model"])
         else:

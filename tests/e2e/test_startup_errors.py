@@ -64,7 +64,9 @@ def test_start_when_a_setting_is_infinite_or_absurd_then_it_is_refused_naming_th
         load_settings(_env_file=None)
 
 
-def test_replay_when_initial_cash_is_infinite_then_exit_2_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_replay_when_initial_cash_is_infinite_then_exit_2_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("INITIAL_CASH", "inf")
     assert main.main(["replay", "--quiet", "--db", f"sqlite:///{tmp_path / 'r.db'}"]) == 2
     assert "INITIAL_CASH" in _one_line_error(capsys.readouterr().err)
@@ -84,20 +86,29 @@ def test_any_command_when_log_dir_cannot_be_written_then_one_line_naming_it_and_
 
 
 @pytest.mark.parametrize("url", ["sqlite:/x.db", "sqlite:x.db", "postgresql://trader:s3cret@db:notaport/trading"])
-def test_command_when_database_url_is_malformed_then_one_line_naming_it_and_exit_2(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_command_when_database_url_is_malformed_then_one_line_naming_it_and_exit_2(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main.main(["replay", "--quiet", "--db", url]) == 2
     line = _one_line_error(capsys.readouterr().err)
     assert "DATABASE_URL" in line and "s3cret" not in line
 
 
-@pytest.mark.parametrize("url", ["sqlite:///:memory:", "sqlite://", "sqlite:///file::memory:?uri=true", "sqlite:///file:x?mode=memory&uri=true"])
+@pytest.mark.parametrize(
+    "url",
+    ["sqlite:///:memory:", "sqlite://", "sqlite:///file::memory:?uri=true", "sqlite:///file:x?mode=memory&uri=true"],
+)
 @pytest.mark.parametrize("command", [["run", "--offline", "--once"], ["replay", "--quiet"]])
-def test_daemon_or_replay_when_the_database_is_in_memory_then_refused_with_exit_2(url: str, command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+def test_daemon_or_replay_when_the_database_is_in_memory_then_refused_with_exit_2(
+    url: str, command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main.main([*command, "--db", url]) == 2
     assert "DATABASE_URL" in _one_line_error(capsys.readouterr().err)
 
 
-def test_daemon_when_an_explicit_sqlite_file_does_not_exist_then_it_refuses_unless_create_db(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_daemon_when_an_explicit_sqlite_file_does_not_exist_then_it_refuses_unless_create_db(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     typo = tmp_path / "var" / "tradng.db"
     assert main.main(["run", "--offline", "--once", "--db", f"sqlite:///{typo}"]) == 3
     line = _one_line_error(capsys.readouterr().err)
@@ -108,7 +119,9 @@ def test_daemon_when_an_explicit_sqlite_file_does_not_exist_then_it_refuses_unle
     assert main.main(["run", "--offline", "--once", "--db", f"sqlite:///{typo}"]) == 0  # it exists now
 
 
-def test_health_when_the_sqlite_file_does_not_exist_then_one_line_exit_3_and_nothing_created(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_health_when_the_sqlite_file_does_not_exist_then_one_line_exit_3_and_nothing_created(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     missing = tmp_path / "nowhere" / "trading.db"
     assert main.main(["health", "--db", f"sqlite:///{missing}"]) == 3
     assert str(missing) in _one_line_error(capsys.readouterr().err)
@@ -118,7 +131,9 @@ def test_health_when_the_sqlite_file_does_not_exist_then_one_line_exit_3_and_not
 # --- database faults: one line, exit 3 ----------------------------------------------------------------------------------
 
 
-def test_daemon_when_the_database_faults_at_start_up_then_one_line_and_exit_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_daemon_when_the_database_faults_at_start_up_then_one_line_and_exit_3(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     db = tmp_path / "broken.db"
     open_database(f"sqlite:///{db}").dispose()
     with sqlite3.connect(db) as conn:  # schema at head on paper, but a table is gone
@@ -128,11 +143,15 @@ def test_daemon_when_the_database_faults_at_start_up_then_one_line_and_exit_3(tm
     assert "daemon_state" in _one_line_error(capsys.readouterr().err)
 
 
-def test_daemon_when_the_database_faults_while_closing_its_run_then_one_line_and_exit_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_daemon_when_the_database_faults_while_closing_its_run_then_one_line_and_exit_3(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     db = tmp_path / "faulty.db"
     open_database(f"sqlite:///{db}").dispose()
     with sqlite3.connect(db) as conn:  # every write to a run's end fails, as a full disk or a dropped server would
-        conn.execute("CREATE TRIGGER fail_finish BEFORE UPDATE OF status ON runs BEGIN SELECT RAISE(ABORT, 'simulated disk fault'); END")
+        conn.execute(
+            "CREATE TRIGGER fail_finish BEFORE UPDATE OF status ON runs BEGIN SELECT RAISE(ABORT, 'simulated disk fault'); END"
+        )
     assert main.main(["run", "--offline", "--once", "--db", f"sqlite:///{db}"]) == 3
     assert "simulated disk fault" in _one_line_error(capsys.readouterr().err)
     with Session(create_engine(f"sqlite:///{db}")) as s:
@@ -145,7 +164,14 @@ def test_daemon_when_the_database_faults_while_closing_its_run_then_one_line_and
 def _daemon_process(url: str, tmp_path: Path, **extra: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL",)}
     env.update(DATA_PROVIDER="synthetic", LOG_DIR=str(tmp_path / "logs"), DATABASE_URL=url, **extra)
-    return subprocess.run([sys.executable, "main.py", "run", "--offline", "--once"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240)
+    return subprocess.run(
+        [sys.executable, "main.py", "run", "--offline", "--once"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
 
 
 @pytest.mark.postgres
@@ -209,8 +235,21 @@ def test_running_daemon_when_its_database_becomes_unavailable_between_iterations
     name = make_url(postgres_url).database
     open_database(postgres_url).dispose()
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "SCHEDULE", "LOOP_INTERVAL_SECONDS")}
-    env.update(DATA_PROVIDER="synthetic", SCHEDULE="interval", LOOP_INTERVAL_SECONDS="5", LOG_DIR=str(tmp_path / "logs"), DATABASE_URL=postgres_url)
-    proc = subprocess.Popen([sys.executable, "main.py", "run", "--offline", "--iterations", "50"], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env.update(
+        DATA_PROVIDER="synthetic",
+        SCHEDULE="interval",
+        LOOP_INTERVAL_SECONDS="5",
+        LOG_DIR=str(tmp_path / "logs"),
+        DATABASE_URL=postgres_url,
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "main.py", "run", "--offline", "--iterations", "50"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         engine = create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://"))
         for _ in range(1200):  # wait for the first iteration (start-up included)

@@ -22,13 +22,22 @@ from tests.fakes.alpaca_trading import TRADING_SPEC_PATH, FakeTradingApi, Tradin
         ("2025-03-08T15:00:00Z", False, "2025-03-10", False, "2025-03-10T13:45:00+00:00"),  # weekend before DST
     ],
 )
-def test_status_on_known_dates(capsys: pytest.CaptureFixture[str], at: str, open_: bool, session_date: str, early: bool, next_iteration: str) -> None:
+def test_status_on_known_dates(
+    capsys: pytest.CaptureFixture[str], at: str, open_: bool, session_date: str, early: bool, next_iteration: str
+) -> None:
     assert main.main(["status", "--at", at, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert (report["market_open"], report["session_date"], report["early_close"], report["next_iteration"]) == (open_, session_date, early, next_iteration)
+    assert (report["market_open"], report["session_date"], report["early_close"], report["next_iteration"]) == (
+        open_,
+        session_date,
+        early,
+        next_iteration,
+    )
 
 
-def test_status_shows_alpacas_clock_when_keys_are_set(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_status_shows_alpacas_clock_when_keys_are_set(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     if not TRADING_SPEC_PATH.is_file():
         pytest.skip("needs Alpaca's official trading spec in ../shared (absent)")
     server = FakeAlpacaServer(api_key="PKSTATUS123", secret_key="statusSecret456").start()
@@ -36,7 +45,11 @@ def test_status_shows_alpacas_clock_when_keys_are_set(monkeypatch: pytest.Monkey
         api = FakeTradingApi.install(server, TradingSpec.load(TRADING_SPEC_PATH), clock=lambda: datetime.now(UTC))
         now = datetime.now(UTC).replace(microsecond=0)
         api.set_market_clock(is_open=False, next_open=now + timedelta(hours=5), next_close=now + timedelta(hours=11))
-        for key, value in {"ALPACA_API_KEY": "PKSTATUS123", "ALPACA_SECRET_KEY": "statusSecret456", "ALPACA_TRADING_URL": server.base_url}.items():
+        for key, value in {
+            "ALPACA_API_KEY": "PKSTATUS123",
+            "ALPACA_SECRET_KEY": "statusSecret456",
+            "ALPACA_TRADING_URL": server.base_url,
+        }.items():
             monkeypatch.setenv(key, value)
         assert main.main(["status", "--json"]) == 0
         report = json.loads(capsys.readouterr().out)

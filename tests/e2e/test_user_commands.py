@@ -51,9 +51,11 @@ def _fresh_data_dir(tmp_path: Path, *, keep_stale: bool, break_last_bar: bool = 
         shutil.copytree(BUNDLED_DAILY, data)
     else:
         data.mkdir()
-    frame = SyntheticProvider(seed=7, start=SYNTHETIC_START, calendar=MarketCalendar()).history(
-        ["AAPL"], end=datetime.now(UTC)
-    ).frames["AAPL"]
+    frame = (
+        SyntheticProvider(seed=7, start=SYNTHETIC_START, calendar=MarketCalendar())
+        .history(["AAPL"], end=datetime.now(UTC))
+        .frames["AAPL"]
+    )
     frame = frame.rename(columns=str.capitalize)
     frame.index = frame.index.strftime("%Y-%m-%d")
     frame.index.name = "Date"
@@ -136,7 +138,9 @@ def _printed_commands(output: str, marker: str) -> list[str]:
 
 
 def _run_as_printed(command: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(shlex.split(command), cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        shlex.split(command), cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 def test_replay_when_finished_then_every_printed_inspection_command_runs_as_printed(tmp_path: Path) -> None:
@@ -149,14 +153,18 @@ def test_replay_when_finished_then_every_printed_inspection_command_runs_as_prin
     assert done.returncode == 0, done.stderr
     commands = _printed_commands(done.stdout, "Inspect it with:")
     assert len(commands) == 8, done.stdout
-    bare = {k: v for k, v in env.items() if k != "PATH"}  # no `python` on PATH: the printed interpreter must be explicit
+    bare = {
+        k: v for k, v in env.items() if k != "PATH"
+    }  # no `python` on PATH: the printed interpreter must be explicit
     for command in commands:
         assert f"--db {url}" in command, command
         result = _run_as_printed(command, elsewhere, bare)
         assert result.returncode == 0, f"{command}\n{result.stderr}"
 
 
-def test_backtest_when_finished_then_the_printed_inspect_commands_run_as_printed_on_the_same_database(tmp_path: Path) -> None:
+def test_backtest_when_finished_then_the_printed_inspect_commands_run_as_printed_on_the_same_database(
+    tmp_path: Path,
+) -> None:
     url = f"sqlite:///{tmp_path / 'bt.db'}"
     env = _env(tmp_path)
     done = subprocess.run([sys.executable, MAIN, "backtest", "--symbols", "AAPL,SPY", "--start", "2020-01-01", "--end", "2020-06-30", "--db", url],
@@ -222,7 +230,9 @@ def test_dashboard_when_the_port_is_out_of_range_then_one_line_and_exit_2(tmp_pa
 def test_start_up_when_env_file_has_a_misspelt_setting_then_warns_naming_it_and_the_close_match(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    (tmp_path / ".env").write_text("SYMBOL=AAPL\nRISK_PER_TRADE=0.01\nTEST_POSTGRES_URL=postgresql://x@y/z\n", encoding="utf-8")
+    (tmp_path / ".env").write_text(
+        "SYMBOL=AAPL\nRISK_PER_TRADE=0.01\nTEST_POSTGRES_URL=postgresql://x@y/z\n", encoding="utf-8"
+    )
     monkeypatch.chdir(tmp_path)
     assert main.main(["status", "--at", "2024-03-04T15:00:00", "--db", f"sqlite:///{tmp_path / 's.db'}"]) == 0
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
@@ -240,6 +250,9 @@ def test_reset_when_the_daemon_is_active_then_nothing_changes_and_it_says_so(
     assert before is not None and before[0]["state"] == "active"
     capsys.readouterr()
     assert main.main(["reset", "--reason", "just checking", "--db", url]) == 0
-    assert capsys.readouterr().out.strip() == "trading state is ACTIVE; nothing to reset (the high-water mark is unchanged)"
+    assert (
+        capsys.readouterr().out.strip()
+        == "trading state is ACTIVE; nothing to reset (the high-water mark is unchanged)"
+    )
     assert repo.get_state("risk:state") == before  # the state, its high-water mark and its timestamp untouched
     repo.engine.dispose()

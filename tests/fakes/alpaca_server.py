@@ -36,7 +36,8 @@ from datetime import UTC, date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from urllib.parse import parse_qs, quote, urlsplit
 from zoneinfo import ZoneInfo
 
@@ -269,7 +270,9 @@ class OpenApiSpec:
             value = _header(headers or {}, name)
             if value is None:
                 continue
-            header_pointer = response_pointer + quote("/headers/" + name.replace("~", "~0").replace("/", "~1"), safe="/~")
+            header_pointer = response_pointer + quote(
+                "/headers/" + name.replace("~", "~0").replace("/", "~1"), safe="/~"
+            )
             header, header_pointer = self._resolve(raw_header, header_pointer)
             schema_pointer = header_pointer + quote("/schema", safe="/~")
             schema, _ = self._resolve(header.get("schema", {}), schema_pointer)
@@ -674,17 +677,17 @@ def synthetic_daily_bars(symbol: str, first: date, last: date, *, sessions: Iter
     volumes = rng.integers(100_000, 5_000_000, len(days))
     bars = []
     for i, day in enumerate(days):
-        o, h, l, c = (round(float(x[i]), 4) for x in (opens, highs, lows, closes))
+        o, h, lo, c = (round(float(x[i]), 4) for x in (opens, highs, lows, closes))
         bars.append(
             {
                 "t": bar_time(day),
                 "o": o,
                 "h": h,
-                "l": l,
+                "l": lo,
                 "c": c,
                 "v": int(volumes[i]),
                 "n": int(volumes[i] // 100),
-                "vw": round((o + h + l + c) / 4, 4),
+                "vw": round((o + h + lo + c) / 4, 4),
             }
         )
     return bars

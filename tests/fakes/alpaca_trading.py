@@ -62,7 +62,8 @@ from datetime import UTC, datetime, time as dtime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
+from collections.abc import Callable, Mapping, Sequence
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
@@ -108,26 +109,33 @@ _TERMINAL = frozenset({"filled", "canceled", "expired", "rejected", "replaced"})
 _STOP_TYPES = frozenset({"stop", "stop_limit", "trailing_stop"})
 _MAX_LIMIT = 500
 _DEFAULT_LIMIT = 50
-_ORDER_RESPONSES = frozenset({
-    ("POST", "/v2/orders"), ("GET", "/v2/orders"), ("GET", "/v2/orders/{order_id}"),
-    ("GET", "/v2/orders:by_client_order_id"), ("PATCH", "/v2/orders/{order_id}"),
-})
+_ORDER_RESPONSES = frozenset(
+    {
+        ("POST", "/v2/orders"),
+        ("GET", "/v2/orders"),
+        ("GET", "/v2/orders/{order_id}"),
+        ("GET", "/v2/orders:by_client_order_id"),
+        ("PATCH", "/v2/orders/{order_id}"),
+    }
+)
 
 # Request fields the spec types as decimal strings and alpaca-py sends as JSON numbers (see TradingSpec).
-_DECIMAL_BODY_FIELDS: Mapping[tuple[str, str], tuple[tuple[str, ...], ...]] = MappingProxyType({
-    ("POST", ORDERS_PATH): (
-        ("qty",),
-        ("notional",),
-        ("limit_price",),
-        ("stop_price",),
-        ("trail_price",),
-        ("trail_percent",),
-        ("take_profit", "limit_price"),
-        ("stop_loss", "stop_price"),
-        ("stop_loss", "limit_price"),
-    ),
-    ("PATCH", ORDER_PATH): (("qty",), ("limit_price",), ("stop_price",), ("trail",)),
-})
+_DECIMAL_BODY_FIELDS: Mapping[tuple[str, str], tuple[tuple[str, ...], ...]] = MappingProxyType(
+    {
+        ("POST", ORDERS_PATH): (
+            ("qty",),
+            ("notional",),
+            ("limit_price",),
+            ("stop_price",),
+            ("trail_price",),
+            ("trail_percent",),
+            ("take_profit", "limit_price"),
+            ("stop_loss", "stop_price"),
+            ("stop_loss", "limit_price"),
+        ),
+        ("PATCH", ORDER_PATH): (("qty",), ("limit_price",), ("stop_price",), ("trail",)),
+    }
+)
 
 
 def wire_time(moment: datetime) -> str:
@@ -262,7 +270,6 @@ class TradingSpec(OpenApiSpec):
                 except ValueError:
                     problems.append(f"{where}: header {name}: {value!r} is not an integer")
         return problems
-
 
     def tolerate_status(self, status: str) -> None:
         """Accept ``status`` in order replies although the spec's enum does not list it (see the module docstring)."""
@@ -648,6 +655,7 @@ class FakeTradingApi:
 
     def _accept(self, body: Mapping[str, Any]) -> FakeOrder:
         """Validate a new-order body and create the order (and its legs); raise :class:`_Rejection` otherwise."""
+
         def reject(message: str, status: int = 422, code: int = 42210000) -> _Rejection:
             return _Rejection(status, code, message)
 
@@ -682,7 +690,9 @@ class FakeTradingApi:
             raise reject("stop_price is required for stop orders")
         for name, value in (("limit_price", limit), ("stop_price", stop)):
             if value is not None and (value <= 0 or _sub_penny(value)):
-                raise reject(f"invalid {name} {_text(value)}. sub-penny increment does not fulfill minimum pricing criteria")
+                raise reject(
+                    f"invalid {name} {_text(value)}. sub-penny increment does not fulfill minimum pricing criteria"
+                )
         order_class = body.get("order_class") or ""
         if order_class == "simple":
             order_class = ""
@@ -709,7 +719,9 @@ class FakeTradingApi:
                 raise reject("fractional orders cannot be bracket orders")
             for name, value in (("take_profit.limit_price", take_profit), ("stop_loss.stop_price", stop_loss)):
                 if value <= 0 or _sub_penny(value):
-                    raise reject(f"invalid {name} {_text(value)}. sub-penny increment does not fulfill minimum pricing criteria")
+                    raise reject(
+                        f"invalid {name} {_text(value)}. sub-penny increment does not fulfill minimum pricing criteria"
+                    )
             if side == "buy" and take_profit <= stop_loss:
                 raise reject("take_profit.limit_price must be > stop_loss.stop_price")
             if side == "sell" and take_profit >= stop_loss:
@@ -930,7 +942,9 @@ class FakeTradingApi:
             raise reject("client_order_id must be unique")
         try:
             qty = _decimal(body["qty"], "qty") if body.get("qty") is not None else old.qty
-            limit = _decimal(body["limit_price"], "limit_price") if body.get("limit_price") is not None else old.limit_price
+            limit = (
+                _decimal(body["limit_price"], "limit_price") if body.get("limit_price") is not None else old.limit_price
+            )
             stop = _decimal(body["stop_price"], "stop_price") if body.get("stop_price") is not None else old.stop_price
         except ValueError as exc:
             raise reject(str(exc)) from None
@@ -940,7 +954,9 @@ class FakeTradingApi:
             raise reject("limit_price can only be replaced on limit orders")
         for name, value in (("limit_price", limit), ("stop_price", stop)):
             if value is not None and (value <= 0 or _sub_penny(value)):
-                raise reject(f"invalid {name} {_text(value)}. sub-penny increment does not fulfill minimum pricing criteria")
+                raise reject(
+                    f"invalid {name} {_text(value)}. sub-penny increment does not fulfill minimum pricing criteria"
+                )
         if qty <= old.filled_qty:
             raise reject("qty must be greater than the filled quantity")
         if old.parent_id is not None and stop is not None:  # a bracket stop-loss leg must stay below its take-profit
@@ -992,7 +1008,9 @@ class FakeTradingApi:
             if order is None:
                 return _not_found()
             if not order.working:
-                return Reply(422, json={"code": 42210000, "message": f"order is not cancelable (status {order.status})"})
+                return Reply(
+                    422, json={"code": 42210000, "message": f"order is not cancelable (status {order.status})"}
+                )
             now = self._clock()
             self._cancel(order, now)
             if order.leg_ids:
@@ -1010,9 +1028,7 @@ class FakeTradingApi:
 
     def _get_account(self, request: RecordedRequest) -> Reply:
         with self._lock:
-            long_value = sum(
-                (h.qty * self._prices.get(s, h.cost / h.qty) for s, h in self._holdings.items()), _ZERO
-            )
+            long_value = sum((h.qty * self._prices.get(s, h.cost / h.qty) for s, h in self._holdings.items()), _ZERO)
             equity = self._cash + long_value
             buying_power = self._cash - self._reserved_cash()
             body = {

@@ -11,7 +11,8 @@ import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Callable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 import httpx
 import httpx2
@@ -104,30 +105,45 @@ def asked_from_schema(schema: dict[str, Any]) -> tuple[list[str], list[str]]:
     return item["symbol"]["enum"], item["strategy"]["enum"]
 
 
-def groq_completion(content: str | None, *, prompt_tokens: int = 1200, completion_tokens: int = 300,
-                    finish_reason: str = "stop") -> dict[str, Any]:
+def groq_completion(
+    content: str | None, *, prompt_tokens: int = 1200, completion_tokens: int = 300, finish_reason: str = "stop"
+) -> dict[str, Any]:
     return {
         "id": "chatcmpl-1",
         "object": "chat.completion",
         "created": 1_741_000_000,
         "model": GROQ_MODEL,
-        "choices": [{"index": 0, "finish_reason": finish_reason,
-                     "message": {"role": "assistant", "content": content}}],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                  "total_tokens": prompt_tokens + completion_tokens},
+        "choices": [{"index": 0, "finish_reason": finish_reason, "message": {"role": "assistant", "content": content}}],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
     }
 
 
-def anthropic_message(tool_input: Any = None, *, input_tokens: int = 1500, output_tokens: int = 400,
-                      with_tool: bool = True, stop_reason: str = "tool_use", text: str | None = None) -> dict[str, Any]:
+def anthropic_message(
+    tool_input: Any = None,
+    *,
+    input_tokens: int = 1500,
+    output_tokens: int = 400,
+    with_tool: bool = True,
+    stop_reason: str = "tool_use",
+    text: str | None = None,
+) -> dict[str, Any]:
     content: list[dict[str, Any]] = []
     if text is not None:
         content.append({"type": "text", "text": text})
     if with_tool:
         content.append({"type": "tool_use", "id": "toolu_1", "name": "choose_strategies", "input": tool_input})
     return {
-        "id": "msg_1", "type": "message", "role": "assistant", "model": ANTHROPIC_MODEL,
-        "stop_reason": stop_reason, "stop_sequence": None, "content": content,
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": ANTHROPIC_MODEL,
+        "stop_reason": stop_reason,
+        "stop_sequence": None,
+        "content": content,
         "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
     }
 
@@ -168,7 +184,9 @@ def groq_handler(steps: Sequence[Step | Answer] | Answer, wire: Wire) -> Callabl
     return handle
 
 
-def anthropic_handler(steps: Sequence[Step | Answer] | Answer, wire: Wire) -> Callable[[httpx2.Request], httpx2.Response]:
+def anthropic_handler(
+    steps: Sequence[Step | Answer] | Answer, wire: Wire
+) -> Callable[[httpx2.Request], httpx2.Response]:
     seq = list(steps) if isinstance(steps, (list, tuple)) else [steps]
 
     def handle(request: httpx2.Request) -> httpx2.Response:
@@ -238,19 +256,27 @@ def make_rig(
     if groq_steps is not None:
         providers.append(
             build_groq_provider(
-                GROQ_KEY, groq_model, timeout_s=10.0,
+                GROQ_KEY,
+                groq_model,
+                timeout_s=10.0,
                 http_client=httpx.AsyncClient(transport=httpx.MockTransport(groq_handler(groq_steps, groq_wire))),
-                retry=retry, sleep=sleep, clock=clock,
+                retry=retry,
+                sleep=sleep,
+                clock=clock,
             )
         )
     if anthropic_steps is not None:
         providers.append(
             build_anthropic_provider(
-                ANTHROPIC_KEY, ANTHROPIC_MODEL, timeout_s=10.0,
+                ANTHROPIC_KEY,
+                ANTHROPIC_MODEL,
+                timeout_s=10.0,
                 http_client=httpx2.AsyncClient(
                     transport=httpx2.MockTransport(anthropic_handler(anthropic_steps, anthropic_wire))
                 ),
-                retry=retry, sleep=sleep, clock=clock,
+                retry=retry,
+                sleep=sleep,
+                clock=clock,
             )
         )
     budget = DailyBudget(max_calls=max_calls, max_usd=max_usd, clock=clock)

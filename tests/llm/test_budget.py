@@ -11,8 +11,18 @@ from tests.llm.fakes import T0, FakeClock
 
 def record(at: datetime, cost: Decimal | None, outcome: CallOutcome = CallOutcome.OK) -> LLMCallRecord:
     return LLMCallRecord(
-        provider="groq", model="m", prompt_version="v", prompt_hash="h", input_tokens=1, output_tokens=1,
-        cost_usd=cost, latency_ms=1.0, retries=0, outcome=outcome, validation_errors=(), started_at=at,
+        provider="groq",
+        model="m",
+        prompt_version="v",
+        prompt_hash="h",
+        input_tokens=1,
+        output_tokens=1,
+        cost_usd=cost,
+        latency_ms=1.0,
+        retries=0,
+        outcome=outcome,
+        validation_errors=(),
+        started_at=at,
         symbols=("AAPL",),
     )
 
@@ -85,4 +95,6 @@ def test_budget_rejects_float_money_negative_caps_and_naive_clocks():
     with pytest.raises(ValueError):
         DailyBudget(max_calls=1, max_usd=Decimal(1), clock=lambda: datetime(2025, 1, 1))
     with pytest.raises(ValueError):
-        DailyBudget(max_calls=1, max_usd=Decimal(1), clock=lambda: datetime(2025, 1, 1, tzinfo=timezone(timedelta(hours=2))))
+        DailyBudget(
+            max_calls=1, max_usd=Decimal(1), clock=lambda: datetime(2025, 1, 1, tzinfo=timezone(timedelta(hours=2)))
+        )

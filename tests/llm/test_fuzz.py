@@ -49,7 +49,7 @@ ADVERSARIAL_TEXT = st.sampled_from(
         "\x00",
         "\u202e",
         "null",
-        "{\"choices\": []}",
+        '{"choices": []}',
         "A" * 5000,
         "é" * 400,
         "aapl",
@@ -66,7 +66,9 @@ JSON_VALUES = st.recursive(
     ),
     max_leaves=12,
 )
-SYMBOLS = st.one_of(st.sampled_from(ASKED), st.sampled_from(["TSLA", "", "aapl", "AAPL "]), ADVERSARIAL_TEXT, JSON_VALUES)
+SYMBOLS = st.one_of(
+    st.sampled_from(ASKED), st.sampled_from(["TSLA", "", "aapl", "AAPL "]), ADVERSARIAL_TEXT, JSON_VALUES
+)
 STRATEGIES = st.one_of(st.sampled_from(ALLOWED), ADVERSARIAL_TEXT, JSON_VALUES)
 REASONS = st.one_of(st.text(max_size=60), ADVERSARIAL_TEXT, JSON_VALUES, st.just("r" * 20_000))
 ITEMS = st.one_of(
@@ -215,10 +217,16 @@ def anthropic_bodies(draw: st.DrawFn) -> tuple[int, bytes]:
 def run_end_to_end(groq_reply: tuple[int, bytes], anthropic_reply: tuple[int, bytes]) -> None:
     ctx = {s: context(i) for i, s in enumerate(ASKED)}
     rig = make_rig(
-        groq_steps=[lambda body: httpx.Response(groq_reply[0], content=groq_reply[1],
-                                                headers={"content-type": "application/json"})],
-        anthropic_steps=[lambda body: httpx2.Response(anthropic_reply[0], content=anthropic_reply[1],
-                                                      headers={"content-type": "application/json"})],
+        groq_steps=[
+            lambda body: httpx.Response(
+                groq_reply[0], content=groq_reply[1], headers={"content-type": "application/json"}
+            )
+        ],
+        anthropic_steps=[
+            lambda body: httpx2.Response(
+                anthropic_reply[0], content=anthropic_reply[1], headers={"content-type": "application/json"}
+            )
+        ],
         chunk_size=2,
         retry=RetryPolicy(max_retries=1, base_delay_s=0.0, max_delay_s=5.0),
     )

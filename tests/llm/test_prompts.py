@@ -29,12 +29,26 @@ def test_prompt_lists_allowed_names_with_descriptions_version_and_instructions()
 
 def test_context_numbers_are_rounded_and_non_finite_values_become_null():
     line = render_context_line(
-        "AAPL", {"volatility": 0.123456789, "big": 12345.6789, "tiny": 1.23456e-7, "nan": float("nan"),
-                 "inf": float("inf"), "n": 3, "flag": True}
+        "AAPL",
+        {
+            "volatility": 0.123456789,
+            "big": 12345.6789,
+            "tiny": 1.23456e-7,
+            "nan": float("nan"),
+            "inf": float("inf"),
+            "n": 3,
+            "flag": True,
+        },
     )
 
     assert json.loads(line) == {
-        "symbol": "AAPL", "big": 12350, "flag": True, "inf": None, "n": 3, "nan": None, "tiny": 1.235e-07,
+        "symbol": "AAPL",
+        "big": 12350,
+        "flag": True,
+        "inf": None,
+        "n": 3,
+        "nan": None,
+        "tiny": 1.235e-07,
         "volatility": 0.1235,
     }
 

@@ -41,9 +41,13 @@ def groq(steps, *, retry=RetryPolicy(), clock=None, sleep=None):
     wire = Wire()
     sleep = sleep or RecordingSleep()
     provider = build_groq_provider(
-        SecretStr(GROQ_KEY), "openai/gpt-oss-120b", timeout_s=5.0,
+        SecretStr(GROQ_KEY),
+        "openai/gpt-oss-120b",
+        timeout_s=5.0,
         http_client=httpx.AsyncClient(transport=httpx.MockTransport(groq_handler(steps, wire))),
-        retry=retry, sleep=sleep, clock=clock,
+        retry=retry,
+        sleep=sleep,
+        clock=clock,
     )
     return provider, wire, sleep
 
@@ -51,9 +55,12 @@ def groq(steps, *, retry=RetryPolicy(), clock=None, sleep=None):
 def anthropic(steps, *, retry=RetryPolicy()):
     wire, sleep = Wire(), RecordingSleep()
     provider = build_anthropic_provider(
-        ANTHROPIC_KEY, "claude-haiku-4-5", timeout_s=5.0,
+        ANTHROPIC_KEY,
+        "claude-haiku-4-5",
+        timeout_s=5.0,
         http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(anthropic_handler(steps, wire))),
-        retry=retry, sleep=sleep,
+        retry=retry,
+        sleep=sleep,
     )
     return provider, wire, sleep
 
@@ -112,14 +119,18 @@ async def test_backoff_is_capped_by_max_delay():
 
 async def test_anthropic_overloaded_529_with_retry_after_is_retried_then_succeeds():
     overloaded = lambda body: httpx2.Response(  # noqa: E731
-        529, headers={"retry-after": "1"}, json={"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+        529,
+        headers={"retry-after": "1"},
+        json={"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
     )
     provider, wire, sleep = anthropic([overloaded, answer_all("breakout")])
 
     reply = await provider.complete(REQUEST)
 
     assert reply.retries == 1 and sleep.delays == [1.0]
-    assert reply.payload == {"choices": [{"symbol": "AAPL", "strategy": "breakout", "reason": "AAPL trend_strength=0.5"}]}
+    assert reply.payload == {
+        "choices": [{"symbol": "AAPL", "strategy": "breakout", "reason": "AAPL trend_strength=0.5"}]
+    }
     assert (reply.input_tokens, reply.output_tokens) == (1500, 400)
 
 

@@ -31,7 +31,9 @@ CTX = {"AAPL": context(1, "trending"), "MSFT": context(2, "ranging")}
 
 def groq_error(status: int, code: str, message: str, headers: dict[str, str] | None = None):
     return lambda body: httpx.Response(
-        status, headers=headers or {}, json={"error": {"message": message, "type": "invalid_request_error", "code": code}}
+        status,
+        headers=headers or {},
+        json={"error": {"message": message, "type": "invalid_request_error", "code": code}},
     )
 
 
@@ -372,8 +374,10 @@ async def test_select_when_95_symbols_and_chunk_40_then_three_calls_covering_eve
     assert rig.groq_wire.count == 3
     assert [len(r.symbols) for r in outcome.calls] == [40, 40, 15]
     assert [s for r in outcome.calls for s in r.symbols] == list(ctx)
-    asked = [b["response_format"]["json_schema"]["schema"]["properties"]["choices"]["items"]["properties"]
-             ["symbol"]["enum"] for b in rig.groq_wire.bodies]
+    asked = [
+        b["response_format"]["json_schema"]["schema"]["properties"]["choices"]["items"]["properties"]["symbol"]["enum"]
+        for b in rig.groq_wire.bodies
+    ]
     assert [s for chunk in asked for s in chunk] == list(ctx)
     assert len({r.prompt_hash for r in outcome.calls}) == 3
     assert outcome.chosen == {s: "mean_reversion" for s in ctx}
@@ -388,7 +392,9 @@ async def test_select_when_one_chunk_fails_on_both_providers_then_only_that_chun
 
     rig = make_rig(
         groq_steps=[groq],
-        anthropic_steps=[lambda body: httpx2.Response(500, json={"type": "error", "error": {"type": "api_error", "message": "boom"}})],
+        anthropic_steps=[
+            lambda body: httpx2.Response(500, json={"type": "error", "error": {"type": "api_error", "message": "boom"}})
+        ],
         chunk_size=40,
         retry=RetryPolicy(max_retries=0),
     )
@@ -398,7 +404,12 @@ async def test_select_when_one_chunk_fails_on_both_providers_then_only_that_chun
 
     abstained = set(outcome.abstentions)
     assert abstained == set(list(ctx)[40:80])
-    assert [r.outcome for r in outcome.calls] == [CallOutcome.OK, CallOutcome.INVALID, CallOutcome.HTTP_ERROR, CallOutcome.OK]
+    assert [r.outcome for r in outcome.calls] == [
+        CallOutcome.OK,
+        CallOutcome.INVALID,
+        CallOutcome.HTTP_ERROR,
+        CallOutcome.OK,
+    ]
     assert_every_symbol_resolved(outcome, ctx)
 
 
@@ -427,7 +438,11 @@ async def test_select_when_usd_budget_runs_out_mid_iteration_then_remaining_chun
     outcome = await rig.selector.select(contexts(95), ALLOWED, DESCRIPTIONS)
 
     assert rig.groq_wire.count == 1
-    assert [r.outcome for r in outcome.calls] == [CallOutcome.OK, CallOutcome.BUDGET_EXCEEDED, CallOutcome.BUDGET_EXCEEDED]
+    assert [r.outcome for r in outcome.calls] == [
+        CallOutcome.OK,
+        CallOutcome.BUDGET_EXCEEDED,
+        CallOutcome.BUDGET_EXCEEDED,
+    ]
     assert len(outcome.chosen) == 40 and len(outcome.abstentions) == 55
     assert all("estimated LLM spend" in c.reason for c in outcome.abstentions.values())
 
@@ -511,5 +526,11 @@ def test_selector_construction_rejects_no_providers_and_bad_chunk_size():
     with pytest.raises(ValueError):
         LLMSelector([], budget=rig.budget, prices=None, clock=rig.clock, monotonic=lambda: 0.0)  # type: ignore[arg-type]
     with pytest.raises(ValueError):
-        LLMSelector(rig.selector._providers, budget=rig.budget, prices=None, chunk_size=0,  # type: ignore[arg-type]
-                    clock=rig.clock, monotonic=lambda: 0.0)
+        LLMSelector(
+            rig.selector._providers,
+            budget=rig.budget,
+            prices=None,
+            chunk_size=0,  # type: ignore[arg-type]
+            clock=rig.clock,
+            monotonic=lambda: 0.0,
+        )

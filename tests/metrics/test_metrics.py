@@ -170,9 +170,7 @@ def test_compute_metrics_when_recovered_drawdown_is_longest_then_its_duration_is
     assert m.longest_drawdown_recovered is True
 
 
-def test_compute_metrics_when_deepest_drawdown_is_short_then_depth_and_duration_come_from_different_episodes() -> (
-    None
-):
+def test_compute_metrics_when_deepest_drawdown_is_short_then_depth_and_duration_come_from_different_episodes() -> None:
     # 100, 70, 100, 95, 96, 97, 98: episode 1 depth 1 - 70/100 = 0.30 over 2 periods (t0 -> t2);
     # episode 2 depth 1 - 95/100 = 0.05, from t2 to the end t6 unrecovered: 4 periods
     m = compute_metrics(daily_series([100, 70, 100, 95, 96, 97, 98]), [])

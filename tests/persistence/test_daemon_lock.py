@@ -12,7 +12,7 @@ import time
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -42,7 +42,9 @@ HOLDER = (
 def _held_by_another_process(url: str, cwd: Path) -> Iterator[None]:
     """A second process that takes the daemon lock on ``url`` and holds it until the block ends."""
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, url], cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, url], cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
         yield
@@ -76,10 +78,23 @@ def _spellings(tmp_path: Path) -> dict[str, str]:
 
 @pytest.mark.parametrize(
     ("first", "second"),
-    [("path", "file-uri"), ("file-uri", "path"), ("path", "file-uri-localhost"), ("path", "hard-link"), ("hard-link", "path"), ("path", "symlink"), ("relative", "path")],
+    [
+        ("path", "file-uri"),
+        ("file-uri", "path"),
+        ("path", "file-uri-localhost"),
+        ("path", "hard-link"),
+        ("hard-link", "path"),
+        ("path", "symlink"),
+        ("relative", "path"),
+    ],
 )
 def test_second_daemon_when_its_url_names_the_same_sqlite_file_differently_then_it_refuses_with_exit_4(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], offline: None, first: str, second: str
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    offline: None,
+    first: str,
+    second: str,
 ) -> None:
     urls = _spellings(tmp_path)
     monkeypatch.chdir(tmp_path)
@@ -102,7 +117,13 @@ def test_daemon_when_the_lock_holder_has_gone_then_the_same_file_under_another_n
 
 def _app(settings_url: str, tmp_path: Path, day: date = date(2024, 3, 28)):
     calendar = MarketCalendar()
-    settings = make_settings(tmp_path, database_url=settings_url, data_provider="synthetic", broker="simulated", symbols=["AAPL", "IBM", "SPY"])
+    settings = make_settings(
+        tmp_path,
+        database_url=settings_url,
+        data_provider="synthetic",
+        broker="simulated",
+        symbols=["AAPL", "IBM", "SPY"],
+    )
     return build_app(settings, kind="daemon", clock=SimulatedClock(calendar.session(day).close_utc), calendar=calendar)
 
 
@@ -119,7 +140,9 @@ def _lock_events(url: str) -> list[tuple[str, str, str]]:
     engine = create_engine(normalise_url(url))
     try:
         with Session(engine) as s:
-            rows = s.scalars(select(BreakerEventRow).where(BreakerEventRow.name == "daemon_lock").order_by(BreakerEventRow.id)).all()
+            rows = s.scalars(
+                select(BreakerEventRow).where(BreakerEventRow.name == "daemon_lock").order_by(BreakerEventRow.id)
+            ).all()
             return [(r.from_state, r.to_state, r.reason) for r in rows]
     finally:
         engine.dispose()
@@ -213,9 +236,20 @@ def test_running_daemon_when_its_lock_session_is_terminated_and_a_second_daemon_
     """``main.py run --offline`` in its own process, an iteration every 5 s: after its first iteration the lock's session
     is terminated and the test takes the lock; at its next wake-up the daemon exits 4 and records why."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "SCHEDULE", "LOOP_INTERVAL"))}
-    env.update(DATA_PROVIDER="synthetic", SCHEDULE="interval", LOOP_INTERVAL_SECONDS="5", LOG_DIR=str(tmp_path / "logs"), DATABASE_URL=postgres_url)
+    env.update(
+        DATA_PROVIDER="synthetic",
+        SCHEDULE="interval",
+        LOOP_INTERVAL_SECONDS="5",
+        LOG_DIR=str(tmp_path / "logs"),
+        DATABASE_URL=postgres_url,
+    )
     proc = subprocess.Popen(
-        [sys.executable, "main.py", "run", "--offline", "--iterations", "50"], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "main.py", "run", "--offline", "--iterations", "50"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     second = None
     try:
@@ -249,14 +283,25 @@ def test_running_daemon_when_its_lock_session_is_terminated_and_a_second_daemon_
 # --- runs left `running` by a process that died ---------------------------------------------------------------------
 
 
-def test_start_when_runs_were_left_running_by_a_killed_process_then_they_are_marked_killed(tmp_path: Path, offline: None) -> None:
+def test_start_when_runs_were_left_running_by_a_killed_process_then_they_are_marked_killed(
+    tmp_path: Path, offline: None
+) -> None:
     from datetime import UTC, datetime
     from decimal import Decimal
 
     url = f"sqlite:///{tmp_path / 'k.db'}"
     repo = Repository(open_database(url))
     started = datetime(2024, 1, 2, 21, tzinfo=UTC)
-    repo.create_run("daemon-old", kind="daemon", broker="simulated", data_provider="synthetic", started_at=started, initial_cash=Decimal(1), symbols=["AAPL"], config={})
+    repo.create_run(
+        "daemon-old",
+        kind="daemon",
+        broker="simulated",
+        data_provider="synthetic",
+        started_at=started,
+        initial_cash=Decimal(1),
+        symbols=["AAPL"],
+        config={},
+    )
     repo.engine.dispose()
 
     before = datetime.now(UTC)
@@ -268,7 +313,9 @@ def test_start_when_runs_were_left_running_by_a_killed_process_then_they_are_mar
     assert [r.status for r in runs.values()] == ["finished"]
 
 
-def test_lock_release_when_a_sqlite_connection_of_this_process_is_open_then_its_own_locks_survive(tmp_path: Path) -> None:
+def test_lock_release_when_a_sqlite_connection_of_this_process_is_open_then_its_own_locks_survive(
+    tmp_path: Path,
+) -> None:
     """The lock's descriptor is on the database file itself; closing it would drop every POSIX lock this process holds
     on the file (SQLite's included). Taking and releasing the lock beside an open connection must leave those intact."""
     from sqlalchemy import text
@@ -279,7 +326,11 @@ def test_lock_release_when_a_sqlite_connection_of_this_process_is_open_then_its_
 
     def posix_locks() -> list[str]:
         with open("/proc/locks") as f:
-            return [" ".join(line.split()[1:3] + line.split()[5:]) for line in f if f":{inode} " in line and line.split()[4] == str(os.getpid()) and "POSIX" in line]
+            return [
+                " ".join(line.split()[1:3] + line.split()[5:])
+                for line in f
+                if f":{inode} " in line and line.split()[4] == str(os.getpid()) and "POSIX" in line
+            ]
 
     with engine.connect() as connection:
         connection.execute(text("SELECT count(*) FROM runs")).scalar()  # a WAL reader keeps a shared lock on the file

@@ -70,7 +70,17 @@ def test_migrations_create_the_schema_and_are_idempotent(database_url: str) -> N
     engine = open_database(database_url)
     open_database(database_url)  # second start-up: nothing to do, no error
     tables = set(inspect(engine).get_table_names())
-    assert {"runs", "iterations", "decisions", "orders", "fills", "positions", "equity_snapshots", "audit_reports", "alembic_version"} <= tables
+    assert {
+        "runs",
+        "iterations",
+        "decisions",
+        "orders",
+        "fills",
+        "positions",
+        "equity_snapshots",
+        "audit_reports",
+        "alembic_version",
+    } <= tables
 
 
 def test_iteration_round_trip_keeps_exact_money_and_utc_times(database_url: str) -> None:
@@ -82,7 +92,15 @@ def test_iteration_round_trip_keeps_exact_money_and_utc_times(database_url: str)
             1,
             T0,
             decisions=[
-                Decision("risk", "AAPL", "approved", "sized 10 shares", {"atr": 2.5, "nan": float("nan")}, strategy="trend_following", confidence=0.61),
+                Decision(
+                    "risk",
+                    "AAPL",
+                    "approved",
+                    "sized 10 shares",
+                    {"atr": 2.5, "nan": float("nan")},
+                    strategy="trend_following",
+                    confidence=0.61,
+                ),
                 Decision("risk", "IBM", "denied:min_confidence", "0.2 < 0.3", {"confidence": 0.2}),
             ],
             orders=[_order()],
@@ -108,7 +126,11 @@ def test_iteration_round_trip_keeps_exact_money_and_utc_times(database_url: str)
         assert stored_fill.price == Decimal("123.4567") and isinstance(stored_fill.price, Decimal)
         assert stored_fill.filled_at == T1 and stored_fill.filled_at.tzinfo is not None
         order = s.scalars(select(OrderRow)).one()
-        assert (order.status, order.filled_quantity, order.average_fill_price) == ("filled", Decimal("10"), Decimal("123.4567"))
+        assert (order.status, order.filled_quantity, order.average_fill_price) == (
+            "filled",
+            Decimal("10"),
+            Decimal("123.4567"),
+        )
         assert order.iteration_id == "run-1-000001"  # updated in place, not duplicated
         decisions = s.scalars(select(DecisionRow).order_by(DecisionRow.symbol)).all()
         assert [d.action for d in decisions] == ["approved", "denied:min_confidence"]
@@ -165,28 +187,49 @@ def test_unreachable_database_gives_a_clear_error_without_the_password() -> None
 
 
 def _intent() -> OrderIntent:
-    return OrderIntent("AAPL", Side.BUY, 10, OrderType.BRACKET, 120.5, "trend_following", 0.7, "golden cross", stop_loss=115.25, take_profit=131.0)
+    return OrderIntent(
+        "AAPL",
+        Side.BUY,
+        10,
+        OrderType.BRACKET,
+        120.5,
+        "trend_following",
+        0.7,
+        "golden cross",
+        stop_loss=115.25,
+        take_profit=131.0,
+    )
 
 
-def test_record_intent_when_written_twice_then_one_pending_row_settled_by_the_iteration_that_records_its_order(database_url: str) -> None:
+def test_record_intent_when_written_twice_then_one_pending_row_settled_by_the_iteration_that_records_its_order(
+    database_url: str,
+) -> None:
     repo = _repo(database_url)
     coid = "run-1-000001-AAPL-buy"
-    repo.record_intent(run_id="run-1", iteration_id="run-1-000001", broker="simulated", client_order_id=coid, intent=_intent(), at=T0)
-    repo.record_intent(run_id="run-1", iteration_id="run-1-000001", broker="simulated", client_order_id=coid, intent=_intent(), at=T0)
+    repo.record_intent(
+        run_id="run-1", iteration_id="run-1-000001", broker="simulated", client_order_id=coid, intent=_intent(), at=T0
+    )
+    repo.record_intent(
+        run_id="run-1", iteration_id="run-1-000001", broker="simulated", client_order_id=coid, intent=_intent(), at=T0
+    )
     [pending] = repo.pending_intents("simulated")
     assert (pending.client_order_id, pending.intent, pending.created_at) == (coid, _intent(), T0)  # exact round trip
     assert repo.pending_intents("alpaca-paper") == []
 
     repo.record_iteration(_record("run-1-000001", 1, T0, orders=[_order()]))
     assert [i["status"] for i in repo.intents()] == ["recorded"] and repo.pending_intents("simulated") == []
-    repo.record_intent(run_id="run-1", iteration_id="run-1-000002", broker="simulated", client_order_id=coid, intent=_intent(), at=T1)
+    repo.record_intent(
+        run_id="run-1", iteration_id="run-1-000002", broker="simulated", client_order_id=coid, intent=_intent(), at=T1
+    )
     assert [i["status"] for i in repo.intents()] == ["recorded"]  # a resubmission of a recorded order stays settled
 
 
 def test_settle_never_accepted_when_the_order_turns_up_later_then_recording_it_wins(database_url: str) -> None:
     repo = _repo(database_url)
     coid = "run-1-000001-AAPL-buy"
-    repo.record_intent(run_id="run-1", iteration_id="run-1-000001", broker="simulated", client_order_id=coid, intent=_intent(), at=T0)
+    repo.record_intent(
+        run_id="run-1", iteration_id="run-1-000001", broker="simulated", client_order_id=coid, intent=_intent(), at=T0
+    )
     repo.note_intent_lookup(coid, error="HTTP 500")
     assert [(i["status"], i["lookups"], i["last_error"]) for i in repo.intents()] == [("pending", 1, "HTTP 500")]
     repo.settle_intent_never_accepted(coid, T1, "no such order")
@@ -198,11 +241,35 @@ def test_settle_never_accepted_when_the_order_turns_up_later_then_recording_it_w
 def test_ledger_positions_are_the_daemons_fills_plus_reconciliation_adjustments(database_url: str) -> None:
     repo = Repository(open_database(database_url))
     for run, kind in (("daemon-1", "daemon"), ("replay-1", "replay")):
-        repo.create_run(run, kind=kind, broker="simulated", data_provider="files", started_at=T0, initial_cash=Decimal("100000"), symbols=["AAPL"], config={})
+        repo.create_run(
+            run,
+            kind=kind,
+            broker="simulated",
+            data_provider="files",
+            started_at=T0,
+            initial_cash=Decimal("100000"),
+            symbols=["AAPL"],
+            config={},
+        )
         order = _order(client_order_id=f"{run}-AAPL-buy", status=OrderStatus.FILLED, filled_quantity=10)
         fill = Fill(f"{run}-f1", order.client_order_id, "AAPL", Side.BUY, 10, Decimal("100"), Decimal("1"), T0)
         repo.record_iteration(_record(f"{run}-000001", 1, T0, run_id=run, orders=[order], fills=[fill]))
     assert repo.ledger_positions("simulated") == {"AAPL": Decimal(10)}  # the replay's fills are not the daemon's
-    repo.record_reconciliation("daemon-1", T1, [{"kind": "unknown_position", "symbol": "IBM", "details": {"ledger": "0", "broker": "5"}, "resolution": "adopted"}])
-    repo.record_reconciliation("daemon-1", T1, [{"kind": "unknown_order", "symbol": "IBM", "details": {"client_order_id": "x"}, "resolution": "flagged"}])
+    repo.record_reconciliation(
+        "daemon-1",
+        T1,
+        [
+            {
+                "kind": "unknown_position",
+                "symbol": "IBM",
+                "details": {"ledger": "0", "broker": "5"},
+                "resolution": "adopted",
+            }
+        ],
+    )
+    repo.record_reconciliation(
+        "daemon-1",
+        T1,
+        [{"kind": "unknown_order", "symbol": "IBM", "details": {"client_order_id": "x"}, "resolution": "flagged"}],
+    )
     assert repo.ledger_positions("simulated") == {"AAPL": Decimal(10), "IBM": Decimal(5)}

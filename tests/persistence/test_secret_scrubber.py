@@ -27,17 +27,37 @@ def test_writes_when_text_and_json_carry_secrets_then_every_table_holds_only_the
     install_database_scrubber(engine, [KEY, QUOTED, "ab"])  # too short to scrub: ignored
     repository = Repository(engine)
     repository.create_run(
-        "run-1", kind="daemon", broker="alpaca-paper", data_provider="alpaca", started_at=AT,
-        initial_cash=Decimal("1000"), symbols=["AAPL"], config={"note": f"echo {KEY}", "deep": [{"k": f"x {QUOTED} y"}]},
+        "run-1",
+        kind="daemon",
+        broker="alpaca-paper",
+        data_provider="alpaca",
+        started_at=AT,
+        initial_cash=Decimal("1000"),
+        symbols=["AAPL"],
+        config={"note": f"echo {KEY}", "deep": [{"k": f"x {QUOTED} y"}]},
     )
-    repository.record_iterations([
-        IterationRecord(
-            run_id="run-1", iteration_id="run-1-000001", seq=1, as_of=AT, recorded_at=AT, status="ok", error=None,
-            symbols_total=1, symbols_ok=1, data_quality=1.0,
-            decisions=[Decision("strategy", "AAPL", "chose", f"the LLM said {KEY}", {"answer": f"{KEY} and {QUOTED}"})],
-            report_kind="llm", report_text=f"Summary by {KEY}.", report_facts={"rejected_text": KEY},
-        )
-    ])
+    repository.record_iterations(
+        [
+            IterationRecord(
+                run_id="run-1",
+                iteration_id="run-1-000001",
+                seq=1,
+                as_of=AT,
+                recorded_at=AT,
+                status="ok",
+                error=None,
+                symbols_total=1,
+                symbols_ok=1,
+                data_quality=1.0,
+                decisions=[
+                    Decision("strategy", "AAPL", "chose", f"the LLM said {KEY}", {"answer": f"{KEY} and {QUOTED}"})
+                ],
+                report_kind="llm",
+                report_text=f"Summary by {KEY}.",
+                report_facts={"rejected_text": KEY},
+            )
+        ]
+    )
     repository.put_state("notes", {"why": KEY}, AT)
 
     metadata = MetaData()
@@ -46,7 +66,9 @@ def test_writes_when_text_and_json_carry_secrets_then_every_table_holds_only_the
     with engine.connect() as connection:
         for table in metadata.sorted_tables:
             for row in connection.execute(select(table)):
-                texts.append(" ".join(json.dumps(v, default=str) if isinstance(v, (dict, list)) else str(v) for v in row))
+                texts.append(
+                    " ".join(json.dumps(v, default=str) if isinstance(v, (dict, list)) else str(v) for v in row)
+                )
     engine.dispose()
     joined = "\n".join(texts)
     assert KEY not in joined and "ss\\\\word-42" not in joined and 'ss"' not in joined

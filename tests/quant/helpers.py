@@ -6,7 +6,7 @@ import math
 import statistics
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -27,13 +27,16 @@ def bars(close: Sequence[float], start: str = "2020-01-01") -> pd.DataFrame:
     )
 
 
-def signal_frame(frame: pd.DataFrame, actions: Sequence[int], strength: float = 0.5, **indicators: Sequence[float]) -> pd.DataFrame:
+def signal_frame(
+    frame: pd.DataFrame, actions: Sequence[int], strength: float = 0.5, **indicators: Sequence[float]
+) -> pd.DataFrame:
     """A strategy's output frame: the given actions (padded with HOLD to the bars' length) and ind_* columns."""
     n = len(frame)
     codes = np.zeros(n, dtype=np.int8)
     codes[: len(actions)] = actions
     out = pd.DataFrame(
-        {"action": codes, "strength": np.where(codes != 0, strength, 0.0), "stop": np.nan, "target": np.nan}, index=frame.index
+        {"action": codes, "strength": np.where(codes != 0, strength, 0.0), "stop": np.nan, "target": np.nan},
+        index=frame.index,
     )
     for name, values in indicators.items():
         column = np.full(n, np.nan)
@@ -60,7 +63,11 @@ class FakeStrategies:
 
 def signal_at(symbol: str, strategy: str, frame: pd.DataFrame, signals: pd.DataFrame, t: int) -> Signal:
     code = int(signals["action"].iat[t])
-    indicators = {c[4:]: float(signals[c].iat[t]) for c in signals.columns if c.startswith("ind_") and not math.isnan(signals[c].iat[t])}
+    indicators = {
+        c[4:]: float(signals[c].iat[t])
+        for c in signals.columns
+        if c.startswith("ind_") and not math.isnan(signals[c].iat[t])
+    }
     return Signal(
         symbol=symbol,
         strategy=strategy,
@@ -72,7 +79,11 @@ def signal_at(symbol: str, strategy: str, frame: pd.DataFrame, signals: pd.DataF
     )
 
 
-def signals_ready(bars_by_symbol: Mapping[str, tuple[pd.DataFrame, int]], signals: Mapping[str, Signal], rejected: Mapping[str, str] | None = None) -> SignalsReady:
+def signals_ready(
+    bars_by_symbol: Mapping[str, tuple[pd.DataFrame, int]],
+    signals: Mapping[str, Signal],
+    rejected: Mapping[str, str] | None = None,
+) -> SignalsReady:
     """A SignalsReady whose batch shows ``end`` rows of each frame (decision bar ``end - 1``)."""
     batch = BarsBatch(
         iteration_id="it-1",

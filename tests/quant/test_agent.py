@@ -71,12 +71,19 @@ async def test_on_signals_when_future_bars_and_signals_are_appended_then_the_pas
     frame, signals, strategies = _hand_setup(close=CLOSE[:10], actions=ACTIONS[:10], a=IND_A[:10], b=IND_B[:10])
     longer_close = CLOSE + [60, 40, 120, 130, 20, 25]
     longer, longer_signals, longer_strategies = _hand_setup(
-        close=longer_close, actions=ACTIONS + [-1, 1, -1, 1, 0, 0], a=IND_A + [0, 9, 0, 9, 1, 1], b=IND_B + [9, 0, 9, 0, 2, 2]
+        close=longer_close,
+        actions=ACTIONS + [-1, 1, -1, 1, 0, 0],
+        a=IND_A + [0, 9, 0, 9, 1, 1],
+        b=IND_B + [9, 0, 9, 0, 2, 2],
     )
     signal = signal_at("AAA", "fake", frame, signals, 9)
 
-    short_out = await QuantAgent(strategies, config=SMALL).on_signals(signals_ready({"AAA": (frame, 10)}, {"AAA": signal}))
-    long_out = await QuantAgent(longer_strategies, config=SMALL).on_signals(signals_ready({"AAA": (longer, 10)}, {"AAA": signal}))
+    short_out = await QuantAgent(strategies, config=SMALL).on_signals(
+        signals_ready({"AAA": (frame, 10)}, {"AAA": signal})
+    )
+    long_out = await QuantAgent(longer_strategies, config=SMALL).on_signals(
+        signals_ready({"AAA": (longer, 10)}, {"AAA": signal})
+    )
     later = await QuantAgent(longer_strategies, config=SMALL).on_signals(
         signals_ready({"AAA": (longer, 11)}, {"AAA": signal_at("AAA", "fake", longer, longer_signals, 10)})
     )
@@ -100,7 +107,10 @@ async def test_on_signals_when_hold_or_rejected_then_each_symbol_gets_one_skip_d
 
     assert sorted(d.symbol for d in out.decisions) == ["AAA", "BBB", "CCC"]
     assert _only(out.decisions, "BBB").action == "skip" and "HOLD" in _only(out.decisions, "BBB").reason
-    assert _only(out.decisions, "CCC").action == "skip" and _only(out.decisions, "CCC").reason == "no usable data: stale bars"
+    assert (
+        _only(out.decisions, "CCC").action == "skip"
+        and _only(out.decisions, "CCC").reason == "no usable data: stale bars"
+    )
     assert set(out.validated) == {"AAA"}
     assert ("BBB", "fake") not in strategies.calls  # nothing is computed for a HOLD
 
@@ -112,14 +122,18 @@ def _regime_close(last_step: float) -> list[float]:
 
 
 @pytest.mark.parametrize(("last_step", "factor"), [(0.03, 0.75), (0.005, 1.0)])
-async def test_on_signals_when_recent_volatility_is_high_then_the_regime_factor_lowers_confidence(last_step, factor) -> None:
+async def test_on_signals_when_recent_volatility_is_high_then_the_regime_factor_lowers_confidence(
+    last_step, factor
+) -> None:
     close = _regime_close(last_step)
     frame = bars(close)
     actions = [0] * 300 + [1]
     signals = signal_frame(frame, actions, strength=0.5)
     agent = QuantAgent(FakeStrategies({("AAA", "fake"): signals}))  # default config: 20 vs 252 days, threshold 1.5
 
-    out = await agent.on_signals(signals_ready({"AAA": (frame, 301)}, {"AAA": signal_at("AAA", "fake", frame, signals, 300)}))
+    out = await agent.on_signals(
+        signals_ready({"AAA": (frame, 301)}, {"AAA": signal_at("AAA", "fake", frame, signals, 300)})
+    )
 
     inputs = out.decisions[0].inputs
     # recent: 20 returns of +-s, variance 20 s^2 / 19; long: 232 of +-0.5 % and 20 of +-s, variance / 251
@@ -133,7 +147,9 @@ async def test_on_signals_when_recent_volatility_is_high_then_the_regime_factor_
 
 
 @pytest.mark.parametrize(("collinear", "factor"), [(True, 0.95), (False, 1.0)])
-async def test_on_signals_when_reported_features_are_collinear_then_vif_flags_them_and_lowers_confidence(collinear, factor) -> None:
+async def test_on_signals_when_reported_features_are_collinear_then_vif_flags_them_and_lowers_confidence(
+    collinear, factor
+) -> None:
     rng = np.random.default_rng(9)
     close = (100 * np.exp(np.cumsum(rng.normal(0, 0.01, 80)))).tolist()
     fast = rng.normal(size=80)
@@ -185,7 +201,9 @@ def _reviewer(answer):
         ("0.1", "invalid answer '0.1': deterministic confidence kept"),
     ],
 )
-async def test_review_when_it_answers_then_it_can_only_lower_confidence_and_both_values_are_recorded(answer, status) -> None:
+async def test_review_when_it_answers_then_it_can_only_lower_confidence_and_both_values_are_recorded(
+    answer, status
+) -> None:
     frame, signals, strategies = _hand_setup()
     review, seen = _reviewer(answer)
     agent = QuantAgent(strategies, config=SMALL, review=review)
@@ -199,7 +217,12 @@ async def test_review_when_it_answers_then_it_can_only_lower_confidence_and_both
     assert reviewed.confidence == deterministic and reviewed.signal.action is Action.BUY
     assert inputs["review_status"] == status
     expected = 0.1 if status == "lowered" else deterministic
-    assert out.validated["AAA"].confidence == inputs["confidence"] == out.decisions[0].confidence == pytest.approx(expected)
+    assert (
+        out.validated["AAA"].confidence
+        == inputs["confidence"]
+        == out.decisions[0].confidence
+        == pytest.approx(expected)
+    )
     assert out.validated["AAA"].components["confidence_deterministic"] == deterministic
     if status == "lowered":
         assert inputs["review_confidence"] == 0.1 and "review lowered it to 0.10" in out.decisions[0].reason
@@ -216,7 +239,9 @@ async def test_review_when_the_reviewer_raises_then_the_error_propagates() -> No
     agent = QuantAgent(strategies, config=SMALL, review=review)
 
     with pytest.raises(RuntimeError, match="reviewer bug"):
-        await agent.on_signals(signals_ready({"AAA": (frame, 10)}, {"AAA": signal_at("AAA", "fake", frame, signals, 9)}))
+        await agent.on_signals(
+            signals_ready({"AAA": (frame, 10)}, {"AAA": signal_at("AAA", "fake", frame, signals, 9)})
+        )
 
 
 async def test_review_when_the_signal_is_hold_then_the_reviewer_is_not_asked() -> None:
@@ -253,7 +278,9 @@ def _vif_by_inverse_correlation(values: np.ndarray) -> np.ndarray:
 
 @pytest.mark.skipif(DAILY is None, reason="bundled daily bars not found")
 @pytest.mark.parametrize("strategy_name", ["mean_reversion", "volatility_breakout"])
-async def test_real_strategy_agent_on_bundled_bars_when_a_signal_fires_then_components_match_a_recomputation_on_visible_bars(strategy_name) -> None:
+async def test_real_strategy_agent_on_bundled_bars_when_a_signal_fires_then_components_match_a_recomputation_on_visible_bars(
+    strategy_name,
+) -> None:
     assert DAILY is not None
     aapl = read_bars(DAILY / "AAPL.csv")
     registry = build_registry()
@@ -264,7 +291,9 @@ async def test_real_strategy_agent_on_bundled_bars_when_a_signal_fires_then_comp
     actions = strategy_agent.signal_frame_for(whole, "AAPL", strategy_name)["action"].to_numpy()
     t = int(np.flatnonzero((actions != 0) & (np.arange(len(actions)) >= 800))[0])
 
-    signal = strategy_signal_at(strategy, "AAPL", strategy_agent.signal_frame_for(whole, "AAPL", strategy_name), t, float(aapl["close"].iat[t]))
+    signal = strategy_signal_at(
+        strategy, "AAPL", strategy_agent.signal_frame_for(whole, "AAPL", strategy_name), t, float(aapl["close"].iat[t])
+    )
     out = await quant.on_signals(signals_ready({"AAPL": (aapl, t + 1)}, {"AAPL": signal}))
 
     inputs = out.decisions[0].inputs

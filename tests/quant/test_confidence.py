@@ -14,7 +14,19 @@ CONFIG = QuantConfig()
 NO_VIF = VifResult({}, 0, (), "no indicator features reported")
 
 
-def _assess(*, n=20, wins=10, expectancy=None, sharpe=None, max_drawdown=None, vol_recent=None, vol_long=None, vif=NO_VIF, strength=0.0, config=CONFIG):
+def _assess(
+    *,
+    n=20,
+    wins=10,
+    expectancy=None,
+    sharpe=None,
+    max_drawdown=None,
+    vol_recent=None,
+    vol_long=None,
+    vif=NO_VIF,
+    strength=0.0,
+    config=CONFIG,
+):
     return assess(
         config,
         n=n,
@@ -136,8 +148,16 @@ def test_confidence_when_inputs_are_random_then_it_stays_in_the_unit_interval_an
     wins = int(round(wins_share * n))
 
     result = _assess(
-        n=n, wins=wins, strength=strength, expectancy=expectancy, sharpe=sharpe, max_drawdown=max_drawdown,
-        vol_recent=vol_recent, vol_long=vol_long, vif=vif, config=config,
+        n=n,
+        wins=wins,
+        strength=strength,
+        expectancy=expectancy,
+        sharpe=sharpe,
+        max_drawdown=max_drawdown,
+        vol_recent=vol_recent,
+        vol_long=vol_long,
+        vif=vif,
+        config=config,
     )
 
     assert 0.0 <= result.confidence <= 1.0

@@ -108,7 +108,9 @@ def test_record_when_a_sell_loses_everything_then_drawdown_is_total() -> None:
 
 def test_sharpe_and_drawdown_agree_with_core_metrics_on_the_compounded_record() -> None:
     record = signal_record(ACTIONS, CLOSE, horizon=2, lookback=20)
-    equity = pd.Series(np.cumprod([1.0, 1.10, 1.05, 0.80, 0.90]), index=pd.date_range("2020-01-01", periods=5, tz="UTC"))
+    equity = pd.Series(
+        np.cumprod([1.0, 1.10, 1.05, 0.80, 0.90]), index=pd.date_range("2020-01-01", periods=5, tz="UTC")
+    )
 
     metrics = compute_metrics(equity, periods_per_year=1)
     _, _, _, sharpe, drawdown = _at(record, 10)
@@ -125,7 +127,9 @@ def test_sharpe_and_drawdown_agree_with_core_metrics_on_the_compounded_record() 
     lookback=st.integers(1, 8),
     data=st.data(),
 )
-def test_record_read_at_any_bar_equals_the_loop_over_bars_up_to_that_bar(actions, steps, horizon, lookback, data) -> None:
+def test_record_read_at_any_bar_equals_the_loop_over_bars_up_to_that_bar(
+    actions, steps, horizon, lookback, data
+) -> None:
     close = 100.0 * np.cumprod(1.0 + np.asarray(steps[: len(actions)]))
     record = signal_record(np.asarray(actions), close, horizon, lookback)
     t = data.draw(st.integers(0, len(actions) - 1))

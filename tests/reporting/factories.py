@@ -29,7 +29,8 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any, Mapping, Sequence
+from typing import Any
+from collections.abc import Mapping, Sequence
 
 from core.domain import Decision, EquitySnapshot, Fill, Order, OrderStatus, OrderType, Position, Side
 from core.persistence.db import open_database
@@ -50,7 +51,17 @@ def open_of(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, 14, 30, tzinfo=UTC)
 
 
-def order(coid: str, symbol: str, side: Side, quantity: int, at: datetime, *, strategy: str, status: OrderStatus = OrderStatus.SUBMITTED, **kw: Any) -> Order:
+def order(
+    coid: str,
+    symbol: str,
+    side: Side,
+    quantity: int,
+    at: datetime,
+    *,
+    strategy: str,
+    status: OrderStatus = OrderStatus.SUBMITTED,
+    **kw: Any,
+) -> Order:
     return Order(
         client_order_id=coid,
         symbol=symbol,
@@ -66,12 +77,25 @@ def order(coid: str, symbol: str, side: Side, quantity: int, at: datetime, *, st
     )
 
 
-def fill(fill_id: str, coid: str, symbol: str, side: Side, quantity: int, price: str, commission: str, at: datetime) -> Fill:
+def fill(
+    fill_id: str, coid: str, symbol: str, side: Side, quantity: int, price: str, commission: str, at: datetime
+) -> Fill:
     return Fill(fill_id, coid, symbol, side, quantity, Decimal(price), Decimal(commission), at)
 
 
-def decision(agent: str, symbol: str, action: str, reason: str = "", *, strategy: str | None = None, confidence: float | None = None, **inputs: Any) -> Decision:
-    return Decision(agent, symbol, action, reason or f"{agent} {action}", inputs, strategy=strategy, confidence=confidence)
+def decision(
+    agent: str,
+    symbol: str,
+    action: str,
+    reason: str = "",
+    *,
+    strategy: str | None = None,
+    confidence: float | None = None,
+    **inputs: Any,
+) -> Decision:
+    return Decision(
+        agent, symbol, action, reason or f"{agent} {action}", inputs, strategy=strategy, confidence=confidence
+    )
 
 
 def llm_call(symbols: Sequence[str], at: datetime, *, outcome: str = "ok") -> dict[str, Any]:
@@ -137,7 +161,9 @@ class Ledger:
         snapshot = None
         if equity is not None:
             value = sum((p.market_value for p in held.values()), Decimal("0"))
-            snapshot = EquitySnapshot(at=at, cash=Decimal(equity) - value, market_value=value, equity=Decimal(equity), positions=len(held))
+            snapshot = EquitySnapshot(
+                at=at, cash=Decimal(equity) - value, market_value=value, equity=Decimal(equity), positions=len(held)
+            )
         self.repo.record_iteration(
             IterationRecord(
                 run_id=run_id,
@@ -193,8 +219,25 @@ def build_ledger(url: str) -> Ledger:
         RUN_1,
         D1,
         decisions=[
-            decision("execution", "AAPL", "submitted", "buy 100 market as r1-AAPL-buy", strategy="trend_following", confidence=0.8, client_order_id="r1-AAPL-buy"),
-            decision("risk", "AAPL", "approved", "BUY 100 AAPL: risk 2% of equity", strategy="trend_following", confidence=0.8, state="active", quantity=100),
+            decision(
+                "execution",
+                "AAPL",
+                "submitted",
+                "buy 100 market as r1-AAPL-buy",
+                strategy="trend_following",
+                confidence=0.8,
+                client_order_id="r1-AAPL-buy",
+            ),
+            decision(
+                "risk",
+                "AAPL",
+                "approved",
+                "BUY 100 AAPL: risk 2% of equity",
+                strategy="trend_following",
+                confidence=0.8,
+                state="active",
+                quantity=100,
+            ),
             decision("data", "AAPL", "ok", "250 bars up to 2024-03-01", bars=250),
             decision("quant", "AAPL", "validated", "hit rate 0.70", strategy="trend_following", confidence=0.7),
             decision("strategy", "AAPL", "BUY", "golden cross", strategy="trend_following", price=10.2),
@@ -214,7 +257,15 @@ def build_ledger(url: str) -> Ledger:
         D2,
         decisions=[
             decision("data", "AAPL", "ok", "251 bars"),
-            decision("risk", "AAPL", "denied:already_long", "already long 100 AAPL", strategy="trend_following", confidence=0.75, rule="already_long"),
+            decision(
+                "risk",
+                "AAPL",
+                "denied:already_long",
+                "already long 100 AAPL",
+                strategy="trend_following",
+                confidence=0.75,
+                rule="already_long",
+            ),
         ],
         orders=[
             o_aapl.transition(OrderStatus.FILLED, open_of(D2), filled_quantity=100, average_fill_price=10.0),
@@ -237,15 +288,59 @@ def build_ledger(url: str) -> Ledger:
         RUN_1,
         D3,
         decisions=[
-            decision("risk", "AAPL", "denied:already_long", "already long 60 AAPL", strategy="trend_following", rule="already_long"),
-            decision("risk", "BAC", "denied:sector_cap", "financials would reach 40% (cap 35%)", strategy="mean_reversion", rule="sector_cap"),
+            decision(
+                "risk",
+                "AAPL",
+                "denied:already_long",
+                "already long 60 AAPL",
+                strategy="trend_following",
+                rule="already_long",
+            ),
+            decision(
+                "risk",
+                "BAC",
+                "denied:sector_cap",
+                "financials would reach 40% (cap 35%)",
+                strategy="mean_reversion",
+                rule="sector_cap",
+            ),
             decision("quant", "SPY", "validated", "ok", strategy="trend_following", confidence=0.55),
             decision("risk", "SPY", "approved", "BUY 10 SPY", strategy="trend_following", confidence=None),
         ],
         orders=[
-            order("r1-AAPL-sell-1", "AAPL", Side.SELL, 40, open_of(D3), strategy="trend_following", status=OrderStatus.FILLED, filled_quantity=40, average_fill_price=12.0),
-            order("r1-BAC-sell", "BAC", Side.SELL, 50, open_of(D3), strategy="mean_reversion", status=OrderStatus.FILLED, filled_quantity=50, average_fill_price=22.0),
-            order("r1-IBM-sell", "IBM", Side.SELL, 10, open_of(D3), strategy="trend_following", status=OrderStatus.FILLED, filled_quantity=10, average_fill_price=60.0),
+            order(
+                "r1-AAPL-sell-1",
+                "AAPL",
+                Side.SELL,
+                40,
+                open_of(D3),
+                strategy="trend_following",
+                status=OrderStatus.FILLED,
+                filled_quantity=40,
+                average_fill_price=12.0,
+            ),
+            order(
+                "r1-BAC-sell",
+                "BAC",
+                Side.SELL,
+                50,
+                open_of(D3),
+                strategy="mean_reversion",
+                status=OrderStatus.FILLED,
+                filled_quantity=50,
+                average_fill_price=22.0,
+            ),
+            order(
+                "r1-IBM-sell",
+                "IBM",
+                Side.SELL,
+                10,
+                open_of(D3),
+                strategy="trend_following",
+                status=OrderStatus.FILLED,
+                filled_quantity=10,
+                average_fill_price=60.0,
+            ),
             o_spy,
         ],
         fills=[
@@ -265,14 +360,41 @@ def build_ledger(url: str) -> Ledger:
             decision("data", "IBM", "ok", "253 bars"),
             decision("strategy", "IBM", "BUY", "breakout", strategy="breakout"),
             decision("quant", "IBM", "validated", "ok", strategy="breakout", confidence=0.4),
-            decision("risk", "IBM", "denied:state", "trading state is reducing; entries need active", strategy="breakout", confidence=0.4, rule="state"),
+            decision(
+                "risk",
+                "IBM",
+                "denied:state",
+                "trading state is reducing; entries need active",
+                strategy="breakout",
+                confidence=0.4,
+                rule="state",
+            ),
             decision("execution", "IBM", "none", "no approved order"),
             decision("risk", "BAC", "approved", "BUY 30 BAC", strategy="mean_reversion", confidence=0.65),
         ],
         orders=[
-            order("r1-AAPL-buy-2", "AAPL", Side.BUY, 20, open_of(D4), strategy="trend_following", status=OrderStatus.FILLED, filled_quantity=20, average_fill_price=11.0),
+            order(
+                "r1-AAPL-buy-2",
+                "AAPL",
+                Side.BUY,
+                20,
+                open_of(D4),
+                strategy="trend_following",
+                status=OrderStatus.FILLED,
+                filled_quantity=20,
+                average_fill_price=11.0,
+            ),
             o_spy.transition(OrderStatus.FILLED, open_of(D4), filled_quantity=10, average_fill_price=100.0),
-            order("r1-BAC-buy-2", "BAC", Side.BUY, 30, t4, strategy="mean_reversion", status=OrderStatus.CANCELED, reason="limit not reached"),
+            order(
+                "r1-BAC-buy-2",
+                "BAC",
+                Side.BUY,
+                30,
+                t4,
+                strategy="mean_reversion",
+                status=OrderStatus.CANCELED,
+                reason="limit not reached",
+            ),
         ],
         fills=[
             fill("f-aapl-3", "r1-AAPL-buy-2", "AAPL", Side.BUY, 20, "11.00", "0.25", open_of(D4)),
@@ -286,20 +408,67 @@ def build_ledger(url: str) -> Ledger:
     led.session(
         RUN_1,
         D5,
-        decisions=[decision("risk", "SPY", "skip", "signal is HOLD: no order", state="reducing", state_reason="daily loss 3.10% (limit 3.00%)")],
-        orders=[order("r1-AAPL-sell-2", "AAPL", Side.SELL, 80, open_of(D5), strategy="trend_following", status=OrderStatus.FILLED, filled_quantity=80, average_fill_price=9.0)],
+        decisions=[
+            decision(
+                "risk",
+                "SPY",
+                "skip",
+                "signal is HOLD: no order",
+                state="reducing",
+                state_reason="daily loss 3.10% (limit 3.00%)",
+            )
+        ],
+        orders=[
+            order(
+                "r1-AAPL-sell-2",
+                "AAPL",
+                Side.SELL,
+                80,
+                open_of(D5),
+                strategy="trend_following",
+                status=OrderStatus.FILLED,
+                filled_quantity=80,
+                average_fill_price=9.0,
+            )
+        ],
         fills=[fill("f-aapl-4", "r1-AAPL-sell-2", "AAPL", Side.SELL, 80, "9.00", "0.75", open_of(D5))],
         equity="101000",
-        positions={"SPY": _pos("SPY", 10, "100", "105"), "IWM": _pos("IWM", 5, "200", "210"), "XYZ": _pos("XYZ", 3, "100", "100")},
+        positions={
+            "SPY": _pos("SPY", 10, "100", "105"),
+            "IWM": _pos("IWM", 5, "200", "210"),
+            "XYZ": _pos("XYZ", 3, "100", "100"),
+        },
         breaker_events=[_breaker("closed", "open", "3 consecutive failures again", t5)],
         state={
             "risk:state": {"state": "reducing", "reason": "active -> reducing: daily loss 3.10% (limit 3.00%)"},
-            "breaker:llm_selection": {"kind": "consecutive_failure", "name": "llm_selection", "state": "open", "reason": "3 consecutive failures again", "changed_at": t5.isoformat(), "failures": 3},
-            "breaker:data_feed": {"kind": "backoff", "name": "data_feed", "state": "closed", "reason": "", "changed_at": None},
+            "breaker:llm_selection": {
+                "kind": "consecutive_failure",
+                "name": "llm_selection",
+                "state": "open",
+                "reason": "3 consecutive failures again",
+                "changed_at": t5.isoformat(),
+                "failures": 3,
+            },
+            "breaker:data_feed": {
+                "kind": "backoff",
+                "name": "data_feed",
+                "state": "closed",
+                "reason": "",
+                "changed_at": None,
+            },
         },
     )
     led.repo.record_reconciliation(
-        RUN_1, t5, [{"kind": "position_mismatch", "symbol": "SPY", "details": {"database": 10, "broker": 12}, "resolution": "adopted the broker quantity"}]
+        RUN_1,
+        t5,
+        [
+            {
+                "kind": "position_mismatch",
+                "symbol": "SPY",
+                "details": {"database": 10, "broker": 12},
+                "resolution": "adopted the broker quantity",
+            }
+        ],
     )
 
     # ---- run-2 (older) ---------------------------------------------------------------------------------
@@ -311,23 +480,55 @@ def build_ledger(url: str) -> Ledger:
         e2,
         orders=[
             o_xyz.transition(OrderStatus.FILLED, open_of(e2), filled_quantity=10, average_fill_price=50.0),
-            order("r2-XYZ-sell", "XYZ", Side.SELL, 10, open_of(e2), strategy="breakout", status=OrderStatus.FILLED, filled_quantity=10, average_fill_price=55.0),
+            order(
+                "r2-XYZ-sell",
+                "XYZ",
+                Side.SELL,
+                10,
+                open_of(e2),
+                strategy="breakout",
+                status=OrderStatus.FILLED,
+                filled_quantity=10,
+                average_fill_price=55.0,
+            ),
         ],
         fills=[
             fill("f-xyz-1", "r2-XYZ-buy", "XYZ", Side.BUY, 10, "50.00", "0", open_of(e2)),
             fill("f-xyz-2", "r2-XYZ-sell", "XYZ", Side.SELL, 10, "55.00", "0", open_of(e2).replace(hour=19)),
         ],
         equity="50050",
-        breaker_events=[{"name": "broker", "from_state": "closed", "to_state": "open", "reason": "broker timeouts", "at": close_of(e2)}],
+        breaker_events=[
+            {
+                "name": "broker",
+                "from_state": "closed",
+                "to_state": "open",
+                "reason": "broker timeouts",
+                "at": close_of(e2),
+            }
+        ],
     )
     led.session(
         RUN_2,
         e3,
-        orders=[order("r2-XYZ-sell-2", "XYZ", Side.SELL, 5, open_of(e3), strategy="breakout", status=OrderStatus.FILLED, filled_quantity=5, average_fill_price=56.0)],
+        orders=[
+            order(
+                "r2-XYZ-sell-2",
+                "XYZ",
+                Side.SELL,
+                5,
+                open_of(e3),
+                strategy="breakout",
+                status=OrderStatus.FILLED,
+                filled_quantity=5,
+                average_fill_price=56.0,
+            )
+        ],
         fills=[fill("f-xyz-3", "r2-XYZ-sell-2", "XYZ", Side.SELL, 5, "56.00", "0.10", open_of(e3))],
         equity="50050",
     )
     led.repo.record_reconciliation(
-        RUN_2, close_of(e3), [{"kind": "unknown_position", "symbol": "XYZ", "details": {"broker": -5}, "resolution": "flagged for review"}]
+        RUN_2,
+        close_of(e3),
+        [{"kind": "unknown_position", "symbol": "XYZ", "details": {"broker": -5}, "resolution": "flagged for review"}],
     )
     return led

@@ -75,8 +75,15 @@ def test_breakers_json_and_text(url: str, capsys: pytest.CaptureFixture[str]) ->
 def test_risk_json_and_text(url: str, capsys: pytest.CaptureFixture[str]) -> None:
     report = _json(capsys, "risk", "--db", url)
     assert report["state"]["state"] == "reducing"
-    assert [(r["rule"], r["count"]) for r in report["refusals"]] == [("already_long", 2), ("sector_cap", 1), ("state", 1)]
-    assert {b["sector"]: Decimal(b["value"]) for b in report["exposure"]} == {"broad_market": Decimal("2100"), "unknown": Decimal("300")}
+    assert [(r["rule"], r["count"]) for r in report["refusals"]] == [
+        ("already_long", 2),
+        ("sector_cap", 1),
+        ("state", 1),
+    ]
+    assert {b["sector"]: Decimal(b["value"]) for b in report["exposure"]} == {
+        "broad_market": Decimal("2100"),
+        "unknown": Decimal("300"),
+    }
     out = _text(capsys, "risk", "--db", url)
     assert "Trading state: reducing" in out and "Refusals by rule:" in out and "already_long" in out
 
@@ -85,12 +92,17 @@ def test_risk_with_a_sector_map_file(url: str, tmp_path: Path, capsys: pytest.Ca
     sectors = tmp_path / "sectors.json"
     sectors.write_text(json.dumps({"sectors": {"SPY": "index", "IWM": "small_caps", "XYZ": "index"}}))
     report = _json(capsys, "risk", "--db", url, "--sectors", str(sectors))
-    assert {b["sector"]: Decimal(b["value"]) for b in report["exposure"]} == {"index": Decimal("1350"), "small_caps": Decimal("1050")}
+    assert {b["sector"]: Decimal(b["value"]) for b in report["exposure"]} == {
+        "index": Decimal("1350"),
+        "small_caps": Decimal("1050"),
+    }
 
 
 def test_reconcile_json_is_an_array_and_text_a_table(url: str, capsys: pytest.CaptureFixture[str]) -> None:
     rows = _json(capsys, "reconcile", "--db", url, "--symbol", "SPY")
-    assert [(r["kind"], r["details"]["broker"], r["resolution"]) for r in rows] == [("position_mismatch", 12, "adopted the broker quantity")]
+    assert [(r["kind"], r["details"]["broker"], r["resolution"]) for r in rows] == [
+        ("position_mismatch", 12, "adopted the broker quantity")
+    ]
     out = _text(capsys, "reconcile", "--db", url)
     assert "unknown_position" in out and "(2 rows)" in out
 
@@ -121,10 +133,17 @@ def test_existing_sub_commands_still_print_json_arrays(url: str, capsys: pytest.
         rows = _json(capsys, command, "--db", url)
         assert isinstance(rows, list) and rows, command
     trades = _json(capsys, "trades", "--db", url, "--symbol", "aapl", "--run", RUN_1)
-    assert [(t["side"], t["quantity"]) for t in trades] == [("buy", "100"), ("sell", "40"), ("buy", "20"), ("sell", "80")]
+    assert [(t["side"], t["quantity"]) for t in trades] == [
+        ("buy", "100"),
+        ("sell", "40"),
+        ("buy", "20"),
+        ("sell", "80"),
+    ]
 
 
-def test_risk_with_an_unreadable_sector_map_is_a_usage_error(url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_risk_with_an_unreadable_sector_map_is_a_usage_error(
+    url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text('{"sectors": []}')
     with pytest.raises(SystemExit) as exit_info:
@@ -133,7 +152,9 @@ def test_risk_with_an_unreadable_sector_map_is_a_usage_error(url: str, tmp_path:
     assert "cannot use sector map" in capsys.readouterr().err
 
 
-def test_runs_when_the_ledger_holds_many_runs_then_one_query_lists_them_with_degraded_apart_from_failed(tmp_path: Path) -> None:
+def test_runs_when_the_ledger_holds_many_runs_then_one_query_lists_them_with_degraded_apart_from_failed(
+    tmp_path: Path,
+) -> None:
     url = f"sqlite:///{tmp_path / 'runs.db'}"
     repo = Repository(open_database(url))
     t0 = datetime(2024, 1, 2, tzinfo=UTC)

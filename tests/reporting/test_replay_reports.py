@@ -62,7 +62,9 @@ def test_replay_entry_confidence_is_the_risk_approval_of_the_entry_iteration(ses
         assert entry.side == "buy" and entry.strategy == trip.strategy
         approval = session.scalars(
             select(DecisionRow).where(
-                DecisionRow.iteration_id == entry.iteration_id, DecisionRow.symbol == trip.symbol, DecisionRow.agent == "risk"
+                DecisionRow.iteration_id == entry.iteration_id,
+                DecisionRow.symbol == trip.symbol,
+                DecisionRow.agent == "risk",
             )
         ).one()
         assert approval.action == "approved"
@@ -91,7 +93,13 @@ def test_replay_why_on_the_first_entry_day_follows_it_to_its_exit(session: Sessi
     report = why(session, first.symbol, order.submitted_at.date())
 
     agents = [d["agent"] for d in report["decisions"]]
-    assert agents == [a for a in PIPELINE_ORDER if a in agents] and {"data", "strategy", "quant", "risk", "execution"} <= set(agents)
+    assert agents == [a for a in PIPELINE_ORDER if a in agents] and {
+        "data",
+        "strategy",
+        "quant",
+        "risk",
+        "execution",
+    } <= set(agents)
     assert entry.entry_order_id in [o["client_order_id"] for o in report["orders"]]
     assert entry.entry_order_id in [f["client_order_id"] for f in report["fills"]]
     out = report["outcome"]
@@ -101,7 +109,9 @@ def test_replay_why_on_the_first_entry_day_follows_it_to_its_exit(session: Sessi
 
 def test_replay_risk_view_counts_every_refusal(session: Session) -> None:
     report = risk_view(session)
-    denials = session.scalars(select(DecisionRow).where(DecisionRow.agent == "risk", DecisionRow.action.like("denied:%"))).all()
+    denials = session.scalars(
+        select(DecisionRow).where(DecisionRow.agent == "risk", DecisionRow.action.like("denied:%"))
+    ).all()
     assert sum(r["count"] for r in report["refusals"]) == len(denials) > 0
     assert {r["rule"] for r in report["refusals"]} == {d.action.split(":", 1)[1] for d in denials}
     assert report["state"]["state"] in {"unknown", "active", "reducing", "locked", "halted"}

@@ -213,12 +213,21 @@ def test_why_when_the_entry_is_still_held_then_open_position(session: Session) -
 
 def test_why_when_risk_refused_then_no_order_with_the_refusal(session: Session) -> None:
     out = why(session, "IBM", D4)["outcome"]
-    assert out == {"status": "no order", "stage": "risk", "action": "denied:state", "reason": "trading state is reducing; entries need active"}
+    assert out == {
+        "status": "no order",
+        "stage": "risk",
+        "action": "denied:state",
+        "reason": "trading state is reducing; entries need active",
+    }
 
 
 def test_why_on_an_exit_day_and_on_an_unfilled_order(session: Session) -> None:
     exit_out = why(session, "AAPL", D3)["outcome"]
-    assert (exit_out["status"], exit_out["trip_status"], exit_out["entry_order_id"]) == ("exit", "closed", "r1-AAPL-buy")
+    assert (exit_out["status"], exit_out["trip_status"], exit_out["entry_order_id"]) == (
+        "exit",
+        "closed",
+        "r1-AAPL-buy",
+    )
     unfilled = why(session, "BAC", D4)["outcome"]
     assert (unfilled["status"], unfilled["order_status"]) == ("not filled", "canceled")
 

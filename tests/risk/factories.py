@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import pandas as pd
 
@@ -22,8 +22,16 @@ def make_signal(
     strategy: str = "test_strategy",
     strength: float = 0.8,
 ) -> Signal:
-    return Signal(symbol=symbol, strategy=strategy, action=action, strength=strength, price=price, as_of=AS_OF,
-                  stop=stop, target=target)
+    return Signal(
+        symbol=symbol,
+        strategy=strategy,
+        action=action,
+        strength=strength,
+        price=price,
+        as_of=AS_OF,
+        stop=stop,
+        target=target,
+    )
 
 
 def make_validated(confidence: float = 1.0, **signal_kwargs) -> ValidatedSignal:
@@ -45,8 +53,9 @@ def make_candidate(
     quote_error: str | None = None,
 ) -> Candidate:
     return Candidate(
-        signal=make_validated(confidence=confidence, symbol=symbol, price=price, stop=stop, target=target,
-                              action=action),
+        signal=make_validated(
+            confidence=confidence, symbol=symbol, price=price, stop=stop, target=target, action=action
+        ),
         atr=atr,
         avg_dollar_volume=avg_dollar_volume,
         spread_pct=spread_pct,

@@ -58,7 +58,11 @@ def test_step_when_equity_falls_lock_fraction_below_the_reference_then_locked_wi
     protection, states, (lock,) = run([100_000.0] + slide(100_000.0, 89_900.0, 10))
     assert states[-1] is LOCKED and states[-2] is ACTIVE
     assert lock.event == "lock" and lock.from_state is ACTIVE and lock.to_state is LOCKED
-    assert lock.equity == pytest.approx(89_900.0) and lock.high_water_mark == 100_000.0 and lock.lock_reference == 100_000.0
+    assert (
+        lock.equity == pytest.approx(89_900.0)
+        and lock.high_water_mark == 100_000.0
+        and lock.lock_reference == 100_000.0
+    )
     assert lock.session == day(10).isoformat()
     assert "10.10% from the lock reference 100,000.00" in lock.reason and "no new entries for 3 sessions" in lock.reason
 
@@ -110,7 +114,9 @@ def test_step_when_a_lock_deepens_to_the_halt_fraction_then_halted_and_sticky_fo
     assert states[-1] is HALTED and transitions[-1].event == "halt" and transitions[-1].from_state is LOCKED
     assert "25.10% below its high-water mark 100,000.00" in transitions[-1].reason
     for n in range(1, 60):  # sessions pass, equity recovers beyond the old high: still halted
-        protection, transition = step(protection, make_portfolio(cash=120_000.0, equity_day_start=120_000.0), LIMITS, RULES, session=day(100 + n))
+        protection, transition = step(
+            protection, make_portfolio(cash=120_000.0, equity_day_start=120_000.0), LIMITS, RULES, session=day(100 + n)
+        )
         assert protection.state is HALTED and transition is None
 
 
@@ -119,8 +125,14 @@ def test_reset_protection_when_halted_then_active_with_the_references_at_the_equ
     assert protection.state is HALTED
     reset, transition = reset_protection(protection, reason="operator reviewed the account", equity=74_000.0)
     assert reset.state is ACTIVE and reset.high_water_mark == 74_000.0 and reset.lock_reference == 74_000.0
-    assert transition.event == "reset" and transition.from_state is HALTED and "operator reviewed the account" in transition.reason
-    after, transition = step(reset, make_portfolio(cash=74_000.0, equity_day_start=74_000.0), LIMITS, RULES, session=day(200))
+    assert (
+        transition.event == "reset"
+        and transition.from_state is HALTED
+        and "operator reviewed the account" in transition.reason
+    )
+    after, transition = step(
+        reset, make_portfolio(cash=74_000.0, equity_day_start=74_000.0), LIMITS, RULES, session=day(200)
+    )
     assert after.state is ACTIVE and transition is None
     with pytest.raises(ValueError):
         reset_protection(protection, reason=" ", equity=74_000.0)
@@ -129,7 +141,11 @@ def test_reset_protection_when_halted_then_active_with_the_references_at_the_equ
 def test_step_when_a_crash_day_loses_the_crash_fraction_then_locked_not_halted():
     rules = DrawdownRules(lock=None, lock_sessions=3, halt=0.25)  # the crash lock alone
     protection, states, transitions = run([100_000.0, 100_000.0, 89_000.0], rules)  # 11% in one session
-    assert states[-1] is LOCKED and transitions[-1].event == "lock" and "daily loss 11.00% (lock at 10.00%)" in transitions[-1].reason
+    assert (
+        states[-1] is LOCKED
+        and transitions[-1].event == "lock"
+        and "daily loss 11.00% (lock at 10.00%)" in transitions[-1].reason
+    )
 
 
 def test_step_when_lock_and_halt_are_off_then_only_the_loss_limits_act():
@@ -140,7 +156,14 @@ def test_step_when_lock_and_halt_are_off_then_only_the_loss_limits_act():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(lock=0.3, halt=0.2), dict(lock_sessions=0), dict(reducing_sessions=-1), dict(lock=0.0), dict(halt=1.5), dict(lock_sessions=True)],
+    [
+        dict(lock=0.3, halt=0.2),
+        dict(lock_sessions=0),
+        dict(reducing_sessions=-1),
+        dict(lock=0.0),
+        dict(halt=1.5),
+        dict(lock_sessions=True),
+    ],
 )
 def test_drawdown_rules_when_invalid_then_value_error(kwargs):
     with pytest.raises(ValueError):
@@ -166,7 +189,7 @@ def test_step_never_leaves_halted_and_never_locks_longer_than_the_cooldown(moves
         equities.append(equities[-1] * (1 + m))
     _, states, _ = run(equities)
     if HALTED in states:
-        assert set(states[states.index(HALTED):]) == {HALTED}
+        assert set(states[states.index(HALTED) :]) == {HALTED}
     streak = 0
     for s in states:
         streak = streak + 1 if s is LOCKED else 0
@@ -184,8 +207,26 @@ def test_trading_episodes_from_recorded_changes_then_start_end_sessions_and_open
     ]
     episodes = trading_episodes(changes, days)
     assert episodes == [
-        {"state": "locked", "start": day(3).isoformat(), "end": day(5).isoformat(), "sessions": 3, "reason": "drawdown 10.2%"},
-        {"state": "locked", "start": day(20).isoformat(), "end": day(21).isoformat(), "sessions": 2, "reason": "drawdown 10.5%"},
-        {"state": "halted", "start": day(22).isoformat(), "end": None, "sessions": 8, "reason": "25% below the high-water mark"},
+        {
+            "state": "locked",
+            "start": day(3).isoformat(),
+            "end": day(5).isoformat(),
+            "sessions": 3,
+            "reason": "drawdown 10.2%",
+        },
+        {
+            "state": "locked",
+            "start": day(20).isoformat(),
+            "end": day(21).isoformat(),
+            "sessions": 2,
+            "reason": "drawdown 10.5%",
+        },
+        {
+            "state": "halted",
+            "start": day(22).isoformat(),
+            "end": None,
+            "sessions": 8,
+            "reason": "25% below the high-water mark",
+        },
     ]
     assert sessions_in(episodes, "locked") == 5 and sessions_in(episodes, "halted") == 8

@@ -50,8 +50,19 @@ def test_sector_map_file_when_loaded_then_contains_required_symbols():
     assert sectors["SPY"] == "broad_market"
     assert sectors["IWM"] == "broad_market"
     allowed = {
-        "technology", "communication_services", "consumer_discretionary", "consumer_staples", "energy", "financials",
-        "health_care", "industrials", "materials", "real_estate", "utilities", "broad_market", "fixed_income",
+        "technology",
+        "communication_services",
+        "consumer_discretionary",
+        "consumer_staples",
+        "energy",
+        "financials",
+        "health_care",
+        "industrials",
+        "materials",
+        "real_estate",
+        "utilities",
+        "broad_market",
+        "fixed_income",
         "commodities",
     }
     assert set(sectors.values()) <= allowed

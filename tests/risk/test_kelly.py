@@ -1,8 +1,8 @@
 """Fractional Kelly, worked by hand.
 
-    p = wins / (wins + losses), b = mean win / mean |loss|, f* = p - (1 - p) / b
-    kelly = max(0, f*) x kelly_fraction x n / (n + kelly_min_trades), used only when n >= kelly_min_trades,
-    and the risk fraction is min(risk_per_trade, kelly).
+p = wins / (wins + losses), b = mean win / mean |loss|, f* = p - (1 - p) / b
+kelly = max(0, f*) x kelly_fraction x n / (n + kelly_min_trades), used only when n >= kelly_min_trades,
+and the risk fraction is min(risk_per_trade, kelly).
 """
 
 from __future__ import annotations
@@ -60,8 +60,9 @@ def test_kelly_when_sample_below_min_trades_then_fixed_risk_used():
 def test_kelly_when_negative_edge_then_entry_denied_by_kelly_rule():
     # 6 wins of +1R, 14 losses of -1R: p = 0.3, b = 1 -> f* = 0.3 - 0.7 = -0.4 -> 0 -> no risk
     trades = [1.0] * 6 + [-1.0] * 14
-    decision = evaluate_entry(make_candidate(), make_portfolio(realized_trade_returns=trades), HALF_KELLY,
-                              TradingState.ACTIVE)
+    decision = evaluate_entry(
+        make_candidate(), make_portfolio(realized_trade_returns=trades), HALF_KELLY, TradingState.ACTIVE
+    )
 
     assert isinstance(decision, Denial)
     assert decision.rule == "kelly"

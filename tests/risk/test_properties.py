@@ -60,8 +60,9 @@ def portfolios(draw) -> PortfolioView:
     for symbol in held:
         value = draw(st.floats(1.0, 500_000.0))
         price = draw(st.floats(1.0, 1_000.0))
-        positions[symbol] = PositionView(symbol=symbol, quantity=value / price, market_value=value,
-                                         sector=draw(st.sampled_from(SECTORS)))
+        positions[symbol] = PositionView(
+            symbol=symbol, quantity=value / price, market_value=value, sector=draw(st.sampled_from(SECTORS))
+        )
     cash = draw(st.floats(0.0, 1_000_000.0))
     equity = cash + sum(p.market_value for p in positions.values())
     assume(equity > 0)
@@ -89,8 +90,9 @@ def candidates(draw, plausible: bool = False) -> Candidate:
         atr = draw(st.floats(0.001, 500.0) | st.sampled_from([math.nan, 0.0, -1.0]))
         adv, spread = draw(st.floats(1e6, 1e10)), draw(st.none() | st.floats(0.0, 0.02))
     return Candidate(
-        signal=make_validated(confidence=confidence, symbol=draw(st.sampled_from(NEW_SYMBOLS if plausible else SYMBOLS)),
-                              price=price),
+        signal=make_validated(
+            confidence=confidence, symbol=draw(st.sampled_from(NEW_SYMBOLS if plausible else SYMBOLS)), price=price
+        ),
         atr=atr,
         avg_dollar_volume=adv,
         spread_pct=spread,
@@ -181,8 +183,12 @@ def test_sized_quantity_is_never_negative_and_whole_unless_fractional(candidate,
 
 
 @settings(max_examples=200, deadline=None)
-@given(candidate=candidates(), portfolio=portfolios(), limits=limits_st,
-       state=st.sampled_from([TradingState.LOCKED, TradingState.HALTED]))
+@given(
+    candidate=candidates(),
+    portfolio=portfolios(),
+    limits=limits_st,
+    state=st.sampled_from([TradingState.LOCKED, TradingState.HALTED]),
+)
 def test_no_entry_is_ever_approved_when_locked_or_halted(candidate, portfolio, limits, state):
     decision = evaluate_entry(candidate, portfolio, limits, state)
     assert isinstance(decision, Denial)
@@ -191,7 +197,9 @@ def test_no_entry_is_ever_approved_when_locked_or_halted(candidate, portfolio, l
 
 @settings(max_examples=200, deadline=None)
 @given(candidate=candidates(), portfolio=portfolios(), limits=limits_st)
-def test_an_entry_approved_when_reducing_never_risks_more_than_reducing_size_of_the_normal_risk(candidate, portfolio, limits):
+def test_an_entry_approved_when_reducing_never_risks_more_than_reducing_size_of_the_normal_risk(
+    candidate, portfolio, limits
+):
     decision = evaluate_entry(candidate, portfolio, limits, TradingState.REDUCING)
     if isinstance(decision, Denial):
         assert decision.rule != "state"

@@ -46,13 +46,35 @@ def test_entry_when_every_rule_passes_then_approval_with_sized_intent_and_all_ch
     assert intent.reference_price == 20.0
     assert intent.strategy == "test_strategy"
     assert set(decision.checks) >= {
-        "not_an_entry", "state", "min_confidence", "invalid_equity", "daily_loss", "weekly_drawdown", "already_long",
-        "invalid_price", "invalid_atr", "liquidity", "spread", "reward_risk", "correlation", "kelly", "sizing",
-        "max_shares", "max_position_pct", "no_cash", "gross_exposure", "sector_cap",
+        "not_an_entry",
+        "state",
+        "min_confidence",
+        "invalid_equity",
+        "daily_loss",
+        "weekly_drawdown",
+        "already_long",
+        "invalid_price",
+        "invalid_atr",
+        "liquidity",
+        "spread",
+        "reward_risk",
+        "correlation",
+        "kelly",
+        "sizing",
+        "max_shares",
+        "max_position_pct",
+        "no_cash",
+        "gross_exposure",
+        "sector_cap",
     }
     assert decision.checks["reward_risk"] == {
-        "status": "pass", "price": 20.0, "stop": 17.0, "target": 26.0, "reward_risk": 2.0,
-        "min_reward_risk": 1.8, "stop_source": "strategy",
+        "status": "pass",
+        "price": 20.0,
+        "stop": 17.0,
+        "target": 26.0,
+        "reward_risk": 2.0,
+        "min_reward_risk": 1.8,
+        "stop_source": "strategy",
     }  # (26 - 20) / (20 - 17)
     assert decision.checks["spread"]["spread_pct"] == 0.002
     assert decision.checks["sizing"]["risk_amount"] == 2_000.0
@@ -88,12 +110,18 @@ def test_entry_when_the_strategy_gives_no_stop_then_the_atr_multiple_is_the_stop
 
 
 def test_entry_when_fixed_quantity_exceeds_max_shares_then_clipped_to_max_shares_and_the_caps():
-    decision = approve(make_candidate(price=20.0, stop=17.0), limits=RiskLimits(max_shares=500),
-                       quantity=5_000, sizing_mode="fixed-qty")
+    decision = approve(
+        make_candidate(price=20.0, stop=17.0),
+        limits=RiskLimits(max_shares=500),
+        quantity=5_000,
+        sizing_mode="fixed-qty",
+    )
     assert decision.intent.quantity == 500
     assert decision.checks["max_shares"]["status"] == "clipped"
     assert decision.checks["sizing"]["mode"] == "fixed-qty"
-    decision = approve(make_candidate(price=20.0, stop=17.0), quantity=5_000, sizing_mode="fixed-qty")  # max_shares 1000, position cap 20%
+    decision = approve(
+        make_candidate(price=20.0, stop=17.0), quantity=5_000, sizing_mode="fixed-qty"
+    )  # max_shares 1000, position cap 20%
     assert decision.intent.quantity == 1_000  # 20% of 100,000 at 20 = 1,000 shares = max_shares
 
 
@@ -234,8 +262,9 @@ def test_entry_when_returns_move_with_a_held_position_then_correlation():
     idx = sessions(60)
     held = pd.Series(_alternating(60, 1), index=idx)
     candidate_returns = 2.0 * held  # correlation exactly 1
-    portfolio = make_portfolio(cash=80_000.0, positions=[position("MSFT", 20_000, "technology")],
-                               returns=pd.DataFrame({"MSFT": held}))
+    portfolio = make_portfolio(
+        cash=80_000.0, positions=[position("MSFT", 20_000, "technology")], returns=pd.DataFrame({"MSFT": held})
+    )
     denial = deny(make_candidate(returns=candidate_returns), portfolio)
 
     assert denial.rule == "correlation"
@@ -247,8 +276,9 @@ def test_entry_when_returns_move_with_a_held_position_then_correlation():
 def test_entry_when_returns_move_against_a_held_position_then_correlation_uses_absolute_value():
     idx = sessions(60)
     held = pd.Series(_alternating(60, 1), index=idx)
-    portfolio = make_portfolio(cash=80_000.0, positions=[position("MSFT", 20_000, "technology")],
-                               returns=pd.DataFrame({"MSFT": held}))
+    portfolio = make_portfolio(
+        cash=80_000.0, positions=[position("MSFT", 20_000, "technology")], returns=pd.DataFrame({"MSFT": held})
+    )
     denial = deny(make_candidate(returns=-held), portfolio)
     assert denial.values["correlation"] == pytest.approx(-1.0)
 
@@ -258,8 +288,9 @@ def test_entry_when_correlated_only_before_the_lookback_then_allowed():
     idx = sessions(100)
     held = pd.Series(np.concatenate([_alternating(40, 1), _alternating(60, 1)]), index=idx)
     mine = pd.Series(np.concatenate([_alternating(40, 1), _alternating(60, 2)]), index=idx)
-    portfolio = make_portfolio(cash=80_000.0, positions=[position("MSFT", 20_000, "technology")],
-                               returns=pd.DataFrame({"MSFT": held}))
+    portfolio = make_portfolio(
+        cash=80_000.0, positions=[position("MSFT", 20_000, "technology")], returns=pd.DataFrame({"MSFT": held})
+    )
     decision = approve(make_candidate(returns=mine), portfolio)
 
     pair = decision.checks["correlation"]["pairs"]["MSFT"]
@@ -267,8 +298,9 @@ def test_entry_when_correlated_only_before_the_lookback_then_allowed():
     assert pair["correlation"] == pytest.approx(0.0, abs=1e-12)
     # the same data over a 100-session lookback is correlated 0.4 (40 matching + 60 orthogonal) -- still allowed
     # at 0.8 but denied at 0.3
-    denial = deny(make_candidate(returns=mine), portfolio,
-                  limits=RiskLimits(correlation_lookback=100, max_correlation=0.3))
+    denial = deny(
+        make_candidate(returns=mine), portfolio, limits=RiskLimits(correlation_lookback=100, max_correlation=0.3)
+    )
     assert denial.rule == "correlation"
     assert denial.values["correlation"] == pytest.approx(0.4)
 
@@ -276,8 +308,9 @@ def test_entry_when_correlated_only_before_the_lookback_then_allowed():
 def test_entry_when_too_few_overlapping_returns_then_correlation_not_applicable():
     idx = sessions(10)
     held = pd.Series(_alternating(10, 1), index=idx)
-    portfolio = make_portfolio(cash=80_000.0, positions=[position("MSFT", 20_000, "technology")],
-                               returns=pd.DataFrame({"MSFT": held}))
+    portfolio = make_portfolio(
+        cash=80_000.0, positions=[position("MSFT", 20_000, "technology")], returns=pd.DataFrame({"MSFT": held})
+    )
     decision = approve(make_candidate(returns=held), portfolio)
     assert decision.checks["correlation"]["pairs"]["MSFT"]["status"] == "not_applicable"
     assert decision.checks["correlation"]["pairs"]["MSFT"]["observations"] == 10
@@ -339,9 +372,23 @@ def test_entry_when_sector_bucket_full_then_sector_cap():
 def test_every_denial_rule_name_is_a_known_rule():
     # the rule names tested above are the stable RiskRule values
     assert {r.value for r in RiskRule} >= {
-        "min_confidence", "state", "daily_loss", "weekly_drawdown", "liquidity", "spread", "reward_risk",
-        "correlation", "already_long", "no_cash", "invalid_atr", "zero_quantity", "kelly", "max_shares",
-        "max_position_pct", "gross_exposure", "sector_cap",
+        "min_confidence",
+        "state",
+        "daily_loss",
+        "weekly_drawdown",
+        "liquidity",
+        "spread",
+        "reward_risk",
+        "correlation",
+        "already_long",
+        "no_cash",
+        "invalid_atr",
+        "zero_quantity",
+        "kelly",
+        "max_shares",
+        "max_position_pct",
+        "gross_exposure",
+        "sector_cap",
     }
 
 
@@ -350,8 +397,9 @@ def test_every_denial_rule_name_is_a_known_rule():
 
 def test_exit_when_holding_and_sell_signal_then_sell_whole_position():
     held = position("AAPL", 2_000, "technology", price=20.0)  # 100 shares
-    decision = evaluate_exit("AAPL", held, make_validated(confidence=0.7, action=Action.SELL, price=21.0), ACTIVE,
-                             "strategy exit")
+    decision = evaluate_exit(
+        "AAPL", held, make_validated(confidence=0.7, action=Action.SELL, price=21.0), ACTIVE, "strategy exit"
+    )
     assert isinstance(decision, Approval)
     assert (decision.intent.side, decision.intent.quantity) == (Side.SELL, 100)
     assert isinstance(decision.intent.quantity, int)
@@ -398,14 +446,25 @@ def test_exit_when_signal_for_another_symbol_then_value_error():
 def test_exit_when_a_time_stop_asks_then_approved_whatever_the_signal_and_the_rule_recorded():
     held = position("AAPL", 2_000, "technology", price=20.0)  # 100 shares
     for action in (Action.BUY, Action.HOLD):
-        decision = evaluate_exit("AAPL", held, make_signal(action=action), ACTIVE, "time stop: held 3 sessions (limit 3)",
-                                 exit_rule=RiskRule.TIME_STOP)
+        decision = evaluate_exit(
+            "AAPL",
+            held,
+            make_signal(action=action),
+            ACTIVE,
+            "time stop: held 3 sessions (limit 3)",
+            exit_rule=RiskRule.TIME_STOP,
+        )
         assert isinstance(decision, Approval)
         assert (decision.intent.side, decision.intent.quantity) == (Side.SELL, 100)
-        assert decision.checks["exit_rule"] == {"status": "applied", "rule": "time_stop",
-                                                "reason": "time stop: held 3 sessions (limit 3)", "signal_action": action.value}
-    halted = evaluate_exit("AAPL", held, make_signal(action=Action.HOLD), TradingState.HALTED, "time stop",
-                           exit_rule=RiskRule.TIME_STOP)
+        assert decision.checks["exit_rule"] == {
+            "status": "applied",
+            "rule": "time_stop",
+            "reason": "time stop: held 3 sessions (limit 3)",
+            "signal_action": action.value,
+        }
+    halted = evaluate_exit(
+        "AAPL", held, make_signal(action=Action.HOLD), TradingState.HALTED, "time stop", exit_rule=RiskRule.TIME_STOP
+    )
     assert isinstance(halted, Approval)  # a halt stops entries, never the way out
     without = evaluate_exit("AAPL", held, make_signal(action=Action.HOLD), ACTIVE, "time stop")
     assert isinstance(without, Denial) and without.rule == "not_an_exit"  # only a named rule may exit without a SELL

@@ -91,8 +91,11 @@ def test_size_when_cash_short_then_clipped_to_cash_over_price():
     # gross cap raised to 150% so only cash binds: room 150,000 - 95,000 = 55,000 -> 2,750 shares
     portfolio = make_portfolio(
         cash=5_000.0,
-        positions=[position("XOM", 30_000, "energy"), position("JPM", 30_000, "financials"),
-                   position("JNJ", 35_000, "health_care")],
+        positions=[
+            position("XOM", 30_000, "energy"),
+            position("JPM", 30_000, "financials"),
+            position("JNJ", 35_000, "health_care"),
+        ],
     )
     result = size_position(make_candidate(), portfolio, RiskLimits(max_gross_exposure=1.5))
 
@@ -103,8 +106,9 @@ def test_size_when_cash_short_then_clipped_to_cash_over_price():
 
 def test_size_when_gross_exposure_near_cap_then_clipped_to_remaining_room():
     # gross cap 50% x 100,000 = 50,000; held 40,000 -> room 10,000 / 20 = 500 shares (< 666)
-    portfolio = make_portfolio(cash=60_000.0,
-                               positions=[position("XOM", 20_000, "energy"), position("JPM", 20_000, "financials")])
+    portfolio = make_portfolio(
+        cash=60_000.0, positions=[position("XOM", 20_000, "energy"), position("JPM", 20_000, "financials")]
+    )
     result = size_position(make_candidate(), portfolio, RiskLimits(max_gross_exposure=0.5))
 
     assert result.quantity == 500

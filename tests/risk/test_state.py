@@ -46,14 +46,16 @@ def test_next_state_when_reducing_and_recovered_same_session_then_still_reducing
 
 
 def test_next_state_when_reducing_and_new_session_within_limits_then_active():
-    state, _ = next_state(REDUCING, account(95_000.0, day_start=95_000.0, week_high=99_000.0), LIMITS,
-                          new_session=True)  # daily 0%, weekly 4,000 / 99,000 = 4.04% < 5%
+    state, _ = next_state(
+        REDUCING, account(95_000.0, day_start=95_000.0, week_high=99_000.0), LIMITS, new_session=True
+    )  # daily 0%, weekly 4,000 / 99,000 = 4.04% < 5%
     assert state is ACTIVE
 
 
 def test_next_state_when_reducing_and_new_session_but_weekly_drawdown_still_hit_then_reducing():
-    state, _ = next_state(REDUCING, account(94_000.0, day_start=94_000.0, week_high=100_000.0), LIMITS,
-                          new_session=True)  # weekly 6%
+    state, _ = next_state(
+        REDUCING, account(94_000.0, day_start=94_000.0, week_high=100_000.0), LIMITS, new_session=True
+    )  # weekly 6%
     assert state is REDUCING
 
 
@@ -88,14 +90,20 @@ def test_reset_state_when_no_reason_then_value_error():
 
 
 def test_reducing_when_daily_loss_then_entries_denied_by_the_loss_rule_but_exits_approved():
-    portfolio = make_portfolio(cash=75_000.0, positions=[position("IBM", 20_000, "technology")],
-                               equity_day_start=100_000.0)  # equity 95,000: 5% down
+    portfolio = make_portfolio(
+        cash=75_000.0, positions=[position("IBM", 20_000, "technology")], equity_day_start=100_000.0
+    )  # equity 95,000: 5% down
     state, _ = next_state(ACTIVE, portfolio, LIMITS)
     assert state is REDUCING
 
     entry = evaluate_entry(make_candidate(symbol="AAPL"), portfolio, LIMITS, state)
-    exit_ = evaluate_exit("IBM", portfolio.positions["IBM"], make_signal(symbol="IBM", action=Action.SELL,
-                                                                         price=100.0), state, "reduce risk")
+    exit_ = evaluate_exit(
+        "IBM",
+        portfolio.positions["IBM"],
+        make_signal(symbol="IBM", action=Action.SELL, price=100.0),
+        state,
+        "reduce risk",
+    )
     assert isinstance(entry, Denial) and entry.rule == "daily_loss"
     assert isinstance(exit_, Approval) and exit_.intent.quantity == 200
 
@@ -105,15 +113,18 @@ def test_reducing_within_the_loss_limits_then_entry_approved_at_reducing_size_of
     active = evaluate_entry(make_candidate(symbol="AAPL"), portfolio, LIMITS, ACTIVE)
     reduced = evaluate_entry(make_candidate(symbol="AAPL"), portfolio, LIMITS, REDUCING)
     assert isinstance(active, Approval) and isinstance(reduced, Approval)
-    assert reduced.checks["sizing"]["risk_amount"] == pytest.approx(active.checks["sizing"]["risk_amount"] * LIMITS.reducing_size)
+    assert reduced.checks["sizing"]["risk_amount"] == pytest.approx(
+        active.checks["sizing"]["risk_amount"] * LIMITS.reducing_size
+    )
     assert reduced.intent.quantity < active.intent.quantity
     assert "reducing: 0.5 x the normal size" in reduced.reason
 
 
 @pytest.mark.parametrize("state", [TradingState.LOCKED, TradingState.HALTED])
 def test_locked_or_halted_then_entries_refused_but_exits_approved(state):
-    portfolio = make_portfolio(cash=70_000.0, positions=[position("IBM", 20_000, "technology")],
-                               equity_day_start=90_000.0)
+    portfolio = make_portfolio(
+        cash=70_000.0, positions=[position("IBM", 20_000, "technology")], equity_day_start=90_000.0
+    )
     sell = make_signal(symbol="IBM", action=Action.SELL, price=100.0)
     entry = evaluate_entry(make_candidate(symbol="AAPL"), portfolio, LIMITS, state)
     exit_ = evaluate_exit("IBM", portfolio.positions["IBM"], sell, state, "stop hit")
@@ -122,15 +133,17 @@ def test_locked_or_halted_then_entries_refused_but_exits_approved(state):
 
 
 def test_halted_then_entries_refused_until_reset():
-    portfolio = make_portfolio(cash=70_000.0, positions=[position("IBM", 20_000, "technology")],
-                               equity_day_start=100_000.0)
+    portfolio = make_portfolio(
+        cash=70_000.0, positions=[position("IBM", 20_000, "technology")], equity_day_start=100_000.0
+    )
     state = HALTED
     sell = make_signal(symbol="IBM", action=Action.SELL, price=100.0)
     assert isinstance(evaluate_entry(make_candidate(symbol="AAPL"), portfolio, LIMITS, state), Denial)
 
     state, _ = reset_state(state, reason="operator review done")
-    recovered = make_portfolio(cash=80_000.0, positions=[position("IBM", 20_000, "technology")],
-                               equity_day_start=100_000.0)  # next day, flat
+    recovered = make_portfolio(
+        cash=80_000.0, positions=[position("IBM", 20_000, "technology")], equity_day_start=100_000.0
+    )  # next day, flat
     state, _ = next_state(state, recovered, LIMITS)
     assert state is ACTIVE
     assert isinstance(evaluate_exit("IBM", recovered.positions["IBM"], sell, state, "stop hit"), Approval)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from datetime import datetime, timezone, timedelta
+from datetime import datetime, timezone, timedelta, UTC
 
 import numpy as np
 import pandas as pd
@@ -121,7 +121,7 @@ def test_market_context_when_regime_unknown_or_time_naive_then_rejected():
 
 
 def test_market_context_as_dict_when_serialised_then_json_ready():
-    context = MarketContext("X", 0.25, math.nan, 1.1, "trending_up", as_of=datetime(2021, 1, 4, tzinfo=timezone.utc))
+    context = MarketContext("X", 0.25, math.nan, 1.1, "trending_up", as_of=datetime(2021, 1, 4, tzinfo=UTC))
     data = context.as_dict()
     assert data == {
         "symbol": "X",
@@ -136,8 +136,12 @@ def test_market_context_as_dict_when_serialised_then_json_ready():
 
 @pytest.mark.parametrize(
     "changes, field",
-    [({"volume_short": 60, "volume_long": 20}, "volume_short"), ({"trend_threshold": 0.0}, "trend_threshold"),
-     ({"volatility_window": 1}, "volatility_window"), ({"volatile_ratio": math.nan}, "volatile_ratio")],
+    [
+        ({"volume_short": 60, "volume_long": 20}, "volume_short"),
+        ({"trend_threshold": 0.0}, "trend_threshold"),
+        ({"volatility_window": 1}, "volatility_window"),
+        ({"volatile_ratio": math.nan}, "volatile_ratio"),
+    ],
 )
 def test_context_rules_when_invalid_then_rejected_naming_the_field(changes, field):
     with pytest.raises(ValueError, match=field):

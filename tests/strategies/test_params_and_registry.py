@@ -174,7 +174,10 @@ def test_describe_registry_when_called_then_one_json_ready_entry_per_strategy_wi
     by_name = {d["name"]: d for d in described}
     assert by_name["dual_momentum"]["params"]["risk_free"] == 0.02
     assert by_name["trend_following"]["min_history"] == 200
-    needs = {d["name"] for d in described if d["needs_benchmark"]}, {d["name"] for d in described if d["needs_universe"]}
+    needs = (
+        {d["name"] for d in described if d["needs_benchmark"]},
+        {d["name"] for d in described if d["needs_universe"]},
+    )
     assert needs == ({"relative_strength", "dual_momentum"}, {"sector_rotation"})
     assert all(d["description"] for d in described)
     json.dumps(described)

@@ -42,7 +42,9 @@ def test_preferences_when_defined_then_cover_every_regime_with_registered_names(
         ("ranging", 1.0, 16, {}, "mean_reversion"),
     ],
 )
-def test_choose_when_context_and_history_given_then_the_documented_choice(regime, volume_ratio, history, flags, expected):
+def test_choose_when_context_and_history_given_then_the_documented_choice(
+    regime, volume_ratio, history, flags, expected
+):
     name, reason = DeterministicSelector(REGISTRY).choose(context(regime, volume_ratio), history, **flags)
     assert name == expected
     assert regime in reason and str(history) in reason

@@ -54,19 +54,21 @@ def pct_change(x: pd.Series | pd.DataFrame, n: int) -> pd.Series | pd.DataFrame:
 
 
 def dates(buy: pd.Series, sell: pd.Series, start: str, end: str) -> list[tuple[str, str]]:
-    action = pd.Series(0, index=buy.index).mask(buy.fillna(False).astype(bool), 1).mask(sell.fillna(False).astype(bool), -1)
+    action = (
+        pd.Series(0, index=buy.index).mask(buy.fillna(False).astype(bool), 1).mask(sell.fillna(False).astype(bool), -1)
+    )
     window = action.loc[start:end]
     return [(ts.strftime("%Y-%m-%d"), "BUY" if a == 1 else "SELL") for ts, a in window.items() if a != 0]
 
 
 def signal_dates(frame: pd.DataFrame, start: str, end: str) -> list[tuple[str, str]]:
     window = frame.loc[start:end]
-    return [
-        (ts.strftime("%Y-%m-%d"), "BUY" if a == 1 else "SELL") for ts, a in window["action"].items() if a != 0
-    ]
+    return [(ts.strftime("%Y-%m-%d"), "BUY" if a == 1 else "SELL") for ts, a in window["action"].items() if a != 0]
 
 
-def check_levels(frame: pd.DataFrame, bars: pd.DataFrame, start: str, end: str, target: pd.Series | None = None) -> None:
+def check_levels(
+    frame: pd.DataFrame, bars: pd.DataFrame, start: str, end: str, target: pd.Series | None = None
+) -> None:
     """stop = close -/+ 2 ATR14 and target = close +/- 4 ATR14 on every signal row (default risk params), or the
     given structural ``target`` (the mean-reversion strategies' moving average)."""
     atr = wilder_atr(bars)
@@ -259,7 +261,9 @@ def test_sector_rotation_when_ibm_enters_or_leaves_the_top_fifth_of_six_then_sig
     check_levels(frame, ibm, start, end)
 
 
-def test_dual_momentum_when_positive_and_beating_spy_then_buy_and_when_negative_then_sell(real_bars, real_peers, registry):
+def test_dual_momentum_when_positive_and_beating_spy_then_buy_and_when_negative_then_sell(
+    real_bars, real_peers, registry
+):
     ibm, spy = real_bars["IBM"], real_bars["SPY"]
     start, end = "2019-07-01", "2019-11-30"
     frame = registry["dual_momentum"].compute(ibm, real_peers)
@@ -315,7 +319,9 @@ def test_bollinger_bands_when_close_leaves_the_20_2_bands_then_reversion_signals
 
     mid = aapl["close"].rolling(20).mean()
     std = aapl["close"].rolling(20).std(ddof=0)
-    expected = dates(crosses_below(aapl["close"], mid - 2 * std), crosses_above(aapl["close"], mid + 2 * std), start, end)
+    expected = dates(
+        crosses_below(aapl["close"], mid - 2 * std), crosses_above(aapl["close"], mid + 2 * std), start, end
+    )
 
     assert expected == [
         ("2020-02-24", "BUY"),

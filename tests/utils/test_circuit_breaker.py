@@ -55,8 +55,9 @@ def events() -> Events:
 
 
 def llm_breaker(clock: FakeClock, events: Events | None = None) -> ConsecutiveFailureBreaker:
-    return ConsecutiveFailureBreaker("llm", threshold=5, cooldown=timedelta(minutes=30), clock=clock,
-                                     on_transition=events)
+    return ConsecutiveFailureBreaker(
+        "llm", threshold=5, cooldown=timedelta(minutes=30), clock=clock, on_transition=events
+    )
 
 
 def test_consecutive_when_fewer_failures_than_threshold_then_stays_closed(clock, events):
@@ -263,8 +264,14 @@ def test_latching_when_restored_tripped_then_still_halted_after_restart(clock):
 
 
 def alpaca_breaker(clock: FakeClock, events: Events | None = None) -> BackoffBreaker:
-    return BackoffBreaker("alpaca", threshold=3, base=timedelta(minutes=1), max_backoff=timedelta(hours=1),
-                          clock=clock, on_transition=events)
+    return BackoffBreaker(
+        "alpaca",
+        threshold=3,
+        base=timedelta(minutes=1),
+        max_backoff=timedelta(hours=1),
+        clock=clock,
+        on_transition=events,
+    )
 
 
 def test_backoff_when_threshold_errors_then_paused_for_base(clock, events):

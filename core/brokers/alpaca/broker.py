@@ -7,7 +7,7 @@ import math
 from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import requests
 from alpaca.common.exceptions import APIError
@@ -87,9 +87,18 @@ class AlpacaBroker(_Submission, _Sync, _AlpacaCalls):
             raise ValueError("api_key and secret_key must be non-empty strings")
         if url_override is not None and url_override.rstrip("/").endswith("/v2"):
             raise ValueError("url_override must not end in /v2: alpaca-py appends /v2 itself")
-        if isinstance(order_lookup_attempts, bool) or not isinstance(order_lookup_attempts, int) or order_lookup_attempts < 1:
+        if (
+            isinstance(order_lookup_attempts, bool)
+            or not isinstance(order_lookup_attempts, int)
+            or order_lookup_attempts < 1
+        ):
             raise ValueError(f"order_lookup_attempts must be a positive integer, got {order_lookup_attempts!r}")
-        if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not math.isfinite(timeout_s) or timeout_s <= 0:
+        if (
+            isinstance(timeout_s, bool)
+            or not isinstance(timeout_s, (int, float))
+            or not math.isfinite(timeout_s)
+            or timeout_s <= 0
+        ):
             raise ValueError(f"timeout_s must be positive seconds, got {timeout_s!r}")
         self.name = name if name is not None else ("alpaca-paper" if paper else "alpaca-live")
         self._paper = paper
@@ -185,7 +194,9 @@ class AlpacaBroker(_Submission, _Sync, _AlpacaCalls):
             plan = self._plan(intent, client_order_id)
             self._origins[client_order_id] = plan.origin(intent, now)
             if client_order_id in self._in_doubt:
-                found = await self._find_by_client_id(client_order_id, "looking up an order whose submission was in doubt")
+                found = await self._find_by_client_id(
+                    client_order_id, "looking up an order whose submission was in doubt"
+                )
                 if found is not None:
                     self._in_doubt.pop(client_order_id, None)
                     return self._adopt(found, client_order_id)
@@ -217,7 +228,9 @@ class AlpacaBroker(_Submission, _Sync, _AlpacaCalls):
                     intent.symbol,
                     ", ".join(released),
                 )
-                order = replace(order, reason=f"{order.reason}; protective orders cancelled first: {', '.join(released)}")
+                order = replace(
+                    order, reason=f"{order.reason}; protective orders cancelled first: {', '.join(released)}"
+                )
                 self._orders[client_order_id] = replace(self._orders[client_order_id], order=order)
             return order
 
@@ -235,7 +248,9 @@ class AlpacaBroker(_Submission, _Sync, _AlpacaCalls):
             seen = {str(item.id) for raw in fetched.values() for item, _ in _flatten(raw)}
             resolved_doubts: list[str] = []
             for client_order_id in list(self._in_doubt):
-                found = await self._find_by_client_id(client_order_id, "looking up an order whose submission was in doubt")
+                found = await self._find_by_client_id(
+                    client_order_id, "looking up an order whose submission was in doubt"
+                )
                 resolved_doubts.append(client_order_id)
                 if found is None:
                     notes.append(f"{client_order_id}: submission was in doubt and Alpaca has no such order")
@@ -304,7 +319,9 @@ class AlpacaBroker(_Submission, _Sync, _AlpacaCalls):
             if raw_account.trading_blocked or raw_account.account_blocked:
                 logger.warning("{}: the account is blocked for trading", self.name)
             open_orders = tuple(
-                self._orders[cid].order for cid in dict.fromkeys(applied.seen) if self._orders[cid].order.status in _WORKING
+                self._orders[cid].order
+                for cid in dict.fromkeys(applied.seen)
+                if self._orders[cid].order.status in _WORKING
             )
             return AccountState(
                 at=at, cash=cash, positions=positions, equity=cash + market_value, open_orders=open_orders
@@ -341,7 +358,9 @@ class AlpacaBroker(_Submission, _Sync, _AlpacaCalls):
                 f"(stop {old.order.stop_price} -> {stop})",
                 submitted_at=now,
                 order_type=OrderType.STOP,
-                parent=old.parent if old.parent is not None else (parent.client_order_id if parent is not None else None),
+                parent=old.parent
+                if old.parent is not None
+                else (parent.client_order_id if parent is not None else None),
                 role=old.role,
             )
             request = ReplaceOrderRequest(stop_price=float(stop), client_order_id=new_cid)
@@ -362,7 +381,9 @@ class AlpacaBroker(_Submission, _Sync, _AlpacaCalls):
                 doubt = self._transport_text(exc)
                 new_raw = await self._find_by_client_id(new_cid, f"{what} (answer lost: {doubt})")
                 if new_raw is None:
-                    raise TemporaryBrokerError(f"{self.name}: {what} failed ({doubt}) and no replacement exists") from None
+                    raise TemporaryBrokerError(
+                        f"{self.name}: {what} failed ({doubt}) and no replacement exists"
+                    ) from None
             self._apply([new_raw])
             logger.info("{}: moved stop {} to {} as {}", self.name, old_cid, stop, new_raw.client_order_id)
             parent_cid = self._orders[new_raw.client_order_id].parent
@@ -378,7 +399,9 @@ class AlpacaBroker(_Submission, _Sync, _AlpacaCalls):
         async with self._lock:
             applied = self._apply(await self._list_orders(QueryOrderStatus.OPEN))
             return tuple(
-                self._orders[cid].order for cid in dict.fromkeys(applied.seen) if self._orders[cid].order.status in _WORKING
+                self._orders[cid].order
+                for cid in dict.fromkeys(applied.seen)
+                if self._orders[cid].order.status in _WORKING
             )
 
     async def positions(self) -> dict[str, Position]:
@@ -453,7 +476,10 @@ class AlpacaBroker(_Submission, _Sync, _AlpacaCalls):
         raw = await self._request("reading the account", self._client.get_account)
         number = str(raw.account_number or "")
         identity = AccountIdentity(
-            number=number, status=_enum_value(raw.status), currency=raw.currency or "USD", paper=is_paper_account_number(number)
+            number=number,
+            status=_enum_value(raw.status),
+            currency=raw.currency or "USD",
+            paper=is_paper_account_number(number),
         )
         if self._paper and not identity.paper:
             raise BrokerModeMismatch(

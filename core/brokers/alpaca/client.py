@@ -7,7 +7,8 @@ import threading
 import json
 import re
 from datetime import datetime, timedelta
-from typing import Any, Callable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 import requests
 from alpaca.common.enums import Sort
@@ -101,7 +102,6 @@ class _TradingClient(TradingClient):
         return self._order(self.patch(f"/orders/{order_id}", params))
 
 
-
 class _AlpacaCalls:
     """Part of :class:`~core.brokers.alpaca.AlpacaBroker`: paged listings, lookups and the translation of HTTP errors."""
 
@@ -139,7 +139,9 @@ class _AlpacaCalls:
     async def _fetch_reference(self, reference: str) -> AlpacaOrder:
         """The Alpaca order (nested) named by a client id or an Alpaca id."""
         tracked = self._orders.get(reference)
-        broker_id = tracked.broker_id if tracked is not None else (reference if reference in self._by_broker_id else None)
+        broker_id = (
+            tracked.broker_id if tracked is not None else (reference if reference in self._by_broker_id else None)
+        )
         if broker_id is None:
             found = await self._find_by_client_id(reference, "looking up an order")
             if found is not None:
@@ -149,7 +151,11 @@ class _AlpacaCalls:
             else:
                 raise BrokerError(f"{self.name}: no order {reference!r}")
         raw = await self._request(
-            f"reading order {reference}", self._client.get_order_by_id, broker_id, GetOrderByIdRequest(nested=True), missing_ok=True
+            f"reading order {reference}",
+            self._client.get_order_by_id,
+            broker_id,
+            GetOrderByIdRequest(nested=True),
+            missing_ok=True,
         )
         if raw is None:
             raise BrokerError(f"{self.name}: no order {reference!r}")
@@ -158,7 +164,12 @@ class _AlpacaCalls:
     def _stop_target(self, raw: AlpacaOrder, reference: str) -> tuple[AlpacaOrder, AlpacaOrder | None]:
         """The stop order to move: the order itself, or a bracket entry's working stop-loss leg (with its entry)."""
         if raw.legs:
-            stops = [leg for leg in raw.legs if _enum_value(leg.type) in _STOP_TYPES and _enum_value(leg.status) not in ("filled", "canceled", "expired", "rejected", "replaced")]
+            stops = [
+                leg
+                for leg in raw.legs
+                if _enum_value(leg.type) in _STOP_TYPES
+                and _enum_value(leg.status) not in ("filled", "canceled", "expired", "rejected", "replaced")
+            ]
             if not stops:
                 raise BrokerError(f"{self.name}: bracket {reference} has no working stop-loss leg")
             return stops[0], raw
@@ -188,7 +199,9 @@ class _AlpacaCalls:
             if missing_ok and exc.status_code == 404:
                 return None
             if exc.status_code == 403:
-                raise BrokerAuthError(f"{self.name}: {what} failed: HTTP 403 (the API keys are not allowed to)", 403) from None
+                raise BrokerAuthError(
+                    f"{self.name}: {what} failed: HTTP 403 (the API keys are not allowed to)", 403
+                ) from None
             raise self._api_failure(exc, what) from None
         except requests.RequestException as exc:
             raise TemporaryBrokerError(f"{self.name}: {what} failed: {self._transport_text(exc)}") from None
@@ -238,4 +251,6 @@ class _AlpacaCalls:
 
 
 def _looks_like_uuid(text: str) -> bool:
-    return re.fullmatch(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", text) is not None
+    return (
+        re.fullmatch(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", text) is not None
+    )

@@ -148,7 +148,9 @@ class _Submission:
             note=note,
         )
 
-    async def _submit_with_lookups(self, intent: OrderIntent, client_order_id: str, now: datetime, plan: _Plan) -> Order:
+    async def _submit_with_lookups(
+        self, intent: OrderIntent, client_order_id: str, now: datetime, plan: _Plan
+    ) -> Order:
         attempts = 0
         while True:
             attempts += 1
@@ -163,7 +165,11 @@ class _Submission:
                         raise BrokerError(
                             f"{self.name}: Alpaca says {client_order_id} is taken but has no order with that id"
                         ) from None
-                    logger.info("{}: {} already exists at Alpaca; returning it instead of a new order", self.name, client_order_id)
+                    logger.info(
+                        "{}: {} already exists at Alpaca; returning it instead of a new order",
+                        self.name,
+                        client_order_id,
+                    )
                     return self._adopt(existing, client_order_id)
                 doubt = self._doubt(exc)
                 if doubt is None:
@@ -227,14 +233,24 @@ class _Submission:
         self._origins.pop(client_order_id, None)
         self._in_doubt.pop(client_order_id, None)
         self._unreported_orders[client_order_id] = None
-        logger.warning("{}: {} {} x{} ({}) rejected: {}", self.name, intent.side.value, intent.symbol, intent.quantity, client_order_id, why)
+        logger.warning(
+            "{}: {} {} x{} ({}) rejected: {}",
+            self.name,
+            intent.side.value,
+            intent.symbol,
+            intent.quantity,
+            client_order_id,
+            why,
+        )
         return order
 
     def _adopt(self, raw: AlpacaOrder, client_order_id: str) -> Order:
         self._apply([raw])
         tracked = self._orders.get(client_order_id)
         if tracked is None:
-            raise BrokerError(f"{self.name}: Alpaca answered with order {raw.client_order_id!r}, not {client_order_id!r}")
+            raise BrokerError(
+                f"{self.name}: Alpaca answered with order {raw.client_order_id!r}, not {client_order_id!r}"
+            )
         return tracked.order
 
     async def _release_shares(self, symbol: str, exit_client_order_id: str) -> list[str]:
@@ -298,5 +314,7 @@ class _Submission:
             if doubt is None:  # accepted; Alpaca will cancel it shortly
                 logger.info("{}: cancel of {} requested (status {})", self.name, client_order_id, alpaca_status)
                 return order
-            logger.warning("{}: {} (attempt {}) ended in doubt ({}); the order is still working", self.name, what, attempt, doubt)
+            logger.warning(
+                "{}: {} (attempt {}) ended in doubt ({}); the order is still working", self.name, what, attempt, doubt
+            )
         raise TemporaryBrokerError(f"{self.name}: {what} failed: answers lost and the order is still working")

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
 
 from alpaca.trading.models import Order as AlpacaOrder, Position as AlpacaPosition
 from loguru import logger
@@ -132,8 +133,10 @@ class _Sync:
                 order_type = OrderType.BRACKET
             else:
                 order_type = origin.order_type or self._order_type(raw)
-            base_reason = origin.reason or self._role_text(role, parent_cid) or (
-                "adopted: found at Alpaca, not submitted by this broker instance"
+            base_reason = (
+                origin.reason
+                or self._role_text(role, parent_cid)
+                or ("adopted: found at Alpaca, not submitted by this broker instance")
             )
             order = Order(
                 client_order_id=client_order_id,
@@ -162,7 +165,11 @@ class _Sync:
         else:
             previous = current
             order = current.order
-            if suffix and (order.status is not status or alpaca_status not in ALPACA_STATUS_MAP) and suffix not in order.reason:
+            if (
+                suffix
+                and (order.status is not status or alpaca_status not in ALPACA_STATUS_MAP)
+                and suffix not in order.reason
+            ):
                 changes["reason"] = f"{order.reason}; {suffix}" if order.reason else suffix
             if order.status is not status:
                 order = order.transition(status, updated_at, **changes)
@@ -197,7 +204,9 @@ class _Sync:
         if filled == previous.filled_qty:
             return None, previous.filled_qty, previous.filled_notional
         if average is None or average <= 0:
-            logger.warning("{}: order {} filled {} without an average price; waiting", self.name, order.client_order_id, filled)
+            logger.warning(
+                "{}: order {} filled {} without an average price; waiting", self.name, order.client_order_id, filled
+            )
             return None, previous.filled_qty, previous.filled_notional
         notional = filled * average
         quantity = filled - previous.filled_qty
@@ -265,7 +274,9 @@ class _Sync:
             opened_at = self._opened_at.get(raw.symbol)
             if opened_at is None:
                 opened_at = self._opened_at[raw.symbol] = at
-                logger.info("{}: opening time of the {} position is unknown; using {}", self.name, raw.symbol, at.isoformat())
+                logger.info(
+                    "{}: opening time of the {} position is unknown; using {}", self.name, raw.symbol, at.isoformat()
+                )
             positions[raw.symbol] = Position(
                 symbol=raw.symbol,
                 quantity=_quantity(quantity),  # type: ignore[arg-type]

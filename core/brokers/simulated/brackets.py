@@ -49,7 +49,13 @@ class _Brackets:
                 stop_price=None if stop is None else float(stop),
             ).transition(OrderStatus.SUBMITTED, at)
             self._records[child_id] = _Record(
-                order=child, seq=self._seq, kind=kind, anchor=anchor, limit=limit, stop=stop, role=role,
+                order=child,
+                seq=self._seq,
+                kind=kind,
+                anchor=anchor,
+                limit=limit,
+                stop=stop,
+                role=role,
                 parent=p.client_order_id,
             )
             self._open[child_id] = None

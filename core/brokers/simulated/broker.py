@@ -365,8 +365,11 @@ class SimulatedBroker(_Matching, _Ledger, _Brackets, _Snapshot):
             if intent.side is not Side.BUY:
                 return spec(entry, refusal="bracket orders must be buys (long-only account)")
             if not (_finite_positive(intent.stop_loss) and _finite_positive(intent.take_profit)):
-                return spec(entry, refusal=f"bracket needs positive stop_loss and take_profit, got "
-                            f"{intent.stop_loss!r} and {intent.take_profit!r}")
+                return spec(
+                    entry,
+                    refusal=f"bracket needs positive stop_loss and take_profit, got "
+                    f"{intent.stop_loss!r} and {intent.take_profit!r}",
+                )
             stop_loss, take_profit = to_price(intent.stop_loss), to_price(intent.take_profit)  # type: ignore[arg-type]
             if stop_loss >= take_profit:
                 return spec(entry, refusal=f"bracket stop_loss {stop_loss} must be below take_profit {take_profit}")
@@ -384,23 +387,31 @@ class SimulatedBroker(_Matching, _Ledger, _Brackets, _Snapshot):
         if order.side is Side.BUY:
             cost = self._estimated_cost(record, order.quantity)
             reserved = sum(
-                (self._estimated_cost(r, r.remaining) for r in self._working_records()
-                 if r.order.side is Side.BUY and r is not record),
+                (
+                    self._estimated_cost(r, r.remaining)
+                    for r in self._working_records()
+                    if r.order.side is Side.BUY and r is not record
+                ),
                 _ZERO,
             )
             available = self._cash - reserved
             if cost > available:
-                return (f"insufficient cash: {order.quantity} {order.symbol} estimated at {cost}, "
-                        f"available {available} (cash {self._cash}, reserved by working buys {reserved})")
+                return (
+                    f"insufficient cash: {order.quantity} {order.symbol} estimated at {cost}, "
+                    f"available {available} (cash {self._cash}, reserved by working buys {reserved})"
+                )
             return None
         held = self._held(order.symbol)
         committed = sum(
-            r.remaining for r in self._working_records()
+            r.remaining
+            for r in self._working_records()
             if r.order.symbol == order.symbol and r.order.side is Side.SELL and r.parent is None and r is not record
         )
         if order.quantity > held - committed:
-            return (f"sell of {order.quantity} {order.symbol} exceeds the {held - committed} shares available "
-                    f"(held {held}, committed to working sells {committed}); short selling is not allowed")
+            return (
+                f"sell of {order.quantity} {order.symbol} exceeds the {held - committed} shares available "
+                f"(held {held}, committed to working sells {committed}); short selling is not allowed"
+            )
         return None
 
     def _estimated_price(self, record: _Record) -> Decimal:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from datetime import datetime
 from decimal import ROUND_FLOOR, Decimal
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -37,7 +37,9 @@ class _Matching:
             if not all(math.isfinite(x) for x in (o, h, low, c)):
                 notes.append(f"{symbol}: bar {ts.date()} has non-finite prices; no fills on it")
                 continue
-            events.setdefault(ts, {})[symbol] = _Bar(ts, data_price(o), data_price(h), data_price(low), data_price(c), v)
+            events.setdefault(ts, {})[symbol] = _Bar(
+                ts, data_price(o), data_price(h), data_price(low), data_price(c), v
+            )
 
     def _update_mark(
         self,
@@ -67,9 +69,7 @@ class _Matching:
         at = session_timestamp(ts)
         for phase in (_OPEN, _INTRABAR):
             for side in (Side.SELL, Side.BUY):
-                candidates = [
-                    r for r in self._working_records() if r.order.side is side and r.order.symbol in bars
-                ]
+                candidates = [r for r in self._working_records() if r.order.side is side and r.order.symbol in bars]
                 if phase == _INTRABAR:  # stops first: a bar touching a bracket's stop and target hits the stop
                     candidates.sort(key=lambda r: (0 if r.kind is OrderType.STOP else 1, r.seq))
                 else:
@@ -142,8 +142,10 @@ class _Matching:
         else:
             affordable = self._affordable(record, quantity, price)
             if affordable < quantity:
-                shortfall = (f"insufficient cash at fill: {quantity} {order.symbol} @ {price} would cost "
-                             f"{self._fill_cost(record, quantity, price)}, cash {self._cash}; filled {affordable}")
+                shortfall = (
+                    f"insufficient cash at fill: {quantity} {order.symbol} @ {price} would cost "
+                    f"{self._fill_cost(record, quantity, price)}, cash {self._cash}; filled {affordable}"
+                )
                 quantity = affordable
         if quantity > 0:
             self._consume(order.symbol, ts, quantity)
