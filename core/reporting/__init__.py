@@ -25,14 +25,39 @@ Layout (every name below is re-exported here, so callers import from ``core.repo
 * :mod:`core.reporting.risk_report`: ``risk_view``;
 * :mod:`core.reporting.reconcile_report`: ``reconcile_view``;
 * :mod:`core.reporting.why_report`: ``why``, ``PIPELINE_ORDER``;
-* :mod:`core.reporting.llm_report`: ``llm_usage``, ``shadow_stats``, ``percentile``.
+* :mod:`core.reporting.llm_report`: ``llm_usage``, ``shadow_stats``, ``percentile``;
+* :mod:`core.reporting.listings`: ``list_trades``, ``list_orders``, ``list_decisions``, ``list_equity``,
+  ``list_runs`` (row listings);
+* :mod:`core.reporting.output`: ``render_table``, ``render_csv``, ``render_json``, ``json_ready``, ``plain`` and the
+  readable text of each report (``render_performance`` ... ``render_why``).
 """
 
 from __future__ import annotations
 
 from core.reporting.breaker_report import BREAKER_PREFIX, breakers
 from core.reporting.filters import latest_run_id, run_list
+from core.reporting.listings import (
+    RUN_LISTING_COLUMNS,
+    list_decisions,
+    list_equity,
+    list_orders,
+    list_runs,
+    list_trades,
+)
 from core.reporting.llm_report import llm_usage, percentile, shadow_stats
+from core.reporting.output import (
+    json_ready,
+    plain,
+    render_breakers,
+    render_calibration,
+    render_csv,
+    render_json,
+    render_performance,
+    render_reconcile,
+    render_risk,
+    render_table,
+    render_why,
+)
 from core.reporting.performance_report import calibration, performance
 from core.reporting.reconcile_report import reconcile_view
 from core.reporting.risk_report import DENIED_PREFIX, RISK_STATE_KEY, risk_view
@@ -44,6 +69,7 @@ __all__ = [
     "DENIED_PREFIX",
     "PIPELINE_ORDER",
     "RISK_STATE_KEY",
+    "RUN_LISTING_COLUMNS",
     "RoundTrip",
     "RoundTripBook",
     "TripFill",
@@ -51,11 +77,27 @@ __all__ = [
     "breakers",
     "calibration",
     "latest_run_id",
+    "json_ready",
+    "list_decisions",
+    "list_equity",
+    "list_orders",
+    "list_runs",
+    "list_trades",
     "llm_usage",
     "percentile",
     "performance",
+    "plain",
     "rebuild_round_trips",
     "reconcile_view",
+    "render_breakers",
+    "render_calibration",
+    "render_csv",
+    "render_json",
+    "render_performance",
+    "render_reconcile",
+    "render_risk",
+    "render_table",
+    "render_why",
     "risk_view",
     "round_trips",
     "run_list",
