@@ -73,6 +73,7 @@ from core.persistence.db import (
 from core.persistence.models import BreakerEventRow, DecisionRow, EquitySnapshotRow, FillRow, Run
 from core.persistence.repository import Repository
 from core.health import health_report, schedule_for  # noqa: F401  (main.health_report is public API)
+from core.vocabulary import DENIED_PREFIX, AgentName, StateKey, state_key
 from utils.cli import db_argument, install_stop_handlers, interpreter_command, iso_date
 from utils.logging import configure_logging
 from loguru import logger
@@ -244,7 +245,7 @@ async def _replay(
         await app.bus.close()
         if stop.is_set():
             status = "interrupted"
-        elif app.agents["risk"].state is TradingState.HALTED:
+        elif app.agents[AgentName.RISK].state is TradingState.HALTED:
             status = "halted"  # the run ends halted: say so in its status
     except BaseException:
         status = "failed"
@@ -295,7 +296,11 @@ def _print_inspection(settings: Settings, app: App, outcomes: Sequence[Iteration
         fills = session.scalar(select(func.count()).select_from(FillRow).where(FillRow.run_id == app.run_id)) or 0
         denied = session.execute(
             select(DecisionRow.action, func.count())
-            .where(DecisionRow.run_id == app.run_id, DecisionRow.agent == "risk", DecisionRow.action.like("denied:%"))
+            .where(
+                DecisionRow.run_id == app.run_id,
+                DecisionRow.agent == AgentName.RISK,
+                DecisionRow.action.like(f"{DENIED_PREFIX}%"),
+            )
             .group_by(DecisionRow.action)
             .order_by(func.count().desc(), DecisionRow.action)
         ).all()
@@ -318,7 +323,7 @@ def _print_inspection(settings: Settings, app: App, outcomes: Sequence[Iteration
                 )
             )
         }
-    saved = repository.get_state(f"{app.run_id}:risk:state")
+    saved = repository.get_state(state_key(StateKey.RISK_STATE, f"{app.run_id}:"))
     days = [o.as_of.astimezone(EASTERN).date() for o in outcomes]
     episodes = trading_episodes(repository.trading_transitions(app.run_id, TRADING_STATE_EVENT), days)
     repository.engine.dispose()
@@ -433,7 +438,7 @@ async def _run_daemon(settings: Settings, args: argparse.Namespace) -> int:
             if (
                 app.reconciler is not None
             ):  # orders in doubt resolved, what happened while down caught up, then compared
-                found = await app.agents["execution"].start(clock.now())
+                found = await app.agents[AgentName.EXECUTION].start(clock.now())
                 print(
                     f"Reconciliation at start-up: {len(found)} discrepancies"
                     + (" (see query_trades.py reconcile)" if found else ""),
@@ -473,9 +478,9 @@ async def _run_daemon(settings: Settings, args: argparse.Namespace) -> int:
         )
         await run_live(app.orchestrator, next_run=next_run, stop=stop, iterations=iterations)
         await app.bus.close()
-        if app.agents["risk"].state is TradingState.HALTED:
+        if app.agents[AgentName.RISK].state is TradingState.HALTED:
             status = "halted"  # the run ends halted: say so in its status, and on the console
-            print(f"Trading is HALTED: {app.agents['risk'].state_reason}", flush=True)
+            print(f"Trading is HALTED: {app.agents[AgentName.RISK].state_reason}", flush=True)
         elif stop.is_set():
             status = "stopped"
     except DaemonLockLost:
@@ -665,7 +670,7 @@ def _reset(settings: Settings, reason: str) -> int:
             )
             return exit_code_for(exc)
         repository = Repository(engine)
-        saved = repository.get_state("risk:state")
+        saved = repository.get_state(StateKey.RISK_STATE)
         if saved is None:
             print("nothing to reset: no daemon trading state recorded on this database")
             return EXIT_OK
@@ -684,7 +689,7 @@ def _reset(settings: Settings, reason: str) -> int:
             ).first()
         equity = float(latest[1]) if latest is not None else None
         new = RiskAgent.reset_saved(saved[0], reason=reason, equity=equity, clock=lambda: now)
-        repository.put_state("risk:state", new, now)
+        repository.put_state(StateKey.RISK_STATE, new, now)
         if latest is not None:
             repository.record_breaker_events(
                 latest[0],

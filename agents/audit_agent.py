@@ -29,6 +29,7 @@ from core.narrative import Narrator
 from core.positions import PositionManager, levels
 from utils.failpoints import failpoint
 from core.persistence.repository import IterationRecord, Repository
+from core.vocabulary import AgentName
 from utils.jsonable import jsonable
 from utils import deadline as _deadline
 
@@ -59,7 +60,7 @@ def summarize(facts: Mapping[str, Any]) -> str:
 
 
 class AuditAgent:
-    name = "audit"
+    name = AgentName.AUDIT
 
     def __init__(
         self,

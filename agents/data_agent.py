@@ -41,6 +41,7 @@ from core.domain import (
     frozen_map,
 )
 from core.events import DataReady, IterationStarted
+from core.vocabulary import AgentName, DecisionAction
 
 
 _ALL_PASSED = BatchValidation(passed={}, rejected={}, quality=1.0)
@@ -69,7 +70,7 @@ def _category(found: set[str]) -> str:
 
 
 class DataAgent:
-    name = "data"
+    name = AgentName.DATA
 
     def __init__(
         self,
@@ -186,9 +187,9 @@ class DataAgent:
                 if self._routine:
                     decisions.append(
                         Decision(
-                            "data",
+                            AgentName.DATA,
                             symbol,
-                            "not_listed",
+                            DecisionAction.NOT_LISTED,
                             "no bar yet: the symbol is not listed at this date",
                             {"provider": provider_name},
                         )
@@ -201,7 +202,13 @@ class DataAgent:
                 if previous is None:
                     rejected[symbol] = reason
                     decisions.append(
-                        Decision("data", symbol, "rejected", reason, {"provider": provider_name, "category": PROVIDER})
+                        Decision(
+                            AgentName.DATA,
+                            symbol,
+                            DecisionAction.REJECTED,
+                            reason,
+                            {"provider": provider_name, "category": PROVIDER},
+                        )
                     )
                     continue
                 sb = previous
@@ -228,9 +235,9 @@ class DataAgent:
                     rejected[symbol] = reason
                     decisions.append(
                         Decision(
-                            "data",
+                            AgentName.DATA,
                             symbol,
-                            "rejected",
+                            DecisionAction.REJECTED,
                             reason,
                             {"provider": provider_name, "bars": end, "rules": sorted(found), "category": category},
                         )
@@ -256,9 +263,9 @@ class DataAgent:
                 continue
             decisions.append(
                 Decision(
-                    "data",
+                    AgentName.DATA,
                     symbol,
-                    "ok",
+                    DecisionAction.OK,
                     f"{end} bars up to {sb.last_timestamp.date()} from {provider_name}",
                     {
                         "provider": provider_name,
@@ -305,9 +312,9 @@ class DataAgent:
     def _flagged(symbol: str, sb: SymbolBars, reason: str, category: str, found: list[str]) -> Decision:
         last = sb.last_timestamp.date().isoformat()
         return Decision(
-            "data",
+            AgentName.DATA,
             symbol,
-            "flagged",
+            DecisionAction.FLAGGED,
             f"{reason}; no new entries, open positions managed on the bar of {last}",
             {
                 "provider": sb.provider,

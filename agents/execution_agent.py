@@ -27,6 +27,7 @@ from core.positions import PositionManager
 from core.reconcile import Reconciler
 from utils.failpoints import failpoint
 from core.events import ApprovedReady, DataReady, ExecutedReady
+from core.vocabulary import AgentName, DecisionAction
 from utils.circuit_breaker import BackoffBreaker, BreakerEvent, drain_rows
 from utils.deadline import TemporaryError, note_degraded
 
@@ -102,7 +103,7 @@ class _Progress:
 class ExecutionAgent:
     """Repeated broker errors trip a backoff breaker: submissions pause (recorded per symbol) until it allows again."""
 
-    name = "execution"
+    name = AgentName.EXECUTION
 
     def __init__(
         self,
@@ -237,9 +238,9 @@ class ExecutionAgent:
             except BrokerError as exc:
                 decisions.append(
                     Decision(
-                        "positions",
+                        AgentName.POSITIONS,
                         update.symbol,
-                        "trail_failed",
+                        DecisionAction.TRAIL_FAILED,
                         f"{update.reason}: broker refused: {exc}",
                         {"stop_order_id": update.stop_order_id},
                     )
@@ -249,9 +250,9 @@ class ExecutionAgent:
             flag = batch.entry_blocked.get(update.symbol)
             decisions.append(
                 Decision(
-                    "positions",
+                    AgentName.POSITIONS,
                     update.symbol,
-                    "trail_stop",
+                    DecisionAction.TRAIL_STOP,
                     update.reason + (f" on the last good bar (data flagged: {flag})" if flag is not None else ""),
                     {
                         "stop_order_id": order.client_order_id,
@@ -289,9 +290,9 @@ class ExecutionAgent:
                 until = self._breaker.paused_until
                 decisions.append(
                     Decision(
-                        "execution",
+                        AgentName.EXECUTION,
                         intent.symbol,
-                        "paused",
+                        DecisionAction.PAUSED,
                         f"order submission paused after repeated broker errors until {until.isoformat() if until else '?'} ({self._breaker.reason})",
                         {"client_order_id": coid, "paused_until": until},
                         strategy=intent.strategy,
@@ -322,9 +323,9 @@ class ExecutionAgent:
                 logger.error("execution: {} {} x{} failed: {}", intent.side.value, intent.symbol, intent.quantity, exc)
                 decisions.append(
                     Decision(
-                        "execution",
+                        AgentName.EXECUTION,
                         intent.symbol,
-                        "failed",
+                        DecisionAction.FAILED,
                         f"broker refused {intent.side.value} {intent.quantity}: {exc}",
                         {"client_order_id": coid, "error": str(exc)},
                         strategy=intent.strategy,
@@ -335,9 +336,9 @@ class ExecutionAgent:
             orders.append(order)
             decisions.append(
                 Decision(
-                    "execution",
+                    AgentName.EXECUTION,
                     intent.symbol,
-                    "submitted" if order.status.value != "rejected" else "rejected",
+                    DecisionAction.SUBMITTED if order.status.value != "rejected" else DecisionAction.REJECTED,
                     f"{order.side.value} {order.quantity} {order.order_type.value} as {coid}: {order.status.value}"
                     + (f" ({order.reason})" if order.status.value == "rejected" and order.reason else ""),
                     {
@@ -350,11 +351,13 @@ class ExecutionAgent:
                     confidence=intent.confidence,
                 )
             )
-        submitted = {o.symbol for o in orders} | {d.symbol for d in decisions if d.agent == "execution"}
+        submitted = {o.symbol for o in orders} | {d.symbol for d in decisions if d.agent == AgentName.EXECUTION}
         if batch is not None and self._routine:
             for symbol in list(batch.bars) + list(batch.rejected):
                 if symbol not in submitted:
-                    decisions.append(Decision("execution", symbol, "none", "no approved order", {}))
+                    decisions.append(
+                        Decision(AgentName.EXECUTION, symbol, DecisionAction.NONE, "no approved order", {})
+                    )
         # what the broker learnt during this iteration (a bracket's legs from the submission's answer, protective
         # orders cancelled for an exit, a fill seen reading the account) is recorded by this iteration
         reported = merge_reports(self._take_reported())

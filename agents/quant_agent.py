@@ -93,6 +93,7 @@ from core.domain import Action, BarsBatch, Decision, Signal, ValidatedSignal, fr
 from core.events import SignalsReady, ValidatedReady
 from core.frame_cache import FrameCache
 from core.metrics import TRADING_DAYS_PER_YEAR
+from core.vocabulary import AgentName, DecisionAction
 
 # below this a standard deviation of returns is treated as zero (as in core.metrics)
 _ZERO_STD = 1e-12
@@ -395,7 +396,7 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 class QuantAgent:
-    name = "quant"
+    name = AgentName.QUANT
 
     def __init__(
         self,
@@ -560,7 +561,12 @@ class QuantAgent:
                 if self._routine:
                     decisions.append(
                         Decision(
-                            "quant", symbol, "skip", "signal is HOLD: nothing to validate", {}, strategy=signal.strategy
+                            AgentName.QUANT,
+                            symbol,
+                            DecisionAction.SKIP,
+                            "signal is HOLD: nothing to validate",
+                            {},
+                            strategy=signal.strategy,
                         )
                     )
                 continue
@@ -606,16 +612,16 @@ class QuantAgent:
             out = replace(validated, confidence=final, components=frozen_map(components), reason=reason)
             validated_out[symbol] = out
             decisions[slot] = Decision(
-                "quant",
+                AgentName.QUANT,
                 symbol,
-                "validated",
+                DecisionAction.VALIDATED,
                 reason,
                 {**inputs, "review_confidence": review, "review_status": status, "confidence": _num(final)},
                 strategy=validated.signal.strategy,
                 confidence=final,
             )
         for symbol, reason in batch.rejected.items():
-            decisions.append(Decision("quant", symbol, "skip", f"no usable data: {reason}", {}))
+            decisions.append(Decision(AgentName.QUANT, symbol, DecisionAction.SKIP, f"no usable data: {reason}", {}))
         assert all(d is not None for d in decisions)
         return ValidatedReady(
             iteration_id=event.iteration_id,

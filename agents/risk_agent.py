@@ -72,6 +72,7 @@ from core.risk import (
     size_position,
     step,
 )
+from core.vocabulary import AgentName, DecisionAction, denied
 from strategies import indicators as ind
 from utils.circuit_breaker import BreakerEvent, BreakerState, ThresholdBreaker, drain_rows
 
@@ -97,7 +98,7 @@ def parse_sizing(text: str) -> tuple[str, float | None]:
 
 
 class RiskAgent:
-    name = "risk"
+    name = AgentName.RISK
 
     def __init__(
         self,
@@ -404,9 +405,9 @@ class RiskAgent:
             approvals.append(result)
             decisions.append(
                 Decision(
-                    "risk",
+                    AgentName.RISK,
                     symbol,
-                    "approved",
+                    DecisionAction.APPROVED,
                     result.reason,
                     {
                         **state_info,
@@ -422,9 +423,9 @@ class RiskAgent:
         denials.append(result)
         decisions.append(
             Decision(
-                "risk",
+                AgentName.RISK,
                 symbol,
-                f"denied:{result.rule}",
+                denied(result.rule),
                 result.reason,
                 {**state_info, "rule": result.rule, "values": dict(result.values)},
                 strategy=signal.strategy,
@@ -474,7 +475,15 @@ class RiskAgent:
             signal = signals_event.signals.get(symbol)
             if symbol in batch.rejected:
                 if self._routine:
-                    decisions.append(Decision("risk", symbol, "skip", f"no data: {batch.rejected[symbol]}", state_info))
+                    decisions.append(
+                        Decision(
+                            AgentName.RISK,
+                            symbol,
+                            DecisionAction.SKIP,
+                            f"no data: {batch.rejected[symbol]}",
+                            state_info,
+                        )
+                    )
                 continue
             assert signal is not None
             position = account.positions.get(symbol)
@@ -494,7 +503,14 @@ class RiskAgent:
             if signal.action is Action.HOLD:
                 if self._routine:
                     decisions.append(
-                        Decision("risk", symbol, "skip", "signal is HOLD: no order", info, strategy=signal.strategy)
+                        Decision(
+                            AgentName.RISK,
+                            symbol,
+                            DecisionAction.SKIP,
+                            "signal is HOLD: no order",
+                            info,
+                            strategy=signal.strategy,
+                        )
                     )
                 continue
             validated = event.validated.get(symbol)
@@ -503,9 +519,9 @@ class RiskAgent:
                 if position is None or position.quantity <= 0:
                     decisions.append(
                         Decision(
-                            "risk",
+                            AgentName.RISK,
                             symbol,
-                            "skip",
+                            DecisionAction.SKIP,
                             "SELL signal but no position to exit (long-only)",
                             info,
                             strategy=signal.strategy,

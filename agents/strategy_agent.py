@@ -24,6 +24,7 @@ from core.domain import Action, BarsBatch, Decision, Signal, SymbolBars, frozen_
 from core.events import DataReady, SignalsReady
 from core.frame_cache import FrameCache
 from core.llm import LLMSelector
+from core.vocabulary import AgentName, DecisionAction
 from strategies.base import ACTION_BY_CODE, Peers, Strategy
 from strategies.context import MarketContext, context_frame
 from strategies.selector import DeterministicSelector
@@ -157,7 +158,7 @@ KEEP_SIGNAL_FRAMES = 3
 
 
 class StrategyAgent:
-    name = "strategy"
+    name = AgentName.STRATEGY
 
     def __init__(
         self,
@@ -244,7 +245,9 @@ class StrategyAgent:
         if not self._breaker.allow():
             reason = f"LLM selection paused by circuit breaker ({self._breaker.reason})"
             for symbol in pending:
-                decisions.append(Decision("selector", symbol, "abstain", reason, {"source": "breaker"}))
+                decisions.append(
+                    Decision(AgentName.SELECTOR, symbol, DecisionAction.ABSTAIN, reason, {"source": "breaker"})
+                )
             return {}, [], {s: reason for s in pending}
         allowed = list(self._registry)
         descriptions = {name: s.description for name, s in self._registry.items()}
@@ -275,16 +278,18 @@ class StrategyAgent:
             if symbol in accepted:
                 decisions.append(
                     Decision(
-                        "selector",
+                        AgentName.SELECTOR,
                         symbol,
-                        "chose",
+                        DecisionAction.CHOSE,
                         accepted[symbol][1],
                         {"strategy": accepted[symbol][0]},
                         strategy=accepted[symbol][0],
                     )
                 )
             else:
-                decisions.append(Decision("selector", symbol, "abstain", abstained[symbol], {"source": source}))
+                decisions.append(
+                    Decision(AgentName.SELECTOR, symbol, DecisionAction.ABSTAIN, abstained[symbol], {"source": source})
+                )
         return accepted, calls, abstained
 
     def _peer_flags(self, batch: BarsBatch) -> tuple[bool, bool]:
@@ -341,7 +346,7 @@ class StrategyAgent:
             if self._shadow:
                 shadow.append(self._shadow_row(sb, choice, peers, has_benchmark, has_universe))
         for symbol, reason in batch.rejected.items():
-            decisions.append(Decision("strategy", symbol, "skip", f"no usable data: {reason}", {}))
+            decisions.append(Decision(AgentName.STRATEGY, symbol, DecisionAction.SKIP, f"no usable data: {reason}", {}))
         for e in self._breaker_events:
             logger.warning("breaker {}: {} -> {} ({})", e.name, e.from_state, e.to_state, e.reason)
         events = drain_rows(self._breaker_events)
@@ -370,7 +375,7 @@ class StrategyAgent:
             f"; on the last good bar {signal.as_of.date()} (data flagged: {data_flag})" if data_flag is not None else ""
         )
         return Decision(
-            "strategy",
+            AgentName.STRATEGY,
             symbol,
             signal.action.value,
             f"{prefix}selected {choice.strategy} ({choice.reason}); {signal.reason}{suffix}",

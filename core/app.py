@@ -64,6 +64,7 @@ from core.narrative import Narrator, build_anthropic_narrator
 import core.llm as llm_clients  # the SDK clients load when a provider is built (see core.llm)
 from core.llm import DailyBudget, LLMSelector, PriceTable
 from core.risk import DrawdownRules, RiskLimits, load_sector_map
+from core.vocabulary import AgentName, StateKey, state_key
 from utils.circuit_breaker import BackoffBreaker, BreakerEvent, ConsecutiveFailureBreaker
 from utils.rate_limiter import SlidingWindowRateLimiter
 from utils.secrets import install_database_scrubber
@@ -348,7 +349,7 @@ class App:
 
     def close(self, status: str = "finished") -> None:
         try:
-            audit = self.agents.get("audit")
+            audit = self.agents.get(AgentName.AUDIT)
             if audit is not None:
                 audit.flush()
             self.repository.finish_run(self.run_id, status=status, at=self.wall_clock.now())
@@ -466,7 +467,7 @@ def build_app(
         logger.info("alpaca broker resumed from the ledger: {} orders, {} fills", len(orders), len(fills))
 
     # the offline daemon's simulated account survives restarts: its snapshot is persisted with every iteration
-    broker_key = "broker:simulated" if kind == "daemon" and isinstance(broker, SimulatedBroker) else None
+    broker_key = StateKey.SIMULATED_BROKER if kind == "daemon" and isinstance(broker, SimulatedBroker) else None
     if broker_key is not None:
         saved_broker_state = repository.get_state(broker_key)
         if saved_broker_state is not None:
@@ -496,10 +497,10 @@ def build_app(
     )
     # the daemon's state survives restarts; a replay or backtest starts from a clean state of its own
     namespace = "" if kind == "daemon" else f"{run_id}:"
-    saved = repository.get_state(f"{namespace}breaker:llm_selection")
+    saved = repository.get_state(state_key(StateKey.LLM_BREAKER, namespace))
     if saved is not None:
         llm_breaker.restore(saved[0])
-    saved_risk = repository.get_state(f"{namespace}risk:state")
+    saved_risk = repository.get_state(state_key(StateKey.RISK_STATE, namespace))
     if llm is None:
         logger.info(
             "strategy selection: deterministic ({})",
@@ -541,12 +542,12 @@ def build_app(
         wall,
         run_id,
         state=lambda: {
-            f"{namespace}breaker:llm_selection": llm_breaker.snapshot(),
-            f"{namespace}risk:state": risk_agent.snapshot(),
-            f"{namespace}breaker:broker": broker_breaker.snapshot(),
+            state_key(StateKey.LLM_BREAKER, namespace): llm_breaker.snapshot(),
+            state_key(StateKey.RISK_STATE, namespace): risk_agent.snapshot(),
+            state_key(StateKey.BROKER_BREAKER, namespace): broker_breaker.snapshot(),
             **({broker_key: broker.snapshot(history=SIMULATED_SNAPSHOT_HISTORY)} if broker_key is not None else {}),  # type: ignore[union-attr]
         },
-        heartbeat_key="heartbeat" if kind == "daemon" else None,
+        heartbeat_key=StateKey.HEARTBEAT if kind == "daemon" else None,
         narrator=build_narrator(settings, wall, allow=allow_llm),
         batch_size=audit_batch,
     )
@@ -581,7 +582,7 @@ def build_app(
         clock=clock.now,
         on_transition=broker_events.append,
     )
-    saved_broker = repository.get_state(f"{namespace}breaker:broker")
+    saved_broker = repository.get_state(state_key(StateKey.BROKER_BREAKER, namespace))
     if saved_broker is not None:
         broker_breaker.restore(saved_broker[0])
     reconciler = (
@@ -656,12 +657,12 @@ def build_app(
         calendar=calendar,
         reconciler=reconciler,
         agents={
-            "data": data_agent,
-            "strategy": strategy_agent,
-            "quant": quant_agent,
-            "risk": risk_agent,
-            "execution": execution_agent,
-            "audit": audit_agent,
+            AgentName.DATA: data_agent,
+            AgentName.STRATEGY: strategy_agent,
+            AgentName.QUANT: quant_agent,
+            AgentName.RISK: risk_agent,
+            AgentName.EXECUTION: execution_agent,
+            AgentName.AUDIT: audit_agent,
         },
         lock=lock,
     )

@@ -366,6 +366,11 @@ class Decision:
     strategy: str | None = None
     confidence: float | None = None
 
+    def __post_init__(self) -> None:
+        # a vocabulary member (core.vocabulary) is kept as its plain string: reprs, pickles and the ledger stay the same
+        object.__setattr__(self, "agent", str(self.agent))
+        object.__setattr__(self, "action", str(self.action))
+
 
 def utc_now_from(clock_value: datetime) -> datetime:
     """Identity helper kept for symmetry with ``ensure_utc`` (clock values are already UTC)."""

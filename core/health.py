@@ -10,6 +10,7 @@ from config.settings import PROJECT_ROOT, Schedule, Settings
 from core.calendar import MarketCalendar, format_eastern
 from core.persistence.models import Iteration
 from core.persistence.repository import Repository
+from core.vocabulary import StateKey
 from utils.cli import db_argument, interpreter_command
 
 
@@ -29,7 +30,7 @@ def health_report(
     its last iteration had usable data (data quality at least ``DATA_QUALITY_MIN``, at least one symbol) and completed
     ``ok``, and trading is not HALTED."""
     problems: list[str] = []
-    beat = repository.get_state("heartbeat")
+    beat = repository.get_state(StateKey.HEARTBEAT)
     report: dict[str, object] = {"at": now.isoformat()}
     if beat is None:
         problems.append("no heartbeat: the daemon has not completed an iteration on this database")
@@ -48,7 +49,7 @@ def health_report(
         if now > deadline:
             problems.append(f"stale: last iteration {format_eastern(last)}, the next was due {format_eastern(due)}")
         problems.extend(_last_iteration_problems(settings, repository, value, report))
-    risk = repository.get_state("risk:state")
+    risk = repository.get_state(StateKey.RISK_STATE)
     state = str(risk[0].get("state")) if risk is not None else "unknown"
     report["trading_state"] = state
     if risk is not None:

@@ -114,6 +114,7 @@ from core.risk import TradingState, trading_episodes
 from core.calendar import EASTERN
 from core.reporting import RoundTrip, rebuild_round_trips
 from agents.risk_agent import TRADING_STATE_EVENT
+from core.vocabulary import DENIED_PREFIX, AgentName
 from strategies.selector import FixedSelector
 from utils.jsonable import jsonable
 
@@ -279,11 +280,13 @@ def _read_run(app: App, want_shadow: bool) -> _Recorded:
             )
         )
         denied = {
-            action.removeprefix("denied:"): int(n)
+            action.removeprefix(DENIED_PREFIX): int(n)
             for action, n in session.execute(
                 select(DecisionRow.action, func.count())
                 .where(
-                    DecisionRow.run_id == app.run_id, DecisionRow.agent == "risk", DecisionRow.action.like("denied:%")
+                    DecisionRow.run_id == app.run_id,
+                    DecisionRow.agent == AgentName.RISK,
+                    DecisionRow.action.like(f"{DENIED_PREFIX}%"),
                 )
                 .group_by(DecisionRow.action)
                 .order_by(func.count().desc(), DecisionRow.action)
@@ -509,13 +512,13 @@ async def run_backtest(
         timings["sessions"] = time.perf_counter() - mark
         mark = time.perf_counter()
         await app.bus.close()
-        app.agents["audit"].flush()
+        app.agents[AgentName.AUDIT].flush()
         account = await broker.account()
         recorded = _read_run(app, want_shadow=config.shadow and config.robustness)
     except BaseException:
         app.close("failed")
         raise
-    final_state = app.agents["risk"].state
+    final_state = app.agents[AgentName.RISK].state
     episodes = trading_episodes(recorded.transitions, [s.astimezone(EASTERN).date() for s in sessions[: len(outcomes)]])
     if len(outcomes) < len(sessions):
         status = "interrupted"
@@ -570,7 +573,7 @@ async def run_backtest(
         degraded_iterations=sum(1 for o in outcomes if o.status != "ok"),
         bars=bars,
         rejected_bars=recorded.rejected_bars,
-        exclusions_by_reason=dict(sorted(app.agents["data"].exclusion_counts.items())),
+        exclusions_by_reason=dict(sorted(app.agents[AgentName.DATA].exclusion_counts.items())),
         elapsed_s=elapsed,
         trades=trades,
         closed_trades=closed,

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from core.backtest.config import BacktestError
 from core.persistence.db import open_database
 from core.persistence.models import DecisionRow, Run
+from core.vocabulary import AgentName
 from strategies.context import MarketContext
 from strategies.selector import DeterministicSelector
 
@@ -46,7 +47,7 @@ class RecordedSelector:
                     select(DecisionRow.as_of, DecisionRow.symbol, DecisionRow.agent, DecisionRow.strategy)
                     .where(
                         DecisionRow.run_id == run_id,
-                        DecisionRow.agent.in_(("strategy", "selector")),
+                        DecisionRow.agent.in_((AgentName.STRATEGY, AgentName.SELECTOR)),
                         DecisionRow.strategy.is_not(None),
                     )
                     .order_by(DecisionRow.id)
@@ -57,7 +58,7 @@ class RecordedSelector:
         from_selector: dict[tuple[str, date], str] = {}
         for as_of, symbol, agent, strategy in rows:
             key = (symbol, as_of.astimezone(UTC).date())
-            (choices if agent == "strategy" else from_selector)[key] = strategy
+            (choices if agent == AgentName.STRATEGY else from_selector)[key] = strategy
         for key, strategy in from_selector.items():
             choices.setdefault(key, strategy)
         if not choices:

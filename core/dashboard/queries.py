@@ -51,12 +51,13 @@ from core.persistence.models import (
     Run,
     ShadowSignalRow,
 )
+from core.vocabulary import AgentName, StateKey
 
 if TYPE_CHECKING:
     from config.settings import Settings
 
 _ZERO = Decimal("0")
-HEARTBEAT_KEY = "heartbeat"
+HEARTBEAT_KEY: str = StateKey.HEARTBEAT.value
 DEFAULT_BENCHMARK = "SPY"
 
 
@@ -162,7 +163,7 @@ def benchmark_closes(session: Session, run_id: str, symbol: str) -> dict[str, fl
         return closes
     for iteration_id, inputs in session.execute(
         select(DecisionRow.iteration_id, DecisionRow.inputs).where(
-            DecisionRow.run_id == run_id, DecisionRow.agent == "data", DecisionRow.symbol == sym
+            DecisionRow.run_id == run_id, DecisionRow.agent == AgentName.DATA, DecisionRow.symbol == sym
         )
     ):
         close = inputs.get("close") if isinstance(inputs, dict) else None

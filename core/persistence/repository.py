@@ -546,7 +546,7 @@ class Repository:
             plain = jsonable(dict(value))
             if self._last_state.get(key) == plain:
                 continue  # unchanged since this process last wrote it
-            rows.append({"key": key, "value": plain, "updated_at": at})
+            rows.append({"key": str(key), "value": plain, "updated_at": at})
         if not rows:
             return
         dialect = session.get_bind().dialect.name
@@ -569,7 +569,7 @@ class Repository:
 
     def get_state(self, key: str) -> tuple[dict[str, Any], datetime] | None:
         with self.session() as session:
-            row = session.get(DaemonStateRow, key)
+            row = session.get(DaemonStateRow, str(key))
             return (dict(row.value), row.updated_at) if row is not None else None
 
     def record_breaker_events(self, run_id: str, events: Sequence[Mapping[str, Any]]) -> None:

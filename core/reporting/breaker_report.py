@@ -10,8 +10,7 @@ from sqlalchemy.orm import Session
 
 from core.persistence.models import BreakerEventRow, DaemonStateRow
 from core.reporting.filters import _check_run, _window
-
-BREAKER_PREFIX = "breaker:"
+from core.vocabulary import BREAKER_PREFIX
 
 
 def breakers(

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from core.persistence.models import DecisionRow, LLMCallRow, ShadowSignalRow
 from core.reporting.filters import _norm_symbol, _window
+from core.vocabulary import AgentName, DecisionAction
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -72,7 +73,7 @@ def llm_usage(
             }
         )
     abst = _run_filter(select(DecisionRow), DecisionRow, DecisionRow.as_of, run_id, start, end, symbol).where(
-        DecisionRow.agent == "selector", DecisionRow.action == "abstain"
+        DecisionRow.agent == AgentName.SELECTOR, DecisionRow.action == DecisionAction.ABSTAIN
     )
     reasons: dict[str, int] = {}
     for d in session.scalars(abst):

@@ -12,9 +12,9 @@ from sqlalchemy.orm import Session
 from core.persistence.models import DaemonStateRow, DecisionRow, EquitySnapshotRow, PositionRow
 from core.reporting.filters import _ZERO, _norm_symbol, _one_run, _window
 from core.risk import load_sector_map, sector_of
+from core.vocabulary import DENIED_PREFIX, AgentName, StateKey
 
-RISK_STATE_KEY = "risk:state"
-DENIED_PREFIX = "denied:"
+RISK_STATE_KEY: str = StateKey.RISK_STATE.value
 
 
 def risk_view(
@@ -59,7 +59,7 @@ def risk_view(
         }
     last = session.scalars(
         select(DecisionRow)
-        .where(DecisionRow.run_id == run.id, DecisionRow.agent == "risk")
+        .where(DecisionRow.run_id == run.id, DecisionRow.agent == AgentName.RISK)
         .order_by(DecisionRow.as_of.desc(), DecisionRow.id.desc())
         .limit(1)
     ).first()
@@ -94,7 +94,9 @@ def risk_view(
 
     den_stmt = _window(
         select(DecisionRow).where(
-            DecisionRow.run_id == run.id, DecisionRow.agent == "risk", DecisionRow.action.startswith(DENIED_PREFIX)
+            DecisionRow.run_id == run.id,
+            DecisionRow.agent == AgentName.RISK,
+            DecisionRow.action.startswith(DENIED_PREFIX),
         ),
         DecisionRow.as_of,
         start,

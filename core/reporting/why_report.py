@@ -12,8 +12,16 @@ from sqlalchemy.orm import Session
 from core.persistence.models import DecisionRow, FillRow, LLMCallRow, OrderRow, Run
 from core.reporting.filters import _check_run, _day_start, _norm_symbol
 from core.reporting.trips import rebuild_round_trips
+from core.vocabulary import AgentName, DecisionAction
 
-PIPELINE_ORDER: tuple[str, ...] = ("data", "selector", "strategy", "quant", "risk", "execution")
+PIPELINE_ORDER: tuple[str, ...] = (
+    AgentName.DATA,
+    AgentName.SELECTOR,
+    AgentName.STRATEGY,
+    AgentName.QUANT,
+    AgentName.RISK,
+    AgentName.EXECUTION,
+)
 
 
 def _pipeline_rank(agent: str) -> int:
@@ -153,7 +161,9 @@ def _outcome(
     session: Session, run_id: str, symbol: str, orders: Sequence[OrderRow], decisions: Sequence[Mapping[str, Any]]
 ) -> dict[str, Any]:
     if not orders:
-        stoppers = [d for d in decisions if not (d["agent"] == "execution" and d["action"] == "none")]
+        stoppers = [
+            d for d in decisions if not (d["agent"] == AgentName.EXECUTION and d["action"] == DecisionAction.NONE)
+        ]
         last = stoppers[-1] if stoppers else decisions[-1]
         return {"status": "no order", "stage": last["agent"], "action": last["action"], "reason": last["reason"]}
     book = rebuild_round_trips(session, run_id=run_id, symbol=symbol)
