@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
+import sys
 from pathlib import Path
 from collections.abc import Iterator
 
@@ -99,3 +101,24 @@ def bundled_daily() -> Path:
     if not BUNDLED_DAILY.exists():
         pytest.skip(f"bundled data missing at {BUNDLED_DAILY}")
     return BUNDLED_DAILY
+
+
+def start_offline_daemon(database_url: str, tmp_path: Path, *, iterations: int = 50) -> subprocess.Popen[str]:
+    """``main.py run --offline`` on synthetic bars against ``database_url``, in a subprocess, one iteration every 5 s
+    (time for a test to act between two of them); the caller waits for it, or kills it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "SCHEDULE", "LOOP_INTERVAL"))}
+    env.update(
+        DATA_PROVIDER="synthetic",
+        SCHEDULE="interval",
+        LOOP_INTERVAL_SECONDS="5",
+        LOG_DIR=str(tmp_path / "logs"),
+        DATABASE_URL=database_url,
+    )
+    return subprocess.Popen(
+        [sys.executable, "main.py", "run", "--offline", "--iterations", str(iterations)],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )

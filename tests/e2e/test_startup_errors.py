@@ -20,7 +20,7 @@ import main
 from config.settings import SettingsError, load_settings
 from core.persistence.db import open_database
 from core.persistence.models import Iteration, Run
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, start_offline_daemon
 
 
 @pytest.fixture(autouse=True)
@@ -234,22 +234,7 @@ def test_running_daemon_when_its_database_becomes_unavailable_between_iterations
 
     name = make_url(postgres_url).database
     open_database(postgres_url).dispose()
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "SCHEDULE", "LOOP_INTERVAL_SECONDS")}
-    env.update(
-        DATA_PROVIDER="synthetic",
-        SCHEDULE="interval",
-        LOOP_INTERVAL_SECONDS="5",
-        LOG_DIR=str(tmp_path / "logs"),
-        DATABASE_URL=postgres_url,
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "main.py", "run", "--offline", "--iterations", "50"],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_offline_daemon(postgres_url, tmp_path)
     try:
         engine = create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://"))
         for _ in range(1200):  # wait for the first iteration (start-up included)

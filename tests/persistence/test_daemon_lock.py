@@ -26,7 +26,7 @@ from core.clock import SimulatedClock
 from core.persistence.db import DaemonAlreadyRunning, DaemonLock, DaemonLockLost, normalise_url, open_database
 from core.persistence.models import BreakerEventRow, Iteration, Run
 from core.persistence.repository import Repository
-from tests.conftest import REPO_ROOT, make_settings
+from tests.conftest import REPO_ROOT, make_settings, start_offline_daemon
 
 HOLDER = (
     "import sys\n"
@@ -235,22 +235,7 @@ def test_running_daemon_when_its_lock_session_is_terminated_and_a_second_daemon_
 ) -> None:
     """``main.py run --offline`` in its own process, an iteration every 5 s: after its first iteration the lock's session
     is terminated and the test takes the lock; at its next wake-up the daemon exits 4 and records why."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "SCHEDULE", "LOOP_INTERVAL"))}
-    env.update(
-        DATA_PROVIDER="synthetic",
-        SCHEDULE="interval",
-        LOOP_INTERVAL_SECONDS="5",
-        LOG_DIR=str(tmp_path / "logs"),
-        DATABASE_URL=postgres_url,
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "main.py", "run", "--offline", "--iterations", "50"],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_offline_daemon(postgres_url, tmp_path)
     second = None
     try:
         for _ in range(1200):  # wait for the first iteration (start-up included)
