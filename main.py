@@ -35,17 +35,24 @@ from config.settings import (
     load_settings,
     unknown_env_file_keys,
 )
-from core.app import App, build_app, check_trading_endpoint, build_provider, replay_sessions, simulated_clock_for
-from core.calendar import MarketCalendar, format_eastern
+from core.runtime.app import (
+    App,
+    build_app,
+    check_trading_endpoint,
+    build_provider,
+    replay_sessions,
+    simulated_clock_for,
+)
+from core.kernel.calendar import MarketCalendar, format_eastern
 from core.data.base import BarProvider, DataError, ProviderResult
 from core.data.validation import latest_session_day
-from core.clock import LiveClock, SimulatedClock
-from core.orchestrator import IterationOutcome, run_live, run_replay
+from core.kernel.clock import LiveClock, SimulatedClock
+from core.runtime.orchestrator import IterationOutcome, run_live, run_replay
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from agents.risk_agent import TRADING_STATE_EVENT, RiskAgent
-from core.calendar import EASTERN
+from core.kernel.calendar import EASTERN
 from core.risk import TradingState, describe_episode, sessions_in, trading_episodes
 from core.brokers.base import BrokerAuthError, BrokerError, BrokerModeMismatch
 from core.errors import (
@@ -72,7 +79,7 @@ from core.persistence.db import (
 )
 from core.persistence.models import BreakerEventRow, DecisionRow, EquitySnapshotRow, FillRow, Run
 from core.persistence.repository import Repository
-from core.health import health_report, schedule_for  # noqa: F401  (main.health_report is public API)
+from core.runtime.health import health_report, schedule_for  # noqa: F401  (main.health_report is public API)
 from core.vocabulary import DENIED_PREFIX, AgentName, StateKey, state_key
 from utils.cli import db_argument, install_stop_handlers, interpreter_command, iso_date
 from utils.logging import configure_logging
@@ -615,7 +622,7 @@ def _status(settings: Settings, at_text: str | None, as_json: bool) -> int:
 
 async def _alpaca_clock(settings: Settings) -> dict[str, object]:
     """Alpaca's own clock (GET /v2/clock) beside the exchange calendar, when keys are configured."""
-    from core.app import build_broker
+    from core.runtime.app import build_broker
     from utils.rate_limiter import SlidingWindowRateLimiter
 
     broker = build_broker(

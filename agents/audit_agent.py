@@ -13,10 +13,10 @@ from collections.abc import Callable, Mapping, Sequence
 from loguru import logger
 
 from core.brokers.base import AccountState, Broker, BrokerError, SyncResult
-from core.bus import HandlerFailure, PublishReport
-from core.clock import Clock
-from core.domain import Decision, Order
-from core.events import (
+from core.kernel.bus import HandlerFailure, PublishReport
+from core.kernel.clock import Clock
+from core.kernel.domain import Decision, Order
+from core.kernel.events import (
     ApprovedReady,
     DataReady,
     Event,
@@ -25,8 +25,8 @@ from core.events import (
     SignalsReady,
     ValidatedReady,
 )
-from core.narrative import Narrator
-from core.positions import PositionManager, levels
+from core.analytics.narrative import Narrator
+from core.risk.positions import PositionManager, levels
 from utils.failpoints import failpoint
 from core.persistence.repository import IterationRecord, Repository
 from core.vocabulary import AgentName

@@ -1,6 +1,6 @@
 """Data agent: loads every symbol's daily bars for the iteration, validates them and publishes ``data_ready``.
 
-Each symbol ends up in one of four places of the :class:`core.domain.BarsBatch` (see core/data/validation.py for the
+Each symbol ends up in one of four places of the :class:`core.kernel.domain.BarsBatch` (see core/data/validation.py for the
 rules):
 
 * usable: every rule passes; the strategies may open a position.
@@ -25,11 +25,11 @@ import numpy as np
 import pandas as pd
 from loguru import logger
 
-from core.calendar import MarketCalendar
+from core.kernel.calendar import MarketCalendar
 from core.data.base import BarProvider
 from core.data import validation as rules
 from core.data.validation import DEFAULT_GAP_SESSIONS, BatchValidation, FrameChecks, VisibleCutoff, validate_batch
-from core.domain import (
+from core.kernel.domain import (
     NOT_DATA_PROBLEMS,
     NOT_LISTED,
     PROVIDER,
@@ -40,7 +40,7 @@ from core.domain import (
     bar_arrays,
     frozen_map,
 )
-from core.events import DataReady, IterationStarted
+from core.kernel.events import DataReady, IterationStarted
 from core.vocabulary import AgentName, DecisionAction
 
 

@@ -21,12 +21,12 @@ from collections.abc import Callable
 from loguru import logger
 
 from core.brokers.base import Broker, BrokerError, SyncResult
-from core.domain import BarsBatch, Decision, EquitySnapshot, Fill, Order, OrderIntent, SymbolBars
+from core.kernel.domain import BarsBatch, Decision, EquitySnapshot, Fill, Order, OrderIntent, SymbolBars
 from core.persistence.repository import PendingIntent
-from core.positions import PositionManager
-from core.reconcile import Reconciler
+from core.risk.positions import PositionManager
+from core.persistence.reconcile import Reconciler
 from utils.failpoints import failpoint
-from core.events import ApprovedReady, DataReady, ExecutedReady
+from core.kernel.events import ApprovedReady, DataReady, ExecutedReady
 from core.vocabulary import AgentName, DecisionAction
 from utils.circuit_breaker import BackoffBreaker, BreakerEvent, drain_rows
 from utils.deadline import TemporaryError, note_degraded

@@ -16,12 +16,12 @@ in signal order, ``r_1 … r_n`` with ``n <= N``:
 * **expectancy**: ``mean(r)`` (a fraction per signal; ``None`` when ``n = 0``);
 * **Sharpe** of the signal-following returns: ``mean(r) / std(r)`` with the sample standard deviation (ddof = 1),
   per signal and not annualised (signals overlap in time, so ``sqrt(252 / horizon)`` would overstate it). It is the
-  Sharpe of ``core.metrics`` with ``periods_per_year = 1`` and no risk-free rate. ``None`` when ``n < 2`` or the
+  Sharpe of ``core.analytics.metrics`` with ``periods_per_year = 1`` and no risk-free rate. ``None`` when ``n < 2`` or the
   returns are constant;
 * **maximum drawdown** of the compounded record, as if each signal in turn had been followed with the whole
   capital for ``horizon`` bars: ``E_0 = 1``, ``E_k = E_{k-1} × max(1 + r_k, 0)``, drawdown ``1 − E_k / max_{j<=k} E_j``
   (the starting value counts as a peak), maximum over ``k = 1..n``, in [0, 1]. This is the definition of
-  ``core.metrics.drawdown_series`` applied to that curve. ``None`` when ``n = 0``.
+  ``core.analytics.metrics.drawdown_series`` applied to that curve. ``None`` when ``n = 0``.
 
 Because the record only depends on *how many* signals are complete, all four statistics are precomputed for every
 possible count ``k = 0..K`` (a sliding window over the signed returns, vectorised) and read at
@@ -89,13 +89,13 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
-from core.domain import Action, BarsBatch, Decision, Signal, ValidatedSignal, frozen_map
-from core.events import SignalsReady, ValidatedReady
-from core.frame_cache import FrameCache
-from core.metrics import TRADING_DAYS_PER_YEAR
+from core.kernel.domain import Action, BarsBatch, Decision, Signal, ValidatedSignal, frozen_map
+from core.kernel.events import SignalsReady, ValidatedReady
+from core.kernel.frame_cache import FrameCache
+from core.analytics.metrics import TRADING_DAYS_PER_YEAR
 from core.vocabulary import AgentName, DecisionAction
 
-# below this a standard deviation of returns is treated as zero (as in core.metrics)
+# below this a standard deviation of returns is treated as zero (as in core.analytics.metrics)
 _ZERO_STD = 1e-12
 
 Review = Callable[[ValidatedSignal], Awaitable[float | None]]

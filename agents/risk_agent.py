@@ -36,9 +36,9 @@ import pandas as pd
 from loguru import logger
 
 from core.brokers.base import AccountState, Broker
-from core.calendar import EASTERN
+from core.kernel.calendar import EASTERN
 from core.data.quotes import QuoteSource, QuotesResult
-from core.domain import (
+from core.kernel.domain import (
     Action,
     Approval,
     BarsBatch,
@@ -50,9 +50,9 @@ from core.domain import (
     SymbolBars,
     frozen_map,
 )
-from core.events import ApprovedReady, ExecutedReady, ValidatedReady
-from core.frame_cache import FrameCache
-from core.positions import PositionManager, RealizedReturns
+from core.kernel.events import ApprovedReady, ExecutedReady, ValidatedReady
+from core.kernel.frame_cache import FrameCache
+from core.risk.positions import PositionManager, RealizedReturns
 from core.risk import (
     Candidate,
     DrawdownRules,

@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 from loguru import logger
 
-from core.domain import Action, BarsBatch, Decision, Signal, SymbolBars, frozen_map, utc_from_int
-from core.events import DataReady, SignalsReady
-from core.frame_cache import FrameCache
+from core.kernel.domain import Action, BarsBatch, Decision, Signal, SymbolBars, frozen_map, utc_from_int
+from core.kernel.events import DataReady, SignalsReady
+from core.kernel.frame_cache import FrameCache
 from core.llm import LLMSelector
 from core.vocabulary import AgentName, DecisionAction
 from strategies.base import ACTION_BY_CODE, Peers, Strategy

@@ -5,7 +5,7 @@ the reports, the dashboard and the CLI. They are :class:`enum.StrEnum` members, 
 serialises exactly as its string: the database content is the same whether a plain string or a member was written.
 
 Replays and backtests keep their state under ``"<run id>:<key>"`` (see :func:`state_key`); the daemon uses the plain
-key. This module imports nothing from the project: it sits with :mod:`core.domain` at the bottom of the layers.
+key. This module imports nothing from the project: it sits with :mod:`core.kernel.domain` at the bottom of the layers.
 """
 
 from __future__ import annotations

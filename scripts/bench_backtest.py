@@ -87,7 +87,7 @@ def universe_dir(target: Path, count: int, years: int) -> tuple[Path, date, date
 def synthetic_dir(target: Path, count: int, years: int) -> tuple[Path, date, date]:
     """``count`` synthetic symbols over ``years`` years of sessions ending 2019-12-31, one Parquet file each (prices with
     all their decimals)."""
-    from core.calendar import MarketCalendar
+    from core.kernel.calendar import MarketCalendar
     from core.data.synthetic import generate_bars
 
     target.mkdir(parents=True, exist_ok=True)
@@ -155,14 +155,21 @@ def _child_pipeline(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _child_bus_floor(args: argparse.Namespace) -> dict[str, Any]:
-    """The event bus alone, per session: the daemon's eight subscriptions (``core.app.build_app``) in async mode with
+    """The event bus alone, per session: the daemon's eight subscriptions (``core.runtime.app.build_app``) in async mode with
     handlers that only derive the next stage's event, one publish per session. What every session of the pipeline
     costs before any agent does any work."""
     import asyncio
     from datetime import UTC, datetime, timedelta
 
-    from core.bus import EventBus
-    from core.events import ApprovedReady, DataReady, ExecutedReady, IterationStarted, SignalsReady, ValidatedReady
+    from core.kernel.bus import EventBus
+    from core.kernel.events import (
+        ApprovedReady,
+        DataReady,
+        ExecutedReady,
+        IterationStarted,
+        SignalsReady,
+        ValidatedReady,
+    )
 
     def then(kind: type) -> Any:
         return lambda e: kind(iteration_id=e.iteration_id, as_of=e.as_of, previous=e)

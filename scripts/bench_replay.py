@@ -19,9 +19,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from config.settings import BUNDLED_DATA_DIR, Settings  # noqa: E402
-from core.calendar import MarketCalendar  # noqa: E402
-from core.app import build_app, build_provider, replay_sessions, simulated_clock_for  # noqa: E402
-from core.orchestrator import run_replay  # noqa: E402
+from core.kernel.calendar import MarketCalendar  # noqa: E402
+from core.runtime.app import build_app, build_provider, replay_sessions, simulated_clock_for  # noqa: E402
+from core.runtime.orchestrator import run_replay  # noqa: E402
 from utils.logging import configure_logging  # noqa: E402
 
 

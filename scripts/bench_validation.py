@@ -19,7 +19,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from core.calendar import MarketCalendar  # noqa: E402  (after the sys.path line above)
+from core.kernel.calendar import MarketCalendar  # noqa: E402  (after the sys.path line above)
 from core.data.files import FileProvider  # noqa: E402  (after the sys.path line above)
 from core.data.synthetic import generate_bars  # noqa: E402  (after the sys.path line above)
 from core.data.validation import FrameChecks, latest_session_day, validate_batch  # noqa: E402  (after the sys.path line above)

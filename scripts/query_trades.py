@@ -15,7 +15,7 @@ circuit breakers, risk, reconciliation, and why a symbol was (not) traded on a d
     ... --run ID | latest | all   listings: the latest run by default, named on the first line (`runs`: every run)
 
 Round trips (performance, calibration, why) are rebuilt from the fills, long-only and at average cost: one trade
-from flat to flat, scale-ins and partial exits included; see core/reporting/trips.py.
+from flat to flat, scale-ins and partial exits included; see core/analytics/reporting/trips.py.
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ from sqlalchemy.orm import Session  # noqa: E402
 
 from config.settings import SettingsError, load_settings  # noqa: E402
 from utils.cli import interpreter_command, iso_date  # noqa: E402
-from core import reporting  # noqa: E402
-from core.reporting import listings  # noqa: E402
-from core.reporting.output import (  # noqa: E402
+from core.analytics import reporting  # noqa: E402
+from core.analytics.reporting import listings  # noqa: E402
+from core.analytics.reporting.output import (  # noqa: E402
     json_ready,
     plain,
     render_breakers,
@@ -120,7 +120,7 @@ def _scope_line(requested: str | None, run_id: str | None) -> str | None:
 
 
 def _window(args: argparse.Namespace, run_id: str | None) -> dict[str, Any]:
-    """The listing filters of the command line, as keyword arguments of :mod:`core.reporting.listings`."""
+    """The listing filters of the command line, as keyword arguments of :mod:`core.analytics.reporting.listings`."""
     return {
         "run_id": run_id,
         "symbol": getattr(args, "symbol", None),
@@ -149,7 +149,7 @@ def query_equity(session: Session, args: argparse.Namespace, run_id: str | None)
 
 
 def query_runs(session: Session, args: argparse.Namespace, run_id: str | None) -> list[Row]:
-    """The runs, oldest first (:func:`core.reporting.run_list`: one aggregate query for all of them)."""
+    """The runs, oldest first (:func:`core.analytics.reporting.run_list`: one aggregate query for all of them)."""
     return listings.list_runs(session, run_id)
 
 
@@ -185,7 +185,7 @@ QUERIES: dict[str, Callable[[Session, argparse.Namespace, str | None], list[Row]
 
 
 # --------------------------------------------------------------------------------------------------- reports
-# performance / calibration / breakers / risk / reconcile / why: one object each (core.reporting), printed as
+# performance / calibration / breakers / risk / reconcile / why: one object each (core.analytics.reporting), printed as
 # readable text by default or as one JSON document with --json.
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from core.domain import Action, Signal, session_timestamp
+from core.kernel.domain import Action, Signal, session_timestamp
 from core.errors import ConfigurationError
 
 SIGNAL_COLUMNS = ("action", "strength", "stop", "target")

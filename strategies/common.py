@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 from pydantic import ConfigDict, Field
 
-from core.domain import Action
+from core.kernel.domain import Action
 from strategies import indicators as ind
 from strategies.base import SIGNAL_COLUMNS, Peers, Strategy, StrategyParams
 

@@ -22,7 +22,7 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
-from core.domain import ensure_utc, session_timestamp
+from core.kernel.domain import ensure_utc, session_timestamp
 from strategies import indicators as ind
 
 REGIMES: Final[tuple[str, ...]] = ("trending_up", "trending_down", "ranging", "volatile")

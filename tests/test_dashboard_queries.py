@@ -17,9 +17,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 import main
-from core import reporting
-from core.health import health_report
-from core.calendar import MarketCalendar
+from core.analytics import reporting
+from core.runtime.health import health_report
+from core.kernel.calendar import MarketCalendar
 from core.dashboard import formatting as fmt
 from core.dashboard import queries as q
 from core.dashboard.readonly import DatabaseUnavailable, open_readonly

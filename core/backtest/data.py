@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime
 import pandas as pd
 
 from core.data.base import ProviderResult
-from core.domain import ensure_utc
+from core.kernel.domain import ensure_utc
 
 __all__ = ["SnapshotProvider"]
 

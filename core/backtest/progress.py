@@ -5,13 +5,13 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from core.orchestrator import IterationOutcome
+from core.runtime.orchestrator import IterationOutcome
 
 __all__ = ["ProgressBar"]
 
 
 class ProgressBar:
-    """A one-line text progress bar (``on_progress`` callback of :func:`core.orchestrator.run_replay`).
+    """A one-line text progress bar (``on_progress`` callback of :func:`core.runtime.orchestrator.run_replay`).
 
     Redrawn with a carriage return when the whole percentage changes; a newline after the last session.
     """

@@ -6,7 +6,7 @@ the same way offline, from an e-mail attachment or from an artefact store. Every
 input (strategy names, symbols, parameter values, column names) goes through :func:`html.escape`.
 
 The input is a :class:`ReportData` mapping. Only ``equity`` is required; a section whose data is absent says so.
-Values may be plain dicts or the result objects of :mod:`core.metrics` and :mod:`core.backtest.robustness` (any
+Values may be plain dicts or the result objects of :mod:`core.analytics.metrics` and :mod:`core.backtest.robustness` (any
 object with an ``as_dict()`` method, or a dataclass).
 
 Formatting: fractions whose key names a return, drawdown, rate, share or VaR (``total_return``, ``max_drawdown``,
@@ -33,20 +33,20 @@ from typing import Any, NotRequired, Required, TypedDict
 import numpy as np
 import pandas as pd
 
-from core.metrics import drawdown_series, monthly_returns
+from core.analytics.metrics import drawdown_series, monthly_returns
 
 
 class ReportData(TypedDict, total=False):
     """What :func:`render_html` reads. Only ``equity`` is required.
 
-    equity         account equity, ``pd.Series`` on a UTC ``DatetimeIndex`` (as for :func:`core.metrics.compute_metrics`)
+    equity         account equity, ``pd.Series`` on a UTC ``DatetimeIndex`` (as for :func:`core.analytics.metrics.compute_metrics`)
     benchmark      buy-and-hold closes (or equity) of a benchmark; drawn rebased to the strategy's first equity value
     title          report title
     params         run parameters (symbols, dates, strategy parameters...), shown as a key/value table
     metrics        headline metrics: ``PerformanceMetrics.as_dict()`` or the object itself
     trades         closed trades, one dict (or ``ClosedTrade``) per trade; only the first ``max_trades`` are listed
-    per_strategy   strategy name -> ``TradeMetrics`` (or its dict), e.g. ``core.metrics.metrics_by(trades, "strategy")``
-    monthly        year x month table from :func:`core.metrics.monthly_returns`; computed from ``equity`` if absent
+    per_strategy   strategy name -> ``TradeMetrics`` (or its dict), e.g. ``core.analytics.metrics.metrics_by(trades, "strategy")``
+    monthly        year x month table from :func:`core.analytics.metrics.monthly_returns`; computed from ``equity`` if absent
     shadow         shadow-ledger comparison: one dict per ledger (the selector and each fixed strategy), e.g.
                    ``{"ledger": "selector", "total_return": 0.12, "sharpe": 0.9, "max_drawdown": 0.08, "trades": 41}``
     bootstrap      label -> ``BootstrapResult`` (or its ``as_dict()``), e.g. ``{"daily returns": ..., "trades": ...}``;

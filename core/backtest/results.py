@@ -11,9 +11,9 @@ from typing import Any
 
 import pandas as pd
 
-from core.domain import NOT_DATA_PROBLEMS
-from core.metrics import ClosedTrade, PerformanceMetrics
-from core.reporting import RoundTrip
+from core.kernel.domain import NOT_DATA_PROBLEMS
+from core.analytics.metrics import ClosedTrade, PerformanceMetrics
+from core.analytics.reporting import RoundTrip
 from core.risk import TradingState, sessions_in
 from utils.jsonable import jsonable
 

@@ -3,7 +3,7 @@
 Pure functions: no I/O, no clock, no mutation of their inputs; randomness only from a ``numpy.random.Generator``
 built from the ``seed`` argument, so the same call gives the same numbers.
 
-Conventions (the statistics follow :mod:`core.metrics`, which states each formula once)
+Conventions (the statistics follow :mod:`core.analytics.metrics`, which states each formula once)
 -------------------------------------------------------------------------------------
 * A **return** is a simple return as a fraction (``0.01`` = +1 %); returns below ``-1`` are rejected (equity would
   turn negative).
@@ -12,7 +12,7 @@ Conventions (the statistics follow :mod:`core.metrics`, which states each formul
 
   - total return ``prod(1 + r) - 1`` (and the final equity ``initial * prod(1 + r)``);
   - Sharpe ``mean(r) / std(r, ddof=1) * sqrt(periods_per_year)`` (risk-free rate 0, as in
-    :func:`core.metrics.compute_metrics`); undefined (left out of the percentiles) when the resampled returns
+    :func:`core.analytics.metrics.compute_metrics`); undefined (left out of the percentiles) when the resampled returns
     are constant. For trades the default ``periods_per_year=None`` gives the **per-trade** (unannualised) ratio:
     trades have no fixed frequency;
   - maximum drawdown ``max_t (1 - E_t / max_{s<=t} E_s)`` over the path **including** the starting point
@@ -21,7 +21,7 @@ Conventions (the statistics follow :mod:`core.metrics`, which states each formul
   Intervals are the 5th, 50th and 95th percentiles over the runs (numpy's default linear interpolation).
   ``positive_share`` is the share of runs whose total return is ``> 0``.
 * **Trade bootstrap**: the returns are the effect of each trade on the **whole equity**, applied in sequence.
-  Passing :attr:`core.metrics.ClosedTrade.return_pct` therefore assumes each trade used the whole account; pass
+  Passing :attr:`core.analytics.metrics.ClosedTrade.return_pct` therefore assumes each trade used the whole account; pass
   ``pnl / equity_at_entry`` for a sized book.
 * **Daily bootstrap**: ``block=1`` is the i.i.d. bootstrap. ``block > 1`` keeps runs of consecutive days together
   so that autocorrelation and volatility clustering survive resampling: the **stationary** bootstrap (Politis &
@@ -52,10 +52,10 @@ import pandas as pd
 from scipy import stats
 from statsmodels.stats.diagnostic import acorr_ljungbox
 
-from core.metrics import TRADING_DAYS_PER_YEAR, ClosedTradeLike, PerformanceMetrics, compute_metrics
+from core.analytics.metrics import TRADING_DAYS_PER_YEAR, ClosedTradeLike, PerformanceMetrics, compute_metrics
 
 PERCENTILES = (5.0, 50.0, 95.0)
-# Same threshold as core.metrics: a standard deviation below it is treated as zero (constant returns).
+# Same threshold as core.analytics.metrics: a standard deviation below it is treated as zero (constant returns).
 _ZERO_STD = 1e-12
 # Bootstrap runs processed together (128 x 2500 float64 = 2.5 MB per array).
 _CHUNK = 128
@@ -309,7 +309,7 @@ class Window:
 
 @dataclass(frozen=True, slots=True)
 class WindowResult:
-    """Out-of-sample metrics of one test window (``metrics`` from :func:`core.metrics.compute_metrics`)."""
+    """Out-of-sample metrics of one test window (``metrics`` from :func:`core.analytics.metrics.compute_metrics`)."""
 
     window: Window
     metrics: PerformanceMetrics
@@ -410,7 +410,7 @@ def walk_forward_evaluate(
     trades: Sequence[ClosedTradeLike] = (),
     periods_per_year: float = TRADING_DAYS_PER_YEAR,
 ) -> list[WindowResult]:
-    """Out-of-sample :func:`core.metrics.compute_metrics` of ``equity`` over each window's test period.
+    """Out-of-sample :func:`core.analytics.metrics.compute_metrics` of ``equity`` over each window's test period.
 
     The slice runs from the last observation before ``test_start`` (if any) to ``test_end`` inclusive; the trades
     counted in a window are those that **exit** inside ``[test_start, test_end]`` (trades need an ``exit_at``).

@@ -2,7 +2,7 @@
 
 A backtest is a replay with the knobs a research run needs: a directory of bar files, a date range, the broker's
 cash, costs and fill model, a pinned strategy (or the choices recorded by an earlier run), the sizing mode and the
-risk limits. Everything goes through :func:`core.app.build_app`, so the decisions, orders, fills, positions, equity
+risk limits. Everything goes through :func:`core.runtime.app.build_app`, so the decisions, orders, fills, positions, equity
 and shadow ledger land in the database under the backtest's run id exactly as the daemon records them; the result
 (trades, metrics, robustness checks, report) is then read back from that database.
 
@@ -22,9 +22,9 @@ Definitions
 * **elapsed_s**: wall time from the start of :func:`run_backtest` (after imports: reading the bar files is
   included) to the finished result (trades, metrics and, when requested, the robustness checks). Writing the HTML
   report and printing are not included.
-* **trades**: the run's round trips rebuilt from its fills by :func:`core.reporting.rebuild_round_trips` (flat to
+* **trades**: the run's round trips rebuilt from its fills by :func:`core.analytics.reporting.rebuild_round_trips` (flat to
   flat, average cost, commissions of both sides in ``pnl``); an open position at the end is listed with
-  ``exit_at``/``exit_price``/``pnl`` ``None``. ``metrics`` are :func:`core.metrics.compute_metrics` of the equity
+  ``exit_at``/``exit_price``/``pnl`` ``None``. ``metrics`` are :func:`core.analytics.metrics.compute_metrics` of the equity
   snapshots (one per session close) and the closed trips, with exposure = share of sessions holding a position.
 * **timings_s**: ``elapsed_s`` by phase: ``load`` (calendar, bar files, sessions), ``setup`` (database, agents),
   ``sessions`` (the pipeline, one iteration per session, including the batched writes), ``results`` (the last writes,
@@ -82,7 +82,7 @@ from loguru import logger
 from sqlalchemy import func, select
 
 from config.settings import BrokerName, DataProviderName, Settings
-from core.app import App, build_app, replay_sessions, simulated_clock_for
+from core.runtime.app import App, build_app, replay_sessions, simulated_clock_for
 from core.backtest.config import (
     ALPACA_CACHE_ALIASES,
     AUTO_EXCHANGE,
@@ -104,15 +104,15 @@ from core.backtest.results import BacktestResult, Robustness, TradeRecord
 from core.backtest.selectors import RecordedSelector
 from core.brokers.costs import BpsSlippage, PerShareCommission
 from core.brokers.simulated import SimulatedBroker
-from core.calendar import MarketCalendar
+from core.kernel.calendar import MarketCalendar
 from core.data.files import FileProvider
 from core.data.validation import day_numbers
-from core.metrics import ClosedTrade, compute_metrics, metrics_by
-from core.orchestrator import IterationOutcome, run_replay
+from core.analytics.metrics import ClosedTrade, compute_metrics, metrics_by
+from core.runtime.orchestrator import IterationOutcome, run_replay
 from core.persistence.models import DecisionRow, EquitySnapshotRow, Iteration, ShadowSignalRow
 from core.risk import TradingState, trading_episodes
-from core.calendar import EASTERN
-from core.reporting import RoundTrip, rebuild_round_trips
+from core.kernel.calendar import EASTERN
+from core.analytics.reporting import RoundTrip, rebuild_round_trips
 from agents.risk_agent import TRADING_STATE_EVENT
 from core.vocabulary import DENIED_PREFIX, AgentName
 from strategies.selector import FixedSelector

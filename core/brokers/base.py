@@ -1,7 +1,7 @@
 """The broker protocol: the only way orders leave the process.
 
 ``SimulatedBroker`` and ``AlpacaBroker`` implement it; nothing else branches on paper/live/simulated.
-Iteration order (see core/orchestrator.py): on ``data_ready`` the Execution agent calls :meth:`Broker.sync` with the
+Iteration order (see core/runtime/orchestrator.py): on ``data_ready`` the Execution agent calls :meth:`Broker.sync` with the
 iteration's bars (the simulated broker fills pending orders on the new bars; a real broker polls order updates);
 Risk then reads :meth:`Broker.account`; on ``approved_ready`` the Execution agent calls :meth:`Broker.submit`.
 """
@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Protocol, runtime_checkable
 from collections.abc import Mapping, Sequence
 
-from core.domain import EXACT, BarsBatch, EquitySnapshot, Fill, Order, OrderIntent, Position, to_money
+from core.kernel.domain import EXACT, BarsBatch, EquitySnapshot, Fill, Order, OrderIntent, Position, to_money
 from core.errors import ConfigurationError, ExternalError, TemporaryError
 
 

@@ -11,8 +11,8 @@ once per fill. Every model returns ``0.00`` for a zero quantity and is non-decre
 (the broker relies on that to find the largest affordable quantity).
 
 Slippage models move a reference price against the trader: a buy pays up, a sell receives less. A moved price is
-quantised to :data:`core.domain.PRICE_QUANTUM` (0.0001) with banker's rounding; zero slippage leaves the price as it is
-(a bar's exact price, see :func:`core.domain.data_price`).
+quantised to :data:`core.kernel.domain.PRICE_QUANTUM` (0.0001) with banker's rounding; zero slippage leaves the price as it is
+(a bar's exact price, see :func:`core.kernel.domain.data_price`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Protocol, runtime_checkable
 
-from core.domain import Side, to_money, to_price
+from core.kernel.domain import Side, to_money, to_price
 
 _ZERO = Decimal("0")
 _BPS = Decimal("10000")

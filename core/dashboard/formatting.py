@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 
 import pandas as pd
 
-from core.calendar import EASTERN
+from core.kernel.calendar import EASTERN
 
 DASH = "–"
 _CENT = Decimal("0.01")

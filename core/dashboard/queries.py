@@ -7,13 +7,13 @@ dict. Nothing here writes. Money stays ``Decimal`` as read from the database (ob
 
 What is reused rather than re-implemented:
 
-* :func:`core.reporting.performance` (headline metrics), :func:`core.reporting.risk_view` (trading state, refusals
-  by rule) and :func:`core.reporting.breakers` (circuit breakers);
-* :func:`core.reporting.rebuild_round_trips` (the closed round trips and their P&L, as ``query_trades.py trades``);
-* :func:`core.metrics.drawdown_series` (the drawdown curve);
-* :func:`core.reporting.llm_usage` and :func:`core.reporting.shadow_stats`, behind ``query_trades.py llm|shadow``
+* :func:`core.analytics.reporting.performance` (headline metrics), :func:`core.analytics.reporting.risk_view` (trading state, refusals
+  by rule) and :func:`core.analytics.reporting.breakers` (circuit breakers);
+* :func:`core.analytics.reporting.rebuild_round_trips` (the closed round trips and their P&L, as ``query_trades.py trades``);
+* :func:`core.analytics.metrics.drawdown_series` (the drawdown curve);
+* :func:`core.analytics.reporting.llm_usage` and :func:`core.analytics.reporting.shadow_stats`, behind ``query_trades.py llm|shadow``
   (LLM usage by model, abstentions by reason, the shadow ledger's selector-versus-fixed comparison);
-* :func:`core.health.health_report` (the same verdict as ``python main.py health``).
+* :func:`core.runtime.health.health_report` (the same verdict as ``python main.py health``).
 
 The benchmark
 -------------
@@ -36,9 +36,9 @@ import pandas as pd
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from core import reporting
+from core.analytics import reporting
 from core.dashboard.formatting import session_date
-from core.metrics import drawdown_series
+from core.analytics.metrics import drawdown_series
 from core.persistence.models import (
     AuditReportRow,
     DaemonStateRow,
@@ -89,7 +89,7 @@ RUN_COLUMNS = [
 
 
 def list_runs(session: Session, run_id: str | None = None) -> pd.DataFrame:
-    """Every run, newest first, with its iteration counts and the sessions it covered (:func:`core.reporting.run_list`:
+    """Every run, newest first, with its iteration counts and the sessions it covered (:func:`core.analytics.reporting.run_list`:
     one aggregate query). With ``run_id``, only that run."""
     return _frame(reporting.run_list(session, run_id), RUN_COLUMNS)
 
@@ -143,7 +143,7 @@ class EquityCurve:
     max_drawdown: float | None
     benchmark_symbol: str | None
     benchmark_return: float | None  # last / first known close - 1
-    metrics: dict[str, Any] = field(default_factory=dict)  # core.reporting.performance()["metrics"]
+    metrics: dict[str, Any] = field(default_factory=dict)  # core.analytics.reporting.performance()["metrics"]
 
 
 def benchmark_closes(session: Session, run_id: str, symbol: str) -> dict[str, float]:
@@ -177,7 +177,7 @@ EQUITY_COLUMNS = ["at", "iteration_id", "equity", "cash", "market_value", "posit
 
 def equity_curve(session: Session, run_id: str, benchmark_symbol: str | None = None) -> EquityCurve:
     """Equity, drawdown and buy-and-hold benchmark of one run. Snapshots sharing a timestamp keep the last one
-    recorded (as :func:`core.reporting.performance` does). ``benchmark_symbol`` defaults to the run's configured
+    recorded (as :func:`core.analytics.reporting.performance` does). ``benchmark_symbol`` defaults to the run's configured
     ``BENCHMARK_SYMBOL``."""
     summary = run_summary(session, run_id)
     symbol = (benchmark_symbol or summary["benchmark_symbol"]).strip().upper()
@@ -404,7 +404,7 @@ def exit_reason(order_type: str, reason: str, client_order_id: str) -> str:
 
 
 def round_trips(session: Session, run_id: str, limit: int | None = None) -> pd.DataFrame:
-    """The run's closed round trips (flat to flat, :func:`core.reporting.rebuild_round_trips`), newest exit first.
+    """The run's closed round trips (flat to flat, :func:`core.analytics.reporting.rebuild_round_trips`), newest exit first.
 
     Per trip: entry/exit time (first buy fill / the fill that flattened it) and average price, quantity, ``pnl``
     (net of both sides' commissions, ``Decimal``), ``return_pct`` (P&L / entry cost), ``holding_sessions`` (the run's
@@ -499,7 +499,7 @@ REFUSAL_COLUMNS = ["rule", "count", "symbols", "latest", "example"]
 
 def refusals_by_rule(session: Session, run_id: str) -> pd.DataFrame:
     """The Risk agent's refusals (``denied:<rule>``) of the run per rule, most frequent first
-    (:func:`core.reporting.risk_view`)."""
+    (:func:`core.analytics.reporting.risk_view`)."""
     refusals = reporting.risk_view(session, run_id=run_id)["refusals"]
     rows = [
         {
@@ -537,7 +537,7 @@ class TradingState:
 def trading_state(session: Session, run_id: str) -> TradingState:
     """The trading state the Risk agent persisted for the run (a replay's or backtest's own, the daemon's for a
     daemon run), its exposure by sector, and the circuit breakers with their trip/recovery history
-    (:func:`core.reporting.risk_view`, :func:`core.reporting.breakers`)."""
+    (:func:`core.analytics.reporting.risk_view`, :func:`core.analytics.reporting.breakers`)."""
     risk = reporting.risk_view(session, run_id=run_id)
     state = risk["state"]
     brk = reporting.breakers(session, run_id=run_id)
@@ -666,13 +666,13 @@ def latest_narrative(session: Session, run_id: str) -> dict[str, Any] | None:
 
 
 def daemon_health(session: Session, settings: Settings, now: datetime) -> dict[str, Any]:
-    """The verdict of ``python main.py health`` (:func:`core.health.health_report`): healthy when the daemon's last heartbeat
+    """The verdict of ``python main.py health`` (:func:`core.runtime.health.health_report`): healthy when the daemon's last heartbeat
     is not older than its next scheduled run plus ``HEALTH_GRACE_MINUTES`` and trading is not HALTED. Adds
     ``heartbeat`` (the raw heartbeat row: run, iteration, session, status) when there is one. Database-wide: the
     daemon's heartbeat, whatever run is shown."""
-    from core.calendar import MarketCalendar
+    from core.kernel.calendar import MarketCalendar
     from core.persistence.repository import Repository
-    from core.health import health_report
+    from core.runtime.health import health_report
 
     report = dict(health_report(settings, Repository(session.get_bind()), MarketCalendar(), now))  # type: ignore[arg-type]
     row = session.get(DaemonStateRow, HEARTBEAT_KEY)

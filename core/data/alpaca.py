@@ -38,7 +38,7 @@ from loguru import logger
 
 from core.data.base import DataError, ProviderResult
 from core.data.quotes import Quote, QuotesResult
-from core.domain import BAR_COLUMNS, ensure_utc
+from core.kernel.domain import BAR_COLUMNS, ensure_utc
 from utils.deadline import note_degraded
 from utils.http import DeadlineExceeded, InvalidResponseBody, RequestLimiter, TimeoutAdapter, configure_alpaca_client
 

@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow
 
 from core.data.base import DataError
-from core.domain import BAR_COLUMNS, ensure_utc
+from core.kernel.domain import BAR_COLUMNS, ensure_utc
 
 _SYMBOL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")
 _COLUMNS = list(BAR_COLUMNS)

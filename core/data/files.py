@@ -22,7 +22,7 @@ import pandas as pd
 import pyarrow
 
 from core.data.base import DataError, ProviderResult
-from core.domain import BAR_COLUMNS, ensure_utc
+from core.kernel.domain import BAR_COLUMNS, ensure_utc
 
 SUFFIXES = (".csv", ".parquet")
 INDEX_NAME = "timestamp"

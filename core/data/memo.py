@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 import pandas as pd
 
-from core.calendar import MarketCalendar
+from core.kernel.calendar import MarketCalendar
 from core.data.base import BarProvider, ProviderResult
 from core.data.cache import TTLCache
 from core.data.chain import ChainResult

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any, Protocol
 from collections.abc import Mapping, Sequence
 
-from core.domain import ensure_utc, frozen_map
+from core.kernel.domain import ensure_utc, frozen_map
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,9 +20,9 @@ from datetime import date, datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from core.calendar import MarketCalendar
+from core.kernel.calendar import MarketCalendar
 from core.data.base import ProviderResult
-from core.domain import BAR_COLUMNS, ensure_utc
+from core.kernel.domain import BAR_COLUMNS, ensure_utc
 
 MIN_BLOCK = 20
 MAX_BLOCK = 120

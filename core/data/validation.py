@@ -51,8 +51,8 @@ from datetime import date, datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from core.calendar import MarketCalendar
-from core.domain import BAR_COLUMNS, ensure_utc
+from core.kernel.calendar import MarketCalendar
+from core.kernel.domain import BAR_COLUMNS, ensure_utc
 
 LAYOUT = "layout"
 FINITE_VALUES = "finite_values"

@@ -17,7 +17,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from collections.abc import Callable, Iterable
 
-from core.domain import ensure_utc
+from core.kernel.domain import ensure_utc
 from core.llm.telemetry import CallOutcome, LLMCallRecord
 
 

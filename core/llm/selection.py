@@ -24,7 +24,7 @@ from decimal import Decimal
 from typing import Any
 from collections.abc import Callable, Mapping, Sequence
 
-from core.domain import ensure_utc
+from core.kernel.domain import ensure_utc
 from core.llm.budget import DailyBudget
 from core.llm.prompts import PROMPT_VERSION, SelectionRequest, build_selection_request
 from core.llm.providers import ProviderCallError, SelectionProvider

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from core.domain import ensure_utc
+from core.kernel.domain import ensure_utc
 from core.errors import ConfigurationError
 
 MILLION = Decimal(1_000_000)

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
-from core.domain import ValidatedSignal, frozen_map
+from core.kernel.domain import ValidatedSignal, frozen_map
 
 UNKNOWN_BUCKET = "unknown"
 

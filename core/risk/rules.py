@@ -29,7 +29,7 @@ from typing import Any
 
 import pandas as pd
 
-from core.domain import (
+from core.kernel.domain import (
     Action,
     Approval,
     Denial,

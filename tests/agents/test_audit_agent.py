@@ -20,11 +20,11 @@ from agents.audit_agent import AuditAgent
 from agents.execution_agent import ExecutionAgent
 from agents.risk_agent import RiskAgent
 from core.brokers.simulated import SimulatedBroker
-from core.bus import HandlerFailure, PublishReport
-from core.clock import SimulatedClock
+from core.kernel.bus import HandlerFailure, PublishReport
+from core.kernel.clock import SimulatedClock
 from core.data.files import read_bars_file
-from core.domain import Action, BarsBatch, Signal, SymbolBars, ValidatedSignal
-from core.events import DataReady, ExecutedReady, IterationStarted, SignalsReady, ValidatedReady
+from core.kernel.domain import Action, BarsBatch, Signal, SymbolBars, ValidatedSignal
+from core.kernel.events import DataReady, ExecutedReady, IterationStarted, SignalsReady, ValidatedReady
 from core.persistence.db import open_database
 from core.persistence.models import DecisionRow, EquitySnapshotRow, FillRow, Iteration, OrderRow
 from core.persistence.repository import Repository

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 
 from agents.data_agent import DataAgent
-from core.calendar import MarketCalendar
+from core.kernel.calendar import MarketCalendar
 from core.data.files import FileProvider
-from core.domain import BarsBatch
-from core.events import IterationStarted
+from core.kernel.domain import BarsBatch
+from core.kernel.events import IterationStarted
 from tests.conftest import BUNDLED_DAILY
 
 CALENDAR = MarketCalendar()

@@ -9,8 +9,8 @@ from decimal import Decimal
 from agents.execution_agent import ExecutionAgent, client_order_id
 from core.brokers.base import TemporaryBrokerError
 from core.brokers.simulated import SimulatedBroker
-from core.domain import Approval, OrderIntent, OrderType, Side
-from core.events import ApprovedReady
+from core.kernel.domain import Approval, OrderIntent, OrderType, Side
+from core.kernel.events import ApprovedReady
 from utils.circuit_breaker import BackoffBreaker, BreakerState
 
 T0 = datetime(2021, 3, 1, 21, tzinfo=UTC)

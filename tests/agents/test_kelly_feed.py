@@ -11,9 +11,9 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
 import main
-from core.domain import Fill, Side
+from core.kernel.domain import Fill, Side
 from core.persistence.models import DecisionRow
-from core.positions import RealizedReturns
+from core.risk.positions import RealizedReturns
 from tests.conftest import BUNDLED_DAILY
 
 T = datetime(2021, 1, 4, tzinfo=UTC)

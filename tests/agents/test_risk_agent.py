@@ -15,8 +15,8 @@ from agents.risk_agent import RiskAgent
 from core.brokers.simulated import SimulatedBroker
 from core.data.alpaca import AlpacaBarProvider
 from core.data.files import read_bars_file
-from core.domain import Action, Approval, BarsBatch, Denial, Signal, SymbolBars, ValidatedSignal
-from core.events import ApprovedReady, DataReady, SignalsReady, ValidatedReady
+from core.kernel.domain import Action, Approval, BarsBatch, Denial, Signal, SymbolBars, ValidatedSignal
+from core.kernel.events import ApprovedReady, DataReady, SignalsReady, ValidatedReady
 from core.risk import RiskLimits
 from strategies import indicators as ind
 from tests.conftest import BUNDLED_DAILY

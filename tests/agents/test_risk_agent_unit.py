@@ -13,8 +13,8 @@ import pytest
 from agents.risk_agent import RiskAgent
 from core.brokers.simulated import SimulatedBroker
 from core.data.files import read_bars_file
-from core.domain import Action, BarsBatch, Side, Signal, SymbolBars, ValidatedSignal, frozen_map
-from core.events import DataReady, SignalsReady, ValidatedReady
+from core.kernel.domain import Action, BarsBatch, Side, Signal, SymbolBars, ValidatedSignal, frozen_map
+from core.kernel.events import DataReady, SignalsReady, ValidatedReady
 from core.risk import RiskLimits, TradingState
 from tests.brokers.factories import intent
 from tests.conftest import BUNDLED_DAILY

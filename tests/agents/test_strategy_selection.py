@@ -10,9 +10,9 @@ import pytest
 
 from agents.data_agent import DataAgent
 from agents.strategy_agent import StrategyAgent
-from core.calendar import MarketCalendar
+from core.kernel.calendar import MarketCalendar
 from core.data.files import FileProvider
-from core.events import IterationStarted
+from core.kernel.events import IterationStarted
 from strategies.registry import build_registry
 from strategies.selector import DeterministicSelector
 from tests.conftest import BUNDLED_DAILY

@@ -555,7 +555,7 @@ def test_history_when_is_session_knows_the_holiday_then_no_request_on_it(
 def test_history_with_the_market_calendar_then_no_request_on_an_exchange_holiday(
     fake_alpaca: FakeAlpacaServer, bars_endpoint: StockBarsEndpoint, make_provider: ProviderFactory, bar_cache
 ) -> None:
-    calendar_module = pytest.importorskip("core.calendar")
+    calendar_module = pytest.importorskip("core.kernel.calendar")
     calendar = calendar_module.MarketCalendar(date(2023, 1, 1), date(2025, 12, 31))
     good_friday = date(2024, 3, 29)
     assert not calendar.is_session(good_friday)

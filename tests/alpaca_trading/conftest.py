@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from core.brokers.alpaca import AlpacaBroker
-from core.domain import OrderIntent, OrderType, Side
+from core.kernel.domain import OrderIntent, OrderType, Side
 from tests.alpaca.conftest import FakeTime
 from tests.fakes.alpaca_server import FakeAlpacaServer
 from tests.fakes.alpaca_trading import TRADING_SPEC_PATH, FakeTradingApi, ManualClock, TradingSpec

@@ -10,7 +10,7 @@ import pytest
 
 from core.brokers.alpaca import AlpacaBroker
 from core.brokers.base import AccountState, Broker
-from core.domain import Side
+from core.kernel.domain import Side
 from tests.alpaca_trading.conftest import START, bracket_intent, market_intent
 from tests.fakes.alpaca_trading import FakeTradingApi, ManualClock
 

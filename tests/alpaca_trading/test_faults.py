@@ -11,7 +11,7 @@ import pytest
 
 from core.brokers.alpaca import AlpacaBroker
 from core.brokers.base import BrokerAuthError, BrokerModeMismatch, TemporaryBrokerError
-from core.domain import OrderStatus
+from core.kernel.domain import OrderStatus
 from tests.alpaca.conftest import FakeTime
 from tests.alpaca_trading.conftest import START, market_intent
 from tests.fakes.alpaca_server import FakeAlpacaServer

@@ -14,11 +14,11 @@ import pytest
 
 from agents.execution_agent import ExecutionAgent
 from core.brokers.alpaca import AlpacaBroker
-from core.domain import Approval, OrderStatus
-from core.events import ApprovedReady
+from core.kernel.domain import Approval, OrderStatus
+from core.kernel.events import ApprovedReady
 from core.persistence.db import open_database
 from core.persistence.repository import IterationRecord, Repository
-from core.reconcile import Reconciler
+from core.persistence.reconcile import Reconciler
 from tests.alpaca_trading.conftest import START, bracket_intent, market_intent
 from tests.fakes.alpaca_server import server_error
 from tests.fakes.alpaca_trading import ORDER_BY_CLIENT_ID_PATH, FakeTradingApi, ManualClock
@@ -138,7 +138,7 @@ async def test_reconcile_every_iteration_when_only_own_orders_and_legs_then_noth
 ) -> None:
     alpaca.set_price("AAPL", "100")
     broker = make_broker()
-    reconciler = Reconciler(repo, broker.name, RUN, parent_of=broker.parent_of)  # as core.app wires it
+    reconciler = Reconciler(repo, broker.name, RUN, parent_of=broker.parent_of)  # as core.runtime.app wires it
     agent = ExecutionAgent(broker, order_prefix="paper", intents=repo, run_id=RUN, reconciler=reconciler)
 
     executed = await agent.on_approved(_approved("it-1", bracket_intent()))

@@ -16,7 +16,7 @@ from core.brokers.alpaca import (
     replacement_client_order_id,
     round_price,
 )
-from core.domain import OrderStatus
+from core.kernel.domain import OrderStatus
 
 
 def test_status_map_covers_every_status_alpaca_py_knows() -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from core.brokers.alpaca import AlpacaBroker
 from core.brokers.base import BrokerError, TemporaryBrokerError
-from core.domain import OrderStatus, OrderType
+from core.kernel.domain import OrderStatus, OrderType
 from tests.alpaca_trading.conftest import START, bracket_intent, market_intent
 from tests.fakes.alpaca_server import FakeAlpacaServer
 from tests.fakes.alpaca_trading import ORDER_BY_CLIENT_ID_PATH, ORDER_PATH, ORDERS_PATH, FakeTradingApi, ManualClock

@@ -11,7 +11,7 @@ from loguru import logger
 
 from core.brokers.alpaca import AlpacaBroker
 from core.brokers.base import BrokerError
-from core.domain import OrderStatus
+from core.kernel.domain import OrderStatus
 from tests.alpaca_trading.conftest import API_KEY, SECRET_KEY, START, bracket_intent, market_intent
 from tests.fakes.alpaca_server import FakeAlpacaServer, RecordedRequest, Reply
 from tests.fakes.alpaca_trading import ORDER_BY_CLIENT_ID_PATH, ORDERS_PATH, FakeTradingApi, TradingSpec

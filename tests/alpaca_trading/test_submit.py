@@ -10,7 +10,7 @@ import pytest
 
 from core.brokers.alpaca import AlpacaBroker
 from core.brokers.base import BrokerError, TemporaryBrokerError
-from core.domain import OrderStatus, OrderType, Side
+from core.kernel.domain import OrderStatus, OrderType, Side
 from tests.alpaca.conftest import FakeTime
 from tests.alpaca_trading.conftest import START, bracket_intent, market_intent
 from tests.fakes.alpaca_server import FakeAlpacaServer, Hang, Reply, empty_body, malformed_json, server_error

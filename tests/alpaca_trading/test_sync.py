@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from core.brokers.alpaca import AlpacaBroker
-from core.domain import Fill, OrderStatus, OrderType, Side
+from core.kernel.domain import Fill, OrderStatus, OrderType, Side
 from tests.alpaca_trading.conftest import START, bracket_intent, market_intent
 from tests.fakes.alpaca_server import FakeAlpacaServer
 from tests.fakes.alpaca_trading import ORDER_PATH, ORDERS_PATH, FakeTradingApi, ManualClock

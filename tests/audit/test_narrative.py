@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from agents.audit_agent import summarize
-from core.narrative import (
+from core.analytics.narrative import (
     SYSTEM_PROMPT,
     AnthropicNarrator,
     DateToken,
@@ -503,7 +503,7 @@ async def test_narrate_when_clock_is_naive_then_refuses():
 
 
 def test_result_to_dict_when_serialised_then_json_round_trips():
-    from core.narrative import NarrativeCall, NarrativeResult
+    from core.analytics.narrative import NarrativeCall, NarrativeResult
 
     call = NarrativeCall(MODEL, 1, 2, 3.5, NarrativeOutcome.UNFAITHFUL, None, T0 + timedelta(seconds=1))
     result = NarrativeResult("template", "t", "r", "unfaithful: x", call)

@@ -6,7 +6,7 @@ Same rules means: ``--strategy trend_following --param fast=10 --param slow=30``
 no stop-loss/take-profit legs either, so positions exit only on the SELL crossover, as in the reference),
 ``--fill next-open``, ``--commission 0 --slippage 0``, and cash large enough that no order is ever short of it.
 
-With zero slippage the simulated broker fills at the bar's own price (``core.domain.data_price``), as the reference
+With zero slippage the simulated broker fills at the bar's own price (``core.kernel.domain.data_price``), as the reference
 and backtrader do: the comparison runs on the bundled bars rounded to four decimals and on the raw bundled bars
 (prices with more decimals), and both agree to the last bit of the prices and to the cent of the final equity.
 ``tests/backtest/test_reference_data.py`` does the same on the public reference files other backtesters test with.

@@ -19,7 +19,7 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
 from config.settings import Settings
-from core.calendar import MarketCalendar
+from core.kernel.calendar import MarketCalendar
 from core.data.synthetic import generate_bars
 from core.persistence.db import normalise_url
 from core.persistence.models import DecisionRow, EquitySnapshotRow, FillRow, Iteration, OrderRow

@@ -28,7 +28,7 @@ from core.backtest.robustness import (
     walk_forward,
     walk_forward_evaluate,
 )
-from core.metrics import ClosedTrade, compute_metrics, metrics_by, monthly_returns
+from core.analytics.metrics import ClosedTrade, compute_metrics, metrics_by, monthly_returns
 
 MALICIOUS = '<script>alert("x")</script>'
 SECTION_IDS = ("metrics", "equity", "drawdown", "monthly", "strategies", "shadow", "bootstrap", "walk-forward",

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from config.settings import Settings
 from core.backtest.cli import add_backtest_parser, run_backtest_command
-from core.calendar import MarketCalendar
+from core.kernel.calendar import MarketCalendar
 from core.persistence.db import normalise_url
 from core.persistence.models import DecisionRow, FillRow, OrderRow
 

@@ -23,7 +23,7 @@ from core.backtest.robustness import (
     walk_forward,
     walk_forward_evaluate,
 )
-from core.metrics import ClosedTrade
+from core.analytics.metrics import ClosedTrade
 
 
 def _days(n: int, start: str = "2024-01-01") -> pd.DatetimeIndex:

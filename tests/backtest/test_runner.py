@@ -32,12 +32,12 @@ from core.backtest.runner import (
     shadow_ledgers,
     without_targets,
 )
-from core.calendar import MarketCalendar
+from core.kernel.calendar import MarketCalendar
 from core.data.cache import DiskBarCache
 from core.data.files import read_bars_file
-from core.domain import to_price
-from core.metrics import PerformanceMetrics, TradeMetrics
-from core.orchestrator import IterationOutcome
+from core.kernel.domain import to_price
+from core.analytics.metrics import PerformanceMetrics, TradeMetrics
+from core.runtime.orchestrator import IterationOutcome
 from core.persistence.db import normalise_url
 from core.persistence.models import DecisionRow, EquitySnapshotRow, FillRow, OrderRow, Run
 from strategies.context import MarketContext
@@ -540,7 +540,7 @@ def test_jsonable_turns_times_decimals_and_non_finite_numbers_into_json_values()
 
 def test_auto_calendar_keeps_the_nyse_for_us_data_with_a_stray_weekend_bar_and_takes_the_data_dates_otherwise() -> None:
     from core.backtest.runner import choose_calendar
-    from core.calendar import MarketCalendar
+    from core.kernel.calendar import MarketCalendar
     from core.data.files import read_bars_file
 
     nyse = MarketCalendar()

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import pandas as pd
 
-from core.domain import BarsBatch, OrderIntent, OrderType, Side, SymbolBars
+from core.kernel.domain import BarsBatch, OrderIntent, OrderType, Side, SymbolBars
 
 START = "2024-01-02"
 DEFAULT_VOLUME = 1_000_000.0

@@ -15,7 +15,7 @@ from core.brokers.costs import (
     ZeroCommission,
     ZeroSlippage,
 )
-from core.domain import Side
+from core.kernel.domain import Side
 
 D = Decimal
 IBKR = PerShareCommission(per_share=D("0.005"), minimum=D("1.00"), max_pct=D("0.01"))

@@ -10,7 +10,7 @@ import pytest
 from core.brokers.base import BrokerError
 from core.brokers.costs import FlatCommission, PerShareCommission
 from core.brokers.simulated import SimulatedBroker
-from core.domain import OrderStatus, OrderType, Side
+from core.kernel.domain import OrderStatus, OrderType, Side
 
 from tests.brokers.factories import Tape, buy, flat_rows, make_frame, sell
 

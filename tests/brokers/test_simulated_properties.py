@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from core.brokers.base import BrokerError
 from core.brokers.costs import BpsSlippage, PerShareCommission
 from core.brokers.simulated import SimulatedBroker
-from core.domain import OrderStatus, OrderType, Side
+from core.kernel.domain import OrderStatus, OrderType, Side
 
 from tests.brokers.factories import Tape, intent, make_frame
 

@@ -9,7 +9,7 @@ import pytest
 
 from core.brokers.costs import BpsSlippage, PerShareCommission
 from core.brokers.simulated import SimulatedBroker
-from core.domain import OrderType
+from core.kernel.domain import OrderType
 
 from tests.brokers.factories import Tape, bracket, buy, make_frame, sell
 

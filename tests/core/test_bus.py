@@ -5,9 +5,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from core.bus import BusClosed, EventBus
-from core.domain import Decision
-from core.events import DataReady, IterationStarted, SignalsReady
+from core.kernel.bus import BusClosed, EventBus
+from core.kernel.domain import Decision
+from core.kernel.events import DataReady, IterationStarted, SignalsReady
 
 AS_OF = datetime(2021, 3, 31, 20, 0, tzinfo=UTC)
 

@@ -37,11 +37,11 @@ SCRIPTS = ("main.py", "scripts/query_trades.py")
 EXPECTED_CODES = {
     # configuration: a setting, an input or a command line that cannot be used
     "config.settings.SettingsError": 2,
-    "core.app.MissingKeys": 2,
+    "core.runtime.app.MissingKeys": 2,
     "core.backtest.config.BacktestError": 2,
     "core.brokers.base.BrokerAuthError": 2,
     "core.brokers.base.BrokerModeMismatch": 2,
-    "core.calendar.CalendarError": 2,
+    "core.kernel.calendar.CalendarError": 2,
     "core.llm.telemetry.PriceTableError": 2,
     "core.persistence.db.InvalidDatabaseUrl": 2,
     "core.risk.sectors.SectorMapError": 2,
@@ -52,9 +52,9 @@ EXPECTED_CODES = {
     "core.persistence.db.DatabaseMissing": 3,
     "core.persistence.db.DaemonAlreadyRunning": 4,
     "core.persistence.db.DaemonLockLost": 4,
-    "core.orchestrator.PersistenceFailure": 5,
-    "core.bus.BusClosed": 1,
-    "core.domain.IllegalOrderTransition": 1,
+    "core.runtime.orchestrator.PersistenceFailure": 5,
+    "core.kernel.bus.BusClosed": 1,
+    "core.kernel.domain.IllegalOrderTransition": 1,
     "core.risk.rules._Refused": 1,
     # external services
     "core.brokers.base.BrokerError": 1,
@@ -115,7 +115,7 @@ def test_walk_project_modules_when_collecting_exceptions_then_each_descends_from
 
 def test_reparent_exceptions_when_callers_catch_builtin_bases_then_those_bases_are_kept():
     from config.settings import SettingsError
-    from core.orchestrator import PersistenceFailure
+    from core.runtime.orchestrator import PersistenceFailure
     from core.persistence.db import DaemonAlreadyRunning, DatabaseUnavailable, InvalidDatabaseUrl
 
     assert issubclass(SettingsError, ValueError) and issubclass(InvalidDatabaseUrl, ValueError)

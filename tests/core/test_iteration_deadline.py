@@ -11,10 +11,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.app import build_app, build_simulated_broker, replay_sessions, simulated_clock_for
-from core.calendar import MarketCalendar
-from core.domain import BarsBatch
-from core.orchestrator import backstop_grace
+from core.runtime.app import build_app, build_simulated_broker, replay_sessions, simulated_clock_for
+from core.kernel.calendar import MarketCalendar
+from core.kernel.domain import BarsBatch
+from core.runtime.orchestrator import backstop_grace
 from core.persistence.models import Iteration
 from tests.conftest import make_settings
 

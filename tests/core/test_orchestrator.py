@@ -22,13 +22,21 @@ from agents.data_agent import DataAgent
 from agents.execution_agent import ExecutionAgent
 from agents.risk_agent import RiskAgent
 from core.brokers.simulated import SimulatedBroker
-from core.bus import EventBus
-from core.clock import SimulatedClock
+from core.kernel.bus import EventBus
+from core.kernel.clock import SimulatedClock
 from core.data.files import FileProvider
-from core.domain import Action, Signal
+from core.kernel.domain import Action, Signal
 from core.errors import LockConflict, TemporaryError
-from core.events import ApprovedReady, DataReady, Event, ExecutedReady, IterationStarted, SignalsReady, ValidatedReady
-from core.orchestrator import Orchestrator
+from core.kernel.events import (
+    ApprovedReady,
+    DataReady,
+    Event,
+    ExecutedReady,
+    IterationStarted,
+    SignalsReady,
+    ValidatedReady,
+)
+from core.runtime.orchestrator import Orchestrator
 from core.persistence.db import open_database
 from core.persistence.models import Iteration
 from core.persistence.repository import Repository

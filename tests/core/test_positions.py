@@ -8,8 +8,8 @@ from decimal import Decimal
 from types import MappingProxyType
 
 from core.brokers.base import AccountState
-from core.domain import Order, OrderStatus, OrderType, Position, Side
-from core.positions import PositionManager
+from core.kernel.domain import Order, OrderStatus, OrderType, Position, Side
+from core.risk.positions import PositionManager
 
 AT = datetime(2021, 3, 31, 20, 0, tzinfo=UTC)
 

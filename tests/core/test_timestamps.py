@@ -7,7 +7,7 @@ import zoneinfo
 import pandas as pd
 import pytest
 
-from core.domain import session_timestamp, timestamp_at, utc_from_int
+from core.kernel.domain import session_timestamp, timestamp_at, utc_from_int
 
 
 @pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])

@@ -2,7 +2,7 @@
 
 import json
 
-from core.domain import Decision
+from core.kernel.domain import Decision
 from core.vocabulary import AgentName, DecisionAction, StateKey, denied, state_key
 
 

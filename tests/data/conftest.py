@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from core.calendar import MarketCalendar
+from core.kernel.calendar import MarketCalendar
 from core.data.files import FileProvider
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

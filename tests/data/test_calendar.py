@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
-from core.calendar import CalendarError, MarketCalendar, Session, format_eastern, to_eastern
+from core.kernel.calendar import CalendarError, MarketCalendar, Session, format_eastern, to_eastern
 
 
 def utc(*args: int) -> datetime:

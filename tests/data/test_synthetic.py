@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.calendar import MarketCalendar
+from core.kernel.calendar import MarketCalendar
 from core.data.base import BarProvider
 from core.data.synthetic import (
     MAX_BLOCK,

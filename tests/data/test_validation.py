@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.calendar import MarketCalendar
+from core.kernel.calendar import MarketCalendar
 from core.data import validation as v
 from core.data.validation import Problem, validate_bars, validate_batch, visible_rows
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.calendar import MarketCalendar
+from core.kernel.calendar import MarketCalendar
 from core.data.validation import (
     FrameChecks,
     VisibleCutoff,

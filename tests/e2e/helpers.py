@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from core.calendar import MarketCalendar
+from core.kernel.calendar import MarketCalendar
 from tests.conftest import REPO_ROOT
 from tests.fakes.alpaca_server import (
     MARKET_DATA_SPEC_PATH,

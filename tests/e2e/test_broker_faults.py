@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
 import main
-from core.calendar import MarketCalendar
+from core.kernel.calendar import MarketCalendar
 from core.persistence.models import Iteration, OrderRow, Run
 from tests.conftest import REPO_ROOT
 from tests.fakes.alpaca_server import (

@@ -11,7 +11,7 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
 import main
-from core.calendar import MarketCalendar
+from core.kernel.calendar import MarketCalendar
 from core.persistence.models import DecisionRow, Iteration, Run
 from tests.fakes.alpaca_server import (
     MARKET_DATA_SPEC_PATH,

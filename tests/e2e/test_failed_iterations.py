@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
-from core.app import build_app, replay_sessions, simulated_clock_for
+from core.runtime.app import build_app, replay_sessions, simulated_clock_for
 from core.brokers.simulated import SimulatedBroker
-from core.calendar import MarketCalendar
-from core.orchestrator import run_replay
+from core.kernel.calendar import MarketCalendar
+from core.runtime.orchestrator import run_replay
 from core.persistence.models import EquitySnapshotRow, FillRow, Iteration, OrderRow, ReconciliationRow, Run
 from strategies.base import Action
 from strategies.registry import build_registry

@@ -20,7 +20,7 @@ from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 
 from core.persistence.models import FillRow, OrderIntentRow, OrderRow, ReconciliationRow
-from core.reporting import round_trips
+from core.analytics.reporting import round_trips
 from tests.e2e.helpers import daemon_env, run_daemon_once
 from tests.fakes.alpaca_server import FakeAlpacaServer, server_error
 from tests.fakes.alpaca_trading import ORDER_BY_CLIENT_ID_PATH, FakeTradingApi

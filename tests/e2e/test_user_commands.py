@@ -18,8 +18,8 @@ import pytest
 
 import main
 from config.settings import Settings
-from core.app import SYNTHETIC_START
-from core.calendar import MarketCalendar
+from core.runtime.app import SYNTHETIC_START
+from core.kernel.calendar import MarketCalendar
 from core.data.synthetic import SyntheticProvider
 from core.persistence.db import open_database
 from core.persistence.repository import Repository

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
-from core.metrics import ClosedTrade
+from core.analytics.metrics import ClosedTrade
 
 T0 = datetime(2024, 3, 1, 14, 30, tzinfo=UTC)
 

@@ -1,10 +1,10 @@
-"""core.calibration checked against numbers worked out by hand."""
+"""core.analytics.calibration checked against numbers worked out by hand."""
 
 from __future__ import annotations
 
 import pytest
 
-from core.calibration import ReliabilityBin, brier_score, calibration_report, reliability_table
+from core.analytics.calibration import ReliabilityBin, brier_score, calibration_report, reliability_table
 from tests.metrics.helpers import make_trade
 
 CONFIDENCES = [0.9, 0.85, 0.8, 0.65, 0.1, 0.3, 1.0]

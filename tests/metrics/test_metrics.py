@@ -1,4 +1,4 @@
-"""core.metrics checked against numbers worked out by hand (the arithmetic is written in the comments)."""
+"""core.analytics.metrics checked against numbers worked out by hand (the arithmetic is written in the comments)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.metrics import (
+from core.analytics.metrics import (
     ClosedTrade,
     PerformanceMetrics,
     TradeMetrics,

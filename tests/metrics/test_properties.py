@@ -9,8 +9,8 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.calibration import brier_score, calibration_report, reliability_table
-from core.metrics import (
+from core.analytics.calibration import brier_score, calibration_report, reliability_table
+from core.analytics.metrics import (
     compute_metrics,
     drawdown_episodes,
     drawdown_series,

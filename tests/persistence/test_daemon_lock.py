@@ -1,6 +1,6 @@
 """The one-daemon-per-database lock: keyed on the real SQLite file whatever the URL spelling, checked before every
 daemon iteration, and on PostgreSQL re-taken (or given up, stopping the daemon) when its session is terminated — against
-real SQLite files, real PostgreSQL sessions and the real wiring (``core.app.build_app`` / ``main.main``)."""
+real SQLite files, real PostgreSQL sessions and the real wiring (``core.runtime.app.build_app`` / ``main.main``)."""
 
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 
 import main
-from core.app import build_app
-from core.calendar import MarketCalendar
-from core.clock import SimulatedClock
+from core.runtime.app import build_app
+from core.kernel.calendar import MarketCalendar
+from core.kernel.clock import SimulatedClock
 from core.persistence.db import DaemonAlreadyRunning, DaemonLock, DaemonLockLost, normalise_url, open_database
 from core.persistence.models import BreakerEventRow, Iteration, Run
 from core.persistence.repository import Repository

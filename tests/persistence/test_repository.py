@@ -9,7 +9,17 @@ import pytest
 from sqlalchemy import inspect, select
 from sqlalchemy.exc import IntegrityError
 
-from core.domain import Decision, EquitySnapshot, Fill, Order, OrderIntent, OrderStatus, OrderType, Position, Side
+from core.kernel.domain import (
+    Decision,
+    EquitySnapshot,
+    Fill,
+    Order,
+    OrderIntent,
+    OrderStatus,
+    OrderType,
+    Position,
+    Side,
+)
 from core.persistence.db import DaemonAlreadyRunning, DaemonLock, DatabaseUnavailable, open_database
 from core.persistence.models import DecisionRow, EquitySnapshotRow, FillRow, Iteration, OrderRow, PositionRow
 from core.persistence.repository import IterationRecord, Repository

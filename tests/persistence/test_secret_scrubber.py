@@ -10,8 +10,8 @@ from pathlib import Path
 
 from sqlalchemy import MetaData, select
 
-from core.app import public_config
-from core.domain import Decision
+from core.runtime.app import public_config
+from core.kernel.domain import Decision
 from core.persistence.db import open_database
 from core.persistence.repository import IterationRecord, Repository
 from tests.conftest import make_settings

@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from core.domain import Action, BarsBatch, Signal, SymbolBars, frozen_map, session_timestamp
-from core.events import DataReady, IterationStarted, SignalsReady
+from core.kernel.domain import Action, BarsBatch, Signal, SymbolBars, frozen_map, session_timestamp
+from core.kernel.events import DataReady, IterationStarted, SignalsReady
 
 ACTIONS = {1: Action.BUY, -1: Action.SELL, 0: Action.HOLD}
 AS_OF = datetime(2030, 1, 1, 21, tzinfo=UTC)

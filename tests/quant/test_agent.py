@@ -11,8 +11,8 @@ import pytest
 
 from agents.quant_agent import QuantAgent, QuantConfig
 from agents.strategy_agent import StrategyAgent
-from core.domain import Action
-from core.frame_cache import FrameCache
+from core.kernel.domain import Action
+from core.kernel.frame_cache import FrameCache
 from strategies.base import Peers, signal_at as strategy_signal_at
 from strategies.registry import build_registry
 from strategies.selector import DeterministicSelector

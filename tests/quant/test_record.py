@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agents.quant_agent import signal_record, vif_of, volatility_profile
-from core.metrics import compute_metrics
+from core.analytics.metrics import compute_metrics
 from tests.quant.helpers import reference_record
 
 # BUY@0: 100 -> 110 (+10 %, win); SELL@3: 100 -> 95 (+5 % for a SELL, win);

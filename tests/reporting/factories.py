@@ -32,7 +32,7 @@ from decimal import Decimal
 from typing import Any
 from collections.abc import Mapping, Sequence
 
-from core.domain import Decision, EquitySnapshot, Fill, Order, OrderStatus, OrderType, Position, Side
+from core.kernel.domain import Decision, EquitySnapshot, Fill, Order, OrderStatus, OrderType, Position, Side
 from core.persistence.db import open_database
 from core.persistence.repository import IterationRecord, Repository
 

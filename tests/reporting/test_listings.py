@@ -1,4 +1,4 @@
-"""The row listings of core.reporting (what `query_trades.py trades|orders|decisions|equity|runs` prints), called
+"""The row listings of core.analytics.reporting (what `query_trades.py trades|orders|decisions|equity|runs` prints), called
 directly on the hand-built ledger."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from core import reporting
+from core.analytics import reporting
 from tests.reporting.factories import RUN_1, build_ledger
 
 

@@ -14,7 +14,15 @@ from sqlalchemy.orm import Session
 import main
 from core.persistence.db import normalise_url
 from core.persistence.models import DecisionRow, EquitySnapshotRow, FillRow, OrderRow, Run
-from core.reporting import PIPELINE_ORDER, calibration, performance, rebuild_round_trips, risk_view, round_trips, why
+from core.analytics.reporting import (
+    PIPELINE_ORDER,
+    calibration,
+    performance,
+    rebuild_round_trips,
+    risk_view,
+    round_trips,
+    why,
+)
 from scripts import query_trades
 from tests.conftest import BUNDLED_DAILY, SETTINGS_ENV
 

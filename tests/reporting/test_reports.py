@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy.orm import Session
 
-from core.reporting import PIPELINE_ORDER, breakers, calibration, performance, reconcile_view, risk_view, why
+from core.analytics.reporting import PIPELINE_ORDER, breakers, calibration, performance, reconcile_view, risk_view, why
 from tests.reporting.factories import D1, D2, D3, D4, D5, RUN_1, RUN_2, Ledger, build_ledger, close_of, open_of
 
 

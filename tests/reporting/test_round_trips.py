@@ -8,8 +8,8 @@ from decimal import Decimal
 import pytest
 from sqlalchemy.orm import Session
 
-from core.domain import OrderStatus, Side
-from core.reporting import rebuild_round_trips, round_trips
+from core.kernel.domain import OrderStatus, Side
+from core.analytics.reporting import rebuild_round_trips, round_trips
 from tests.reporting.factories import (
     D2,
     D3,

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 
 import pandas as pd
 
-from core.domain import Action, Signal, ValidatedSignal, frozen_map
+from core.kernel.domain import Action, Signal, ValidatedSignal, frozen_map
 from core.risk import Candidate, PortfolioView, PositionView
 
 AS_OF = datetime(2024, 3, 1, 21, 0, tzinfo=UTC)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from core.domain import Approval
+from core.kernel.domain import Approval
 from core.risk import (
     DEFAULT_SECTOR_MAP_PATH,
     RiskLimits,

@@ -11,7 +11,7 @@ import math
 
 import pytest
 
-from core.domain import Denial
+from core.kernel.domain import Denial
 from core.risk import RiskLimits, TradingState, evaluate_entry, kelly_estimate, size_position
 
 from tests.risk.factories import make_candidate, make_portfolio

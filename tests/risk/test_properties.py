@@ -12,7 +12,7 @@ import math
 from hypothesis import assume, event, given, settings
 from hypothesis import strategies as st
 
-from core.domain import Approval, Denial, frozen_map
+from core.kernel.domain import Approval, Denial, frozen_map
 from core.risk import (
     Candidate,
     PortfolioView,

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.domain import Action, Approval, Denial, OrderType, Position, Side
+from core.kernel.domain import Action, Approval, Denial, OrderType, Position, Side
 from core.risk import RiskLimits, RiskRule, TradingState, evaluate_entry, evaluate_exit
 
 from tests.risk.factories import AS_OF, make_candidate, make_portfolio, make_signal, make_validated, position, sessions

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.domain import Action, Approval, Denial
+from core.kernel.domain import Action, Approval, Denial
 from core.risk import RiskLimits, TradingState, evaluate_entry, evaluate_exit, next_state, reset_state
 
 from tests.risk.factories import make_candidate, make_portfolio, make_signal, position

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.domain import Action
+from core.kernel.domain import Action
 from strategies.base import Peers, signal_at
 from strategies.common import assemble_frame
 from strategies.registry import STRATEGY_NAMES, build_registry

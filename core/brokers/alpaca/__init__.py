@@ -28,7 +28,7 @@ of a cancelled order, with HTTP 422 ``client_order_id must be unique``). :meth:`
    ``agents/execution_agent.py``). Even a
    request the server processes late cannot create a second order: the second one to arrive gets the 422;
 5. a refusal (HTTP 4xx other than 401/408/429: 403 insufficient buying power or shares, 422 invalid order...)
-   is not raised: it returns an :class:`~core.domain.Order` with status ``REJECTED`` and the server's reason, as
+   is not raised: it returns an :class:`~core.kernel.domain.Order` with status ``REJECTED`` and the server's reason, as
    :class:`~core.brokers.simulated.SimulatedBroker` does; resubmitting that id returns the same rejection.
    401 (keys) raises :class:`BrokerError`; 429 once the SDK's retries are spent raises :class:`TemporaryBrokerError`.
 
@@ -52,7 +52,7 @@ Order shapes
   position is unprotected only between those cancellations and the exit. If the exit is then refused, an error is
   logged and the returned order's reason says which protective orders were cancelled.
 
-Order states (Alpaca ``status`` -> :class:`~core.domain.OrderStatus`, see :data:`ALPACA_STATUS_MAP`)
+Order states (Alpaca ``status`` -> :class:`~core.kernel.domain.OrderStatus`, see :data:`ALPACA_STATUS_MAP`)
 -----------------------------------------------------------------------------------------------------------
 * ``new``, ``accepted``, ``pending_new``, ``accepted_for_bidding``, ``held`` (a bracket leg waiting or resting at
   Alpaca), ``pending_review``, ``pending_cancel``, ``pending_replace``, ``stopped``, ``suspended``,
@@ -68,7 +68,7 @@ A status neither this table nor alpaca-py knows (Alpaca adds statuses; alpaca-py
 answer with a validation error) is read anyway and treated as a working order in doubt: ``SUBMITTED``
 (``PARTIALLY_FILLED`` / ``FILLED`` by ``filled_qty``, as ``calculated``), and the raw status is recorded in the
 order's reason (``alpaca status 'x' (unknown: treated as working)``) and logged. Status changes of known orders go through
-:meth:`Order.transition <core.domain.Order.transition>`, so an impossible one raises instead of being recorded.
+:meth:`Order.transition <core.kernel.domain.Order.transition>`, so an impossible one raises instead of being recorded.
 
 Polling (``sync``) and fills
 ----------------------------

@@ -38,7 +38,7 @@ from core.brokers.alpaca.mapping import (
 from core.brokers.alpaca.submit import _Submission
 from core.brokers.alpaca.sync import _Sync
 from core.brokers.base import AccountState, BrokerError, BrokerModeMismatch, SyncResult, TemporaryBrokerError
-from core.domain import (
+from core.kernel.domain import (
     TERMINAL_ORDER_STATUSES,
     BarsBatch,
     Fill,

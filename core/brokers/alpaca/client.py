@@ -32,7 +32,7 @@ from core.brokers.alpaca.mapping import (
     _utc,
 )
 from core.brokers.base import BrokerAuthError, BrokerError, TemporaryBrokerError
-from core.domain import OrderStatus
+from core.kernel.domain import OrderStatus
 from utils.http import DeadlineExceeded
 
 

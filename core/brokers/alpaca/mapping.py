@@ -15,7 +15,7 @@ from alpaca.trading.models import Order as AlpacaOrder
 from alpaca.trading.requests import OrderRequest
 
 from core.brokers.base import BrokerError
-from core.domain import CENT, Fill, Order, OrderIntent, OrderStatus, OrderType
+from core.kernel.domain import CENT, Fill, Order, OrderIntent, OrderStatus, OrderType
 
 
 MAX_CLIENT_ORDER_ID = 128

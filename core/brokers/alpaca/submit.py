@@ -36,7 +36,7 @@ from core.brokers.alpaca.mapping import (
     round_price,
 )
 from core.brokers.base import BrokerError, TemporaryBrokerError
-from core.domain import Order, OrderIntent, OrderStatus, OrderType, Side
+from core.kernel.domain import Order, OrderIntent, OrderStatus, OrderType, Side
 
 
 class _Submission:

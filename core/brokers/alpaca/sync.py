@@ -30,7 +30,7 @@ from core.brokers.alpaca.mapping import (
     fill_id,
     map_alpaca_status,
 )
-from core.domain import (
+from core.kernel.domain import (
     PRICE_QUANTUM,
     TERMINAL_ORDER_STATUSES,
     Fill,

@@ -31,11 +31,11 @@ Execution on one bar (two phases, sells before buys within each phase, then subm
        limits, so when one bar touches both a bracket's stop-loss and its take-profit the stop wins (conservative).
     Slippage (:mod:`core.brokers.costs`) applies to every market-style price (market orders, the open, a triggered
     stop); a limit-style fill is never worse than its limit price (no slippage when filling at the limit).
-    Bar prices (floats) become ``Decimal`` exactly (:func:`core.domain.data_price`): with zero slippage a market order
+    Bar prices (floats) become ``Decimal`` exactly (:func:`core.kernel.domain.data_price`): with zero slippage a market order
     fills at the data's own open, however many decimals it has. Prices the broker computes (slippage-adjusted fills,
-    stop and limit levels of intents) are on the 0.0001 grid (:func:`core.domain.to_price`).
+    stop and limit levels of intents) are on the 0.0001 grid (:func:`core.kernel.domain.to_price`).
 
-Order types (from :class:`core.domain.OrderIntent`)
+Order types (from :class:`core.kernel.domain.OrderIntent`)
     * ``MARKET``; ``LIMIT`` (needs ``limit_price``); ``STOP`` (needs ``stop_price``). A non-bracket intent's
       ``stop_loss``/``take_profit`` are ignored: a ``MARKET`` intent carrying them is a plain market order.
     * ``BRACKET`` (buy only; needs ``stop_loss < take_profit``): the entry is a limit order when ``limit_price`` is

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from core.domain import Order, OrderStatus, OrderType, data_price
+from core.kernel.domain import Order, OrderStatus, OrderType, data_price
 
 
 FillModel = Literal["next-open", "same-close"]

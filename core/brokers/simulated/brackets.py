@@ -8,7 +8,7 @@ from datetime import datetime
 import pandas as pd
 
 from core.brokers.simulated.book import _STOP_LOSS, _TAKE_PROFIT, _Record
-from core.domain import Order, OrderStatus, OrderType, Side
+from core.kernel.domain import Order, OrderStatus, OrderType, Side
 
 
 class _Brackets:

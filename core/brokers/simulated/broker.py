@@ -33,7 +33,7 @@ from core.brokers.simulated.brackets import _Brackets
 from core.brokers.simulated.ledger import _Ledger
 from core.brokers.simulated.matching import _Matching
 from core.brokers.simulated.snapshot import _Snapshot
-from core.domain import (
+from core.kernel.domain import (
     BarsBatch,
     Fill,
     Order,

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pandas as pd
 
 from core.brokers.simulated.book import _ENTRY, _STOP_LOSS, _TAKE_PROFIT, _Holding, _Record
-from core.domain import PRICE_QUANTUM, Fill, OrderStatus, Position, Side, to_price
+from core.kernel.domain import PRICE_QUANTUM, Fill, OrderStatus, Position, Side, to_price
 
 
 class _Ledger:

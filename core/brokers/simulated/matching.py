@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from core.brokers.simulated.book import _INTRABAR, _OPEN, _Bar, _Mark, _Record
-from core.domain import OrderType, Side, data_price, session_timestamp, timestamp_at
+from core.kernel.domain import OrderType, Side, data_price, session_timestamp, timestamp_at
 
 
 class _Matching:

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 import pandas as pd
 
 from core.brokers.simulated.book import _Holding, _Mark, _Record
-from core.domain import Fill, Order, OrderStatus, OrderType, Side, ensure_utc
+from core.kernel.domain import Fill, Order, OrderStatus, OrderType, Side, ensure_utc
 
 
 SNAPSHOT_VERSION = 1

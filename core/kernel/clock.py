@@ -6,7 +6,7 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
-from core.domain import ensure_utc
+from core.kernel.domain import ensure_utc
 
 
 @runtime_checkable

@@ -1,5 +1,5 @@
 """Shared filters and run look-ups of the reports: the date window (inclusive UTC calendar dates), the symbol
-normalisation, the "latest run" query, the run listing and the run checks (see :mod:`core.reporting`)."""
+normalisation, the "latest run" query, the run listing and the run checks (see :mod:`core.analytics.reporting`)."""
 
 from __future__ import annotations
 

@@ -9,17 +9,17 @@ without an API key.
 
 The package is split along the steps of that check:
 
-* :mod:`core.narrative.tokens` - :func:`extract_tokens`: the numbers, dates and times a text claims (token rules);
-* :mod:`core.narrative.facts` - :func:`index_facts` / :func:`validate_narrative`: what the facts hold and the
+* :mod:`core.analytics.narrative.tokens` - :func:`extract_tokens`: the numbers, dates and times a text claims (token rules);
+* :mod:`core.analytics.narrative.facts` - :func:`index_facts` / :func:`validate_narrative`: what the facts hold and the
   tolerance rule that decides whether a narrative is faithful;
-* :mod:`core.narrative.narrators` - :class:`TemplateNarrator`, :class:`AnthropicNarrator` and
+* :mod:`core.analytics.narrative.narrators` - :class:`TemplateNarrator`, :class:`AnthropicNarrator` and
   :func:`build_anthropic_narrator`.
 """
 
 from __future__ import annotations
 
-from core.narrative.facts import FactIndex, NarrativeCheck, fact_numbers, index_facts, validate_narrative
-from core.narrative.narrators import (
+from core.analytics.narrative.facts import FactIndex, NarrativeCheck, fact_numbers, index_facts, validate_narrative
+from core.analytics.narrative.narrators import (
     SYSTEM_PROMPT,
     AnthropicNarrator,
     NarrativeCall,
@@ -31,7 +31,7 @@ from core.narrative.narrators import (
     build_anthropic_narrator,
     facts_prompt,
 )
-from core.narrative.tokens import DateToken, NumberToken, TimeToken, Token, extract_numbers, extract_tokens
+from core.analytics.narrative.tokens import DateToken, NumberToken, TimeToken, Token, extract_numbers, extract_tokens
 
 __all__ = [
     "SYSTEM_PROMPT",

@@ -11,7 +11,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from core.persistence.models import DecisionRow, LLMCallRow, ShadowSignalRow
-from core.reporting.filters import _norm_symbol, _window
+from core.analytics.reporting.filters import _norm_symbol, _window
 from core.vocabulary import AgentName, DecisionAction
 
 

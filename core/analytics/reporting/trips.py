@@ -17,14 +17,14 @@ A partially closed position is therefore **not** split: all the buys and sells b
 ``entry_at`` = first buy fill, ``exit_at`` = the fill that flattened it. Its ``pnl`` is net of both sides'
 commissions, ``sum(sell notional) - sum(buy notional) - sum(commissions)`` (for a closed trip this equals the sum
 of the average-cost realised P&L of each partial exit, minus commissions), and ``return_pct = pnl / entry cost``
-with entry cost = ``sum(buy notional)`` (commissions excluded, as in :mod:`core.metrics`). While a trip is still
+with entry cost = ``sum(buy notional)`` (commissions excluded, as in :mod:`core.analytics.metrics`). While a trip is still
 open, :attr:`RoundTrip.realized_pnl` holds the average-cost P&L of the exits so far, net of the commissions paid so
 far. Date filters on closed trades select by the **exit** date (a trade belongs to the period in which it closed).
 
 Positions live per run (a replay starts flat), so each run is rebuilt on its own. A sell larger than the position
 rebuilt for its run (e.g. shares carried over from an earlier daemon run) cannot belong to a trip of that run: the
 excess is not invented into a trade, it is listed in :attr:`RoundTripBook.unmatched` (and reported by
-:func:`~core.reporting.performance_report.performance`).
+:func:`~core.analytics.reporting.performance_report.performance`).
 """
 
 from __future__ import annotations
@@ -37,10 +37,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.domain import to_price
-from core.metrics import ClosedTrade
+from core.kernel.domain import to_price
+from core.analytics.metrics import ClosedTrade
 from core.persistence.models import DecisionRow, FillRow, OrderRow
-from core.reporting.filters import _ZERO, _check_run, _chunks, _in_window, _norm_symbol
+from core.analytics.reporting.filters import _ZERO, _check_run, _chunks, _in_window, _norm_symbol
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
 """Narrators: the template narrator and the Claude narrator whose answer is kept only when it is faithful.
 
-See the package doc (:mod:`core.narrative`) for the overall flow and :mod:`core.narrative.facts` for the check.
+See the package doc (:mod:`core.analytics.narrative`) for the overall flow and :mod:`core.analytics.narrative.facts` for the check.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from loguru import logger
 from pydantic import SecretStr
 
 from core.llm.providers import Redactor, bounded, non_negative_int, status_error_text
-from core.narrative.facts import validate_narrative
+from core.analytics.narrative.facts import validate_narrative
 
 if TYPE_CHECKING:
     import anthropic

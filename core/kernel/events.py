@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 from collections.abc import Mapping, Sequence
 
-from core.domain import (
+from core.kernel.domain import (
     Approval,
     BarsBatch,
     Decision,

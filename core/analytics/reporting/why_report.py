@@ -10,8 +10,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.persistence.models import DecisionRow, FillRow, LLMCallRow, OrderRow, Run
-from core.reporting.filters import _check_run, _day_start, _norm_symbol
-from core.reporting.trips import rebuild_round_trips
+from core.analytics.reporting.filters import _check_run, _day_start, _norm_symbol
+from core.analytics.reporting.trips import rebuild_round_trips
 from core.vocabulary import AgentName, DecisionAction
 
 PIPELINE_ORDER: tuple[str, ...] = (

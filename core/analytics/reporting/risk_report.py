@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.persistence.models import DaemonStateRow, DecisionRow, EquitySnapshotRow, PositionRow
-from core.reporting.filters import _ZERO, _norm_symbol, _one_run, _window
+from core.analytics.reporting.filters import _ZERO, _norm_symbol, _one_run, _window
 from core.risk import load_sector_map, sector_of
 from core.vocabulary import DENIED_PREFIX, AgentName, StateKey
 

@@ -41,26 +41,26 @@ from core.brokers.alpaca import AlpacaBroker
 from core.brokers.base import Broker
 from core.brokers.costs import BpsSlippage, PerShareCommission
 from core.brokers.simulated import SimulatedBroker
-from core.bus import EventBus
-from core.calendar import MarketCalendar
-from core.clock import Clock, LiveClock, SimulatedClock
+from core.kernel.bus import EventBus
+from core.kernel.calendar import MarketCalendar
+from core.kernel.clock import Clock, LiveClock, SimulatedClock
 from core.data.base import BarProvider
 from core.data.quotes import QuoteSource
 from core.data.files import FileProvider
 from core.data.synthetic import SyntheticProvider
 from core.errors import ConfigurationError
-from core.events import ApprovedReady, DataReady, ExecutedReady, IterationStarted, SignalsReady, ValidatedReady
-from core.frame_cache import FrameCache
-from core.orchestrator import Orchestrator
-from core.positions import PositionManager
-from core.reconcile import Reconciler
+from core.kernel.events import ApprovedReady, DataReady, ExecutedReady, IterationStarted, SignalsReady, ValidatedReady
+from core.kernel.frame_cache import FrameCache
+from core.runtime.orchestrator import Orchestrator
+from core.risk.positions import PositionManager
+from core.persistence.reconcile import Reconciler
 from core.persistence.db import DaemonLock, DaemonLockLost, open_database, safe_url
 from core.persistence.repository import Repository
 from core.data.alpaca import AlpacaBarProvider
 from core.data.cache import DiskBarCache
 from core.data.chain import FallbackChain
 from core.data.memo import MemoizingProvider
-from core.narrative import Narrator, build_anthropic_narrator
+from core.analytics.narrative import Narrator, build_anthropic_narrator
 import core.llm as llm_clients  # the SDK clients load when a provider is built (see core.llm)
 from core.llm import DailyBudget, LLMSelector, PriceTable
 from core.risk import DrawdownRules, RiskLimits, load_sector_map

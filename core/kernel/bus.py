@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from loguru import logger
 
 from core.errors import OperationalError
-from core.events import Event
+from core.kernel.events import Event
 from utils.deadline import TemporaryError
 
 E = TypeVar("E", bound=Event)

@@ -22,7 +22,7 @@ import exchange_calendars as xcals
 import numpy as np
 import pandas as pd
 
-from core.domain import ensure_utc
+from core.kernel.domain import ensure_utc
 from core.errors import ConfigurationError
 
 EASTERN = ZoneInfo("America/New_York")

@@ -1,5 +1,5 @@
-"""Performance of one run (metrics from :mod:`core.metrics` over its equity snapshots and closed round trips) and
-the calibration of the entry confidences (:mod:`core.calibration`)."""
+"""Performance of one run (metrics from :mod:`core.analytics.metrics` over its equity snapshots and closed round trips) and
+the calibration of the entry confidences (:mod:`core.analytics.calibration`)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.calibration import CalibrationReport, calibration_report
-from core.metrics import TRADING_DAYS_PER_YEAR, compute_metrics, metrics_by
+from core.analytics.calibration import CalibrationReport, calibration_report
+from core.analytics.metrics import TRADING_DAYS_PER_YEAR, compute_metrics, metrics_by
 from core.persistence.models import EquitySnapshotRow
-from core.reporting.filters import _norm_symbol, _one_run, _window
-from core.reporting.trips import _closed_in_window, rebuild_round_trips, round_trips
+from core.analytics.reporting.filters import _norm_symbol, _one_run, _window
+from core.analytics.reporting.trips import _closed_in_window, rebuild_round_trips, round_trips
 
 
 def performance(
@@ -28,7 +28,7 @@ def performance(
     risk_free: float = 0.0,
     var_level: float = 0.95,
 ) -> dict[str, Any]:
-    """Metrics of one run (default: the latest): :func:`core.metrics.compute_metrics` over the run's equity
+    """Metrics of one run (default: the latest): :func:`core.analytics.metrics.compute_metrics` over the run's equity
     snapshots in the window and its closed round trips, plus trade metrics by strategy and by symbol.
 
     Exposure is the share of snapshots with at least one open position. With ``symbol``, only the trades are

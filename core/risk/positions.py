@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from core.brokers.base import AccountState
-from core.domain import TERMINAL_ORDER_STATUSES, BarsBatch, Fill, Order, OrderType, Side
+from core.kernel.domain import TERMINAL_ORDER_STATUSES, BarsBatch, Fill, Order, OrderType, Side
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,10 +12,10 @@ from loguru import logger
 
 from agents.audit_agent import AuditAgent
 from agents.execution_agent import ExecutionAgent
-from core.bus import EventBus, HandlerFailure, PublishReport
-from core.clock import Clock
+from core.kernel.bus import EventBus, HandlerFailure, PublishReport
+from core.kernel.clock import Clock
 from core.errors import LedgerWriteFailed
-from core.events import ExecutedReady, IterationStarted
+from core.kernel.events import ExecutedReady, IterationStarted
 from utils.deadline import Deadline, deadline_scope
 
 

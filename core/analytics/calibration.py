@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from core.metrics import ClosedTradeLike
+from core.analytics.metrics import ClosedTradeLike
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ from typing import Any
 from collections.abc import Callable, Mapping
 
 from config.settings import PROJECT_ROOT, Schedule, Settings
-from core.calendar import MarketCalendar, format_eastern
+from core.kernel.calendar import MarketCalendar, format_eastern
 from core.persistence.models import Iteration
 from core.persistence.repository import Repository
 from core.vocabulary import StateKey

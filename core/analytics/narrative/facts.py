@@ -40,7 +40,7 @@ from decimal import Decimal
 from typing import Any
 from collections.abc import Iterable, Mapping
 
-from core.narrative.tokens import DateToken, NumberToken, TimeToken, extract_tokens
+from core.analytics.narrative.tokens import DateToken, NumberToken, TimeToken, extract_tokens
 
 __all__ = ["FactIndex", "NarrativeCheck", "fact_numbers", "index_facts", "validate_narrative"]
 

@@ -75,7 +75,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import pandas as pd
 
-from core.domain import ensure_utc
+from core.kernel.domain import ensure_utc
 
 TRADING_DAYS_PER_YEAR = 252
 DAYS_PER_YEAR = 365.25

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.persistence.models import BreakerEventRow, DaemonStateRow
-from core.reporting.filters import _check_run, _window
+from core.analytics.reporting.filters import _check_run, _window
 from core.vocabulary import BREAKER_PREFIX
 
 

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.persistence.models import ReconciliationRow
-from core.reporting.filters import _check_run, _norm_symbol, _window
+from core.analytics.reporting.filters import _check_run, _norm_symbol, _window
 
 
 def reconcile_view(

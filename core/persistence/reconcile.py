@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from loguru import logger
 
 from core.brokers.base import AccountState
-from core.domain import Fill, Side
+from core.kernel.domain import Fill, Side
 from core.persistence.repository import Repository
 
 

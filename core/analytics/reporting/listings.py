@@ -16,7 +16,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from core.persistence.models import DecisionRow, EquitySnapshotRow, FillRow, OrderRow
-from core.reporting.filters import run_list
+from core.analytics.reporting.filters import run_list
 
 Row = dict[str, Any]
 
@@ -212,5 +212,5 @@ RUN_LISTING_COLUMNS = (
 
 
 def list_runs(session: Session, run_id: str | None = None) -> list[Row]:
-    """The runs, oldest first (:func:`core.reporting.run_list`: one aggregate query for all of them)."""
+    """The runs, oldest first (:func:`core.analytics.reporting.run_list`: one aggregate query for all of them)."""
     return [{k: r[k] for k in RUN_LISTING_COLUMNS} for r in reversed(run_list(session, run_id))]

@@ -1,0 +1,1 @@
+"""The read side: performance metrics, calibration, the report sections and the audit narrative."""
