@@ -1,0 +1,325 @@
+"""Screening an iteration's bars: which symbols are usable, flagged (entries blocked, positions still managed),
+rejected or not listed yet, with the Data agent's decisions about each (the rules are in core/data/validation.py).
+
+:class:`BarScreen` keeps the per-frame memos that make this cheap session after session (the previous frame object
+while the provider's bars are unchanged, the per-frame checks, where the last visible-rows search ended, the
+validation of a history whose only problems are old bad bars, each symbol's last good bars); ``screen()`` is the
+whole per-iteration work. The Data agent adapts it to the bus.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+
+from core.data import validation as rules
+from core.data.base import ProviderResult
+from core.data.validation import DEFAULT_GAP_SESSIONS, BatchValidation, FrameChecks, VisibleCutoff, validate_batch
+from core.kernel.calendar import MarketCalendar
+from core.kernel.domain import (
+    NOT_DATA_PROBLEMS,
+    NOT_LISTED,
+    PROVIDER,
+    WARM_UP,
+    Decision,
+    SymbolBars,
+    bar_arrays,
+)
+from core.vocabulary import AgentName, DecisionAction
+
+_ALL_PASSED = BatchValidation(passed={}, rejected={}, quality=1.0)
+# the reason category of a symbol with several problems: the most serious one
+_PRECEDENCE = (
+    rules.LAYOUT,
+    rules.INCREASING_TIMESTAMPS,
+    rules.FINITE_VALUES,
+    rules.POSITIVE_PRICES,
+    rules.OHLC_CONSISTENCY,
+    rules.NON_NEGATIVE_VOLUME,
+    rules.ABSURD_VALUES,
+    rules.PRICE_SPIKE,
+    rules.PRICE_JUMP,
+    rules.NON_SESSION_DATES,
+    rules.FRESHNESS,
+    rules.MISSING_SESSIONS,
+)
+_UNUSABLE = frozenset({rules.LAYOUT, rules.INCREASING_TIMESTAMPS})
+
+# a history whose only problems are bad bars: (frame, history key, problems, reason)
+HistoryProblems = tuple[pd.DataFrame, tuple[int, int, int], list, str]
+
+
+def category_of(found: set[str]) -> str:
+    """The reason category of a symbol whose bars broke the rules in ``found``: the most serious one."""
+    if rules.MIN_HISTORY in found:
+        return WARM_UP
+    return next((rule for rule in _PRECEDENCE if rule in found), sorted(found)[0])
+
+
+def flagged_decision(symbol: str, sb: SymbolBars, reason: str, category: str, found: list[str]) -> Decision:
+    """The decision about a symbol kept on its last good bars with entries blocked."""
+    last = sb.last_timestamp.date().isoformat()
+    return Decision(
+        AgentName.DATA,
+        symbol,
+        DecisionAction.FLAGGED,
+        f"{reason}; no new entries, open positions managed on the bar of {last}",
+        {
+            "provider": sb.provider,
+            "bars": sb.end,
+            "last_good_bar": last,
+            "close": sb.last_close,
+            "rules": found,
+            "category": category,
+        },
+    )
+
+
+@dataclass(slots=True)
+class _Located:
+    """Where each symbol stands before validation."""
+
+    failed: dict[str, str] = field(default_factory=dict)
+    not_listed: list[str] = field(default_factory=list)
+    to_validate: dict[str, pd.DataFrame] = field(default_factory=dict)
+    known_bad: dict[str, HistoryProblems] = field(default_factory=dict)
+    full: dict[str, tuple[pd.DataFrame, int, FrameChecks | None]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Screening:
+    """One iteration's outcome: the batch's parts and the Data agent's decisions."""
+
+    bars: dict[str, SymbolBars] = field(default_factory=dict)
+    blocked: dict[str, str] = field(default_factory=dict)
+    rejected: dict[str, str] = field(default_factory=dict)
+    categories: dict[str, str] = field(default_factory=dict)
+    decisions: list[Decision] = field(default_factory=list)
+    not_listed: tuple[str, ...] = ()
+    latest_day: int | None = None
+    exact_latest: bool = True
+    usable: int = 0
+
+    @property
+    def quality(self) -> float:
+        """Clean symbols over listed, warmed-up symbols (1.0 when there are none)."""
+        eligible = self.usable + sum(1 for c in self.categories.values() if c not in NOT_DATA_PROBLEMS)
+        return self.usable / eligible if eligible else 1.0
+
+    @property
+    def troubled(self) -> dict[str, str]:
+        """The symbols with a data problem (not "not listed", not "warming up") and its category."""
+        return {s: c for s, c in self.categories.items() if c not in NOT_DATA_PROBLEMS}
+
+    def _see_day(self, checks: FrameChecks | None, end: int) -> None:
+        if checks is not None:  # the session the batch decides on, from the per-frame day numbers
+            day = int(checks.days[end - 1])
+            self.latest_day = day if self.latest_day is None or day > self.latest_day else self.latest_day
+        else:
+            self.exact_latest = False  # a frame without per-frame checks: BarsBatch works the day out itself
+
+
+class BarScreen:
+    """Screens each iteration's bars for a fixed list of symbols, memoising per frame (see the module docstring)."""
+
+    def __init__(
+        self,
+        symbols: Sequence[str],
+        *,
+        min_history: int,
+        calendar: MarketCalendar | None,
+        gap_sessions: int = DEFAULT_GAP_SESSIONS,
+        routine_decisions: bool = True,
+    ) -> None:
+        if gap_sessions < 1:
+            raise ValueError(f"gap_sessions must be at least 1, got {gap_sessions}")
+        self._symbols = list(symbols)
+        self._min_history = min_history
+        self._calendar = calendar
+        self._gap_sessions = gap_sessions
+        self._routine = routine_decisions
+        self._frames: dict[str, pd.DataFrame] = {}
+        self._arrays: dict[str, Mapping[str, np.ndarray]] = {}
+        self._checks: dict[str, FrameChecks | None] = {}
+        # frame, cutoff day, visible rows: the next search starts there
+        self._last_end: dict[str, tuple[pd.DataFrame, int, int]] = {}
+        self._last_good: dict[str, SymbolBars] = {}  # each symbol's latest managed bars (for a provider failure)
+        # per symbol, the full validation of a frame whose only problems are bad bars in its history; reused while
+        # no new bad bar shows up (re-validating 20 years every session is slow)
+        self._history_problems: dict[str, HistoryProblems] = {}
+
+    @property
+    def symbols(self) -> list[str]:
+        return list(self._symbols)
+
+    def _stable(self, symbol: str, frame: pd.DataFrame) -> pd.DataFrame:
+        """The previous frame object when the provider's bars are unchanged, so per-frame caches downstream hit.
+
+        A provider may hand out a fresh copy every call; comparing costs ~60 µs per symbol, recomputing the
+        indicators of a 20-year history costs milliseconds.
+        """
+        previous = self._frames.get(symbol)
+        if previous is not None and (previous is frame or previous.equals(frame)):
+            return previous
+        self._frames[symbol] = frame
+        self._arrays[symbol] = bar_arrays(frame)
+        self._checks[symbol] = FrameChecks.of(frame, self._calendar)
+        return frame
+
+    def screen(self, result: ProviderResult, as_of: datetime, provider_name: str) -> Screening:
+        """Screen the provider's ``result`` for the decision at ``as_of``; ``provider_name`` names the source of
+        symbols the result does not attribute."""
+        located = self._locate(result, as_of)
+        checked = (
+            validate_batch(
+                located.to_validate,
+                as_of=as_of,
+                min_history=self._min_history,
+                calendar=self._calendar,
+                gap_sessions=self._gap_sessions,
+            )
+            if located.to_validate
+            else _ALL_PASSED
+        )
+        served_by: Mapping[str, str] = getattr(result, "served_by", {}) or {}
+        out = Screening(not_listed=tuple(located.not_listed))
+        not_listed = set(located.not_listed)
+        for symbol in self._symbols:
+            source = served_by.get(symbol, result.provider or provider_name)
+            if symbol in not_listed:
+                self._not_listed(out, symbol, source)
+            elif symbol in located.failed:
+                self._failed(out, symbol, located.failed[symbol], source)
+            else:
+                self._served(out, symbol, source, located, checked)
+        return out
+
+    def _locate(self, result: ProviderResult, as_of: datetime) -> _Located:
+        """Split the symbols into failed, not listed, clean (nothing to validate), known-bad (same bad bars as last
+        time) and to-validate (sliced to the bars visible at ``as_of``)."""
+        located = _Located()
+        cutoff = VisibleCutoff.at(as_of, self._calendar)  # once per iteration, not per symbol
+        latest = cutoff.latest_session_day
+        for symbol in self._symbols:
+            frame = result.frames.get(symbol)
+            if frame is None:
+                located.failed[symbol] = result.errors.get(symbol, "provider returned no bars")
+                continue
+            frame = self._stable(symbol, frame)
+            checks = self._checks.get(symbol)
+            if checks is not None:
+                last = self._last_end.get(symbol)
+                known = last[2] if last is not None and last[0] is frame and last[1] <= cutoff.cutoff_day else 0
+                end = checks.rows_through(cutoff.cutoff_day, known)
+                self._last_end[symbol] = (frame, cutoff.cutoff_day, end)
+            else:
+                end = cutoff.rows(frame.index) if frame.index.is_monotonic_increasing else len(frame)
+            if end == 0:
+                located.not_listed.append(symbol)
+                continue
+            located.full[symbol] = (frame, end, checks)
+            if checks is not None and checks.recent_clean(
+                end, min_history=self._min_history, latest_session_day=latest, gap_sessions=self._gap_sessions
+            ):
+                if checks.history_clean(end):
+                    continue  # every rule passes: no need to slice and re-validate
+                cached = self._history_problems.get(symbol)
+                if cached is not None and cached[0] is frame and cached[1] == checks.history_key(end):
+                    located.known_bad[symbol] = cached  # the same bad bars as last time: the same problems
+                    continue
+            located.to_validate[symbol] = frame.iloc[:end] if checks is not None else frame
+        return located
+
+    def _not_listed(self, out: Screening, symbol: str, source: str) -> None:
+        out.categories[symbol] = NOT_LISTED
+        if self._routine:
+            out.decisions.append(
+                Decision(
+                    AgentName.DATA,
+                    symbol,
+                    DecisionAction.NOT_LISTED,
+                    "no bar yet: the symbol is not listed at this date",
+                    {"provider": source},
+                )
+            )
+
+    def _failed(self, out: Screening, symbol: str, reason: str, source: str) -> None:
+        """A symbol the provider did not serve: rejected, or flagged on the last bars it did serve."""
+        out.categories[symbol] = PROVIDER
+        previous = self._last_good.get(symbol)
+        if previous is None:
+            out.rejected[symbol] = reason
+            out.decisions.append(
+                Decision(
+                    AgentName.DATA,
+                    symbol,
+                    DecisionAction.REJECTED,
+                    reason,
+                    {"provider": source, "category": PROVIDER},
+                )
+            )
+            return
+        why = f"{reason}; positions managed on the last bars served, up to {previous.last_timestamp.date()}"
+        out.blocked[symbol] = why
+        out.bars[symbol] = previous
+        out.exact_latest = False
+        out.decisions.append(flagged_decision(symbol, previous, why, PROVIDER, [PROVIDER]))
+
+    def _served(self, out: Screening, symbol: str, source: str, located: _Located, checked: BatchValidation) -> None:
+        """A symbol with bars: usable, flagged on its last good bar, or rejected."""
+        frame, end, checks = located.full[symbol]
+        problems = checked.problems.get(symbol)
+        reason = checked.rejected.get(symbol, "")
+        good = checked.ends.get(symbol, 0)
+        if symbol in located.known_bad:
+            _, _, problems, reason = located.known_bad[symbol]
+            good = checks.good_end(end) if checks is not None else 0
+        elif problems and checks is not None and all(p.rule in rules.BAD_BAR_RULES for p in problems):
+            self._history_problems[symbol] = (frame, checks.history_key(end), problems, reason)
+        found: set[str] = {p.rule for p in problems} if problems else set()
+        if problems:
+            category = category_of(found)
+            out.categories[symbol] = category
+            if category == WARM_UP or found & _UNUSABLE or checks is None or good <= 0:
+                out.rejected[symbol] = reason
+                out.decisions.append(
+                    Decision(
+                        AgentName.DATA,
+                        symbol,
+                        DecisionAction.REJECTED,
+                        reason,
+                        {"provider": source, "bars": end, "rules": sorted(found), "category": category},
+                    )
+                )
+                return
+            end = good
+            out.blocked[symbol] = reason
+        sb = SymbolBars(symbol=symbol, frame=frame, end=end, provider=source, arrays=self._arrays[symbol])
+        out.bars[symbol] = sb
+        self._last_good[symbol] = sb
+        out._see_day(checks, end)
+        if problems:
+            out.decisions.append(
+                flagged_decision(symbol, sb, out.blocked[symbol], out.categories[symbol], sorted(found))
+            )
+            return
+        out.usable += 1
+        if self._routine:
+            out.decisions.append(
+                Decision(
+                    AgentName.DATA,
+                    symbol,
+                    DecisionAction.OK,
+                    f"{end} bars up to {sb.last_timestamp.date()} from {source}",
+                    {
+                        "provider": source,
+                        "bars": end,
+                        "last_bar": sb.last_timestamp.date().isoformat(),
+                        "close": sb.last_close,
+                    },
+                )
+            )
