@@ -27,7 +27,7 @@ import json
 import math
 import threading
 import time
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 from collections.abc import Callable, Iterable, Mapping
 from urllib.parse import urlsplit
 
@@ -443,3 +443,26 @@ def configure_alpaca_client(
     return install_timeouts(
         client._session, timeout, limiter=limiter, transient_retries=transient_retries, **adapter_kwargs
     )
+
+
+class SessionOwner:
+    """Housekeeping for an object holding an SDK client whose requests ``_session`` is mounted on a
+    :class:`TimeoutAdapter` (``_adapter``): its requests counted, the session closed by ``close()`` or a ``with``
+    block."""
+
+    _adapter: TimeoutAdapter
+    _client: Any
+
+    @property
+    def requests_made(self) -> int:
+        """HTTP requests sent so far (every page and every retry counts)."""
+        return self._adapter.requests_sent
+
+    def close(self) -> None:
+        self._client._session.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -40,7 +40,14 @@ from core.data.base import DataError, ProviderResult
 from core.data.quotes import Quote, QuotesResult
 from core.kernel.domain import BAR_COLUMNS, ensure_utc
 from utils.deadline import note_degraded
-from utils.http import DeadlineExceeded, InvalidResponseBody, RequestLimiter, TimeoutAdapter, configure_alpaca_client
+from utils.http import (
+    DeadlineExceeded,
+    InvalidResponseBody,
+    RequestLimiter,
+    SessionOwner,
+    TimeoutAdapter,
+    configure_alpaca_client,
+)
 
 __all__ = ["AlpacaBarProvider", "BarCache", "is_weekday", "normalise_alpaca_bars"]
 
@@ -111,7 +118,7 @@ def normalise_alpaca_bars(raw_bars: Sequence[Mapping[str, object]], source: str)
     return frame
 
 
-class AlpacaBarProvider:
+class AlpacaBarProvider(SessionOwner):
     """``BarProvider`` for Alpaca daily bars (see the module docstring).
 
     ``limiter`` is the account's shared rate limiter. ``cache`` is optional; without one every call requests
@@ -182,20 +189,6 @@ class AlpacaBarProvider:
         )
 
     # ------------------------------------------------------------------ public
-
-    @property
-    def requests_made(self) -> int:
-        """HTTP requests sent by this provider so far (every page and every retry counts)."""
-        return self._adapter.requests_sent
-
-    def close(self) -> None:
-        self._client._session.close()
-
-    def __enter__(self) -> AlpacaBarProvider:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return (

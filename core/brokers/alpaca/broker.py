@@ -50,13 +50,13 @@ from core.kernel.domain import (
     Side,
     ensure_utc,
 )
-from utils.http import RequestLimiter, TimeoutAdapter, configure_alpaca_client
+from utils.http import RequestLimiter, SessionOwner, TimeoutAdapter, configure_alpaca_client
 
 
 # ====================================================================================== the broker
 
 
-class AlpacaBroker(_Submission, _Sync, _AlpacaCalls):
+class AlpacaBroker(_Submission, _Sync, _AlpacaCalls, SessionOwner):
     """:class:`core.brokers.base.Broker` on an Alpaca account (see the module docstring).
 
     ``limiter`` is the account's shared rate limiter (trading and data calls share Alpaca's 200 requests/minute);
@@ -134,20 +134,6 @@ class AlpacaBroker(_Submission, _Sync, _AlpacaCalls):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, paper={self._paper}, url={self._url or 'default'!r})"
-
-    @property
-    def requests_made(self) -> int:
-        """HTTP requests sent so far (each SDK retry counts)."""
-        return self._adapter.requests_sent
-
-    def close(self) -> None:
-        self._client._session.close()
-
-    def __enter__(self) -> AlpacaBroker:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def resume(self, orders: Iterable[Order] = (), fills: Iterable[Fill] = ()) -> None:
         """Tell a fresh instance what the ledger already holds; call it once at start-up, before the first sync.
