@@ -1,7 +1,10 @@
 """Risk agent: the only road to execution. Sizes entries, applies every limit, records every refusal with its rule.
 
-The rules themselves live in the pure engine ``core.risk``; this agent assembles the candidate and portfolio views
-from the batch, the broker account and the run's equity history, and turns the engine's answers into events.
+The rules themselves live in the pure engine ``core.risk`` (the sizing modes and the entry decision in
+``core.risk.entries``, the portfolio view in ``core.risk.portfolio``, the ATR / dollar volume / returns over the shared
+frame cache in ``core.risk.features``, the trading-state machine and its record in ``core.risk.state``); this agent
+feeds it the batch, the broker account, the live quotes and the run's equity history, and turns its answers into
+decisions and events.
 
 It also owns the trading state (ACTIVE / REDUCING / LOCKED / HALTED, persisted so a restart keeps it; see
 :mod:`core.risk.state`) and the data-quality breaker: data quality under ``data_quality_min`` stops new entries for
@@ -34,14 +37,7 @@ from loguru import logger
 
 from core.brokers.base import AccountState, Broker
 from core.data.quotes import QuoteSource, QuotesResult
-from core.kernel.domain import (
-    Action,
-    Approval,
-    Decision,
-    Denial,
-    Side,
-    SymbolBars,
-)
+from core.kernel.domain import Action, Approval, Decision, Denial, Side, SymbolBars
 from core.kernel.events import ApprovedReady, ExecutedReady, ValidatedReady
 from core.kernel.frame_cache import FrameCache
 from core.risk import features as risk_features

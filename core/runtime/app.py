@@ -606,7 +606,8 @@ def build_app(
         breaker_events=broker_events,
         reconciler=reconciler,
         positions=position_manager,
-        atr=partial(risk_features.atr_at, cache, period=risk_features.ATR_PERIOD),  # the risk ATR, memoised in the shared cache
+        # the trailing stops' ATR: the Risk agent's array, memoised once per frame in the shared cache
+        atr=partial(risk_features.atr_at, cache, period=risk_features.ATR_PERIOD),
         routine_decisions=routine_decisions,
         # the daemon writes every order before submitting it and resolves the ones in doubt (start and iterations)
         intents=repository if kind == "daemon" else None,
