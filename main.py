@@ -51,9 +51,9 @@ from core.runtime.orchestrator import IterationOutcome, run_live, run_replay
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from agents.risk_agent import TRADING_STATE_EVENT, RiskAgent
+from agents.risk_agent import RiskAgent
 from core.kernel.calendar import EASTERN
-from core.risk import TradingState, describe_episode, sessions_in, trading_episodes
+from core.risk import TRADING_STATE_EVENT, TradingState, describe_episode, sessions_in, trading_episodes
 from core.brokers.base import BrokerAuthError, BrokerError, BrokerModeMismatch
 from core.errors import (
     EXIT_CODES,

@@ -1,7 +1,10 @@
 """Risk agent: the only road to execution. Sizes entries, applies every limit, records every refusal with its rule.
 
-The rules themselves live in the pure engine ``core.risk``; this agent assembles the candidate and portfolio views
-from the batch, the broker account and the run's equity history, and turns the engine's answers into events.
+The rules themselves live in the pure engine ``core.risk`` (the sizing modes and the entry decision in
+``core.risk.entries``, the portfolio view in ``core.risk.portfolio``, the ATR / dollar volume / returns over the shared
+frame cache in ``core.risk.features``, the trading-state machine and its record in ``core.risk.state``); this agent
+feeds it the batch, the broker account, the live quotes and the run's equity history, and turns its answers into
+decisions and events.
 
 It also owns the trading state (ACTIVE / REDUCING / LOCKED / HALTED, persisted so a restart keeps it; see
 :mod:`core.risk.state`) and the data-quality breaker: data quality under ``data_quality_min`` stops new entries for
@@ -25,76 +28,46 @@ Without a source (backtests, replays) the rule is recorded as not applicable wit
 from __future__ import annotations
 
 import asyncio
-import math
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 from collections.abc import Callable, Mapping, Sequence
 
-import numpy as np
 import pandas as pd
 from loguru import logger
 
 from core.brokers.base import AccountState, Broker
-from core.kernel.calendar import EASTERN
 from core.data.quotes import QuoteSource, QuotesResult
-from core.kernel.domain import (
-    Action,
-    Approval,
-    BarsBatch,
-    Decision,
-    Denial,
-    OrderIntent,
-    OrderType,
-    Side,
-    SymbolBars,
-    frozen_map,
-)
+from core.kernel.domain import Action, Approval, Decision, Denial, Side, SymbolBars
 from core.kernel.events import ApprovedReady, ExecutedReady, ValidatedReady
 from core.kernel.frame_cache import FrameCache
+from core.risk import features as risk_features
 from core.risk.positions import PositionManager, RealizedReturns
 from core.risk import (
     Candidate,
     DrawdownRules,
     PortfolioView,
-    PositionView,
     Protection,
     RiskLimits,
     TradingState,
     RiskRule,
     Transition,
+    advance,
     apply_approval,
-    evaluate_entry,
+    decide_entry,
     evaluate_exit,
-    position_rules,
-    reset_protection,
+    parse_sizing,
+    portfolio_view,
+    reset_saved,
+    restore_protection,
     sector_of,
-    size_position,
-    step,
+    transition_record,
+    with_returns,
 )
 from core.vocabulary import AgentName, DecisionAction, denied
-from strategies import indicators as ind
 from utils.circuit_breaker import BreakerEvent, BreakerState, ThresholdBreaker, drain_rows
-
-TRADING_STATE_EVENT = "trading_state"  # the breaker_events name of every trading-state change
 
 # run's recent equity values, oldest first (previous iterations' closes)
 EquityHistory = Callable[[], Sequence[float]]
-
-
-def parse_sizing(text: str) -> tuple[str, float | None]:
-    """``risk`` | ``fixed-qty:N`` | ``fixed-fraction:F`` -> (mode, value); raises ValueError naming the problem."""
-    if text == "risk":
-        return "risk", None
-    mode, _, raw = text.partition(":")
-    if mode not in ("fixed-qty", "fixed-fraction") or not raw:
-        raise ValueError(f"sizing must be 'risk', 'fixed-qty:N' or 'fixed-fraction:F', got {text!r}")
-    value = float(raw)
-    if mode == "fixed-qty" and (value < 1 or value != int(value)):
-        raise ValueError(f"fixed-qty needs a positive whole number of shares, got {raw!r}")
-    if mode == "fixed-fraction" and not 0 < value <= 1:
-        raise ValueError(f"fixed-fraction needs a fraction of equity in (0, 1], got {raw!r}")
-    return mode, value
 
 
 class RiskAgent:
@@ -108,8 +81,8 @@ class RiskAgent:
         equity_history: EquityHistory,
         clock: Callable[[], datetime],
         sectors: Mapping[str, str] | None = None,
-        atr_period: int = 14,
-        liquidity_window: int = 20,
+        atr_period: int = risk_features.ATR_PERIOD,
+        liquidity_window: int = risk_features.ADV_WINDOW,
         correlation_window: int = 60,
         data_quality_min: float = 0.8,
         drawdown: DrawdownRules | None = None,
@@ -167,20 +140,9 @@ class RiskAgent:
         return {**self.protection.as_dict(), "data_quality": self._quality.snapshot()}
 
     def restore(self, saved: Mapping[str, Any]) -> None:
-        protection = Protection.from_dict(saved)
+        protection = restore_protection(saved)
         if saved.get("data_quality"):
             self._quality.restore(saved["data_quality"])
-        legacy = saved.get("equity_drawdown")  # the latch of earlier versions: a tripped one means HALTED
-        if (
-            isinstance(legacy, Mapping)
-            and legacy.get("state") == "open"
-            and protection.state is not TradingState.HALTED
-        ):
-            protection = replace(
-                protection,
-                state=TradingState.HALTED,
-                reason=f"halted by the equity drawdown breaker: {legacy.get('reason', '')}",
-            )
         self.protection = protection
 
     @staticmethod
@@ -188,67 +150,20 @@ class RiskAgent:
         saved: Mapping[str, Any], *, reason: str, equity: float | None, clock: Callable[[], datetime]
     ) -> dict[str, Any]:
         """The manual reset: ACTIVE again, the high-water mark and the lock reference set to ``equity``."""
-        protection, _ = reset_protection(
-            Protection.from_dict(saved), reason=reason, equity=equity, session=clock().astimezone(EASTERN).date()
-        )
-        kept = {k: v for k, v in saved.items() if k != "equity_drawdown"}
-        return {**kept, **protection.as_dict()}
+        return reset_saved(saved, reason=reason, equity=equity, at=clock())
 
     def sector(self, symbol: str) -> str:
         return sector_of(symbol, self._sectors)
 
-    def _features(self, sb: SymbolBars) -> dict[str, np.ndarray]:
-        def compute() -> dict[str, np.ndarray]:
-            f = sb.frame
-            high, low, close = (f[c].to_numpy(dtype=float) for c in ("high", "low", "close"))
-            atr = ind.atr(high, low, close, self._atr_period)  # the strategies' ATR (tested equal to pandas-ta's)
-            dollar_volume = (
-                (f["close"] * f["volume"]).rolling(self._liquidity_window, min_periods=self._liquidity_window).mean()
-            )
-            returns = f["close"].pct_change(fill_method=None)
-            return {
-                "atr": atr,
-                "adv": dollar_volume.to_numpy(dtype=float),
-                "ret": returns.to_numpy(dtype=float),
-            }
-
-        return self._cache.get(sb.symbol, "risk_features", sb.frame, compute)
-
     def atr_at(self, sb: SymbolBars) -> float:
-        """The ATR at the decision bar (shared with the position manager's trailing stops)."""
-        return float(self._features(sb)["atr"][sb.end - 1])
+        """The ATR at the decision bar."""
+        return risk_features.atr_at(self._cache, sb, self._atr_period)
 
     def _returns(self, sb: SymbolBars) -> pd.Series:
-        start = max(0, sb.end - self._correlation_window)
-        return pd.Series(self._features(sb)["ret"][start : sb.end], index=sb.frame.index[start : sb.end])
+        return risk_features.returns_window(self._cache, sb, self._correlation_window)
 
-    def _portfolio(self, account: AccountState, batch: BarsBatch) -> PortfolioView:
-        history = [float(x) for x in self._equity_history()]
-        equity = float(account.equity)
-        week = history[-4:] + [equity]
-        positions = {
-            s: PositionView(
-                symbol=s, quantity=float(p.quantity), market_value=float(p.market_value), sector=self.sector(s)
-            )
-            for s, p in account.positions.items()
-            if p.quantity
-        }
-        return PortfolioView(
-            cash=float(account.cash),
-            equity=equity,
-            positions=positions,
-            equity_day_start=history[-1] if history else None,
-            equity_week_high=max(week),
-            returns=None,  # filled by _with_returns before the first entry is evaluated (only entries need it)
-            realized_trade_returns=tuple(self.realized.returns),
-        )
-
-    def _with_returns(self, portfolio: PortfolioView, account: AccountState, batch: BarsBatch) -> PortfolioView:
-        """The view with the held positions' daily returns (for the correlation rule)."""
-        columns = {
-            s: self._returns(batch.bars[s]) for s, p in account.positions.items() if p.quantity and s in batch.bars
-        }
-        return replace(portfolio, returns=pd.DataFrame(columns) if columns else None)
+    def _portfolio(self, account: AccountState) -> PortfolioView:
+        return portfolio_view(account, self._equity_history(), self._sectors, self.realized.returns)
 
     def _update_state(self, portfolio: PortfolioView, quality: float, as_of: datetime) -> None:
         """The trading state for this iteration (``core.risk.state.step``); a change is recorded and logged. With
@@ -256,23 +171,12 @@ class RiskAgent:
         self._quality.evaluate(quality)
         if not self._enforce:
             return
-        self.protection, transition = step(
-            self.protection, portfolio, self.limits, self.drawdown, session=as_of.astimezone(EASTERN).date()
-        )
+        self.protection, transition = advance(self.protection, portfolio, self.limits, self.drawdown, at=as_of)
         if transition is not None:
             self._record(transition, as_of)
 
     def _record(self, transition: Transition, at: datetime) -> None:
-        self._transitions.append(
-            {
-                "name": TRADING_STATE_EVENT,
-                "from_state": transition.from_state.value,
-                "to_state": transition.to_state.value,
-                "reason": transition.reason,
-                "at": at,
-                "details": transition.details(),
-            }
-        )
+        self._transitions.append(transition_record(transition, at))
         loud = transition.event in ("lock", "halt")
         logger.log(
             "WARNING" if loud else "INFO",
@@ -281,85 +185,6 @@ class RiskAgent:
             transition.to_state.value,
             transition.event,
             transition.reason,
-        )
-
-    def _intent(self, candidate: Candidate, quantity: int, reason: str) -> OrderIntent:
-        """A limits-off entry: the strategy's stop (else ``stop_atr_multiple`` x ATR) and target, no gate."""
-        signal = candidate.signal.signal
-        if signal.stop is not None and math.isfinite(signal.stop) and 0 < signal.stop < candidate.price:
-            stop: float | None = signal.stop
-        elif math.isfinite(candidate.atr) and candidate.atr > 0:
-            stop = candidate.price - self.limits.stop_atr_multiple * candidate.atr
-        else:
-            stop = None
-        target = signal.target if signal.target is not None and signal.target > candidate.price else None
-        return OrderIntent(
-            symbol=signal.symbol,
-            side=Side.BUY,
-            quantity=quantity,
-            order_type=OrderType.BRACKET if stop is not None and target is not None else OrderType.MARKET,
-            reference_price=candidate.price,
-            strategy=signal.strategy,
-            confidence=candidate.signal.confidence,
-            reason=reason,
-            stop_loss=stop,
-            take_profit=target,
-        )
-
-    def _wanted_quantity(self, candidate: Candidate, portfolio: PortfolioView) -> int | None:
-        """The quantity of the fixed sizing modes (None for risk sizing)."""
-        mode, value = self._sizing
-        if mode == "risk":
-            return None
-        assert value is not None
-        if mode == "fixed-qty":
-            wanted = int(value)
-        else:
-            wanted = int(math.floor(value * portfolio.equity / candidate.price)) if candidate.price > 0 else 0
-        if self._enforce and self.state is TradingState.REDUCING:  # REDUCING: entries at reducing_size
-            wanted = int(math.floor(wanted * self.limits.reducing_size))
-        return wanted
-
-    def _entry(self, candidate: Candidate, portfolio: PortfolioView) -> Approval | Denial:
-        symbol = candidate.signal.signal.symbol
-        mode = self._sizing[0]
-        wanted = self._wanted_quantity(candidate, portfolio)
-        if self._enforce:
-            if wanted is not None and wanted <= 0:
-                return Denial(
-                    symbol,
-                    RiskRule.ZERO_QUANTITY.value,
-                    f"zero_quantity: {mode} sizing wants 0 shares of {symbol}",
-                    {"equity": portfolio.equity, "price": candidate.price},
-                )
-            return evaluate_entry(candidate, portfolio, self.limits, self.state, quantity=wanted, sizing_mode=mode)
-        # limits off: the position rules still apply (no second buy while long), then the sizing alone
-        refused = position_rules(candidate, portfolio, self.limits)
-        if refused is not None:
-            return refused
-        if wanted is None:
-            sizing = size_position(candidate, portfolio, self.limits)
-            quantity = int(sizing.quantity)
-            if quantity <= 0:
-                return Denial(
-                    symbol,
-                    sizing.binding_rule or "zero_quantity",
-                    "; ".join(sizing.notes) or "sized to 0 shares",
-                    dict(sizing.checks),
-                )
-            return Approval(
-                self._intent(candidate, quantity, f"risk sizing (limits off): {quantity} shares"),
-                "limits off",
-                frozen_map(dict(sizing.checks)),
-            )
-        affordable = int(math.floor(portfolio.cash / candidate.price)) if candidate.price > 0 else 0
-        quantity = max(0, min(wanted, affordable))
-        if quantity <= 0:
-            return Denial(
-                symbol, "no_cash", f"no_cash: {mode} sizing leaves 0 affordable shares", {"cash": portfolio.cash}
-            )
-        return Approval(
-            self._intent(candidate, quantity, f"{mode} sizing (limits off): {quantity} shares"), "limits off"
         )
 
     async def _latest_quotes(self, symbols: Sequence[str]) -> QuotesResult | None:
@@ -440,7 +265,7 @@ class RiskAgent:
         batch = signals_event.previous.batch
         assert batch is not None
         account = await self._broker.account()
-        portfolio = self._portfolio(account, batch)
+        portfolio = self._portfolio(account)
         self._update_state(portfolio, batch.breaker_quality, event.as_of)
         quality_gate = self._enforce and self._quality.state is not BreakerState.CLOSED
         time_stops = (
@@ -449,7 +274,7 @@ class RiskAgent:
         approvals: list[Approval] = []
         denials: list[Denial] = []
         decisions: list[Decision] = []
-        with_returns = False
+        returns_added = False
         state_info = {
             "state": self.state.value,
             "state_reason": self.state_reason,
@@ -551,21 +376,20 @@ class RiskAgent:
                 )
             else:
                 assert validated is not None
-                if self._enforce and not with_returns:  # only the correlation limit reads them
-                    portfolio, with_returns = self._with_returns(portfolio, account, batch), True
+                if self._enforce and not returns_added:  # only the correlation limit reads them
+                    portfolio, returns_added = with_returns(portfolio, account, batch, self._returns), True
                 sb = batch.bars[symbol]
-                features = self._features(sb)
-                i = sb.end - 1
-                atr, adv = features["atr"][i], features["adv"][i]
                 candidate = Candidate(
                     signal=validated,
-                    atr=float(atr),
-                    avg_dollar_volume=float(adv) if adv == adv else 0.0,
+                    atr=self.atr_at(sb),
+                    avg_dollar_volume=risk_features.adv_at(self._cache, sb, self._liquidity_window),
                     sector=self.sector(symbol),
                     returns=self._returns(sb) if self._enforce else None,
                     **self._spread_fields(symbol, quotes),
                 )
-                result = self._entry(candidate, portfolio)
+                result = decide_entry(
+                    candidate, portfolio, self.limits, self.state, self._sizing, enforce=self._enforce
+                )
             if (
                 self._append(result, symbol, signal, validated, info, approvals, denials, decisions)
                 and signal.action is Action.BUY

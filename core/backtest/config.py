@@ -14,7 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from agents.risk_agent import parse_sizing
+from core.risk import parse_sizing
 from config.settings import Settings
 from core.brokers.simulated import FILL_MODELS
 from core.data.files import SUFFIXES

@@ -110,10 +110,9 @@ from core.data.validation import day_numbers
 from core.analytics.metrics import ClosedTrade, compute_metrics, metrics_by
 from core.runtime.orchestrator import IterationOutcome, run_replay
 from core.persistence.models import DecisionRow, EquitySnapshotRow, Iteration, ShadowSignalRow
-from core.risk import TradingState, trading_episodes
+from core.risk import TRADING_STATE_EVENT, TradingState, trading_episodes
 from core.kernel.calendar import EASTERN
 from core.analytics.reporting import RoundTrip, rebuild_round_trips
-from agents.risk_agent import TRADING_STATE_EVENT
 from core.vocabulary import DENIED_PREFIX, AgentName
 from strategies.selector import FixedSelector
 from utils.jsonable import jsonable

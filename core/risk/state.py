@@ -45,11 +45,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 from collections.abc import Iterable, Mapping, Sequence
 
+from core.kernel.calendar import EASTERN
 from core.risk.models import PortfolioView, RiskLimits, TradingState
+
+TRADING_STATE_EVENT = "trading_state"  # the breaker_events name of every trading-state change
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,6 +406,55 @@ def reset_protection(
         value,
         None,
     )
+
+
+# ------------------------------------------------------------------------------------ the record of a run
+
+
+def session_of(at: datetime) -> date:
+    """The trading session (New York date) of an instant."""
+    return at.astimezone(EASTERN).date()
+
+
+def advance(
+    current: Protection, portfolio: PortfolioView, limits: RiskLimits, rules: DrawdownRules, *, at: datetime
+) -> tuple[Protection, Transition | None]:
+    """:func:`step` for an iteration at ``at`` (its session is the New York date)."""
+    return step(current, portfolio, limits, rules, session=session_of(at))
+
+
+def transition_record(transition: Transition, at: datetime) -> dict[str, Any]:
+    """A state change as its ``breaker_events`` row (named :data:`TRADING_STATE_EVENT`)."""
+    return {
+        "name": TRADING_STATE_EVENT,
+        "from_state": transition.from_state.value,
+        "to_state": transition.to_state.value,
+        "reason": transition.reason,
+        "at": at,
+        "details": transition.details(),
+    }
+
+
+def restore_protection(saved: Mapping[str, Any]) -> Protection:
+    """The persisted trading state; the latch of earlier versions (``equity_drawdown``), when tripped, means HALTED.
+    Raises ValueError naming a bad field."""
+    protection = Protection.from_dict(saved)
+    legacy = saved.get("equity_drawdown")
+    if isinstance(legacy, Mapping) and legacy.get("state") == "open" and protection.state is not TradingState.HALTED:
+        protection = replace(
+            protection,
+            state=TradingState.HALTED,
+            reason=f"halted by the equity drawdown breaker: {legacy.get('reason', '')}",
+        )
+    return protection
+
+
+def reset_saved(saved: Mapping[str, Any], *, reason: str, equity: float | None, at: datetime) -> dict[str, Any]:
+    """The manual reset of a persisted state: ACTIVE again, the high-water mark and the lock reference set to
+    ``equity``; the other saved fields are kept (the latch of earlier versions is dropped)."""
+    protection, _ = reset_protection(Protection.from_dict(saved), reason=reason, equity=equity, session=session_of(at))
+    kept = {k: v for k, v in saved.items() if k != "equity_drawdown"}
+    return {**kept, **protection.as_dict()}
 
 
 # ------------------------------------------------------------------------------------------------ episodes

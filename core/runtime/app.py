@@ -8,6 +8,7 @@ from __future__ import annotations
 import secrets as _secrets
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from functools import partial
 from time import monotonic as _monotonic
 from decimal import Decimal
 from typing import Any
@@ -64,6 +65,7 @@ from core.analytics.narrative import Narrator, build_anthropic_narrator
 import core.llm as llm_clients  # the SDK clients load when a provider is built (see core.llm)
 from core.llm import DailyBudget, LLMSelector, PriceTable
 from core.risk import DrawdownRules, RiskLimits, load_sector_map
+from core.risk import features as risk_features
 from core.vocabulary import AgentName, StateKey, state_key
 from utils.circuit_breaker import BackoffBreaker, BreakerEvent, ConsecutiveFailureBreaker
 from utils.rate_limiter import SlidingWindowRateLimiter
@@ -562,6 +564,7 @@ def build_app(
         equity_history=lambda: list(audit_agent.recent_equity),
         clock=clock.now,
         sectors=load_sector_map(),  # config/sectors.json, validated (a malformed or missing file stops start-up)
+        atr_period=risk_features.ATR_PERIOD,
         data_quality_min=settings.data_quality_min,
         drawdown=drawdown_rules(settings),
         saved_state=saved_risk[0] if saved_risk is not None else None,
@@ -603,7 +606,8 @@ def build_app(
         breaker_events=broker_events,
         reconciler=reconciler,
         positions=position_manager,
-        atr=risk_agent.atr_at,
+        # the trailing stops' ATR: the Risk agent's array, memoised once per frame in the shared cache
+        atr=partial(risk_features.atr_at, cache, period=risk_features.ATR_PERIOD),
         routine_decisions=routine_decisions,
         # the daemon writes every order before submitting it and resolves the ones in doubt (start and iterations)
         intents=repository if kind == "daemon" else None,

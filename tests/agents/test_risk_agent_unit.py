@@ -4,7 +4,7 @@ data/daily and the real risk engine."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
 import pandas as pd
@@ -13,8 +13,8 @@ import pytest
 from agents.risk_agent import RiskAgent
 from core.brokers.simulated import SimulatedBroker
 from core.data.files import read_bars_file
-from core.kernel.domain import Action, BarsBatch, Side, Signal, SymbolBars, ValidatedSignal, frozen_map
-from core.kernel.events import DataReady, SignalsReady, ValidatedReady
+from core.kernel.domain import Action, BarsBatch, Fill, Side, Signal, SymbolBars, ValidatedSignal, frozen_map
+from core.kernel.events import DataReady, ExecutedReady, SignalsReady, ValidatedReady
 from core.risk import RiskLimits, TradingState
 from tests.brokers.factories import intent
 from tests.conftest import BUNDLED_DAILY
@@ -251,3 +251,88 @@ async def test_on_validated_when_the_data_recover_after_a_trip_then_the_breaker_
     assert [a.intent.symbol for a in recovered.approvals] == ["IWM"]
     (closed,) = [e for e in recovered.breaker_events if e.get("name") == "data_quality"]
     assert closed["to_state"] == "closed"
+
+
+async def test_restore_when_the_latch_of_earlier_versions_was_tripped_then_halted_until_a_manual_reset() -> None:
+    saved = {**_saved(TradingState.ACTIVE), "equity_drawdown": {"state": "open", "reason": "equity 70% of its peak"}}
+    agent = _agent(await _broker_holding(), saved_state=saved)
+    assert agent.state is TradingState.HALTED
+    assert agent.state_reason == "halted by the equity drawdown breaker: equity 70% of its peak"
+
+    reset = RiskAgent.reset_saved(saved, reason="operator checked", equity=90_000.0, clock=lambda: AS_OF)
+    again = _agent(await _broker_holding(), saved_state=reset)
+
+    assert again.state is TradingState.ACTIVE and again.high_water_mark == 90_000.0
+    assert "equity_drawdown" not in reset
+    out = await again.on_validated(_event({"IWM": Action.BUY}))
+    assert [a.intent.symbol for a in out.approvals] == ["IWM"]
+
+
+# ------------------------------------------------------------------------------------------- trading-state record
+
+
+async def test_on_validated_when_equity_crashes_below_the_day_start_then_locked_and_recorded_once_as_a_breaker_event() -> (
+    None
+):
+    broker = await _broker_holding()
+    agent = RiskAgent(
+        broker, RiskLimits(max_correlation=1.0), equity_history=lambda: [125_000.0], clock=lambda: AS_OF
+    )  # a 20% daily loss: the crash lock
+
+    first = await agent.on_validated(_event({"IWM": Action.BUY}))
+    second = await agent.on_validated(_event({"IWM": Action.BUY}))
+
+    assert agent.state is TradingState.LOCKED
+    (row,) = [e for e in first.breaker_events if e.get("name") == "trading_state"]
+    assert (row["from_state"], row["to_state"], row["at"]) == ("active", "locked", AS_OF)
+    assert row["reason"] == agent.state_reason
+    assert row["details"]["event"] == "lock" and row["details"]["session"] == DAY.isoformat()
+    assert row["details"]["equity"] == float(EQUITY)
+    assert [d.rule for d in first.denials] == ["state"]
+    assert [e for e in second.breaker_events if e.get("name") == "trading_state"] == []  # no change, no row
+
+
+async def test_on_validated_with_the_limits_off_when_equity_crashes_then_no_trading_state_is_kept_or_recorded() -> None:
+    agent = RiskAgent(
+        await _broker_holding(),
+        RiskLimits(),
+        equity_history=lambda: [125_000.0],
+        clock=lambda: AS_OF,
+        enforce_limits=False,
+        sizing="fixed-qty:7",
+    )
+
+    out = await agent.on_validated(_event({"IWM": Action.BUY}))
+
+    assert agent.state is TradingState.ACTIVE
+    assert [e for e in out.breaker_events if e.get("name") == "trading_state"] == []
+    (approval,) = out.approvals
+    assert approval.intent.quantity == 7 and approval.reason == "limits off"
+
+
+def test_sizing_when_not_a_known_mode_then_the_agent_refuses_to_start() -> None:
+    with pytest.raises(ValueError, match="sizing must be"):
+        _agent(SimulatedBroker(EQUITY, started_at=AS_OF), sizing="kelly")
+
+
+# ------------------------------------------------------------------------------------------------- on_executed
+
+
+async def test_on_executed_when_a_trade_closes_then_its_return_feeds_the_next_iterations_kelly_estimate() -> None:
+    agent = _agent(await _broker_holding(), RiskLimits(max_correlation=1.0, kelly_fraction=0.5, kelly_min_trades=2))
+    t = datetime(2021, 3, 1, 21, tzinfo=UTC)
+    fills = [
+        Fill("f1", "o1", "SPY", Side.BUY, 10, Decimal("100"), Decimal("1"), t),
+        Fill("f2", "o1", "SPY", Side.SELL, 10, Decimal("110"), Decimal("1"), t + timedelta(days=1)),
+        Fill("f3", "o2", "IBM", Side.BUY, 10, Decimal("100"), Decimal("0"), t + timedelta(days=2)),
+        Fill("f4", "o2", "IBM", Side.SELL, 10, Decimal("95"), Decimal("0"), t + timedelta(days=3)),
+    ]
+    before = await agent.on_validated(_event({"IWM": Action.BUY}))
+
+    agent.on_executed(ExecutedReady(iteration_id="it-0", as_of=AS_OF, fills=fills))
+    after = await agent.on_validated(_event({"IWM": Action.BUY}))
+
+    assert agent.realized.returns == [pytest.approx(98 / 1000), pytest.approx(-0.05)]  # net of commissions
+    assert before.approvals[0].checks["kelly"]["status"] == "not_applicable"  # no closed trade yet
+    assert after.approvals[0].checks["kelly"]["status"] != "not_applicable"
+    assert after.approvals[0].checks["kelly"]["trades"] == 2
