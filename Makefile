@@ -1,6 +1,7 @@
 # make demo : create .venv if needed, install the runtime dependencies, replay two years of bundled bars (offline)
 # make test : create .venv if needed, install with the dev extras, run the test suite
 # make lint : ruff's lint and format checks (what .ci/run runs before the tests)
+# make typecheck : mypy over the packages, scripts/ and main.py ([tool.mypy] in pyproject.toml)
 # make test-fast : the tests not marked slow (no crash loops, no service install)
 # make dashboard : the read-only monitoring dashboard on http://127.0.0.1:8501/ (DASHBOARD_ARGS="--db URL --port N")
 # Every step says what it does; pip's output is condensed to one progress line (the full log: .venv/pip.log).
@@ -10,7 +11,7 @@ STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 SHELL := /bin/bash
 
-.PHONY: demo test test-fast lint setup setup-dev bench dashboard clean-venv
+.PHONY: demo test test-fast lint typecheck setup setup-dev bench dashboard clean-venv
 
 # pip install "$(1)" with one self-updating progress line (on a terminal; a line per package otherwise); on failure
 # the end of the log.
@@ -70,6 +71,10 @@ lint: setup-dev
 	@echo "==> Lint: $(PY) -m ruff check . && $(PY) -m ruff format --check ."
 	@$(PY) -m ruff check .
 	@$(PY) -m ruff format --check .
+
+typecheck: setup-dev
+	@echo "==> Type check: $(PY) -m mypy (the files and options of [tool.mypy] in pyproject.toml)"
+	@$(PY) -m mypy
 
 dashboard: setup
 	$(PY) main.py dashboard $(DASHBOARD_ARGS)

@@ -622,6 +622,7 @@ def _status(settings: Settings, at_text: str | None, as_json: bool) -> int:
 
 async def _alpaca_clock(settings: Settings) -> dict[str, object]:
     """Alpaca's own clock (GET /v2/clock) beside the exchange calendar, when keys are configured."""
+    from core.brokers.alpaca import AlpacaBroker
     from core.runtime.app import build_broker
     from utils.rate_limiter import SlidingWindowRateLimiter
 
@@ -630,12 +631,13 @@ async def _alpaca_clock(settings: Settings) -> dict[str, object]:
         LiveClock(),
         SlidingWindowRateLimiter(settings.alpaca_rate_limit_per_minute, 60.0),
     )
+    assert isinstance(broker, AlpacaBroker)  # BROKER=alpaca
     try:
-        clock = await broker.market_clock()  # type: ignore[attr-defined]
+        clock = await broker.market_clock()
     except BrokerError as exc:
         return {"error": str(exc)}
     finally:
-        broker.close()  # type: ignore[attr-defined]
+        broker.close()
     return {
         "is_open": clock.is_open,
         "next_open": clock.next_open.isoformat(),

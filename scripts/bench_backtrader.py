@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.backtest.reference import ReferenceTrade, reference_ma_crossover  # noqa: E402
 from core.data.files import normalise_bars  # noqa: E402
+from core.kernel.domain import datetime_index  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_DAILY = REPO_ROOT / "data" / "daily"
@@ -142,7 +143,7 @@ def run_backtrader(
     cerebro.broker.set_coc(False)  # cheat-on-close off: market orders fill at the next bar's open (the default)
     for symbol in sorted(bars_by_symbol):
         frame = bars_by_symbol[symbol].copy()
-        frame.index = frame.index.tz_convert(UTC).tz_localize(None)  # backtrader expects naive datetimes
+        frame.index = datetime_index(frame).tz_convert(UTC).tz_localize(None)  # backtrader expects naive datetimes
         feed = bt.feeds.PandasData(
             dataname=frame, open="open", high="high", low="low", close="close", volume="volume", openinterest=None
         )

@@ -18,8 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from config.settings import BUNDLED_DATA_DIR, Settings  # noqa: E402
+from config.settings import BUNDLED_DATA_DIR, BusMode, Settings  # noqa: E402
 from core.kernel.calendar import MarketCalendar  # noqa: E402
+from core.kernel.domain import datetime_index  # noqa: E402
 from core.runtime.app import build_app, build_provider, replay_sessions, simulated_clock_for  # noqa: E402
 from core.runtime.orchestrator import run_replay  # noqa: E402
 from utils.logging import configure_logging  # noqa: E402
@@ -29,7 +30,7 @@ async def _bench(mode: str, start: date, end: date, workdir: Path) -> None:
     settings = Settings(  # type: ignore[call-arg]
         _env_file=None,
         database_url=f"sqlite:///{workdir / f'bench-{mode}.db'}",
-        bus_mode=mode,
+        bus_mode=BusMode(mode),
         data_dir=BUNDLED_DATA_DIR,
         log_dir=workdir,
     )
@@ -43,7 +44,8 @@ async def _bench(mode: str, start: date, end: date, workdir: Path) -> None:
     elapsed = time.perf_counter() - t0
     app.close()
     frames = provider.history(settings.symbols, end=sessions[-1]).frames
-    bars = sum(int(((f.index.date >= start) & (f.index.date <= end)).sum()) for f in frames.values())
+    days = [datetime_index(f).date for f in frames.values()]
+    bars = sum(int(((d >= start) & (d <= end)).sum()) for d in days)
     ok = sum(1 for o in outcomes if o.status == "ok")
     print(
         f"{mode:>5} bus: {len(outcomes)} iterations ({ok} ok), {bars} symbol-days in {elapsed:.2f}s "

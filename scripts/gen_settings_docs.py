@@ -173,11 +173,14 @@ def readme_table() -> str:
     rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
     for _, names in GROUPS:
         for name in names:
+            description = Settings.model_fields[name].description
+            if description is None:
+                raise SystemExit(f"setting {name} has no description: every setting needs one for the README")
             default = default_text(name).replace("|", "\\|")
             rows.append(
-                f"| `{name.upper()}` | `{default}` | {Settings.model_fields[name].description.replace('|', '/')} |"
+                f"| `{name.upper()}` | `{default}` | {description.replace('|', '/')} |"
                 if default
-                else f"| `{name.upper()}` | | {Settings.model_fields[name].description} |"
+                else f"| `{name.upper()}` | | {description} |"
             )
     return "\n".join(rows)
 

@@ -247,7 +247,7 @@ class BarStrategy(Strategy):
                 aim = np.asarray(evaluation.target, dtype=np.float64)[rows]
                 target[rows] = np.where(usable & np.isfinite(aim), aim, np.nan)
 
-        columns = [action, strength, stop, target]
+        columns: list[np.ndarray] = [action, strength, stop, target]
         for name in self.indicator_names:
             values = np.asarray(evaluation.indicators[name], dtype=np.float64)
             if values.shape != (n,):

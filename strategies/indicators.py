@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
+from numpy.typing import ArrayLike
 
 FloatArray = np.ndarray
 
 
-def _as_float(x: FloatArray) -> FloatArray:
+def _as_float(x: ArrayLike) -> FloatArray:
     return np.asarray(x, dtype=np.float64)
 
 

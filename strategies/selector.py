@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from types import MappingProxyType
-from typing import Final
+from typing import Final, Protocol
 from collections.abc import Mapping
 
 from strategies.base import Strategy
@@ -44,7 +44,30 @@ REGIME_PREFERENCES: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
 )
 
 
+class StrategySelector(Protocol):
+    """Chooses one registered strategy per symbol: :class:`DeterministicSelector`, :class:`FixedSelector` and the
+    backtest's ``RecordedSelector``. The Strategy agent hands ``context=None`` to a selector whose ``needs_context`` is
+    false (it does not compute the market context for it); a selector that needs it raises ``ValueError`` on None."""
+
+    @property
+    def needs_context(self) -> bool: ...
+
+    def choose(
+        self,
+        context: MarketContext | None,
+        available_history: int,
+        *,
+        benchmark_available: bool = False,
+        universe_available: bool = False,
+    ) -> tuple[str, str]:
+        """``(strategy_name, reason)``: a name of the registry, and why, for a symbol with ``available_history`` bars
+        visible at the decision time."""
+        ...
+
+
 class DeterministicSelector:
+    needs_context = True  # the choice follows the market context's regime
+
     def __init__(self, registry: Mapping[str, Strategy], *, breakout_volume_ratio: float = 1.2) -> None:
         if not registry:
             raise ValueError("DeterministicSelector needs a non-empty strategy registry")
@@ -72,13 +95,15 @@ class DeterministicSelector:
 
     def choose(
         self,
-        context: MarketContext,
+        context: MarketContext | None,
         available_history: int,
         *,
         benchmark_available: bool = False,
         universe_available: bool = False,
     ) -> tuple[str, str]:
         """``(strategy_name, reason)`` for a symbol with ``available_history`` bars visible at the decision time."""
+        if context is None:
+            raise ValueError("DeterministicSelector chooses from the market context; got None")
         if isinstance(available_history, bool) or int(available_history) != available_history or available_history < 0:
             raise ValueError(f"available_history must be a non-negative integer, got {available_history!r}")
         registry = self._registry

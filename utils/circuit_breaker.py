@@ -167,7 +167,7 @@ class _Breaker:
         if snapshot.get("name") != self.name:
             raise ValueError(f"snapshot belongs to breaker {snapshot.get('name')!r}, not {self.name!r}")
         try:
-            state = BreakerState(snapshot.get("state"))
+            state = BreakerState(snapshot.get("state", ""))  # a missing state is as invalid as an unknown one
         except ValueError:
             raise ValueError(f"snapshot state {snapshot.get('state')!r} is not a breaker state") from None
         if state not in self._states:

@@ -26,12 +26,15 @@ def install_stop_handlers(stop: asyncio.Event, what: str = "the current iteratio
     """SIGINT/SIGTERM set ``stop`` (the loop finishes ``what`` and returns). Returns the signals installed; where the
     platform or thread cannot take handlers, none are installed and the default behaviour stays."""
     loop = asyncio.get_running_loop()
+
+    def finish(received: signal.Signals) -> None:
+        logger.warning("{} received: finishing {}", received.name, what)
+        stop.set()
+
     installed = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
-            loop.add_signal_handler(
-                sig, lambda s=sig: (logger.warning("{} received: finishing {}", s.name, what), stop.set())
-            )
+            loop.add_signal_handler(sig, finish, sig)
         except (NotImplementedError, RuntimeError):  # not the main thread, or no signal support: keep the default
             continue
         installed.append(sig)

@@ -223,7 +223,7 @@ class TimeoutAdapter(HTTPAdapter):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(timeout={self._timeout}, limiter={self._limiter!r})"
 
-    def send(  # type: ignore[override]
+    def send(
         self,
         request: requests.PreparedRequest,
         stream: bool = False,

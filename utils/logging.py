@@ -10,10 +10,13 @@ from __future__ import annotations
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 from collections.abc import Iterable
 
 from loguru import logger
+
+if TYPE_CHECKING:
+    from loguru import Record
 
 FORMAT = "{time:YYYY-MM-DD HH:mm:ss.SSS!UTC}Z | {level: <7} | it={extra[iteration]} | {name}:{line} | {message}"
 REDACTED = "***REDACTED***"
@@ -31,7 +34,7 @@ class Redactor:
                 text = text.replace(secret, REDACTED)
         return text
 
-    def __call__(self, record: dict[str, Any]) -> None:
+    def __call__(self, record: Record) -> None:
         record["message"] = self.redact(record["message"])
         exception = record["exception"]
         if exception is not None:
@@ -40,7 +43,7 @@ class Redactor:
             record["exception"] = None
 
 
-def _format(record: dict[str, Any]) -> str:
+def _format(record: Record) -> str:
     text = FORMAT
     if record["extra"].get("traceback"):
         text += "\n{extra[traceback]}"
@@ -59,7 +62,7 @@ def configure_logging(
 ) -> Redactor:
     redactor = Redactor(secrets)
     logger.remove()
-    logger.configure(extra={"iteration": "-"}, patcher=redactor)  # type: ignore[arg-type]
+    logger.configure(extra={"iteration": "-"}, patcher=redactor)
     if console:
         logger.add(sys.stderr, level=level, format=_format, backtrace=False, diagnose=False)
     if log_dir is not None:

@@ -75,7 +75,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import pandas as pd
 
-from core.kernel.domain import ensure_utc
+from core.kernel.domain import datetime_index, ensure_utc
 
 TRADING_DAYS_PER_YEAR = 252
 DAYS_PER_YEAR = 365.25
@@ -279,7 +279,7 @@ def drawdown_episodes(equity: pd.Series) -> list[DrawdownEpisode]:
     """Every drawdown episode in time order (see the module docstring for start/end and the unrecovered case)."""
     values = _validate_equity(equity)
     arr = values.to_numpy(dtype=float)
-    index = values.index
+    index = datetime_index(values)
     episodes: list[DrawdownEpisode] = []
     peak_value = -math.inf
     peak_pos = 0
@@ -323,7 +323,8 @@ def monthly_returns(equity: pd.Series) -> pd.DataFrame:
     columns = pd.Index(range(1, 13), name="month")
     if len(values) == 0:
         return pd.DataFrame(columns=columns, index=pd.Index([], name="year", dtype=int), dtype=float)
-    month_end = values.groupby([values.index.year, values.index.month]).last()
+    index = datetime_index(values)
+    month_end = values.groupby([index.year, index.month]).last()
     base = month_end.shift(1)
     base.iloc[0] = values.iloc[0]
     returns = month_end / base - 1.0
@@ -334,7 +335,7 @@ def monthly_returns(equity: pd.Series) -> pd.DataFrame:
 
 
 def _daily_returns(values: pd.Series) -> np.ndarray:
-    days = values.index.normalize()
+    days = datetime_index(values).normalize()
     daily_last = values.groupby(days).last()
     return _period_returns(daily_last)
 

@@ -28,12 +28,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, NotRequired, Required, TypedDict
+from typing import Any, NotRequired, Required, TypedDict, overload
 
 import numpy as np
 import pandas as pd
 
 from core.analytics.metrics import drawdown_series, monthly_returns
+from core.kernel.domain import datetime_index
 
 
 class ReportData(TypedDict, total=False):
@@ -271,6 +272,10 @@ def _reduce(x: np.ndarray, y: np.ndarray, max_points: int) -> tuple[np.ndarray, 
     return x[index], y[index]
 
 
+@overload
+def _ns(stamps: pd.Timestamp) -> int: ...
+@overload
+def _ns(stamps: pd.DatetimeIndex) -> np.ndarray: ...
 def _ns(stamps: pd.DatetimeIndex | pd.Timestamp) -> np.ndarray | int:
     """Nanoseconds since the epoch, whatever the unit the index or timestamp is stored in (pandas 3 keeps
     ``s``/``ms``/``us``/``ns`` units as given; ``asi8`` and ``_value`` count in that unit)."""
@@ -335,9 +340,17 @@ def line_chart(
     left, right, top, bottom = max(48, 14 + 7 * max(map(len, tick_labels), default=0)), 16, 28, 30
     plot_w, plot_h = width - left - right, height - top - bottom
 
+    @overload
+    def sx(ns: float) -> float: ...
+    @overload
+    def sx(ns: np.ndarray) -> np.ndarray: ...
     def sx(ns: np.ndarray | float) -> np.ndarray | float:
         return left + (np.asarray(ns, dtype=float) - x0) / (x1 - x0) * plot_w
 
+    @overload
+    def sy(v: float) -> float: ...
+    @overload
+    def sy(v: np.ndarray) -> np.ndarray: ...
     def sy(v: np.ndarray | float) -> np.ndarray | float:
         return top + (y_high - np.asarray(v, dtype=float)) / (y_high - y_low) * plot_h
 
@@ -352,11 +365,11 @@ def line_chart(
         parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e5e7eb"/>')
         parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{_e(text)}</text>')
     ticks_x, tick_format = _time_ticks(start, end)
-    for tick in ticks_x:
-        x = float(sx(_ns(tick)))
+    for instant in ticks_x:
+        x = float(sx(_ns(instant)))
         parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + plot_h}" stroke="#f0f0f0"/>')
         parts.append(
-            f'<text class="x-tick" x="{x:.1f}" y="{height - 10}" text-anchor="middle">{_e(tick.strftime(tick_format))}</text>'
+            f'<text class="x-tick" x="{x:.1f}" y="{height - 10}" text-anchor="middle">{_e(instant.strftime(tick_format))}</text>'
         )
     legend: list[tuple[str, str]] = []  # (swatch element, label)
     for band in bands:
@@ -372,7 +385,7 @@ def line_chart(
         if (swatch, band.label) not in legend:
             legend.append((swatch, band.label))
     for position, (label, series, colour) in enumerate(lines):
-        xs, ys = _reduce(_ns(series.index).astype(float), series.to_numpy(dtype=float), _MAX_CHART_POINTS)
+        xs, ys = _reduce(_ns(datetime_index(series)).astype(float), series.to_numpy(dtype=float), _MAX_CHART_POINTS)
         px, py = sx(xs), sy(ys)
         points = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(px, py, strict=True))
         if area and position == 0:
@@ -505,7 +518,7 @@ def _equity_section(
         if len(rebased):
             lines.append((_growth_label("buy & hold benchmark", rebased), rebased, "#9ca3af"))
             note = '<p class="note">The benchmark is rebased to the strategy\'s first equity value.</p>'
-    bands = _episode_bands(equity.index, episodes) if episodes else []
+    bands = _episode_bands(datetime_index(equity), episodes) if episodes else []
     chart = line_chart(lines, title="Equity curve", bands=bands)
     if episodes is not None:
         note += _episodes_table(episodes, sessions_locked, sessions_halted)

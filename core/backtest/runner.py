@@ -112,9 +112,10 @@ from core.runtime.orchestrator import IterationOutcome, run_replay
 from core.persistence.models import DecisionRow, EquitySnapshotRow, Iteration, ShadowSignalRow
 from core.risk import TRADING_STATE_EVENT, TradingState, trading_episodes
 from core.kernel.calendar import EASTERN
+from core.kernel.domain import datetime_index
 from core.analytics.reporting import RoundTrip, rebuild_round_trips
 from core.vocabulary import DENIED_PREFIX, AgentName
-from strategies.selector import FixedSelector
+from strategies.selector import FixedSelector, StrategySelector
 from utils.jsonable import jsonable
 
 __all__ = [
@@ -186,7 +187,7 @@ def choose_calendar(frames: Mapping[str, pd.DataFrame], nyse: MarketCalendar) ->
     sessions = nyse.session_days
     total = off = 0
     for frame in frames.values():
-        days = day_numbers(frame.index)
+        days = day_numbers(datetime_index(frame))
         days = days[(days >= sessions[0]) & (days <= sessions[-1])]
         total += len(days)
         off += int(np.count_nonzero(~np.isin(days, sessions)))
@@ -215,7 +216,7 @@ def _bars_in_range(frames: Mapping[str, pd.DataFrame], start: date, end: date) -
     )
 
 
-def _selector(settings: Settings, config: BacktestConfig, registry: Mapping[str, Any]) -> Any:
+def _selector(settings: Settings, config: BacktestConfig, registry: Mapping[str, Any]) -> StrategySelector | None:
     if config.strategy is not None:
         try:
             return FixedSelector(registry, config.strategy, origin="backtest --strategy")
@@ -377,7 +378,11 @@ def shadow_ledgers(rows: Sequence[tuple[datetime, str, str, float, Mapping[str, 
 
     out = [{"ledger": "selector", **ledger(codes_for(lambda i: selected[i]))}]
     for name in sorted({name for s in signals for name in s}):
-        out.append({"ledger": name, **ledger(codes_for(lambda i, name=name: name))})
+
+        def fixed(i: int, name: str = name) -> str:
+            return name
+
+        out.append({"ledger": name, **ledger(codes_for(fixed))})
     return out
 
 
@@ -412,7 +417,7 @@ def _robustness(equity: pd.Series, closed: Sequence[ClosedTrade], initial: float
     else:
         notes.append("daily bootstrap skipped: fewer than two daily returns")
     train, test = config.walk_forward
-    windows = walk_forward(equity.index, train=train, test=test)
+    windows = walk_forward(datetime_index(equity), train=train, test=test)
     results = walk_forward_evaluate(equity, windows, trades=closed) if windows else []
     summary = summarize_walk_forward(results) if results else None
     if not windows:

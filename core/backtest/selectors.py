@@ -26,6 +26,8 @@ class RecordedSelector:
     deterministic selector, and the reason says so.
     """
 
+    needs_context = True  # the recorded choices are keyed by the context's symbol and date
+
     def __init__(self, run_id: str, choices: Mapping[tuple[str, date], str], fallback: DeterministicSelector) -> None:
         self.run_id = run_id
         self._choices = dict(choices)
@@ -57,6 +59,8 @@ class RecordedSelector:
         choices: dict[tuple[str, date], str] = {}
         from_selector: dict[tuple[str, date], str] = {}
         for as_of, symbol, agent, strategy in rows:
+            if strategy is None:  # excluded by the query; narrows the column's type
+                continue
             key = (symbol, as_of.astimezone(UTC).date())
             (choices if agent == AgentName.STRATEGY else from_selector)[key] = strategy
         for key, strategy in from_selector.items():
@@ -70,12 +74,14 @@ class RecordedSelector:
 
     def choose(
         self,
-        context: MarketContext,
+        context: MarketContext | None,
         available_history: int,
         *,
         benchmark_available: bool = False,
         universe_available: bool = False,
     ) -> tuple[str, str]:
+        if context is None:
+            raise ValueError("RecordedSelector looks the choice up by the market context's symbol and date; got None")
         day = context.as_of.date() if context.as_of is not None else None
         name = self._choices.get((context.symbol, day)) if day is not None else None
         if name is not None:

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Protocol, runtime_checkable
-from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+from collections.abc import Iterable, Mapping, Sequence
 
 from core.kernel.domain import EXACT, BarsBatch, EquitySnapshot, Fill, Order, OrderIntent, Position, to_money
 from core.errors import ConfigurationError, ExternalError, TemporaryError
@@ -93,3 +93,25 @@ class Broker(Protocol):
     async def replace_stop(self, client_order_id: str, new_stop: float | Decimal, now: datetime) -> Order:
         """Move a working protective stop in place (one modify, never cancel + resubmit)."""
         ...
+
+
+@runtime_checkable
+class PersistentBroker(Broker, Protocol):
+    """A broker whose account lives in the process (the simulated broker): the runtime persists :meth:`snapshot` with
+    every iteration and hands it back to :meth:`restore` at start-up, so the account survives a restart."""
+
+    def snapshot(self, history: int | None = None) -> dict[str, Any]:
+        """The whole state as JSON-compatible data; ``history=N`` bounds the finished orders and reported fills kept."""
+        ...
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Replace the state with a :meth:`snapshot`; ``ValueError`` when it is not one."""
+        ...
+
+
+@runtime_checkable
+class ResumableBroker(Broker, Protocol):
+    """A broker whose account lives at the broker (Alpaca): at start-up the runtime tells a fresh instance what the
+    ledger already holds, so fills already recorded are not reported again."""
+
+    def resume(self, orders: Iterable[Order] = (), fills: Iterable[Fill] = ()) -> None: ...

@@ -19,6 +19,7 @@ import argparse
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # streamlit puts only this file's directory on the path
@@ -36,6 +37,9 @@ from core.dashboard import formatting as fmt  # noqa: E402
 from core.dashboard import queries as q  # noqa: E402
 from core.dashboard.readonly import DatabaseUnavailable, open_readonly  # noqa: E402
 from core.persistence.db import _first_line, safe_url  # noqa: E402
+
+if TYPE_CHECKING:
+    from streamlit.elements.lib.column_types import ColumnConfig
 
 REFRESH_CHOICES = (0, 5, 10, 30, 60, 300)  # seconds; 0 = off
 DEFAULT_REFRESH = 30
@@ -70,7 +74,7 @@ _NUMERIC = frozenset({
 })  # fmt: skip
 
 
-def _cols(spec: dict[str, tuple[str, int] | tuple[str, int, str]]) -> dict[str, object]:
+def _cols(spec: dict[str, tuple[str, int] | tuple[str, int, str]]) -> dict[str, ColumnConfig]:
     """``column -> (label, width in px[, help])`` as Streamlit text-column configs (every value is preformatted
     text; numbers are right-aligned). The widths are chosen so that each table fits the 940 px main area of a
     1400 px window beside the sidebar."""
@@ -78,7 +82,7 @@ def _cols(spec: dict[str, tuple[str, int] | tuple[str, int, str]]) -> dict[str, 
         name: st.column_config.TextColumn(
             entry[0],
             width=entry[1],
-            help=entry[2] if len(entry) > 2 else None,  # type: ignore[misc]
+            help=entry[2] if len(entry) > 2 else None,
             alignment="right" if name in _NUMERIC else None,
         )
         for name, entry in spec.items()

@@ -31,7 +31,7 @@ def _missing(value: Any) -> bool:
 
 
 def money(value: Decimal | float | int | None) -> str:
-    if _missing(value):
+    if value is None or _missing(value):
         return DASH
     amount = value if isinstance(value, Decimal) else Decimal(repr(float(value)))
     return f"{amount.quantize(_CENT, rounding=ROUND_HALF_EVEN):,.2f}"
@@ -39,21 +39,21 @@ def money(value: Decimal | float | int | None) -> str:
 
 def price(value: Decimal | float | None) -> str:
     """Prices keep up to four decimals (the precision orders are priced at)."""
-    if _missing(value):
+    if value is None or _missing(value):
         return DASH
     amount = value if isinstance(value, Decimal) else Decimal(repr(float(value)))
     return f"{amount.quantize(Decimal('0.0001'), rounding=ROUND_HALF_EVEN):,.4f}"
 
 
 def quantity(value: Decimal | float | int | None) -> str:
-    if _missing(value):
+    if value is None or _missing(value):
         return DASH
     amount = value if isinstance(value, Decimal) else Decimal(repr(float(value)))
     return f"{amount.normalize():,f}" if amount != amount.to_integral() else f"{int(amount):,}"
 
 
 def pct(value: float | None, signed: bool = False) -> str:
-    if _missing(value):
+    if value is None or _missing(value):
         return DASH
     return f"{value * 100:+.2f}%" if signed else f"{value * 100:.2f}%"
 

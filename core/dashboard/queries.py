@@ -189,7 +189,7 @@ def equity_curve(session: Session, run_id: str, benchmark_symbol: str | None = N
     by_time: dict[datetime, EquitySnapshotRow] = {}
     for s in snapshots:
         by_time[s.at] = s  # the last one recorded wins
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "at": s.at,
             "iteration_id": s.iteration_id,
@@ -258,7 +258,7 @@ def open_positions(session: Session, run_id: str) -> Positions:
     Unrealised P&L = (mark - average price) x quantity, the mark being the position's ``last_price`` (the close the
     run last saw), else ``market_value / quantity``."""
     _get_run(session, run_id)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for p in session.scalars(select(PositionRow).where(PositionRow.run_id == run_id).order_by(PositionRow.symbol)):
         if p.quantity == 0:
             continue

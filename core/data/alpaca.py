@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, date, datetime, time as dtime, timedelta
-from typing import Protocol
+from typing import Any, NamedTuple, Protocol
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
@@ -95,9 +95,9 @@ def normalise_alpaca_bars(raw_bars: Sequence[Mapping[str, object]], source: str)
         raise DataError(f"{source}: no bars")
     count = len(raw_bars)
     try:
-        stamps = [bar["t"] for bar in raw_bars]  # type: ignore[index]
+        stamps: list[Any] = [bar["t"] for bar in raw_bars]  # wire values: to_datetime checks them
         values = {
-            name: np.fromiter((bar[key] for bar in raw_bars), dtype=np.float64, count=count)  # type: ignore[index]
+            name: np.fromiter((bar[key] for bar in raw_bars), dtype=np.float64, count=count)
             for key, name in _WIRE_FIELDS.items()
             if key != "t"
         }
@@ -116,6 +116,16 @@ def normalise_alpaca_bars(raw_bars: Sequence[Mapping[str, object]], source: str)
     if frame.index.has_duplicates:
         frame = frame[~frame.index.duplicated(keep="last")]
     return frame
+
+
+class _Response(NamedTuple):
+    """The outcome of one alpaca-py data request: the JSON body (``raw``, symbol -> bars or quote), or the reason it
+    failed (``failure``) and whether it may succeed later (``transient``: 429, 5xx, 408, timeout, connection error or
+    the iteration's deadline)."""
+
+    raw: dict[str, Any] | None
+    failure: str | None = None
+    transient: bool = False
 
 
 class AlpacaBarProvider(SessionOwner):
@@ -351,41 +361,40 @@ class AlpacaBarProvider(SessionOwner):
                 self._requested_from[symbol] = first if previous is None else min(previous, first)
             frames[symbol] = frame
 
-    def _get_bars(self, request: StockBarsRequest) -> tuple[dict[str, list] | None, str | None, bool]:
+    def _get_bars(self, request: StockBarsRequest) -> _Response:
         """Run the request; return ``(raw_bars, None, False)`` or ``(None, reason, transient)`` for an HTTP-level
         failure (``transient``: 429, 5xx, 408, timeout, connection error or the deadline)."""
         return self._call(self._client.get_stock_bars, request, "bars")
 
-    def _call(
-        self, method: Callable[[object], object], request: object, what: str
-    ) -> tuple[dict | None, str | None, bool]:
-        """Run one alpaca-py data request; ``(raw, None, False)`` or ``(None, reason, transient)`` for an HTTP-level
-        failure."""
+    def _call[R](self, method: Callable[[R], object], request: R, what: str) -> _Response:
+        """Run one alpaca-py data request: its body, or the reason of an HTTP-level failure."""
         try:
             raw = method(request)
         except DeadlineExceeded as exc:
-            return None, f"{self.name}: {self._redact(str(exc))[:_MAX_REASON_DETAIL]}", True
+            return _Response(None, f"{self.name}: {self._redact(str(exc))[:_MAX_REASON_DETAIL]}", True)
         except requests.Timeout:
-            return None, f"{self.name}: request timed out (timeout {self._timeout_s:g}s)", True
+            return _Response(None, f"{self.name}: request timed out (timeout {self._timeout_s:g}s)", True)
         except InvalidResponseBody as exc:
-            return None, f"{self.name}: {self._redact(str(exc))}", False
+            return _Response(None, f"{self.name}: {self._redact(str(exc))}", False)
         except requests.ConnectionError as exc:
-            return None, f"{self.name}: connection failed ({type(exc).__name__})", True
+            return _Response(None, f"{self.name}: connection failed ({type(exc).__name__})", True)
         except requests.RequestException as exc:
-            return None, f"{self.name}: HTTP transport error ({type(exc).__name__})", True
+            return _Response(None, f"{self.name}: HTTP transport error ({type(exc).__name__})", True)
         except APIError as exc:
             status = exc.status_code
-            return None, self._describe_api_error(exc), status is None or status in (408, 429) or status >= 500
+            return _Response(
+                None, self._describe_api_error(exc), status is None or status in (408, 429) or status >= 500
+            )
         except ValueError as exc:
             # alpaca-py's own check of a 2xx body's shape ("does not match any known keys").
-            return (
+            return _Response(
                 None,
                 f"{self.name}: unexpected response shape ({self._redact(str(exc))[:_MAX_REASON_DETAIL]})",
                 False,
             )
         if not isinstance(raw, dict):
-            return None, f"{self.name}: unexpected response shape ({what} are {type(raw).__name__})", False
-        return raw, None, False
+            return _Response(None, f"{self.name}: unexpected response shape ({what} are {type(raw).__name__})", False)
+        return _Response(raw)
 
     def _describe_api_error(self, exc: APIError) -> str:
         status = exc.status_code

@@ -10,10 +10,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol, TypedDict
 from collections.abc import Mapping, Sequence
 
 from core.kernel.domain import ensure_utc, frozen_map
+
+
+class QuoteRecord(TypedDict):
+    """A quote as recorded in a decision's details (JSON-compatible): bid, ask and the ISO 8601 time."""
+
+    bid: float
+    ask: float
+    at: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +55,7 @@ class Quote:
         mid = (self.ask + self.bid) / 2.0
         return (self.ask - self.bid) / mid
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> QuoteRecord:
         return {"bid": self.bid, "ask": self.ask, "at": self.at.isoformat()}
 
 

@@ -88,7 +88,7 @@ class EventBus:
         handler: Callable[[E], HandlerResult | Awaitable[HandlerResult]],
         name: str | None = None,
     ) -> None:
-        label = name or getattr(handler, "__qualname__", repr(handler))
+        label = name or str(getattr(handler, "__qualname__", repr(handler)))
         self._subscriptions[event_type].append(_Subscription(event_type, handler, label))
 
     def subscribers(self, event_type: type[Event]) -> list[str]:
@@ -97,7 +97,7 @@ class EventBus:
     def _handlers_for(self, event_type: type[Event]) -> list[_Subscription]:
         found: list[_Subscription] = []
         for klass in event_type.__mro__:
-            found.extend(self._subscriptions.get(klass, ()))  # type: ignore[arg-type]
+            found.extend(self._subscriptions.get(klass, ()))
         return found
 
     async def publish(self, event: Event, report: PublishReport | None = None) -> PublishReport:

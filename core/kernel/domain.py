@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 from collections.abc import Mapping
 
 import numpy as np
@@ -141,16 +141,18 @@ class SymbolBars:
     last_close: float = field(init=False)
 
     def __post_init__(self) -> None:
-        if self.arrays is None:
-            object.__setattr__(self, "arrays", bar_arrays(self.frame))
-        object.__setattr__(self, "last_close", float(self.arrays["close"][self.end - 1]))  # type: ignore[index]
+        arrays = self.arrays
+        if arrays is None:
+            arrays = bar_arrays(self.frame)
+            object.__setattr__(self, "arrays", arrays)
+        object.__setattr__(self, "last_close", float(arrays["close"][self.end - 1]))
 
     def visible(self) -> pd.DataFrame:
         return self.frame.iloc[: self.end]
 
     @property
     def last_timestamp(self) -> pd.Timestamp:
-        return timestamp_at(self.frame.index, self.end - 1)
+        return timestamp_at(datetime_index(self.frame), self.end - 1)
 
 
 def bar_arrays(frame: pd.DataFrame) -> Mapping[str, np.ndarray]:
@@ -405,6 +407,12 @@ def stamp_of(value: int, unit: str, tz: Any) -> pd.Timestamp:
     """The Timestamp of one ``index.asi8`` value of an index with ``index.unit`` and ``index.tz`` (memoised), for
     callers that keep those three per frame instead of asking pandas for them on every read."""
     return _index_stamp(value, unit, tz)
+
+
+def datetime_index(data: pd.DataFrame | pd.Series) -> pd.DatetimeIndex:
+    """``data.index`` as the type checker should see it: bar frames and equity lines are indexed by time (checked
+    where they are built: the providers' normalisation, the simulated broker's sync); pandas' types only know ``Index``."""
+    return cast(pd.DatetimeIndex, data.index)
 
 
 def timestamp_at(index: pd.DatetimeIndex, i: int) -> pd.Timestamp:

@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 from collections.abc import Iterable, Mapping, Sequence
 
-from sqlalchemy import Engine, bindparam, event, select, update
+from sqlalchemy import CursorResult, Engine, Table, bindparam, event, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
@@ -29,6 +29,7 @@ from core.kernel.domain import (
     to_price,
 )
 from core.persistence.models import (
+    Base,
     AuditReportRow,
     BreakerEventRow,
     DaemonStateRow,
@@ -47,19 +48,24 @@ from core.persistence.models import (
 from utils.jsonable import jsonable
 
 
-_ITERATIONS = Iteration.__table__
-_DECISIONS = DecisionRow.__table__
-_FILLS = FillRow.__table__
-_POSITIONS = PositionRow.__table__
-_EQUITY = EquitySnapshotRow.__table__
-_REPORTS = AuditReportRow.__table__
-_LLM_CALLS = LLMCallRow.__table__
-_SHADOW = ShadowSignalRow.__table__
-_BREAKERS = BreakerEventRow.__table__
-_STATE = DaemonStateRow.__table__
-_ORDERS = OrderRow.__table__
+def _table(model: type[Base]) -> Table:
+    """The model's table: ``__table__`` is typed as any FROM clause, the metadata holds the very ``Table``."""
+    return model.metadata.tables[model.__tablename__]
+
+
+_ITERATIONS = _table(Iteration)
+_DECISIONS = _table(DecisionRow)
+_FILLS = _table(FillRow)
+_POSITIONS = _table(PositionRow)
+_EQUITY = _table(EquitySnapshotRow)
+_REPORTS = _table(AuditReportRow)
+_LLM_CALLS = _table(LLMCallRow)
+_SHADOW = _table(ShadowSignalRow)
+_BREAKERS = _table(BreakerEventRow)
+_STATE = _table(DaemonStateRow)
+_ORDERS = _table(OrderRow)
 _EASTERN = ZoneInfo("America/New_York")  # the exchange's time: a session's date
-_INTENTS = OrderIntentRow.__table__
+_INTENTS = _table(OrderIntentRow)
 INTENT_PENDING, INTENT_RECORDED, INTENT_NEVER_ACCEPTED = "pending", "recorded", "never_accepted"
 _POSITION_KINDS = ("unknown_position", "missing_position", "quantity_mismatch")
 _ORDER_STATE = ("broker_order_id", "status", "filled_quantity", "average_fill_price", "updated_at")
@@ -221,7 +227,14 @@ class Repository:
             self._write_iterations(session, records)
 
     def _write_iterations(self, session: Session, records: Sequence[IterationRecord]) -> None:
-        iterations, decisions, fills, equity, reports, llm_calls, shadow, breakers = [], [], [], [], [], [], [], []
+        iterations: list[dict[str, Any]] = []
+        decisions: list[dict[str, Any]] = []
+        fills: list[dict[str, Any]] = []
+        equity: list[dict[str, Any]] = []
+        reports: list[dict[str, Any]] = []
+        llm_calls: list[dict[str, Any]] = []
+        shadow: list[dict[str, Any]] = []
+        breakers: list[dict[str, Any]] = []
         state: dict[str, Mapping[str, Any]] = {}
         last_positions: IterationRecord | None = None
         for r in records:
@@ -625,7 +638,7 @@ class Repository:
         if events:
             with self._sessions.begin() as session:
                 session.execute(
-                    ReconciliationRow.__table__.insert(),
+                    _table(ReconciliationRow).insert(),
                     [
                         {
                             "run_id": run_id,
@@ -657,7 +670,7 @@ class Repository:
             result = session.execute(
                 update(Iteration).where(Iteration.id == iteration_id).values(status=status, error=error)
             )
-            return bool(result.rowcount)
+            return bool(cast(CursorResult[Any], result).rowcount)  # an UPDATE's result is a CursorResult
 
     # --- the broker's ledger (restarts and reconciliation) -------------------------------------------------
     def broker_ledger(self, broker_name: str) -> tuple[list[Order], list[Fill]]:

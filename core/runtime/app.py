@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from functools import partial
 from time import monotonic as _monotonic
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 from collections.abc import Callable, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
@@ -39,7 +39,7 @@ from config.settings import (
     mask_url_credentials,
 )
 from core.brokers.alpaca import AlpacaBroker
-from core.brokers.base import Broker
+from core.brokers.base import Broker, PersistentBroker
 from core.brokers.costs import BpsSlippage, PerShareCommission
 from core.brokers.simulated import SimulatedBroker
 from core.kernel.bus import EventBus
@@ -71,7 +71,7 @@ from utils.circuit_breaker import BackoffBreaker, BreakerEvent, ConsecutiveFailu
 from utils.rate_limiter import SlidingWindowRateLimiter
 from utils.secrets import install_database_scrubber
 from strategies.registry import build_registry
-from strategies.selector import DeterministicSelector, FixedSelector
+from strategies.selector import DeterministicSelector, FixedSelector, StrategySelector
 
 NEW_YORK = ZoneInfo("America/New_York")
 
@@ -406,7 +406,7 @@ def build_app(
     limiter: SlidingWindowRateLimiter | None = None,
     sizing: str = "risk",
     enforce_limits: bool = True,
-    selector: Any = None,
+    selector: StrategySelector | None = None,
     registry: Mapping[str, Any] | None = None,
     audit_batch: int = 1,
     routine_decisions: bool = True,
@@ -469,12 +469,12 @@ def build_app(
         logger.info("alpaca broker resumed from the ledger: {} orders, {} fills", len(orders), len(fills))
 
     # the offline daemon's simulated account survives restarts: its snapshot is persisted with every iteration
-    broker_key = StateKey.SIMULATED_BROKER if kind == "daemon" and isinstance(broker, SimulatedBroker) else None
+    broker_key = StateKey.SIMULATED_BROKER if kind == "daemon" and isinstance(broker, PersistentBroker) else None
     if broker_key is not None:
         saved_broker_state = repository.get_state(broker_key)
         if saved_broker_state is not None:
             try:
-                broker.restore(saved_broker_state[0])  # type: ignore[union-attr]
+                cast(PersistentBroker, broker).restore(saved_broker_state[0])
                 logger.info("simulated broker restored from the database (cash {})", saved_broker_state[0].get("cash"))
             except ValueError as exc:
                 logger.warning("simulated broker state not restored ({}); starting from INITIAL_CASH", exc)
@@ -547,7 +547,11 @@ def build_app(
             state_key(StateKey.LLM_BREAKER, namespace): llm_breaker.snapshot(),
             state_key(StateKey.RISK_STATE, namespace): risk_agent.snapshot(),
             state_key(StateKey.BROKER_BREAKER, namespace): broker_breaker.snapshot(),
-            **({broker_key: broker.snapshot(history=SIMULATED_SNAPSHOT_HISTORY)} if broker_key is not None else {}),  # type: ignore[union-attr]
+            **(
+                {broker_key: cast(PersistentBroker, broker).snapshot(history=SIMULATED_SNAPSHOT_HISTORY)}
+                if broker_key is not None
+                else {}
+            ),
         },
         heartbeat_key=StateKey.HEARTBEAT if kind == "daemon" else None,
         narrator=build_narrator(settings, wall, allow=allow_llm),

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from core.brokers.alpaca import AlpacaBroker
-from core.brokers.base import AccountState, Broker
+from core.brokers.base import AccountState, Broker, PersistentBroker, ResumableBroker
 from core.kernel.domain import Side
 from tests.alpaca_trading.conftest import START, bracket_intent, market_intent
 from tests.fakes.alpaca_trading import FakeTradingApi, ManualClock
@@ -123,3 +123,12 @@ def test_alpaca_broker_satisfies_the_broker_protocol(make_broker: Callable[..., 
     assert isinstance(broker, Broker)
     assert broker.name == "alpaca-paper"
     assert make_broker(paper=False).name == "alpaca-live"
+
+
+def test_alpaca_broker_when_checked_then_a_resumable_broker_and_not_a_persistent_one(
+    make_broker: Callable[..., AlpacaBroker],
+) -> None:
+    broker = make_broker()
+
+    assert isinstance(broker, Broker) and isinstance(broker, ResumableBroker)
+    assert not isinstance(broker, PersistentBroker)  # its account lives at Alpaca, never in the database

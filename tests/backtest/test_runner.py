@@ -480,6 +480,9 @@ def test_recorded_selector_replays_by_symbol_and_day_and_falls_back_with_a_reaso
     name, reason = selector.choose(_context("SPY", date(2020, 1, 3)), 500)
     assert name == DeterministicSelector(registry).choose(_context("SPY", date(2020, 1, 3)), 500)[0]
     assert reason.startswith("no choice recorded by run run-1 for SPY on 2020-01-03: deterministic:")
+    assert selector.needs_context
+    with pytest.raises(ValueError, match="by the market context's symbol and date; got None"):
+        selector.choose(None, 500)
 
 
 def test_without_targets_keeps_every_signal_but_drops_the_targets() -> None:

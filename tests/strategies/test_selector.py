@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from strategies.context import REGIMES, MarketContext
 from strategies.registry import STRATEGY_NAMES, build_registry
-from strategies.selector import REGIME_PREFERENCES, DeterministicSelector
+from strategies.selector import REGIME_PREFERENCES, DeterministicSelector, FixedSelector
 
 REGISTRY = build_registry()
 
@@ -114,3 +114,12 @@ def test_choose_when_anything_then_a_registered_name_that_respects_history_and_p
 def test_choose_when_called_twice_then_same_answer():
     selector = DeterministicSelector(REGISTRY)
     assert selector.choose(context("trending_up", 1.3), 250) == selector.choose(context("trending_up", 1.3), 250)
+
+
+def test_choose_when_no_context_then_value_error_naming_it():
+    # the Strategy agent hands None to a selector whose needs_context is false; this one needs the context
+    selector = DeterministicSelector(REGISTRY)
+
+    assert selector.needs_context and not FixedSelector(REGISTRY, "breakout").needs_context
+    with pytest.raises(ValueError, match="DeterministicSelector chooses from the market context; got None"):
+        selector.choose(None, 300)

@@ -170,8 +170,8 @@ def extract_tokens(text: str) -> list[Token]:
             tokens.append(TimeToken(whole, hour, minute, int(sec) if sec is not None else None))
         elif m.group("word") is not None:
             head, _, tail = whole.lower().partition("-")
-            value = _WORDS[head] + (_WORDS[tail] if tail else 0)
-            tokens.append(NumberToken(whole, Decimal(value), 0, len(str(value).lstrip("0")), word=True))
+            number = _WORDS[head] + (_WORDS[tail] if tail else 0)
+            tokens.append(NumberToken(whole, Decimal(number), 0, len(str(number).lstrip("0")), word=True))
         elif m.group("num") is not None:
             int_digits = (m.group("int") or "0").replace(",", "")
             frac = m.group("frac") or m.group("lfrac") or ""

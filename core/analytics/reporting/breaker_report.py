@@ -35,7 +35,7 @@ def breakers(
         stmt = stmt.where(BreakerEventRow.run_id == run_id)
     if name is not None:
         stmt = stmt.where(BreakerEventRow.name == name)
-    events = [
+    events: list[dict[str, Any]] = [
         {
             "at": e.at,
             "name": e.name,

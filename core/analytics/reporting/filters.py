@@ -22,7 +22,8 @@ def _day_start(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=UTC)
 
 
-def _window(stmt: Select[Any], column: Any, start: date | None, end: date | None) -> Select[Any]:
+def _window[S: Select[*tuple[Any, ...]]](stmt: S, column: Any, start: date | None, end: date | None) -> S:
+    """``stmt`` within the window (a filtered statement keeps its row type)."""
     if start is not None:
         stmt = stmt.where(column >= _day_start(start))
     if end is not None:

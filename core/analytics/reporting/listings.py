@@ -29,15 +29,15 @@ def _end(d: date | None) -> datetime | None:
     return datetime.combine(d + timedelta(days=1), time.min, tzinfo=UTC) if d else None
 
 
-def _filters(
-    stmt: Select[Any],
+def _filters[S: Select[*tuple[Any, ...]]](
+    stmt: S,
     model: Any,
     ts_column: Any,
     run_id: str | None,
     symbol: str | None,
     start: date | None,
     end: date | None,
-) -> Select[Any]:
+) -> S:
     if symbol:
         stmt = stmt.where(model.symbol == symbol.upper())
     if run_id is not None:
@@ -49,7 +49,7 @@ def _filters(
     return stmt
 
 
-def _limit(stmt: Select[Any], ts_column: Any, limit: int | None) -> Select[Any]:
+def _limit[S: Select[*tuple[Any, ...]]](stmt: S, ts_column: Any, limit: int | None) -> S:
     """Oldest first; with a limit N, the most recent N (still returned oldest first)."""
     if limit:
         return stmt.order_by(ts_column.desc()).limit(limit)

@@ -24,8 +24,8 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return round(ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo), 1)
 
 
-def _run_filter(stmt: Select[Any], model: Any, column: Any, run_id: str | None, start: date | None, end: date | None,
-                symbol: str | None) -> Select[Any]:  # fmt: skip
+def _run_filter[S: Select[*tuple[Any, ...]]](stmt: S, model: Any, column: Any, run_id: str | None, start: date | None, end: date | None,
+                symbol: str | None) -> S:  # fmt: skip
     symbol = _norm_symbol(symbol)
     if symbol is not None and hasattr(model, "symbol"):
         stmt = stmt.where(model.symbol == symbol)

@@ -358,18 +358,20 @@ class AlpacaBroker(_Submission, _Sync, _AlpacaCalls, SessionOwner):
                 doubt = self._doubt(exc)
                 if doubt is None and not (exc.status_code == 422 and _DUPLICATE_ID in detail.lower()):
                     raise self._api_failure(exc, what) from None
-                new_raw = await self._find_by_client_id(new_cid, f"{what} (answer lost: {doubt or 'duplicate id'})")
-                if new_raw is None:
+                found = await self._find_by_client_id(new_cid, f"{what} (answer lost: {doubt or 'duplicate id'})")
+                if found is None:
                     raise TemporaryBrokerError(
                         f"{self.name}: {what} failed ({doubt or 'duplicate id'}) and no replacement exists"
                     ) from None
+                new_raw = found
             except requests.RequestException as exc:
                 doubt = self._transport_text(exc)
-                new_raw = await self._find_by_client_id(new_cid, f"{what} (answer lost: {doubt})")
-                if new_raw is None:
+                found = await self._find_by_client_id(new_cid, f"{what} (answer lost: {doubt})")
+                if found is None:
                     raise TemporaryBrokerError(
                         f"{self.name}: {what} failed ({doubt}) and no replacement exists"
                     ) from None
+                new_raw = found
             self._apply([new_raw])
             logger.info("{}: moved stop {} to {} as {}", self.name, old_cid, stop, new_raw.client_order_id)
             parent_cid = self._orders[new_raw.client_order_id].parent
@@ -447,10 +449,10 @@ class AlpacaBroker(_Submission, _Sync, _AlpacaCalls, SessionOwner):
     async def market_clock(self) -> MarketClock:
         raw = await self._request("reading the market clock", self._client.get_clock)
         return MarketClock(
-            timestamp=_utc(raw.timestamp),  # type: ignore[arg-type]
+            timestamp=_utc(raw.timestamp),
             is_open=bool(raw.is_open),
-            next_open=_utc(raw.next_open),  # type: ignore[arg-type]
-            next_close=_utc(raw.next_close),  # type: ignore[arg-type]
+            next_open=_utc(raw.next_open),
+            next_close=_utc(raw.next_close),
         )
 
     async def identify(self) -> AccountIdentity:

@@ -31,6 +31,7 @@ from core.brokers.alpaca.mapping import (
     _enum_value,
     _utc,
 )
+from core.brokers.alpaca.state import _BrokerState
 from core.brokers.base import BrokerAuthError, BrokerError, TemporaryBrokerError
 from core.kernel.domain import OrderStatus
 from utils.http import DeadlineExceeded
@@ -76,10 +77,10 @@ class _TradingClient(TradingClient):
     def _order(self, raw: Any) -> AlpacaOrder:
         return AlpacaOrder(**self._tolerate(raw))
 
-    def submit_order(self, order_data: OrderRequest) -> AlpacaOrder:  # type: ignore[override]
+    def submit_order(self, order_data: OrderRequest) -> AlpacaOrder:
         return self._order(self.post("/orders", order_data.to_request_fields()))
 
-    def get_orders(self, filter: GetOrdersRequest | None = None) -> list[AlpacaOrder]:  # type: ignore[override]  # noqa: A002
+    def get_orders(self, filter: GetOrdersRequest | None = None) -> list[AlpacaOrder]:  # noqa: A002
         params = filter.to_request_fields() if filter is not None else {}
         if "symbols" in params and isinstance(params["symbols"], list):
             params["symbols"] = ",".join(params["symbols"])
@@ -88,21 +89,21 @@ class _TradingClient(TradingClient):
             raise ValueError(f"order listing is JSON {type(response).__name__}, expected an array")
         return [self._order(item) for item in response]
 
-    def get_order_by_id(self, order_id: Any, filter: GetOrderByIdRequest | None = None) -> AlpacaOrder:  # type: ignore[override]  # noqa: A002
+    def get_order_by_id(self, order_id: Any, filter: GetOrderByIdRequest | None = None) -> AlpacaOrder:  # noqa: A002
         params = filter.to_request_fields() if filter is not None else {}
         order_id = validate_uuid_id_param(order_id, "order_id")
         return self._order(self.get(f"/orders/{order_id}", params))
 
-    def get_order_by_client_id(self, client_id: str) -> AlpacaOrder:  # type: ignore[override]
+    def get_order_by_client_id(self, client_id: str) -> AlpacaOrder:
         return self._order(self.get("/orders:by_client_order_id", {"client_order_id": client_id}))
 
-    def replace_order_by_id(self, order_id: Any, order_data: ReplaceOrderRequest | None = None) -> AlpacaOrder:  # type: ignore[override]
+    def replace_order_by_id(self, order_id: Any, order_data: ReplaceOrderRequest | None = None) -> AlpacaOrder:
         params = order_data.to_request_fields() if order_data is not None else {}
         order_id = validate_uuid_id_param(order_id, "order_id")
         return self._order(self.patch(f"/orders/{order_id}", params))
 
 
-class _AlpacaCalls:
+class _AlpacaCalls(_BrokerState):
     """Part of :class:`~core.brokers.alpaca.AlpacaBroker`: paged listings, lookups and the translation of HTTP errors."""
 
     # ------------------------------------------------------------------ reading Alpaca
@@ -129,7 +130,7 @@ class _AlpacaCalls:
             if len(page) < _PAGE_SIZE or not fresh:
                 return list(found.values())
             # Ties at the boundary are fetched again (and deduplicated) rather than skipped.
-            page_after = max(_utc(raw.submitted_at) or _utc(raw.created_at) for raw in page) - timedelta(microseconds=1)  # type: ignore[type-var,operator]
+            page_after = max(_utc(raw.submitted_at) or _utc(raw.created_at) for raw in page) - timedelta(microseconds=1)
         logger.warning("{}: order listing truncated after {} pages of {}", self.name, _MAX_PAGES, _PAGE_SIZE)
         return list(found.values())
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from types import MappingProxyType
-from typing import Any
+from typing import Any, overload
 from collections.abc import Iterator, Mapping
 
 from alpaca.trading.models import Order as AlpacaOrder
@@ -143,6 +143,10 @@ def _quantity(value: Decimal) -> int | Decimal:
     return int(value) if value == value.to_integral_value() else value
 
 
+@overload
+def _utc(value: datetime) -> datetime: ...
+@overload
+def _utc(value: datetime | None) -> datetime | None: ...
 def _utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None

@@ -36,10 +36,11 @@ from core.brokers.alpaca.mapping import (
     round_price,
 )
 from core.brokers.base import BrokerError, TemporaryBrokerError
+from core.brokers.alpaca.state import _BrokerState
 from core.kernel.domain import Order, OrderIntent, OrderStatus, OrderType, Side
 
 
-class _Submission:
+class _Submission(_BrokerState):
     """Submission internals of :class:`~core.brokers.alpaca.AlpacaBroker` (see the package docstring)."""
 
     # ------------------------------------------------------------------ submission internals
@@ -151,11 +152,13 @@ class _Submission:
     async def _submit_with_lookups(
         self, intent: OrderIntent, client_order_id: str, now: datetime, plan: _Plan
     ) -> Order:
+        request = plan.request
+        assert request is not None  # a plan without a request is a refusal, never submitted
         attempts = 0
         while True:
             attempts += 1
             try:
-                raw = await asyncio.to_thread(self._client.submit_order, plan.request)
+                raw = await asyncio.to_thread(self._client.submit_order, request)
             except APIError as exc:
                 status = exc.status_code
                 detail = self._detail(exc)

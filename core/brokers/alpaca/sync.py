@@ -30,6 +30,7 @@ from core.brokers.alpaca.mapping import (
     fill_id,
     map_alpaca_status,
 )
+from core.brokers.alpaca.state import _BrokerState
 from core.kernel.domain import (
     PRICE_QUANTUM,
     TERMINAL_ORDER_STATUSES,
@@ -43,7 +44,7 @@ from core.kernel.domain import (
 )
 
 
-class _Sync:
+class _Sync(_BrokerState):
     """How :class:`~core.brokers.alpaca.AlpacaBroker` applies Alpaca's view: order states, derived fills, positions."""
 
     # ------------------------------------------------------------------ applying Alpaca's view
@@ -110,7 +111,8 @@ class _Sync:
         if role == _ENTRY:
             legs = [leg for leg in raw.legs or () if _enum_value(leg.type) in _STOP_TYPES]
             working_legs = [leg for leg in legs if ALPACA_STATUS_MAP.get(_enum_value(leg.status)) in _WORKING]
-            chosen = (working_legs or legs or [None])[-1]
+            candidates = working_legs or legs
+            chosen = candidates[-1] if candidates else None
             if chosen is not None:
                 stop = _decimal(chosen.stop_price)
             elif current is not None and current.order.stop_price is not None:
@@ -142,7 +144,7 @@ class _Sync:
                 client_order_id=client_order_id,
                 symbol=raw.symbol or "",
                 side=Side(_enum_value(raw.side)),
-                quantity=_quantity(qty) if qty is not None else _quantity(filled),
+                quantity=_quantity(qty) if qty is not None else _quantity(filled),  # type: ignore[arg-type]  # fractional shares stay Decimal (see _quantity)
                 order_type=order_type,
                 status=status,
                 submitted_at=submitted_at,
@@ -220,7 +222,7 @@ class _Sync:
             client_order_id=order.client_order_id,
             symbol=order.symbol,
             side=order.side,
-            quantity=_quantity(quantity),  # type: ignore[arg-type]
+            quantity=_quantity(quantity),  # type: ignore[arg-type]  # fractional shares stay Decimal (see _quantity)
             price=price,
             commission=_ZERO,
             filled_at=at,
@@ -279,7 +281,7 @@ class _Sync:
                 )
             positions[raw.symbol] = Position(
                 symbol=raw.symbol,
-                quantity=_quantity(quantity),  # type: ignore[arg-type]
+                quantity=_quantity(quantity),  # type: ignore[arg-type]  # fractional shares stay Decimal (see _quantity)
                 average_price=average.quantize(PRICE_QUANTUM),
                 opened_at=opened_at,
                 last_price=_decimal(raw.current_price),

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 import pandas as pd
 
@@ -84,6 +84,7 @@ class _Mark:
     def __init__(self, ts: pd.Timestamp, close: Decimal | float, volume: float) -> None:
         self.ts = ts
         self.volume = volume
+        self._close: Decimal | None
         if isinstance(close, Decimal):
             self._price, self._close = float(close), close
         else:
@@ -107,7 +108,7 @@ class _Bar:
     volume: float
 
 
-def _finite_positive(value: float | None) -> bool:
+def _finite_positive(value: float | None) -> TypeGuard[float]:
     return value is not None and math.isfinite(value) and value > 0
 
 

@@ -8,10 +8,11 @@ from datetime import datetime
 import pandas as pd
 
 from core.brokers.simulated.book import _STOP_LOSS, _TAKE_PROFIT, _Record
+from core.brokers.simulated.state import _BrokerState
 from core.kernel.domain import Order, OrderStatus, OrderType, Side
 
 
-class _Brackets:
+class _Brackets(_BrokerState):
     """Bracket children and order termination of :class:`.SimulatedBroker`."""
 
     # ------------------------------------------------------------------ brackets and cancellation
@@ -34,7 +35,7 @@ class _Brackets:
         for role, suffix, kind, limit, stop, reason in legs:
             self._seq += 1
             child_id = p.client_order_id + suffix
-            child = Order(
+            leg = Order(
                 client_order_id=child_id,
                 symbol=p.symbol,
                 side=Side.SELL,
@@ -49,7 +50,7 @@ class _Brackets:
                 stop_price=None if stop is None else float(stop),
             ).transition(OrderStatus.SUBMITTED, at)
             self._records[child_id] = _Record(
-                order=child,
+                order=leg,
                 seq=self._seq,
                 kind=kind,
                 anchor=anchor,

@@ -41,6 +41,7 @@ from core.kernel.domain import (
     OrderStatus,
     OrderType,
     Side,
+    datetime_index,
     ensure_utc,
     stamp_of,
     to_price,
@@ -128,7 +129,7 @@ class SimulatedBroker(_Matching, _Ledger, _Brackets, _Snapshot):
             if end <= 0:
                 notes.append(f"{symbol}: no visible bars")
                 continue
-            index = frame.index
+            index = datetime_index(frame)  # checked above
             stamps = self._stamps.get(symbol)
             if stamps is None or stamps[0] is not frame:
                 stamps = self._stamps[symbol] = (frame, index.asi8, index.unit, index.tz)
@@ -354,12 +355,12 @@ class SimulatedBroker(_Matching, _Ledger, _Brackets, _Snapshot):
             if not _finite_positive(intent.limit_price):
                 why = f"limit order needs a positive limit_price, got {intent.limit_price!r}"
                 return spec(OrderType.LIMIT, refusal=why)
-            return spec(OrderType.LIMIT, limit=to_price(intent.limit_price))  # type: ignore[arg-type]
+            return spec(OrderType.LIMIT, limit=to_price(intent.limit_price))
         if kind is OrderType.STOP:
             if not _finite_positive(intent.stop_price):
                 why = f"stop order needs a positive stop_price, got {intent.stop_price!r}"
                 return spec(OrderType.STOP, refusal=why)
-            return spec(OrderType.STOP, stop=to_price(intent.stop_price))  # type: ignore[arg-type]
+            return spec(OrderType.STOP, stop=to_price(intent.stop_price))
         if kind is OrderType.BRACKET:
             entry = OrderType.LIMIT if intent.limit_price is not None else OrderType.MARKET
             if intent.side is not Side.BUY:
@@ -370,7 +371,7 @@ class SimulatedBroker(_Matching, _Ledger, _Brackets, _Snapshot):
                     refusal=f"bracket needs positive stop_loss and take_profit, got "
                     f"{intent.stop_loss!r} and {intent.take_profit!r}",
                 )
-            stop_loss, take_profit = to_price(intent.stop_loss), to_price(intent.take_profit)  # type: ignore[arg-type]
+            stop_loss, take_profit = to_price(intent.stop_loss), to_price(intent.take_profit)
             if stop_loss >= take_profit:
                 return spec(entry, refusal=f"bracket stop_loss {stop_loss} must be below take_profit {take_profit}")
             if entry is OrderType.LIMIT and not _finite_positive(intent.limit_price):
@@ -378,7 +379,7 @@ class SimulatedBroker(_Matching, _Ledger, _Brackets, _Snapshot):
             for suffix in ("-sl", "-tp"):
                 if client_order_id + suffix in self._records:
                     return spec(entry, refusal=f"child id {client_order_id + suffix!r} is already in use")
-            limit = to_price(intent.limit_price) if entry is OrderType.LIMIT else None  # type: ignore[arg-type]
+            limit = to_price(intent.limit_price) if intent.limit_price is not None else None  # entry is LIMIT
             return spec(entry, limit=limit, bracket_stop=stop_loss, bracket_target=take_profit)
         return spec(OrderType.MARKET, refusal=f"unsupported order type {kind!r}")
 

@@ -8,10 +8,11 @@ from decimal import Decimal
 import pandas as pd
 
 from core.brokers.simulated.book import _ENTRY, _STOP_LOSS, _TAKE_PROFIT, _Holding, _Record
+from core.brokers.simulated.state import _BrokerState
 from core.kernel.domain import PRICE_QUANTUM, Fill, OrderStatus, Position, Side, to_price
 
 
-class _Ledger:
+class _Ledger(_BrokerState):
     """The cash account of :class:`.SimulatedBroker`: booking fills, positions and marks."""
 
     # ------------------------------------------------------------------ booking fills

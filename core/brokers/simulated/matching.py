@@ -11,10 +11,11 @@ import numpy as np
 import pandas as pd
 
 from core.brokers.simulated.book import _INTRABAR, _OPEN, _Bar, _Mark, _Record
-from core.kernel.domain import OrderType, Side, data_price, session_timestamp, timestamp_at
+from core.brokers.simulated.state import _BrokerState
+from core.kernel.domain import OrderType, Side, data_price, datetime_index, session_timestamp, timestamp_at
 
 
-class _Matching:
+class _Matching(_BrokerState):
     """Bar processing of :class:`.SimulatedBroker`: which orders fill on a bar, at what price and how many shares."""
 
     # ------------------------------------------------------------------ bar processing
@@ -51,11 +52,11 @@ class _Matching:
         ts: pd.Timestamp | None = None,
     ) -> None:
         if ts is None:
-            ts = timestamp_at(frame.index, end - 1)
+            ts = timestamp_at(datetime_index(frame), end - 1)
         if arrays is not None:
             close, volume = float(arrays["close"][end - 1]), float(arrays["volume"][end - 1])
         else:
-            close, volume = float(frame["close"].iat[end - 1]), float(frame["volume"].iat[end - 1])
+            close, volume = float(frame["close"].iat[end - 1]), float(frame["volume"].iat[end - 1])  # type: ignore[arg-type]  # pandas-stubs: iat is not typed by the column's dtype
         volume = volume if math.isfinite(volume) and volume > 0 else 0.0
         previous = self._marks.get(symbol)
         if previous is not None and ts < previous.ts:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, overload
 from collections.abc import Mapping
 
 import pandas as pd
 
 from core.brokers.simulated.book import _Holding, _Mark, _Record
+from core.brokers.simulated.state import _BrokerState
 from core.kernel.domain import Fill, Order, OrderStatus, OrderType, Side, ensure_utc
 
 
@@ -20,6 +21,10 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
+@overload
+def _from_iso(value: str) -> datetime: ...
+@overload
+def _from_iso(value: str | None) -> datetime | None: ...
 def _from_iso(value: str | None) -> datetime | None:
     return None if value is None else ensure_utc(datetime.fromisoformat(value))
 
@@ -32,7 +37,7 @@ def _undec(value: str | None) -> Decimal | None:
     return None if value is None else Decimal(value)
 
 
-class _Snapshot:
+class _Snapshot(_BrokerState):
     """``snapshot()`` / ``restore()`` of :class:`.SimulatedBroker`."""
 
     # ------------------------------------------------------------------ persistence
@@ -130,7 +135,7 @@ class _Snapshot:
             s: _Holding(
                 quantity=int(h["quantity"]),
                 basis=Decimal(h["basis"]),
-                opened_at=_from_iso(h["opened_at"]),  # type: ignore[arg-type]
+                opened_at=_from_iso(h["opened_at"]),
                 realized=Decimal(h["realized"]),
             )
             for s, h in state["holdings"].items()
@@ -149,7 +154,7 @@ class _Snapshot:
                 quantity=int(f["quantity"]),
                 price=Decimal(f["price"]),
                 commission=Decimal(f["commission"]),
-                filled_at=_from_iso(f["filled_at"]),  # type: ignore[arg-type]
+                filled_at=_from_iso(f["filled_at"]),
             )
             for f in state["fills"]
         ]
@@ -212,7 +217,7 @@ class _Snapshot:
             quantity=int(o["quantity"]),
             order_type=OrderType(o["order_type"]),
             status=OrderStatus(o["status"]),
-            submitted_at=_from_iso(o["submitted_at"]),  # type: ignore[arg-type]
+            submitted_at=_from_iso(o["submitted_at"]),
             strategy=o["strategy"],
             reason=o["reason"],
             broker_order_id=o["broker_order_id"],
