@@ -28,7 +28,14 @@ from core.kernel.events import (
     SignalsReady,
     ValidatedReady,
 )
-from core.runtime.orchestrator import Orchestrator, PersistenceFailure, backstop_grace, run_live, run_replay
+from core.runtime.orchestrator import (
+    IterationOutcome,
+    Orchestrator,
+    PersistenceFailure,
+    backstop_grace,
+    run_live,
+    run_replay,
+)
 from utils.deadline import note_degraded
 
 RUN_ID = "unit"
@@ -152,7 +159,9 @@ def _fail_first(exc: BaseException, then: Stage) -> Stage:
     return stage
 
 
-async def _replay(pipeline: Pipeline, orchestrator: Orchestrator, sessions: Sequence[datetime] = SESSIONS) -> list:
+async def _replay(
+    pipeline: Pipeline, orchestrator: Orchestrator, sessions: Sequence[datetime] = SESSIONS
+) -> list[IterationOutcome]:
     return await run_replay(orchestrator, pipeline.clock.advance_to, sessions, stop=asyncio.Event())
 
 
