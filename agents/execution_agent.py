@@ -272,10 +272,8 @@ class ExecutionAgent:
         synced = progress.synced
         orders = progress.submitted
         decisions: list[Decision] = []
-        previous = event.previous
-        batch = (
-            previous.previous.previous.batch if previous and previous.previous and previous.previous.previous else None
-        )
+        data = event.find(DataReady)
+        batch = data.batch if data is not None else None
         session_day = _session_day(batch, event.as_of) if event.approvals else event.as_of.date()  # only ids need it
         try:
             updates = await self._trail_stops(batch, event.as_of, decisions) if batch is not None else []

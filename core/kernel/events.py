@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from collections.abc import Mapping, Sequence
 
 from core.kernel.domain import (
@@ -30,6 +30,9 @@ from core.kernel.domain import (
 
 _EVENT_ID_PREFIX = new_id()[:12]  # unique per process; the counter makes each event's id unique within it
 _event_counter = itertools.count(1)
+
+
+E = TypeVar("E", bound="Event")
 
 
 def _next_event_id() -> str:
@@ -66,6 +69,20 @@ class Event:
             events.append(current)
             current = getattr(current, "previous", None)
         return list(reversed(events))
+
+    def find(self, kind: type[E]) -> E | None:
+        """The nearest event of type ``kind`` in this event's chain: this event if it is one, else the latest event it
+        was derived from (through ``previous``) that is; e.g. ``approved.find(DataReady)`` is the iteration's bars.
+
+        ``None`` when the chain holds none: ``kind`` is a later stage than this event, or the chain is cut before it
+        (a stage event built without its ``previous``, as tests that drive one stage alone do). The caller decides
+        what a missing stage means."""
+        current: Event | None = self
+        while current is not None:
+            if isinstance(current, kind):
+                return current
+            current = getattr(current, "previous", None)
+        return None
 
 
 @dataclass(frozen=True, slots=True, eq=False, kw_only=True)

@@ -10,12 +10,11 @@ from collections.abc import Callable, Sequence
 
 from loguru import logger
 
-from agents.audit_agent import AuditAgent
-from agents.execution_agent import ExecutionAgent
 from core.kernel.bus import EventBus, HandlerFailure, PublishReport
 from core.kernel.clock import Clock
 from core.errors import LedgerWriteFailed
 from core.kernel.events import ExecutedReady, IterationStarted
+from core.runtime.ports import AuditPort, ExecutionPort
 from utils.deadline import Deadline, deadline_scope
 
 
@@ -46,13 +45,16 @@ class Orchestrator:
         *,
         bus: EventBus,
         clock: Clock,
-        audit: AuditAgent,
-        execution: ExecutionAgent,
+        audit: AuditPort,
+        execution: ExecutionPort,
         run_id: str,
         deadline_s: float | None = None,
         guard: Callable[[], None] | None = None,
     ) -> None:
-        """``deadline_s``: each iteration runs in a :func:`utils.deadline.deadline_scope` of this many seconds: its
+        """``audit`` records the iterations (the Audit agent); ``execution`` hands over what the broker reported in an
+        iteration that failed before its execution stage completed (the Execution agent).
+
+        ``deadline_s``: each iteration runs in a :func:`utils.deadline.deadline_scope` of this many seconds: its
         Alpaca requests, retries and waits stop there (:mod:`utils.http`), and the stage that needed them leaves the
         iteration ``degraded``. Handlers still running :func:`backstop_grace` seconds later are cancelled and the
         iteration is recorded ``degraded`` with what it had done.
