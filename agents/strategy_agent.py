@@ -27,6 +27,7 @@ from core.llm import LLMSelector
 from core.vocabulary import AgentName, DecisionAction
 from strategies.base import ACTION_BY_CODE, Peers, Strategy
 from strategies.context import MarketContext, context_frame
+from strategies.frames import PeersMemo, signal_frame, signal_frame_key
 from strategies.selector import DeterministicSelector
 from utils.circuit_breaker import BreakerEvent, ConsecutiveFailureBreaker, drain_rows
 
@@ -180,8 +181,7 @@ class StrategyAgent:
         self._selector = selector
         self._benchmark = benchmark_symbol
         self._cache = cache or FrameCache()
-        self._peers_key: tuple[int, ...] | None = None
-        self._peers: Peers | None = None
+        self._peers = PeersMemo(benchmark_symbol)
         self._llm = llm
         self._breaker = llm_breaker
         self._shadow = shadow
@@ -198,31 +198,13 @@ class StrategyAgent:
     def uses_llm(self) -> bool:
         return self._llm is not None
 
-    def signal_frame(self, sb: SymbolBars, strategy: Strategy, peers: Peers) -> pd.DataFrame:
-        return self._cache.get(
-            sb.symbol, ("signals", strategy.name), sb.frame, lambda: strategy.compute(sb.frame, peers)
-        )
-
-    def signal_frame_for(self, batch: BarsBatch, symbol: str, strategy_name: str) -> pd.DataFrame:
-        """The cached signal frame of ``strategy_name`` over ``symbol``'s bars in ``batch``."""
-        return self.signal_frame(batch.bars[symbol], self._registry[strategy_name], self._peers_for(batch.bars))
-
     def _columns(self, sb: SymbolBars, strategy: Strategy, peers: Peers) -> _Columns:
         return self._cache.get(
             sb.symbol,
             ("signal_columns", strategy.name),
             sb.frame,
-            lambda: _Columns.of(self.signal_frame(sb, strategy, peers)),
+            lambda: _Columns.of(signal_frame(self._cache, sb, strategy, peers)),
         )
-
-    def _peers_for(self, bars: Mapping[str, SymbolBars]) -> Peers:
-        key = tuple(id(sb.frame) for sb in bars.values())
-        if key != self._peers_key or self._peers is None:
-            bench = bars.get(self._benchmark)
-            closes = pd.DataFrame({s: sb.frame["close"] for s, sb in bars.items()}) if bars else None
-            self._peers = Peers(benchmark=bench.frame if bench is not None else None, closes=closes)
-            self._peers_key = key
-        return self._peers
 
     def _eligible(self, name: str, available: int, has_benchmark: bool, has_universe: bool) -> str | None:
         """Why ``name`` cannot run for a symbol right now, or None when it can."""
@@ -293,13 +275,13 @@ class StrategyAgent:
         return accepted, calls, abstained
 
     def _peer_flags(self, batch: BarsBatch) -> tuple[bool, bool]:
-        peers = self._peers_for(batch.bars)
+        peers = self._peers(batch.bars)
         return peers.benchmark is not None, peers.closes is not None and peers.closes.shape[1] > 1
 
     async def on_data(self, event: DataReady) -> SignalsReady:
         batch = event.batch
         assert batch is not None
-        peers = self._peers_for(batch.bars)
+        peers = self._peers(batch.bars)
         has_benchmark, has_universe = self._peer_flags(batch)
         signals: dict[str, Signal] = {}
         decisions: list[Decision] = []
@@ -404,7 +386,7 @@ class StrategyAgent:
         recent.append(strategy)
         while len(recent) > KEEP_SIGNAL_FRAMES:
             old = recent.pop(0)
-            self._cache.discard(symbol, ("signals", old))
+            self._cache.discard(symbol, signal_frame_key(old))
             self._cache.discard(symbol, ("signal_columns", old))
 
     def _shadow_row(

@@ -536,7 +536,9 @@ def build_app(
         shadow=settings.shadow_ledger,
         routine_decisions=routine_decisions,
     )
-    quant_agent = QuantAgent(strategy_agent, cache=cache, routine_decisions=routine_decisions)
+    quant_agent = QuantAgent(
+        registry, cache=cache, benchmark_symbol=settings.benchmark_symbol, routine_decisions=routine_decisions
+    )
     limits = risk_limits(settings)
     audit_agent = AuditAgent(
         repository,

@@ -13,6 +13,8 @@ from agents.strategy_agent import StrategyAgent
 from core.kernel.calendar import MarketCalendar
 from core.data.files import FileProvider
 from core.kernel.events import IterationStarted
+from core.kernel.frame_cache import FrameCache
+from strategies.frames import peers_of, signal_frame
 from strategies.registry import build_registry
 from strategies.selector import DeterministicSelector
 from tests.conftest import BUNDLED_DAILY
@@ -128,7 +130,8 @@ async def test_repeated_llm_failures_trip_the_breaker_then_a_trial_after_the_coo
 
 async def test_shadow_ledger_records_every_eligible_strategy_for_every_symbol() -> None:
     registry = build_registry()
-    agent = StrategyAgent(registry, DeterministicSelector(registry))
+    cache = FrameCache()
+    agent = StrategyAgent(registry, DeterministicSelector(registry), cache=cache)
     signals = await agent.on_data(_data_ready("2020-06-01"))
     assert {row["symbol"] for row in signals.shadow} == set(SYMBOLS)
     batch = signals.previous.batch
@@ -138,7 +141,7 @@ async def test_shadow_ledger_records_every_eligible_strategy_for_every_symbol() 
         sb = batch.bars[row["symbol"]]
         assert row["close"] == sb.last_close
         for name, (action, strength) in row["signals"].items():  # each strategy's own signal frame at the bar
-            frame = agent.signal_frame_for(batch, row["symbol"], name)
+            frame = signal_frame(cache, sb, registry[name], peers_of(batch.bars, "SPY"))
             code = int(frame["action"].iloc[sb.end - 1])
             assert action == {1: "BUY", -1: "SELL", 0: "HOLD"}[code]
             assert strength == (round(float(frame["strength"].iloc[sb.end - 1]), 4) if code else 0.0)

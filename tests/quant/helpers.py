@@ -1,4 +1,4 @@
-"""Hand-built bars, signal frames and a minimal strategy-agent stand-in for the Quant agent's tests."""
+"""Hand-built bars, signal frames and a registry of strategies with fixed signal frames for the Quant agent's tests."""
 
 from __future__ import annotations
 
@@ -6,13 +6,15 @@ import math
 import statistics
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from core.kernel.domain import Action, BarsBatch, Signal, SymbolBars, frozen_map, session_timestamp
 from core.kernel.events import DataReady, IterationStarted, SignalsReady
+from core.kernel.frame_cache import FrameCache
+from strategies.base import Peers, Strategy, StrategyParams
 
 ACTIONS = {1: Action.BUY, -1: Action.SELL, 0: Action.HOLD}
 AS_OF = datetime(2030, 1, 1, 21, tzinfo=UTC)
@@ -45,20 +47,67 @@ def signal_frame(
     return out
 
 
+class FixedStrategy(Strategy):
+    """A registered strategy whose signal frame over a bars frame is given by the test: the one of ``frames`` (by
+    symbol) built on that bars frame's index object (as :func:`signal_frame` builds it). Each computation is recorded
+    in ``calls`` as (symbol, strategy name)."""
+
+    description = "signal frames fixed by the test"
+    Params = StrategyParams
+
+    def __init__(self, name: str, frames: Mapping[str, pd.DataFrame], calls: list[tuple[str, str]]) -> None:
+        super().__init__()
+        self.name = name  # type: ignore[misc]
+        self._frames = frames
+        self._calls = calls
+
+    @property
+    def min_history(self) -> int:
+        return 0
+
+    def compute(self, bars: pd.DataFrame, peers: Peers | None = None) -> pd.DataFrame:
+        found = [(symbol, frame) for symbol, frame in self._frames.items() if frame.index is bars.index]
+        if len(found) != 1:
+            raise LookupError(f"{len(found)} fixed signal frames of {self.name} fit these bars, expected one")
+        self._calls.append((found[0][0], self.name))
+        return found[0][1]
+
+
 @dataclass
-class FakeStrategies:
-    """Stands in for the StrategyAgent: serves fixed signal frames and counts how often each is asked for."""
+class FakeStrategies(Mapping[str, Strategy]):
+    """A strategy registry serving fixed signal frames, by (symbol, strategy name); ``calls`` records every signal
+    frame computed (a frame read from the cache is not computed again)."""
 
     frames: dict[tuple[str, str], pd.DataFrame]
     calls: list[tuple[str, str]] = field(default_factory=list)
 
-    @property
-    def registry(self) -> Mapping[str, object]:
-        return {name: object() for _, name in self.frames}
+    def _strategies(self) -> dict[str, Strategy]:
+        names = dict.fromkeys(name for _, name in self.frames)
+        return {
+            name: FixedStrategy(name, {s: f for (s, n), f in self.frames.items() if n == name}, self.calls)
+            for name in names
+        }
 
-    def signal_frame_for(self, batch: BarsBatch, symbol: str, strategy_name: str) -> pd.DataFrame:
-        self.calls.append((symbol, strategy_name))
-        return self.frames[(symbol, strategy_name)]
+    def __getitem__(self, name: str) -> Strategy:
+        return self._strategies()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._strategies())
+
+    def __len__(self) -> int:
+        return len(self._strategies())
+
+
+class CountingCache(FrameCache):
+    """A :class:`FrameCache` that records the (symbol, key) of every lookup, hit or miss."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lookups: list[tuple[str, Hashable]] = []
+
+    def get(self, symbol, key, frame, compute):  # type: ignore[no-untyped-def]
+        self.lookups.append((symbol, key))
+        return super().get(symbol, key, frame, compute)
 
 
 def signal_at(symbol: str, strategy: str, frame: pd.DataFrame, signals: pd.DataFrame, t: int) -> Signal:

@@ -14,9 +14,18 @@ from agents.strategy_agent import StrategyAgent
 from core.kernel.domain import Action
 from core.kernel.frame_cache import FrameCache
 from strategies.base import Peers, signal_at as strategy_signal_at
+from strategies.frames import peers_of, signal_frame as shared_signal_frame, signal_frame_key
 from strategies.registry import build_registry
-from strategies.selector import DeterministicSelector
-from tests.quant.helpers import FakeStrategies, bars, reference_record, signal_at, signal_frame, signals_ready
+from strategies.selector import FixedSelector
+from tests.quant.helpers import (
+    CountingCache,
+    FakeStrategies,
+    bars,
+    reference_record,
+    signal_at,
+    signal_frame,
+    signals_ready,
+)
 from tests.strategies.helpers import daily_dir, read_bars
 
 # the hand example of test_record.py, with a BUY at the decision bar 9
@@ -95,11 +104,12 @@ async def test_on_signals_when_future_bars_and_signals_are_appended_then_the_pas
 
 async def test_on_signals_when_hold_or_rejected_then_each_symbol_gets_one_skip_decision() -> None:
     frame, signals, _ = _hand_setup()
-    hold = signal_frame(frame, [0] * 12)
+    other = bars(CLOSE)
+    hold = signal_frame(other, [0] * 12)
     strategies = FakeStrategies({("AAA", "fake"): signals, ("BBB", "fake"): hold})
     event = signals_ready(
-        {"AAA": (frame, 10), "BBB": (frame, 10)},
-        {"AAA": signal_at("AAA", "fake", frame, signals, 9), "BBB": signal_at("BBB", "fake", frame, hold, 9)},
+        {"AAA": (frame, 10), "BBB": (other, 10)},
+        {"AAA": signal_at("AAA", "fake", frame, signals, 9), "BBB": signal_at("BBB", "fake", other, hold, 9)},
         rejected={"CCC": "stale bars"},
     )
 
@@ -157,11 +167,12 @@ async def test_on_signals_when_reported_features_are_collinear_then_vif_flags_th
     frame = bars(close)
     signals = signal_frame(frame, [0] * 79 + [-1], strength=0.5, fast=fast, slow=slow)
     strategies = FakeStrategies({("AAA", "fake"): signals})
-    agent = QuantAgent(strategies)
+    cache = CountingCache()
+    agent = QuantAgent(strategies, cache=cache)
     event = signals_ready({"AAA": (frame, 80)}, {"AAA": signal_at("AAA", "fake", frame, signals, 79)})
 
     out = await agent.on_signals(event)
-    calls_after_first = len(strategies.calls)
+    calls_after_first = cache.lookups.count(("AAA", signal_frame_key("fake")))
     again = await agent.on_signals(event)
 
     inputs = out.decisions[0].inputs
@@ -170,7 +181,8 @@ async def test_on_signals_when_reported_features_are_collinear_then_vif_flags_th
     assert inputs["factor_vif"] == factor
     assert out.validated["AAA"].confidence == pytest.approx(0.75 * factor)
     # the second pass reads the cached record and the memoised VIF: no new signal-frame lookups, same numbers
-    assert len(strategies.calls) == calls_after_first
+    assert cache.lookups.count(("AAA", signal_frame_key("fake"))) == calls_after_first
+    assert strategies.calls == [("AAA", "fake")]  # computed once
     assert dict(again.decisions[0].inputs) == dict(inputs)
 
 
@@ -268,6 +280,25 @@ def test_constructor_when_called_like_the_composition_root_then_defaults_apply_a
 
 # ------------------------------------------------------------------------------------------------- real wiring
 
+
+async def test_strategy_and_quant_agents_on_one_cache_when_a_signal_is_validated_then_its_frame_is_computed_once() -> (
+    None
+):
+    frame, signals, strategies = _hand_setup()
+    cache = FrameCache()
+    strategy_agent = StrategyAgent(strategies, FixedSelector(strategies, "fake"), cache=cache)
+    quant = QuantAgent(strategies, config=SMALL, cache=cache)
+    data_ready = signals_ready({"AAA": (frame, 10)}, {}).previous
+
+    produced = await strategy_agent.on_data(data_ready)
+    out = await quant.on_signals(produced)
+
+    assert produced.signals["AAA"].action is Action.BUY and set(out.validated) == {"AAA"}
+    assert strategies.calls == [("AAA", "fake")]  # the Quant agent read the frame the Strategy agent computed
+    alone = await QuantAgent(strategies, config=SMALL).on_signals(produced)
+    assert dict(alone.decisions[0].inputs) == dict(out.decisions[0].inputs)
+
+
 DAILY = daily_dir()
 
 
@@ -285,15 +316,14 @@ async def test_real_strategy_agent_on_bundled_bars_when_a_signal_fires_then_comp
     aapl = read_bars(DAILY / "AAPL.csv")
     registry = build_registry()
     strategy = registry[strategy_name]
-    strategy_agent = StrategyAgent(registry, DeterministicSelector(registry))
-    quant = QuantAgent(strategy_agent, cache=FrameCache())
+    cache = FrameCache()
+    quant = QuantAgent(registry, cache=cache)
     whole = signals_ready({"AAPL": (aapl, len(aapl))}, {}).previous.batch
-    actions = strategy_agent.signal_frame_for(whole, "AAPL", strategy_name)["action"].to_numpy()
+    frame = shared_signal_frame(cache, whole.bars["AAPL"], strategy, peers_of(whole.bars, "SPY"))
+    actions = frame["action"].to_numpy()
     t = int(np.flatnonzero((actions != 0) & (np.arange(len(actions)) >= 800))[0])
 
-    signal = strategy_signal_at(
-        strategy, "AAPL", strategy_agent.signal_frame_for(whole, "AAPL", strategy_name), t, float(aapl["close"].iat[t])
-    )
+    signal = strategy_signal_at(strategy, "AAPL", frame, t, float(aapl["close"].iat[t]))
     out = await quant.on_signals(signals_ready({"AAPL": (aapl, t + 1)}, {"AAPL": signal}))
 
     inputs = out.decisions[0].inputs

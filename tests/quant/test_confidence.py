@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.quant_agent import QuantConfig, VifResult, assess
+from core.quant import QuantConfig, VifResult, assess
 
 CONFIG = QuantConfig()
 NO_VIF = VifResult({}, 0, (), "no indicator features reported")

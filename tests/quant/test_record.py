@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.quant_agent import signal_record, vif_of, volatility_profile
+from core.quant import signal_record, vif_of, volatility_profile
 from core.analytics.metrics import compute_metrics
 from tests.quant.helpers import reference_record
 
@@ -240,7 +240,7 @@ def test_variance_inflation_equals_statsmodels(case: str) -> None:
 
     from statsmodels.stats.outliers_influence import variance_inflation_factor
 
-    from agents.quant_agent import variance_inflation
+    from core.quant import variance_inflation
 
     rng = np.random.default_rng(["independent", "correlated", "collinear", "near_collinear", "many"].index(case))
     x = rng.normal(size=(60, 6))
