@@ -68,9 +68,10 @@ test-fast: setup-dev
 	@$(PY) -m pytest -m 'not slow' $(PYTEST_ARGS)
 
 lint: setup-dev
-	@echo "==> Lint: $(PY) -m ruff check . && $(PY) -m ruff format --check ."
+	@echo "==> Lint: $(PY) -m ruff check . && $(PY) -m ruff format --check . && $(PY) -m mypy"
 	@$(PY) -m ruff check .
 	@$(PY) -m ruff format --check .
+	@$(PY) -m mypy
 
 typecheck: setup-dev
 	@echo "==> Type check: $(PY) -m mypy (the files and options of [tool.mypy] in pyproject.toml)"

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from core.kernel.domain import Action, BarsBatch, Decision, Signal, ValidatedSignal, frozen_map
-from core.kernel.events import SignalsReady, ValidatedReady
+from core.kernel.events import DataReady, SignalsReady, ValidatedReady
 from core.kernel.frame_cache import FrameCache
 from core.quant import (
     Assessment,
@@ -166,7 +166,8 @@ class QuantAgent:
         return judge_review(await self._review(validated), validated.confidence)
 
     async def on_signals(self, event: SignalsReady) -> ValidatedReady:
-        batch = event.previous.batch if event.previous is not None else None
+        data = event.find(DataReady)
+        batch = data.batch if data is not None else None
         assert batch is not None
         decisions: list[Decision | None] = []
         pending: dict[str, tuple[int, ValidatedSignal, dict[str, Any]]] = {}

@@ -38,7 +38,7 @@ from loguru import logger
 from core.brokers.base import AccountState, Broker
 from core.data.quotes import QuoteSource, QuotesResult
 from core.kernel.domain import Action, Approval, Decision, Denial, Side, SymbolBars
-from core.kernel.events import ApprovedReady, ExecutedReady, ValidatedReady
+from core.kernel.events import ApprovedReady, DataReady, ExecutedReady, SignalsReady, ValidatedReady
 from core.kernel.frame_cache import FrameCache
 from core.risk import features as risk_features
 from core.risk.positions import PositionManager, RealizedReturns
@@ -260,9 +260,9 @@ class RiskAgent:
         return False
 
     async def on_validated(self, event: ValidatedReady) -> ApprovedReady:
-        signals_event = event.previous
-        assert signals_event is not None and signals_event.previous is not None
-        batch = signals_event.previous.batch
+        signals_event, data = event.find(SignalsReady), event.find(DataReady)
+        assert signals_event is not None and data is not None
+        batch = data.batch
         assert batch is not None
         account = await self._broker.account()
         portfolio = self._portfolio(account)
@@ -314,7 +314,9 @@ class RiskAgent:
             position = account.positions.get(symbol)
             flag = batch.entry_blocked.get(symbol)
             info = {**state_info, "data_flag": flag} if flag is not None else state_info  # managed on its last good bar
+            result: Approval | Denial
             if symbol in time_stops and signal.action is not Action.SELL:
+                assert position is not None  # a time stop is only ever due on a held position
                 result = evaluate_exit(
                     symbol,
                     position.quantity,
@@ -339,7 +341,6 @@ class RiskAgent:
                     )
                 continue
             validated = event.validated.get(symbol)
-            result: Approval | Denial
             if signal.action is Action.SELL:
                 if position is None or position.quantity <= 0:
                     decisions.append(

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from loguru import logger
 
-from core.kernel.domain import Action, BarsBatch, Decision, Signal, SymbolBars, frozen_map, utc_from_int
+from core.kernel.domain import Action, BarsBatch, Decision, Signal, SymbolBars, datetime_index, frozen_map, utc_from_int
 from core.kernel.events import DataReady, SignalsReady
 from core.kernel.frame_cache import FrameCache
 from core.llm import LLMSelector
@@ -28,7 +28,7 @@ from core.vocabulary import AgentName, DecisionAction
 from strategies.base import ACTION_BY_CODE, Peers, Strategy
 from strategies.context import MarketContext, context_frame
 from strategies.frames import PeersMemo, signal_frame, signal_frame_key
-from strategies.selector import DeterministicSelector
+from strategies.selector import StrategySelector
 from utils.circuit_breaker import BreakerEvent, ConsecutiveFailureBreaker, drain_rows
 
 
@@ -60,7 +60,8 @@ class _Columns:
     def of(cls, frame: pd.DataFrame) -> _Columns:
         arrays = {str(c): _column_values(frame[c]) for c in frame.columns}
         indicators = tuple((name[4:], values) for name, values in arrays.items() if name.startswith("ind_"))
-        return cls(frame.index, arrays, frame.index.asi8, frame.index.unit, indicators)
+        index = datetime_index(frame)
+        return cls(index, arrays, index.asi8, index.unit, indicators)
 
     def timestamp(self, i: int) -> datetime:
         return utc_from_int(int(self.stamps[i]), self.unit)
@@ -164,7 +165,7 @@ class StrategyAgent:
     def __init__(
         self,
         registry: Mapping[str, Strategy],
-        selector: DeterministicSelector,
+        selector: StrategySelector,
         *,
         benchmark_symbol: str = "SPY",
         cache: FrameCache | None = None,

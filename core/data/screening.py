@@ -28,6 +28,7 @@ from core.kernel.domain import (
     Decision,
     SymbolBars,
     bar_arrays,
+    datetime_index,
 )
 from core.vocabulary import AgentName, DecisionAction
 
@@ -217,7 +218,7 @@ class BarScreen:
                 end = checks.rows_through(cutoff.cutoff_day, known)
                 self._last_end[symbol] = (frame, cutoff.cutoff_day, end)
             else:
-                end = cutoff.rows(frame.index) if frame.index.is_monotonic_increasing else len(frame)
+                end = cutoff.rows(datetime_index(frame)) if frame.index.is_monotonic_increasing else len(frame)
             if end == 0:
                 located.not_listed.append(symbol)
                 continue

@@ -317,7 +317,7 @@ def evaluate_entry(
     intent = OrderIntent(
         symbol=symbol,
         side=Side.BUY,
-        quantity=quantity,  # int unless limits.allow_fractional
+        quantity=quantity,  # type: ignore[arg-type]  # int unless limits.allow_fractional (fractional shares)
         order_type=order_type,
         reference_price=price,
         strategy=signal.strategy,
@@ -346,7 +346,7 @@ def _stop_used(candidate: Candidate, limits: RiskLimits) -> float | None:
     """The stop the entry will carry: the strategy's own, else ``stop_atr_multiple`` x ATR below the price."""
     signal = candidate.signal.signal
     if _finite(signal.stop):
-        return float(signal.stop)  # type: ignore[arg-type]
+        return float(signal.stop)
     atr = float(candidate.atr)
     if math.isfinite(atr) and atr > 0:
         return candidate.price - limits.stop_atr_multiple * atr

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 from collections.abc import Sequence
 
 from core.risk.exposure import exposure_by_bucket, gross_exposure, position_value
@@ -175,7 +175,7 @@ def _fmt(q: float) -> str:
     return f"{q:g}" if isinstance(q, float) else str(q)
 
 
-def _finite(value: float | None) -> bool:
+def _finite(value: float | None) -> TypeGuard[float]:
     return value is not None and math.isfinite(float(value))
 
 
@@ -224,7 +224,7 @@ def size_position(
     strategy_stop = candidate.signal.signal.stop
     if _finite(strategy_stop):
         source = "strategy"
-        stop_price = float(strategy_stop)  # type: ignore[arg-type]
+        stop_price = float(strategy_stop)
         stop_distance = price - stop_price
         if not 0 < stop_price < price:
             checks[RiskRule.INVALID_STOP] = {"status": "fail", "stop_price": stop_price, "price": price}

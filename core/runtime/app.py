@@ -64,6 +64,7 @@ from core.data.memo import MemoizingProvider
 from core.analytics.narrative import Narrator, build_anthropic_narrator
 import core.llm as llm_clients  # the SDK clients load when a provider is built (see core.llm)
 from core.llm import DailyBudget, LLMSelector, PriceTable
+from core.llm.providers import SelectionProvider
 from core.risk import DrawdownRules, RiskLimits, load_sector_map
 from core.risk import features as risk_features
 from core.vocabulary import AgentName, StateKey, state_key
@@ -214,7 +215,7 @@ def _llm_key(settings: Settings, provider: LLMProvider) -> str | None:
 
 def build_llm_selector(settings: Settings, wall: Clock, repository: Repository) -> LLMSelector:
     """Groq first (by default), Anthropic as fallback; only providers with a key take part."""
-    providers = []
+    providers: list[SelectionProvider] = []
     for which in (settings.llm_selector_provider, settings.llm_fallback_provider):
         key = _llm_key(settings, which)
         if key is None:

@@ -108,7 +108,7 @@ class Orchestrator:
             if not failures:
                 status, error = "ok", None
                 if self._audit.last_iteration_id == iteration_id:
-                    status, error = self._audit.last_status, self._audit.last_error
+                    status, error = self._audit.last_status or status, self._audit.last_error
                 late = [n for n in notes if error is None or n not in error]
                 if late:  # noted by a handler that ran after the Audit agent recorded the iteration
                     status, error = (
