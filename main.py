@@ -79,6 +79,7 @@ from core.persistence.db import (
 )
 from core.persistence.models import BreakerEventRow, DecisionRow, EquitySnapshotRow, FillRow, Run
 from core.persistence.repository import Repository
+from core.runtime.profile import DAEMON, RunProfile
 from core.runtime.health import health_report, schedule_for  # noqa: F401  (main.health_report is public API)
 from core.vocabulary import DENIED_PREFIX, AgentName, StateKey, state_key
 from utils.cli import db_argument, install_stop_handlers, interpreter_command, iso_date
@@ -231,7 +232,9 @@ async def _replay(
     start, end = _replay_range(probe, start, end)
     sessions = replay_sessions(calendar, start, end)
     clock = simulated_clock_for(sessions)
-    app = build_app(settings, kind=kind, clock=clock, provider=provider, calendar=calendar, allow_llm=llm)
+    app = build_app(
+        settings, profile=RunProfile.for_kind(kind), clock=clock, provider=provider, calendar=calendar, allow_llm=llm
+    )
     stop = asyncio.Event()
     install_stop_handlers(stop)
     step = max(1, len(sessions) // 10)
@@ -417,7 +420,7 @@ async def _run_daemon(settings: Settings, args: argparse.Namespace) -> int:
     # a mistyped DATABASE_URL must not silently start an empty ledger: only the default database is created unasked
     create = args.create_db or settings.database_url == Settings.model_fields["database_url"].default
     try:
-        app = build_app(settings, kind="daemon", clock=clock, calendar=calendar, provider=provider, create_db=create)
+        app = build_app(settings, profile=DAEMON, clock=clock, calendar=calendar, provider=provider, create_db=create)
     except DatabaseMissing as exc:
         print(
             f"error: {exc}: check DATABASE_URL/--db, or pass --create-db to start a new, empty ledger there",

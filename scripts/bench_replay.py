@@ -22,6 +22,7 @@ from config.settings import BUNDLED_DATA_DIR, BusMode, Settings  # noqa: E402
 from core.kernel.calendar import MarketCalendar  # noqa: E402
 from core.kernel.domain import datetime_index  # noqa: E402
 from core.runtime.app import build_app, build_provider, replay_sessions, simulated_clock_for  # noqa: E402
+from core.runtime.profile import REPLAY  # noqa: E402
 from core.runtime.orchestrator import run_replay  # noqa: E402
 from utils.logging import configure_logging  # noqa: E402
 
@@ -38,7 +39,7 @@ async def _bench(mode: str, start: date, end: date, workdir: Path) -> None:
     provider = build_provider(settings, calendar)
     sessions = replay_sessions(calendar, start, end)
     clock = simulated_clock_for(sessions)
-    app = build_app(settings, kind="replay", clock=clock, provider=provider, calendar=calendar)
+    app = build_app(settings, profile=REPLAY, clock=clock, provider=provider, calendar=calendar)
     t0 = time.perf_counter()
     outcomes = await run_replay(app.orchestrator, clock.advance_to, sessions, stop=asyncio.Event())
     elapsed = time.perf_counter() - t0

@@ -83,6 +83,7 @@ from sqlalchemy import func, select
 
 from config.settings import BrokerName, DataProviderName, Settings
 from core.runtime.app import App, build_app, replay_sessions, simulated_clock_for
+from core.runtime.profile import BACKTEST, PipelineOptions
 from core.backtest.config import (
     ALPACA_CACHE_ALIASES,
     AUTO_EXCHANGE,
@@ -493,19 +494,21 @@ async def run_backtest(
     clock = simulated_clock_for(sessions)
     app = build_app(
         run_settings,
-        kind="backtest",
+        profile=BACKTEST,
         clock=clock,
         provider=SnapshotProvider(probe.frames, end=end),
         broker=broker,
         calendar=calendar,
-        validate_sessions=not by_data,
         allow_llm=config.llm,
-        sizing=config.sizing,
-        enforce_limits=config.risk_limits,
-        selector=selector,
-        registry=registry,
-        audit_batch=audit_batch(config, len(symbols)),
-        routine_decisions=config.record_all,
+        options=PipelineOptions(
+            sizing=config.sizing,
+            enforce_limits=config.risk_limits,
+            selector=selector,
+            registry=registry,
+            audit_batch=audit_batch(config, len(symbols)),
+            routine_decisions=config.record_all,
+            validate_sessions=not by_data,
+        ),
     )
     app.orchestrator.summary_level = "DEBUG"  # one INFO line per session is noise in a backtest
     stop = stop if stop is not None else asyncio.Event()

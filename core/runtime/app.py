@@ -12,7 +12,7 @@ from functools import partial
 from time import monotonic as _monotonic
 from decimal import Decimal
 from typing import Any, cast
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from zoneinfo import ZoneInfo
 
 from loguru import logger
@@ -45,6 +45,7 @@ from core.brokers.simulated import SimulatedBroker
 from core.kernel.bus import EventBus
 from core.kernel.calendar import MarketCalendar
 from core.kernel.clock import Clock, LiveClock, SimulatedClock
+from core.kernel.domain import Fill
 from core.data.base import BarProvider
 from core.data.quotes import QuoteSource
 from core.data.files import FileProvider
@@ -53,6 +54,7 @@ from core.errors import ConfigurationError
 from core.kernel.events import ApprovedReady, DataReady, ExecutedReady, IterationStarted, SignalsReady, ValidatedReady
 from core.kernel.frame_cache import FrameCache
 from core.runtime.orchestrator import Orchestrator
+from core.runtime.profile import PIPELINE_DEFAULTS, PipelineOptions, RunProfile
 from core.risk.positions import PositionManager
 from core.persistence.reconcile import Reconciler
 from core.persistence.db import DaemonLock, DaemonLockLost, open_database, safe_url
@@ -72,7 +74,7 @@ from utils.circuit_breaker import BackoffBreaker, BreakerEvent, ConsecutiveFailu
 from utils.rate_limiter import SlidingWindowRateLimiter
 from utils.secrets import install_database_scrubber
 from strategies.registry import build_registry
-from strategies.selector import DeterministicSelector, FixedSelector, StrategySelector
+from strategies.selector import DeterministicSelector, FixedSelector
 
 NEW_YORK = ZoneInfo("America/New_York")
 
@@ -296,14 +298,14 @@ def build_simulated_broker(settings: Settings, started_at: datetime | None = Non
 
 
 def build_quote_source(
-    settings: Settings, kind: str, limiter: SlidingWindowRateLimiter
+    settings: Settings, profile: RunProfile, limiter: SlidingWindowRateLimiter
 ) -> tuple[QuoteSource | None, str]:
     """The latest-quote source of the Risk agent's spread rule, or None with the reason the rule will record.
 
     Only the daemon trading or reading data on Alpaca (with keys) asks for live quotes; replays and backtests run
     on historical bars, for which no quote exists."""
-    if kind != "daemon":
-        return None, f"no live quote in a {kind}: historical bars only"
+    if not profile.live_quotes:
+        return None, f"no live quote in a {profile.kind}: historical bars only"
     uses_alpaca = settings.data_provider is DataProviderName.ALPACA or settings.broker is BrokerName.ALPACA
     if not (uses_alpaca and settings.has_alpaca_keys):
         return None, "no live quote source: quotes come from Alpaca (DATA_PROVIDER or BROKER alpaca, with keys)"
@@ -393,37 +395,34 @@ def lock_guard(lock: DaemonLock, repository: Repository, run_id: str, wall: Cloc
     return check
 
 
-def build_app(
+@dataclass
+class _OpenedRun:
+    """The run's storage and adapters, and its row in the runs table."""
+
+    engine: Engine
+    lock: DaemonLock | None
+    repository: Repository
+    limiter: SlidingWindowRateLimiter
+    provider: BarProvider
+    broker: Broker
+    run_id: str
+
+
+def _open_run(
     settings: Settings,
+    profile: RunProfile,
+    wall: Clock,
+    calendar: MarketCalendar,
     *,
-    kind: str,
-    clock: Clock,
-    wall_clock: Clock | None = None,
-    provider: BarProvider | None = None,
-    broker: Broker | None = None,
-    take_lock: bool = True,
-    calendar: MarketCalendar | None = None,
-    allow_llm: bool = True,
-    limiter: SlidingWindowRateLimiter | None = None,
-    sizing: str = "risk",
-    enforce_limits: bool = True,
-    selector: StrategySelector | None = None,
-    registry: Mapping[str, Any] | None = None,
-    audit_batch: int = 1,
-    routine_decisions: bool = True,
-    validate_sessions: bool = True,
-    create_db: bool = True,
-) -> App:
-    """``selector``/``registry``: override the deterministic selector and the strategy registry (backtests pin a
-    strategy); ``audit_batch``: iterations per database transaction (1 for the daemon; more for backtests);
-    ``routine_decisions=False`` records only the decisions that carry information (no "data ok", HOLD, "skip" or
-    "no order" rows for every symbol of every iteration), as backtests do by default; ``validate_sessions=False``: the
-    Data agent checks bars without the exchange calendar (no off-session or missing-session rule), for a backtest whose
-    sessions are the data's own dates (``backtest --calendar data``); ``create_db=False``: a SQLite database file that
-    does not exist is an error (``DatabaseMissing``) rather than a new, empty ledger."""
-    """Wire everything. Raises DatabaseUnavailable / DaemonAlreadyRunning before anything trades."""
-    wall = wall_clock or LiveClock()
-    calendar = calendar or MarketCalendar()
+    provider: BarProvider | None,
+    broker: Broker | None,
+    limiter: SlidingWindowRateLimiter | None,
+    take_lock: bool,
+    create_db: bool,
+) -> _OpenedRun:
+    """Open the database, take the lock (runs a dead process left 'running' are marked killed), build the provider
+    and the broker, and record the run row. Raises DatabaseUnavailable / DaemonAlreadyRunning before anything trades;
+    on any failure here the lock is released and the engine disposed."""
     engine = open_database(
         settings.database_url,
         create=create_db,
@@ -444,12 +443,12 @@ def build_app(
         provider = provider or build_provider(settings, calendar, limiter=limiter, now=wall.now)
         # replays and backtests always trade on the simulated broker; only the daemon uses BROKER
         broker = broker or (
-            build_broker(settings, wall, limiter) if kind == "daemon" else build_simulated_broker(settings)
+            build_broker(settings, wall, limiter) if profile.live_broker else build_simulated_broker(settings)
         )
-        run_id = new_run_id(kind, wall.now())
+        run_id = new_run_id(profile.kind, wall.now())
         repository.create_run(
             run_id,
-            kind=kind,
+            kind=profile.kind,
             broker=broker.name,
             data_provider=provider.name,
             started_at=wall.now(),
@@ -462,15 +461,39 @@ def build_app(
             lock.release()
         engine.dispose()
         raise
+    return _OpenedRun(engine, lock, repository, limiter, provider, broker, run_id)
 
-    ledger_fills = repository.broker_ledger(broker.name)[1] if kind == "daemon" else []
+
+@dataclass
+class _RestoredState:
+    """What the run starts from: the ledger's fills, the broker's persisted account, the breakers (restored) and the
+    Risk agent's saved state, all read under the run's state namespace."""
+
+    namespace: str
+    ledger_fills: list[Fill]
+    broker_key: StateKey | None
+    saved_risk: tuple[dict[str, Any], datetime] | None
+    llm_breaker: ConsecutiveFailureBreaker
+    breaker_events: list[BreakerEvent]
+    broker_breaker: BackoffBreaker
+    broker_events: list[BreakerEvent]
+
+
+def _restore_state(
+    settings: Settings, profile: RunProfile, run: _OpenedRun, *, clock: Clock, wall: Clock
+) -> _RestoredState:
+    """Resume the broker from the ledger or its persisted snapshot, and build the breakers from their saved state."""
+    repository, broker = run.repository, run.broker
+    ledger_fills = repository.broker_ledger(broker.name)[1] if profile.replay_ledger_fills else []
     if isinstance(broker, AlpacaBroker):
         orders, fills = repository.broker_ledger(broker.name)
         broker.resume(orders, fills)  # fills already recorded are not reported again after a restart
         logger.info("alpaca broker resumed from the ledger: {} orders, {} fills", len(orders), len(fills))
 
     # the offline daemon's simulated account survives restarts: its snapshot is persisted with every iteration
-    broker_key = StateKey.SIMULATED_BROKER if kind == "daemon" and isinstance(broker, PersistentBroker) else None
+    broker_key = (
+        StateKey.SIMULATED_BROKER if profile.persist_simulated_broker and isinstance(broker, PersistentBroker) else None
+    )
     if broker_key is not None:
         saved_broker_state = repository.get_state(broker_key)
         if saved_broker_state is not None:
@@ -480,16 +503,6 @@ def build_app(
             except ValueError as exc:
                 logger.warning("simulated broker state not restored ({}); starting from INITIAL_CASH", exc)
 
-    cache = FrameCache()
-    registry = registry if registry is not None else build_registry(settings.strategy_overrides)
-    pinned = selector is None and settings.strategy != "auto"
-    if selector is None:
-        selector = FixedSelector(registry, settings.strategy) if pinned else DeterministicSelector(registry)
-    llm = (
-        build_llm_selector(settings, wall, repository)
-        if llm_enabled(settings, allow=allow_llm and not pinned)
-        else None
-    )
     breaker_events: list[BreakerEvent] = []
     llm_breaker = ConsecutiveFailureBreaker(
         "llm_selection",
@@ -499,11 +512,87 @@ def build_app(
         on_transition=breaker_events.append,
     )
     # the daemon's state survives restarts; a replay or backtest starts from a clean state of its own
-    namespace = "" if kind == "daemon" else f"{run_id}:"
+    namespace = profile.state_namespace(run.run_id)
     saved = repository.get_state(state_key(StateKey.LLM_BREAKER, namespace))
     if saved is not None:
         llm_breaker.restore(saved[0])
     saved_risk = repository.get_state(state_key(StateKey.RISK_STATE, namespace))
+    broker_events: list[BreakerEvent] = []
+    broker_breaker = BackoffBreaker(
+        "broker",
+        threshold=settings.broker_error_threshold,
+        base=timedelta(seconds=settings.broker_backoff_seconds),
+        max_backoff=timedelta(hours=1),
+        clock=clock.now,
+        on_transition=broker_events.append,
+    )
+    saved_broker = repository.get_state(state_key(StateKey.BROKER_BREAKER, namespace))
+    if saved_broker is not None:
+        broker_breaker.restore(saved_broker[0])
+    return _RestoredState(
+        namespace=namespace,
+        ledger_fills=ledger_fills,
+        broker_key=broker_key,
+        saved_risk=saved_risk,
+        llm_breaker=llm_breaker,
+        breaker_events=breaker_events,
+        broker_breaker=broker_breaker,
+        broker_events=broker_events,
+    )
+
+
+@dataclass
+class _Agents:
+    data: DataAgent
+    strategy: StrategyAgent
+    quant: QuantAgent
+    risk: RiskAgent
+    execution: ExecutionAgent
+    audit: AuditAgent
+    reconciler: Reconciler | None
+
+    def by_name(self) -> dict[str, Any]:
+        return {
+            AgentName.DATA: self.data,
+            AgentName.STRATEGY: self.strategy,
+            AgentName.QUANT: self.quant,
+            AgentName.RISK: self.risk,
+            AgentName.EXECUTION: self.execution,
+            AgentName.AUDIT: self.audit,
+        }
+
+
+def _build_agents(
+    settings: Settings,
+    profile: RunProfile,
+    run: _OpenedRun,
+    state: _RestoredState,
+    options: PipelineOptions,
+    *,
+    clock: Clock,
+    wall: Clock,
+    calendar: MarketCalendar,
+    allow_llm: bool,
+) -> _Agents:
+    """The six agents (and the daemon's reconciler) over the opened run and its restored state."""
+    repository, broker, provider, limiter, run_id = run.repository, run.broker, run.provider, run.limiter, run.run_id
+    namespace, broker_key, saved_risk = state.namespace, state.broker_key, state.saved_risk
+    llm_breaker, breaker_events = state.llm_breaker, state.breaker_events
+    broker_breaker, broker_events = state.broker_breaker, state.broker_events
+    sizing, enforce_limits, audit_batch = options.sizing, options.enforce_limits, options.audit_batch
+    routine_decisions, validate_sessions = options.routine_decisions, options.validate_sessions
+
+    cache = FrameCache()
+    registry = options.registry if options.registry is not None else build_registry(settings.strategy_overrides)
+    selector = options.selector
+    pinned = selector is None and settings.strategy != "auto"
+    if selector is None:
+        selector = FixedSelector(registry, settings.strategy) if pinned else DeterministicSelector(registry)
+    llm = (
+        build_llm_selector(settings, wall, repository)
+        if llm_enabled(settings, allow=allow_llm and not pinned)
+        else None
+    )
     if llm is None:
         logger.info(
             "strategy selection: deterministic ({})",
@@ -556,11 +645,11 @@ def build_app(
                 else {}
             ),
         },
-        heartbeat_key=StateKey.HEARTBEAT if kind == "daemon" else None,
+        heartbeat_key=profile.heartbeat_key,
         narrator=build_narrator(settings, wall, allow=allow_llm),
         batch_size=audit_batch,
     )
-    quote_source, no_quotes_reason = build_quote_source(settings, kind, limiter)
+    quote_source, no_quotes_reason = build_quote_source(settings, profile, limiter)
     logger.info(
         "spread rule: {}",
         "live quotes from Alpaca" if quote_source is not None else f"not applicable ({no_quotes_reason})",
@@ -583,21 +672,9 @@ def build_app(
         quotes=quote_source,
         no_quotes_reason=no_quotes_reason,
     )
-    broker_events: list[BreakerEvent] = []
-    broker_breaker = BackoffBreaker(
-        "broker",
-        threshold=settings.broker_error_threshold,
-        base=timedelta(seconds=settings.broker_backoff_seconds),
-        max_backoff=timedelta(hours=1),
-        clock=clock.now,
-        on_transition=broker_events.append,
-    )
-    saved_broker = repository.get_state(state_key(StateKey.BROKER_BREAKER, namespace))
-    if saved_broker is not None:
-        broker_breaker.restore(saved_broker[0])
     reconciler = (
         Reconciler(repository, broker.name, run_id, parent_of=getattr(broker, "parent_of", None))
-        if kind == "daemon"
+        if profile.reconcile
         else None
     )
     position_manager = PositionManager(
@@ -605,10 +682,10 @@ def build_app(
         trail_percent=settings.trail_percent or None,
         time_stop_sessions=settings.time_stop_sessions or None,
     )
-    risk_agent.realized.apply(ledger_fills)  # the daemon's trade history survives restarts
+    risk_agent.realized.apply(state.ledger_fills)  # the daemon's trade history survives restarts
     execution_agent = ExecutionAgent(
         broker,
-        order_prefix=settings.trading_mode.value if kind == "daemon" else run_id,
+        order_prefix=profile.client_order_prefix(settings.trading_mode.value, run_id),
         breaker=broker_breaker,
         breaker_events=broker_events,
         reconciler=reconciler,
@@ -617,9 +694,16 @@ def build_app(
         atr=partial(risk_features.atr_at, cache, period=risk_features.ATR_PERIOD),
         routine_decisions=routine_decisions,
         # the daemon writes every order before submitting it and resolves the ones in doubt (start and iterations)
-        intents=repository if kind == "daemon" else None,
+        intents=repository if profile.write_order_intents else None,
         run_id=run_id,
     )
+    return _Agents(data_agent, strategy_agent, quant_agent, risk_agent, execution_agent, audit_agent, reconciler)
+
+
+def _wire_bus(settings: Settings, agents: _Agents) -> EventBus:
+    """One subscription per hop of the pipeline (Data -> Strategy -> Quant -> Risk -> Execution -> Audit)."""
+    data_agent, strategy_agent, quant_agent = agents.data, agents.strategy, agents.quant
+    risk_agent, execution_agent, audit_agent = agents.risk, agents.execution, agents.audit
 
     bus = EventBus(settings.bus_mode.value)
     bus.subscribe(IterationStarted, data_agent.on_iteration, "data.on_iteration")
@@ -630,52 +714,86 @@ def build_app(
     bus.subscribe(ApprovedReady, execution_agent.on_approved, "execution.on_approved")
     bus.subscribe(ExecutedReady, audit_agent.on_executed, "audit.on_executed")
     bus.subscribe(ExecutedReady, risk_agent.on_executed, "risk.on_executed")
+    return bus
 
-    # a backtest never waits on a remote service: its iterations run without a deadline (no timer per session)
-    deadline_s = None if kind == "backtest" else settings.iteration_deadline_seconds
-    guard = lock_guard(lock, repository, run_id, wall) if (lock is not None and kind == "daemon") else None
+
+def build_app(
+    settings: Settings,
+    *,
+    profile: RunProfile,
+    clock: Clock,
+    wall_clock: Clock | None = None,
+    provider: BarProvider | None = None,
+    broker: Broker | None = None,
+    take_lock: bool = True,
+    calendar: MarketCalendar | None = None,
+    allow_llm: bool = True,
+    limiter: SlidingWindowRateLimiter | None = None,
+    options: PipelineOptions = PIPELINE_DEFAULTS,
+    create_db: bool = True,
+) -> App:
+    """Wire everything for a run of ``profile`` (``DAEMON``, ``REPLAY``, ``BACKTEST`` or ``RunProfile.for_kind``):
+    open the run, restore its state, build the agents, wire the bus. Raises DatabaseUnavailable / DaemonAlreadyRunning
+    before anything trades.
+
+    ``options``: the pipeline's knobs (:class:`PipelineOptions`; backtests turn them); ``create_db=False``: a SQLite
+    database file that does not exist is an error (``DatabaseMissing``) rather than a new, empty ledger."""
+    wall = wall_clock or LiveClock()
+    calendar = calendar or MarketCalendar()
+    run = _open_run(
+        settings,
+        profile,
+        wall,
+        calendar,
+        provider=provider,
+        broker=broker,
+        limiter=limiter,
+        take_lock=take_lock,
+        create_db=create_db,
+    )
+    state = _restore_state(settings, profile, run, clock=clock, wall=wall)
+    agents = _build_agents(
+        settings, profile, run, state, options, clock=clock, wall=wall, calendar=calendar, allow_llm=allow_llm
+    )
+    bus = _wire_bus(settings, agents)
+    guard = (
+        lock_guard(run.lock, run.repository, run.run_id, wall) if run.lock is not None and profile.guard_lock else None
+    )
     orchestrator = Orchestrator(
         bus=bus,
         clock=clock,
-        audit=audit_agent,
-        execution=execution_agent,
-        run_id=run_id,
-        deadline_s=deadline_s,
+        audit=agents.audit,
+        execution=agents.execution,
+        run_id=run.run_id,
+        deadline_s=profile.deadline_s(settings.iteration_deadline_seconds),
         guard=guard,
     )
     logger.info(
         "run {} ({}): {} symbols, data {}, broker {}, bus {}, database {}",
-        run_id,
-        kind,
+        run.run_id,
+        profile.kind,
         len(settings.symbols),
-        provider.name,
-        broker.name,
+        run.provider.name,
+        run.broker.name,
         bus.mode,
-        engine.url.render_as_string(hide_password=True),
+        run.engine.url.render_as_string(hide_password=True),
     )
     return App(
         settings=settings,
-        kind=kind,
-        run_id=run_id,
-        engine=engine,
-        repository=repository,
+        kind=profile.kind,
+        run_id=run.run_id,
+        engine=run.engine,
+        repository=run.repository,
         clock=clock,
         wall_clock=wall,
-        provider=provider,
-        broker=broker,
+        provider=run.provider,
+        broker=run.broker,
         bus=bus,
         orchestrator=orchestrator,
         calendar=calendar,
-        reconciler=reconciler,
-        agents={
-            AgentName.DATA: data_agent,
-            AgentName.STRATEGY: strategy_agent,
-            AgentName.QUANT: quant_agent,
-            AgentName.RISK: risk_agent,
-            AgentName.EXECUTION: execution_agent,
-            AgentName.AUDIT: audit_agent,
-        },
-        lock=lock,
+        reconciler=agents.reconciler,
+        agents=agents.by_name(),
+        lock=run.lock,
     )
 
 

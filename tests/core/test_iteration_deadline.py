@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.runtime.app import build_app, build_simulated_broker, replay_sessions, simulated_clock_for
+from core.runtime.profile import REPLAY
 from core.kernel.calendar import MarketCalendar
 from core.kernel.domain import BarsBatch
 from core.runtime.orchestrator import backstop_grace
@@ -45,7 +46,7 @@ async def test_run_iteration_when_a_handler_outlives_the_deadline_then_it_is_can
     sessions = replay_sessions(calendar, date(2021, 3, 1), date(2021, 3, 2))
     clock = simulated_clock_for(sessions)
     broker = HangsOnce(build_simulated_broker(settings))
-    app = build_app(settings, kind="replay", clock=clock, broker=broker, calendar=calendar, take_lock=False)  # type: ignore[arg-type]
+    app = build_app(settings, profile=REPLAY, clock=clock, broker=broker, calendar=calendar, take_lock=False)  # type: ignore[arg-type]
     try:
         first = await asyncio.wait_for(app.orchestrator.run_iteration(), timeout=30)
         clock.advance_to(sessions[1])

@@ -15,6 +15,7 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
 from core.runtime.app import build_app, replay_sessions, simulated_clock_for
+from core.runtime.profile import DAEMON, PipelineOptions
 from core.brokers.simulated import SimulatedBroker
 from core.kernel.calendar import MarketCalendar
 from core.runtime.orchestrator import run_replay
@@ -66,13 +67,12 @@ def _run(
     clock = simulated_clock_for(sessions)
     app = build_app(
         settings,
-        kind="daemon",
+        profile=DAEMON,
         clock=clock,
         wall_clock=clock,
         calendar=calendar,
         allow_llm=False,
-        registry=registry,
-        selector=FixedSelector(registry, "volatility_breakout"),
+        options=PipelineOptions(registry=registry, selector=FixedSelector(registry, "volatility_breakout")),
         broker=broker,
     )
     try:

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 import main
 from core.runtime.app import build_app
+from core.runtime.profile import DAEMON
 from core.kernel.calendar import MarketCalendar
 from core.kernel.clock import SimulatedClock
 from core.persistence.db import DaemonAlreadyRunning, DaemonLock, DaemonLockLost, normalise_url, open_database
@@ -124,7 +125,7 @@ def _app(settings_url: str, tmp_path: Path, day: date = date(2024, 3, 28)):
         broker="simulated",
         symbols=["AAPL", "IBM", "SPY"],
     )
-    return build_app(settings, kind="daemon", clock=SimulatedClock(calendar.session(day).close_utc), calendar=calendar)
+    return build_app(settings, profile=DAEMON, clock=SimulatedClock(calendar.session(day).close_utc), calendar=calendar)
 
 
 def _count(url: str, model: type) -> int:
