@@ -67,6 +67,7 @@ class Stages:
 
 
 def _first[E: Event](chain: Sequence[Event], kind: type[E]) -> E | None:
+    """The first event of ``kind`` in ``chain`` (None when the pipeline did not reach that stage)."""
     return next((e for e in chain if isinstance(e, kind)), None)
 
 
