@@ -1,62 +1,37 @@
 """Audit agent: records the iteration — every decision, order, fill, position and the equity — in one transaction,
-with a deterministic text summary built from the same facts."""
+with a narrative built from the same facts.
+
+The agent does the I/O (the broker's account, the narrator, the state snapshot, the database); the record itself is
+built by the pure functions of :mod:`core.analytics.audit_record`."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections import Counter, deque
 from datetime import datetime
 from typing import Any
 from collections.abc import Callable, Mapping, Sequence
 
 from loguru import logger
 
+from core.analytics.audit_record import (
+    heartbeat,
+    iteration_equity,
+    iteration_facts,
+    iteration_record,
+    narrative_facts,
+    narrative_llm_call,
+    orders_and_fills,
+    stages_of,
+    with_notes,
+)
+from core.analytics.narrative import Narrator, summarize
 from core.brokers.base import AccountState, Broker, BrokerError, SyncResult
 from core.kernel.bus import HandlerFailure, PublishReport
 from core.kernel.clock import Clock
-from core.kernel.domain import Decision, Order
-from core.kernel.events import (
-    ApprovedReady,
-    DataReady,
-    Event,
-    ExecutedReady,
-    IterationStarted,
-    SignalsReady,
-    ValidatedReady,
-)
-from core.analytics.narrative import Narrator
-from core.risk.positions import PositionManager, levels
-from utils.failpoints import failpoint
+from core.kernel.events import Event, ExecutedReady
 from core.persistence.repository import IterationRecord, Repository
 from core.vocabulary import AgentName
-from utils.jsonable import jsonable
 from utils import deadline as _deadline
-
-NARRATIVE_PROMPT_VERSION = "audit-narrative/v1"
-
-
-def summarize(facts: Mapping[str, Any]) -> str:
-    """The deterministic narrative of an iteration; every number in it comes from ``facts``."""
-    parts = [
-        f"{facts['as_of'][:10]}: {facts['symbols_ok']}/{facts['symbols_total']} symbols with usable data "
-        f"(quality {facts['data_quality_pct']}%)"
-    ]
-    if facts["rejected"]:
-        parts.append("excluded " + ", ".join(f"{s} ({r})" for s, r in facts["rejected"].items()))
-    if facts.get("flagged"):
-        parts.append("flagged, no new entries " + ", ".join(f"{s} ({r})" for s, r in facts["flagged"].items()))
-    sig = facts["signals"]
-    parts.append(f"signals BUY {sig.get('BUY', 0)}, SELL {sig.get('SELL', 0)}, HOLD {sig.get('HOLD', 0)}")
-    parts.append(f"risk approved {facts['approvals']}, denied {facts['denials']}")
-    if facts["denials_by_rule"]:
-        parts.append("denials by rule: " + ", ".join(f"{r} {n}" for r, n in sorted(facts["denials_by_rule"].items())))
-    parts.append(f"orders submitted {facts['orders_submitted']}, fills {facts['fills']}")
-    if facts.get("equity") is not None:
-        parts.append(f"equity {facts['equity']} (cash {facts['cash']}, {facts['positions']} positions)")
-    if facts.get("status") != "ok":
-        parts.append(f"iteration {facts['status']}: {facts.get('error')}")
-    return "; ".join(parts) + "."
+from utils.failpoints import failpoint
 
 
 class AuditAgent:
@@ -69,15 +44,18 @@ class AuditAgent:
         clock: Clock,
         run_id: str,
         *,
-        recent_equity: int = 10,
         state: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None,
         heartbeat_key: str | None = None,
         narrator: Narrator | None = None,
         batch_size: int = 1,
+        on_record: Callable[[IterationRecord], None] | None = None,
     ) -> None:
         """``state``: snapshots (key -> JSON object) persisted with every iteration, e.g. breaker states.
-        ``heartbeat_key``: where the daemon's heartbeat is written with every iteration (``main.py health`` reads it)."""
+        ``heartbeat_key``: where the daemon's heartbeat is written with every iteration (``main.py health`` reads it).
+        ``on_record``: called with every iteration record once it is written (or buffered, with ``batch_size`` > 1),
+        e.g. the runtime's read model."""
         self._state = state
+        self._on_record = on_record
         self._heartbeat_key = heartbeat_key
         self._narrator = narrator
         if batch_size < 1:
@@ -93,10 +71,6 @@ class AuditAgent:
         self.last_iteration_id: str | None = None
         self.last_status: str | None = None
         self.last_error: str | None = None
-        # the run's latest equity values, oldest first, for the Risk agent's daily/weekly loss limits
-        self.recent_equity: deque[float] = deque(
-            (float(e) for _, e in repository.equity_history(run_id, limit=recent_equity)), maxlen=recent_equity
-        )
 
     async def on_executed(self, event: ExecutedReady) -> None:
         chain = event.chain()
@@ -139,13 +113,7 @@ class AuditAgent:
     def _state_with_heartbeat(self, iteration_id: str, as_of: datetime, status: str) -> dict[str, Mapping[str, Any]]:
         state = dict(self._state()) if self._state is not None else {}
         if self._heartbeat_key is not None:
-            state[self._heartbeat_key] = {
-                "run_id": self.run_id,
-                "iteration_id": iteration_id,
-                "as_of": as_of.isoformat(),
-                "at": self._clock.now().isoformat(),
-                "status": status,
-            }
+            state[self._heartbeat_key] = heartbeat(self.run_id, iteration_id, as_of, self._clock.now(), status)
         return state
 
     async def _account(self) -> tuple[AccountState | None, str | None]:
@@ -157,128 +125,59 @@ class AuditAgent:
             logger.error("{}", reason)
             return None, reason
 
+    @staticmethod
+    def _notes(unavailable: str | None) -> list[str]:
+        """What the iteration could not have: the deadline scope's notes, then why the account could not be read."""
+        scope = _deadline.current()
+        return list(dict.fromkeys((scope.notes if scope is not None else []) + ([unavailable] if unavailable else [])))
+
+    async def _narrate(self, facts: dict[str, Any]) -> tuple[str, str, dict[str, Any], list[dict[str, Any]]]:
+        """The report's kind and text, the facts as recorded, and the narrator's LLM call (if it made one)."""
+        if self._narrator is None:
+            return "template", summarize(facts), facts, []
+        narrative = await self._narrator.narrate(facts)
+        recorded = narrative_facts(facts, narrative)
+        call = narrative_llm_call(narrative, recorded)
+        return narrative.kind, narrative.text, recorded, [call] if call is not None else []
+
+    def _keep(self, record: IterationRecord) -> None:
+        """Buffer ``record``; write the buffer when it is full, and at once for a single-iteration batch or an
+        iteration that is not ``ok``."""
+        self._pending.append(record)
+        if self._batch_size == 1 or record.status != "ok" or len(self._pending) >= self._batch_size:
+            self.flush()
+
     async def _record(
         self, chain: list[Event], *, status: str, error: str | None, broker_report: SyncResult | None = None
     ) -> None:
-        started = next(e for e in chain if isinstance(e, IterationStarted))
-        data = next((e for e in chain if isinstance(e, DataReady)), None)
-        signals = next((e for e in chain if isinstance(e, SignalsReady)), None)
-        approved = next((e for e in chain if isinstance(e, ApprovedReady)), None)
-        executed = next((e for e in chain if isinstance(e, ExecutedReady)), None)
-        _ = next((e for e in chain if isinstance(e, ValidatedReady)), None)
-
-        decisions: list[Decision] = [d for e in chain for d in e.decisions]
-        batch = data.batch if data is not None else None
+        stages = stages_of(chain)
         account, unavailable = await self._account()
-        scope = _deadline.current()
-        notes = list(dict.fromkeys((scope.notes if scope is not None else []) + ([unavailable] if unavailable else [])))
-        if notes:  # something the iteration needed was unavailable: degraded, with every reason
-            status = "degraded" if status == "ok" else status
-            error = "; ".join([e for e in (error,) if e] + [n for n in notes if error is None or n not in error])
-        equity = executed.equity if executed is not None else None
-        if equity is None and account is not None:
-            equity = account.equity_snapshot(started.as_of)
-        orders: list[Order] = []
-        if executed is not None:
-            orders = list(executed.order_updates) + list(executed.orders)
-        fills = list(executed.fills) if executed is not None else []
-        if broker_report is not None:
-            orders += broker_report.orders
-            fills += broker_report.fills
-        symbols_total = len(batch.bars) + len(batch.rejected) if batch is not None else 0
-        signal_counts = Counter(s.action.value for s in signals.signals.values()) if signals is not None else Counter()
-        denial_rules = Counter(d.rule for d in approved.denials) if approved is not None else Counter()
-        facts: dict[str, Any] = {
-            "iteration_id": started.iteration_id,
-            "as_of": started.as_of.isoformat(),
-            "status": status,
-            "error": error,
-            "symbols_total": symbols_total,
-            # clean symbols: those flagged (managed on their last good bar, no new entry) are not counted
-            "symbols_ok": len(batch.bars) - len(batch.entry_blocked) if batch is not None else 0,
-            "data_quality_pct": round(100 * batch.data_quality, 1) if batch is not None else 0.0,
-            "rejected": dict(batch.rejected) if batch is not None else {},
-            "flagged": {s: batch.exclusions.get(s, "data") for s in batch.entry_blocked} if batch is not None else {},
-            "signals": {a: signal_counts.get(a, 0) for a in ("BUY", "SELL", "HOLD")},
-            "approvals": len(approved.approvals) if approved is not None else 0,
-            "denials": len(approved.denials) if approved is not None else 0,
-            "denials_by_rule": dict(denial_rules),
-            "orders_submitted": len(executed.orders) if executed is not None else 0,
-            "fills": len(fills),
-            "equity": format(equity.equity, ",.2f") if equity is not None else None,
-            "cash": format(equity.cash, ",.2f") if equity is not None else None,
-            "positions": equity.positions if equity is not None else None,
-        }
-        text = summarize(facts)
-        kind = "template"
-        llm_calls = list(signals.llm_calls) if signals is not None else []
-        if self._narrator is not None:
-            narrative = await self._narrator.narrate(facts)
-            kind, text = narrative.kind, narrative.text
-            facts["narrative"] = {
-                "kind": narrative.kind,
-                "reason": narrative.reason,
-                "rejected_text": narrative.rejected_text,
-            }
-            if narrative.call is not None:
-                call = narrative.call
-                llm_calls.append(
-                    {
-                        "purpose": "narrative",
-                        "provider": "anthropic",
-                        "model": call.model,
-                        "prompt_version": NARRATIVE_PROMPT_VERSION,
-                        "prompt_hash": hashlib.sha256(json.dumps(jsonable(facts), sort_keys=True).encode()).hexdigest(),
-                        "input_tokens": call.input_tokens,
-                        "output_tokens": call.output_tokens,
-                        "cost_usd": None,
-                        "latency_ms": call.latency_ms,
-                        "retries": 0,
-                        "outcome": call.outcome.value,
-                        "validation_errors": [narrative.reason] if narrative.kind == "template" else [],
-                        "symbols": [],
-                        "error": call.error,
-                        "started_at": call.started_at,
-                    }
-                )
-        record = IterationRecord(
+        # something the iteration needed was unavailable: degraded, with every reason
+        status, error = with_notes(status, error, self._notes(unavailable))
+        equity = iteration_equity(stages.executed, account, stages.started.as_of)
+        orders, fills = orders_and_fills(stages.executed, broker_report)
+        facts = iteration_facts(stages, status=status, error=error, fills=len(fills), equity=equity)
+        kind, text, facts, narrator_calls = await self._narrate(facts)
+        recorded_at = self._clock.now()
+        record = iteration_record(
+            stages,
             run_id=self.run_id,
-            iteration_id=started.iteration_id,
-            seq=started.seq,
-            as_of=started.as_of,
-            recorded_at=self._clock.now(),
+            recorded_at=recorded_at,
             status=status,
             error=error,
-            symbols_total=symbols_total,
-            symbols_ok=facts["symbols_ok"],
-            data_quality=batch.data_quality if batch is not None else 0.0,
-            decisions=decisions,
+            account=account,
+            equity=equity,
             orders=orders,
             fills=fills,
-            positions=dict(account.positions) if account is not None else None,
-            equity=equity,
+            facts=facts,
             report_kind=kind,
             report_text=text,
-            report_facts=facts,
-            signals=sum(v for k, v in signal_counts.items() if k != "HOLD"),
-            approvals=facts["approvals"],
-            denials=facts["denials"],
-            orders_submitted=facts["orders_submitted"],
-            llm_calls=tuple(llm_calls),
-            shadow=tuple(signals.shadow) if signals is not None else (),
-            breaker_events=tuple(b for e in chain for b in e.breaker_events),
-            state=self._state_with_heartbeat(started.iteration_id, started.as_of, status),
-            position_levels=levels(PositionManager.plans(account)) if account is not None else {},
+            llm_calls=narrator_calls,
+            state=self._state_with_heartbeat(stages.started.iteration_id, stages.started.as_of, status),
         )
-        if self._batch_size == 1 or status != "ok":
-            self._pending.append(record)
-            self.flush()
-        else:
-            self._pending.append(record)
-            if len(self._pending) >= self._batch_size:
-                self.flush()
-        if equity is not None:
-            self.recent_equity.append(float(equity.equity))
+        self._keep(record)
+        if self._on_record is not None:
+            self._on_record(record)
         self.last_summary = text
-        self.last_iteration_id, self.last_status, self.last_error = started.iteration_id, status, error
+        self.last_iteration_id, self.last_status, self.last_error = stages.started.iteration_id, status, error
         logger.debug("audit: {}", text)

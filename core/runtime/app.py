@@ -19,7 +19,7 @@ from loguru import logger
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from agents.audit_agent import AuditAgent, summarize
+from agents.audit_agent import AuditAgent
 from agents.data_agent import DataAgent
 from agents.execution_agent import ExecutionAgent
 from agents.quant_agent import QuantAgent
@@ -55,6 +55,7 @@ from core.kernel.events import ApprovedReady, DataReady, ExecutedReady, Iteratio
 from core.kernel.frame_cache import FrameCache
 from core.runtime.orchestrator import Orchestrator
 from core.runtime.profile import PIPELINE_DEFAULTS, PipelineOptions, RunProfile
+from core.runtime.readmodel import ReadModel
 from core.risk.positions import PositionManager
 from core.persistence.reconcile import Reconciler
 from core.persistence.db import DaemonLock, DaemonLockLost, open_database, safe_url
@@ -63,7 +64,7 @@ from core.data.alpaca import AlpacaBarProvider
 from core.data.cache import DiskBarCache
 from core.data.chain import FallbackChain
 from core.data.memo import MemoizingProvider
-from core.analytics.narrative import Narrator, build_anthropic_narrator
+from core.analytics.narrative import Narrator, build_anthropic_narrator, summarize
 import core.llm as llm_clients  # the SDK clients load when a provider is built (see core.llm)
 from core.llm import DailyBudget, LLMSelector, PriceTable
 from core.llm.providers import SelectionProvider
@@ -630,6 +631,7 @@ def _build_agents(
         registry, cache=cache, benchmark_symbol=settings.benchmark_symbol, routine_decisions=routine_decisions
     )
     limits = risk_limits(settings)
+    read_model = ReadModel.from_ledger(repository, run_id)  # what the agents read about the run, kept by the runtime
     audit_agent = AuditAgent(
         repository,
         broker,
@@ -648,6 +650,7 @@ def _build_agents(
         heartbeat_key=profile.heartbeat_key,
         narrator=build_narrator(settings, wall, allow=allow_llm),
         batch_size=audit_batch,
+        on_record=read_model.observe,
     )
     quote_source, no_quotes_reason = build_quote_source(settings, profile, limiter)
     logger.info(
@@ -657,7 +660,7 @@ def _build_agents(
     risk_agent = RiskAgent(
         broker,
         limits,
-        equity_history=lambda: list(audit_agent.recent_equity),
+        equity_history=read_model.recent_equity,
         clock=clock.now,
         sectors=load_sector_map(),  # config/sectors.json, validated (a malformed or missing file stops start-up)
         atr_period=risk_features.ATR_PERIOD,

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from agents.audit_agent import AuditAgent
 from agents.execution_agent import ExecutionAgent
 from agents.risk_agent import RiskAgent
+from core.brokers.base import BrokerError
 from core.brokers.simulated import SimulatedBroker
 from core.kernel.bus import HandlerFailure, PublishReport
 from core.kernel.clock import SimulatedClock
@@ -26,8 +27,8 @@ from core.data.files import read_bars_file
 from core.kernel.domain import Action, BarsBatch, Signal, SymbolBars, ValidatedSignal
 from core.kernel.events import DataReady, ExecutedReady, IterationStarted, SignalsReady, ValidatedReady
 from core.persistence.db import open_database
-from core.persistence.models import DecisionRow, EquitySnapshotRow, FillRow, Iteration, OrderRow
-from core.persistence.repository import Repository
+from core.persistence.models import AuditReportRow, DecisionRow, EquitySnapshotRow, FillRow, Iteration, OrderRow
+from core.persistence.repository import IterationRecord, Repository
 from core.risk import RiskLimits
 from tests.conftest import BUNDLED_DAILY
 from utils.secrets import install_database_scrubber
@@ -243,3 +244,212 @@ async def test_record_incomplete_when_the_error_text_holds_a_configured_secret_t
     with pipeline.engine.connect() as conn:
         dumped = "\n".join(conn.connection.iterdump())  # every table, every column
     assert SECRET not in dumped
+
+
+# ------------------------------------------------------------------------------------------------- batching, marks
+
+
+DAY3 = date(2021, 3, 12)
+
+
+def _audit(pipeline: Pipeline, **options: Any) -> AuditAgent:
+    """Another Audit agent on the pipeline's ledger, broker and clock, with ``options``."""
+    return AuditAgent(pipeline.repository, pipeline.broker, pipeline.clock, RUN_ID, **options)
+
+
+def _recorded(engine: Any) -> list[str]:
+    with Session(engine) as s:
+        return sorted(s.scalars(select(Iteration.id)))
+
+
+async def test_on_executed_when_batch_size_is_three_then_the_third_iteration_writes_all_three_in_one_transaction(
+    pipeline: Pipeline,
+) -> None:
+    audit = _audit(pipeline, batch_size=3)
+    commits = Commits(pipeline.engine)
+
+    for seq, day in ((1, DAY1), (2, DAY2)):
+        await audit.on_executed(await pipeline.executed(pipeline.data(seq, day), buy=("IWM",) if seq == 1 else ()))
+    assert (commits.count, _recorded(pipeline.engine)) == (0, [])  # buffered
+    await audit.on_executed(await pipeline.executed(pipeline.data(3, DAY3)))
+
+    assert commits.count == 1
+    assert _recorded(pipeline.engine) == [f"{RUN_ID}-00000{n}" for n in (1, 2, 3)]
+    assert len(_rows(pipeline.engine, OrderRow, f"{RUN_ID}-000001")) == 1
+    assert len(_rows(pipeline.engine, FillRow, f"{RUN_ID}-000002")) == 1
+    assert audit.last_iteration_id == f"{RUN_ID}-000003" and audit.last_status == "ok"
+
+
+async def test_on_executed_when_batching_and_an_iteration_is_degraded_then_it_is_written_at_once_with_the_buffered_ones(
+    pipeline: Pipeline,
+) -> None:
+    audit = _audit(pipeline, batch_size=10)
+    await audit.on_executed(await pipeline.executed(pipeline.data(1, DAY1)))
+    commits = Commits(pipeline.engine)
+
+    await audit.on_executed(await pipeline.executed(pipeline.data(2, DAY2, degraded=("data: IBM served no bars",))))
+
+    assert commits.count == 1
+    assert _recorded(pipeline.engine) == [f"{RUN_ID}-000001", f"{RUN_ID}-000002"]
+    assert _iteration(pipeline.engine, f"{RUN_ID}-000002").status == "degraded"
+
+
+async def test_flush_when_iterations_are_buffered_then_they_are_written_and_a_second_flush_commits_nothing(
+    pipeline: Pipeline,
+) -> None:
+    audit = _audit(pipeline, batch_size=10)
+    for seq, day in ((1, DAY1), (2, DAY2)):
+        await audit.on_executed(await pipeline.executed(pipeline.data(seq, day)))
+    commits = Commits(pipeline.engine)
+
+    audit.flush()
+    audit.flush()
+
+    assert commits.count == 1
+    assert _recorded(pipeline.engine) == [f"{RUN_ID}-000001", f"{RUN_ID}-000002"]
+    equity = [e.equity for e in _rows(pipeline.engine, EquitySnapshotRow, f"{RUN_ID}-000002")]
+    assert equity == [Decimal(100_000)]
+
+
+def test_batch_size_below_one_is_refused(pipeline: Pipeline) -> None:
+    with pytest.raises(ValueError, match="batch_size"):
+        _audit(pipeline, batch_size=0)
+
+
+async def test_mark_failed_when_the_iteration_was_recorded_then_the_ledger_and_the_last_status_carry_the_error(
+    pipeline: Pipeline,
+) -> None:
+    executed = await pipeline.executed(pipeline.data(1, DAY1))
+    await pipeline.audit.on_executed(executed)
+
+    pipeline.audit.mark_failed(executed.iteration_id, "risk.on_executed on ExecutedReady: boom", status="degraded")
+
+    row = _iteration(pipeline.engine, executed.iteration_id)
+    assert (row.status, row.error) == ("degraded", "risk.on_executed on ExecutedReady: boom")
+    assert (pipeline.audit.last_status, pipeline.audit.last_error) == (
+        "degraded",
+        "risk.on_executed on ExecutedReady: boom",
+    )
+
+
+async def test_mark_failed_when_the_iteration_is_still_buffered_then_it_is_written_first_and_flagged_failed(
+    pipeline: Pipeline,
+) -> None:
+    audit = _audit(pipeline, batch_size=10)
+    await audit.on_executed(await pipeline.executed(pipeline.data(1, DAY1)))
+    executed = await pipeline.executed(pipeline.data(2, DAY2))
+    await audit.on_executed(executed)
+    assert _recorded(pipeline.engine) == []
+
+    audit.mark_failed(executed.iteration_id, "late handler: boom")
+
+    assert _recorded(pipeline.engine) == [f"{RUN_ID}-000001", f"{RUN_ID}-000002"]
+    row = _iteration(pipeline.engine, executed.iteration_id)
+    assert (row.status, row.error) == ("failed", "late handler: boom")
+    assert _iteration(pipeline.engine, f"{RUN_ID}-000001").status == "ok"
+    assert audit.last_status == "failed"
+
+
+async def test_mark_failed_when_another_iteration_is_named_then_the_last_status_is_unchanged(
+    pipeline: Pipeline,
+) -> None:
+    first = await pipeline.executed(pipeline.data(1, DAY1))
+    await pipeline.audit.on_executed(first)
+    await pipeline.audit.on_executed(await pipeline.executed(pipeline.data(2, DAY2)))
+
+    pipeline.audit.mark_failed(first.iteration_id, "late: boom")
+
+    assert _iteration(pipeline.engine, first.iteration_id).status == "failed"
+    assert (pipeline.audit.last_status, pipeline.audit.last_error) == ("ok", None)
+
+
+# ------------------------------------------------------------------------------------------------- state, heartbeat
+
+
+async def test_on_executed_when_a_heartbeat_key_is_given_then_the_heartbeat_and_the_state_are_written_with_the_iteration(
+    pipeline: Pipeline,
+) -> None:
+    audit = _audit(pipeline, heartbeat_key="heartbeat", state=lambda: {"risk_state": {"peak": 100_000}})
+    executed = await pipeline.executed(pipeline.data(1, DAY1))
+
+    await audit.on_executed(executed)
+
+    saved = pipeline.repository.get_state("heartbeat")
+    assert saved is not None
+    assert saved[0] == {
+        "run_id": RUN_ID,
+        "iteration_id": executed.iteration_id,
+        "as_of": executed.as_of.isoformat(),
+        "at": pipeline.clock.now().isoformat(),
+        "status": "ok",
+    }
+    risk_state = pipeline.repository.get_state("risk_state")
+    assert risk_state is not None and risk_state[0] == {"peak": 100_000}
+
+
+async def test_record_incomplete_when_a_heartbeat_key_is_given_then_the_heartbeat_carries_the_failed_status(
+    pipeline: Pipeline,
+) -> None:
+    audit = _audit(pipeline, heartbeat_key="heartbeat")
+    data = pipeline.data(1, DAY1)
+    failures = [HandlerFailure("strategy.on_data", "DataReady", data.iteration_id, "RuntimeError: boom", "")]
+
+    await audit.record_incomplete(PublishReport(events=[data.previous, data]), failures)  # type: ignore[list-item]
+
+    saved = pipeline.repository.get_state("heartbeat")
+    assert saved is not None and (saved[0]["iteration_id"], saved[0]["status"]) == (data.iteration_id, "failed")
+
+
+async def test_on_executed_without_a_heartbeat_key_then_no_heartbeat_is_written(pipeline: Pipeline) -> None:
+    await pipeline.audit.on_executed(await pipeline.executed(pipeline.data(1, DAY1)))
+
+    assert pipeline.repository.get_state("heartbeat") is None
+
+
+# ------------------------------------------------------------------------------------------------- account, records
+
+
+class AccountUnreadable(SimulatedBroker):
+    """The simulated broker whose account cannot be read (an outage at the broker)."""
+
+    async def account(self) -> Any:
+        raise BrokerError("HTTP 503 from the broker")
+
+
+async def test_record_incomplete_when_the_account_cannot_be_read_then_the_iteration_is_recorded_without_positions_or_equity(
+    pipeline: Pipeline,
+) -> None:
+    broker = AccountUnreadable(Decimal(100_000), started_at=_close(date(2021, 3, 9)))
+    audit = AuditAgent(pipeline.repository, broker, pipeline.clock, RUN_ID)
+    data = pipeline.data(1, DAY1)
+    failures = [HandlerFailure("strategy.on_data", "DataReady", data.iteration_id, "RuntimeError: boom", "")]
+
+    await audit.record_incomplete(PublishReport(events=[data.previous, data]), failures, status="failed")
+
+    row = _iteration(pipeline.engine, data.iteration_id)
+    assert row.status == "failed"
+    assert row.error == (
+        "strategy.on_data on DataReady: RuntimeError: boom; "
+        "audit: account unavailable, positions not updated: HTTP 503 from the broker"
+    )
+    assert _rows(pipeline.engine, EquitySnapshotRow, data.iteration_id) == []
+
+
+async def test_on_executed_when_batching_then_on_record_sees_every_record_before_it_is_written(
+    pipeline: Pipeline,
+) -> None:
+    seen: list[IterationRecord] = []
+    audit = _audit(pipeline, batch_size=10, on_record=seen.append)
+
+    for seq, day in ((1, DAY1), (2, DAY2)):
+        await audit.on_executed(await pipeline.executed(pipeline.data(seq, day), buy=("IWM",) if seq == 1 else ()))
+
+    assert _recorded(pipeline.engine) == []
+    assert [r.iteration_id for r in seen] == [f"{RUN_ID}-000001", f"{RUN_ID}-000002"]
+    assert seen[1].report_text == audit.last_summary
+    audit.flush()
+    for record in seen:  # what on_record saw is what the ledger then holds
+        (equity,) = _rows(pipeline.engine, EquitySnapshotRow, record.iteration_id)
+        assert record.equity is not None and equity.equity == record.equity.equity
+        (report,) = _rows(pipeline.engine, AuditReportRow, record.iteration_id)
+        assert (report.text, report.facts) == (record.report_text, record.report_facts)

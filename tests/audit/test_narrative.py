@@ -19,7 +19,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from agents.audit_agent import summarize
 from core.analytics.narrative import (
     SYSTEM_PROMPT,
     AnthropicNarrator,
@@ -32,6 +31,7 @@ from core.analytics.narrative import (
     extract_numbers,
     extract_tokens,
     fact_numbers,
+    summarize,
     validate_narrative,
 )
 
