@@ -27,6 +27,7 @@ from core.persistence.models import DecisionRow, EquitySnapshotRow, Iteration
 from core.runtime.app import build_app, replay_sessions, simulated_clock_for
 from core.runtime.orchestrator import run_replay
 from core.runtime.readmodel import ReadModel
+from core.runtime.profile import DAEMON, PipelineOptions
 from strategies.base import Action
 from strategies.registry import build_registry
 from strategies.selector import FixedSelector
@@ -192,8 +193,8 @@ def test_build_app_when_iterations_fail_then_the_risk_day_start_is_the_equity_th
     sessions = replay_sessions(calendar, date(2008, 9, 1), date(2008, 10, 31))
     clock = simulated_clock_for(sessions)
     app = build_app(
-        settings, kind="daemon", clock=clock, wall_clock=clock, calendar=calendar, allow_llm=False,
-        registry=registry, selector=FixedSelector(registry, "volatility_breakout"),
+        settings, profile=DAEMON, clock=clock, wall_clock=clock, calendar=calendar, allow_llm=False,
+        options=PipelineOptions(registry=registry, selector=FixedSelector(registry, "volatility_breakout")),
     )  # fmt: skip
     try:
         asyncio.run(run_replay(app.orchestrator, clock.advance_to, sessions, stop=asyncio.Event()))
