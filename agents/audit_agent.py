@@ -3,8 +3,6 @@ with a deterministic text summary built from the same facts."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections import Counter, deque
 from datetime import datetime
 from typing import Any
@@ -25,15 +23,12 @@ from core.kernel.events import (
     SignalsReady,
     ValidatedReady,
 )
-from core.analytics.narrative import Narrator
+from core.analytics.narrative import Narrator, iteration_content
 from core.risk.positions import PositionManager, levels
 from utils.failpoints import failpoint
 from core.persistence.repository import IterationRecord, Repository
 from core.vocabulary import AgentName
-from utils.jsonable import jsonable
 from utils import deadline as _deadline
-
-NARRATIVE_PROMPT_VERSION = "audit-narrative/v1"
 
 
 def summarize(facts: Mapping[str, Any]) -> str:
@@ -209,6 +204,18 @@ class AuditAgent:
             "cash": format(equity.cash, ",.2f") if equity is not None else None,
             "positions": equity.positions if equity is not None else None,
         }
+        facts.update(
+            iteration_content(
+                as_of=started.as_of,
+                symbols=batch.bars if batch is not None else (),
+                orders=executed.orders if executed is not None else (),
+                fills=fills,
+                account=account,
+                equity=equity,
+                previous_equity=self.recent_equity[-1] if self.recent_equity else None,
+                state=self._state() if self._state is not None else None,
+            )
+        )
         text = summarize(facts)
         kind = "template"
         llm_calls = list(signals.llm_calls) if signals is not None else []
@@ -220,27 +227,7 @@ class AuditAgent:
                 "reason": narrative.reason,
                 "rejected_text": narrative.rejected_text,
             }
-            if narrative.call is not None:
-                call = narrative.call
-                llm_calls.append(
-                    {
-                        "purpose": "narrative",
-                        "provider": "anthropic",
-                        "model": call.model,
-                        "prompt_version": NARRATIVE_PROMPT_VERSION,
-                        "prompt_hash": hashlib.sha256(json.dumps(jsonable(facts), sort_keys=True).encode()).hexdigest(),
-                        "input_tokens": call.input_tokens,
-                        "output_tokens": call.output_tokens,
-                        "cost_usd": None,
-                        "latency_ms": call.latency_ms,
-                        "retries": 0,
-                        "outcome": call.outcome.value,
-                        "validation_errors": [narrative.reason] if narrative.kind == "template" else [],
-                        "symbols": [],
-                        "error": call.error,
-                        "started_at": call.started_at,
-                    }
-                )
+            llm_calls += narrative.llm_calls()
         record = IterationRecord(
             run_id=self.run_id,
             iteration_id=started.iteration_id,

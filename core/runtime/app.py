@@ -62,7 +62,8 @@ from core.data.chain import FallbackChain
 from core.data.memo import MemoizingProvider
 from core.analytics.narrative import Narrator, build_anthropic_narrator
 import core.llm as llm_clients  # the SDK clients load when a provider is built (see core.llm)
-from core.llm import DailyBudget, LLMSelector, PriceTable
+from core.llm import LLMSelector
+from core.runtime.llm_setup import LLMBooks, llm_books, note_llm_run
 from core.risk import DrawdownRules, RiskLimits, load_sector_map
 from core.vocabulary import AgentName, StateKey, state_key
 from utils.circuit_breaker import BackoffBreaker, BreakerEvent, ConsecutiveFailureBreaker
@@ -182,13 +183,16 @@ def build_provider(
     return provider
 
 
-def build_narrator(settings: Settings, wall: Clock, *, allow: bool) -> Narrator | None:
+def build_narrator(settings: Settings, wall: Clock, *, allow: bool, books: LLMBooks | None = None) -> Narrator | None:
     """Anthropic narrates audit reports when configured (never in replays unless asked); otherwise the template."""
     if not allow or settings.audit_narrative is Toggle.OFF or settings.anthropic_api_key is None:
         return None
     return build_anthropic_narrator(
         settings.anthropic_api_key,
         settings.audit_model,
+        prices=books.prices if books is not None else None,
+        budget=books.budget if books is not None else None,
+        on_budget_switch=books.on_budget_switch if books is not None else None,
         template=summarize,
         clock=wall.now,
         monotonic=_monotonic,
@@ -210,7 +214,9 @@ def _llm_key(settings: Settings, provider: LLMProvider) -> str | None:
     return secret.get_secret_value() if secret is not None else None
 
 
-def build_llm_selector(settings: Settings, wall: Clock, repository: Repository) -> LLMSelector:
+def build_llm_selector(
+    settings: Settings, wall: Clock, repository: Repository, books: LLMBooks | None = None
+) -> LLMSelector:
     """Groq first (by default), Anthropic as fallback; only providers with a key take part."""
     providers = []
     for which in (settings.llm_selector_provider, settings.llm_fallback_provider):
@@ -225,6 +231,7 @@ def build_llm_selector(settings: Settings, wall: Clock, repository: Repository) 
                     settings.llm_timeout_seconds,
                     base_url=settings.groq_base_url,
                     clock=wall.now,
+                    reasoning_effort=settings.groq_reasoning_effort,
                 )
             )
         else:
@@ -237,17 +244,18 @@ def build_llm_selector(settings: Settings, wall: Clock, repository: Repository) 
                     clock=wall.now,
                 )
             )
-    budget = DailyBudget(settings.llm_daily_max_calls, Decimal(str(settings.llm_daily_max_usd)), wall.now)
-    now = wall.now()
-    calls, usd = repository.llm_usage_since(datetime.combine(now.date(), time.min, tzinfo=UTC))
-    budget.restore(calls, usd)
+    if books is None:
+        books = llm_books(settings, kind="daemon", clock=wall, wall=wall, repository=repository, run_id="")
     return LLMSelector(
         providers,
-        budget=budget,
-        prices=PriceTable.load(),
+        budget=books.budget,
+        prices=books.prices,
         chunk_size=settings.llm_chunk_size,
         clock=wall.now,
         monotonic=_monotonic,
+        blind=books.blind,
+        ranking=books.ranking,
+        on_budget_switch=books.on_budget_switch,
     )
 
 
@@ -482,11 +490,14 @@ def build_app(
     pinned = selector is None and settings.strategy != "auto"
     if selector is None:
         selector = FixedSelector(registry, settings.strategy) if pinned else DeterministicSelector(registry)
+    books = llm_books(settings, kind=kind, clock=clock, wall=wall, repository=repository, run_id=run_id)
     llm = (
-        build_llm_selector(settings, wall, repository)
+        build_llm_selector(settings, wall, repository, books)
         if llm_enabled(settings, allow=allow_llm and not pinned)
         else None
     )
+    if llm is not None:
+        note_llm_run(books, settings)
     breaker_events: list[BreakerEvent] = []
     llm_breaker = ConsecutiveFailureBreaker(
         "llm_selection",
@@ -548,7 +559,7 @@ def build_app(
             **({broker_key: broker.snapshot(history=SIMULATED_SNAPSHOT_HISTORY)} if broker_key is not None else {}),  # type: ignore[union-attr]
         },
         heartbeat_key=StateKey.HEARTBEAT if kind == "daemon" else None,
-        narrator=build_narrator(settings, wall, allow=allow_llm),
+        narrator=build_narrator(settings, wall, allow=allow_llm, books=books),
         batch_size=audit_batch,
     )
     quote_source, no_quotes_reason = build_quote_source(settings, kind, limiter)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from agents.data_agent import DataAgent
 from agents.strategy_agent import StrategyAgent
 from core.data.files import FileProvider
@@ -14,7 +16,7 @@ from core.kernel.calendar import MarketCalendar
 from core.kernel.events import IterationStarted
 from core.llm import CallOutcome
 from core.llm.blinding import Blinder
-from core.llm.prompts import BLIND_PROMPT_VERSION
+from core.llm.prompts import BLIND_PROMPT_VERSION, output_token_allowance
 from core.llm.ranking import ProviderRanking
 from strategies.registry import build_registry
 from strategies.selector import DeterministicSelector
@@ -53,7 +55,9 @@ def _agent(rig, clock: FakeClock, events: list) -> StrategyAgent:
 async def test_select_when_every_answer_names_an_unknown_strategy_then_invalid_and_the_fallback_answers():
     rig = make_rig(groq_steps=[unknown_strategies], anthropic_steps=[answer_all("breakout")])
 
-    outcome = await rig.selector.select({"AAPL": {"volatility": 0.2}, "MSFT": {"volatility": 0.3}}, ALLOWED, DESCRIPTIONS)
+    outcome = await rig.selector.select(
+        {"AAPL": {"volatility": 0.2}, "MSFT": {"volatility": 0.3}}, ALLOWED, DESCRIPTIONS
+    )
 
     groq, anthropic = outcome.calls
     assert (groq.provider, groq.outcome) == ("groq", CallOutcome.INVALID)
@@ -143,7 +147,9 @@ def test_ranking_when_measured_then_successful_and_fast_first_else_configured_or
 
 async def test_select_with_ranking_when_the_first_provider_keeps_failing_then_the_other_is_asked_first():
     rig = make_rig(
-        groq_steps=[unknown_strategies], anthropic_steps=[answer_all("breakout")], ranking=ProviderRanking(min_samples=2)
+        groq_steps=[unknown_strategies],
+        anthropic_steps=[answer_all("breakout")],
+        ranking=ProviderRanking(min_samples=2),
     )
     for _ in range(2):
         await rig.selector.select({"AAPL": {"v": 1}}, ALLOWED, DESCRIPTIONS)
@@ -153,3 +159,26 @@ async def test_select_with_ranking_when_the_first_provider_keeps_failing_then_th
 
     assert [c.provider for c in outcome.calls] == ["anthropic"]
     assert rig.groq_wire.count == 2
+
+
+# ------------------------------------------------------------------------------------------- 6: reasoning models
+
+
+@pytest.mark.parametrize("n", [6, 40])
+async def test_groq_reasoning_model_gets_an_effort_and_an_output_budget_that_grows_with_the_symbols(n):
+    rig = make_rig(groq_steps=[answer_all()])
+
+    await rig.selector.select({f"S{i:03d}": {"v": i} for i in range(n)}, ALLOWED, DESCRIPTIONS)
+
+    (body,) = rig.groq_wire.bodies
+    assert body["reasoning_effort"] == "low"
+    assert body["max_completion_tokens"] == output_token_allowance(n) + 1024
+
+
+async def test_groq_model_without_reasoning_gets_no_effort_and_the_answer_allowance():
+    rig = make_rig(groq_steps=[answer_all()], groq_model="llama-3.3-70b-versatile")
+
+    await rig.selector.select({"AAPL": {"v": 1}}, ALLOWED, DESCRIPTIONS)
+
+    (body,) = rig.groq_wire.bodies
+    assert "reasoning_effort" not in body and body["max_completion_tokens"] == output_token_allowance(1)
