@@ -629,6 +629,18 @@ class Repository:
         calls = sum(1 for _, outcome in rows if outcome != "budget_exceeded")
         return calls, sum((c for c, _ in rows if c is not None), Decimal("0"))
 
+    def recent_llm_outcomes(self, limit: int = 200) -> list[tuple[str, str, str, float]]:
+        """The latest ``limit`` selection calls, oldest first, as (provider, model, outcome, latency_ms): what the
+        provider ranking measures, restored after a restart."""
+        with self.session() as session:
+            rows = session.execute(
+                select(LLMCallRow.provider, LLMCallRow.model, LLMCallRow.outcome, LLMCallRow.latency_ms)
+                .where(LLMCallRow.purpose == "selection")
+                .order_by(LLMCallRow.started_at.desc(), LLMCallRow.id.desc())
+                .limit(limit)
+            ).all()
+        return [(p, m, o, float(latency)) for p, m, o, latency in reversed(rows)]
+
     def record_reconciliation(self, run_id: str, at: datetime, events: Sequence[Mapping[str, Any]]) -> None:
         if events:
             with self._sessions.begin() as session:

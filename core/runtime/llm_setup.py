@@ -23,7 +23,7 @@ from loguru import logger
 
 from config.settings import Settings
 from core.kernel.clock import Clock, LiveClock
-from core.llm import DailyBudget, PriceTable
+from core.llm import CallOutcome, DailyBudget, PriceTable
 from core.llm.ranking import ProviderRanking
 from core.persistence.repository import Repository
 
@@ -68,6 +68,10 @@ def llm_books(
         budget = DailyBudget(settings.llm_sim_daily_max_calls, Decimal(str(settings.llm_sim_daily_max_usd)), clock.now)
     blind = not live and settings.llm_blind_past
     ranking = ProviderRanking() if settings.llm_provider_order == "measured" else None
+    if ranking is not None and live:  # the daemon's measurements survive a restart
+        for provider, model, outcome, latency_ms in repository.recent_llm_outcomes():
+            if outcome in CallOutcome.__members__.values():
+                ranking.observe(provider, model, outcome, latency_ms)
     return LLMBooks(budget, PriceTable.load(), blind, live, ranking, run_id, repository, clock)
 
 
