@@ -54,6 +54,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from agents.risk_agent import RiskAgent
 from core.kernel.calendar import EASTERN
 from core.risk import TRADING_STATE_EVENT, TradingState, describe_episode, sessions_in, trading_episodes
+from core.analytics.reporting import selection_mix
 from core.brokers.base import BrokerAuthError, BrokerError, BrokerModeMismatch
 from core.errors import (
     EXIT_CODES,
@@ -333,12 +334,17 @@ def _print_inspection(settings: Settings, app: App, outcomes: Sequence[Iteration
                 )
             )
         }
+        mix = selection_mix(session, app.run_id)
     saved = repository.get_state(state_key(StateKey.RISK_STATE, f"{app.run_id}:"))
     days = [o.as_of.astimezone(EASTERN).date() for o in outcomes]
     episodes = trading_episodes(repository.trading_transitions(app.run_id, TRADING_STATE_EVENT), days)
     repository.engine.dispose()
     state = saved[0]["state"].upper() if saved else "unknown"
     print(f"Fills: {fills}; trading state at the end: {state}")
+    if mix[0] or mix[1] or mix[3]:
+        print(
+            f"Strategy selection: LLM choices {mix[0]}, deterministic {mix[1]}; {mix[3]} LLM calls, ${mix[2]} estimated"
+        )
     if first_last and first_last[0] is not None and days:
         start_equity, end_equity = float(settings.initial_cash), equities[first_last[1]]
         line = f"Equity: {start_equity:,.2f} -> {end_equity:,.2f} ({end_equity / start_equity - 1:+.2%})"

@@ -18,12 +18,11 @@ from core.analytics.audit_record import (
     iteration_facts,
     iteration_record,
     narrative_facts,
-    narrative_llm_call,
     orders_and_fills,
     stages_of,
     with_notes,
 )
-from core.analytics.narrative import Narrator, summarize
+from core.analytics.narrative import Narrator, iteration_content, summarize
 from core.brokers.base import AccountState, Broker, BrokerError, SyncResult
 from core.kernel.bus import HandlerFailure, PublishReport
 from core.kernel.clock import Clock
@@ -56,6 +55,7 @@ class AuditAgent:
         e.g. the runtime's read model."""
         self._state = state
         self._on_record = on_record
+        self._previous_equity: float | None = None  # the last recorded equity: the narrative's day-over-day change
         self._heartbeat_key = heartbeat_key
         self._narrator = narrator
         if batch_size < 1:
@@ -136,9 +136,7 @@ class AuditAgent:
         if self._narrator is None:
             return "template", summarize(facts), facts, []
         narrative = await self._narrator.narrate(facts)
-        recorded = narrative_facts(facts, narrative)
-        call = narrative_llm_call(narrative, recorded)
-        return narrative.kind, narrative.text, recorded, [call] if call is not None else []
+        return narrative.kind, narrative.text, narrative_facts(facts, narrative), narrative.llm_calls()
 
     def _keep(self, record: IterationRecord) -> None:
         """Buffer ``record``; write the buffer when it is full, and at once for a single-iteration batch or an
@@ -157,6 +155,18 @@ class AuditAgent:
         equity = iteration_equity(stages.executed, account, stages.started.as_of)
         orders, fills = orders_and_fills(stages.executed, broker_report)
         facts = iteration_facts(stages, status=status, error=error, fills=len(fills), equity=equity)
+        facts.update(
+            iteration_content(
+                as_of=stages.started.as_of,
+                symbols=stages.batch.bars if stages.batch is not None else (),
+                orders=stages.executed.orders if stages.executed is not None else (),
+                fills=fills,
+                account=account,
+                equity=equity,
+                previous_equity=self._previous_equity,
+                state=self._state() if self._state is not None else None,
+            )
+        )
         kind, text, facts, narrator_calls = await self._narrate(facts)
         recorded_at = self._clock.now()
         record = iteration_record(
@@ -176,6 +186,8 @@ class AuditAgent:
             state=self._state_with_heartbeat(stages.started.iteration_id, stages.started.as_of, status),
         )
         self._keep(record)
+        if equity is not None:
+            self._previous_equity = float(equity.equity)
         if self._on_record is not None:
             self._on_record(record)
         self.last_summary = text

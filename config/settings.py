@@ -293,6 +293,30 @@ class Settings(BaseSettings):
     llm_breaker_cooldown_seconds: int = Field(
         900, ge=1, le=7 * 86_400, description="Cool-down before the LLM is tried again after the breaker trips."
     )
+    llm_blind_past: bool = Field(
+        True,
+        description="Blind LLM prompts about past dates (replays, backtests, runs not on live data): aliases "
+        "instead of tickers, no dates. false sends tickers and dates (look-ahead through the model's memory); "
+        "such a run prints a warning and records it.",
+    )
+    llm_sim_daily_max_calls: int = Field(
+        20, ge=0, le=1_000_000, description="LLM call budget per simulated day of a replay or backtest."
+    )
+    llm_sim_daily_max_usd: float = Field(
+        0.5, ge=0, le=100_000, description="LLM spend budget in USD per simulated day of a replay or backtest."
+    )
+    groq_reasoning_effort: str = Field(
+        "low",
+        pattern="^(none|default|low|medium|high)$",
+        description="reasoning_effort sent to a Groq reasoning model (gpt-oss, qwen3); the output budget grows "
+        "with it and with the symbol count.",
+    )
+    llm_provider_order: str = Field(
+        "measured",
+        pattern="^(measured|configured)$",
+        description="measured: ask first the configured model with the best recent success rate, then the "
+        "fastest; configured: always LLM_SELECTOR_PROVIDER first.",
+    )
     groq_base_url: str | None = Field(None, description="Override of Groq's base URL (proxies, tests).")
     anthropic_base_url: str | None = Field(None, description="Override of Anthropic's base URL (proxies, tests).")
 

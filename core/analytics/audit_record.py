@@ -4,14 +4,12 @@ The Audit agent does the I/O: it reads the broker's account, asks its narrator f
 writes the record. Everything it writes is derived here from the event chain and those inputs: the stages the
 pipeline reached (:func:`stages_of`), the status with every reason (:func:`with_notes`), the orders and fills
 (:func:`orders_and_fills`), the equity (:func:`iteration_equity`), the facts the narrative is built from and checked
-against (:func:`iteration_facts`), the narrator's LLM call (:func:`narrative_llm_call`), the heartbeat
+against (:func:`iteration_facts`), the heartbeat
 (:func:`heartbeat`) and the :class:`~core.persistence.repository.IterationRecord` itself (:func:`iteration_record`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,10 +22,8 @@ from core.kernel.domain import BarsBatch, EquitySnapshot, Fill, Order
 from core.kernel.events import ApprovedReady, DataReady, Event, ExecutedReady, IterationStarted, SignalsReady
 from core.persistence.repository import IterationRecord
 from core.risk.positions import PositionManager, levels
-from utils.jsonable import jsonable
 
 __all__ = [
-    "NARRATIVE_PROMPT_VERSION",
     "SIGNAL_ACTIONS",
     "Stages",
     "data_facts",
@@ -37,7 +33,6 @@ __all__ = [
     "iteration_facts",
     "iteration_record",
     "narrative_facts",
-    "narrative_llm_call",
     "orders_and_fills",
     "risk_facts",
     "signal_counts",
@@ -45,7 +40,6 @@ __all__ = [
     "with_notes",
 ]
 
-NARRATIVE_PROMPT_VERSION = "audit-narrative/v1"
 SIGNAL_ACTIONS = ("BUY", "SELL", "HOLD")  # the counts the facts always carry (0 when none)
 
 
@@ -187,31 +181,6 @@ def narrative_facts(facts: Mapping[str, Any], narrative: NarrativeResult) -> dic
     return {
         **facts,
         "narrative": {"kind": narrative.kind, "reason": narrative.reason, "rejected_text": narrative.rejected_text},
-    }
-
-
-def narrative_llm_call(narrative: NarrativeResult, facts: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The ``llm_calls`` row of the narrator's call to Claude (None when it made none); ``facts``: as recorded (with
-    the narrative's outcome), their hash is the row's ``prompt_hash``."""
-    call = narrative.call
-    if call is None:
-        return None
-    return {
-        "purpose": "narrative",
-        "provider": "anthropic",
-        "model": call.model,
-        "prompt_version": NARRATIVE_PROMPT_VERSION,
-        "prompt_hash": hashlib.sha256(json.dumps(jsonable(facts), sort_keys=True).encode()).hexdigest(),
-        "input_tokens": call.input_tokens,
-        "output_tokens": call.output_tokens,
-        "cost_usd": None,
-        "latency_ms": call.latency_ms,
-        "retries": 0,
-        "outcome": call.outcome.value,
-        "validation_errors": [narrative.reason] if narrative.kind == "template" else [],
-        "symbols": [],
-        "error": call.error,
-        "started_at": call.started_at,
     }
 
 

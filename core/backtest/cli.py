@@ -300,6 +300,12 @@ def _print_summary(result: BacktestResult, out: TextIO, database_url: str) -> No
             f"{problems or 'none'} (no new entries then, open positions still managed)",
             file=out,
         )
+    if result.llm:
+        print(
+            f"  strategy selection: LLM choices {result.llm['llm_choices']}, deterministic "
+            f"{result.llm['deterministic_choices']}; {result.llm['calls']} LLM calls, ${result.llm['cost_usd']} estimated",
+            file=out,
+        )
     if result.degraded_iterations:
         print(f"  {result.degraded_iterations} degraded iterations (see the iterations table)", file=out)
     print(f"  database: {result.database}", file=out)

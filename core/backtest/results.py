@@ -121,6 +121,7 @@ class BacktestResult:
     trading_episodes: list[dict[str, Any]] = field(default_factory=list)
     final_state: str = TradingState.ACTIVE.value
     denied: dict[str, int] = field(default_factory=dict)
+    llm: dict[str, Any] = field(default_factory=dict)  # LLM vs deterministic choices, calls and cost (with --llm)
     exclusions_by_reason: dict[str, int] = field(default_factory=dict)  # symbol-sessions by reason category
 
     @property
@@ -174,6 +175,8 @@ class BacktestResult:
                 "sharpe": m.sharpe,
                 "max_drawdown": m.max_drawdown,
             }
+        if self.llm:
+            out["llm"] = dict(self.llm)
         if self.shadow is not None:
             out["shadow"] = self.shadow
         if self.robustness is not None:

@@ -65,7 +65,7 @@ import asyncio
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from datetime import time as time_of_day
 from decimal import Decimal
@@ -114,7 +114,7 @@ from core.persistence.models import DecisionRow, EquitySnapshotRow, Iteration, S
 from core.risk import TRADING_STATE_EVENT, TradingState, trading_episodes
 from core.kernel.calendar import EASTERN
 from core.kernel.domain import datetime_index
-from core.analytics.reporting import RoundTrip, rebuild_round_trips
+from core.analytics.reporting import RoundTrip, rebuild_round_trips, selection_mix
 from core.vocabulary import DENIED_PREFIX, AgentName
 from strategies.selector import FixedSelector, StrategySelector
 from utils.jsonable import jsonable
@@ -265,6 +265,7 @@ class _Recorded:
     rejected_bars: int
     transitions: list[tuple[date, str, str, str]]
     denied: dict[str, int]
+    llm: dict[str, Any] = field(default_factory=dict)
 
 
 def _read_run(app: App, want_shadow: bool) -> _Recorded:
@@ -315,7 +316,12 @@ def _read_run(app: App, want_shadow: bool) -> _Recorded:
     keep = ~index.duplicated(keep="last")
     trips = tuple(sorted(book.trips, key=lambda t: (t.entry_at, t.symbol)))
     transitions = app.repository.trading_transitions(app.run_id, TRADING_STATE_EVENT)
-    return _Recorded(equity[keep], exposure[keep], trips, shadow, int(rejected or 0), transitions, denied)
+    llm: dict[str, Any] = {}
+    if app.agents[AgentName.STRATEGY].uses_llm:
+        with app.repository.session() as session:
+            chosen, fallback, cost, calls = selection_mix(session, app.run_id)
+        llm = {"llm_choices": chosen, "deterministic_choices": fallback, "calls": calls, "cost_usd": str(cost)}
+    return _Recorded(equity[keep], exposure[keep], trips, shadow, int(rejected or 0), transitions, denied, llm)
 
 
 def shadow_ledgers(rows: Sequence[tuple[datetime, str, str, float, Mapping[str, Any]]]) -> list[dict[str, Any]]:
@@ -601,6 +607,7 @@ async def run_backtest(
         trading_episodes=episodes,
         final_state=final_state.value,
         denied=recorded.denied,
+        llm=recorded.llm,
     )
 
 

@@ -1,5 +1,10 @@
 """Groq selection provider: chat completions with ``response_format`` = strict JSON schema.
 
+Reasoning models (``openai/gpt-oss-*``, ``qwen/qwen3*``): their reasoning tokens count against
+``max_completion_tokens``, so a tight cap ends answers at ``finish_reason=length``. The provider sends a
+``reasoning_effort`` (``low`` unless configured) and adds room for the reasoning to the answer's allowance
+(:func:`output_budget`).
+
 Strict mode (constrained decoding) is only available on some Groq models (``openai/gpt-oss-20b`` and
 ``openai/gpt-oss-120b`` at the time of writing); pass ``strict=False`` for others (best-effort schema following;
 our validation catches whatever the model gets wrong). A generation that fails Groq's own schema check comes back
@@ -38,6 +43,22 @@ GROQ_ERRORS = SdkErrorTypes(
     response_validation=groq.APIResponseValidationError,
 )
 ReasoningEffort = str  # "none" | "default" | "low" | "medium" | "high" (model-dependent)
+REASONING_MODELS = ("openai/gpt-oss-", "qwen/qwen3", "deepseek-r1")
+DEFAULT_REASONING_EFFORT = "low"  # a choice among a few strategies needs little thinking; "medium" doubles latency
+# reasoning tokens count against max_completion_tokens: room for them on top of the answer's own allowance
+REASONING_HEADROOM = {"none": 0, "low": 1024, "default": 2048, "medium": 4096, "high": 8192}
+
+
+def is_reasoning_model(model: str) -> bool:
+    return model.lower().startswith(REASONING_MODELS) or "deepseek-r1" in model.lower()
+
+
+def output_budget(model: str, answer_tokens: int, effort: ReasoningEffort | None) -> int:
+    """max_completion_tokens: the answer's allowance (it grows with the symbol count, see
+    :func:`~core.llm.prompts.output_token_allowance`) plus the reasoning headroom of a reasoning model."""
+    if not is_reasoning_model(model):
+        return answer_tokens
+    return answer_tokens + REASONING_HEADROOM.get(effort or DEFAULT_REASONING_EFFORT, REASONING_HEADROOM["default"])
 
 
 class GroqSelectionProvider:
@@ -101,10 +122,14 @@ class GroqSelectionProvider:
                 },
             },
             "temperature": self._temperature,
-            "max_completion_tokens": self._max_output_tokens or request.max_output_tokens,
         }
-        if self._reasoning_effort is not None:
-            params["reasoning_effort"] = self._reasoning_effort
+        effort = self._reasoning_effort
+        if effort is None and is_reasoning_model(self._model):
+            effort = DEFAULT_REASONING_EFFORT
+        answer = self._max_output_tokens or request.max_output_tokens
+        params["max_completion_tokens"] = output_budget(self._model, answer, effort)
+        if effort is not None:
+            params["reasoning_effort"] = effort
         return params
 
     async def complete(self, request: SelectionRequest) -> ProviderReply:

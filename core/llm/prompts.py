@@ -21,6 +21,7 @@ from typing import Any
 from collections.abc import Mapping, Sequence
 
 PROMPT_VERSION = "strategy-select/v1"
+BLIND_PROMPT_VERSION = "strategy-select/v1-blind"  # same wording; aliases instead of tickers, no dates
 TOOL_NAME = "choose_strategies"
 MAX_REASON_CHARS = 300  # enforced locally (strict schemas of both providers do not reliably support maxLength)
 MAX_DESCRIPTION_CHARS = 240
@@ -152,6 +153,8 @@ def build_selection_request(
     contexts: Mapping[str, Mapping[str, Any]],
     allowed: Sequence[str],
     descriptions: Mapping[str, str],
+    *,
+    version: str = PROMPT_VERSION,
 ) -> SelectionRequest:
     """Render the prompt for one chunk of symbols (``contexts`` keeps its order)."""
     symbols = tuple(contexts)
@@ -167,7 +170,7 @@ def build_selection_request(
     lines_data = [render_context_line(symbol, contexts[symbol]) for symbol in symbols]
     user = "\n".join(
         [
-            f"Prompt version: {PROMPT_VERSION}",
+            f"Prompt version: {version}",
             "",
             f"Allowed strategies ({len(allowed)}; choose only from these exact names; name: description):",
             *lines_allowed,
@@ -188,4 +191,5 @@ def build_selection_request(
         allowed=tuple(allowed),
         schema=response_schema(symbols, allowed),
         max_output_tokens=output_token_allowance(len(symbols)),
+        prompt_version=version,
     )

@@ -200,6 +200,14 @@ class Repository:
                 )
             )
 
+    def note_run_config(self, run_id: str, values: Mapping[str, Any]) -> None:
+        """Merge ``values`` into the run's ``config`` JSON (how the run was conducted: an LLM budget switch, the
+        prompt blinding)."""
+        with self._sessions.begin() as session:
+            run = session.get(Run, run_id)
+            if run is not None:
+                run.config = {**(run.config or {}), **jsonable(dict(values))}
+
     def finish_run(self, run_id: str, *, status: str, at: datetime) -> None:
         with self._sessions.begin() as session:
             session.execute(update(Run).where(Run.id == run_id).values(status=status, finished_at=at))
@@ -623,16 +631,28 @@ class Repository:
                     [{"run_id": run_id, "iteration_id": iteration_id, **jsonable_row(c)} for c in calls],
                 )
 
-    def llm_usage_since(self, since: datetime, purpose: str = "selection") -> tuple[int, Decimal]:
-        """Calls made and dollars spent since ``since`` (for restoring the daily LLM budget after a restart)."""
+    def llm_usage_since(self, since: datetime, purpose: str | None = "selection") -> tuple[int, Decimal]:
+        """Calls made and dollars spent since ``since`` (for restoring the daily LLM budget after a restart);
+        ``purpose=None``: every purpose (selection and narrative share one budget)."""
         with self.session() as session:
-            rows = session.execute(
-                select(LLMCallRow.cost_usd, LLMCallRow.outcome).where(
-                    LLMCallRow.started_at >= since, LLMCallRow.purpose == purpose
-                )
-            ).all()
+            stmt = select(LLMCallRow.cost_usd, LLMCallRow.outcome).where(LLMCallRow.started_at >= since)
+            if purpose is not None:
+                stmt = stmt.where(LLMCallRow.purpose == purpose)
+            rows = session.execute(stmt).all()
         calls = sum(1 for _, outcome in rows if outcome != "budget_exceeded")
         return calls, sum((c for c, _ in rows if c is not None), Decimal("0"))
+
+    def recent_llm_outcomes(self, limit: int = 200) -> list[tuple[str, str, str, float]]:
+        """The latest ``limit`` selection calls, oldest first, as (provider, model, outcome, latency_ms): what the
+        provider ranking measures, restored after a restart."""
+        with self.session() as session:
+            rows = session.execute(
+                select(LLMCallRow.provider, LLMCallRow.model, LLMCallRow.outcome, LLMCallRow.latency_ms)
+                .where(LLMCallRow.purpose == "selection")
+                .order_by(LLMCallRow.started_at.desc(), LLMCallRow.id.desc())
+                .limit(limit)
+            ).all()
+        return [(p, m, o, float(latency)) for p, m, o, latency in reversed(rows)]
 
     def record_reconciliation(self, run_id: str, at: datetime, events: Sequence[Mapping[str, Any]]) -> None:
         if events:

@@ -66,8 +66,9 @@ from core.data.chain import FallbackChain
 from core.data.memo import MemoizingProvider
 from core.analytics.narrative import Narrator, build_anthropic_narrator, summarize
 import core.llm as llm_clients  # the SDK clients load when a provider is built (see core.llm)
-from core.llm import DailyBudget, LLMSelector, PriceTable
+from core.llm import LLMSelector
 from core.llm.providers import SelectionProvider
+from core.runtime.llm_setup import LLMBooks, llm_books, note_llm_run
 from core.risk import DrawdownRules, RiskLimits, load_sector_map
 from core.risk import features as risk_features
 from core.vocabulary import AgentName, StateKey, state_key
@@ -188,13 +189,16 @@ def build_provider(
     return provider
 
 
-def build_narrator(settings: Settings, wall: Clock, *, allow: bool) -> Narrator | None:
+def build_narrator(settings: Settings, wall: Clock, *, allow: bool, books: LLMBooks | None = None) -> Narrator | None:
     """Anthropic narrates audit reports when configured (never in replays unless asked); otherwise the template."""
     if not allow or settings.audit_narrative is Toggle.OFF or settings.anthropic_api_key is None:
         return None
     return build_anthropic_narrator(
         settings.anthropic_api_key,
         settings.audit_model,
+        prices=books.prices if books is not None else None,
+        budget=books.budget if books is not None else None,
+        on_budget_switch=books.on_budget_switch if books is not None else None,
         template=summarize,
         clock=wall.now,
         monotonic=_monotonic,
@@ -216,7 +220,9 @@ def _llm_key(settings: Settings, provider: LLMProvider) -> str | None:
     return secret.get_secret_value() if secret is not None else None
 
 
-def build_llm_selector(settings: Settings, wall: Clock, repository: Repository) -> LLMSelector:
+def build_llm_selector(
+    settings: Settings, wall: Clock, repository: Repository, books: LLMBooks | None = None
+) -> LLMSelector:
     """Groq first (by default), Anthropic as fallback; only providers with a key take part."""
     providers: list[SelectionProvider] = []
     for which in (settings.llm_selector_provider, settings.llm_fallback_provider):
@@ -231,6 +237,7 @@ def build_llm_selector(settings: Settings, wall: Clock, repository: Repository) 
                     settings.llm_timeout_seconds,
                     base_url=settings.groq_base_url,
                     clock=wall.now,
+                    reasoning_effort=settings.groq_reasoning_effort,
                 )
             )
         else:
@@ -243,17 +250,18 @@ def build_llm_selector(settings: Settings, wall: Clock, repository: Repository) 
                     clock=wall.now,
                 )
             )
-    budget = DailyBudget(settings.llm_daily_max_calls, Decimal(str(settings.llm_daily_max_usd)), wall.now)
-    now = wall.now()
-    calls, usd = repository.llm_usage_since(datetime.combine(now.date(), time.min, tzinfo=UTC))
-    budget.restore(calls, usd)
+    if books is None:
+        books = llm_books(settings, kind="daemon", clock=wall, wall=wall, repository=repository, run_id="")
     return LLMSelector(
         providers,
-        budget=budget,
-        prices=PriceTable.load(),
+        budget=books.budget,
+        prices=books.prices,
         chunk_size=settings.llm_chunk_size,
         clock=wall.now,
         monotonic=_monotonic,
+        blind=books.blind,
+        ranking=books.ranking,
+        on_budget_switch=books.on_budget_switch,
     )
 
 
@@ -589,11 +597,14 @@ def _build_agents(
     pinned = selector is None and settings.strategy != "auto"
     if selector is None:
         selector = FixedSelector(registry, settings.strategy) if pinned else DeterministicSelector(registry)
+    books = llm_books(settings, kind=profile.kind, clock=clock, wall=wall, repository=repository, run_id=run_id)
     llm = (
-        build_llm_selector(settings, wall, repository)
+        build_llm_selector(settings, wall, repository, books)
         if llm_enabled(settings, allow=allow_llm and not pinned)
         else None
     )
+    if llm is not None:
+        note_llm_run(books, settings)
     if llm is None:
         logger.info(
             "strategy selection: deterministic ({})",
@@ -648,7 +659,7 @@ def _build_agents(
             ),
         },
         heartbeat_key=profile.heartbeat_key,
-        narrator=build_narrator(settings, wall, allow=allow_llm),
+        narrator=build_narrator(settings, wall, allow=allow_llm, books=books),
         batch_size=audit_batch,
         on_record=read_model.observe,
     )

@@ -3,8 +3,6 @@ core.kernel.events and the bundled bars: what each stage contributes to the fact
 
 from __future__ import annotations
 
-import hashlib
-import json
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -12,7 +10,6 @@ import pandas as pd
 import pytest
 
 from core.analytics.audit_record import (
-    NARRATIVE_PROMPT_VERSION,
     data_facts,
     equity_facts,
     heartbeat,
@@ -20,7 +17,6 @@ from core.analytics.audit_record import (
     iteration_facts,
     iteration_record,
     narrative_facts,
-    narrative_llm_call,
     orders_and_fills,
     risk_facts,
     stages_of,
@@ -55,7 +51,6 @@ from core.kernel.events import (
     ValidatedReady,
 )
 from tests.conftest import BUNDLED_DAILY
-from utils.jsonable import jsonable
 
 AS_OF = datetime(2021, 3, 10, 21, tzinfo=UTC)
 ITERATION = "run-x-000007"
@@ -275,26 +270,6 @@ def test_narrative_facts_add_which_text_was_kept_and_why_without_changing_the_in
         "narrative": {"kind": "template", "reason": "invented number", "rejected_text": "refused text"},
     }
     assert "narrative" not in facts
-
-
-def test_narrative_llm_call_when_the_narrative_was_refused_then_the_row_hashes_the_recorded_facts_and_names_the_reason() -> (
-    None
-):
-    facts = narrative_facts({"iteration_id": ITERATION, "as_of": AS_OF.isoformat()}, _narrative("template", CALL))
-
-    row = narrative_llm_call(_narrative("template", CALL), facts)
-
-    assert row is not None
-    assert (row["purpose"], row["provider"], row["model"], row["prompt_version"]) == (
-        "narrative",
-        "anthropic",
-        "claude-x",
-        NARRATIVE_PROMPT_VERSION,
-    )
-    assert row["prompt_hash"] == hashlib.sha256(json.dumps(jsonable(facts), sort_keys=True).encode()).hexdigest()
-    assert (row["outcome"], row["validation_errors"], row["started_at"]) == ("unfaithful", ["invented number"], AS_OF)
-    assert narrative_llm_call(_narrative("llm", CALL), facts)["validation_errors"] == []  # type: ignore[index]
-    assert narrative_llm_call(_narrative("template", None), facts) is None
 
 
 def test_heartbeat_holds_the_iteration_and_the_wall_time() -> None:

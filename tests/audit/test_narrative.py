@@ -60,11 +60,20 @@ FACTS: dict[str, Any] = {
     "win_rate": 0.6137,
 }
 
+# what the model writes: every figure a reference to a named fact (the narrator renders them)
 FAITHFUL = (
-    "On 2021-03-31, 5 of the 6 symbols had usable data (quality 83.3%), and XYZ was excluded because its last bar "
-    "was 2021-03-26. The strategies produced 2 BUY and 3 HOLD signals. Risk approved 1 order and denied 1 under "
-    "max_positions. 1 order was submitted and filled. Equity stands at $100,014.53 with $90,000.00 in cash across "
-    "4 positions, and the win rate is 61.4%."
+    "On {as_of}, {symbols_ok} of the {symbols_total} symbols had usable data (quality {data_quality_pct}%), and XYZ "
+    "was excluded because {rejected.XYZ}. The strategies produced {signals.BUY} BUY and {signals.HOLD} HOLD signals. "
+    "Risk approved {approvals} order and denied {denials} under max_positions. {orders_submitted} order was "
+    "submitted and filled. Equity stands at ${equity} with ${cash} in cash across {positions} positions, and the win "
+    "rate is {win_rate}."
+)
+RENDERED = (
+    "On 2021-03-31T20:00:00+00:00, 5 of the 6 symbols had usable data (quality 83.3%), and XYZ "
+    "was excluded because stale: last bar 2021-03-26. The strategies produced 2 BUY and 3 HOLD signals. "
+    "Risk approved 1 order and denied 1 under max_positions. 1 order was "
+    "submitted and filled. Equity stands at $100,014.53 with $90,000.00 in cash across 4 positions, and the win "
+    "rate is 0.6137."
 )
 UNFAITHFUL = (
     "On 2021-03-31, 5 of the 6 symbols had usable data. The strategies produced 2 BUY signals. "
@@ -334,7 +343,7 @@ async def test_narrate_when_faithful_then_llm_text_and_tokens_recorded():
     result = await narrator.narrate(FACTS)
 
     assert result.kind == "llm"
-    assert result.text == FAITHFUL
+    assert result.text == RENDERED
     assert result.rejected_text is None
     assert result.reason.startswith("faithful")
     call = result.call
@@ -362,7 +371,7 @@ async def test_narrate_when_unfaithful_then_template_with_rejected_text_and_reas
     assert result.kind == "template"
     assert result.text == template(FACTS)
     assert result.rejected_text == UNFAITHFUL
-    assert result.reason == "unfaithful: not in the facts: 2.5%"
+    assert result.reason.startswith("unfaithful: figures not bound to a named fact: 2021-03-31, 5, 6")
     assert result.call is not None and result.call.outcome is NarrativeOutcome.UNFAITHFUL
     assert (result.call.input_tokens, result.call.output_tokens) == (812, 96)
 

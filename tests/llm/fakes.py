@@ -247,6 +247,9 @@ def make_rig(
     retry: RetryPolicy = RetryPolicy(),
     groq_model: str = GROQ_MODEL,
     clock: FakeClock | None = None,
+    blind: bool = False,
+    ranking: Any = None,
+    on_budget_switch: Any = None,
 ) -> Rig:
     """A selector over real SDK clients and fake transports. ``None`` steps = that provider is not configured."""
     clock = clock or FakeClock()
@@ -281,6 +284,14 @@ def make_rig(
         )
     budget = DailyBudget(max_calls=max_calls, max_usd=max_usd, clock=clock)
     selector = LLMSelector(
-        providers, budget=budget, prices=price_table(), chunk_size=chunk_size, clock=clock, monotonic=FakeMonotonic()
+        providers,
+        budget=budget,
+        prices=price_table(),
+        chunk_size=chunk_size,
+        clock=clock,
+        monotonic=FakeMonotonic(),
+        blind=blind,
+        ranking=ranking,
+        on_budget_switch=on_budget_switch,
     )
     return Rig(selector, groq_wire, anthropic_wire, sleep, clock, budget)

@@ -141,7 +141,9 @@ async def test_groq_reply_payload_is_the_message_content_text_with_usage():
 
     assert isinstance(reply.payload, str) and '"strategy": "trend_following"' in reply.payload
     assert (reply.input_tokens, reply.output_tokens, reply.retries) == (1200, 300, 0)
-    assert wire.bodies[0]["max_completion_tokens"] == REQUEST.max_output_tokens
+    # gpt-oss is a reasoning model: its reasoning tokens get room on top of the answer's allowance
+    assert wire.bodies[0]["max_completion_tokens"] == REQUEST.max_output_tokens + 1024
+    assert wire.bodies[0]["reasoning_effort"] == "low"
     assert wire.bodies[0]["temperature"] == 0.0
 
 

@@ -1,8 +1,9 @@
-"""Iteration narratives: an optional LLM summary that is only kept when every number in it comes from the facts.
+"""Iteration narratives: an optional LLM summary that is only kept when every figure in it is a named fact.
 
-The audit agent builds a ``facts`` mapping for each iteration and a deterministic text, :func:`summarize`. A
-:class:`AnthropicNarrator` asks Claude for a short plain-English summary of the same facts, then checks it with
-:func:`validate_narrative`; anything doubtful (an unknown number, an HTTP error, a timeout, an empty or truncated
+The audit agent builds a ``facts`` mapping for each iteration and a deterministic ``template(facts)`` text. A
+:class:`AnthropicNarrator` asks Claude for a short plain-English summary of the same facts, written with
+``{name}`` references to named facts, then checks and renders it with :func:`bind_narrative`; anything doubtful
+(a figure not bound to a fact, a reference next to the wrong words, an HTTP error, a timeout, an empty or truncated
 answer) falls back to the template text, and the rejected narrative and the reason are kept in the
 :class:`NarrativeResult` so they can be recorded. A :class:`TemplateNarrator` has the same interface for a daemon
 without an API key.
@@ -14,14 +15,22 @@ The package is split along the steps of that check:
   tolerance rule that decides whether a narrative is faithful;
 * :mod:`core.analytics.narrative.template` - :func:`summarize`: the deterministic text, the template every narrator
   falls back to;
+* :mod:`core.analytics.narrative.binding` - :func:`bind_narrative`: the model writes ``{name}`` references to
+  named facts, the code renders them; a figure the model wrote itself, or a reference next to the wrong words,
+  rejects the narrative (this is the check the narrator applies);
+* :mod:`core.analytics.narrative.content` - :func:`iteration_content`: the iteration's real content (orders,
+  fills, P&L, exposure, risk state) added to the facts;
 * :mod:`core.analytics.narrative.narrators` - :class:`TemplateNarrator`, :class:`AnthropicNarrator` and
   :func:`build_anthropic_narrator`.
 """
 
 from __future__ import annotations
 
+from core.analytics.narrative.binding import BoundNarrative, bind_narrative, named_figures
+from core.analytics.narrative.content import iteration_content
 from core.analytics.narrative.facts import FactIndex, NarrativeCheck, fact_numbers, index_facts, validate_narrative
 from core.analytics.narrative.narrators import (
+    NARRATIVE_PROMPT_VERSION,
     SYSTEM_PROMPT,
     AnthropicNarrator,
     NarrativeCall,
@@ -37,7 +46,12 @@ from core.analytics.narrative.template import summarize
 from core.analytics.narrative.tokens import DateToken, NumberToken, TimeToken, Token, extract_numbers, extract_tokens
 
 __all__ = [
+    "NARRATIVE_PROMPT_VERSION",
     "SYSTEM_PROMPT",
+    "BoundNarrative",
+    "bind_narrative",
+    "iteration_content",
+    "named_figures",
     "AnthropicNarrator",
     "DateToken",
     "FactIndex",

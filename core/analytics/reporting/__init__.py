@@ -44,7 +44,7 @@ from core.analytics.reporting.listings import (
     list_runs,
     list_trades,
 )
-from core.analytics.reporting.llm_report import llm_usage, percentile, shadow_stats
+from core.analytics.reporting.llm_report import llm_usage, percentile, selection_mix, shadow_stats
 from core.analytics.reporting.output import (
     json_ready,
     plain,
@@ -91,6 +91,7 @@ __all__ = [
     "list_runs",
     "list_trades",
     "llm_usage",
+    "selection_mix",
     "percentile",
     "performance",
     "plain",

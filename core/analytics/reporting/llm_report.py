@@ -7,7 +7,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from core.persistence.models import DecisionRow, LLMCallRow, ShadowSignalRow
@@ -79,7 +79,28 @@ def llm_usage(
     for d in session.scalars(abst):
         reasons[d.reason] = reasons.get(d.reason, 0) + 1
     abstentions = [{"reason": r, "count": n} for r, n in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))]
-    return {"calls": calls, "abstentions": abstentions}
+    chosen = session.scalar(
+        _run_filter(
+            select(func.count()).select_from(DecisionRow), DecisionRow, DecisionRow.as_of, run_id, start, end, symbol
+        ).where(DecisionRow.agent == AgentName.SELECTOR, DecisionRow.action == DecisionAction.CHOSE)
+    )
+    choices = {"llm": int(chosen or 0), "deterministic": sum(reasons.values())}
+    return {"calls": calls, "abstentions": abstentions, "choices": [choices]}
+
+
+def selection_mix(session: Session, run_id: str) -> tuple[int, int, Decimal, int]:
+    """(symbols chosen by the LLM, symbols that fell back to the deterministic selector while the LLM was on, the
+    run's LLM cost in USD (selection and narration), LLM calls made) for a run summary."""
+    report = llm_usage(session, run_id=run_id)
+    choices = report["choices"][0]
+    cost = sum((c["cost_usd"] for c in report["calls"]), Decimal("0"))
+    made = sum(c["calls"] for c in report["calls"]) - sum(
+        int(part.split()[-1])
+        for c in report["calls"]
+        for part in c["outcomes"].split(", ")
+        if part.startswith("budget_exceeded ")
+    )
+    return choices["llm"], choices["deterministic"], cost, made
 
 
 def shadow_stats(
