@@ -7,7 +7,6 @@ The anthropic 2.x SDK is built on httpx2 (not httpx): an injected ``http_client`
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import anthropic
@@ -19,14 +18,13 @@ from core.llm.providers import (
     DEFAULT_SLEEP,
     AttemptFailure,
     Clock,
-    ProviderReply,
     Redactor,
     RetryPolicy,
     SdkErrorTypes,
+    SdkSelectionProvider,
     Sleep,
     non_negative_int,
-    run_with_retries,
-    translate_sdk_error,
+    sdk_key,
 )
 from core.llm.telemetry import CallOutcome
 
@@ -39,8 +37,12 @@ ANTHROPIC_ERRORS = SdkErrorTypes(
 TOOL_DESCRIPTION = "Record one strategy choice, from the allowed strategy names, for every symbol in the market data."
 
 
-class AnthropicSelectionProvider:
+class AnthropicSelectionProvider(SdkSelectionProvider):
     """Implements :class:`~core.llm.providers.SelectionProvider` over an ``AsyncAnthropic`` client."""
+
+    vendor = "anthropic"
+    errors = ANTHROPIC_ERRORS
+    api_error = anthropic.APIError
 
     def __init__(
         self,
@@ -54,33 +56,15 @@ class AnthropicSelectionProvider:
         strict_tool: bool = True,
         max_output_tokens: int | None = None,
     ) -> None:
-        if not model:
-            raise ValueError("anthropic model name is required")
-        self._client = client
-        self._model = model
-        self._redact = redactor
-        self._retry = retry
-        self._sleep = sleep
-        self._clock = clock
+        super().__init__(client, model=model, redactor=redactor, retry=retry, sleep=sleep, clock=clock)
         self._strict_tool = strict_tool
         self._max_output_tokens = max_output_tokens
-
-    @property
-    def name(self) -> str:
-        return "anthropic"
-
-    @property
-    def model(self) -> str:
-        return self._model
 
     def __repr__(self) -> str:
         return (
             f"AnthropicSelectionProvider(model={self._model!r}, strict_tool={self._strict_tool}, "
             f"base_url={str(self._client.base_url)!r})"
         )
-
-    async def aclose(self) -> None:
-        await self._client.close()
 
     def _params(self, request: SelectionRequest) -> dict[str, Any]:
         tool: dict[str, Any] = {
@@ -99,24 +83,11 @@ class AnthropicSelectionProvider:
             "tool_choice": {"type": "tool", "name": request.tool_name},
         }
 
-    async def complete(self, request: SelectionRequest) -> ProviderReply:
-        params = self._params(request)
+    async def _create(self, params: dict[str, Any]) -> Any:
+        return await self._client.messages.create(**params)
 
-        async def attempt() -> tuple[Any, int, int]:
-            try:
-                response = await self._client.messages.create(**params)
-            except anthropic.APIError as exc:
-                failure = translate_sdk_error(
-                    exc, ANTHROPIC_ERRORS, redact=self._redact, clock=self._clock, policy=self._retry
-                )
-                if failure is None:
-                    raise
-                raise failure from None
-            except (json.JSONDecodeError, RecursionError, UnicodeDecodeError):
-                raise AttemptFailure(CallOutcome.INVALID, "response body is not valid JSON") from None
-            return _extract(response, request.tool_name)
-
-        return await run_with_retries(attempt, policy=self._retry, sleep=self._sleep)
+    def _extract(self, response: Any, request: SelectionRequest) -> tuple[Any, int, int]:
+        return _extract(response, request.tool_name)
 
 
 def _extract(response: Any, tool_name: str) -> tuple[Any, int, int]:
@@ -161,11 +132,7 @@ def build_anthropic_provider(
 
     ``clock`` is only used to interpret an HTTP-date ``retry-after``; without it such a header waits the cap.
     """
-    key = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
-    if not isinstance(key, str) or not key.strip():
-        raise ValueError("anthropic API key is empty")
-    if not (timeout_s > 0):
-        raise ValueError("timeout_s must be > 0")
+    key = sdk_key(api_key, "anthropic", timeout_s)
     client = anthropic.AsyncAnthropic(
         api_key=key,
         base_url=base_url,

@@ -13,7 +13,6 @@ as HTTP 400 ``json_validate_failed`` and is reported as outcome ``invalid``.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import groq
@@ -25,14 +24,13 @@ from core.llm.providers import (
     DEFAULT_SLEEP,
     AttemptFailure,
     Clock,
-    ProviderReply,
     Redactor,
     RetryPolicy,
     SdkErrorTypes,
+    SdkSelectionProvider,
     Sleep,
     non_negative_int,
-    run_with_retries,
-    translate_sdk_error,
+    sdk_key,
 )
 from core.llm.telemetry import CallOutcome
 
@@ -61,8 +59,12 @@ def output_budget(model: str, answer_tokens: int, effort: ReasoningEffort | None
     return answer_tokens + REASONING_HEADROOM.get(effort or DEFAULT_REASONING_EFFORT, REASONING_HEADROOM["default"])
 
 
-class GroqSelectionProvider:
+class GroqSelectionProvider(SdkSelectionProvider):
     """Implements :class:`~core.llm.providers.SelectionProvider` over an ``AsyncGroq`` client."""
+
+    vendor = "groq"
+    errors = GROQ_ERRORS
+    api_error = groq.APIError
 
     def __init__(
         self,
@@ -78,32 +80,14 @@ class GroqSelectionProvider:
         reasoning_effort: ReasoningEffort | None = None,
         max_output_tokens: int | None = None,
     ) -> None:
-        if not model:
-            raise ValueError("groq model name is required")
-        self._client = client
-        self._model = model
-        self._redact = redactor
-        self._retry = retry
-        self._sleep = sleep
-        self._clock = clock
+        super().__init__(client, model=model, redactor=redactor, retry=retry, sleep=sleep, clock=clock)
         self._strict = strict
         self._temperature = temperature
         self._reasoning_effort = reasoning_effort
         self._max_output_tokens = max_output_tokens
 
-    @property
-    def name(self) -> str:
-        return "groq"
-
-    @property
-    def model(self) -> str:
-        return self._model
-
     def __repr__(self) -> str:
         return f"GroqSelectionProvider(model={self._model!r}, strict={self._strict}, base_url={str(self._client.base_url)!r})"
-
-    async def aclose(self) -> None:
-        await self._client.close()
 
     def _params(self, request: SelectionRequest) -> dict[str, Any]:
         params: dict[str, Any] = {
@@ -132,24 +116,11 @@ class GroqSelectionProvider:
             params["reasoning_effort"] = effort
         return params
 
-    async def complete(self, request: SelectionRequest) -> ProviderReply:
-        params = self._params(request)
+    async def _create(self, params: dict[str, Any]) -> Any:
+        return await self._client.chat.completions.create(**params)
 
-        async def attempt() -> tuple[Any, int, int]:
-            try:
-                response = await self._client.chat.completions.create(**params)
-            except groq.APIError as exc:
-                failure = translate_sdk_error(
-                    exc, GROQ_ERRORS, redact=self._redact, clock=self._clock, policy=self._retry
-                )
-                if failure is None:
-                    raise
-                raise failure from None
-            except (json.JSONDecodeError, RecursionError, UnicodeDecodeError):
-                raise AttemptFailure(CallOutcome.INVALID, "response body is not valid JSON") from None
-            return _extract(response)
-
-        return await run_with_retries(attempt, policy=self._retry, sleep=self._sleep)
+    def _extract(self, response: Any, request: SelectionRequest) -> tuple[Any, int, int]:
+        return _extract(response)
 
 
 def _extract(response: Any) -> tuple[Any, int, int]:
@@ -194,11 +165,7 @@ def build_groq_provider(
 
     ``clock`` is only used to interpret an HTTP-date ``retry-after``; without it such a header waits the cap.
     """
-    key = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
-    if not isinstance(key, str) or not key.strip():
-        raise ValueError("groq API key is empty")
-    if not (timeout_s > 0):
-        raise ValueError("timeout_s must be > 0")
+    key = sdk_key(api_key, "groq", timeout_s)
     client = groq.AsyncGroq(
         api_key=key,
         base_url=base_url,

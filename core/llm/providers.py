@@ -15,10 +15,11 @@ better use of the iteration's time than the same slow one.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 from collections.abc import Awaitable, Callable
 
 from core.errors import ExternalError, TemporaryError
@@ -273,3 +274,83 @@ def non_negative_int(value: Any) -> int:
 
 
 DEFAULT_SLEEP: Sleep = asyncio.sleep
+
+
+def sdk_key(api_key: Any, vendor: str, timeout_s: float) -> str:
+    """The API key as text (a ``SecretStr`` unwrapped), refusing an empty key or a non-positive timeout."""
+    key = api_key.get_secret_value() if hasattr(api_key, "get_secret_value") else api_key
+    if not isinstance(key, str) or not key.strip():
+        raise ValueError(f"{vendor} API key is empty")
+    if not (timeout_s > 0):
+        raise ValueError("timeout_s must be > 0")
+    return key
+
+
+class SdkSelectionProvider:
+    """What the Groq and Anthropic providers share: an SDK client built with ``max_retries=0``, our retries (counted)
+    around each call, the SDK's errors translated to :class:`AttemptFailure` with secrets redacted.
+
+    A subclass names its vendor (``vendor``), its SDK's error types (``errors`` and the base ``api_error``) and
+    implements ``_params`` (the request), ``_create`` (one SDK call) and ``_extract`` (the answer and its tokens)."""
+
+    vendor: ClassVar[str]
+    errors: ClassVar[SdkErrorTypes]
+    api_error: ClassVar[type[BaseException]]
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        model: str,
+        redactor: Redactor,
+        retry: RetryPolicy = RetryPolicy(),
+        sleep: Sleep = DEFAULT_SLEEP,
+        clock: Clock | None = None,
+    ) -> None:
+        if not model:
+            raise ValueError(f"{self.vendor} model name is required")
+        self._client = client
+        self._model = model
+        self._redact = redactor
+        self._retry = retry
+        self._sleep = sleep
+        self._clock = clock
+
+    @property
+    def name(self) -> str:
+        return self.vendor
+
+    @property
+    def model(self) -> str:
+        return self._model
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    def _params(self, request: SelectionRequest) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def _create(self, params: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def _extract(self, response: Any, request: SelectionRequest) -> tuple[Any, int, int]:
+        raise NotImplementedError
+
+    async def complete(self, request: SelectionRequest) -> ProviderReply:
+        params = self._params(request)
+
+        async def attempt() -> tuple[Any, int, int]:
+            try:
+                response = await self._create(params)
+            except self.api_error as exc:
+                failure = translate_sdk_error(
+                    exc, self.errors, redact=self._redact, clock=self._clock, policy=self._retry
+                )
+                if failure is None:
+                    raise
+                raise failure from None
+            except (json.JSONDecodeError, RecursionError, UnicodeDecodeError):
+                raise AttemptFailure(CallOutcome.INVALID, "response body is not valid JSON") from None
+            return self._extract(response, request)
+
+        return await run_with_retries(attempt, policy=self._retry, sleep=self._sleep)
