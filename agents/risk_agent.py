@@ -28,6 +28,7 @@ Without a source (backtests, replays) the rule is recorded as not applicable wit
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from collections.abc import Callable, Mapping, Sequence
@@ -37,7 +38,17 @@ from loguru import logger
 
 from core.brokers.base import AccountState, Broker
 from core.data.quotes import QuoteSource, QuotesResult
-from core.kernel.domain import Action, Approval, Decision, Denial, Side, SymbolBars
+from core.kernel.domain import (
+    Action,
+    Approval,
+    BarsBatch,
+    Decision,
+    Denial,
+    Side,
+    Signal,
+    SymbolBars,
+    ValidatedSignal,
+)
 from core.kernel.events import ApprovedReady, DataReady, ExecutedReady, SignalsReady, ValidatedReady
 from core.kernel.frame_cache import FrameCache
 from core.risk import features as risk_features
@@ -264,17 +275,31 @@ class RiskAgent:
         assert signals_event is not None and data is not None
         batch = data.batch
         assert batch is not None
+        review = await self._begin(batch, signals_event.signals, event.as_of)
+        for symbol in list(batch.bars) + [s for s in batch.rejected]:
+            self._review_symbol(review, symbol, signals_event.signals.get(symbol), event.validated.get(symbol))
+        events = drain_rows(self._events) + tuple(self._transitions)
+        self._transitions.clear()
+        return ApprovedReady(
+            iteration_id=event.iteration_id,
+            as_of=event.as_of,
+            previous=event,
+            approvals=tuple(review.approvals),
+            denials=tuple(review.denials),
+            decisions=tuple(review.decisions),
+            breaker_events=events,
+        )
+
+    async def _begin(self, batch: BarsBatch, signals: Mapping[str, Signal], as_of: datetime) -> _Review:
+        """The iteration's starting point: the account, the trading state stepped to ``as_of``, the data-quality
+        gate, the time stops due, and the live quotes of the symbols that may enter."""
         account = await self._broker.account()
         portfolio = self._portfolio(account)
-        self._update_state(portfolio, batch.breaker_quality, event.as_of)
+        self._update_state(portfolio, batch.breaker_quality, as_of)
         quality_gate = self._enforce and self._quality.state is not BreakerState.CLOSED
         time_stops = (
             self._positions.time_stops(PositionManager.plans(account), batch) if self._positions is not None else {}
         )
-        approvals: list[Approval] = []
-        denials: list[Denial] = []
-        decisions: list[Decision] = []
-        returns_added = False
         state_info = {
             "state": self.state.value,
             "state_reason": self.state_reason,
@@ -283,10 +308,9 @@ class RiskAgent:
             "high_water_mark": self.high_water_mark,
             "data_quality": batch.data_quality,
         }
-
         entry_symbols = [
             s
-            for s, sig in signals_event.signals.items()
+            for s, sig in signals.items()
             if s in batch.bars
             and sig.action is Action.BUY
             and s not in time_stops
@@ -295,119 +319,122 @@ class RiskAgent:
             and self.state in (TradingState.ACTIVE, TradingState.REDUCING)
         ]
         quotes = await self._latest_quotes(entry_symbols)
+        return _Review(batch, account, portfolio, state_info, time_stops, quality_gate, quotes)
 
-        for symbol in list(batch.bars) + [s for s in batch.rejected]:
-            signal = signals_event.signals.get(symbol)
-            if symbol in batch.rejected:
-                if self._routine:
-                    decisions.append(
-                        Decision(
-                            AgentName.RISK,
-                            symbol,
-                            DecisionAction.SKIP,
-                            f"no data: {batch.rejected[symbol]}",
-                            state_info,
-                        )
-                    )
-                continue
-            assert signal is not None
-            position = account.positions.get(symbol)
-            flag = batch.entry_blocked.get(symbol)
-            info = {**state_info, "data_flag": flag} if flag is not None else state_info  # managed on its last good bar
-            result: Approval | Denial
-            if symbol in time_stops and signal.action is not Action.SELL:
-                assert position is not None  # a time stop is only ever due on a held position
-                result = evaluate_exit(
-                    symbol,
-                    position.quantity,
-                    signal,
-                    self.state if self._enforce else TradingState.ACTIVE,
-                    time_stops[symbol],
-                    exit_rule=RiskRule.TIME_STOP,
-                )
-                self._append(result, symbol, signal, None, info, approvals, denials, decisions)
-                continue
-            if signal.action is Action.HOLD:
-                if self._routine:
-                    decisions.append(
-                        Decision(
-                            AgentName.RISK,
-                            symbol,
-                            DecisionAction.SKIP,
-                            "signal is HOLD: no order",
-                            info,
-                            strategy=signal.strategy,
-                        )
-                    )
-                continue
-            validated = event.validated.get(symbol)
-            if signal.action is Action.SELL:
-                if position is None or position.quantity <= 0:
-                    decisions.append(
-                        Decision(
-                            AgentName.RISK,
-                            symbol,
-                            DecisionAction.SKIP,
-                            "SELL signal but no position to exit (long-only)",
-                            info,
-                            strategy=signal.strategy,
-                        )
-                    )
-                    continue
-                result = evaluate_exit(
-                    symbol,
-                    position.quantity,
-                    signal,
-                    self.state if self._enforce else TradingState.ACTIVE,
-                    f"exit on {signal.strategy} SELL",
-                )
-            elif flag is not None:
-                result = Denial(
-                    symbol,
-                    "symbol_data",
-                    f"symbol_data: no new entries in {symbol} while its data are flagged ({flag})",
-                    {"data_flag": flag},
-                )
-            elif quality_gate:
-                result = Denial(
-                    symbol,
-                    "data_quality",
-                    f"data_quality: only {batch.data_quality:.0%} of symbols had usable bars (minimum {self._quality.threshold:.0%}): no new entries this iteration",
-                    {"data_quality": batch.data_quality, "minimum": self._quality.threshold},
-                )
-            else:
-                assert validated is not None
-                if self._enforce and not returns_added:  # only the correlation limit reads them
-                    portfolio, returns_added = with_returns(portfolio, account, batch, self._returns), True
-                sb = batch.bars[symbol]
-                candidate = Candidate(
-                    signal=validated,
-                    atr=self.atr_at(sb),
-                    avg_dollar_volume=risk_features.adv_at(self._cache, sb, self._liquidity_window),
-                    sector=self.sector(symbol),
-                    returns=self._returns(sb) if self._enforce else None,
-                    **self._spread_fields(symbol, quotes),
-                )
-                result = decide_entry(
-                    candidate, portfolio, self.limits, self.state, self._sizing, enforce=self._enforce
-                )
-            if (
-                self._append(result, symbol, signal, validated, info, approvals, denials, decisions)
-                and signal.action is Action.BUY
-            ):
-                # later candidates of this batch see this entry's cash, exposure and returns (correlation)
-                entry = approvals[-1].intent.side is Side.BUY
-                portfolio = apply_approval(
-                    portfolio, approvals[-1], self.sector(symbol), candidate.returns if entry else None
-                )
-        events = drain_rows(self._events) + tuple(self._transitions)
-        self._transitions.clear()
-        return ApprovedReady(
-            iteration_id=event.iteration_id,
-            as_of=event.as_of,
-            previous=event,
-            approvals=tuple(approvals),
-            denials=tuple(denials),
-            decisions=tuple(decisions),
-            breaker_events=events,
+    def _skip(self, review: _Review, symbol: str, reason: str, info: Mapping[str, Any], signal: Signal | None) -> None:
+        review.decisions.append(
+            Decision(
+                AgentName.RISK,
+                symbol,
+                DecisionAction.SKIP,
+                reason,
+                info,
+                strategy=signal.strategy if signal is not None else None,
+            )
         )
+
+    def _review_symbol(
+        self, review: _Review, symbol: str, signal: Signal | None, validated: ValidatedSignal | None
+    ) -> None:
+        """One symbol's answer: a skip (no data, HOLD, nothing to sell), an exit (time stop or SELL) or an entry
+        judged by the engine; an approved entry updates the portfolio the later symbols are judged against."""
+        batch = review.batch
+        if symbol in batch.rejected:
+            if self._routine:
+                self._skip(review, symbol, f"no data: {batch.rejected[symbol]}", review.state_info, None)
+            return
+        assert signal is not None
+        position = review.account.positions.get(symbol)
+        flag = batch.entry_blocked.get(symbol)
+        # a flagged symbol is managed on its last good bar
+        info = {**review.state_info, "data_flag": flag} if flag is not None else review.state_info
+        state = self.state if self._enforce else TradingState.ACTIVE
+        if symbol in review.time_stops and signal.action is not Action.SELL:
+            assert position is not None  # a time stop is only ever due on a held position
+            result = evaluate_exit(
+                symbol, position.quantity, signal, state, review.time_stops[symbol], exit_rule=RiskRule.TIME_STOP
+            )
+            self._append(result, symbol, signal, None, info, review.approvals, review.denials, review.decisions)
+            return
+        if signal.action is Action.HOLD:
+            if self._routine:
+                self._skip(review, symbol, "signal is HOLD: no order", info, signal)
+            return
+        if signal.action is Action.SELL:
+            if position is None or position.quantity <= 0:
+                self._skip(review, symbol, "SELL signal but no position to exit (long-only)", info, signal)
+                return
+            result = evaluate_exit(symbol, position.quantity, signal, state, f"exit on {signal.strategy} SELL")
+            self._append(result, symbol, signal, validated, info, review.approvals, review.denials, review.decisions)
+            return
+        self._review_entry(review, symbol, signal, validated, flag, info)
+
+    def _review_entry(
+        self,
+        review: _Review,
+        symbol: str,
+        signal: Signal,
+        validated: ValidatedSignal | None,
+        flag: str | None,
+        info: Mapping[str, Any],
+    ) -> None:
+        """A BUY: refused while the symbol's data are flagged or the data-quality gate is open, else the engine's
+        answer on the candidate (ATR, liquidity, sector, returns, spread)."""
+        batch = review.batch
+        candidate: Candidate | None = None
+        result: Approval | Denial
+        if flag is not None:
+            result = Denial(
+                symbol,
+                "symbol_data",
+                f"symbol_data: no new entries in {symbol} while its data are flagged ({flag})",
+                {"data_flag": flag},
+            )
+        elif review.quality_gate:
+            result = Denial(
+                symbol,
+                "data_quality",
+                f"data_quality: only {batch.data_quality:.0%} of symbols had usable bars (minimum {self._quality.threshold:.0%}): no new entries this iteration",
+                {"data_quality": batch.data_quality, "minimum": self._quality.threshold},
+            )
+        else:
+            assert validated is not None
+            if self._enforce and not review.returns_added:  # only the correlation limit reads them
+                review.portfolio = with_returns(review.portfolio, review.account, batch, self._returns)
+                review.returns_added = True
+            sb = batch.bars[symbol]
+            candidate = Candidate(
+                signal=validated,
+                atr=self.atr_at(sb),
+                avg_dollar_volume=risk_features.adv_at(self._cache, sb, self._liquidity_window),
+                sector=self.sector(symbol),
+                returns=self._returns(sb) if self._enforce else None,
+                **self._spread_fields(symbol, review.quotes),
+            )
+            result = decide_entry(
+                candidate, review.portfolio, self.limits, self.state, self._sizing, enforce=self._enforce
+            )
+        if self._append(result, symbol, signal, validated, info, review.approvals, review.denials, review.decisions):
+            assert candidate is not None  # only the engine approves
+            # later candidates of this batch see this entry's cash, exposure and returns (correlation)
+            entry = review.approvals[-1].intent.side is Side.BUY
+            review.portfolio = apply_approval(
+                review.portfolio, review.approvals[-1], self.sector(symbol), candidate.returns if entry else None
+            )
+
+
+@dataclass(slots=True)
+class _Review:
+    """One iteration's working state while the Risk agent judges its symbols in order."""
+
+    batch: BarsBatch
+    account: AccountState
+    portfolio: PortfolioView
+    state_info: dict[str, Any]
+    time_stops: Mapping[str, str]
+    quality_gate: bool
+    quotes: QuotesResult | None
+    returns_added: bool = False
+    approvals: list[Approval] = field(default_factory=list)
+    denials: list[Denial] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
