@@ -430,8 +430,12 @@ async def run_backtest(
     *,
     on_progress: Callable[[int, int, IterationOutcome], None] | None = None,
     stop: asyncio.Event | None = None,
+    on_equity: Callable[[int, int, datetime, float], None] | None = None,
 ) -> BacktestResult:
     """Run the backtest through the daemon's pipeline and read its result back from the database.
+
+    ``on_equity(done, total, session, equity)``, when given, sees the simulated broker's equity after every session
+    (an optimiser's pruner judges a trial on its path so far and may set ``stop``).
 
     Raises :class:`BacktestError` for a request that cannot run; database errors (``DatabaseUnavailable``,
     ``DaemonAlreadyRunning``) and ``PersistenceFailure`` propagate as in the replay.
@@ -507,8 +511,16 @@ async def run_backtest(
     stop = stop if stop is not None else asyncio.Event()
     timings["setup"] = time.perf_counter() - mark
     mark = time.perf_counter()
+    progress = on_progress
+    if on_equity is not None:
+
+        def progress(done: int, total: int, outcome: IterationOutcome) -> None:
+            if on_progress is not None:
+                on_progress(done, total, outcome)
+            on_equity(done, total, sessions[done - 1], float(_settled(broker.account()).equity))
+
     try:
-        outcomes = await run_replay(app.orchestrator, clock.advance_to, sessions, stop=stop, on_progress=on_progress)
+        outcomes = await run_replay(app.orchestrator, clock.advance_to, sessions, stop=stop, on_progress=progress)
         timings["sessions"] = time.perf_counter() - mark
         mark = time.perf_counter()
         await app.bus.close()
@@ -595,6 +607,17 @@ async def run_backtest(
         final_state=final_state.value,
         denied=recorded.denied,
     )
+
+
+def _settled(coroutine: Any) -> Any:
+    """The value of a coroutine that completes without suspending (the simulated broker's ``account()``), from
+    synchronous code running inside the event loop."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return done.value
+    coroutine.close()
+    raise RuntimeError("the coroutine suspended; it cannot be read synchronously")
 
 
 def _describe(config: BacktestConfig, cash: Decimal, broker: SimulatedBroker, data_dir: Path) -> dict[str, Any]:
