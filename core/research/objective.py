@@ -88,7 +88,7 @@ class TrialSpec:
             raise BacktestError(f"min_trades must be >= 0, got {self.min_trades}")
         if self.max_drawdown is not None and not 0 < self.max_drawdown <= 1:
             raise BacktestError(f"max_drawdown is a fraction in (0, 1], got {self.max_drawdown}")
-        if not self.space.dimensions:
+        if not STRATEGY_CLASSES[self.backtest.strategy].search_space.dimensions:
             raise BacktestError(f"strategy {self.backtest.strategy!r} declares no searchable parameters")
         if not self.space.dimensions:
             raise BacktestError(f"every searchable parameter of {self.backtest.strategy!r} is fixed by --param")

@@ -37,7 +37,7 @@ from core.analytics.metrics import PerformanceMetrics, compute_metrics
 from core.backtest.runner import BacktestError, discover_symbols
 from core.data.files import FileProvider
 from core.research.objective import daily_returns, evaluate, objective_of
-from core.research.study import StudySpec, run_study, usable_trials
+from core.research.study import StudySpec, finished_trials, run_study, usable_trials
 
 __all__ = ["WalkForwardResult", "WalkForwardSpec", "WindowOutcome", "run_walk_forward", "session_dates", "windows"]
 
@@ -104,7 +104,8 @@ class WindowOutcome:
     oos_total_return: float | None
     oos_max_drawdown: float | None
     oos_trades: int
-    trials: int
+    trials: int  # finished trials of the window's study
+    feasible: int  # of which feasible
     oos_equity: pd.Series  # the test window's equity at each session close
     note: str | None = None
 
@@ -115,6 +116,7 @@ class WindowOutcome:
             "test": f"{self.test_start} .. {self.test_end}",
             "params": ", ".join(f"{k}={_short(v)}" for k, v in (self.params or {}).items()) or "none (cash)",
             "trials": self.trials,
+            "feasible": self.feasible,
             "is_objective": self.is_objective,
             "oos_objective": self.oos_objective,
             "is_cagr": self.is_cagr,
@@ -205,14 +207,14 @@ def run_walk_forward(
                         float(best.value), best.user_attrs.get("cagr"), best.user_attrs.get("total_return"),
                         objective_of(_from_cash(equity, initial), spec.study.trial.objective),
                         result.metrics.total_return, result.metrics.max_drawdown, len(result.closed_trades),
-                        len(usable), equity,
+                        finished_trials(run.study), len(usable), equity,
                     )
                 )  # fmt: skip
             else:
                 outcomes.append(
                     WindowOutcome(
                         k, train_start, train_end, test_start, test_end, window_spec.study_name, None, None, None,
-                        None, None, 0.0, 0.0, 0, 0, pd.Series(dtype=float),
+                        None, None, 0.0, 0.0, 0, finished_trials(run.study), 0, pd.Series(dtype=float),
                         note="no feasible trial in the training window: the test window stays in cash",
                     )
                 )  # fmt: skip
