@@ -45,8 +45,9 @@ Definitions
   a symbol on a day (too little history, missing peers) counts as HOLD there.
 * **Robustness** (with ``robustness=True``): a trade bootstrap of each closed trip's ``pnl`` divided by the equity
   of the last snapshot before its entry (the trip's effect on the whole account), a stationary block bootstrap of
-  the daily returns (mean block 5 sessions), walk-forward windows of ``train``/``test`` sessions over the equity
-  curve (out-of-sample metrics of each test window) and the Ljung-Box (10 lags) and t-tests of the daily returns;
+  the daily returns (mean block 5 sessions), sub-period windows of ``train``/``test`` sessions over the equity
+  curve (metrics of each test-length slice of this one run: the parameters are not re-optimised per window, so this
+  is not a walk-forward optimisation; that is :mod:`core.research.walkforward`) and the Ljung-Box (10 lags) and t-tests of the daily returns;
   see :mod:`core.backtest.robustness`.
 
 Modules: :mod:`core.backtest.config` (the request: :class:`BacktestConfig`, :class:`BacktestError`, the option
