@@ -229,7 +229,7 @@ def render_study_html(data: Mapping[str, Any]) -> str:
     sections.append(
         _section(
             "trials",
-            f"Best trials (25 of {len(trials)})",
+            f"Best trials ({len(top)} of {len(trials)} by objective)",
             _rows_table(top, first_column_is_key=False) if top else _missing("completed trials"),
         )
     )
