@@ -7,8 +7,9 @@ local process or remote machine, opens the same study and runs trials until the 
 sharing a PostgreSQL database works on one study.
 
 Exactly ``trials``: before its backtest, a trial counts the finished trials and the running trials numbered below
-it; when they already make ``trials`` it is recorded as a *surplus* trial (PRUNED, ``surplus`` attribute, never
-backtested) and its worker stops. Surplus trials are left out of every statistic.
+it; when they already make ``trials`` it is recorded as a *surplus* trial (FAILED with the ``surplus`` attribute, never
+backtested) and its worker stops. Surplus trials are left out of every count and statistic. (Counting is a count
+query: a trial never loads the others' stored returns to decide.)
 
 Nothing lost: a worker that dies mid-trial stops sending heartbeats; after :data:`GRACE_S` another worker marks the
 trial FAILED and re-queues its parameters (Optuna's ``RetryFailedTrialCallback``). An interrupted command (Ctrl-C)
@@ -122,7 +123,7 @@ def study_name_for(spec: TrialSpec) -> str:
 def _optuna() -> Any:
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a surplus trial is a FAIL Optuna would warn about
     return optuna
 
 
@@ -178,11 +179,15 @@ def prepare_study(settings: Settings, spec: StudySpec, *, scratch_dir: Path | No
     return where, study
 
 
-def _finished(study: Any) -> tuple[int, list[Any]]:
+class SurplusTrial(Exception):
+    """Raised by a trial started when the study already had its trials (recorded FAILED, ``surplus`` attribute)."""
+
+
+def _finished(study: Any) -> int:
+    """COMPLETE and PRUNED trials (a surplus trial is FAILED: not among them), by a count query."""
     optuna = _optuna()
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    trials = study.get_trials(deepcopy=False, states=states)
-    return sum(1 for t in trials if not t.user_attrs.get("surplus")), trials
+    return int(study._storage.get_n_trials(study._study_id, state=states))
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,13 +215,13 @@ def worker(job: WorkerJob, on_trial: Callable[[Any, Any], None] | None = None) -
         study = _load(_storage(job.storage), spec.study_name, spec, job.index)
 
         def objective(trial: Any) -> float:
-            done, _ = _finished(study)
+            done = _finished(study)
             running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
             ahead = sum(1 for t in running if t.number < trial.number)
             if done + ahead >= target:
                 trial.set_user_attr("surplus", True)
                 study.stop()
-                raise optuna.TrialPruned("surplus: the study already has its trials")
+                raise SurplusTrial(f"trial {trial.number}: the study already has its {target} trials")
             params = suggest(trial, spec.trial.space)
 
             def report(step: int, value: float) -> bool:
@@ -234,11 +239,11 @@ def worker(job: WorkerJob, on_trial: Callable[[Any, Any], None] | None = None) -
         def stop_when_full(study: Any, trial: Any) -> None:
             if on_trial is not None:
                 on_trial(study, trial)
-            if _finished(study)[0] >= target:
+            if _finished(study) >= target:
                 study.stop()
 
-        if _finished(study)[0] < target:
-            study.optimize(objective, n_trials=target * 2 + RETRIES, callbacks=[stop_when_full], catch=())
+        if _finished(study) < target:
+            study.optimize(objective, n_trials=target * 2 + RETRIES, callbacks=[stop_when_full], catch=(SurplusTrial,))
     return ran
 
 
@@ -274,7 +279,7 @@ def run_study(
 
     def on_trial(s: Any, _trial: Any) -> None:
         if progress is not None:
-            progress(_finished(s)[0], spec.trials, best_of(s))
+            progress(_finished(s), spec.trials, best_of(s))
 
     if spec.jobs == 1:
         ran = [worker(WorkerJob(settings, where, spec, 0, quiet_logs=False), on_trial)]
@@ -285,18 +290,18 @@ def run_study(
             futures = [pool.submit(worker, job) for job in jobs]
             while not all(f.done() for f in futures):
                 if progress is not None:
-                    progress(_finished(study)[0], spec.trials, best_of(study))
+                    progress(_finished(study), spec.trials, best_of(study))
                 time.sleep(0.5)
             ran = [f.result() for f in futures]
     elapsed = time.perf_counter() - started
     if progress is not None:
-        progress(_finished(study)[0], spec.trials, best_of(study))
+        progress(_finished(study), spec.trials, best_of(study))
     return StudyRun(study, where, ran, elapsed, sum(len(r) for r in ran))
 
 
 def finished_trials(study: Any) -> int:
     """The COMPLETE and PRUNED trials of the study, surplus ones left out: the trials tried."""
-    return _finished(study)[0]
+    return _finished(study)
 
 
 def usable_trials(study: Any) -> list[Any]:
