@@ -39,6 +39,7 @@ from typing import Any
 
 from config.settings import Settings
 from core.backtest.runner import BacktestError
+from core.data.files import SUFFIXES
 from core.research.objective import TrialSpec, evaluate, suggest
 from core.research.storage import StorageSpec, open_storage, storage_spec
 from utils.jsonable import jsonable
@@ -94,7 +95,7 @@ def describe_trial_spec(spec: TrialSpec) -> dict[str, Any]:
             "objective": spec.objective,
             "min_trades": spec.min_trades,
             "max_drawdown": spec.max_drawdown,
-            "data_dir": str(b.data_dir) if b.data_dir is not None else None,
+            "data": data_fingerprint(b.data_dir, b.symbols),
             "symbols": list(b.symbols) if b.symbols else None,
             "start": b.start,
             "end": b.end,
@@ -112,6 +113,20 @@ def describe_trial_spec(spec: TrialSpec) -> dict[str, Any]:
         decimals="float",
         infinities="text",
     )
+
+
+def data_fingerprint(data_dir: Path | None, symbols: tuple[str, ...] | None) -> str | None:
+    """The bar files a study reads, by name and size (not by path: machines sharing a study keep the data in
+    different directories); ``None`` for the settings' ``DATA_DIR`` unresolved."""
+    if data_dir is None or not data_dir.is_dir():
+        return None
+    wanted = {s.upper() for s in symbols} if symbols else None
+    files = sorted(
+        (p.name.upper(), p.stat().st_size)
+        for p in data_dir.iterdir()
+        if p.is_file() and p.suffix.lower() in SUFFIXES and (wanted is None or p.stem.upper() in wanted)
+    )
+    return hashlib.sha256(json.dumps(files).encode()).hexdigest()[:16]
 
 
 def study_name_for(spec: TrialSpec) -> str:

@@ -133,3 +133,17 @@ def test_two_local_processes_share_one_study_without_losing_or_repeating_a_trial
     assert sorted(ran) == sorted(t.number for t in finished)  # every trial run once, by one worker
     assert len({t.user_attrs["run_id"] for t in finished}) == 8
     assert all(worker for worker in run.ran_by_worker)  # both processes worked
+
+
+def test_the_study_name_follows_the_data_not_the_directory_it_is_in(tmp_path):
+    from core.research.study import study_name_for
+
+    def name(directory: Path) -> str:
+        config = BacktestConfig(data_dir=directory, strategy="volatility_breakout", shadow=False, calendar="data")
+        return study_name_for(TrialSpec(config))
+
+    here = planted(tmp_path / "machine-a" / "bars", symbols=1, sessions=120)
+    there = planted(tmp_path / "machine-b" / "other-place", symbols=1, sessions=120)
+    assert name(here) == name(there)  # the same files elsewhere: the same study
+    other = planted(tmp_path / "machine-c", symbols=1, sessions=150)
+    assert name(other) != name(here)
