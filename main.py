@@ -68,6 +68,7 @@ from core.errors import (
 )
 from utils.deadline import deadline_scope
 from core.backtest.cli import add_backtest_parser, run_backtest_command
+from core.research.cli import add_optimize_parser, run_optimize_command
 from core.persistence.db import (
     DaemonAlreadyRunning,
     DaemonLock,
@@ -87,7 +88,7 @@ from utils.cli import db_argument, install_stop_handlers, interpreter_command, i
 from utils.logging import configure_logging
 from loguru import logger
 
-COMMANDS = ("run", "replay", "demo", "backtest", "strategies", "status", "health", "reset", "dashboard")
+COMMANDS = ("run", "replay", "demo", "backtest", "optimize", "strategies", "status", "health", "reset", "dashboard")
 # the exit codes of the checks made here without an exception; everything else takes its code from the error's class
 EXIT_CONFIG, EXIT_DB, EXIT_LOCKED, EXIT_PERSIST = (
     EXIT_CODES[kind] for kind in (ConfigurationError, StorageUnavailable, LockConflict, LedgerWriteFailed)
@@ -155,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     reset.add_argument("--reason", required=True, help="who resets and why (recorded)")
 
     add_backtest_parser(sub, parents=[common])
+    add_optimize_parser(sub, parents=[common])
 
     dashboard = sub.add_parser(
         "dashboard", parents=[common], help="the read-only monitoring dashboard (Streamlit) on http://HOST:PORT/"
@@ -815,6 +817,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _status(settings, args.at, args.json)
         if command == "backtest":
             return run_backtest_command(args, settings)
+        if command == "optimize":
+            return run_optimize_command(args, settings)
         if command == "health":
             return _health(settings, args.json)
         if command == "reset":

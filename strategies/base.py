@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from core.kernel.domain import Action, Signal, session_timestamp
 from core.errors import ConfigurationError
+from strategies.space import SearchSpace
 
 SIGNAL_COLUMNS = ("action", "strength", "stop", "target")
 ACTION_BY_CODE = {1: Action.BUY, -1: Action.SELL, 0: Action.HOLD}
@@ -58,6 +59,8 @@ class Strategy(ABC):
     Params: ClassVar[type[StrategyParams]]
     needs_benchmark: ClassVar[bool] = False
     needs_universe: ClassVar[bool] = False
+    # what an optimiser may vary (see strategies.space); an empty space: nothing to search
+    search_space: ClassVar[SearchSpace] = SearchSpace({})
 
     def __init__(self, **overrides: Any) -> None:
         try:

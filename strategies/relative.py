@@ -17,6 +17,7 @@ import pandas as pd
 from pydantic import Field, model_validator
 
 from strategies import indicators as ind
+from strategies.space import FloatRange, IntRange, SearchSpace
 from strategies.base import Peers
 from strategies.common import (
     BarData,
@@ -54,6 +55,7 @@ class RelativeStrength(BarStrategy):
 
     name = "relative_strength"
     description = "price ratio to a benchmark: buy when it starts outperforming, sell when it starts lagging"
+    search_space = SearchSpace({"lookback": IntRange(10, 252)})
     needs_benchmark = True
     rules = MappingProxyType(
         {
@@ -154,6 +156,7 @@ class SectorRotation(BarStrategy):
 
     name = "sector_rotation"
     description = "buy symbols entering the top momentum ranks of the universe, sell when they drop out"
+    search_space = SearchSpace({"lookback": IntRange(10, 252), "top_fraction": FloatRange(0.1, 0.5)})
     needs_universe = True
     rules = MappingProxyType(
         {
@@ -251,6 +254,7 @@ class DualMomentum(BarStrategy):
 
     name = "dual_momentum"
     description = "absolute momentum above the risk-free hurdle and beating the benchmark"
+    search_space = SearchSpace({"lookback": IntRange(20, 252)})
     needs_benchmark = True
     rules = MappingProxyType(
         {

@@ -14,6 +14,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from strategies import indicators as ind
+from strategies.space import FloatRange, IntRange, SearchSpace
 from strategies.base import Peers
 from strategies.common import BarData, BarStrategy, Evaluation, RiskParams, StopParams, min_bars
 
@@ -28,6 +29,9 @@ class MeanReversion(BarStrategy):
 
     name = "mean_reversion"
     description = "RSI crossing into oversold (buy) / overbought (sell)"
+    search_space = SearchSpace(
+        {"rsi_length": IntRange(2, 30), "oversold": FloatRange(5.0, 45.0), "overbought": FloatRange(55.0, 95.0)}
+    )
     rules = MappingProxyType(
         {
             "BUY": "RSI crossed below the oversold level",
@@ -71,6 +75,7 @@ class MovingAverageEnvelope(BarStrategy):
 
     name = "moving_average_envelope"
     description = "close crossing outside an SMA +/- pct envelope, traded back towards the average"
+    search_space = SearchSpace({"length": IntRange(5, 100), "pct": FloatRange(0.01, 0.2)})
     rules = MappingProxyType(
         {
             "BUY": "close crossed below the lower envelope",
@@ -111,6 +116,7 @@ class BollingerBands(BarStrategy):
 
     name = "bollinger_bands"
     description = "close crossing outside Bollinger bands, traded back towards the mean"
+    search_space = SearchSpace({"length": IntRange(5, 100), "std_dev": FloatRange(0.5, 4.0)})
     rules = MappingProxyType(
         {
             "BUY": "close crossed below the lower Bollinger band",

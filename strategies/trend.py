@@ -13,6 +13,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from strategies import indicators as ind
+from strategies.space import FloatRange, IntRange, LessThan, SearchSpace
 from strategies.base import Peers
 from strategies.common import BarData, BarStrategy, Evaluation, RiskParams, min_bars
 
@@ -28,6 +29,7 @@ class TrendFollowing(BarStrategy):
 
     name = "trend_following"
     description = "fast/slow simple-moving-average crossover (golden/death cross)"
+    search_space = SearchSpace({"fast": IntRange(2, 100), "slow": IntRange(10, 300)}, (LessThan("fast", "slow"),))
     rules = MappingProxyType(
         {
             "BUY": "fast SMA crossed above slow SMA",
@@ -71,6 +73,7 @@ class MomentumRotation(BarStrategy):
 
     name = "momentum_rotation"
     description = "rate-of-change momentum crossing a threshold"
+    search_space = SearchSpace({"lookback": IntRange(5, 252), "threshold": FloatRange(-5.0, 20.0)})
     rules = MappingProxyType(
         {
             "BUY": "rate of change crossed above the threshold",
@@ -108,6 +111,7 @@ class Breakout(BarStrategy):
 
     name = "breakout"
     description = "Donchian channel breakout of the previous N-day high/low"
+    search_space = SearchSpace({"length": IntRange(5, 120)})
     rules = MappingProxyType(
         {
             "BUY": "close broke above the previous N-day high",
@@ -147,6 +151,7 @@ class VolatilityBreakout(BarStrategy):
 
     name = "volatility_breakout"
     description = "close moves more than k ATRs from the previous close"
+    search_space = SearchSpace({"length": IntRange(5, 60), "k": FloatRange(0.25, 5.0)})
     rules = MappingProxyType(
         {
             "BUY": "close rose more than k ATRs above the previous close",

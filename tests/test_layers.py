@@ -34,6 +34,7 @@ LAYERS: tuple[str, ...] = (
     "agents",
     "core.runtime",
     "core.backtest",
+    "core.research",
     "core.dashboard",
     "scripts",
     "main",

@@ -197,7 +197,9 @@ def add_backtest_parser(subparsers: Any, parents: Sequence[argparse.ArgumentPars
         "--walk-forward",
         type=_train_test,
         metavar="TRAIN:TEST",
-        help=f"walk-forward window lengths in sessions (default {DEFAULT_WALK_FORWARD[0]}:{DEFAULT_WALK_FORWARD[1]}; implies the robustness checks)",
+        help=f"sub-period windows of the run in sessions (default {DEFAULT_WALK_FORWARD[0]}:{DEFAULT_WALK_FORWARD[1]}; implies "
+        "the robustness checks): metrics of consecutive TEST-length slices of this one run, parameters not "
+        "re-optimised; for a true walk-forward see `main.py optimize --walk-forward`",
     )
     out.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
     out.add_argument(

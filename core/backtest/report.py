@@ -642,14 +642,23 @@ def _bootstrap_section(bootstrap: Mapping[str, Any] | None) -> str:
     return _section("bootstrap", "Bootstrap confidence intervals", note + table)
 
 
+SUB_PERIODS_HEADING = "Sub-periods of one run (not a walk-forward optimisation)"
+
+
 def _walk_forward_section(rows: Sequence[Any] | None, summary: Any | None) -> str:
     if not rows:
-        return _section("walk-forward", "Walk-forward (out of sample)", _missing("walk-forward windows"))
-    table = _rows_table([_as_mapping(r, "a walk-forward row") for r in rows], first_column_is_key=False)
-    body = '<p class="note">Metrics of each test window, measured from the close before it starts.</p>' + table
+        return _section("sub-periods", SUB_PERIODS_HEADING, _missing("sub-period windows"))
+    table = _rows_table([_as_mapping(r, "a sub-period row") for r in rows], first_column_is_key=False)
+    body = (
+        '<p class="note">Metrics of consecutive test-length slices of this one run, each measured from the close '
+        "before it starts. The parameters were chosen once, for the whole run, not re-optimised on each training "
+        "window: this is a stability check, not out-of-sample evidence. For a true walk-forward (optimise on each "
+        "training window, trade the winner on the next) use <code>main.py optimize --walk-forward TRAIN:TEST</code>."
+        "</p>" + table
+    )
     if summary is not None:
         body += "<h3>Summary</h3>" + _kv_table(_as_mapping(summary, "walk_forward_summary"))
-    return _section("walk-forward", "Walk-forward (out of sample)", body)
+    return _section("sub-periods", SUB_PERIODS_HEADING, body)
 
 
 def _tests_section(tests: Any | None) -> str:
@@ -666,7 +675,7 @@ def _tests_section(tests: Any | None) -> str:
 _NAV = (
     ("metrics", "Metrics"), ("equity", "Equity"), ("drawdown", "Drawdown"), ("monthly", "Monthly"),
     ("strategies", "Strategies"), ("shadow", "Shadow ledgers"), ("bootstrap", "Bootstrap"),
-    ("walk-forward", "Walk-forward"), ("tests", "Tests"), ("trades", "Trades"), ("params", "Parameters"),
+    ("sub-periods", "Sub-periods"), ("tests", "Tests"), ("trades", "Trades"), ("params", "Parameters"),
 )  # fmt: skip
 
 

@@ -28,7 +28,9 @@ Conventions (the statistics follow :mod:`core.analytics.metrics`, which states e
   Romano 1994, the default) starts a new block at each day with probability ``1 / block`` (geometric block
   lengths of mean ``block``); the **fixed** (circular block) bootstrap starts a new block every ``block`` days.
   Both wrap around the end of the sample (circular), so every day is equally likely to be drawn.
-* **Walk-forward**: windows are positions on a ``DatetimeIndex``; every boundary is an **inclusive** timestamp of
+* **Walk-forward windows** (sub-periods of one run: nothing here re-optimises on the training part, so the "test"
+  windows are slices of one run, not out-of-sample evidence; :mod:`core.research.walkforward` is the true
+  walk-forward optimisation): windows are positions on a ``DatetimeIndex``; every boundary is an **inclusive** timestamp of
   that index. Only complete windows are produced. An out-of-sample (test) window is measured from the **last
   equity observation before** ``test_start`` (the close the test period starts from) to ``test_end``, so the move
   into the first test day counts and consecutive, non-overlapping test windows compound exactly to the return

@@ -45,8 +45,9 @@ Definitions
   a symbol on a day (too little history, missing peers) counts as HOLD there.
 * **Robustness** (with ``robustness=True``): a trade bootstrap of each closed trip's ``pnl`` divided by the equity
   of the last snapshot before its entry (the trip's effect on the whole account), a stationary block bootstrap of
-  the daily returns (mean block 5 sessions), walk-forward windows of ``train``/``test`` sessions over the equity
-  curve (out-of-sample metrics of each test window) and the Ljung-Box (10 lags) and t-tests of the daily returns;
+  the daily returns (mean block 5 sessions), sub-period windows of ``train``/``test`` sessions over the equity
+  curve (metrics of each test-length slice of this one run: the parameters are not re-optimised per window, so this
+  is not a walk-forward optimisation; that is :mod:`core.research.walkforward`) and the Ljung-Box (10 lags) and t-tests of the daily returns;
   see :mod:`core.backtest.robustness`.
 
 Modules: :mod:`core.backtest.config` (the request: :class:`BacktestConfig`, :class:`BacktestError`, the option
@@ -441,8 +442,12 @@ async def run_backtest(
     *,
     on_progress: Callable[[int, int, IterationOutcome], None] | None = None,
     stop: asyncio.Event | None = None,
+    on_equity: Callable[[int, int, datetime, float], None] | None = None,
 ) -> BacktestResult:
     """Run the backtest through the daemon's pipeline and read its result back from the database.
+
+    ``on_equity(done, total, session, equity)``, when given, sees the simulated broker's equity after every session
+    (an optimiser's pruner judges a trial on its path so far and may set ``stop``).
 
     Raises :class:`BacktestError` for a request that cannot run; database errors (``DatabaseUnavailable``,
     ``DaemonAlreadyRunning``) and ``PersistenceFailure`` propagate as in the replay.
@@ -520,8 +525,16 @@ async def run_backtest(
     stop = stop if stop is not None else asyncio.Event()
     timings["setup"] = time.perf_counter() - mark
     mark = time.perf_counter()
+    progress = on_progress
+    if on_equity is not None:
+
+        def progress(done: int, total: int, outcome: IterationOutcome) -> None:
+            if on_progress is not None:
+                on_progress(done, total, outcome)
+            on_equity(done, total, sessions[done - 1], float(_settled(broker.account()).equity))
+
     try:
-        outcomes = await run_replay(app.orchestrator, clock.advance_to, sessions, stop=stop, on_progress=on_progress)
+        outcomes = await run_replay(app.orchestrator, clock.advance_to, sessions, stop=stop, on_progress=progress)
         timings["sessions"] = time.perf_counter() - mark
         mark = time.perf_counter()
         await app.bus.close()
@@ -609,6 +622,17 @@ async def run_backtest(
         denied=recorded.denied,
         llm=recorded.llm,
     )
+
+
+def _settled(coroutine: Any) -> Any:
+    """The value of a coroutine that completes without suspending (the simulated broker's ``account()``), from
+    synchronous code running inside the event loop."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return done.value
+    coroutine.close()
+    raise RuntimeError("the coroutine suspended; it cannot be read synchronously")
 
 
 def _describe(config: BacktestConfig, cash: Decimal, broker: SimulatedBroker, data_dir: Path) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from core.backtest.robustness import (
 from core.analytics.metrics import ClosedTrade, compute_metrics, metrics_by, monthly_returns
 
 MALICIOUS = '<script>alert("x")</script>'
-SECTION_IDS = ("metrics", "equity", "drawdown", "monthly", "strategies", "shadow", "bootstrap", "walk-forward",
+SECTION_IDS = ("metrics", "equity", "drawdown", "monthly", "strategies", "shadow", "bootstrap", "sub-periods",
                "tests", "trades", "params")  # fmt: skip
 
 
@@ -89,7 +89,7 @@ def test_render_html_when_full_data_then_every_section_is_present_with_its_conte
     for section in SECTION_IDS:
         assert f'<section id="{section}">' in page
     for heading in ("Headline metrics", "Equity curve", "Drawdown", "Monthly returns", "Per-strategy metrics",
-                    "Shadow ledgers", "Bootstrap confidence intervals", "Walk-forward", "Statistical tests", "Trades"):  # fmt: skip
+                    "Shadow ledgers", "Bootstrap confidence intervals", "Sub-periods of one run", "Statistical tests", "Trades"):  # fmt: skip
         assert f"<h2>{heading}" in page
     assert page.count("<svg") == 2  # equity (with the benchmark) and drawdown
     assert "buy &amp; hold benchmark" in page
@@ -145,7 +145,7 @@ def test_render_html_when_only_equity_then_missing_sections_say_so() -> None:
     page = render_html({"equity": _equity(60)})
 
     for what in ("metrics", "per-strategy metrics", "shadow-ledger comparison", "bootstrap results",
-                 "walk-forward windows", "statistical tests", "trades", "parameters"):  # fmt: skip
+                 "sub-period windows", "statistical tests", "trades", "parameters"):  # fmt: skip
         assert f"No {what} provided." in page
     assert "No benchmark provided." in page
     assert '<section id="monthly">' in page and "Jan" in page  # computed from the equity when not given
@@ -406,3 +406,11 @@ async def test_report_of_a_real_backtest_when_the_result_has_episodes_then_chart
                 and xs[0] == pytest.approx(left, abs=0.06)
                 and xs[-1] == pytest.approx(left + width, abs=0.06)
             )
+
+
+def test_render_html_names_the_run_slices_sub_periods_not_a_walk_forward() -> None:
+    page = render_html(_full_data())
+
+    assert "<h2>Sub-periods of one run (not a walk-forward optimisation)</h2>" in page
+    assert "main.py optimize --walk-forward" in page
+    assert "<h2>Walk-forward" not in page

@@ -364,7 +364,7 @@ def test_report_when_requested_then_self_contained_html_with_every_section_and_r
     html = report.read_text(encoding="utf-8")
 
     for heading in ("Headline metrics", "Equity curve", "Drawdown", "Monthly returns", "Per-strategy metrics",
-                    "Shadow ledgers", "Bootstrap confidence intervals", "Walk-forward", "Statistical tests", "Trades"):  # fmt: skip
+                    "Shadow ledgers", "Bootstrap confidence intervals", "Sub-periods of one run", "Statistical tests", "Trades"):  # fmt: skip
         assert f"{heading}" in html
     assert 'class="missing"' not in html  # every section has data
     assert "buy &amp; hold benchmark" in html and "<svg" in html
