@@ -52,6 +52,7 @@ from core.kernel.domain import (
 from core.kernel.events import ApprovedReady, DataReady, ExecutedReady, SignalsReady, ValidatedReady
 from core.kernel.frame_cache import FrameCache
 from core.risk import features as risk_features
+from core.risk.account_rules import submission_fields
 from core.risk.positions import PositionManager, RealizedReturns
 from core.risk import (
     Candidate,
@@ -403,13 +404,16 @@ class RiskAgent:
                 review.portfolio = with_returns(review.portfolio, review.account, batch, self._returns)
                 review.returns_added = True
             sb = batch.bars[symbol]
+            spread = self._spread_fields(symbol, review.quotes)
+            fill_price = getattr(self._broker, "market_buy_price", None)  # simulated: a backtest's next open
             candidate = Candidate(
                 signal=validated,
                 atr=self.atr_at(sb),
                 avg_dollar_volume=risk_features.adv_at(self._cache, sb, self._liquidity_window),
                 sector=self.sector(symbol),
                 returns=self._returns(sb) if self._enforce else None,
-                **self._spread_fields(symbol, review.quotes),
+                **spread,
+                **submission_fields(spread, fill_price(symbol) if fill_price is not None else None),
             )
             result = decide_entry(
                 candidate, review.portfolio, self.limits, self.state, self._sizing, enforce=self._enforce

@@ -255,6 +255,14 @@ class Settings(BaseSettings):
     time_stop_sessions: int = Field(
         0, ge=0, le=2520, description="Exit positions held this many sessions (0 = no time stop)."
     )
+    pdt_guard: bool = Field(
+        True,
+        description="Pattern-day-trader guard: with equity under $25,000 and 3 day trades in the last 5 sessions (the broker's count) or the account flagged, refuse entries whose stop/target could close them the same session; exits always go.",
+    )
+    gap_guard: bool = Field(
+        True,
+        description="Overnight-gap guard: refuse an entry whose price at submission (live quote; a backtest's next open) is at or through its stop or target, and resize one whose risk there exceeds RISK_PER_TRADE.",
+    )
     broker_error_threshold: int = Field(
         3, ge=1, le=100, description="Consecutive broker errors that pause order submission (with backoff)."
     )

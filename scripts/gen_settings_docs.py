@@ -95,6 +95,8 @@ GROUPS = [
             "trail_atr_multiple",
             "trail_percent",
             "time_stop_sessions",
+            "pdt_guard",
+            "gap_guard",
             "broker_error_threshold",
             "broker_backoff_seconds",
         ],

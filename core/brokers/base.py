@@ -41,13 +41,20 @@ class BrokerModeMismatch(ConfigurationError, BrokerError):
 
 @dataclass(frozen=True, slots=True)
 class AccountState:
-    """Cash, positions marked at the latest known prices, and equity = cash + market value."""
+    """Cash, positions marked at the latest known prices, and equity = cash + market value.
+
+    ``daytrade_count``: the day trades (a position opened and closed in the same session) of the last five sessions,
+    today's included, and ``pattern_day_trader``: whether the account is flagged as a pattern day trader, as the
+    broker reports them (Alpaca's account fields; the simulated broker counts its own fills). None when the broker
+    reports nothing (the pattern-day-trader guard is then not applicable)."""
 
     at: datetime
     cash: Decimal
     positions: Mapping[str, Position]
     equity: Decimal
     open_orders: Sequence[Order] = ()
+    daytrade_count: int | None = None
+    pattern_day_trader: bool | None = None
 
     @property
     def market_value(self) -> Decimal:

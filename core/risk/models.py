@@ -52,6 +52,9 @@ class RiskRule(enum.StrEnum):
     NOT_AN_EXIT = "not_an_exit"
     NO_POSITION = "no_position"
     TIME_STOP = "time_stop"  # an exit the risk rules ask for (Approval.checks["exit_rule"]["rule"])
+    # account rules, after sizing (core.risk.account_rules; never applied to exits)
+    PDT_GUARD = "pdt_guard"
+    GAP_GUARD = "gap_guard"
 
 
 class TradingState(enum.StrEnum):
@@ -106,6 +109,14 @@ class RiskLimits:
                               max_weekly_drawdown (2.0: 10% with the defaults); None disables it
         reducing_size         in REDUCING, entries are sized with risk_per_trade and max_position_pct scaled by this
                               fraction (0.5: half size)
+    Account rules (``core.risk.account_rules``; entries only, the last rules of ``evaluate_entry``)
+        pdt_guard             refuse an entry that could become a day trade (it carries stop/target legs working
+                              from its fill) when equity < pdt_equity_threshold and the account already has
+                              pdt_max_day_trades day trades in the last five sessions (or is flagged a pattern day
+                              trader)
+        gap_guard             re-check an entry at the price at submission: refused when that price is at or through
+                              its stop or at or beyond its target; resized (or refused at 0) when its risk at that
+                              price grew past risk_per_trade x equity
     """
 
     risk_per_trade: float = 0.02
@@ -132,6 +143,10 @@ class RiskLimits:
     min_confidence_scale: float = 0.5
     halt_multiple: float | None = 2.0
     reducing_size: float = 0.5
+    pdt_guard: bool = True
+    pdt_equity_threshold: float = 25_000.0
+    pdt_max_day_trades: int = 3
+    gap_guard: bool = True
 
     def __post_init__(self) -> None:
         _fraction("risk_per_trade", self.risk_per_trade)
@@ -173,6 +188,10 @@ class RiskLimits:
             )
         if self.halt_multiple is not None and not (math.isfinite(self.halt_multiple) and self.halt_multiple >= 1.0):
             raise ValueError(f"RiskLimits.halt_multiple must be >= 1 (or None), got {self.halt_multiple!r}")
+        if not (math.isfinite(self.pdt_equity_threshold) and self.pdt_equity_threshold >= 0):
+            raise ValueError(f"RiskLimits.pdt_equity_threshold must be >= 0, got {self.pdt_equity_threshold!r}")
+        if self.pdt_max_day_trades < 0:
+            raise ValueError(f"RiskLimits.pdt_max_day_trades must be >= 0, got {self.pdt_max_day_trades!r}")
 
     @property
     def halt_daily_loss(self) -> float | None:
@@ -220,6 +239,8 @@ class PortfolioView:
     equity_week_high        max equity over the last 5 sessions including today (None: weekly rule not applicable)
     returns                 daily returns by symbol (columns), used for the correlation rule
     realized_trade_returns  outcomes of closed trades (R-multiples or percentages; only signs and ratios matter)
+    daytrade_count          day trades in the last five sessions, as the broker reports them (None: not reported)
+    pattern_day_trader      the broker's pattern-day-trader flag (None: not reported)
 
     Compared by identity (it holds a DataFrame).
     """
@@ -231,6 +252,8 @@ class PortfolioView:
     equity_week_high: float | None = None
     returns: pd.DataFrame | None = None
     realized_trade_returns: Sequence[float] = ()
+    daytrade_count: int | None = None
+    pattern_day_trader: bool | None = None
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -243,7 +266,9 @@ class Candidate:
     (one-sided, crossed): the spread rule refuses the entry (it fails closed). ``quote`` (bid, ask, at) is recorded
     with the spread check.
     ``returns`` are the symbol's daily returns (same frequency and index type as ``PortfolioView.returns``).
-    Compared by identity (it holds a Series).
+    ``submission_price``: the price a market buy sent now would pay (the live quote's ask; in a backtest the simulated
+    broker's fill price, the next session's open), read by the gap guard; None: unknown, ``submission_source`` says
+    why. Compared by identity (it holds a Series).
     """
 
     signal: ValidatedSignal
@@ -255,6 +280,8 @@ class Candidate:
     spread_note: str = "no quote"
     quote_error: str | None = None
     quote: Mapping[str, Any] | None = None  # the quote behind spread_pct (bid, ask, at), recorded with the rule
+    submission_price: float | None = None
+    submission_source: str = "no price at submission"
 
     @property
     def symbol(self) -> str:

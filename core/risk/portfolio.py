@@ -40,6 +40,8 @@ def portfolio_view(
         equity_week_high=max(week),
         returns=None,
         realized_trade_returns=tuple(realized_trade_returns),
+        daytrade_count=account.daytrade_count,
+        pattern_day_trader=account.pattern_day_trader,
     )
 
 

@@ -7,8 +7,9 @@ invalid_price, invalid_atr (only when the strategy gives no stop), liquidity, sp
 quote; refused when the quote source failed), reward_risk (the strategy's target against the stop the entry
 carries), correlation, then sizing (invalid_stop / invalid_atr, no_cash when cash <= 0, kelly, zero_quantity, then
 the clipping caps max_shares, max_position_pct, no_cash (cash / price), gross_exposure, sector_cap; see
-``core.risk.sizing``). ``checks`` also holds "sizing" (the risk arithmetic) and "sizing_notes" (readable sizing steps
-and the binding rule).
+``core.risk.sizing``), then the account rules pdt_guard and gap_guard (which may resize the entry; see
+``core.risk.account_rules``). ``checks`` also holds "sizing" (the risk arithmetic) and "sizing_notes" (readable
+sizing steps and the binding rule).
 
 The stop of an entry is the strategy's own (``Signal.stop``, from its parameters); ``stop_atr_multiple`` x ATR only
 when the strategy gives none. Reward:risk is judged on that stop and the strategy's target.
@@ -51,6 +52,7 @@ from core.risk.models import (
     TradingState,
     freeze_checks,
 )
+from core.risk.account_rules import apply_account_rules
 from core.risk.sizing import _finite, size_position
 from core.risk.state import loss_metrics
 
@@ -327,7 +329,8 @@ def evaluate_entry(
         take_profit=take_profit,
     )
     checks.items["sizing_notes"] = {"status": "pass", "notes": list(sizing.notes), "binding_rule": sizing.binding_rule}
-    return Approval(intent=intent, reason=reason, checks=freeze_checks(checks.items))
+    approval = Approval(intent=intent, reason=reason, checks=freeze_checks(checks.items))
+    return apply_account_rules(approval, candidate, portfolio, limits, state)
 
 
 def reduced_limits(limits: RiskLimits, state: TradingState) -> RiskLimits:

@@ -330,6 +330,8 @@ def risk_limits(settings: Settings) -> RiskLimits:
         stop_atr_multiple=settings.stop_atr_multiple,
         kelly_fraction=settings.kelly_fraction or None,
         reducing_size=settings.drawdown_reducing_size,
+        pdt_guard=settings.pdt_guard,
+        gap_guard=settings.gap_guard,
     )
 
 

@@ -30,7 +30,7 @@ Bracket legs behave as on Alpaca: created ``held`` with the entry; when the entr
 take-profit leg becomes ``new`` and the stop-loss leg stays ``held`` (Alpaca keeps it and triggers it itself) but
 both are active; when one leg is completely filled the other is cancelled.
 
-Controls (all thread-safe): :meth:`set_price`, :meth:`fill` (fully or partially, at a price),
+Controls (all thread-safe): :meth:`set_price`, :meth:`set_day_trades`, :meth:`fill` (fully or partially, at a price),
 :meth:`create_order` (an order placed outside the client, e.g. by a previous process),
 :meth:`rate_limit_next`, :meth:`fail_next`, :meth:`hang_next` (faults answered *before* the request is processed)
 and :meth:`accept_then` (the next ``POST /v2/orders`` is **accepted** and the client then gets a 500 or a hung
@@ -408,6 +408,7 @@ class FakeTradingApi:
         self._after_accept: list[Reply | Hang] = []
         self._coverage: list[Coverage] = []
         self._market_clock: dict[str, Any] | None = None
+        self._day_trades: tuple[int, bool] | None = (0, False)
 
     @classmethod
     def install(
@@ -438,6 +439,12 @@ class FakeTradingApi:
         with self._lock:
             self._prices[symbol] = _decimal(price, "price")
             self._note_coverage(f"price {symbol}")
+
+    def set_day_trades(self, count: int | None, *, pattern_day_trader: bool = False) -> None:
+        """What ``GET /v2/account`` reports as ``daytrade_count`` (day trades in the last 5 sessions, today's
+        included) and ``pattern_day_trader``; ``None`` leaves both fields out, as Alpaca may once they are retired."""
+        with self._lock:
+            self._day_trades = None if count is None else (int(count), bool(pattern_day_trader))
 
     def set_market_clock(self, *, is_open: bool, next_open: datetime, next_close: datetime) -> None:
         with self._lock:
@@ -1045,7 +1052,6 @@ class FakeTradingApi:
                 "pending_transfer_in": "0",
                 "pending_transfer_out": "0",
                 "portfolio_value": _text(equity),
-                "pattern_day_trader": False,
                 "trading_blocked": False,
                 "transfers_blocked": False,
                 "account_blocked": False,
@@ -1061,8 +1067,9 @@ class FakeTradingApi:
                 "maintenance_margin": "0",
                 "last_maintenance_margin": "0",
                 "sma": "0",
-                "daytrade_count": 0,
             }
+            if self._day_trades is not None:
+                body["daytrade_count"], body["pattern_day_trader"] = self._day_trades
         return Reply(200, json=body)
 
     def _get_positions(self, request: RecordedRequest) -> Reply:

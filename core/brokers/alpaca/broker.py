@@ -290,7 +290,8 @@ class AlpacaBroker(_Submission, _Sync, _AlpacaCalls, SessionOwner):
             return order
 
     async def account(self) -> AccountState:
-        """Cash, positions (marked at Alpaca's current price) and open orders; equity = cash + market value."""
+        """Cash, positions (marked at Alpaca's current price) and open orders; equity = cash + market value; the
+        account's ``daytrade_count`` and ``pattern_day_trader`` as Alpaca reports them (None when absent)."""
         async with self._lock:
             raw_account = await self._request("reading the account", self._client.get_account)
             raw_positions = await self._request("reading positions", self._client.get_all_positions)
@@ -310,7 +311,13 @@ class AlpacaBroker(_Submission, _Sync, _AlpacaCalls, SessionOwner):
                 if self._orders[cid].order.status in _WORKING
             )
             return AccountState(
-                at=at, cash=cash, positions=positions, equity=cash + market_value, open_orders=open_orders
+                at=at,
+                cash=cash,
+                positions=positions,
+                equity=cash + market_value,
+                open_orders=open_orders,
+                daytrade_count=raw_account.daytrade_count,  # None once Alpaca stops sending the (deprecated) fields
+                pattern_day_trader=raw_account.pattern_day_trader,
             )
 
     # ------------------------------------------------------------------ extras

@@ -80,6 +80,15 @@ Money
       where ``realized_pnl`` is gross of commissions and includes closed positions, ``unrealized_pnl`` is
       Σ (quantity × last_price − cost basis) and ``total_commissions`` is every commission ever charged.
 
+Day trades (the pattern-day-trader guard's input)
+    A sale of a symbol bought in the same session (the fill's bar date) is one day trade per symbol and session.
+    ``AccountState.daytrade_count`` counts those within the last five sessions the broker has seen bars of (the
+    current one included); a fourth within them sets ``pattern_day_trader`` for good. With daily bars and the
+    ``next-open`` model an entry and its exit never fill in one session (bracket legs work from the bar after the
+    entry), so the count stays 0 unless orders of one session fill together (``same-close``).
+    :meth:`SimulatedBroker.market_buy_price` is the price a market buy sent now would fill at (the next open, or the
+    last close with ``same-close``): the gap guard's price at submission in a backtest.
+
 Reporting
     ``sync`` returns everything that happened at the broker since the previous ``sync``: fills (including same-close
     fills made inside ``submit``) and every order that changed (submitted, rejected, filled, cancelled, modified or

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from types import MappingProxyType
 from typing import Any
@@ -41,6 +41,7 @@ from core.kernel.domain import (
     OrderStatus,
     OrderType,
     Side,
+    data_price,
     datetime_index,
     ensure_utc,
     stamp_of,
@@ -103,6 +104,10 @@ class SimulatedBroker(_Matching, _Ledger, _Brackets, _Snapshot):
         self._changed: dict[str, None] = {}
         self._version = 0  # bumped by every method that may change the account (see account())
         self._account: tuple[int, AccountState] | None = None
+        self._sessions: list[date] = []
+        self._day_trades: list[tuple[date, str]] = []
+        self._bought_in: dict[str, date] = {}
+        self._pattern_day_trader = False
 
     # ------------------------------------------------------------------ Broker protocol
 
@@ -122,6 +127,7 @@ class SimulatedBroker(_Matching, _Ledger, _Brackets, _Snapshot):
         notes: list[str] = []
         with_orders = {self._records[cid].order.symbol for cid in self._open}
         events: dict[pd.Timestamp, dict[str, _Bar]] = {}
+        latest: pd.Timestamp | None = None
         for symbol in sorted(batch.bars):
             bars = batch.bars[symbol]
             frame = bars.frame
@@ -141,10 +147,14 @@ class SimulatedBroker(_Matching, _Ledger, _Brackets, _Snapshot):
                 start = int(index.searchsorted(cursor, side="right"))
                 self._collect_bars(symbol, frame, start, end, events, notes, bars.arrays)
             self._cursors[symbol] = last_ts if cursor is None else max(cursor, last_ts)
+            latest = last_ts if latest is None or last_ts > latest else latest
             self._update_mark(symbol, frame, end, notes, bars.arrays, last_ts)
 
         for ts in sorted(events):
+            self._see_session(ts.date())
             self._process_bars(ts, events[ts])
+        if latest is not None:
+            self._see_session(latest.date())
 
         fills = tuple(self._fills[self._reported_fills :])
         self._reported_fills = len(self._fills)
@@ -248,6 +258,8 @@ class SimulatedBroker(_Matching, _Ledger, _Brackets, _Snapshot):
             positions=MappingProxyType(positions),  # shared by every caller until the next change: read-only
             equity=self._cash + market_value,
             open_orders=tuple(self._records[cid].order for cid in self._open),
+            daytrade_count=self._daytrade_count(),
+            pattern_day_trader=self._pattern_day_trader,
         )
         self._account = (self._version, state)
         return state
@@ -315,6 +327,31 @@ class SimulatedBroker(_Matching, _Ledger, _Brackets, _Snapshot):
         between writing the intent and submitting; the restored account is the one recorded with the ledger)."""
         record = self._records.get(client_order_id)
         return None if record is None else record.order
+
+    def market_buy_price(self, symbol: str) -> Decimal | None:
+        """The price a market buy of ``symbol`` submitted now would fill at, slippage included: with ``next-open`` the
+        open of the first bar after the symbol's last visible one (a backtest's bars hold it; the live daemon's do not:
+        None), with ``same-close`` the last visible close. None without a usable price. The gap guard's price at
+        submission in a backtest, where no live quote exists."""
+        mark = self._marks.get(symbol)
+        if mark is None:
+            return None
+        if self._fill_model == "same-close":
+            return self._slippage.apply(mark.close, Side.BUY)
+        frame = self._checked_frames.get(symbol)
+        if frame is None:
+            return None
+        anchor = mark.ts
+        if self._as_of is not None:
+            anchor = max(anchor, pd.Timestamp(self._as_of).normalize())
+        index = datetime_index(frame)
+        row = int(index.searchsorted(anchor, side="right"))
+        if row >= len(frame):
+            return None
+        level = float(frame["open"].iat[row])  # type: ignore[arg-type]  # pandas-stubs: iat is not typed by the column's dtype
+        if not (math.isfinite(level) and level > 0):
+            return None
+        return self._slippage.apply(data_price(level), Side.BUY)
 
     submission_window = timedelta(0)
     """An in-process broker answers at once: an order it does not hold was never accepted."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 
 import pandas as pd
@@ -95,6 +95,37 @@ class _Ledger(_BrokerState):
             self._one_cancels_other(record, at)
         if order.side is Side.SELL:
             self._cap_children(order.symbol, at)
+
+    # ------------------------------------------------------------------ day trades
+
+    def _see_session(self, session: date) -> None:
+        """A session's bars were seen: keep the last five sessions and the day trades within them."""
+        sessions = self._sessions
+        if session in sessions or (sessions and session < sessions[0]):
+            return
+        sessions.append(session)
+        sessions.sort()
+        del sessions[:-5]
+        oldest = sessions[0]
+        self._day_trades = [t for t in self._day_trades if t[0] >= oldest]
+
+    def _count_day_trade(self, symbol: str, side: Side, session: date) -> None:
+        """After a fill on ``session``: a sale of a symbol bought in the same session is a day trade (one per symbol
+        and session); a fourth within five sessions flags the account as a pattern day trader."""
+        if side is Side.BUY:
+            self._bought_in[symbol] = session
+            return
+        if self._bought_in.get(symbol) != session or (session, symbol) in self._day_trades:
+            return
+        self._see_session(session)
+        self._day_trades.append((session, symbol))
+        if self._daytrade_count() > 3:
+            self._pattern_day_trader = True
+
+    def _daytrade_count(self) -> int:
+        """Day trades in the last five sessions seen (the current one included)."""
+        oldest = self._sessions[0] if self._sessions else date.min
+        return sum(1 for session, _ in self._day_trades if session >= oldest)
 
     def _held(self, symbol: str) -> int:
         holding = self._holdings.get(symbol)

@@ -151,6 +151,7 @@ class _Matching(_BrokerState):
         if quantity > 0:
             self._consume(order.symbol, ts, quantity)
             self._fill(record, quantity, price, at, child_anchor)
+            self._count_day_trade(order.symbol, order.side, ts.date())
         if shortfall is not None and record.working:
             self._terminate(record, shortfall, at)
 

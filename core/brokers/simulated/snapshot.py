@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, overload
 from collections.abc import Mapping
@@ -109,6 +109,10 @@ class _Snapshot(_BrokerState):
             ],
             "reported_fills": reported,
             "changed": list(self._changed),
+            "sessions": [d.isoformat() for d in self._sessions],
+            "day_trades": [[d.isoformat(), symbol] for d, symbol in self._day_trades],
+            "bought_in": {s: d.isoformat() for s, d in self._bought_in.items()},
+            "pattern_day_trader": self._pattern_day_trader,
         }
 
     def restore(self, state: Mapping[str, Any]) -> None:
@@ -160,6 +164,11 @@ class _Snapshot(_BrokerState):
         ]
         self._reported_fills = int(state["reported_fills"])
         self._changed = dict.fromkeys(state["changed"])
+        # the day-trade count (absent from snapshots taken before it was kept: none counted)
+        self._sessions = [date.fromisoformat(d) for d in state.get("sessions", [])]
+        self._day_trades = [(date.fromisoformat(d), symbol) for d, symbol in state.get("day_trades", [])]
+        self._bought_in = {s: date.fromisoformat(d) for s, d in state.get("bought_in", {}).items()}
+        self._pattern_day_trader = bool(state.get("pattern_day_trader", False))
 
     def _config(self) -> dict[str, Any]:
         return {

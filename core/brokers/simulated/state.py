@@ -6,7 +6,7 @@ type checker only, the methods one part calls on another. It adds nothing at run
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +45,10 @@ class _BrokerState:
     _changed: dict[str, None]
     _version: int
     _account: tuple[int, AccountState] | None
+    _sessions: list[date]  # the last five sessions seen (bars), oldest first
+    _day_trades: list[tuple[date, str]]  # (session, symbol) of each day trade within those sessions
+    _bought_in: dict[str, date]  # the session of each symbol's latest buy fill
+    _pattern_day_trader: bool
 
     if TYPE_CHECKING:  # defined by one part, called by another
 
@@ -57,6 +61,8 @@ class _BrokerState:
         ) -> None: ...
 
         def _held(self, symbol: str) -> int: ...
+
+        def _count_day_trade(self, symbol: str, side: Any, session: date) -> None: ...
 
         def _grow_children(self, parent: _Record, quantity: int, at: datetime, anchor: pd.Timestamp) -> None: ...
 
