@@ -20,7 +20,7 @@ from core.kernel.clock import SimulatedClock
 from core.kernel.domain import OrderStatus
 from core.persistence.db import open_database
 from core.persistence.repository import IterationRecord, Repository
-from core.runtime.order_updates import ORDER_UPDATES_STATUS, OrderUpdates, order_updates_for
+from core.runtime.order_updates import ORDER_UPDATES_STATUS, OrderUpdates, gated, order_updates_for
 from tests.alpaca_trading.conftest import API_KEY, SECRET_KEY, START, bracket_intent, market_intent
 from tests.conftest import make_settings
 from tests.fakes.alpaca_stream import FakeTradeStream
@@ -466,3 +466,34 @@ async def test_stream_when_the_daemon_is_configured_then_only_alpaca_with_the_se
     assert order_updates_for(on, simulated, repository, iterations) is None  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="ws://"):
         make_settings(tmp_path, alpaca_stream_url="http://127.0.0.1:1/stream")
+
+
+async def test_stream_when_the_daemon_loop_runs_gated_iterations_then_updates_are_written_only_between_them(
+    running: tuple[AlpacaBroker, OrderUpdates, Iterations, Seen],
+    fake_stream: FakeTradeStream,
+    repository: Repository,
+) -> None:
+    broker, updates, iterations, seen = running
+    await broker.submit(market_intent(quantity=10), COID, START)
+    broker.take_reported()  # what the submitting iteration recorded
+    written_during: list[int] = []
+
+    class Loop:
+        """What ``run_live`` calls: an iteration that takes a while, during which a fill streams in."""
+
+        clock = iterations.clock
+
+        async def run_iteration(self) -> str:
+            fake_stream.fill(COID, "100.00")
+            await seen.wait(1)
+            await asyncio.sleep(0.05)  # give the recorder every chance to (wrongly) write now
+            written_during.append(len(repository.broker_ledger(broker.name)[1]))
+            return "done"
+
+    gated_loop = gated(Loop(), updates)  # type: ignore[arg-type]
+    assert gated_loop.clock is iterations.clock
+    assert await gated_loop.run_iteration() == "done"
+    await until(lambda: len(repository.broker_ledger(broker.name)[1]) == 1)
+
+    assert written_during == [0]
+    assert updates.recorded == [iterations.iteration_id(1)]

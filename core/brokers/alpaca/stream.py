@@ -161,7 +161,8 @@ class _Stream(TradingStream):
         elif stream == "listening":
             self._owner._listening(msg.get("data"))
         elif stream == "authorization":  # a late refusal (e.g. the keys were revoked)
-            data = msg.get("data") if isinstance(msg.get("data"), dict) else {}
+            found = msg.get("data")
+            data: dict[str, Any] = found if isinstance(found, dict) else {}
             if data.get("status") != "authorized":
                 self._owner._refused(str(data.get("message") or data.get("status") or "not authorized"))
                 await self.stop_ws()
@@ -250,6 +251,12 @@ class TradeUpdateStream:
     async def stop(self, grace_s: float = 5.0) -> None:
         """Ask the stream to close, wait up to ``grace_s`` for it, then cancel it."""
         await self._stream.stop_ws()
+        ws = self._stream._ws
+        if ws is not None:  # wakes a waiting recv at once instead of at its next poll
+            try:
+                await asyncio.wait_for(ws.close(), grace_s)
+            except Exception:  # a dead connection: the task is cancelled below if it does not end
+                pass
         task, self._task = self._task, None
         if task is None or task.done():
             return
@@ -295,7 +302,7 @@ class TradeUpdateStream:
     def _failed(self, exc: BaseException) -> None:
         self.listening = False
         self._listening_event.clear()
-        if isinstance(exc, _AuthRefused):
+        if isinstance(exc, _AuthRefused) or not self._stream._should_run:  # refused, or closed by stop()
             return
         self.stats.failures += 1
         reason = self._redact(f"{type(exc).__name__}: {exc}")[:300]
