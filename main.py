@@ -488,7 +488,9 @@ async def _run_daemon(settings: Settings, args: argparse.Namespace) -> int:
             flush=True,
         )
         # order updates as they happen (BROKER=alpaca, ALPACA_TRADE_STREAM): recorded between iterations, never during
-        async with following_order_updates(settings, app.broker, app.repository, app.orchestrator) as updates:
+        async with following_order_updates(
+            settings, app.broker, app.repository, app.orchestrator, enabled=iterations != 1
+        ) as updates:
             await run_live(gated(app.orchestrator, updates), next_run=next_run, stop=stop, iterations=iterations)
         await app.bus.close()
         if app.agents[AgentName.RISK].state is TradingState.HALTED:

@@ -162,7 +162,8 @@ class Settings(BaseSettings):
         description="Follow Alpaca's trade-updates stream while the daemon runs (BROKER=alpaca): fills, cancels and rejections are recorded as they happen; the per-iteration sync stays the safety net.",
     )
     alpaca_stream_url: str | None = Field(
-        None, description="Override of Alpaca's trade-updates websocket URL (ws:// or wss://; proxies, tests)."
+        None,
+        description="Override of Alpaca's trade-updates websocket URL (ws:// or wss://); default: /stream on ALPACA_TRADING_URL's host, else Alpaca's.",
     )
     alpaca_timeout_seconds: float = Field(10.0, gt=0, le=120, description="Timeout of every Alpaca HTTP request.")
     alpaca_rate_limit_per_minute: int = Field(

@@ -218,16 +218,30 @@ def order_updates_for(
         api_key=settings.alpaca_api_key.get_secret_value(),
         secret_key=settings.alpaca_secret_key.get_secret_value(),
         paper=settings.trading_mode is not TradingMode.LIVE,
-        url_override=settings.alpaca_stream_url,
+        url_override=stream_url(settings),
     )
+
+
+def stream_url(settings: Settings) -> str | None:
+    """``ALPACA_STREAM_URL``, else the stream beside ``ALPACA_TRADING_URL`` (Alpaca serves it at ``/stream`` on the
+    trading host: ``https://paper-api.alpaca.markets`` -> ``wss://paper-api.alpaca.markets/stream``), else None
+    (alpaca-py's default endpoint for the mode)."""
+    if settings.alpaca_stream_url:
+        return settings.alpaca_stream_url
+    base = settings.alpaca_trading_url
+    if not base:
+        return None
+    scheme, _, rest = base.partition("://")
+    return f"{'wss' if scheme == 'https' else 'ws'}://{rest.rstrip('/')}/stream"
 
 
 @asynccontextmanager
 async def following_order_updates(
-    settings: Settings, broker: Any, repository: Repository, orchestrator: Orchestrator
+    settings: Settings, broker: Any, repository: Repository, orchestrator: Orchestrator, *, enabled: bool = True
 ) -> AsyncIterator[OrderUpdates | None]:
-    """Start the daemon's order updates (when configured) for the block and stop them after it, whatever happens."""
-    updates = order_updates_for(settings, broker, repository, orchestrator)
+    """Start the daemon's order updates (when configured and ``enabled``: a single iteration has no "between") for
+    the block and stop them after it, whatever happens."""
+    updates = order_updates_for(settings, broker, repository, orchestrator) if enabled else None
     if updates is None:
         yield None
         return
@@ -266,4 +280,5 @@ __all__ = [
     "following_order_updates",
     "gated",
     "order_updates_for",
+    "stream_url",
 ]

@@ -20,7 +20,14 @@ from core.kernel.clock import SimulatedClock
 from core.kernel.domain import OrderStatus
 from core.persistence.db import open_database
 from core.persistence.repository import IterationRecord, Repository
-from core.runtime.order_updates import ORDER_UPDATES_STATUS, OrderUpdates, gated, order_updates_for
+from core.runtime.order_updates import (
+    ORDER_UPDATES_STATUS,
+    OrderUpdates,
+    following_order_updates,
+    gated,
+    order_updates_for,
+    stream_url,
+)
 from tests.alpaca_trading.conftest import API_KEY, SECRET_KEY, START, bracket_intent, market_intent
 from tests.conftest import make_settings
 from tests.fakes.alpaca_stream import FakeTradeStream
@@ -497,3 +504,34 @@ async def test_stream_when_the_daemon_loop_runs_gated_iterations_then_updates_ar
 
     assert written_during == [0]
     assert updates.recorded == [iterations.iteration_id(1)]
+
+
+async def test_stream_when_the_daemon_follows_updates_then_they_start_with_the_block_and_stop_after_it(
+    tmp_path: Path,
+    make_broker: Callable[..., AlpacaBroker],
+    fake_stream: FakeTradeStream,
+    repository: Repository,
+) -> None:
+    broker = make_broker()
+    iterations = new_run(repository, broker)
+    keys = {"alpaca_api_key": API_KEY, "alpaca_secret_key": SECRET_KEY}
+    settings = make_settings(tmp_path, alpaca_stream_url=fake_stream.url, **keys)
+    await broker.submit(market_intent(quantity=10), COID, START)
+    broker.take_reported()
+
+    async with following_order_updates(settings, broker, repository, iterations) as updates:  # type: ignore[arg-type]
+        assert updates is not None
+        await asyncio.wait_for(updates.stream.wait_listening(), WAIT_S)
+        fake_stream.fill(COID, "100.00")
+        await until(lambda: len(repository.broker_ledger(broker.name)[1]) == 1)
+    assert not updates.stream.running
+    async with following_order_updates(settings, broker, repository, iterations, enabled=False) as none:  # type: ignore[arg-type]
+        assert none is None
+
+    assert stream_url(settings) == fake_stream.url
+    derived = make_settings(tmp_path, alpaca_trading_url="https://paper-api.alpaca.markets/", **keys)
+    assert stream_url(derived) == "wss://paper-api.alpaca.markets/stream"
+    assert stream_url(make_settings(tmp_path, alpaca_trading_url="http://127.0.0.1:8080", **keys)) == (
+        "ws://127.0.0.1:8080/stream"
+    )
+    assert stream_url(make_settings(tmp_path, **keys)) is None
