@@ -489,7 +489,12 @@ async def _run_daemon(settings: Settings, args: argparse.Namespace) -> int:
         )
         # order updates as they happen (BROKER=alpaca, ALPACA_TRADE_STREAM): recorded between iterations, never during
         async with following_order_updates(
-            settings, app.broker, app.repository, app.orchestrator, enabled=iterations != 1
+            settings,
+            app.broker,
+            app.repository,
+            app.orchestrator,
+            enabled=iterations != 1,
+            guard=app.lock.verify if app.lock is not None else None,
         ) as updates:
             await run_live(gated(app.orchestrator, updates), next_run=next_run, stop=stop, iterations=iterations)
         await app.bus.close()

@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 from collections.abc import AsyncIterator
 
 from loguru import logger
-from sqlalchemy.exc import SQLAlchemyError
 
 from core.brokers.alpaca import AlpacaBroker
 from core.brokers.alpaca.stream import TradeUpdate, TradeUpdateStream, give_back
@@ -74,7 +73,12 @@ class OrderUpdates:
         url_override: str | None = None,
         min_backoff_s: float = 1.0,
         max_backoff_s: float = 60.0,
+        guard: Callable[[], object] | None = None,
     ) -> None:
+        """``guard``: called before every write (the daemon's lock check: it raises once another process holds the
+        database); while it raises nothing is written and what was applied waits in the broker for the next
+        iteration, which the same check stops."""
+        self._guard = guard
         self._broker = broker
         self._repository = repository
         self._iterations = iterations
@@ -157,6 +161,13 @@ class OrderUpdates:
         report = self._broker.take_reported()
         if not report.fills and not report.orders:
             return
+        try:
+            if self._guard is not None:
+                self._guard()
+        except Exception as exc:
+            give_back(self._broker, report)
+            self._write_failed(report, f"the daemon's lock check failed: {type(exc).__name__}: {exc}")
+            return
         now = self._clock.now()
         seq = self._iterations.seq + 1
         record = IterationRecord(
@@ -175,17 +186,10 @@ class OrderUpdates:
         )
         try:
             self._repository.record_iteration(record)
-        except SQLAlchemyError as exc:
+        except Exception as exc:  # the database, whatever the error: the next iteration records it
             give_back(self._broker, report)
-            if not self._write_failing:
-                logger.error(
-                    "order updates: could not record {} fill(s) and {} order update(s) ({}); the next iteration "
-                    "records them",
-                    len(report.fills),
-                    len(report.orders),
-                    str(exc).splitlines()[0][:300],
-                )
-            self._write_failing = True
+            reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+            self._write_failed(report, reason)
             return
         self._write_failing = False
         self._iterations.seq = seq
@@ -197,13 +201,28 @@ class OrderUpdates:
             record.iteration_id,
         )
 
+    def _write_failed(self, report: Any, reason: str) -> None:
+        if not self._write_failing:
+            logger.error(
+                "order updates: could not record {} fill(s) and {} order update(s) ({}); the next iteration records "
+                "them",
+                len(report.fills),
+                len(report.orders),
+                reason,
+            )
+        self._write_failing = True
+
 
 def _name(listener: Any) -> str:
     return str(getattr(listener, "__qualname__", None) or type(listener).__name__)
 
 
 def order_updates_for(
-    settings: Settings, broker: Any, repository: Repository, orchestrator: Orchestrator
+    settings: Settings,
+    broker: Any,
+    repository: Repository,
+    orchestrator: Orchestrator,
+    guard: Callable[[], object] | None = None,
 ) -> OrderUpdates | None:
     """The daemon's :class:`OrderUpdates` when ``BROKER=alpaca`` and ``ALPACA_TRADE_STREAM`` is on, else None."""
     if not settings.alpaca_trade_stream or not isinstance(broker, AlpacaBroker):
@@ -219,6 +238,7 @@ def order_updates_for(
         secret_key=settings.alpaca_secret_key.get_secret_value(),
         paper=settings.trading_mode is not TradingMode.LIVE,
         url_override=stream_url(settings),
+        guard=guard,
     )
 
 
@@ -237,11 +257,17 @@ def stream_url(settings: Settings) -> str | None:
 
 @asynccontextmanager
 async def following_order_updates(
-    settings: Settings, broker: Any, repository: Repository, orchestrator: Orchestrator, *, enabled: bool = True
+    settings: Settings,
+    broker: Any,
+    repository: Repository,
+    orchestrator: Orchestrator,
+    *,
+    enabled: bool = True,
+    guard: Callable[[], object] | None = None,
 ) -> AsyncIterator[OrderUpdates | None]:
     """Start the daemon's order updates (when configured and ``enabled``: a single iteration has no "between") for
     the block and stop them after it, whatever happens."""
-    updates = order_updates_for(settings, broker, repository, orchestrator) if enabled else None
+    updates = order_updates_for(settings, broker, repository, orchestrator, guard) if enabled else None
     if updates is None:
         yield None
         return

@@ -535,3 +535,47 @@ async def test_stream_when_the_daemon_follows_updates_then_they_start_with_the_b
         "ws://127.0.0.1:8080/stream"
     )
     assert stream_url(make_settings(tmp_path, **keys)) is None
+
+
+async def test_stream_when_the_daemon_lock_is_lost_then_nothing_is_written_and_the_next_iteration_gets_the_fill(
+    make_broker: Callable[..., AlpacaBroker],
+    fake_stream: FakeTradeStream,
+    repository: Repository,
+    logs: list[str],
+) -> None:
+    from core.persistence.db import DaemonLockLost
+
+    broker = make_broker()
+    iterations = new_run(repository, broker)
+    await broker.submit(market_intent(quantity=10), COID, START)
+    broker.take_reported()
+    checks: list[str] = []
+
+    def lost() -> None:
+        checks.append("checked")
+        raise DaemonLockLost("another daemon holds the database")
+
+    updates = OrderUpdates(
+        broker,
+        repository,
+        iterations,
+        iterations.clock,
+        api_key=API_KEY,
+        secret_key=SECRET_KEY,
+        url_override=fake_stream.url,
+        guard=lost,
+    )
+    updates.start()
+    try:
+        await asyncio.wait_for(updates.stream.wait_listening(), WAIT_S)
+        fake_stream.fill(COID, "100.00")
+        await until(lambda: bool(checks))
+        async with updates.iteration():  # the next iteration (its own lock check would stop it) still gets it
+            reported = broker.take_reported()
+    finally:
+        await updates.stop()
+
+    assert repository.broker_ledger(broker.name)[1] == [] and updates.recorded == []
+    assert [f.fill_id for f in reported.fills] == [f"{COID}@10"]
+    assert [o.status for o in reported.orders] == [OrderStatus.FILLED]
+    assert sum("could not record 1 fill(s)" in line for line in logs) == 1

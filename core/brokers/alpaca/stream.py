@@ -120,7 +120,9 @@ class _Stream(TradingStream):
         if status == "authorized":
             return
         reason = data.get("message") if isinstance(data, dict) else None
-        if status in ("unauthorized", "forbidden") or reply.get("stream") == "authorization":
+        if status in ("unauthorized", "forbidden") or (
+            isinstance(reply, dict) and reply.get("stream") == "authorization"
+        ):
             self._owner._refused(str(reason or status or "not authorized"))
             await self.stop_ws()
         raise _AuthRefused(str(reason or status or "unexpected reply to the login"))
