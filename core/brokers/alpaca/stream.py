@@ -125,7 +125,7 @@ class _Stream(TradingStream):
         ):
             self._owner._refused(str(reason or status or "not authorized"))
             await self.stop_ws()
-        raise _AuthRefused(str(reason or status or "unexpected reply to the login"))
+        raise _LoginFailed(str(reason or status or "unexpected reply to the login"))
 
     async def _consume(self) -> None:
         while True:
@@ -133,7 +133,8 @@ class _Stream(TradingStream):
                 self._stop_stream_queue.get_nowait()
                 await self.close()
                 return
-            assert self._ws is not None
+            if self._ws is None:
+                raise websockets.WebSocketException("the connection is closed")
             try:
                 frame = await asyncio.wait_for(self._ws.recv(), _RECV_POLL_S)
             except TimeoutError:
@@ -141,6 +142,9 @@ class _Stream(TradingStream):
             except websockets.WebSocketException as exc:
                 self._owner._failed(exc)
                 raise
+            except Exception as exc:  # a broken transport: reconnect with back-off rather than retry it at once
+                self._owner._failed(exc)
+                raise websockets.WebSocketException(f"{type(exc).__name__}: {exc}") from None
             try:
                 message = _decode(frame)
             except ValueError as exc:
@@ -170,7 +174,7 @@ class _Stream(TradingStream):
                 await self.stop_ws()
 
 
-class _AuthRefused(Exception):
+class _LoginFailed(Exception):
     pass
 
 
@@ -304,7 +308,7 @@ class TradeUpdateStream:
     def _failed(self, exc: BaseException) -> None:
         self.listening = False
         self._listening_event.clear()
-        if isinstance(exc, _AuthRefused) or not self._stream._should_run:  # refused, or closed by stop()
+        if not self._stream._should_run:  # refused (logged once there), or closed by stop()
             return
         self.stats.failures += 1
         reason = self._redact(f"{type(exc).__name__}: {exc}")[:300]
