@@ -4,6 +4,7 @@ folded into a real AlpacaBroker (fake HTTP API) and recorded in a real SQLite le
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
@@ -171,10 +172,30 @@ async def running(
 
 
 async def test_stream_when_keys_are_accepted_then_it_subscribes_to_trade_updates(
-    running: tuple[AlpacaBroker, OrderUpdates, Iterations, Seen], fake_stream: FakeTradeStream
+    make_broker: Callable[..., AlpacaBroker],
+    fake_stream: FakeTradeStream,
+    repository: Repository,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    _, updates, _, _ = running
-    assert updates.stream.listening
+    caplog.set_level(logging.DEBUG)  # even with the standard library's logging at DEBUG, no frame shows the keys
+    broker = make_broker()
+    updates = OrderUpdates(
+        broker,
+        repository,
+        new_run(repository, broker),
+        SimulatedClock(START),
+        api_key=API_KEY,
+        secret_key=SECRET_KEY,
+        url_override=fake_stream.url,
+    )
+    updates.start()
+    try:
+        await asyncio.wait_for(updates.stream.wait_listening(), WAIT_S)
+        assert updates.stream.listening
+    finally:
+        await updates.stop()
+    assert not updates.stream.listening and not updates.stream.running
+    assert SECRET_KEY not in caplog.text and API_KEY not in caplog.text
     assert [(login.key_id, login.accepted) for login in fake_stream.logins] == [(API_KEY, True)]
     assert fake_stream.listens == 1
     assert updates.stream.stats.connections == 1

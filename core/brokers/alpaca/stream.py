@@ -54,6 +54,7 @@ LEDGER_EVENTS = frozenset({"fill", "partial_fill", "canceled", "expired", "rejec
 """Events that change what the ledger holds (an execution or an order's end); others update the order's state."""
 
 _SDK_LOGGER = "alpaca.trading.stream"
+_FRAME_LOGGERS = ("websockets", "websockets.client")
 _RECV_POLL_S = 1.0  # how often a quiet connection checks for a stop request
 
 
@@ -223,6 +224,10 @@ class TradeUpdateStream:
         self._task: asyncio.Task[None] | None = None
         self._listening_event = asyncio.Event()
         logging.getLogger(_SDK_LOGGER).setLevel(logging.CRITICAL)  # failures are logged here, once per outage
+        for name in _FRAME_LOGGERS:  # at DEBUG they would print every frame, the login (with the keys) included
+            frames = logging.getLogger(name)
+            if frames.getEffectiveLevel() < logging.INFO:
+                frames.setLevel(logging.INFO)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(broker={self._broker.name!r})"
