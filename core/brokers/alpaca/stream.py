@@ -42,7 +42,7 @@ from alpaca.trading.stream import TradingStream
 from loguru import logger
 
 from core.brokers.alpaca.mapping import _decimal, _utc
-from core.brokers.base import BrokerError, SyncResult
+from core.brokers.base import BrokerAuthError, BrokerError, SyncResult, TemporaryBrokerError
 from core.kernel.domain import Fill, IllegalOrderTransition, Order
 
 if TYPE_CHECKING:
@@ -126,7 +126,8 @@ class _Stream(TradingStream):
         ):
             self._owner._refused(str(reason or status or "not authorized"))
             await self.stop_ws()
-        raise _LoginFailed(str(reason or status or "unexpected reply to the login"))
+            raise BrokerAuthError("the trade-updates stream's login was refused")
+        raise TemporaryBrokerError("unexpected reply to the trade-updates stream's login")
 
     async def _consume(self) -> None:
         while True:
@@ -173,10 +174,6 @@ class _Stream(TradingStream):
             if data.get("status") != "authorized":
                 self._owner._refused(str(data.get("message") or data.get("status") or "not authorized"))
                 await self.stop_ws()
-
-
-class _LoginFailed(Exception):
-    pass
 
 
 def _decode(frame: str | bytes) -> Any:
