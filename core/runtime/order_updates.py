@@ -5,8 +5,8 @@ loop) and a recorder task. Each event is folded into the broker's state by the s
 the recorder writes what the broker then reports (:meth:`~core.brokers.alpaca.AlpacaBroker.take_reported`: new fills
 and changed orders) in its own short transaction, as a ledger row of kind ``order_updates`` in the iterations table
 (its own sequence number, no decisions, no positions). It never writes during an iteration: iterations run through
-:meth:`OrderUpdates.run_iteration`, which holds the same lock, and what arrives meanwhile is reported by that
-iteration's sync or recorded right after it. A fill therefore reaches the ledger once: the stream and the next poll
+:meth:`OrderUpdates.iteration` (:func:`gated` wraps the orchestrator for ``run_live``), which holds the same lock,
+and what arrives meanwhile is reported by that iteration's sync or recorded right after it. A fill therefore reaches the ledger once: the stream and the next poll
 derive the same fill id from the order's cumulative quantity, and the broker reports each id once.
 
 Nothing is lost when the process dies between an event and its write (SIGKILL): the write never happened, the
@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Protocol
-from collections.abc import AsyncIterator
 
 from loguru import logger
 
