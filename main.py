@@ -48,6 +48,7 @@ from core.data.base import BarProvider, DataError, ProviderResult
 from core.data.validation import latest_session_day
 from core.kernel.clock import LiveClock, SimulatedClock
 from core.runtime.orchestrator import IterationOutcome, run_live, run_replay
+from core.runtime.order_updates import following_order_updates, gated
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -494,7 +495,16 @@ async def _run_daemon(settings: Settings, args: argparse.Namespace) -> int:
             f"Daemon started: mode {settings.trading_mode.value.upper()}, {label}, data {app.provider.name}, run {app.run_id}",
             flush=True,
         )
-        await run_live(app.orchestrator, next_run=next_run, stop=stop, iterations=iterations)
+        # order updates as they happen (BROKER=alpaca, ALPACA_TRADE_STREAM): recorded between iterations, never during
+        async with following_order_updates(
+            settings,
+            app.broker,
+            app.repository,
+            app.orchestrator,
+            enabled=iterations != 1,
+            guard=app.lock.verify if app.lock is not None else None,
+        ) as updates:
+            await run_live(gated(app.orchestrator, updates), next_run=next_run, stop=stop, iterations=iterations)
         await app.bus.close()
         if app.agents[AgentName.RISK].state is TradingState.HALTED:
             status = "halted"  # the run ends halted: say so in its status, and on the console

@@ -157,6 +157,14 @@ class Settings(BaseSettings):
         None,
         description="Override of Alpaca's trading base URL (proxies, tests); it must not name the other mode's endpoint, and the account behind it must match TRADING_MODE.",
     )
+    alpaca_trade_stream: bool = Field(
+        True,
+        description="Follow Alpaca's trade-updates stream while the daemon runs (BROKER=alpaca): fills, cancels and rejections are recorded as they happen; the per-iteration sync stays the safety net.",
+    )
+    alpaca_stream_url: str | None = Field(
+        None,
+        description="Override of Alpaca's trade-updates websocket URL (ws:// or wss://); default: /stream on ALPACA_TRADING_URL's host, else Alpaca's.",
+    )
     alpaca_timeout_seconds: float = Field(10.0, gt=0, le=120, description="Timeout of every Alpaca HTTP request.")
     alpaca_rate_limit_per_minute: int = Field(
         200, ge=1, le=10_000, description="Requests per minute shared by all Alpaca calls."
@@ -426,6 +434,15 @@ class Settings(BaseSettings):
             raise ValueError("must be an http:// or https:// URL")
         return value
 
+    @field_validator("alpaca_stream_url", mode="before")
+    @classmethod
+    def _empty_stream_url_is_none(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        if isinstance(value, str) and not value.startswith(("ws://", "wss://")):
+            raise ValueError("must be a ws:// or wss:// URL")
+        return value
+
     @field_validator("alpaca_api_key", "alpaca_secret_key", "groq_api_key", "anthropic_api_key", mode="before")
     @classmethod
     def _empty_secret_is_none(cls, value: Any) -> Any:
@@ -462,7 +479,14 @@ class Settings(BaseSettings):
         return list(dict.fromkeys(values))
 
 
-URL_SETTINGS = ("alpaca_data_url", "alpaca_trading_url", "groq_base_url", "anthropic_base_url", "database_url")
+URL_SETTINGS = (
+    "alpaca_data_url",
+    "alpaca_trading_url",
+    "alpaca_stream_url",
+    "groq_base_url",
+    "anthropic_base_url",
+    "database_url",
+)
 """The settings that hold URLs (they may carry proxy or database credentials)."""
 
 

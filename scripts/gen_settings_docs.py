@@ -58,6 +58,8 @@ GROUPS = [
             "alpaca_data_feed",
             "alpaca_data_url",
             "alpaca_trading_url",
+            "alpaca_trade_stream",
+            "alpaca_stream_url",
             "alpaca_timeout_seconds",
             "alpaca_rate_limit_per_minute",
             "alpaca_max_retry_wait_seconds",

@@ -553,6 +553,30 @@ class FakeTradingApi:
             self._note_coverage(f"fill {order.client_order_id} {quantity}@{price_d}")
             return replace(order, leg_ids=list(order.leg_ids))
 
+    def cancel(self, ref: str) -> FakeOrder:
+        """Cancel a working order (by id or client order id) as if from outside the client (the dashboard, Alpaca
+        at the close); a bracket entry's legs go with it, as with ``DELETE``."""
+        with self._lock:
+            order = self._find(ref)
+            if order is None:
+                raise KeyError(f"no order {ref!r}")
+            if not order.working:
+                raise ValueError(f"order {ref} is {order.status}: it cannot be cancelled")
+            now = self._clock()
+            self._cancel(order, now)
+            for leg_id in order.leg_ids:
+                if self._orders[leg_id].working:
+                    self._cancel(self._orders[leg_id], now)
+            return replace(order, leg_ids=list(order.leg_ids))
+
+    def order_payload(self, ref: str) -> dict[str, Any]:
+        """The order (by id or client order id) as Alpaca writes it, legs included: what a trade update carries."""
+        with self._lock:
+            order = self._find(ref)
+            if order is None:
+                raise KeyError(f"no order {ref!r}")
+            return self._wire(order, nested=True)
+
     # ---------------------------------------------------------------- inspection
 
     def orders(self) -> list[FakeOrder]:
