@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from config.settings import Settings
+from core.errors import TraderError
 from core.backtest.runner import BacktestError
 from core.data.files import SUFFIXES
 from core.research.objective import TrialSpec, evaluate, suggest
@@ -194,7 +195,7 @@ def prepare_study(settings: Settings, spec: StudySpec, *, scratch_dir: Path | No
     return where, study
 
 
-class SurplusTrial(Exception):
+class SurplusTrial(TraderError):
     """Raised by a trial started when the study already had its trials (recorded FAILED, ``surplus`` attribute)."""
 
 
