@@ -13,16 +13,18 @@ Each measurement runs in a child process of its own (a fresh interpreter, so pea
 
 * ``pipeline``: the backtest runner with the daemon's defaults (deterministic selector over the ten strategies,
   risk sizing and limits, bracket orders, shadow ledger), a temporary SQLite database, batched writes;
-* ``pipeline-sma``: the same pipeline doing backtrader's work: ``trend_following`` 20/50 pinned, 10 shares per entry,
-  no risk limits, no brackets, no costs, no shadow ledger;
-* ``backtrader``: ``scripts/bench_backtrader.py``'s SMA 20/50 crossover (dev-only dependency, skipped without it).
+* ``pipeline-sma``: the same pipeline doing backtrader's work: ``trend_following`` 10/30 pinned, 10 shares per entry,
+  no risk limits, no brackets, no costs, with the default shadow ledger on (the issue's condition);
+* ``backtrader``: ``scripts/bench_backtrader.py``'s SMA 10/30 crossover (dev-only dependency, skipped without it).
 
 Printed per run: bars (symbol-days in the range), ``elapsed_s`` (data loading to final result, after imports),
 bars/s on it, the whole child process's wall time (interpreter start, imports, database set-up, the run), and the
 peak resident memory (``resource.getrusage(RUSAGE_SELF).ru_maxrss``). Then the speed ratio to backtrader.
 Then what the pipeline-sma run spent outside its sessions (``timings_s``: loading, set-up, results) and the event bus
 alone (``bus-floor``: the daemon's eight subscriptions with pass-through handlers, one publish per session), beside
-the issue's target of 10x backtrader's elapsed time. With ``--profile`` the pipeline child also runs under cProfile and prints its top functions per iteration.
+the issue's target of 10x backtrader's elapsed time. Last, each of the issue's targets with the measured ratio
+(backtrader's ``elapsed_s`` / the run's) and PASS or MISS: SMA 10/30 at least 10x, the default pipeline at least 5x
+(universe), 500 synthetic symbols at least 15x with a peak resident memory under 1 GB. With ``--profile`` the pipeline child also runs under cProfile and prints its top functions per iteration.
 
     .venv/bin/python scripts/bench_backtest.py                     # both data sets (the synthetic one takes a while)
     .venv/bin/python scripts/bench_backtest.py --only universe --profile
@@ -48,7 +50,14 @@ from typing import Any  # noqa: E402
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 UNIVERSE_STOCKS = REPO_ROOT.parent / "shared" / "data" / "universe" / "stocks"
-SMA_FAST, SMA_SLOW, SMA_QTY, SMA_CASH = 20, 50, 10, 10_000_000
+SMA_FAST, SMA_SLOW, SMA_QTY, SMA_CASH = 10, 30, 10, 10_000_000
+# the issue's targets: (label, run, minimum speed-up over backtrader's elapsed time)
+TARGETS = (
+    ("universe", "pipeline-sma", 10.0, "SMA 10/30, shadow ledger on: >= 10x backtrader"),
+    ("universe", "pipeline", 5.0, "default pipeline (selector, risk, shadow): >= 5x backtrader"),
+    ("synthetic", "pipeline-sma", 15.0, "500 synthetic symbols: >= 15x backtrader, peak < 1 GB"),
+)
+PEAK_LIMIT_MB = 1024.0
 
 
 def _peak_mb() -> float:
@@ -126,7 +135,7 @@ def _child_pipeline(args: argparse.Namespace) -> dict[str, Any]:
         config = BacktestConfig(
             data_dir=config.data_dir, start=config.start, end=config.end, strategy="trend_following",
             params={"fast": SMA_FAST, "slow": SMA_SLOW}, sizing=f"fixed-qty:{SMA_QTY}", risk_limits=False, brackets=False,
-            shadow=False, commission_per_share=Decimal(0), slippage_bps=Decimal(0), cash=Decimal(SMA_CASH),
+            shadow=True, commission_per_share=Decimal(0), slippage_bps=Decimal(0), cash=Decimal(SMA_CASH),
         )  # fmt: skip
     profiler = cProfile.Profile() if args.profile else None
     if profiler is not None:
@@ -257,7 +266,9 @@ def _run_child(
     return result
 
 
-def _bench(name: str, data_dir: Path, start: date, end: date, workdir: Path, profile: bool, skip_default: bool) -> None:
+def _bench(
+    name: str, data_dir: Path, start: date, end: date, workdir: Path, profile: bool, skip_default: bool
+) -> dict[str, dict[str, Any] | None]:
     print(f"{name}: {len(list(data_dir.iterdir()))} symbols, {start} .. {end}")
     runs: dict[str, dict[str, Any] | None] = {}
     kinds = ["pipeline-sma", "backtrader"] if skip_default else ["pipeline", "pipeline-sma", "backtrader"]
@@ -282,6 +293,27 @@ def _bench(name: str, data_dir: Path, start: date, end: date, workdir: Path, pro
                   f"process {run['process_s'] / bt['process_s']:.1f}x")  # fmt: skip
     if sma is not None:
         _floor(sma, bt, data_dir, start, end, workdir)
+    return runs
+
+
+def targets(measured: dict[str, dict[str, dict[str, Any] | None]]) -> list[str]:
+    """One line per target of the issue: the measured speed-up over backtrader (its ``elapsed_s`` / the run's) and
+    PASS or MISS; ``not run`` when the data set or backtrader was skipped."""
+    lines = []
+    for data_set, kind, minimum, label in TARGETS:
+        runs = measured.get(data_set) or {}
+        run, bt = runs.get(kind), runs.get("backtrader")
+        if run is None or bt is None:
+            lines.append(f"  {label}: not run")
+            continue
+        ratio = bt["elapsed_s"] / run["elapsed_s"]
+        ok = ratio >= minimum and (data_set != "synthetic" or run["peak_mb"] < PEAK_LIMIT_MB)
+        memory = f", peak {run['peak_mb']:.0f} MB" if data_set == "synthetic" else ""
+        lines.append(
+            f"  {label}: {ratio:.2f}x ({run['elapsed_s']:.2f}s against {bt['elapsed_s']:.2f}s; whole process "
+            f"{run['process_s']:.2f}s against {bt['process_s']:.2f}s{memory}) {'PASS' if ok else 'MISS'}"
+        )
+    return lines
 
 
 def _floor(
@@ -334,19 +366,22 @@ def main() -> int:
         print(json.dumps(result))
         return 0
     print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
+    measured: dict[str, dict[str, dict[str, Any] | None]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-backtest-") as tmp:
         work = Path(tmp)
         if args.only in (None, "universe"):
             if UNIVERSE_STOCKS.is_dir():
                 data, start, end = universe_dir(work / "universe", args.universe_symbols, args.years)
-                _bench("universe", data, start, end, work, args.profile, args.sma_only)
+                measured["universe"] = _bench("universe", data, start, end, work, args.profile, args.sma_only)
             else:
                 print(f"universe: skipped, {UNIVERSE_STOCKS} not found")
         if args.only in (None, "synthetic"):
             t0 = time.perf_counter()
             data, start, end = synthetic_dir(work / "synthetic", args.synthetic_symbols, args.years)
             print(f"(synthetic data written in {time.perf_counter() - t0:.1f}s)")
-            _bench("synthetic", data, start, end, work, args.profile, args.sma_only)
+            measured["synthetic"] = _bench("synthetic", data, start, end, work, args.profile, args.sma_only)
+    print("targets (speed-up = backtrader's elapsed_s / the run's elapsed_s, both after imports):")
+    print("\n".join(targets(measured)))
     return 0
 
 
