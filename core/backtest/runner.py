@@ -106,6 +106,7 @@ from core.backtest.selectors import RecordedSelector
 from core.brokers.costs import BpsSlippage, PerShareCommission
 from core.brokers.simulated import SimulatedBroker
 from core.kernel.calendar import MarketCalendar
+from core.data.cache import BarFileCache
 from core.data.files import FileProvider
 from core.data.validation import day_numbers
 from core.analytics.metrics import ClosedTrade, compute_metrics, metrics_by
@@ -159,6 +160,9 @@ DEFAULT_BENCHMARK = "SPY"
 _FAR_FUTURE = datetime(2100, 1, 1, tzinfo=UTC)
 AUTO_OFF_SESSION_SHARE = 0.01  # auto: more than this share of the bars on days the NYSE was closed -> another market
 DATA_SESSION_TIME = time_of_day(23, 59, 59)
+BAR_FILE_CACHE = (
+    "files"  # under BAR_CACHE_DIR: the parsed bar files of earlier backtests (core.data.cache.BarFileCache)
+)
 
 
 def audit_batch(config: BacktestConfig, symbols: int) -> int:
@@ -451,7 +455,7 @@ async def run_backtest(
     )
     if not data_dir.is_dir():
         raise BacktestError(f"data directory {data_dir} does not exist or is not a directory")
-    provider = FileProvider(data_dir)
+    provider = FileProvider(data_dir, cache=BarFileCache(Path(settings.bar_cache_dir) / BAR_FILE_CACHE))
     probe = provider.history(symbols, end=_FAR_FUTURE)
     if probe.unknown:
         unknown = [s for s in symbols if s in probe.unknown]
