@@ -160,9 +160,9 @@ DEFAULT_BENCHMARK = "SPY"
 _FAR_FUTURE = datetime(2100, 1, 1, tzinfo=UTC)
 AUTO_OFF_SESSION_SHARE = 0.01  # auto: more than this share of the bars on days the NYSE was closed -> another market
 DATA_SESSION_TIME = time_of_day(23, 59, 59)
-BAR_FILE_CACHE = (
-    "files"  # under BAR_CACHE_DIR: the parsed bar files of earlier backtests (core.data.cache.BarFileCache)
-)
+# under BAR_CACHE_DIR: the parsed bar files of earlier backtests (core.data.cache.BarFileCache) and the exchange
+# schedules (core.kernel.calendar.MarketCalendar's cache_dir)
+BAR_FILE_CACHE, CALENDAR_CACHE = "files", "calendars"
 
 
 def audit_batch(config: BacktestConfig, symbols: int) -> int:
@@ -456,6 +456,7 @@ async def run_backtest(
     if not data_dir.is_dir():
         raise BacktestError(f"data directory {data_dir} does not exist or is not a directory")
     provider = FileProvider(data_dir, cache=BarFileCache(Path(settings.bar_cache_dir) / BAR_FILE_CACHE))
+    calendars = Path(settings.bar_cache_dir) / CALENDAR_CACHE
     probe = provider.history(symbols, end=_FAR_FUTURE)
     if probe.unknown:
         unknown = [s for s in symbols if s in probe.unknown]
@@ -467,11 +468,12 @@ async def run_backtest(
     first_bar = min(f.index[0] for f in probe.frames.values()).date()
     calendar_name, calendar_why = config.calendar, f"--calendar {config.calendar}"
     if calendar_name == DEFAULT_CALENDAR:
-        calendar_name, calendar_why = choose_calendar(probe.frames, MarketCalendar.covering(first_bar, AUTO_EXCHANGE))
+        nyse = MarketCalendar.covering(first_bar, AUTO_EXCHANGE, cache_dir=calendars)
+        calendar_name, calendar_why = choose_calendar(probe.frames, nyse)
         if calendar_name == DATA_CALENDAR:
             logger.warning("backtest calendar: {}", calendar_why)
     by_data = calendar_name == DATA_CALENDAR
-    calendar = MarketCalendar.covering(first_bar, AUTO_EXCHANGE if by_data else calendar_name)
+    calendar = MarketCalendar.covering(first_bar, AUTO_EXCHANGE if by_data else calendar_name, cache_dir=calendars)
     start, end = _range(probe.frames, config.start, config.end)
     sessions = data_sessions(probe.frames, start, end) if by_data else replay_sessions(calendar, start, end)
     if not sessions:
