@@ -29,6 +29,10 @@ Definitions
 * **timings_s**: ``elapsed_s`` by phase: ``load`` (calendar, bar files, sessions), ``setup`` (database, agents),
   ``sessions`` (the pipeline, one iteration per session, including the batched writes), ``results`` (the last writes,
   reading the run back, metrics, benchmark) and ``robustness``.
+* **Caches** (``BAR_CACHE_DIR``): ``files/`` holds the parsed bar files (:class:`core.data.cache.BarFileCache`, an
+  entry per source file, re-parsed when the file's modification time or size changes) and ``calendars/`` the exchange
+  schedules (:class:`core.kernel.calendar.MarketCalendar`'s ``cache_dir``), so a repeated run neither parses its files
+  nor builds its calendar again; the results are the same with or without them.
 * **final_equity**: the simulated broker's exact equity after the last session (cash plus positions at their last
   close); the equity snapshots are the same value rounded to the cent.
 * **trading_episodes**: every drawdown LOCK and HALT of the run (``core.risk.state``), from the run's
