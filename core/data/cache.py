@@ -175,7 +175,8 @@ class BarFileCache:
         """Store ``frame`` (the normalised bars of ``source`` when ``stat`` was taken), atomically; a cache that cannot
         be written (read-only disk, full disk) is skipped silently: the run goes on with the parsed frame."""
         _check_layout(str(source), frame, "bars to cache")
-        arrays = {"timestamp": pyarrow.array(frame.index.as_unit("ns").asi8, type=pyarrow.int64())}
+        index = cast(pd.DatetimeIndex, frame.index)  # _check_layout: a UTC DatetimeIndex
+        arrays = {"timestamp": pyarrow.array(index.as_unit("ns").asi8, type=pyarrow.int64())}
         arrays.update({name: pyarrow.array(frame[name].to_numpy(dtype=np.float64)) for name in _COLUMNS})
         table = pyarrow.table(arrays).replace_schema_metadata(self._stamp(source, stat))
         path = self.path_for(source)
