@@ -14,7 +14,7 @@ Each engine is timed from loading the CSV files to its final result; the script 
 final equity, trade count and whether entries, exits and final equity (to the cent) agree.
 
 backtrader is a **dev-only** dependency: ``.venv/bin/pip install backtrader==1.9.78.123``.
-Run ``.venv/bin/python scripts/bench_backtrader.py [--fast 20] [--slow 50] [--qty 10] [--cash 1000000]``.
+Run ``.venv/bin/python scripts/bench_backtrader.py [--fast 10] [--slow 30] [--qty 10] [--cash 1000000]``.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ class BacktraderResult:
 class _MACrossover(bt.Strategy):
     """The reference rules written as a backtrader strategy (backtrader's own SMA; the crossover spelled out)."""
 
-    params = (("fast", 20), ("slow", 50), ("qty", 10))
+    params = (("fast", 10), ("slow", 30), ("qty", 10))
 
     def __init__(self) -> None:
         self.fast_sma = {d: bt.indicators.SimpleMovingAverage(d.close, period=self.p.fast) for d in self.datas}
@@ -241,8 +241,8 @@ def compare(
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--fast", type=int, default=20)
-    parser.add_argument("--slow", type=int, default=50)
+    parser.add_argument("--fast", type=int, default=10)
+    parser.add_argument("--slow", type=int, default=30)
     parser.add_argument("--qty", type=int, default=10)
     parser.add_argument("--cash", type=float, default=1_000_000.0)
     parser.add_argument("--universe-symbols", type=int, default=20)

@@ -38,6 +38,7 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
         "database_url": f"sqlite:///{tmp_path / 'trading.db'}",
         "log_dir": tmp_path / "logs",
         "data_dir": BUNDLED_DAILY,
+        "bar_cache_dir": tmp_path / "bars",
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

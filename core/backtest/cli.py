@@ -22,27 +22,29 @@ import sys
 
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 from collections.abc import Sequence
 
 
 from utils.cli import db_argument, install_stop_handlers, interpreter_command, iso_date
 
 from config.settings import PROJECT_ROOT, Settings
-from core.backtest.runner import (
+from core.backtest.config import (
     ALPACA_CACHE_ALIASES,
     DEFAULT_CALENDAR,
     DEFAULT_MONTE_CARLO,
     DEFAULT_WALK_FORWARD,
     BacktestConfig,
     BacktestError,
-    BacktestResult,
-    ProgressBar,
     parse_param,
-    report_data,
     resolve_data_dir,
-    run_backtest,
 )
+from core.backtest.progress import ProgressBar
+
+if TYPE_CHECKING:
+    from core.backtest.results import BacktestResult
+
+# core.backtest.runner (scipy.signal, the pipeline) is imported when a backtest runs, not by every main.py command
 from core.brokers.simulated import FILL_MODELS
 from core.errors import EXIT_ERROR, EXIT_OK, exit_code_for
 from core.risk import TradingState, describe_episode
@@ -252,6 +254,8 @@ async def _run(settings: Settings, config: BacktestConfig, progress: ProgressBar
     stop = asyncio.Event()
     installed = install_stop_handlers(stop, "the current session")
     try:
+        from core.backtest.runner import run_backtest
+
         return await run_backtest(settings, config, on_progress=progress, stop=stop)
     finally:
         loop = asyncio.get_running_loop()
@@ -363,6 +367,8 @@ def run_backtest_command(
         from core.backtest.report import write_report  # the report's imports only when a report is asked for
 
         try:
+            from core.backtest.runner import report_data
+
             path = write_report(args.report, report_data(result))
         except OSError as exc:
             print(

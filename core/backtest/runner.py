@@ -29,6 +29,10 @@ Definitions
 * **timings_s**: ``elapsed_s`` by phase: ``load`` (calendar, bar files, sessions), ``setup`` (database, agents),
   ``sessions`` (the pipeline, one iteration per session, including the batched writes), ``results`` (the last writes,
   reading the run back, metrics, benchmark) and ``robustness``.
+* **Caches** (``BAR_CACHE_DIR``): ``files/`` holds the parsed bar files (:class:`core.data.cache.BarFileCache`, an
+  entry per source file, re-parsed when the file's modification time or size changes) and ``calendars/`` the exchange
+  schedules (:class:`core.kernel.calendar.MarketCalendar`'s ``cache_dir``), so a repeated run neither parses its files
+  nor builds its calendar again; the results are the same with or without them.
 * **final_equity**: the simulated broker's exact equity after the last session (cash plus positions at their last
   close); the equity snapshots are the same value rounded to the cent.
 * **trading_episodes**: every drawdown LOCK and HALT of the run (``core.risk.state``), from the run's
@@ -107,6 +111,7 @@ from core.backtest.selectors import RecordedSelector
 from core.brokers.costs import BpsSlippage, PerShareCommission
 from core.brokers.simulated import SimulatedBroker
 from core.kernel.calendar import MarketCalendar
+from core.data.cache import BarFileCache
 from core.data.files import FileProvider
 from core.data.validation import day_numbers
 from core.analytics.metrics import ClosedTrade, compute_metrics, metrics_by
@@ -160,6 +165,9 @@ DEFAULT_BENCHMARK = "SPY"
 _FAR_FUTURE = datetime(2100, 1, 1, tzinfo=UTC)
 AUTO_OFF_SESSION_SHARE = 0.01  # auto: more than this share of the bars on days the NYSE was closed -> another market
 DATA_SESSION_TIME = time_of_day(23, 59, 59)
+# under BAR_CACHE_DIR: the parsed bar files of earlier backtests (core.data.cache.BarFileCache) and the exchange
+# schedules (core.kernel.calendar.MarketCalendar's cache_dir)
+BAR_FILE_CACHE, CALENDAR_CACHE = "files", "calendars"
 
 
 def audit_batch(config: BacktestConfig, symbols: int) -> int:
@@ -462,7 +470,8 @@ async def run_backtest(
     )
     if not data_dir.is_dir():
         raise BacktestError(f"data directory {data_dir} does not exist or is not a directory")
-    provider = FileProvider(data_dir)
+    provider = FileProvider(data_dir, cache=BarFileCache(Path(settings.bar_cache_dir) / BAR_FILE_CACHE))
+    calendars = Path(settings.bar_cache_dir) / CALENDAR_CACHE
     probe = provider.history(symbols, end=_FAR_FUTURE)
     if probe.unknown:
         unknown = [s for s in symbols if s in probe.unknown]
@@ -474,11 +483,12 @@ async def run_backtest(
     first_bar = min(f.index[0] for f in probe.frames.values()).date()
     calendar_name, calendar_why = config.calendar, f"--calendar {config.calendar}"
     if calendar_name == DEFAULT_CALENDAR:
-        calendar_name, calendar_why = choose_calendar(probe.frames, MarketCalendar.covering(first_bar, AUTO_EXCHANGE))
+        nyse = MarketCalendar.covering(first_bar, AUTO_EXCHANGE, cache_dir=calendars)
+        calendar_name, calendar_why = choose_calendar(probe.frames, nyse)
         if calendar_name == DATA_CALENDAR:
             logger.warning("backtest calendar: {}", calendar_why)
     by_data = calendar_name == DATA_CALENDAR
-    calendar = MarketCalendar.covering(first_bar, AUTO_EXCHANGE if by_data else calendar_name)
+    calendar = MarketCalendar.covering(first_bar, AUTO_EXCHANGE if by_data else calendar_name, cache_dir=calendars)
     start, end = _range(probe.frames, config.start, config.end)
     sessions = data_sessions(probe.frames, start, end) if by_data else replay_sessions(calendar, start, end)
     if not sessions:

@@ -4,12 +4,18 @@
 fetch from there, then :meth:`DiskBarCache.merge` the new bars in. Writes are atomic (temporary file in the same
 directory, then ``os.replace``), so a crash mid-write leaves the previous file intact, never a truncated one.
 
+``BarFileCache`` keeps the normalised frame of each bar *file* (CSV or Parquet, as read by :mod:`core.data.files`) as
+an Arrow IPC file, so that a repeated backtest over the same files reads columns instead of parsing text again. An
+entry is keyed by the source file's resolved path and stamped with its modification time and size: a changed
+source is parsed again and its entry replaced. A missing, stale or unreadable entry is a miss, never an error.
+
 ``TTLCache`` never reads the wall clock: it asks the ``now`` callable it was given (``clock.now`` in the daemon, a
 fake in tests).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tempfile
@@ -19,8 +25,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import cast
 
+import numpy as np
 import pandas as pd
 import pyarrow
+import pyarrow.feather
 
 from core.data.base import DataError
 from core.kernel.domain import BAR_COLUMNS, ensure_utc
@@ -113,6 +121,77 @@ class DiskBarCache:
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(temporary, path)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+
+
+class BarFileCache:
+    """Normalised bar frames of source files, one Arrow IPC file each under ``directory`` (see the module docstring).
+
+    The frame is stored as int64 nanoseconds since the epoch (``timestamp``) and float64 bar columns, and rebuilt on
+    read exactly as :func:`core.data.files.normalise_bars` builds it (a UTC ``DatetimeIndex`` named ``timestamp``, the
+    columns of :data:`core.kernel.domain.BAR_COLUMNS`): a cached frame equals a freshly parsed one.
+    """
+
+    VERSION = b"1"  # bump when the stored layout changes: older entries become misses
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+
+    def path_for(self, source: Path) -> Path:
+        key = hashlib.sha256(os.fsencode(Path(source).resolve())).hexdigest()[:24]
+        return self.directory / f"{key}.arrow"
+
+    @staticmethod
+    def _stamp(source: Path, stat: os.stat_result) -> dict[bytes, bytes]:
+        return {
+            b"bars_cache_version": BarFileCache.VERSION,
+            b"source": os.fsencode(Path(source).resolve()),
+            b"mtime_ns": str(stat.st_mtime_ns).encode(),
+            b"size": str(stat.st_size).encode(),
+        }
+
+    def read(self, source: Path, stat: os.stat_result) -> pd.DataFrame | None:
+        """The cached frame of ``source`` as it was when ``stat`` was taken, or ``None`` (a miss)."""
+        try:
+            table = pyarrow.feather.read_table(self.path_for(source), memory_map=False)
+        except (FileNotFoundError, pyarrow.ArrowException, OSError):
+            return None
+        metadata = table.schema.metadata or {}
+        stamp = self._stamp(source, stat)
+        if any(metadata.get(key) != value for key, value in stamp.items()):
+            return None
+        try:
+            index = pd.DatetimeIndex(
+                table.column("timestamp").to_numpy().view("datetime64[ns]"), name="timestamp"
+            ).tz_localize("UTC")
+            values = {name: table.column(name).to_numpy().astype(np.float64, copy=False) for name in _COLUMNS}
+        except (KeyError, pyarrow.ArrowException, ValueError):
+            return None
+        return pd.DataFrame(values, index=index, columns=list(_COLUMNS))
+
+    def write(self, source: Path, stat: os.stat_result, frame: pd.DataFrame) -> None:
+        """Store ``frame`` (the normalised bars of ``source`` when ``stat`` was taken), atomically; a cache that cannot
+        be written (read-only disk, full disk) is skipped silently: the run goes on with the parsed frame."""
+        _check_layout(str(source), frame, "bars to cache")
+        index = cast(pd.DatetimeIndex, frame.index)  # _check_layout: a UTC DatetimeIndex
+        arrays = {"timestamp": pyarrow.array(index.as_unit("ns").asi8, type=pyarrow.int64())}
+        arrays.update({name: pyarrow.array(frame[name].to_numpy(dtype=np.float64)) for name in _COLUMNS})
+        table = pyarrow.table(arrays).replace_schema_metadata(self._stamp(source, stat))
+        path = self.path_for(source)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            descriptor, name = tempfile.mkstemp(dir=self.directory, prefix=f".{path.stem}.", suffix=".tmp")
+        except OSError:
+            return
+        temporary = Path(name)
+        try:
+            with os.fdopen(descriptor, "wb") as handle:
+                pyarrow.feather.write_feather(table, handle, compression="uncompressed")
+            os.replace(temporary, path)
+        except (OSError, pyarrow.ArrowException):
+            temporary.unlink(missing_ok=True)
         except BaseException:
             temporary.unlink(missing_ok=True)
             raise

@@ -22,6 +22,7 @@ import pandas as pd
 import pyarrow
 
 from core.data.base import DataError, ProviderResult
+from core.data.cache import BarFileCache
 from core.kernel.domain import BAR_COLUMNS, ensure_utc
 
 SUFFIXES = (".csv", ".parquet")
@@ -203,14 +204,16 @@ class _Loaded:
 class FileProvider:
     """:class:`core.data.base.BarProvider` over a directory holding one ``SYMBOL.csv`` or ``SYMBOL.parquet`` per symbol.
 
-    File names match symbols case-insensitively. Frames hold every bar in the file (they may extend beyond ``end``);
-    with ``start`` they begin at ``start``'s date. A missing, empty or malformed file puts that symbol in ``errors``
-    with the file name and the reason; only a missing directory raises :class:`DataError`.
+        File names match symbols case-insensitively. Frames hold every bar in the file (they may extend beyond ``end``);
+        with ``start`` they begin at ``start``'s date. With a :class:`core.data.cache.BarFileCache` the normalised
+    frames are also kept on disk across processes (a repeated backtest reads them instead of parsing the files). A missing, empty or malformed file puts that symbol in ``errors``
+        with the file name and the reason; only a missing directory raises :class:`DataError`.
     """
 
-    def __init__(self, directory: Path, name: str = "files") -> None:
+    def __init__(self, directory: Path, name: str = "files", cache: BarFileCache | None = None) -> None:
         self.directory = Path(directory)
         self.name = name
+        self.cache = cache
         self._listing_mtime: int | None = None
         self._listing: dict[str, list[Path]] = {}
         self._loaded: dict[Path, _Loaded] = {}
@@ -275,7 +278,12 @@ class FileProvider:
         if cached is not None and cached.mtime_ns == stat.st_mtime_ns and cached.size == stat.st_size:
             return cached
         try:
-            loaded = _Loaded(stat.st_mtime_ns, stat.st_size, read_bars_file(path), None)
+            frame = self.cache.read(path, stat) if self.cache is not None else None
+            if frame is None:
+                frame = read_bars_file(path)
+                if self.cache is not None:
+                    self.cache.write(path, stat, frame)
+            loaded = _Loaded(stat.st_mtime_ns, stat.st_size, frame, None)
         except BarFormatError as exc:
             loaded = _Loaded(stat.st_mtime_ns, stat.st_size, None, str(exc))
         self._loaded[path] = loaded

@@ -12,9 +12,12 @@ only produced by the rendering helpers. Nothing in here reads the wall clock: th
 from __future__ import annotations
 
 import functools
+import os
+import tempfile
 import warnings
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo
 
@@ -96,14 +99,7 @@ def format_eastern(at: datetime) -> str:
     return f"{local:%Y-%m-%d %H:%M} {local.tzname()}"
 
 
-@functools.lru_cache(maxsize=8)
-def _schedule(
-    exchange: str, start: date, end: date
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, pd.DatetimeIndex]:
-    """The exchange's sessions between ``start`` and ``end`` as read-only arrays (see :class:`MarketCalendar`).
-
-    Building an exchange_calendars calendar takes ~0.1 s; the arrays are immutable, so every MarketCalendar of the same
-    range in a process shares one copy (a backtest builds its own; tests build many)."""
+def _build_schedule(exchange: str, start: date, end: date) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     with warnings.catch_warnings():
         # exchange_calendars 4.x reads ``Series.values`` on tz-aware series, which pandas 3.1 deprecates;
         # the values it gets are still correct UTC instants. Silence exactly that notice, only while building.
@@ -115,7 +111,59 @@ def _schedule(
     closes = _utc_ns(calendar.closes)
     early_days = calendar.early_closes.values.astype("datetime64[D]").astype(np.int64)
     early = np.isin(days, early_days)
-    for array in (days, opens, closes, early):
+    return days, opens, closes, early
+
+
+def _schedule_file(directory: Path, exchange: str, start: date, end: date) -> Path:
+    return directory / f"{exchange}-{start.isoformat()}-{end.isoformat()}-xcals{xcals.__version__}.npz"
+
+
+def _load_schedule(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            arrays = (stored["days"], stored["opens"], stored["closes"], stored["early"])
+    except (OSError, KeyError, ValueError):
+        return None
+    days, opens, closes, early = arrays
+    if not (len(days) == len(opens) == len(closes) == len(early)) or days.dtype != np.int64 or early.dtype != bool:
+        return None
+    return days, opens, closes, early
+
+
+def _store_schedule(path: Path, arrays: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]) -> None:
+    """Atomic (temporary file, then ``os.replace``); a directory that cannot be written is skipped silently."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    except OSError:
+        return
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            days, opens, closes, early = arrays
+            np.savez(handle, days=days, opens=opens, closes=closes, early=early)
+        os.replace(name, path)
+    except OSError:
+        Path(name).unlink(missing_ok=True)
+
+
+@functools.lru_cache(maxsize=8)
+def _schedule(
+    exchange: str, start: date, end: date, cache_dir: Path | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, pd.DatetimeIndex]:
+    """The exchange's sessions between ``start`` and ``end`` as read-only arrays (see :class:`MarketCalendar`).
+
+    Building an exchange_calendars calendar takes 0.15-0.3 s; the arrays are immutable, so every MarketCalendar of the
+    same range in a process shares one copy (a backtest builds its own; tests build many). With ``cache_dir`` the
+    arrays are also kept on disk, keyed by exchange, range and exchange_calendars version, so a later process reads
+    them in a millisecond instead of building the calendar again."""
+    path = _schedule_file(cache_dir, exchange, start, end) if cache_dir is not None else None
+    arrays = _load_schedule(path) if path is not None else None
+    if arrays is None:
+        arrays = _build_schedule(exchange, start, end)
+        if path is not None:
+            _store_schedule(path, arrays)
+    days, opens, closes, early = arrays
+    for array in arrays:
         array.setflags(write=False)
     index = pd.DatetimeIndex(days.astype("datetime64[D]").astype("datetime64[ns]"), name="timestamp").tz_localize(UTC)
     return days, opens, closes, early, index
@@ -130,18 +178,28 @@ class MarketCalendar:
     """
 
     @classmethod
-    def covering(cls, first: date, exchange: str = "XNYS") -> MarketCalendar:
+    def covering(cls, first: date, exchange: str = "XNYS", cache_dir: Path | None = None) -> MarketCalendar:
         """A calendar from ``first`` (or :data:`DEFAULT_START`, whichever is earlier) to :data:`DEFAULT_END`: data
         going back to 1962 is replayed on the exchange's 1962 sessions instead of failing with a CalendarError."""
-        return cls(start=min(first, DEFAULT_START), end=DEFAULT_END, exchange=exchange)
+        return cls(start=min(first, DEFAULT_START), end=DEFAULT_END, exchange=exchange, cache_dir=cache_dir)
 
-    def __init__(self, start: date = DEFAULT_START, end: date = DEFAULT_END, exchange: str = "XNYS") -> None:
+    def __init__(
+        self,
+        start: date = DEFAULT_START,
+        end: date = DEFAULT_END,
+        exchange: str = "XNYS",
+        cache_dir: Path | None = None,
+    ) -> None:
+        """``cache_dir``: a directory where the schedule is kept across processes (see :func:`_schedule`)."""
         if end <= start:
             raise CalendarError(f"MarketCalendar: end {end} must be after start {start}")
         self.exchange = exchange
         self.start = start
         self.end = end
-        self._days, self._opens, self._closes, self._early, self._session_index = _schedule(exchange, start, end)
+        directory = Path(cache_dir) if cache_dir is not None else None
+        self._days, self._opens, self._closes, self._early, self._session_index = _schedule(
+            exchange, start, end, directory
+        )
 
     # ------------------------------------------------------------------ raw arrays (read-only, for vectorised callers)
 

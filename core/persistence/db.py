@@ -7,8 +7,10 @@ Every connection carries time limits, so a lock held by someone else cannot bloc
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import os
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from urllib.parse import unquote
 from alembic import command
 from alembic.config import Config
 from loguru import logger
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.engine.url import URL
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
@@ -179,11 +181,44 @@ def _alembic_config() -> Config:
     return cfg
 
 
+_REVISION = re.compile(r"^(down_revision|revision)\s*(?::[^=]*)?=\s*['\"]?([^'\"\s]*)['\"]?\s*$", re.MULTILINE)
+
+
+@functools.lru_cache(maxsize=1)
+def head_revision() -> str | None:
+    """The head of the migration chain, read from the version files' ``revision``/``down_revision`` lines without
+    loading Alembic's environment; ``None`` when it cannot be told that way (several heads, an unusual file): then the
+    migration runs as usual."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in sorted((MIGRATIONS_DIR / "versions").glob("*.py")):
+        found = dict((name, value) for name, value in _REVISION.findall(path.read_text(encoding="utf-8")))
+        if "revision" not in found or "down_revision" not in found:
+            return None
+        revisions.add(found["revision"])
+        if found["down_revision"] not in ("", "None"):
+            parents.add(found["down_revision"])
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else None
+
+
+def _at_head(connection: Connection) -> bool:
+    """Whether the database's recorded revision is already the head (nothing to migrate)."""
+    head = head_revision()
+    if head is None or not inspect(connection).has_table("alembic_version"):
+        return False
+    versions = connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    return versions == [head]
+
+
 def migrate(engine: Engine) -> None:
-    """Apply every Alembic migration up to head (idempotent). On PostgreSQL the statement time limit is lifted for
-    the migration (a schema change on a big table may take long); the lock time limit stays."""
+    """Apply every Alembic migration up to head (idempotent). A database already at head is left alone without
+    loading Alembic's environment (a backtest opens its database every run). On PostgreSQL the statement time limit is
+    lifted for the migration (a schema change on a big table may take long); the lock time limit stays."""
     try:
         with engine.begin() as connection:
+            if _at_head(connection):
+                return
             if engine.dialect.name == "postgresql":
                 connection.execute(text("SET LOCAL statement_timeout = 0"))
             cfg = _alembic_config()

@@ -256,8 +256,22 @@ def _entry_confidences(session: Session, keys: set[tuple[str, str]]) -> dict[tup
 def rebuild_round_trips(session: Session, *, run_id: str | None = None, symbol: str | None = None) -> RoundTripBook:
     """Every trip (closed and open) of the selected runs/symbol, rebuilt from the fills (see the module docstring)."""
     _check_run(session, run_id)
+    # plain columns, not FillRow entities: a backtest reads thousands of fills back and ORM identity-mapped objects
+    # cost several times the row itself; the values (and their types) are the same
     stmt = (
-        select(FillRow, OrderRow.strategy, OrderRow.iteration_id)
+        select(
+            FillRow.run_id,
+            FillRow.symbol,
+            FillRow.fill_id,
+            FillRow.client_order_id,
+            FillRow.side,
+            FillRow.quantity,
+            FillRow.price,
+            FillRow.commission,
+            FillRow.filled_at,
+            OrderRow.strategy,
+            OrderRow.iteration_id,
+        )
         .join(OrderRow, OrderRow.client_order_id == FillRow.client_order_id)
         .order_by(FillRow.run_id, FillRow.symbol, FillRow.filled_at, FillRow.id)
     )
@@ -269,7 +283,8 @@ def rebuild_round_trips(session: Session, *, run_id: str | None = None, symbol: 
     builders: list[_Builder] = []
     unmatched: list[UnmatchedSell] = []
     current: dict[tuple[str, str], _Builder] = {}
-    for fill, strategy, order_iteration in session.execute(stmt):
+    for fill in session.execute(stmt):
+        strategy, order_iteration = fill.strategy, fill.iteration_id
         key = (fill.run_id, fill.symbol)
         trip_fill = TripFill(
             fill.fill_id, fill.client_order_id, fill.side, fill.quantity, fill.price, fill.commission, fill.filled_at

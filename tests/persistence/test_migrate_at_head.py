@@ -1,0 +1,63 @@
+"""Opening a database already at the head revision does not run Alembic; one behind is still migrated."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlalchemy import inspect, text
+
+from core.persistence.db import head_revision, open_database
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+_OPEN_WITHOUT_ALEMBIC = """
+import sys
+sys.path.insert(0, {root!r})
+from alembic import command
+def refuse(*args, **kwargs):
+    raise AssertionError("Alembic ran on a database already at head")
+command.upgrade = refuse
+from core.persistence.db import open_database
+open_database({url!r}, create=False).dispose()
+print("opened")
+"""
+
+
+def _version(url: str) -> list[str]:
+    engine = open_database(url)
+    try:
+        with engine.connect() as connection:
+            return list(connection.execute(text("SELECT version_num FROM alembic_version")).scalars())
+    finally:
+        engine.dispose()
+
+
+def test_head_revision_is_the_last_migration() -> None:
+    versions = sorted(p.name for p in (REPO_ROOT / "core/persistence/migrations/versions").glob("0*.py"))
+    assert head_revision() == versions[-1].split("_")[0]
+
+
+def test_a_database_at_head_is_opened_without_running_alembic(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'at_head.db'}"
+    assert _version(url) == [head_revision()]  # created and migrated
+    code = _OPEN_WITHOUT_ALEMBIC.format(root=str(REPO_ROOT), url=url)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("opened")
+
+
+def test_a_database_one_revision_behind_is_still_migrated(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'behind.db'}"
+    engine = open_database(url)
+    with engine.begin() as connection:
+        connection.execute(text("DROP TABLE order_intents"))
+        connection.execute(text("UPDATE alembic_version SET version_num = '0004'"))
+    engine.dispose()
+    assert _version(url) == [head_revision()]
+    engine = open_database(url)
+    try:
+        assert inspect(engine).has_table("order_intents")
+    finally:
+        engine.dispose()
