@@ -7,3 +7,5 @@ backtest), :mod:`core.research.study` (running a study in one or many processes)
 :mod:`core.research.overfitting`, :mod:`core.research.report` (the HTML report) and :mod:`core.research.cli`
 (``main.py optimize``).
 """
+
+OBJECTIVES = ("sharpe", "sortino", "calmar", "return")  # what a study can maximise (see core.research.objective)

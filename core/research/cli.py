@@ -16,17 +16,19 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from config.settings import Settings
 from core.backtest.cli import _amount, _positive_int, _symbols, _train_test
 from core.backtest.config import DEFAULT_CALENDAR, BacktestConfig, BacktestError, parse_param, resolve_data_dir
 from core.brokers.simulated import FILL_MODELS
 from core.errors import EXIT_ERROR, EXIT_OK, exit_code_for
-from core.research.objective import OBJECTIVES, TrialSpec
-from core.research.study import StudySpec, progress_printer
+from core.research import OBJECTIVES
 from strategies.registry import STRATEGY_NAMES
 from utils.cli import iso_date
+
+if TYPE_CHECKING:  # the study machinery (the backtester, Optuna) loads only when a study runs
+    from core.research.study import StudySpec
 
 __all__ = ["add_optimize_parser", "run_optimize_command", "spec_from_args"]
 
@@ -109,6 +111,9 @@ def add_optimize_parser(subparsers: Any, parents: Sequence[argparse.ArgumentPars
 
 
 def spec_from_args(args: argparse.Namespace, settings: Settings) -> StudySpec:
+    from core.research.objective import TrialSpec
+    from core.research.study import StudySpec
+
     backtest = BacktestConfig(
         data_dir=resolve_data_dir(args.data_dir, settings),
         symbols=args.symbols,
@@ -186,6 +191,7 @@ def run_optimize_command(
     args: argparse.Namespace, settings: Settings, *, stdout: TextIO | None = None, stderr: TextIO | None = None
 ) -> int:
     from core.research.optimize import optimize
+    from core.research.study import progress_printer
 
     out = stdout if stdout is not None else sys.stdout
     err = stderr if stderr is not None else sys.stderr

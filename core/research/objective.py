@@ -40,6 +40,7 @@ from core.backtest.runner import BacktestConfig, BacktestError, BacktestResult, 
 from strategies.base import InvalidStrategyParams
 from strategies.registry import STRATEGY_CLASSES
 from strategies.space import Choice, FloatRange, IntRange, SearchSpace
+from core.research import OBJECTIVES
 
 __all__ = [
     "OBJECTIVES",
@@ -50,7 +51,6 @@ __all__ = [
     "suggest",
 ]
 
-OBJECTIVES = ("sharpe", "sortino", "calmar", "return")
 INFEASIBLE = float("-inf")
 CHECKPOINTS = (0.25, 0.5, 0.75)  # shares of the sessions at which a pruned study reports the path so far
 _MIN_CHECKPOINT_SESSIONS = 20  # a path shorter than this says nothing: no report
