@@ -61,6 +61,21 @@ def test_signal_arrays_when_computed_alone_or_sharing_bar_data_then_they_are_the
                     _same(values, frame[column], f"{symbol} {name} {column} (shared bar data)")
 
 
+def test_signal_arrays_when_the_backtest_drops_the_targets_then_they_are_its_compute_frame_columns(
+    real_bars: dict[str, pd.DataFrame], real_peers: Peers
+) -> None:
+    from core.backtest.registry import without_targets
+
+    bars = real_bars["IBM"]
+    for name, strategy in without_targets(build_registry()).items():
+        frame = strategy.compute(bars, real_peers)
+        assert frame["target"].isna().all()
+        arrays = strategy.signal_arrays(bars, real_peers)
+        assert list(arrays) == [str(c) for c in frame.columns]
+        for column, values in arrays.items():
+            _same(values, frame[column], f"{name} {column}")
+
+
 def test_signal_arrays_when_returned_then_no_indicator_shares_memory_with_the_bars_or_another_strategy(
     real_bars: dict[str, pd.DataFrame], real_peers: Peers
 ) -> None:
