@@ -26,8 +26,9 @@ from core.kernel.frame_cache import FrameCache
 from core.llm import LLMSelector
 from core.vocabulary import AgentName, DecisionAction
 from strategies.base import ACTION_BY_CODE, Peers, Strategy
-from strategies.context import MarketContext, context_frame
-from strategies.frames import PeersMemo, signal_frame, signal_frame_key
+from strategies.common import BarData
+from strategies.context import MarketContext, context_arrays
+from strategies.frames import PeersMemo, signal_arrays, signal_arrays_key, signal_frame_key
 from strategies.selector import StrategySelector
 from utils.circuit_breaker import BreakerEvent, ConsecutiveFailureBreaker, drain_rows
 
@@ -58,7 +59,11 @@ class _Columns:
 
     @classmethod
     def of(cls, frame: pd.DataFrame) -> _Columns:
-        arrays = {str(c): _column_values(frame[c]) for c in frame.columns}
+        return cls.from_arrays(frame, {str(c): _column_values(frame[c]) for c in frame.columns})
+
+    @classmethod
+    def from_arrays(cls, frame: pd.DataFrame, arrays: dict[str, np.ndarray]) -> _Columns:
+        """Columns computed as arrays over ``frame``'s rows (no frame built, no pandas column lookups)."""
         indicators = tuple((name[4:], values) for name, values in arrays.items() if name.startswith("ind_"))
         index = datetime_index(frame)
         return cls(index, arrays, index.asi8, index.unit, indicators)
@@ -151,7 +156,9 @@ class _Contexts:
         found = self._done.get(symbol)
         if found is None:
             sb = self._batch.bars[symbol]
-            ctx = self._cache.get(symbol, "context", sb.frame, lambda: _Columns.of(context_frame(sb.frame)))
+            ctx = self._cache.get(
+                symbol, "context", sb.frame, lambda: _Columns.from_arrays(sb.frame, context_arrays(sb.frame))
+            )
             found = self._done[symbol] = _context_at(symbol, ctx, sb.end - 1)
         return found
 
@@ -204,7 +211,7 @@ class StrategyAgent:
             sb.symbol,
             ("signal_columns", strategy.name),
             sb.frame,
-            lambda: _Columns.of(signal_frame(self._cache, sb, strategy, peers)),
+            lambda: _Columns.from_arrays(sb.frame, signal_arrays(self._cache, sb, strategy, peers)),
         )
 
     def _eligible(self, name: str, available: int, has_benchmark: bool, has_universe: bool) -> str | None:
@@ -388,6 +395,7 @@ class StrategyAgent:
         while len(recent) > KEEP_SIGNAL_FRAMES:
             old = recent.pop(0)
             self._cache.discard(symbol, signal_frame_key(old))
+            self._cache.discard(symbol, signal_arrays_key(old))
             self._cache.discard(symbol, ("signal_columns", old))
 
     def _shadow_row(
@@ -417,12 +425,13 @@ class StrategyAgent:
         once it is chosen for the symbol, so 500 symbols x 10 strategies of 10-year frames do not all stay in memory.
         """
         strategies, codes, strengths = [], [], []
+        data = BarData(sb.frame)  # one extraction and one ATR per length for the ten strategies
         for name, strategy in self._registry.items():
             cols = self._cache.peek(sb.symbol, ("signal_columns", name), sb.frame)
             arrays = (
                 cols.arrays
                 if cols is not None
-                else {c: v.to_numpy() for c, v in strategy.compute(sb.frame, peers)[["action", "strength"]].items()}
+                else strategy.signal_arrays(sb.frame, peers, data=data, indicators=False)
             )
             strategies.append(
                 (name, strategy.min_history, bool(strategy.needs_benchmark), bool(strategy.needs_universe))

@@ -80,6 +80,15 @@ class Strategy(ABC):
     def compute(self, bars: pd.DataFrame, peers: Peers | None = None) -> pd.DataFrame:
         """Vectorised, causal signal frame aligned with ``bars`` (see module docstring)."""
 
+    def signal_arrays(
+        self, bars: pd.DataFrame, peers: Peers | None = None, *, data: Any = None, indicators: bool = True
+    ) -> dict[str, np.ndarray]:
+        """:meth:`compute`'s columns as numpy arrays (``data``: shared per-frame inputs a subclass may reuse;
+        ``indicators=False``: the ``ind_*`` columns may be left out). Subclasses compute them without the frame."""
+        frame = self.compute(bars, peers)
+        names = [str(c) for c in frame.columns]
+        return {c: frame[c].to_numpy() for c in names if indicators or not c.startswith("ind_")}
+
     def reason(self, action: Action, indicators: Mapping[str, float]) -> str:
         """Human-readable justification of a signal from its indicator values (override for nicer text)."""
         shown = ", ".join(f"{k}={v:.4g}" for k, v in indicators.items())

@@ -198,6 +198,7 @@ class BarStrategy(Strategy):
 
     params: Any
     _frame_columns: ClassVar[pd.Index]
+    _column_names: ClassVar[tuple[str, ...]]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -205,6 +206,7 @@ class BarStrategy(Strategy):
         if len(set(names)) != len(names):
             raise TypeError(f"{cls.__name__}: indicator names {cls.indicator_names} collide with the signal columns")
         cls._frame_columns = pd.Index(names)
+        cls._column_names = names  # a tuple: iterating a pandas string index costs microseconds per label
 
     @abstractmethod
     def evaluate(self, data: BarData, peers: Peers | None) -> Evaluation:
@@ -212,6 +214,25 @@ class BarStrategy(Strategy):
 
     def compute(self, bars: pd.DataFrame, peers: Peers | None = None) -> pd.DataFrame:
         data = BarData(bars)
+        return assemble_frame(data.index, self._frame_columns, self._columns(data, peers, indicators=True))
+
+    def signal_arrays(
+        self, bars: pd.DataFrame, peers: Peers | None = None, *, data: Any = None, indicators: bool = True
+    ) -> dict[str, np.ndarray]:
+        """:meth:`compute`'s columns as numpy arrays, without building the frame (the same values, bit for bit).
+
+        ``data``: a :class:`BarData` of ``bars`` shared by several strategies over the same frame (its ATRs are then
+        computed once); ``indicators=False``: only the four signal columns (the shadow ledger reads no indicators).
+        The arrays are the caller's: none is a view of the bars frame or of another strategy's arrays."""
+        if data is None:
+            data = BarData(bars)
+        columns = self._columns(data, peers, indicators=indicators)
+        if indicators:  # indicators may be views of the bars, of memoised peer arrays or of ``data``'s ATRs
+            columns[4:] = [c.copy() for c in columns[4:]]
+        return dict(zip(self._column_names, columns, strict=False))
+
+    def _columns(self, data: BarData, peers: Peers | None, *, indicators: bool) -> list[np.ndarray]:
+        """The signal frame's columns in ``_frame_columns`` order (only the first four with ``indicators=False``)."""
         n = len(data)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             evaluation = self.evaluate(data, peers)
@@ -248,6 +269,8 @@ class BarStrategy(Strategy):
                 target[rows] = np.where(usable & np.isfinite(aim), aim, np.nan)
 
         columns: list[np.ndarray] = [action, strength, stop, target]
+        if not indicators:
+            return columns
         for name in self.indicator_names:
             values = np.asarray(evaluation.indicators[name], dtype=np.float64)
             if values.shape != (n,):
@@ -255,7 +278,7 @@ class BarStrategy(Strategy):
             infinite = np.isinf(values)
             columns.append(np.where(infinite, np.nan, values) if infinite.any() else values)
         columns.append(risk_atr)
-        return assemble_frame(data.index, self._frame_columns, columns)
+        return columns
 
     def reason(self, action: Action, indicators: Mapping[str, float]) -> str:
         shown = ", ".join(f"{k}={v:.4g}" for k, v in indicators.items())

@@ -36,7 +36,6 @@ from core.persistence.models import (
     OrderRow,
     PositionRow,
     Run,
-    ShadowSignalRow,
 )
 from core.persistence.repository import Repository
 from tests.conftest import BUNDLED_DAILY, SETTINGS_ENV, make_settings
@@ -623,7 +622,7 @@ def test_llm_usage_counts_calls_cost_latency_and_abstentions(built: Built, s: Se
 
 
 def test_shadow_comparison_counts_every_strategys_signals(built: Built, s: Session) -> None:
-    rows = s.scalars(select(ShadowSignalRow).where(ShadowSignalRow.run_id == built.backtest)).all()
+    rows = reporting.shadow_entries(s, run_id=built.backtest)
     table = q.shadow_comparison(s, built.backtest)
     assert table["strategy"].iloc[0] == "selector"
     assert len(rows) == 3 * 125

@@ -40,6 +40,14 @@ class _WithoutTargets:
         out["target"] = np.nan
         return out
 
+    def signal_arrays(
+        self, bars: pd.DataFrame, peers: Any = None, *, data: Any = None, indicators: bool = True
+    ) -> dict[str, np.ndarray]:
+        """:meth:`compute`'s columns as arrays (the inner strategy's, the target NaN)."""
+        arrays = dict(self._inner.signal_arrays(bars, peers, data=data, indicators=indicators))
+        arrays["target"] = np.full(len(bars), np.nan)
+        return arrays
+
 
 def without_targets(registry: Mapping[str, Strategy]) -> dict[str, Any]:
     """The registry with every strategy wrapped so that it emits no profit target (see :class:`_WithoutTargets`)."""

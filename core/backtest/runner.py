@@ -42,7 +42,7 @@ Definitions
   (``state``: refused because LOCKED or HALTED). ``status`` is ``"halted"`` when the run ends HALTED (it then
   needs ``main.py reset`` to trade again, were it the daemon), ``"interrupted"`` when stopped early, else
   ``"finished"``. With ``risk_limits=False`` there is no trading state: no episodes.
-* **Shadow ledgers** (report only): from the run's ``shadow_signals`` rows, one paper ledger per registered strategy
+* **Shadow ledgers** (report only): from the run's shadow ledger (``shadow_matrices`` rows), one paper ledger per registered strategy
   and one for the selector's choices. Per symbol the ledger is long from a BUY signal to the next SELL signal (at
   the signal's close, no costs); a day's ledger return is the equal-weighted mean over the recorded symbols of
   ``held on the previous row x (close / previous close - 1)``; equity compounds from 1. A strategy not eligible for
@@ -116,11 +116,11 @@ from core.data.files import FileProvider
 from core.data.validation import day_numbers
 from core.analytics.metrics import ClosedTrade, compute_metrics, metrics_by
 from core.runtime.orchestrator import IterationOutcome, run_replay
-from core.persistence.models import DecisionRow, EquitySnapshotRow, Iteration, ShadowSignalRow
+from core.persistence.models import DecisionRow, EquitySnapshotRow, Iteration
 from core.risk import TRADING_STATE_EVENT, TradingState, trading_episodes
 from core.kernel.calendar import EASTERN
 from core.kernel.domain import datetime_index
-from core.analytics.reporting import RoundTrip, rebuild_round_trips, selection_mix
+from core.analytics.reporting import RoundTrip, rebuild_round_trips, selection_mix, shadow_entries
 from core.vocabulary import DENIED_PREFIX, AgentName
 from strategies.selector import FixedSelector, StrategySelector
 from utils.jsonable import jsonable
@@ -306,18 +306,7 @@ def _read_run(app: App, want_shadow: bool) -> _Recorded:
         shadow = None
         if want_shadow:
             shadow = [
-                (r.as_of, r.symbol, r.selected, float(r.close), dict(r.signals))
-                for r in session.execute(
-                    select(
-                        ShadowSignalRow.as_of,
-                        ShadowSignalRow.symbol,
-                        ShadowSignalRow.selected,
-                        ShadowSignalRow.close,
-                        ShadowSignalRow.signals,
-                    )
-                    .where(ShadowSignalRow.run_id == app.run_id)
-                    .order_by(ShadowSignalRow.symbol, ShadowSignalRow.as_of, ShadowSignalRow.id)
-                )
+                (e.as_of, e.symbol, e.selected, e.close, e.signals) for e in shadow_entries(session, run_id=app.run_id)
             ]
     index = pd.DatetimeIndex([at for at, _, _ in rows]).tz_convert(UTC) if rows else pd.DatetimeIndex([], tz=UTC)
     equity = pd.Series([float(e) for _, e, _ in rows], index=index, dtype=float, name="equity")

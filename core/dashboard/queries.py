@@ -18,7 +18,7 @@ What is reused rather than re-implemented:
 The benchmark
 -------------
 The database stores no bars, but every iteration records the close each symbol had: the shadow ledger
-(``shadow_signals.close``) and the Data agent's decision (``decisions.inputs["close"]``, kept even when the shadow
+(``shadow_matrices.closes``) and the Data agent's decision (``decisions.inputs["close"]``, kept even when the shadow
 ledger is off). The buy-and-hold benchmark of a symbol is that close, matched to the equity snapshots by iteration
 and rebased to the run's first equity, like the benchmark line of the backtest HTML report
 (:mod:`core.backtest.report`).
@@ -49,7 +49,6 @@ from core.persistence.models import (
     OrderRow,
     PositionRow,
     Run,
-    ShadowSignalRow,
 )
 from core.vocabulary import AgentName, StateKey
 
@@ -151,13 +150,9 @@ def benchmark_closes(session: Session, run_id: str, symbol: str) -> dict[str, fl
     decisions (``inputs["close"]``)."""
     sym = symbol.strip().upper()
     closes = {
-        iteration_id: float(close)
-        for iteration_id, close in session.execute(
-            select(ShadowSignalRow.iteration_id, ShadowSignalRow.close).where(
-                ShadowSignalRow.run_id == run_id, ShadowSignalRow.symbol == sym
-            )
-        )
-        if close is not None and close > 0
+        entry.iteration_id: entry.close
+        for entry in reporting.shadow_entries(session, run_id=run_id, symbol=sym)
+        if entry.close is not None and entry.close > 0
     }
     if closes:
         return closes

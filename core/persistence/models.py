@@ -6,7 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from core.persistence.types import Money, UTCDateTime
@@ -204,6 +204,25 @@ class ShadowSignalRow(Base):
     selected: Mapped[str] = mapped_column(String(64))
     close: Mapped[float]
     signals: Mapped[dict[str, Any]]
+
+
+class ShadowMatrixRow(Base):
+    """The shadow ledger of one iteration, packed: every symbol's signal from every registered strategy as two
+    symbols x strategies matrices (``core.persistence.shadow`` packs and unpacks them; runs recorded before this
+    table keep their ``shadow_signals`` rows, which the same readers read)."""
+
+    __tablename__ = "shadow_matrices"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), index=True)
+    iteration_id: Mapped[str] = mapped_column(ForeignKey("iterations.id"), unique=True)
+    as_of: Mapped[datetime]
+    strategies: Mapped[list[str]] = mapped_column(JSON)  # the matrices' columns
+    symbols: Mapped[list[str]] = mapped_column(JSON)  # the matrices' rows
+    selected: Mapped[list[str]] = mapped_column(JSON)  # per symbol, the strategy the selector chose
+    closes: Mapped[bytes] = mapped_column(LargeBinary)  # per symbol, float64 little-endian
+    codes: Mapped[bytes] = mapped_column(LargeBinary)  # int8 action codes (1 BUY, -1 SELL, 0 HOLD, -128 not eligible)
+    strengths: Mapped[bytes] = mapped_column(LargeBinary)  # float64 little-endian, as recorded (0 on HOLD)
 
 
 class BreakerEventRow(Base):

@@ -43,8 +43,9 @@ from core.persistence.models import (
     PositionRow,
     ReconciliationRow,
     Run,
-    ShadowSignalRow,
+    ShadowMatrixRow,
 )
+from core.persistence.shadow import pack_shadow
 from utils.jsonable import jsonable
 
 
@@ -60,7 +61,7 @@ _POSITIONS = _table(PositionRow)
 _EQUITY = _table(EquitySnapshotRow)
 _REPORTS = _table(AuditReportRow)
 _LLM_CALLS = _table(LLMCallRow)
-_SHADOW = _table(ShadowSignalRow)
+_SHADOW = _table(ShadowMatrixRow)
 _BREAKERS = _table(BreakerEventRow)
 _STATE = _table(DaemonStateRow)
 _ORDERS = _table(OrderRow)
@@ -323,9 +324,10 @@ class Repository:
             llm_calls.extend(
                 {"run_id": r.run_id, "iteration_id": r.iteration_id, **jsonable_row(c)} for c in r.llm_calls
             )
-            shadow.extend(
-                {"run_id": r.run_id, "iteration_id": r.iteration_id, "as_of": r.as_of, **dict(x)} for x in r.shadow
-            )
+            if r.shadow:  # one packed row per iteration (core.persistence.shadow)
+                shadow.append(
+                    {"run_id": r.run_id, "iteration_id": r.iteration_id, "as_of": r.as_of, **pack_shadow(r.shadow)}
+                )
             breakers.extend({"run_id": r.run_id, "details": None, **dict(e)} for e in r.breaker_events)
             state.update(r.state)  # later iterations' values win, as separate transactions would leave them
 

@@ -25,7 +25,7 @@ Layout (every name below is re-exported here, so callers import from ``core.anal
 * :mod:`core.analytics.reporting.risk_report`: ``risk_view``;
 * :mod:`core.analytics.reporting.reconcile_report`: ``reconcile_view``;
 * :mod:`core.analytics.reporting.why_report`: ``why``, ``PIPELINE_ORDER``;
-* :mod:`core.analytics.reporting.llm_report`: ``llm_usage``, ``shadow_stats``, ``percentile``;
+* :mod:`core.analytics.reporting.llm_report`: ``llm_usage``, ``shadow_stats``, ``shadow_entries``, ``percentile``;
 * :mod:`core.analytics.reporting.listings`: ``list_trades``, ``list_orders``, ``list_decisions``, ``list_equity``,
   ``list_runs`` (row listings);
 * :mod:`core.analytics.reporting.output`: ``render_table``, ``render_csv``, ``render_json``, ``json_ready``, ``plain`` and the
@@ -44,7 +44,7 @@ from core.analytics.reporting.listings import (
     list_runs,
     list_trades,
 )
-from core.analytics.reporting.llm_report import llm_usage, percentile, selection_mix, shadow_stats
+from core.analytics.reporting.llm_report import llm_usage, percentile, selection_mix, shadow_entries, shadow_stats
 from core.analytics.reporting.output import (
     json_ready,
     plain,
@@ -109,6 +109,7 @@ __all__ = [
     "risk_view",
     "round_trips",
     "run_list",
+    "shadow_entries",
     "shadow_stats",
     "why",
 ]

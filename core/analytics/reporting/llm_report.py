@@ -10,7 +10,8 @@ from typing import Any
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from core.persistence.models import DecisionRow, LLMCallRow, ShadowSignalRow
+from core.persistence.models import DecisionRow, LLMCallRow, ShadowMatrixRow, ShadowSignalRow
+from core.persistence.shadow import ShadowEntry, entries
 from core.analytics.reporting.filters import _norm_symbol, _window
 from core.vocabulary import AgentName, DecisionAction
 
@@ -103,6 +104,25 @@ def selection_mix(session: Session, run_id: str) -> tuple[int, int, Decimal, int
     return choices["llm"], choices["deterministic"], cost, made
 
 
+def shadow_entries(
+    session: Session,
+    *,
+    run_id: str | None = None,
+    start: date | None = None,
+    end: date | None = None,
+    symbol: str | None = None,
+) -> list[ShadowEntry]:
+    """The shadow ledger's per-symbol entries (packed ``shadow_matrices`` rows and the older runs' ``shadow_signals``
+    rows), ordered by run, symbol and time."""
+    legacy = _run_filter(
+        select(ShadowSignalRow), ShadowSignalRow, ShadowSignalRow.as_of, run_id, start, end, symbol
+    ).order_by(ShadowSignalRow.run_id, ShadowSignalRow.symbol, ShadowSignalRow.as_of)
+    packed = _run_filter(
+        select(ShadowMatrixRow), ShadowMatrixRow, ShadowMatrixRow.as_of, run_id, start, end, None
+    ).order_by(ShadowMatrixRow.as_of, ShadowMatrixRow.id)
+    return entries(session.scalars(packed), session.scalars(legacy), _norm_symbol(symbol))
+
+
 def shadow_stats(
     session: Session,
     *,
@@ -115,11 +135,8 @@ def shadow_stats(
     """Per strategy of the shadow ledger: how often it would have signalled, and the average forward return
     ``horizon`` bars after its BUY/SELL signals, beside the same figures for the strategies the selector actually
     chose (``selector``, listed first). ``query_trades.py shadow`` and the dashboard."""
-    stmt = _run_filter(
-        select(ShadowSignalRow), ShadowSignalRow, ShadowSignalRow.as_of, run_id, start, end, symbol
-    ).order_by(ShadowSignalRow.run_id, ShadowSignalRow.symbol, ShadowSignalRow.as_of)
-    series: dict[tuple[str, str], list[ShadowSignalRow]] = {}
-    for row in session.scalars(stmt):
+    series: dict[tuple[str, str], list[ShadowEntry]] = {}
+    for row in shadow_entries(session, run_id=run_id, start=start, end=end, symbol=symbol):
         series.setdefault((row.run_id, row.symbol), []).append(row)
     stats: dict[str, dict[str, Any]] = {}
 
