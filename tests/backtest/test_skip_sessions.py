@@ -69,10 +69,12 @@ def _rows(database: Path) -> dict[str, list[tuple[Any, ...]]]:
     return out
 
 
-def _run(tmp_path: Path, name: str, config: BacktestConfig) -> tuple[BacktestResult, dict[str, list[tuple[Any, ...]]]]:
+def _run(
+    tmp_path: Path, name: str, config: BacktestConfig, **settings_overrides: Any
+) -> tuple[BacktestResult, dict[str, list[tuple[Any, ...]]]]:
     where = tmp_path / name
     where.mkdir(parents=True)
-    settings = make_settings(where, database_url=f"sqlite:///{where / 'run.db'}")
+    settings = make_settings(where, database_url=f"sqlite:///{where / 'run.db'}", **settings_overrides)
     result = asyncio.run(run_backtest(settings, config))
     return result, _rows(where / "run.db")
 
@@ -85,11 +87,13 @@ def _comparable(result: BacktestResult) -> dict[str, Any]:
     return data
 
 
-def _both_modes(tmp_path: Path, **options: Any) -> tuple[BacktestResult, BacktestResult, dict[str, Any]]:
+def _both_modes(
+    tmp_path: Path, settings: dict[str, Any] | None = None, **options: Any
+) -> tuple[BacktestResult, BacktestResult, dict[str, Any]]:
     """Run verify mode and skip mode; assert every record and the JSON result are the same. Returns both results and
-    the verify run's rows."""
-    full, full_rows = _run(tmp_path, "verify", BacktestConfig(verify=True, **options))
-    quick, quick_rows = _run(tmp_path, "skip", BacktestConfig(**options))
+    the verify run's rows. ``settings``: overrides of the settings of both runs."""
+    full, full_rows = _run(tmp_path, "verify", BacktestConfig(verify=True, **options), **(settings or {}))
+    quick, quick_rows = _run(tmp_path, "skip", BacktestConfig(**options), **(settings or {}))
     assert full.settings["sessions_skipped"] == 0
     for table in TABLES:
         assert len(quick_rows[table]) == len(full_rows[table]), table
@@ -125,9 +129,10 @@ def test_bundled_with_risk_limits_and_brackets_is_identical(tmp_path: Path, bund
     assert quick.trading_episodes == full.trading_episodes
 
 
-def test_bundled_under_the_cross_check_rules_is_identical(tmp_path: Path, bundled_daily: Path) -> None:
+@pytest.mark.parametrize("bus_mode", ["async", "sync"])
+def test_bundled_under_the_cross_check_rules_is_identical(tmp_path: Path, bundled_daily: Path, bus_mode: str) -> None:
     full, quick, rows = _both_modes(
-        tmp_path, data_dir=bundled_daily, symbols=("IBM", "SPY"), start=date(2012, 1, 1), end=date(2018, 12, 31),
+        tmp_path, {"bus_mode": bus_mode}, data_dir=bundled_daily, symbols=("IBM", "SPY"), start=date(2012, 1, 1), end=date(2018, 12, 31),
         **SMA_RULES,
     )  # fmt: skip
     assert quick.settings["sessions_skipped"] > 0
