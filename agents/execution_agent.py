@@ -214,6 +214,12 @@ class ExecutionAgent:
             synced = SyncResult(notes=(f"broker sync failed: {exc}",))
         progress.synced = merge_reports(carried, resolved, synced)
 
+    def synced(self, iteration_id: str) -> SyncResult | None:
+        """What the broker reported so far in iteration ``iteration_id`` (None once the iteration has been executed,
+        or before its sync)."""
+        progress = self._progress.get(iteration_id)
+        return progress.synced if progress is not None else None
+
     def discard(self, iteration_id: str) -> SyncResult | None:
         """Hand over (and forget) what the broker reported and accepted in an iteration that failed before executing
         completed: its fills, order updates and the orders already submitted, so the failed iteration records them."""

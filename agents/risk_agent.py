@@ -187,6 +187,29 @@ class RiskAgent:
         if transition is not None:
             self._record(transition, as_of)
 
+    def advance_quiet(self, account: AccountState, batch: BarsBatch, as_of: datetime) -> bool:
+        """The Risk stage of an iteration in which every signal is HOLD (a backtest's skipped session), applied only
+        when it decides nothing and changes nothing but the session counters: no time stop due, the data-quality
+        breaker stays CLOSED and, with the limits on, the state is ACTIVE before and after with no transition. Returns
+        False (and changes nothing) when the iteration has to go through :meth:`on_validated`."""
+        quality = batch.breaker_quality
+        if self._quality.state is not BreakerState.CLOSED or self._quality.would_trip(quality):
+            return False
+        if self._positions is not None and account.positions:
+            if self._positions.time_stops(PositionManager.plans(account), batch):
+                return False
+        if self._enforce:
+            if self.protection.state is not TradingState.ACTIVE:
+                return False
+            protection, transition = advance(
+                self.protection, self._portfolio(account), self.limits, self.drawdown, at=as_of
+            )
+            if transition is not None or protection.state is not TradingState.ACTIVE:
+                return False
+            self.protection = protection
+        self._quality.evaluate(quality)
+        return True
+
     def _record(self, transition: Transition, at: datetime) -> None:
         self._transitions.append(transition_record(transition, at))
         loud = transition.event in ("lock", "halt")

@@ -322,6 +322,10 @@ class ThresholdBreaker(_Breaker):
             return True
         return value < self.threshold if self.compare == "below" else value > self.threshold
 
+    def would_trip(self, value: float | Decimal) -> bool:
+        """Whether :meth:`evaluate` of ``value`` would find it beyond the threshold (nothing is changed)."""
+        return self._crossed(value)
+
     def evaluate(self, value: float | Decimal) -> BreakerState:
         """Compare ``value`` with the threshold; returns the resulting state (OPEN = tripped for this evaluation)."""
         if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):

@@ -211,6 +211,13 @@ def add_backtest_parser(subparsers: Any, parents: Sequence[argparse.ArgumentPars
         "by default a backtest records every decision that carries information (signals, refusals, orders, exclusions)",
     )
     out.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a terminal")
+    out.add_argument(
+        "--verify",
+        action="store_true",
+        help="process every session through the whole pipeline; by default sessions in which nothing can happen "
+        "(flat, no working order, the pinned strategy holding everywhere, no data flag, no trading-state change) take "
+        "a short path with the same records",
+    )
     p.set_defaults(command="backtest")
     return p
 
@@ -244,6 +251,7 @@ def config_from_args(args: argparse.Namespace, settings: Settings) -> BacktestCo
         walk_forward=args.walk_forward or DEFAULT_WALK_FORWARD,
         seed=args.seed,
         record_all=args.record_all,
+        verify=args.verify,
         calendar=args.calendar.strip(),
     )
     config.check()

@@ -87,6 +87,7 @@ class BacktestConfig:
     audit_batch: int | None = None
     record_all: bool = False  # also record the routine decisions (data ok, HOLD, skip, no order) of every symbol
     calendar: str = DEFAULT_CALENDAR  # "auto", an exchange_calendars code (sessions and session checks), or "data"
+    verify: bool = False  # process every session (no quiet session skipped: core.backtest.skipping)
 
     @property
     def use_brackets(self) -> bool:

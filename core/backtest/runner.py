@@ -54,6 +54,17 @@ Definitions
   is not a walk-forward optimisation; that is :mod:`core.research.walkforward`) and the Ljung-Box (10 lags) and t-tests of the daily returns;
   see :mod:`core.backtest.robustness`.
 
+Quiet sessions (:mod:`core.backtest.skipping`): a session in which nothing can happen (the pinned strategy holding
+for every symbol, no data exclusion or flag, the broker's sync on the bars reporting no fill and no order change, no
+time stop due, the trading state ACTIVE with no transition) skips the Strategy, Quant and Risk stages; the Data agent
+still screens its bars, the broker still syncs on them, the Execution agent still moves trailing stops and reports the
+equity, and the Audit agent records the iteration from the same events, so every record (iterations, decisions,
+orders, fills, equity snapshots, reports, state) and the result are those of a run that processes every session.
+``verify=True`` (``--verify``) processes every session. Sessions are never skipped when the run records something for
+every symbol and session that the short path does not produce: the shadow ledger on, the routine decisions recorded
+(``record_all``), the LLM allowed, no pinned strategy (the selector's daily choice), or a pinned strategy that reads
+the benchmark or the universe. ``settings["sessions_skipped"]`` counts the skipped sessions.
+
 Modules: :mod:`core.backtest.config` (the request: :class:`BacktestConfig`, :class:`BacktestError`, the option
 parsers), :mod:`core.backtest.data` (:class:`SnapshotProvider`), :mod:`core.backtest.selectors`
 (:class:`RecordedSelector`), :mod:`core.backtest.registry` (the strategies, :func:`without_targets`),
@@ -108,6 +119,8 @@ from core.backtest.progress import ProgressBar
 from core.backtest.registry import _registry, without_targets
 from core.backtest.results import BacktestResult, Robustness, TradeRecord
 from core.backtest.selectors import RecordedSelector
+from core.backtest.skipping import QuietSessions, skip_blocker
+from core.kernel.events import DataReady, IterationStarted
 from core.brokers.costs import BpsSlippage, PerShareCommission
 from core.brokers.simulated import SimulatedBroker
 from core.kernel.calendar import MarketCalendar
@@ -521,6 +534,7 @@ async def run_backtest(
         ),
     )
     app.orchestrator.summary_level = "DEBUG"  # one INFO line per session is noise in a backtest
+    quiet = _quiet_sessions(app, broker, config, registry)
     stop = stop if stop is not None else asyncio.Event()
     timings["setup"] = time.perf_counter() - mark
     mark = time.perf_counter()
@@ -612,6 +626,7 @@ async def run_backtest(
             **_describe(config, cash, broker, data_dir),
             "calendar": calendar_name,
             "calendar_reason": calendar_why,
+            "sessions_skipped": quiet.skipped if quiet is not None else 0,
         },
         shadow=shadow,
         robustness=robustness,
@@ -632,6 +647,28 @@ def _settled(coroutine: Any) -> Any:
         return done.value
     coroutine.close()
     raise RuntimeError("the coroutine suspended; it cannot be read synchronously")
+
+
+def _quiet_sessions(
+    app: App, broker: SimulatedBroker, config: BacktestConfig, registry: Mapping[str, Any]
+) -> QuietSessions | None:
+    """Skip the run's quiet sessions (:mod:`core.backtest.skipping`) unless something rules it out (``--verify``,
+    recorded routine decisions, the shadow ledger, the LLM, no pinned strategy): then None, every session processed."""
+    strategy = registry.get(config.strategy) if config.strategy is not None else None
+    why = skip_blocker(
+        verify=config.verify,
+        routine_decisions=config.record_all,
+        shadow=config.shadow,
+        llm=config.llm,
+        strategy=strategy,
+    )
+    if why is not None or strategy is None:
+        logger.debug("backtest: every session processed ({})", why)
+        return None
+    quiet = QuietSessions(app.agents, broker, strategy)
+    app.bus.replace(IterationStarted, "data.on_iteration", quiet.on_iteration)
+    app.bus.replace(DataReady, "execution.on_data", quiet.on_data)
+    return quiet
 
 
 def _describe(config: BacktestConfig, cash: Decimal, broker: SimulatedBroker, data_dir: Path) -> dict[str, Any]:

@@ -91,6 +91,21 @@ class EventBus:
         label = name or str(getattr(handler, "__qualname__", repr(handler)))
         self._subscriptions[event_type].append(_Subscription(event_type, handler, label))
 
+    def replace(
+        self,
+        event_type: type[E],
+        name: str,
+        handler: Callable[[E], HandlerResult | Awaitable[HandlerResult]],
+    ) -> None:
+        """Put ``handler`` in place of the subscription named ``name`` (same position, same name); KeyError when
+        ``event_type`` has no subscription of that name."""
+        subs = self._subscriptions.get(event_type, [])
+        for k, sub in enumerate(subs):
+            if sub.name == name:
+                subs[k] = _Subscription(event_type, handler, name)
+                return
+        raise KeyError(f"no {event_type.__name__} subscription named {name!r}")
+
     def subscribers(self, event_type: type[Event]) -> list[str]:
         return [s.name for s in self._handlers_for(event_type)]
 
