@@ -175,7 +175,7 @@ def promote(settings: Settings, outcome: OptimizeOutcome, *, at: datetime | None
                 expectation=expectation,
             )
         when = at or datetime.now(UTC)
-        reason = f"p = {test['p_value']:.4f} against the {test['champion']} over {test['sessions']} OOS sessions"
+        reason = f"p = {test['p_value']:.2g} against the {test['champion']} over {test['sessions']} OOS sessions"
         row, created = record_promotion(
             engine, strategy=strategy, params=params, source_study=study, expectation=expectation, test=test,
             at=when, reason=reason,
