@@ -4,7 +4,8 @@ strategy's parameters, only when its out-of-sample improvement over the current 
 **The test.** The challenger's out-of-sample record is the stitched walk-forward curve (each test window traded with
 the parameters chosen on the window before it: the out-of-sample record of choosing parameters this way). The
 champion (the strategy's current champion version, or, when there is none, its configured parameters: defaults,
-``STRATEGY_PARAMS`` and the fixed ``--param`` values) is backtested unchanged on the same test windows. On the paired
+``STRATEGY_PARAMS``; the study's ``--param`` values do not apply to it) is backtested, as the daemon trades it, on
+the same test windows. On the paired
 daily returns ``d_t = r_challenger_t - r_champion_t`` of those sessions, a one-sided paired t-test of ``mean(d) > 0``:
 ``t = mean(d) / (std(d) / sqrt(n))``, ``p = P(T_{n-1} >= t)``. Promoted when ``p < ALPHA`` (0.05) and the
 challenger's out-of-sample mean daily return is positive; otherwise refused, and nothing is recorded.
@@ -15,7 +16,8 @@ number of sessions, the Sharpe ratio (annualised, sqrt(252)), the max drawdown o
 at least ``MIN_SESSIONS`` live sessions, a one-sided 95 % lower bound ``mean - 1.645 * std / sqrt(n)`` for the live
 mean, and a drawdown limit of ``1.5 x`` the out-of-sample max drawdown.
 
-The parameters recorded are the in-sample winner's of the whole study (the study the walk-forward validated).
+The parameters recorded are the study's fixed ``--param`` values with the in-sample winner's of the whole study over
+them (the study the walk-forward validated).
 Idempotent: promoting again from the same study with the same parameters finds the recorded version and changes
 nothing.
 """
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import math
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -112,7 +114,9 @@ def expectation_of(returns: np.ndarray) -> dict[str, Any]:
 def _champion_returns(settings: Settings, outcome: OptimizeOutcome, params: dict[str, Any]) -> pd.Series:
     """The champion's daily returns on each walk-forward test window (each window from the initial cash)."""
     assert outcome.walk_forward is not None
-    trial = outcome.spec.trial
+    study_trial = outcome.spec.trial
+    # exactly what the daemon trades: STRATEGY_PARAMS with the champion's parameters over them (no --param of the study)
+    trial = replace(study_trial, backtest=replace(study_trial.backtest, params={}))
     parts = []
     with tempfile.TemporaryDirectory(prefix="promotion-") as scratch:
         scratch_settings = settings.model_copy(update={"database_url": f"sqlite:///{Path(scratch) / 'champion.db'}"})
@@ -138,7 +142,7 @@ def promote(settings: Settings, outcome: OptimizeOutcome, *, at: datetime | None
         return PromotionOutcome(False, "promotion needs an out-of-sample record: run with --walk-forward TRAIN:TEST")
     strategy = outcome.spec.trial.backtest.strategy
     assert strategy is not None
-    params = dict(best.params)
+    params = {**outcome.spec.trial.backtest.params, **best.params}  # the fixed --param values and the searched ones
     study = outcome.spec.study_name
     engine = open_database(settings.database_url)
     try:

@@ -185,6 +185,6 @@ def test_promotion_accepted_on_a_planted_edge_once_and_the_rerun_changes_nothing
     try:
         rows = promotions(engine)
         assert [(r.version, r.status, r.strategy) for r in rows] == [(first["version"], "champion", STRATEGY)]
-        assert 2.5 < rows[0].params["k"] < 3.5  # the planted parameters
+        assert 2.5 < rows[0].params["k"] < 3.5 and rows[0].params["length"] == 10  # the planted parameters
     finally:
         engine.dispose()
