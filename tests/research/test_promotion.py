@@ -188,3 +188,23 @@ def test_promotion_accepted_on_a_planted_edge_once_and_the_rerun_changes_nothing
         assert 2.5 < rows[0].params["k"] < 3.5 and rows[0].params["length"] == 10  # the planted parameters
     finally:
         engine.dispose()
+
+
+def test_recording_the_same_promotion_twice_keeps_one_version_and_reverting_the_first_leaves_the_configured(
+    tmp_path: Path,
+):
+    engine = open_database(f"sqlite:///{tmp_path / 'p.db'}")
+    try:
+        at = datetime(2021, 4, 5, 20, 0, tzinfo=UTC)
+        v1 = _promote(engine, {"k": 2.0}, "study-a", at)
+        again, created = record_promotion(
+            engine, strategy=STRATEGY, params={"k": 2.0}, source_study="study-a", expectation={}, test={}, at=at,
+            reason="again",
+        )  # fmt: skip
+        assert (again.version, created) == (v1, False) and len(promotions(engine)) == 1
+        from core.persistence.promotions import revert_promotion
+
+        assert revert_promotion(engine, v1, reason="degraded", at=at) is None  # no previous: configured parameters
+        assert active_versions(engine) == {} and promotions(engine)[0].status == "reverted"
+    finally:
+        engine.dispose()
