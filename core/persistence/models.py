@@ -298,3 +298,27 @@ class OrderIntentRow(Base):
     lookups: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     resolved_at: Mapped[datetime | None]
+
+
+class PromotedConfigRow(Base):
+    """A version of a strategy's parameters promoted by ``main.py optimize --promote`` (see
+    :mod:`core.persistence.promotions`). ``status``: ``champion`` (the one the daemon trades; at most one per
+    strategy), ``retired`` (superseded by a later promotion), ``reverted`` (its live record fell outside its
+    out-of-sample expectation: the previous champion is active again). ``expectation``: the out-of-sample mean daily
+    return, its standard deviation, the sessions, Sharpe, max drawdown and the band the daemon checks against."""
+
+    __tablename__ = "promoted_configs"
+    __table_args__ = (Index("ix_promoted_configs_strategy_status", "strategy", "status"),)
+
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    strategy: Mapped[str] = mapped_column(String(64))
+    params: Mapped[dict[str, Any]]
+    promoted_at: Mapped[datetime]
+    source_study: Mapped[str] = mapped_column(String(200))
+    source_key: Mapped[str] = mapped_column(String(64), unique=True)
+    expectation: Mapped[dict[str, Any]]
+    test: Mapped[dict[str, Any]]
+    previous_version: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    changed_at: Mapped[datetime]

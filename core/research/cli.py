@@ -26,6 +26,7 @@ from core.errors import EXIT_ERROR, EXIT_OK, exit_code_for
 from core.research import OBJECTIVES
 from strategies.registry import STRATEGY_NAMES
 from utils.cli import iso_date
+from utils.jsonable import jsonable
 
 if TYPE_CHECKING:  # the study machinery (the backtester, Optuna) loads only when a study runs
     from core.research.study import StudySpec
@@ -102,6 +103,12 @@ def add_optimize_parser(subparsers: Any, parents: Sequence[argparse.ArgumentPars
         help="also walk forward: optimise on TRAIN sessions, trade the winner on the next TEST sessions, roll",
     )
     study.add_argument("--anchored", action="store_true", help="walk-forward training windows all start at --start")
+    study.add_argument(
+        "--promote",
+        action="store_true",
+        help="record the winner as the strategy's next champion version when its walk-forward (out-of-sample) "
+        "improvement over the current champion is significant (one-sided paired t-test, p < 0.05)",
+    )
     out = p.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="print one JSON object")
     out.add_argument("--report", type=Path, metavar="PATH.html", help="write the HTML study report")
@@ -173,6 +180,9 @@ def _print_summary(payload: dict[str, Any], out: TextIO) -> None:
             f"  stability: {stab['neighbours']} neighbouring trials, median/chosen objective {stab['neighbour_ratio']}",
             file=out,
         )
+    promotion = payload.get("promotion")
+    if promotion:
+        print(f"  promotion: {promotion['reason']}", file=out)
     for flag in over.get("flags", []):
         print(f"  FLAG: {flag}", file=out)
     if not over.get("flags"):
@@ -195,6 +205,10 @@ def run_optimize_command(
 
     out = stdout if stdout is not None else sys.stdout
     err = stderr if stderr is not None else sys.stderr
+    promote = getattr(args, "promote", False)
+    if promote and args.walk_forward is None:
+        print("error: --promote needs --walk-forward TRAIN:TEST (the out-of-sample record it tests)", file=err)
+        return 2
     try:
         spec = spec_from_args(args, settings)
         show = args.progress or err.isatty()
@@ -214,6 +228,11 @@ def run_optimize_command(
         print("\ninterrupted: the finished trials are stored; run the same command to resume", file=err)
         return EXIT_OK
     payload = outcome.as_json()
+    if promote:
+        from core.research.promotion import promote as promote_winner
+
+        promotion = promote_winner(settings, outcome)
+        payload["promotion"] = jsonable(promotion.as_dict(), decimals="float", infinities="text")
     if args.json:
         json.dump(payload, out, allow_nan=False)
         out.write("\n")

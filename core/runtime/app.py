@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import secrets as _secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from functools import partial
 from time import monotonic as _monotonic
@@ -54,6 +54,7 @@ from core.errors import ConfigurationError
 from core.kernel.events import ApprovedReady, DataReady, ExecutedReady, IterationStarted, SignalsReady, ValidatedReady
 from core.kernel.frame_cache import FrameCache
 from core.runtime.orchestrator import Orchestrator
+from core.runtime.promoted import PromotedParams, chain_guards
 from core.runtime.profile import PIPELINE_DEFAULTS, PipelineOptions, RunProfile
 from core.runtime.readmodel import ReadModel
 from core.risk.positions import PositionManager
@@ -768,6 +769,11 @@ def build_app(
         create_db=create_db,
     )
     state = _restore_state(settings, profile, run, clock=clock, wall=wall)
+    # the daemon trades the promoted parameter versions, re-read before every iteration (core.runtime.promoted)
+    promoted = None
+    if profile.kind == "daemon" and options.registry is None:
+        promoted = PromotedParams(run.engine, run.repository, run.run_id, wall, settings.strategy_overrides)
+        options = replace(options, registry=promoted.registry)
     agents = _build_agents(
         settings, profile, run, state, options, clock=clock, wall=wall, calendar=calendar, allow_llm=allow_llm
     )
@@ -775,6 +781,8 @@ def build_app(
     guard = (
         lock_guard(run.lock, run.repository, run.run_id, wall) if run.lock is not None and profile.guard_lock else None
     )
+    if promoted is not None:
+        guard = chain_guards(guard, promoted.before_iteration)
     orchestrator = Orchestrator(
         bus=bus,
         clock=clock,
