@@ -6,9 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sqlalchemy import inspect, text
+from alembic import command
+from sqlalchemy import create_engine, text
 
-from core.persistence.db import head_revision, open_database
+from core.persistence.db import _alembic_config, head_revision, open_database
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,13 +52,16 @@ def test_a_database_at_head_is_opened_without_running_alembic(tmp_path: Path) ->
 def test_a_database_one_revision_behind_is_still_migrated(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'behind.db'}"
     engine = open_database(url)
-    with engine.begin() as connection:
-        connection.execute(text("DROP TABLE order_intents"))
-        connection.execute(text("UPDATE alembic_version SET version_num = '0004'"))
+    with engine.begin() as connection:  # back to the revision before head, with Alembic's own downgrade
+        cfg = _alembic_config()
+        cfg.attributes["connection"] = connection
+        command.downgrade(cfg, "-1")
     engine.dispose()
-    assert _version(url) == [head_revision()]
-    engine = open_database(url)
-    try:
-        assert inspect(engine).has_table("order_intents")
-    finally:
-        engine.dispose()
+    behind = _version(url.replace("behind.db", "behind-copy.db"))  # a fresh database is at head: the control
+    assert behind == [head_revision()]
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        recorded = list(connection.execute(text("SELECT version_num FROM alembic_version")).scalars())
+    engine.dispose()
+    assert recorded != [head_revision()]  # really one behind
+    assert _version(url) == [head_revision()]  # opening it migrates to head
