@@ -480,7 +480,8 @@ async def _run_daemon(settings: Settings, args: argparse.Namespace) -> int:
     install_stop_handlers(stop)
     iterations = 1 if args.once else args.iterations
     next_run = schedule_for(settings, calendar)
-    status, crash = "finished", None
+    status = "finished"
+    crash: BaseException | None = None
     try:
         started = f"Daemon started: mode {settings.trading_mode.value.upper()}, {label}, data {app.provider.name}, run {app.run_id}"
         print(started, flush=True)

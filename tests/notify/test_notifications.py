@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -290,6 +290,16 @@ def _record(run_id: str, at: datetime, **fields: Any) -> IterationRecord:
     return IterationRecord(**values)
 
 
+def _collect(sent: list[Message]) -> Callable[[Message], str | None]:
+    """A sender that keeps every message (delivered: None)."""
+
+    def send(message: Message) -> str | None:
+        sent.append(message)
+        return None
+
+    return send
+
+
 def test_reconciliation_discrepancy_is_notified_with_the_next_iteration(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'r.db'}"
     repository = Repository(open_database(url))
@@ -300,7 +310,7 @@ def test_reconciliation_discrepancy_is_notified_with_the_next_iteration(tmp_path
     )  # fmt: skip
     sent: list[Message] = []
     notifier = Notifier(
-        lambda m: sent.append(m) or None, kinds=set(Kind), timeout_s=5, clock=lambda: at, repository=repository,
+        _collect(sent), kinds=set(Kind), timeout_s=5, clock=lambda: at, repository=repository,
         run_id="daemon-1",
     )  # fmt: skip
     reconciler = Reconciler(repository, "simulated", "daemon-1", on_found=notifier.discrepancies)
@@ -324,9 +334,7 @@ def test_message_bodies_have_configured_secrets_redacted_and_a_sender_error_is_a
     repository = Repository(open_database(url))
     at = datetime(2024, 3, 1, 21, tzinfo=UTC)
     sent: list[Message] = []
-    notifier = Notifier(
-        lambda m: sent.append(m) or None, kinds=set(Kind), timeout_s=5, clock=lambda: at, secrets=[TOKEN]
-    )
+    notifier = Notifier(_collect(sent), kinds=set(Kind), timeout_s=5, clock=lambda: at, secrets=[TOKEN])
     assert notifier.lifecycle(Kind.CRASH, at, f"failed near {TOKEN}")
     notifier.close()
     assert [m.body for m in sent] == ["failed near ***"] and sent[0].failure
