@@ -45,6 +45,7 @@ from utils.secrets import SecretScrubber
 __all__ = ["MAX_QUEUED", "Notifier", "apprise_sender", "build_notifier", "session_end_rule"]
 
 MAX_QUEUED = 100
+MAX_WAITED = 5  # at shutdown, the deliveries waited for (each bounded by the timeout); the rest are ``dropped``
 MAX_KNOWN_ORDERS = 2000  # orders kept to classify fills and count working orders (the oldest finished ones go first)
 
 Sender = Callable[[Message], str | None]
@@ -179,12 +180,11 @@ class Notifier:
     def lifecycle(self, kind: Kind, at: datetime, text: str) -> bool:
         """Queue a start, stop, crash, health or reset message at once (the start's carries the start-up
         reconciliation's discrepancies). False when NOTIFY_KINDS switches ``kind`` off."""
-        if kind is Kind.START and self._discrepancies:
-            if Kind.RECONCILIATION in self.kinds:
-                text += "\n" + "\n".join(n.text for n in discrepancy_notes(self._discrepancies))
-            self._discrepancies = []
         if kind not in self.kinds:
             return False
+        if kind is Kind.START and self._discrepancies and Kind.RECONCILIATION in self.kinds:
+            text += "\n" + "\n".join(n.text for n in discrepancy_notes(self._discrepancies))
+            self._discrepancies = []
         self._enqueue(lifecycle_message(kind, at, text, label=self._label))
         return True
 
@@ -293,9 +293,10 @@ class Notifier:
 
     def drain(self, timeout_s: float | None = None) -> bool:
         """Wait until every queued message is delivered or failed (at most ``timeout_s``; default: the delivery
-        timeout per message waiting, plus one), then record the outcomes. True when nothing is left waiting."""
+        timeout of each message waiting, at most :data:`MAX_WAITED` of them, plus a second), then record the
+        outcomes. True when nothing is left waiting."""
         with self._lock:
-            limit = timeout_s if timeout_s is not None else self._timeout_s * (self._in_flight + 1)
+            limit = timeout_s if timeout_s is not None else self._timeout_s * min(self._in_flight, MAX_WAITED) + 1
             self._idle.wait_for(lambda: self._in_flight == 0, timeout=limit)
             empty = self._in_flight == 0
         self.record_outcomes()
