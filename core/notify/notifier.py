@@ -20,7 +20,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -88,7 +88,7 @@ def session_end_rule(
     interval = timedelta(seconds=settings.loop_interval_seconds)
 
     def last_of_session(as_of: datetime) -> bool:
-        session = calendar.session_for(as_of)
+        session = calendar.session_for(as_of.astimezone(UTC))
         return session is None or as_of + interval >= session.close_utc
 
     return last_of_session

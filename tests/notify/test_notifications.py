@@ -11,6 +11,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from loguru import logger
@@ -23,7 +24,7 @@ from core.analytics.notifications import Kind, Message
 from core.brokers.base import AccountState
 from core.kernel.calendar import MarketCalendar
 from core.kernel.domain import EquitySnapshot, Order, OrderStatus, OrderType, Side
-from core.notify import Notifier
+from core.notify import Notifier, session_end_rule
 from core.persistence.db import open_database
 from core.persistence.models import Iteration, NotificationRow
 from core.persistence.reconcile import Reconciler
@@ -362,3 +363,15 @@ def test_notify_urls_are_validated_at_start_up_without_echoing_them(tmp_path: Pa
     assert settings.notify_url_list == [f"json://127.0.0.1:9/hook/{TOKEN}", "tgram://123456789:AAbbCCddEE/42"]
     assert {TOKEN, "123456789:AAbbCCddEE"} <= set(settings.secret_values)
     assert TOKEN not in repr(settings) and isinstance(Settings.model_fields["notify_urls"].annotation, object)
+
+
+def test_session_summary_goes_with_the_last_iteration_of_a_session_on_the_interval_schedule(tmp_path: Path) -> None:
+    calendar = MarketCalendar()
+    hourly = session_end_rule(
+        make_settings(tmp_path, schedule="interval", loop_interval_seconds=3600), calendar, one_per_session=False
+    )
+    new_york = ZoneInfo("America/New_York")
+    assert not hourly(datetime(2024, 3, 1, 14, 0, tzinfo=new_york))  # the next iteration, 15:00, is in the session
+    assert hourly(datetime(2024, 3, 1, 15, 30, tzinfo=new_york))  # the next one, 16:30, is after the close
+    daily = session_end_rule(make_settings(tmp_path), calendar, one_per_session=False)
+    assert daily(datetime(2024, 3, 1, 9, 45, tzinfo=new_york))  # SCHEDULE=session: one iteration per session
