@@ -685,11 +685,11 @@ def _health(settings: Settings, as_json: bool) -> int:
         print(json.dumps(report, indent=2, default=str))
     else:
         print("healthy" if report["healthy"] else "UNHEALTHY: " + "; ".join(report["problems"]))  # type: ignore[arg-type]
-    if not report["healthy"]:
-        _notify_once(settings, None, NotifyKind.HEALTH, "; ".join(report["problems"]))  # type: ignore[arg-type]
         for key in ("last_heartbeat", "last_iteration", "last_status", "data_quality", "next_due", "trading_state"):
             if key in report:
                 print(f"  {key}: {report[key]}")
+    if not report["healthy"]:
+        _notify_once(settings, None, NotifyKind.HEALTH, "; ".join(report["problems"]))  # type: ignore[arg-type]
     return EXIT_OK if report["healthy"] else EXIT_ERROR
 
 

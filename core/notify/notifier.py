@@ -134,11 +134,12 @@ class Notifier:
         self._day: str | None = None
         self._day_start_equity: Decimal | None = None
         self._last_equity: Decimal | None = None
-        self._queue: queue.Queue[tuple[Message, datetime] | None] = queue.Queue()
+        self._queue: queue.Queue[int | None] = queue.Queue()  # keys of ``_waiting``, in order
+        self._waiting: dict[int, tuple[Message, datetime]] = {}  # queued or being delivered, oldest first
+        self._sequence = 0
         self._lock = threading.Lock()
         self._done: list[_Outcome] = []
         self._idle = threading.Condition(self._lock)
-        self._in_flight = 0
         self._worker: threading.Thread | None = None
         self._failing = False
         self.counts: Counter[str] = Counter()  # sent / failed / dropped, for this process
@@ -206,28 +207,31 @@ class Notifier:
         )
         created = self._clock()
         with self._lock:
-            if self._queue.qsize() >= MAX_QUEUED:
-                try:
-                    oldest = self._queue.get_nowait()
-                except queue.Empty:
-                    oldest = None
-                if oldest is not None:
-                    self._finish(_Outcome(oldest[0], oldest[1], None, "dropped", "too many notifications waiting"))
-            self._in_flight += 1
-            self._queue.put((message, created))
+            if len(self._waiting) >= MAX_QUEUED:  # the oldest goes (a delivery of it under way is then ignored)
+                oldest = next(iter(self._waiting))
+                self._finish(
+                    oldest, _Outcome(*self._waiting[oldest], None, "dropped", "too many notifications waiting")
+                )
+            self._sequence += 1
+            self._waiting[self._sequence] = (message, created)
+            self._queue.put(self._sequence)
             if self._worker is None:
                 self._worker = threading.Thread(target=self._work, name="notifier", daemon=True)
                 self._worker.start()
 
     def _work(self) -> None:
         while True:
-            item = self._queue.get()
-            if item is None:
+            key = self._queue.get()
+            if key is None:
                 return
-            message, created = item
-            status, error = self._deliver(message)
             with self._lock:
-                self._finish(_Outcome(message, created, self._clock(), status, error))
+                item = self._waiting.get(key)
+            if item is None:  # dropped meanwhile
+                continue
+            status, error = self._deliver(item[0])
+            with self._lock:
+                if key in self._waiting:  # not recorded as dropped by close() meanwhile
+                    self._finish(key, _Outcome(*item, self._clock(), status, error))
 
     def _deliver(self, message: Message) -> tuple[str, str | None]:
         """Send ``message`` in a thread of its own, waiting at most the timeout (a hung one is abandoned)."""
@@ -247,11 +251,12 @@ class Notifier:
         reason = result[0] if result else "no answer"
         return ("sent", None) if reason is None else ("failed", self._scrubber.text(reason))
 
-    def _finish(self, outcome: _Outcome) -> None:
-        """Count and keep ``outcome`` for the record (the caller holds the lock); log a failure once per streak."""
+    def _finish(self, key: int, outcome: _Outcome) -> None:
+        """Count and keep ``outcome`` of message ``key`` for the record (the caller holds the lock); log a failure
+        once per streak."""
+        del self._waiting[key]
         self.counts[outcome.status] += 1
         self._done.append(outcome)
-        self._in_flight -= 1
         if outcome.status == "sent":
             if self._failing:
                 logger.info("notifications delivered again")
@@ -296,9 +301,9 @@ class Notifier:
         timeout of each message waiting, at most :data:`MAX_WAITED` of them, plus a second), then record the
         outcomes. True when nothing is left waiting."""
         with self._lock:
-            limit = timeout_s if timeout_s is not None else self._timeout_s * min(self._in_flight, MAX_WAITED) + 1
-            self._idle.wait_for(lambda: self._in_flight == 0, timeout=limit)
-            empty = self._in_flight == 0
+            limit = timeout_s if timeout_s is not None else self._timeout_s * min(len(self._waiting), MAX_WAITED) + 1
+            self._idle.wait_for(lambda: not self._waiting, timeout=limit)
+            empty = not self._waiting
         self.record_outcomes()
         return empty
 
@@ -306,13 +311,10 @@ class Notifier:
         """Deliver what is waiting (bounded, see :meth:`drain`), record everything left as ``dropped``, stop."""
         self.drain(timeout_s)
         with self._lock:
-            while True:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is not None:
-                    self._finish(_Outcome(item[0], item[1], None, "dropped", "the daemon stopped before it was sent"))
+            for key in list(self._waiting):  # still queued or being delivered: recorded now (a late result is ignored)
+                self._finish(
+                    key, _Outcome(*self._waiting[key], None, "dropped", "the daemon stopped before it was sent")
+                )
             self._queue.put(None)
             self._worker = None
         self.record_outcomes()

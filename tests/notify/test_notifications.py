@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
@@ -65,6 +66,7 @@ def _replay(
             # the replay is over while a hanging receiver still holds its first request: no iteration waited on it
             finished_while_hanging = rx.mode != "hang" or not rx.release.is_set()
             assert finished_while_hanging
+            assert app.notifier is not None and app.notifier.drain(timeout_s=120)  # each delivery ends by its timeout
         finally:
             app.close()
     finally:
@@ -375,3 +377,22 @@ def test_session_summary_goes_with_the_last_iteration_of_a_session_on_the_interv
     assert hourly(datetime(2024, 3, 1, 15, 30, tzinfo=new_york))  # the next one, 16:30, is after the close
     daily = session_end_rule(make_settings(tmp_path), calendar, one_per_session=False)
     assert daily(datetime(2024, 3, 1, 9, 45, tzinfo=new_york))  # SCHEDULE=session: one iteration per session
+
+
+def test_close_records_every_message_once_even_those_still_waiting_or_being_sent(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    repository = Repository(open_database(url))
+    at = datetime(2024, 3, 1, 21, tzinfo=UTC)
+    stuck = threading.Event()
+
+    def hanging(message: Message) -> str | None:
+        stuck.wait(30)
+        return None
+
+    notifier = Notifier(hanging, kinds=set(Kind), timeout_s=30, clock=lambda: at, repository=repository)
+    for n in range(3):
+        notifier.lifecycle(Kind.STOP, at, f"message {n}")
+    notifier.close(timeout_s=0)  # waits for nothing: what is queued or in flight is recorded dropped
+    stuck.set()
+    assert notifier.counts == {"dropped": 3}
+    assert [r.status for r in _rows(url)] == ["dropped"] * 3
