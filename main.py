@@ -84,7 +84,7 @@ from core.persistence.models import BreakerEventRow, DecisionRow, EquitySnapshot
 from core.persistence.repository import Repository
 from core.runtime.profile import DAEMON, RunProfile
 from core.runtime.health import health_report, schedule_for  # noqa: F401  (main.health_report is public API)
-from core.vocabulary import DENIED_PREFIX, AgentName, StateKey, state_key
+from core.vocabulary import DENIED_PREFIX, AgentName, NotifyKind, StateKey, state_key
 from utils.cli import db_argument, install_stop_handlers, interpreter_command, iso_date
 from utils.logging import configure_logging
 from loguru import logger
@@ -490,11 +490,11 @@ async def _run_daemon(settings: Settings, args: argparse.Namespace) -> int:
     iterations = 1 if args.once else args.iterations
     next_run = schedule_for(settings, calendar)
     status = "finished"
+    crash: BaseException | None = None
     try:
-        print(
-            f"Daemon started: mode {settings.trading_mode.value.upper()}, {label}, data {app.provider.name}, run {app.run_id}",
-            flush=True,
-        )
+        started = f"Daemon started: mode {settings.trading_mode.value.upper()}, {label}, data {app.provider.name}, run {app.run_id}"
+        print(started, flush=True)
+        _notify(app, NotifyKind.START, f"{started}; next iteration {format_eastern(next_run(clock.now()))}")
         # order updates as they happen (BROKER=alpaca, ALPACA_TRADE_STREAM): recorded between iterations, never during
         async with following_order_updates(
             settings,
@@ -511,15 +511,38 @@ async def _run_daemon(settings: Settings, args: argparse.Namespace) -> int:
             print(f"Trading is HALTED: {app.agents[AgentName.RISK].state_reason}", flush=True)
         elif stop.is_set():
             status = "stopped"
-    except DaemonLockLost:
-        status = "lock_lost"
+    except DaemonLockLost as exc:
+        status, crash = "lock_lost", exc
         raise
-    except BaseException:
-        status = "failed"
+    except BaseException as exc:
+        status, crash = "failed", exc
         raise
     finally:
+        if crash is not None:
+            first = (str(crash).strip().splitlines() or [""])[0]
+            _notify(app, NotifyKind.CRASH, f"run {app.run_id} ended {status}: {type(crash).__name__}: {first}")
+        else:
+            _notify(app, NotifyKind.STOP, f"run {app.run_id} ended {status}")
         _close(app, status)
     return EXIT_OK
+
+
+def _notify(app: App, kind: NotifyKind, text: str) -> None:
+    """Queue a start, stop or crash notification (sent at once; :meth:`App.close` waits for it, bounded)."""
+    if app.notifier is not None:
+        app.notifier.lifecycle(kind, app.wall_clock.now(), text)
+
+
+def _notify_once(settings: Settings, repository: Repository | None, kind: NotifyKind, text: str) -> None:
+    """A notification outside a run (an unhealthy health check, a manual reset), delivered before returning
+    (bounded by NOTIFY_TIMEOUT_SECONDS) and recorded when ``repository`` is writable."""
+    from core.notify import build_notifier
+
+    clock = LiveClock()
+    notifier = build_notifier(settings, clock=clock.now, repository=repository, run_id=None)
+    if notifier is not None:
+        notifier.lifecycle(kind, clock.now(), text)
+        notifier.close()
 
 
 def _unknown_symbols(provider: BarProvider, symbols: Sequence[str], now: datetime) -> str | None:
@@ -683,6 +706,8 @@ def _health(settings: Settings, as_json: bool) -> int:
         for key in ("last_heartbeat", "last_iteration", "last_status", "data_quality", "next_due", "trading_state"):
             if key in report:
                 print(f"  {key}: {report[key]}")
+    if not report["healthy"]:
+        _notify_once(settings, None, NotifyKind.HEALTH, "; ".join(report["problems"]))  # type: ignore[arg-type]
     return EXIT_OK if report["healthy"] else EXIT_ERROR
 
 
@@ -734,6 +759,12 @@ def _reset(settings: Settings, reason: str) -> int:
                 ],
             )
         print(f"trading state: {saved[0].get('state')} -> active ({new['reason']}); high-water mark reset to {equity}")
+        _notify_once(
+            settings,
+            repository,
+            NotifyKind.PROTECTION,
+            f"TRADING RESET ({saved[0].get('state')} -> active): {reason}; high-water mark reset to {equity}",
+        )
         return EXIT_OK
     finally:
         lock.release()

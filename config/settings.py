@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import enum
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Annotated, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -336,6 +337,19 @@ class Settings(BaseSettings):
     groq_base_url: str | None = Field(None, description="Override of Groq's base URL (proxies, tests).")
     anthropic_base_url: str | None = Field(None, description="Override of Anthropic's base URL (proxies, tests).")
 
+    # --- notifications -------------------------------------------------------------------------------
+    notify_urls: SecretStr | None = Field(
+        None,
+        description="Apprise URLs the daemon notifies (comma- or space-separated), e.g. tgram://bottoken/ChatID or json://host/path; secret: they hold tokens. Empty: no notifications.",
+    )
+    notify_kinds: str = Field(
+        "all",
+        description="Notification kinds sent: all, or a list of entry, exit, fill, protection, breaker, reconciliation, data, health, summary, start, stop, crash (all,-summary drops one).",
+    )
+    notify_timeout_seconds: float = Field(
+        10.0, gt=0, le=120, description="Longest wait for one notification's delivery; a slower one is recorded failed."
+    )
+
     # --- secrets -------------------------------------------------------------------------------------
     alpaca_api_key: SecretStr | None = Field(None, description="Alpaca API key id.")
     alpaca_secret_key: SecretStr | None = Field(None, description="Alpaca API secret.")
@@ -443,6 +457,33 @@ class Settings(BaseSettings):
             raise ValueError("must be a ws:// or wss:// URL")
         return value
 
+    @field_validator("notify_urls", mode="before")
+    @classmethod
+    def _empty_notify_is_none(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("notify_urls")
+    @classmethod
+    def _check_notify_urls(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            check_notify_urls(split_notify_urls(value.get_secret_value()))
+        return value
+
+    @field_validator("notify_kinds")
+    @classmethod
+    def _check_notify_kinds(cls, value: str) -> str:
+        from core.vocabulary import parse_notify_kinds
+
+        parse_notify_kinds(value)
+        return value
+
+    @property
+    def notify_url_list(self) -> list[str]:
+        """The configured apprise URLs (empty: no notifications)."""
+        return split_notify_urls(self.notify_urls.get_secret_value()) if self.notify_urls is not None else []
+
     @field_validator("alpaca_api_key", "alpaca_secret_key", "groq_api_key", "anthropic_api_key", mode="before")
     @classmethod
     def _empty_secret_is_none(cls, value: Any) -> Any:
@@ -476,6 +517,8 @@ class Settings(BaseSettings):
         values = [s.get_secret_value() for s in secrets if s is not None and s.get_secret_value()]
         for name in URL_SETTINGS:
             values.extend(url_credentials(getattr(self, name)))
+        for url in self.notify_url_list:
+            values.extend(notify_url_secrets(url))
         return list(dict.fromkeys(values))
 
 
@@ -506,6 +549,58 @@ def url_credentials(url: str | None) -> list[str]:
     values = [secret, unquote(secret)]
     if user and password:  # the HTTP Basic credentials clients derive from the URL
         values.append(base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode())
+    return list(dict.fromkeys(values))
+
+
+def split_notify_urls(text: str) -> list[str]:
+    """NOTIFY_URLS as a list: URLs separated by commas, spaces or new lines."""
+    return [part for part in text.replace(",", " ").split() if part]
+
+
+def check_notify_urls(urls: list[str]) -> None:
+    """Every URL must be one apprise knows (a supported scheme, with the fields it needs); the error says which
+    entry is wrong and its scheme, never the URL (it holds a token)."""
+    import apprise
+
+    quiet_apprise(part for url in urls for part in notify_url_secrets(url))
+    for n, url in enumerate(urls, start=1):
+        scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+        if not scheme or not scheme.replace("+", "").replace("-", "").isalnum():
+            raise ValueError(
+                f"entry {n} of {len(urls)} is not a URL (expected scheme://..., e.g. tgram://bottoken/ChatID)"
+            )
+        if not apprise.Apprise().add(url):
+            raise ValueError(
+                f"entry {n} of {len(urls)} ({scheme}://...) is not a valid apprise URL: unknown service or missing fields"
+            )
+
+
+def quiet_apprise(secrets: Iterable[str]) -> None:
+    """Keep apprise's own log lines (which name each URL, token included) out of the process's logs, and scrub
+    ``secrets`` from the debug lines of the HTTP client it uses."""
+    from utils.secrets import scrub_library_logs
+
+    scrub_library_logs(list(secrets), ("urllib3.connectionpool", "requests"), silence=("apprise",))
+
+
+_MIN_NOTIFY_SECRET = 6  # shorter URL parts (ports, short ids) are not treated as secrets
+
+
+def notify_url_secrets(url: str) -> list[str]:
+    """The parts of an apprise URL to keep out of logs, the database and messages: the whole URL, everything after its
+    scheme, and every part of it (user, password, bot token, path segment, query value) of at least six characters
+    that is not a host name or address (a part with a dot)."""
+    rest = url.split("://", 1)[1] if "://" in url else url
+    values = [url, rest]
+    for separator in "?&=@/:#":
+        rest = rest.replace(separator, " ")
+    for part in rest.split():
+        if len(part) >= _MIN_NOTIFY_SECRET and "." not in part:
+            values.extend([part, unquote(part)])
+    if "://" in url:  # tgram://123456:ABC-token/chat: the bot token is ``id:secret``, a host:port to a URL parser
+        head = url.split("://", 1)[1].split("/", 1)[0].split("@")[-1]
+        if ":" in head and "." not in head and len(head) >= _MIN_NOTIFY_SECRET:
+            values.append(head)
     return list(dict.fromkeys(values))
 
 

@@ -12,7 +12,18 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["BREAKER_PREFIX", "DENIED_PREFIX", "AgentName", "DecisionAction", "StateKey", "denied", "state_key"]
+__all__ = [
+    "ALL_NOTIFY_KINDS",
+    "BREAKER_PREFIX",
+    "DENIED_PREFIX",
+    "AgentName",
+    "DecisionAction",
+    "NotifyKind",
+    "StateKey",
+    "denied",
+    "parse_notify_kinds",
+    "state_key",
+]
 
 
 class StateKey(StrEnum):
@@ -74,3 +85,43 @@ DENIED_PREFIX = "denied:"
 def denied(rule: str) -> str:
     """The action of a risk denial by ``rule``: ``"denied:<rule>"``."""
     return f"{DENIED_PREFIX}{rule}"
+
+
+class NotifyKind(StrEnum):
+    """What a notification is about (``notifications.kinds``); NOTIFY_KINDS switches each on or off."""
+
+    ENTRY = "entry"  # an entry order submitted, or filled
+    EXIT = "exit"  # an exit order submitted (signal, time stop), or filled
+    FILL = "fill"  # a protective stop-loss or take-profit order filled
+    PROTECTION = "protection"  # drawdown lock, halt, release, reduce, recover, manual reset
+    BREAKER = "breaker"  # a circuit breaker tripped or recovered (LLM, broker, data quality, daemon lock)
+    RECONCILIATION = "reconciliation"  # a discrepancy between the broker and the ledger
+    DATA = "data"  # symbols excluded, no usable data
+    HEALTH = "health"  # a failed or degraded iteration; an unhealthy health check
+    SUMMARY = "summary"  # the end-of-session summary
+    START = "start"
+    STOP = "stop"
+    CRASH = "crash"
+
+
+ALL_NOTIFY_KINDS = frozenset(NotifyKind)
+
+
+def parse_notify_kinds(text: str) -> frozenset[NotifyKind]:
+    """NOTIFY_KINDS: ``all``, or kinds separated by commas or spaces; ``-kind`` removes one (``all,-summary``).
+    Raises ValueError naming an unknown kind."""
+    words = [w.strip().lower() for w in text.replace(",", " ").split() if w.strip()]
+    if not words:
+        raise ValueError("must name at least one kind, or 'all'")
+    names = {k.value for k in NotifyKind}
+    chosen: set[NotifyKind] = set()
+    for word in words:
+        name = word.removeprefix("-")
+        if name != "all" and name not in names:
+            raise ValueError(f"unknown kind {name!r}; kinds: all, {', '.join(k.value for k in NotifyKind)}")
+        members = ALL_NOTIFY_KINDS if name == "all" else {NotifyKind(name)}
+        if word.startswith("-"):
+            chosen -= members
+        else:
+            chosen |= members
+    return frozenset(chosen)

@@ -129,6 +129,10 @@ GROUPS = [
         ],
     ),
     (
+        "Notifications (optional; NOTIFY_URLS is a secret: its tokens are never logged or stored)",
+        ["notify_urls", "notify_kinds", "notify_timeout_seconds"],
+    ),
+    (
         "Secrets (never logged or stored; leave empty to run offline)",
         ["alpaca_api_key", "alpaca_secret_key", "groq_api_key", "anthropic_api_key"],
     ),

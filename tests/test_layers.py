@@ -31,6 +31,7 @@ LAYERS: tuple[str, ...] = (
     "core.risk",
     "core.analytics",
     "core.quant",
+    "core.notify",
     "agents",
     "core.runtime",
     "core.backtest",

@@ -11,12 +11,13 @@ decision reason, an audit narrative, an error message - cannot reach a table thr
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 from collections.abc import Iterable
 
 from sqlalchemy import Engine, event
 
-__all__ = ["REDACTED", "SecretScrubber", "install_database_scrubber"]
+__all__ = ["REDACTED", "SecretScrubber", "install_database_scrubber", "scrub_library_logs"]
 
 REDACTED = "***"
 _MIN_SECRET_LENGTH = 4  # shorter values would redact ordinary text
@@ -106,3 +107,33 @@ def _scrub_one(scrubber: SecretScrubber, parameters: Any) -> Any:
     if isinstance(parameters, (list, tuple)):
         return type(parameters)(scrubber.value(v) for v in parameters)
     return parameters
+
+
+class _ScrubbingFilter(logging.Filter):
+    """Replaces the secrets of a :class:`SecretScrubber` in a standard-library log record's message."""
+
+    def __init__(self, scrubber: SecretScrubber) -> None:
+        super().__init__()
+        self.scrubber = scrubber
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        scrubbed = self.scrubber.text(message)
+        if scrubbed != message:
+            record.msg, record.args = scrubbed, None
+        return True
+
+
+def scrub_library_logs(secrets: Iterable[str], names: Iterable[str], *, silence: Iterable[str] = ()) -> None:
+    """Scrub ``secrets`` from the records of the standard-library loggers ``names`` (a third-party client's debug
+    lines that name a URL with its token); the loggers of ``silence`` no longer pass their records on to the root
+    logger at all. Calling it again replaces the secrets."""
+    scrubber = SecretScrubber(secrets)
+    quiet = set(silence)
+    for name in [*names, *quiet]:
+        library = logging.getLogger(name)
+        if name in quiet:
+            library.propagate = False
+        for old in [f for f in library.filters if isinstance(f, _ScrubbingFilter)]:
+            library.removeFilter(old)
+        library.addFilter(_ScrubbingFilter(scrubber))

@@ -265,6 +265,23 @@ class ReconciliationRow(Base):
     resolution: Mapped[str] = mapped_column(Text)
 
 
+class NotificationRow(Base):
+    """One notification and its delivery: ``sent`` or ``failed`` (with the reason, never the URL), or ``dropped``
+    (not attempted: the daemon stopped, or too many were waiting)."""
+
+    __tablename__ = "notifications"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    kinds: Mapped[str] = mapped_column(String(200))
+    title: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)
+
+
 class OrderIntentRow(Base):
     """An order the daemon is about to submit, written and committed BEFORE the request leaves the process.
 

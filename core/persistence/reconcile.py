@@ -84,8 +84,11 @@ class Reconciler:
         run_id: str,
         *,
         parent_of: Callable[[str], str | None] | None = None,
+        on_found: Callable[[list[dict[str, Any]]], None] | None = None,
     ) -> None:
+        """``on_found``: called with the discrepancies each check found (when it found any), once recorded."""
         self._parent_of = parent_of
+        self.on_found = on_found
         self._repository = repository
         self._broker_name = broker_name
         self._run_id = run_id
@@ -143,3 +146,5 @@ class Reconciler:
         for e in events:
             logger.warning("reconciliation: {} {}: {} ({})", e["kind"], e["symbol"], e["details"], e["resolution"])
         self._repository.record_reconciliation(self._run_id, now, events)
+        if events and self.on_found is not None:
+            self.on_found(events)

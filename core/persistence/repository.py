@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any, cast
 from collections.abc import Iterable, Mapping, Sequence
 
-from sqlalchemy import CursorResult, Engine, Table, bindparam, event, select, update
+from sqlalchemy import CursorResult, Engine, Table, bindparam, event, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
@@ -39,6 +39,7 @@ from core.persistence.models import (
     Iteration,
     OrderRow,
     LLMCallRow,
+    NotificationRow,
     OrderIntentRow,
     PositionRow,
     ReconciliationRow,
@@ -673,6 +674,21 @@ class Repository:
                         for e in events
                     ],
                 )
+
+    def record_notifications(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Notification outcomes (``notifications`` columns: run_id, created_at, finished_at, kinds, title, body,
+        status, error)."""
+        if rows:
+            with self._sessions.begin() as session:
+                session.execute(_table(NotificationRow).insert(), [dict(r) for r in rows])
+
+    def notification_counts(self, run_id: str | None = None) -> dict[str, int]:
+        """How many notifications were recorded by status (``sent``, ``failed``, ``dropped``), of ``run_id`` or all."""
+        query = select(NotificationRow.status, func.count()).group_by(NotificationRow.status)
+        if run_id is not None:
+            query = query.where(NotificationRow.run_id == run_id)
+        with self.session() as session:
+            return {status: int(n) for status, n in session.execute(query).all()}
 
     # --- reads used by agents ------------------------------------------------------------------------
     def equity_history(self, run_id: str, limit: int = 10) -> list[tuple[datetime, Decimal]]:

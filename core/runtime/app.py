@@ -45,7 +45,7 @@ from core.brokers.simulated import SimulatedBroker
 from core.kernel.bus import EventBus
 from core.kernel.calendar import MarketCalendar
 from core.kernel.clock import Clock, LiveClock, SimulatedClock
-from core.kernel.domain import Fill
+from core.kernel.domain import TERMINAL_ORDER_STATUSES, Fill
 from core.data.base import BarProvider
 from core.data.quotes import QuoteSource
 from core.data.files import FileProvider
@@ -53,6 +53,7 @@ from core.data.synthetic import SyntheticProvider
 from core.errors import ConfigurationError
 from core.kernel.events import ApprovedReady, DataReady, ExecutedReady, IterationStarted, SignalsReady, ValidatedReady
 from core.kernel.frame_cache import FrameCache
+from core.notify import Notifier, build_notifier
 from core.runtime.orchestrator import Orchestrator
 from core.runtime.promoted import PromotedParams, chain_guards
 from core.runtime.profile import PIPELINE_DEFAULTS, PipelineOptions, RunProfile
@@ -95,7 +96,8 @@ def public_config(settings: Settings) -> dict[str, Any]:
     """Settings without secrets, for the run row: no API key, and every URL's user-info (proxy or database
     credentials) masked."""
     data = settings.model_dump(
-        mode="json", exclude={"alpaca_api_key", "alpaca_secret_key", "groq_api_key", "anthropic_api_key"}
+        mode="json",
+        exclude={"alpaca_api_key", "alpaca_secret_key", "groq_api_key", "anthropic_api_key", "notify_urls"},
     )
     for name, value in data.items():
         if isinstance(value, str) and "://" in value:
@@ -363,9 +365,12 @@ class App:
     reconciler: Reconciler | None = None
     agents: dict[str, Any] = field(default_factory=dict)
     lock: DaemonLock | None = None
+    notifier: Notifier | None = None  # NOTIFY_URLS' notifications (None: none configured, or not for this run)
 
     def close(self, status: str = "finished") -> None:
         try:
+            if self.notifier is not None:  # what is still waiting goes out (bounded in time), every outcome recorded
+                self.notifier.close()
             audit = self.agents.get(AgentName.AUDIT)
             if audit is not None:
                 audit.flush()
@@ -585,6 +590,7 @@ def _build_agents(
     wall: Clock,
     calendar: MarketCalendar,
     allow_llm: bool,
+    notifier: Notifier | None = None,
 ) -> _Agents:
     """The six agents (and the daemon's reconciler) over the opened run and its restored state."""
     repository, broker, provider, limiter, run_id = run.repository, run.broker, run.provider, run.limiter, run.run_id
@@ -664,7 +670,7 @@ def _build_agents(
         heartbeat_key=profile.heartbeat_key,
         narrator=build_narrator(settings, wall, allow=allow_llm, books=books),
         batch_size=audit_batch,
-        on_record=read_model.observe,
+        on_record=read_model.observe if notifier is None else _each(read_model.observe, notifier.observe),
     )
     quote_source, no_quotes_reason = build_quote_source(settings, profile, limiter)
     logger.info(
@@ -690,7 +696,13 @@ def _build_agents(
         no_quotes_reason=no_quotes_reason,
     )
     reconciler = (
-        Reconciler(repository, broker.name, run_id, parent_of=getattr(broker, "parent_of", None))
+        Reconciler(
+            repository,
+            broker.name,
+            run_id,
+            parent_of=getattr(broker, "parent_of", None),
+            on_found=notifier.discrepancies if notifier is not None else None,
+        )
         if profile.reconcile
         else None
     )
@@ -715,6 +727,35 @@ def _build_agents(
         run_id=run_id,
     )
     return _Agents(data_agent, strategy_agent, quant_agent, risk_agent, execution_agent, audit_agent, reconciler)
+
+
+def _each(*callbacks: Callable[[Any], None]) -> Callable[[Any], None]:
+    """One callback calling each of ``callbacks`` in turn."""
+
+    def call(value: Any) -> None:
+        for callback in callbacks:
+            callback(value)
+
+    return call
+
+
+def _build_notifier(
+    settings: Settings, profile: RunProfile, run: _OpenedRun, *, wall: Clock, calendar: MarketCalendar
+) -> Notifier | None:
+    """NOTIFY_URLS' notifier for a run whose profile notifies (None otherwise), knowing the broker's orders still
+    working (to classify their fills and count them in the session summary)."""
+    if not profile.notify or not settings.notify_url_list:
+        return None
+    orders = run.repository.broker_ledger(run.broker.name)[0] if profile.live_broker else []
+    return build_notifier(
+        settings,
+        clock=wall.now,
+        repository=run.repository,
+        run_id=run.run_id,
+        calendar=calendar,
+        one_per_session=not profile.live_broker,
+        orders=[o for o in orders if o.status not in TERMINAL_ORDER_STATUSES],
+    )
 
 
 def _wire_bus(settings: Settings, agents: _Agents) -> EventBus:
@@ -771,11 +812,21 @@ def build_app(
     state = _restore_state(settings, profile, run, clock=clock, wall=wall)
     # the daemon trades the promoted parameter versions, re-read before every iteration (core.runtime.promoted)
     promoted = None
-    if profile.kind == "daemon" and options.registry is None:
+    if profile.promoted_params and options.registry is None:
         promoted = PromotedParams(run.engine, run.repository, run.run_id, wall, settings.strategy_overrides)
         options = replace(options, registry=promoted.registry)
+    notifier = _build_notifier(settings, profile, run, wall=wall, calendar=calendar)
     agents = _build_agents(
-        settings, profile, run, state, options, clock=clock, wall=wall, calendar=calendar, allow_llm=allow_llm
+        settings,
+        profile,
+        run,
+        state,
+        options,
+        clock=clock,
+        wall=wall,
+        calendar=calendar,
+        allow_llm=allow_llm,
+        notifier=notifier,
     )
     bus = _wire_bus(settings, agents)
     guard = (
@@ -818,6 +869,7 @@ def build_app(
         reconciler=agents.reconciler,
         agents=agents.by_name(),
         lock=run.lock,
+        notifier=notifier,
     )
 
 

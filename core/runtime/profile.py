@@ -51,6 +51,10 @@ class RunProfile:
     guard_lock: bool
     # the Risk agent's spread rule asks Alpaca for live quotes (when configured); otherwise historical bars only
     live_quotes: bool
+    # NOTIFY_URLS receive the run's notifications (the daemon's; a replay only when asked, a backtest never)
+    notify: bool = False
+    # the strategies trade the promoted parameter versions, re-read before every iteration (core.runtime.promoted)
+    promoted_params: bool = False
 
     @classmethod
     def for_kind(cls, kind: str) -> RunProfile:
@@ -86,6 +90,8 @@ DAEMON = RunProfile(
     iteration_deadline=True,
     guard_lock=True,
     live_quotes=True,
+    notify=True,
+    promoted_params=True,
 )
 
 REPLAY = RunProfile(
