@@ -93,7 +93,9 @@ def replay_2020(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replayed]:
     """January to April 2020 on the bundled bars: entries, a stop-loss fill, signal exits, a drawdown lock."""
     tmp = tmp_path_factory.mktemp("replay2020")
     with receiver() as rx:
-        yield _replay(tmp, rx, date(2020, 1, 1), date(2020, 4, 30))
+        # the overnight-gap guard off: these expectations pin the trades of this window without it (the guard refuses
+        # the 2020-03-13 AAPL entry; it has its own tests in tests/backtest/test_gap_guard.py)
+        yield _replay(tmp, rx, date(2020, 1, 1), date(2020, 4, 30), gap_guard=False)
 
 
 def test_replay_when_it_trades_then_each_iteration_sends_one_message_bundling_its_events(replay_2020: Replayed) -> None:
