@@ -120,6 +120,10 @@ class RiskAgent:
         )
         self._transitions: list[dict[str, Any]] = []
         self.protection = Protection()
+        # operator control, set by the daemon's command handling before each iteration (core.runtime.commands):
+        # entries refused with this reason (rule ``paused``) while set; held positions to exit (symbol -> why)
+        self.entries_paused: str | None = None
+        self.manual_exits: dict[str, str] = {}
         if saved_state:
             self.restore(saved_state)
 
@@ -271,6 +275,10 @@ class RiskAgent:
         time_stops = (
             self._positions.time_stops(PositionManager.plans(account), batch) if self._positions is not None else {}
         )
+        exits = {s: (RiskRule.TIME_STOP, why) for s, why in time_stops.items()}
+        exits.update(
+            {s: (RiskRule.MANUAL_CLOSE, why) for s, why in self.manual_exits.items() if s in account.positions}
+        )
         approvals: list[Approval] = []
         denials: list[Denial] = []
         decisions: list[Decision] = []
@@ -289,7 +297,8 @@ class RiskAgent:
             for s, sig in signals_event.signals.items()
             if s in batch.bars
             and sig.action is Action.BUY
-            and s not in time_stops
+            and s not in exits
+            and self.entries_paused is None
             and not quality_gate
             and s not in batch.entry_blocked
             and self.state in (TradingState.ACTIVE, TradingState.REDUCING)
@@ -315,15 +324,15 @@ class RiskAgent:
             flag = batch.entry_blocked.get(symbol)
             info = {**state_info, "data_flag": flag} if flag is not None else state_info  # managed on its last good bar
             result: Approval | Denial
-            if symbol in time_stops and signal.action is not Action.SELL:
-                assert position is not None  # a time stop is only ever due on a held position
+            if symbol in exits and (signal.action is not Action.SELL or exits[symbol][0] is RiskRule.MANUAL_CLOSE):
+                assert position is not None  # a time stop or a manual close is only ever due on a held position
                 result = evaluate_exit(
                     symbol,
                     position.quantity,
                     signal,
                     self.state if self._enforce else TradingState.ACTIVE,
-                    time_stops[symbol],
-                    exit_rule=RiskRule.TIME_STOP,
+                    exits[symbol][1],
+                    exit_rule=exits[symbol][0],
                 )
                 self._append(result, symbol, signal, None, info, approvals, denials, decisions)
                 continue
@@ -368,6 +377,8 @@ class RiskAgent:
                     f"symbol_data: no new entries in {symbol} while its data are flagged ({flag})",
                     {"data_flag": flag},
                 )
+            elif self.entries_paused is not None:
+                result = Denial(symbol, RiskRule.PAUSED, f"paused: {self.entries_paused}", {})
             elif quality_gate:
                 result = Denial(
                     symbol,

@@ -52,6 +52,9 @@ class RiskRule(enum.StrEnum):
     NOT_AN_EXIT = "not_an_exit"
     NO_POSITION = "no_position"
     TIME_STOP = "time_stop"  # an exit the risk rules ask for (Approval.checks["exit_rule"]["rule"])
+    # operator control (main.py pause / close): no new entries while paused; an exit the operator asked for
+    PAUSED = "paused"
+    MANUAL_CLOSE = "manual_close"
 
 
 class TradingState(enum.StrEnum):
