@@ -170,7 +170,7 @@ def apply_command(
             ] or ["no symbol given"]
             outcome = "; ".join(why) + "; nothing closed"
             return Applied(REJECTED, outcome, state, _event(command, "pending", REJECTED, outcome, now))
-    immediate = bool(command.args.get("now")) and market_open
+    immediate = bool(command.args.get("now")) and bool(market_open)
     closes = dict(state.closes)
     for symbol in wanted:
         closes[symbol] = {"command_id": command.id, "reason": f"manual close by {by} (command {command.id})"}
@@ -244,7 +244,7 @@ class DaemonControl:
                 held=held if held is not None else {},
                 symbols=self._symbols,
                 now=now,
-                market_open=self._calendar.is_open(now),
+                market_open=bool(self._calendar.is_open(now)),
             )
             state = (self._key, applied.state.as_dict()) if applied.state != self.state else None
             if not pick_command(
