@@ -12,11 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from sqlalchemy import select, update
 
-from core.persistence.models import BreakerEventRow, CommandRow, DaemonStateRow
+from core.persistence.models import BreakerEventRow, CommandRow, DaemonStateRow, DecisionRow
 from core.persistence.repository import Repository
 from utils.jsonable import jsonable
 
@@ -149,3 +149,20 @@ def note_outcome(
         if state is not None:
             key, value = state
             session.merge(DaemonStateRow(key=str(key), value=jsonable(dict(value)), updated_at=at))
+
+
+def approved_symbols(repository: Repository, iteration_id: str, symbols: Iterable[str]) -> set[str]:
+    """Which of ``symbols`` the Risk agent approved an order for in ``iteration_id`` (its recorded decisions)."""
+    wanted = list(symbols)
+    if not wanted:
+        return set()
+    with repository.session() as session:
+        found = session.scalars(
+            select(DecisionRow.symbol).where(
+                DecisionRow.iteration_id == iteration_id,
+                DecisionRow.agent == "risk",
+                DecisionRow.action == "approved",
+                DecisionRow.symbol.in_(wanted),
+            )
+        ).all()
+    return set(found)

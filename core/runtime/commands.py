@@ -41,6 +41,7 @@ from core.persistence.commands import (
     PENDING,
     REJECTED,
     Command,
+    approved_symbols,
     note_outcome,
     pending_commands,
     pick_command,
@@ -223,7 +224,16 @@ class DaemonControl:
         self._risk.manual_exits = {s: str(c.get("reason", "manual close")) for s, c in self.state.closes.items()}
 
     async def poll(self) -> bool:
-        """Pick the pending commands; True when one wants an iteration now (``close --now``, market open)."""
+        """Pick the pending commands; True when one wants an iteration now (``close --now``, market open). A database
+        that fails here is logged and the commands are picked at the next poll (the iteration itself stops the
+        daemon when it cannot record)."""
+        try:
+            return await self._poll()
+        except SQLAlchemyError as exc:
+            logger.warning("could not read the commands: {}", str(exc).splitlines()[0])
+            return False
+
+    async def _poll(self) -> bool:
         commands = pending_commands(self._repository)
         if not commands:
             return False
@@ -282,28 +292,34 @@ class DaemonControl:
         self._hand_over()
 
     async def after_iteration(self, outcome: IterationOutcome) -> None:
-        """The queued closes handed to this iteration are done with once it completed ``ok`` (the Risk agent approved
-        the exits) or the position is gone; after a failed iteration they stay queued for the next one."""
+        """A queued close handed to this iteration is done with once the Risk agent approved its exit (recorded in
+        the iteration's decisions) or the position is gone; otherwise (the iteration failed before the Risk stage, no
+        bars for the symbol) it stays queued for the next iteration."""
         self._exits_only = False
-        if not self._handed:
-            self._hand_over()
-            return
-        account = await self._broker.account()
-        held = {s for s, p in account.positions.items() if p.quantity > 0}
-        now = self._now()
-        for symbol, close in self._handed.items():
-            if outcome.status != "ok" and symbol in held:
-                continue
-            closes = {s: c for s, c in self.state.closes.items() if s != symbol}
-            self.state = replace(self.state, closes=closes)
-            note = f"{symbol}: exit handed to iteration {outcome.iteration_id} ({outcome.status})" + (
-                "; still held: the exit order works at the broker" if symbol in held else "; position closed"
-            )
-            note_outcome(
-                self._repository, int(close["command_id"]), note, at=now, state=(self._key, self.state.as_dict())
-            )
-            logger.info("command {}: {}", close["command_id"], note)
-        self._handed = {}
+        handed, self._handed = self._handed, {}
+        if handed:
+            try:
+                approved = approved_symbols(self._repository, outcome.iteration_id, handed)
+                account = await self._broker.account()
+            except (BrokerError, SQLAlchemyError) as exc:  # the closes stay queued: looked at again next iteration
+                logger.warning("queued closes kept for the next iteration: {}", exc)
+                approved, account = set(), None
+            held = {s for s, p in account.positions.items() if p.quantity > 0} if account is not None else set(handed)
+            now = self._now()
+            for symbol, close in handed.items():
+                if symbol not in approved and symbol in held:
+                    continue
+                self.state = replace(self.state, closes={s: c for s, c in self.state.closes.items() if s != symbol})
+                if symbol in approved:
+                    note = f"{symbol}: exit approved in iteration {outcome.iteration_id}" + (
+                        " (the exit order works at the broker)" if symbol in held else " (position closed)"
+                    )
+                else:
+                    note = f"{symbol}: no position left at iteration {outcome.iteration_id} (closed meanwhile)"
+                note_outcome(
+                    self._repository, int(close["command_id"]), note, at=now, state=(self._key, self.state.as_dict())
+                )
+                logger.info("command {}: {}", close["command_id"], note)
         self._hand_over()
 
 

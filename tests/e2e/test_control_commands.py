@@ -187,7 +187,7 @@ def test_close_symbol_and_close_all_when_picked_then_the_positions_are_exited_at
         assert command.status == "done" and command.outcome is not None
         assert command.outcome.startswith(f"exit of {held} (")
         assert (
-            f"{held}: exit handed to iteration {iteration_id} (ok); still held: the exit order works" in command.outcome
+            f"{held}: exit approved in iteration {iteration_id} (the exit order works at the broker)" in command.outcome
         )
         assert daemon.app.agents[AgentName.RISK].manual_exits == {}  # handed once, not again
         daemon.iterate()
