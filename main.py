@@ -6,6 +6,7 @@
     python main.py demo                 replay the last two years of the bundled data and show how to inspect it
     python main.py strategies [--json]  list the registered strategies
     python main.py dashboard [--db URL] [--port 8501] [--host 127.0.0.1]   the read-only monitoring dashboard
+    python main.py pause | resume | close SYMBOL | close --all [--now]   steer a running daemon (see status)
 
 Exit codes: 0 done, 1 unexpected error or the broker unreachable at start-up, 2 invalid configuration or usage
 (API keys refused, paper/live mismatch, live not confirmed), 3 database unavailable, 4 another daemon already runs
@@ -49,6 +50,7 @@ from core.data.validation import latest_session_day
 from core.kernel.clock import LiveClock, SimulatedClock
 from core.runtime.orchestrator import IterationOutcome, run_live, run_replay
 from core.runtime.order_updates import following_order_updates, gated
+from core.runtime.commands import POLL_SECONDS, DaemonControl
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -89,7 +91,9 @@ from utils.cli import db_argument, install_stop_handlers, interpreter_command, i
 from utils.logging import configure_logging
 from loguru import logger
 
-COMMANDS = ("run", "replay", "demo", "backtest", "optimize", "strategies", "status", "health", "reset", "dashboard")
+COMMANDS = (
+    "run", "replay", "demo", "backtest", "optimize", "strategies", "status", "health", "reset", "dashboard", "pause", "resume", "close",
+)  # fmt: skip
 # the exit codes of the checks made here without an exception; everything else takes its code from the error's class
 EXIT_CONFIG, EXIT_DB, EXIT_LOCKED, EXIT_PERSIST = (
     EXIT_CODES[kind] for kind in (ConfigurationError, StorageUnavailable, LockConflict, LedgerWriteFailed)
@@ -155,6 +159,16 @@ def build_parser() -> argparse.ArgumentParser:
         "reset", parents=[common], help="manual reset of a HALTED/REDUCING daemon to ACTIVE (daemon stopped)"
     )
     reset.add_argument("--reason", required=True, help="who resets and why (recorded)")
+    # control commands: recorded in the database, picked up by the daemon at its next iteration or while it sleeps
+    pause = sub.add_parser("pause", parents=[common], help="no new entries (exits, stops, position management go on)")
+    pause.add_argument("--reason", help="why (recorded with the command)")
+    resume = sub.add_parser("resume", parents=[common], help="allow new entries again after a pause")
+    resume.add_argument("--reason", help="why (recorded with the command)")
+    close = sub.add_parser("close", parents=[common], help="exit a position (or all) at the next opportunity")
+    close.add_argument("symbol", nargs="?", help="the symbol to close")
+    close.add_argument("--all", action="store_true", help="close every open position")
+    close.add_argument("--now", action="store_true", help="at once when the market is open (else the next iteration)")
+    close.add_argument("--reason", help="why (recorded with the command)")
 
     add_backtest_parser(sub, parents=[common])
     add_optimize_parser(sub, parents=[common])
@@ -495,6 +509,15 @@ async def _run_daemon(settings: Settings, args: argparse.Namespace) -> int:
         started = f"Daemon started: mode {settings.trading_mode.value.upper()}, {label}, data {app.provider.name}, run {app.run_id}"
         print(started, flush=True)
         _notify(app, NotifyKind.START, f"{started}; next iteration {format_eastern(next_run(clock.now()))}")
+        control = DaemonControl(
+            app.repository,
+            app.agents[AgentName.RISK],
+            app.broker,
+            calendar,
+            run_id=app.run_id,
+            symbols=settings.symbols,
+            now=clock.now,
+        )  # main.py pause / resume / close, picked before every iteration and while sleeping
         # order updates as they happen (BROKER=alpaca, ALPACA_TRADE_STREAM): recorded between iterations, never during
         async with following_order_updates(
             settings,
@@ -504,7 +527,14 @@ async def _run_daemon(settings: Settings, args: argparse.Namespace) -> int:
             enabled=iterations != 1,
             guard=app.lock.verify if app.lock is not None else None,
         ) as updates:
-            await run_live(gated(app.orchestrator, updates), next_run=next_run, stop=stop, iterations=iterations)
+            await run_live(
+                gated(app.orchestrator, updates),
+                next_run=next_run,
+                stop=stop,
+                iterations=iterations,
+                control=control,
+                poll_s=POLL_SECONDS,
+            )
         await app.bus.close()
         if app.agents[AgentName.RISK].state is TradingState.HALTED:
             status = "halted"  # the run ends halted: say so in its status, and on the console
@@ -642,6 +672,7 @@ def _status(settings: Settings, at_text: str | None, as_json: bool) -> int:
     report = status_report(settings, MarketCalendar(), at)
     if settings.has_alpaca_keys and not at_text:
         report["alpaca_clock"] = asyncio.run(_alpaca_clock(settings))
+    report["daemon"] = _daemon_status(settings)
     if as_json:
         print(json.dumps(report, indent=2))
         return EXIT_OK
@@ -661,6 +692,7 @@ def _status(settings: Settings, at_text: str | None, as_json: bool) -> int:
             print(
                 f"Alpaca clock ({agree}): market {'OPEN' if alpaca['is_open'] else 'closed'}; next open {alpaca['next_open_eastern']}, next close {alpaca['next_close_eastern']}"
             )
+    _print_daemon_status(report["daemon"])  # type: ignore[arg-type]
     return EXIT_OK
 
 
@@ -771,6 +803,88 @@ def _reset(settings: Settings, reason: str) -> int:
         engine.dispose()
 
 
+def _control(settings: Settings, args: argparse.Namespace) -> int:
+    """``pause`` / ``resume`` / ``close``: record the command for the daemon (running or not) on this database."""
+    from core.runtime.commands import daemon_running, submit
+
+    command_args: dict[str, object] = {"reason": args.reason} if args.reason else {}
+    if args.command == "close":
+        if bool(args.symbol) == bool(args.all):
+            print("error: close: give one SYMBOL or --all", file=sys.stderr)
+            return EXIT_CONFIG
+        command_args.update({"all": True} if args.all else {"symbols": [args.symbol.strip().upper()]})
+        command_args["now"] = bool(args.now)
+    engine = open_database(settings.database_url, create=False)  # a mistyped path is an error, not a new database
+    try:
+        repository = Repository(engine)
+        command_id, status, message = submit(
+            repository, args.command, command_args, symbols=settings.symbols, now=LiveClock().now()
+        )
+        if status == "rejected":
+            print(f"error: command {command_id} {args.command} rejected: {message}", file=sys.stderr)
+            return EXIT_CONFIG
+        running = daemon_running(engine)
+    finally:
+        engine.dispose()
+    when = (
+        "the daemon picks it up within seconds (it polls while it sleeps) or at its next iteration"
+        if running
+        else "no daemon runs on this database now: the next start picks it up"
+    )
+    print(f"command {command_id} {args.command} {message}: pending; {when}")
+    print(f"follow it with: {interpreter_command(PROJECT_ROOT / 'main.py')} status")
+    return EXIT_OK
+
+
+def _daemon_status(settings: Settings) -> dict[str, object]:
+    """The daemon's state on the configured database for ``status`` (an ``error`` entry when it cannot be read)."""
+    from core.dashboard.readonly import open_readonly
+    from core.runtime.commands import control_report, daemon_running
+
+    try:
+        engine = open_readonly(settings.database_url)  # never creates (nor migrates) a database
+    except StorageUnavailable as exc:
+        return {"error": str(exc)}
+    try:
+        return control_report(Repository(engine), running=daemon_running(engine), now=LiveClock().now())
+    except SQLAlchemyError as exc:
+        return {"error": f"cannot read the daemon's state: {_first_line(exc)}"}
+    finally:
+        engine.dispose()
+
+
+def _print_daemon_status(daemon: dict[str, object]) -> None:
+    if "error" in daemon:
+        print(f"Daemon: {daemon['error']}")
+        return
+    running = {True: "running", False: "not running", None: "unknown"}[daemon["running"]]  # type: ignore[index]
+    paused = f"PAUSED ({daemon['paused_reason']})" if daemon["paused"] else "not paused"
+    print(f"Daemon: {running}; {paused}; trading state {daemon['trading_state']}")
+    if "last_iteration" in daemon:
+        print(
+            f"  last iteration {daemon['last_iteration']} at {daemon['last_iteration_eastern']}: "
+            f"{daemon['last_iteration_status']}"
+        )
+    if daemon.get("equity") is not None:
+        print(f"  equity {float(str(daemon['equity'])):,.2f}")
+    for key, label in (("positions", "open positions"), ("orders_working", "orders working")):
+        items = daemon.get(key) or []
+        print(f"  {label}: {len(items)}")  # type: ignore[arg-type]
+        for item in items:  # type: ignore[attr-defined]
+            print("    " + " ".join(str(v) for v in item.values()))
+    if daemon.get("closes_queued"):
+        print(f"  closes queued for the next iteration: {', '.join(daemon['closes_queued'])}")  # type: ignore[arg-type]
+    pending = daemon.get("pending_commands") or []
+    print(f"  pending commands: {len(pending)}")  # type: ignore[arg-type]
+    for c in pending:  # type: ignore[attr-defined]
+        print(f"    #{c['id']} {c['kind']} {json.dumps(c['args'])} by {c['requested_by']} at {c['requested_eastern']}")
+    done = [c for c in daemon.get("recent_commands") or [] if c["status"] != "pending"]  # type: ignore[attr-defined]
+    if done:
+        print("  recent commands:")
+    for c in done:
+        print(f"    #{c['id']} {c['kind']} {c['status']}: {c['outcome']}")
+
+
 def dashboard_command(host: str, port: int, refresh: int) -> list[str]:
     """``streamlit run core/dashboard/app.py`` with the server options (the database URL goes in the environment,
     never on a command line that ``ps`` shows)."""
@@ -864,6 +978,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _health(settings, args.json)
         if command == "reset":
             return _reset(settings, args.reason)
+        if command in ("pause", "resume", "close"):
+            return _control(settings, args)
         if command == "dashboard":
             return _dashboard(settings, args)
         app, outcomes, elapsed = asyncio.run(

@@ -132,6 +132,10 @@ class RiskAgent:
         )
         self._transitions: list[dict[str, Any]] = []
         self.protection = Protection()
+        # operator control, set by the daemon's command handling before each iteration (core.runtime.commands):
+        # entries refused with this reason (rule ``paused``) while set; held positions to exit (symbol -> why)
+        self.entries_paused: str | None = None
+        self.manual_exits: dict[str, str] = {}
         if saved_state:
             self.restore(saved_state)
 
@@ -195,6 +199,8 @@ class RiskAgent:
         quality = batch.breaker_quality
         if self._quality.state is not BreakerState.CLOSED or self._quality.would_trip(quality):
             return False
+        if self.manual_exits or self.entries_paused is not None:
+            return False  # the operator asked for something: the full stage
         if self._positions is not None and account.positions:
             if self._positions.time_stops(PositionManager.plans(account), batch):
                 return False
@@ -324,6 +330,11 @@ class RiskAgent:
         time_stops = (
             self._positions.time_stops(PositionManager.plans(account), batch) if self._positions is not None else {}
         )
+        # the exits due whatever the signal: time stops, and the closes the operator asked for (main.py close)
+        exits = {s: (RiskRule.TIME_STOP, why) for s, why in time_stops.items()}
+        exits.update(
+            {s: (RiskRule.MANUAL_CLOSE, why) for s, why in self.manual_exits.items() if s in account.positions}
+        )
         state_info = {
             "state": self.state.value,
             "state_reason": self.state_reason,
@@ -337,13 +348,14 @@ class RiskAgent:
             for s, sig in signals.items()
             if s in batch.bars
             and sig.action is Action.BUY
-            and s not in time_stops
+            and s not in exits
+            and self.entries_paused is None
             and not quality_gate
             and s not in batch.entry_blocked
             and self.state in (TradingState.ACTIVE, TradingState.REDUCING)
         ]
         quotes = await self._latest_quotes(entry_symbols)
-        return _Review(batch, account, portfolio, state_info, time_stops, quality_gate, quotes)
+        return _Review(batch, account, portfolio, state_info, exits, quality_gate, quotes)
 
     def _skip(self, review: _Review, symbol: str, reason: str, info: Mapping[str, Any], signal: Signal | None) -> None:
         review.decisions.append(
@@ -373,11 +385,10 @@ class RiskAgent:
         # a flagged symbol is managed on its last good bar
         info = {**review.state_info, "data_flag": flag} if flag is not None else review.state_info
         state = self.state if self._enforce else TradingState.ACTIVE
-        if symbol in review.time_stops and signal.action is not Action.SELL:
-            assert position is not None  # a time stop is only ever due on a held position
-            result = evaluate_exit(
-                symbol, position.quantity, signal, state, review.time_stops[symbol], exit_rule=RiskRule.TIME_STOP
-            )
+        due = review.exits.get(symbol)
+        if due is not None and (signal.action is not Action.SELL or due[0] is RiskRule.MANUAL_CLOSE):
+            assert position is not None  # a time stop or a manual close is only ever due on a held position
+            result = evaluate_exit(symbol, position.quantity, signal, state, due[1], exit_rule=due[0])
             self._append(result, symbol, signal, None, info, review.approvals, review.denials, review.decisions)
             return
         if signal.action is Action.HOLD:
@@ -414,6 +425,8 @@ class RiskAgent:
                 f"symbol_data: no new entries in {symbol} while its data are flagged ({flag})",
                 {"data_flag": flag},
             )
+        elif self.entries_paused is not None:
+            result = Denial(symbol, RiskRule.PAUSED, f"paused: {self.entries_paused}", {})
         elif review.quality_gate:
             result = Denial(
                 symbol,
@@ -458,7 +471,7 @@ class _Review:
     account: AccountState
     portfolio: PortfolioView
     state_info: dict[str, Any]
-    time_stops: Mapping[str, str]
+    exits: Mapping[str, tuple[RiskRule, str]]  # due whatever the signal: the rule and why
     quality_gate: bool
     quotes: QuotesResult | None
     returns_added: bool = False

@@ -34,6 +34,7 @@ class StateKey(StrEnum):
     LLM_BREAKER = "breaker:llm_selection"
     BROKER_BREAKER = "breaker:broker"
     SIMULATED_BROKER = "broker:simulated"
+    CONTROL = "control"  # the operator's pause and queued closes (main.py pause / resume / close)
 
 
 #: every breaker's state key starts with this (``breaker:<breaker name>``)

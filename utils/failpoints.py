@@ -11,7 +11,7 @@ import os
 import signal
 
 ENV = "AGENT_TRADER_FAILPOINT"
-POINTS = ("after_catch_up", "before_submit", "after_submit", "after_persist")
+POINTS = ("after_catch_up", "before_submit", "after_submit", "after_persist", "after_command_pick")
 
 
 def failpoint(name: str) -> None:

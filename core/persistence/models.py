@@ -339,3 +339,26 @@ class PromotedConfigRow(Base):
     status: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str] = mapped_column(Text)
     changed_at: Mapped[datetime]
+
+
+class CommandRow(Base):
+    """An operator's command to the daemon (``main.py pause``, ``resume``, ``close``), written by the CLI from any
+    host and picked up by the daemon at its next iteration or while it sleeps.
+
+    ``status``: ``pending`` (written, not picked yet), ``done`` (applied: ``outcome`` says how), ``rejected`` (not
+    applicable: an unknown symbol, no open position; ``outcome`` says why), ``expired`` (not picked in time). The pick
+    flips ``pending`` to its final status in the same transaction that records the command's effect, so a command is
+    applied once even when the daemon dies right after picking it."""
+
+    __tablename__ = "commands"
+    __table_args__ = (Index("ix_commands_status", "status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    args: Mapped[dict[str, Any]]
+    requested_at: Mapped[datetime]
+    requested_by: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16))
+    picked_at: Mapped[datetime | None]
+    done_at: Mapped[datetime | None]
+    outcome: Mapped[str | None] = mapped_column(Text)

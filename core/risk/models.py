@@ -55,6 +55,9 @@ class RiskRule(enum.StrEnum):
     # account rules, after sizing (core.risk.account_rules; never applied to exits)
     PDT_GUARD = "pdt_guard"
     GAP_GUARD = "gap_guard"
+    # operator control (main.py pause / close): no new entries while paused; an exit the operator asked for
+    PAUSED = "paused"
+    MANUAL_CLOSE = "manual_close"
 
 
 class TradingState(enum.StrEnum):

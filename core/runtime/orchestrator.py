@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 from contextlib import nullcontext
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Protocol
 from collections.abc import Callable, Sequence
 
 from loguru import logger
@@ -171,6 +172,34 @@ async def run_replay(
     return outcomes
 
 
+class LoopControl(Protocol):
+    """The operator's commands to a running daemon (``core.runtime.commands.DaemonControl``)."""
+
+    async def poll(self) -> bool:
+        """Pick new commands while the daemon sleeps; True when one wants an iteration at once."""
+        ...
+
+    async def before_iteration(self) -> None: ...
+
+    async def after_iteration(self, outcome: IterationOutcome) -> None: ...
+
+
+async def _sleep(clock: Clock, wake: datetime, stop: asyncio.Event, control: LoopControl | None, poll_s: float) -> bool:
+    """Sleep until ``wake``; with ``control``, wake every ``poll_s`` seconds to pick commands, and return early when
+    one wants an iteration at once. False when ``stop`` was set."""
+    if control is None:
+        return await clock.sleep_until(wake, stop)
+    while True:
+        step = min(wake, clock.now() + timedelta(seconds=poll_s))
+        if not await clock.sleep_until(step, stop):
+            return False
+        if await control.poll():
+            logger.info("a command asks for an iteration now")
+            return True
+        if clock.now() >= wake:
+            return True
+
+
 async def run_live(
     orchestrator: Orchestrator,
     *,
@@ -178,22 +207,30 @@ async def run_live(
     stop: asyncio.Event,
     iterations: int | None = None,
     run_first_immediately: bool = True,
+    control: LoopControl | None = None,
+    poll_s: float = 5.0,
 ) -> list[IterationOutcome]:
-    """The daemon loop: iterate, then sleep (no busy loop) until ``next_run(now)``; stop finishes cleanly."""
+    """The daemon loop: iterate, then sleep (no busy loop) until ``next_run(now)``; stop finishes cleanly.
+
+    ``control``: the operator's commands, picked before every iteration and every ``poll_s`` seconds of sleep."""
     clock = orchestrator.clock
     outcomes: list[IterationOutcome] = []
     if not run_first_immediately:
         wake = next_run(clock.now())
         logger.info("next iteration at {}", wake.isoformat())
-        if not await clock.sleep_until(wake, stop):
+        if not await _sleep(clock, wake, stop, control, poll_s):
             return outcomes
     while not stop.is_set():
+        if control is not None:
+            await control.before_iteration()
         outcome = await orchestrator.run_iteration()
         outcomes.append(outcome)
+        if control is not None:
+            await control.after_iteration(outcome)
         if iterations is not None and len(outcomes) >= iterations:
             break
         wake = next_run(clock.now())
         logger.info("sleeping until {}", wake.isoformat())
-        if not await clock.sleep_until(wake, stop):
+        if not await _sleep(clock, wake, stop, control, poll_s):
             break
     return outcomes

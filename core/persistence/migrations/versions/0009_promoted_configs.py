@@ -1,7 +1,7 @@
 """promoted configurations: versions of a strategy's parameters promoted by a study, champion/retired/reverted
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-06 21:20:00
 """
 
@@ -13,8 +13,8 @@ from alembic import op
 import core.persistence.types
 
 
-revision = '0010'
-down_revision = '0009'
+revision = '0009'
+down_revision = '0008'
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """shadow matrices: the shadow ledger packed as one row per iteration (symbols x strategies matrices)
 
-Revision ID: 0008
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-06 21:00:00
 
 Runs recorded before keep their ``shadow_signals`` rows (one per symbol and iteration), which the readers still
@@ -16,8 +16,8 @@ from alembic import op
 import core.persistence.types
 
 
-revision = '0008'
-down_revision = '0005'
+revision = '0007'
+down_revision = '0006'
 branch_labels = None
 depends_on = None
 

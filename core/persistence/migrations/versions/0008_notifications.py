@@ -1,7 +1,7 @@
 """notifications: every notification sent (or not) and its outcome
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-12-06 21:00:00
 """
 
@@ -13,8 +13,8 @@ from alembic import op
 import core.persistence.types
 
 
-revision = '0009'
-down_revision = '0008'
+revision = '0008'
+down_revision = '0007'
 branch_labels = None
 depends_on = None
 
