@@ -14,6 +14,7 @@ better use of the iteration's time than the same slow one.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import json
 import math
@@ -286,7 +287,7 @@ def sdk_key(api_key: Any, vendor: str, timeout_s: float) -> str:
     return key
 
 
-class SdkSelectionProvider:
+class SdkSelectionProvider(abc.ABC):
     """What the Groq and Anthropic providers share: an SDK client built with ``max_retries=0``, our retries (counted)
     around each call, the SDK's errors translated to :class:`AttemptFailure` with secrets redacted.
 
@@ -327,14 +328,17 @@ class SdkSelectionProvider:
     async def aclose(self) -> None:
         await self._client.close()
 
+    @abc.abstractmethod
     def _params(self, request: SelectionRequest) -> dict[str, Any]:
-        raise NotImplementedError
+        """The SDK call's keyword arguments for ``request``."""
 
+    @abc.abstractmethod
     async def _create(self, params: dict[str, Any]) -> Any:
-        raise NotImplementedError
+        """One call of the SDK (no retries: ours are around it)."""
 
+    @abc.abstractmethod
     def _extract(self, response: Any, request: SelectionRequest) -> tuple[Any, int, int]:
-        raise NotImplementedError
+        """The answer and its input/output tokens; raises :class:`AttemptFailure` for an unusable one."""
 
     async def complete(self, request: SelectionRequest) -> ProviderReply:
         params = self._params(request)
