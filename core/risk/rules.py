@@ -591,7 +591,11 @@ def apply_approval(
     frame = portfolio.returns
     if returns is not None and intent.side is Side.BUY:
         # each symbol keeps its own series (and index): the correlation rule joins two series at a time
-        by_symbol = {str(s): frame[s] for s in frame if s != intent.symbol} if frame is not None else {}
+        if isinstance(frame, pd.DataFrame):
+            by_symbol = {str(s): frame[s] for s in frame.columns}
+        else:
+            by_symbol = dict(frame) if frame is not None else {}
+        by_symbol.pop(intent.symbol, None)
         by_symbol[intent.symbol] = returns.astype(float).rename(intent.symbol)
         frame = frozen_map(by_symbol)
     return replace(portfolio, cash=portfolio.cash - value, positions=frozen_map(positions), returns=frame)

@@ -108,3 +108,18 @@ def test_apply_approval_then_each_entry_keeps_its_own_series_for_later_candidate
     refused = evaluate_entry(second, after, RiskLimits(), "active")
     expected = _pandas_pairs(2 * first[10:], pd.DataFrame({"AAPL": first}), ["AAPL"], RiskLimits())
     assert refused.rule == "correlation" and refused.values["correlation"] == expected["AAPL"]["correlation"]
+
+
+def test_apply_approval_when_the_held_returns_are_a_frame_then_its_columns_and_the_entry_by_symbol() -> None:
+    idx = sessions(60)
+    rng = np.random.default_rng(4)
+    held = pd.Series(rng.normal(0, 0.02, 60), index=idx)
+    mine = pd.Series(rng.normal(0, 0.02, 60), index=idx)
+    portfolio = make_portfolio(
+        cash=80_000.0, positions=[position("MSFT", 20_000, "technology")], returns=pd.DataFrame({"MSFT": held})
+    )
+    approved = evaluate_entry(make_candidate(returns=mine), portfolio, RiskLimits(), "active")
+    assert isinstance(approved, Approval)
+    after = apply_approval(portfolio, approved, "technology", mine)
+    assert after.returns is not None and sorted(after.returns) == ["AAPL", "MSFT"]
+    assert after.returns["MSFT"].equals(held.rename("MSFT")) and after.returns["AAPL"].equals(mine.rename("AAPL"))
