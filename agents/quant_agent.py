@@ -4,9 +4,10 @@ A thin adapter over the pure engine :mod:`core.quant` (whose docstrings specify 
 regime, the VIF and the confidence formula): on each ``SignalsReady`` it reads the precomputed record and volatility of
 each BUY/SELL signal's (symbol, strategy) from the runtime's shared :class:`FrameCache`, memoises the VIF per
 (symbol, strategy, decision index), asks :mod:`core.quant` for the assessment, and emits one Decision per symbol and a
-``ValidatedReady``. The strategy's signal frame comes from the same cache through :func:`strategies.frames.signal_frame`
-(computed by the Strategy agent for today's signal, under the same key, so it is never computed twice); the agent is
-built from the strategy registry and that cache, never from the Strategy agent.
+``ValidatedReady``. The strategy's signal columns come from the same cache: the arrays the Strategy agent computed for
+today's signal (:func:`strategies.frames.signal_arrays`, under the same key, so they are never computed twice), else
+the signal frame through :func:`strategies.frames.signal_frame`; the agent is built from the strategy registry and that
+cache, never from the Strategy agent.
 
 Review
 ------
@@ -51,7 +52,7 @@ from core.quant import (
 )
 from core.vocabulary import AgentName, DecisionAction
 from strategies.base import Strategy
-from strategies.frames import PeersMemo, signal_frame
+from strategies.frames import PeersMemo, signal_arrays_key, signal_frame
 
 Review = Callable[[ValidatedSignal], Awaitable[float | None]]
 
@@ -85,7 +86,7 @@ class QuantAgent:
         self._config = config
         self._cache = cache or FrameCache()
         self._peers = PeersMemo(benchmark_symbol)
-        self._indicators: dict[str, tuple[pd.DataFrame, Mapping[str, np.ndarray]]] = {}  # see _indicator_arrays
+        self._columns: dict[str, tuple[pd.DataFrame, Mapping[str, np.ndarray]]] = {}  # see _signal_columns
         self._review = review
 
     @property
@@ -98,16 +99,29 @@ class QuantAgent:
         """The shared cached signal frame of ``strategy`` over ``symbol``'s bars (peers built only on a miss)."""
         return signal_frame(self._cache, batch.bars[symbol], self._registry[strategy], lambda: self._peers(batch.bars))
 
+    def _signal_columns(self, batch: BarsBatch, symbol: str, strategy: str) -> Mapping[str, np.ndarray]:
+        """The columns of ``strategy``'s signal frame over ``symbol``'s bars as arrays by column name: the Strategy
+        agent's cached arrays when it computed them (the same values and dtypes as the frame's columns; nothing is
+        assembled or converted), else the cached signal frame's columns (kept for the symbol's latest frame only: a
+        pandas column lookup per feature per signal adds up; older frames are the shared cache's to keep or drop)."""
+        sb = batch.bars[symbol]
+        arrays: Mapping[str, np.ndarray] | None = self._cache.peek(symbol, signal_arrays_key(strategy), sb.frame)
+        if arrays is not None:
+            return arrays
+        frame = self._signal_frame(batch, symbol, strategy)
+        held = self._columns.get(symbol)
+        if held is None or held[0] is not frame:
+            held = self._columns[symbol] = (frame, {str(c): frame[c].to_numpy() for c in frame.columns})
+        return held[1]
+
     def record_for(self, batch: BarsBatch, symbol: str, strategy: str) -> SignalRecord:
         """The precomputed track record of ``strategy`` on ``symbol`` (once per bars frame)."""
         sb = batch.bars[symbol]
         c = self._config
 
         def compute() -> SignalRecord:
-            frame = self._signal_frame(batch, symbol, strategy)
-            return signal_record(
-                frame["action"].to_numpy(), sb.frame["close"].to_numpy(), c.horizon, c.lookback_signals
-            )
+            actions = self._signal_columns(batch, symbol, strategy)["action"]
+            return signal_record(actions, sb.frame["close"].to_numpy(), c.horizon, c.lookback_signals)
 
         return self._cache.get(symbol, ("quant_record", strategy, c.horizon, c.lookback_signals), sb.frame, compute)
 
@@ -131,20 +145,11 @@ class QuantAgent:
         key = (t, names)
         hit = memo.get(key)
         if hit is None:
-            frame = self._signal_frame(batch, signal.symbol, signal.strategy)
-            indicators = self._indicator_arrays(signal.symbol, frame)
+            columns = self._signal_columns(batch, signal.symbol, signal.strategy)
+            indicators = {name: columns[f"ind_{name}"] for name in names}
             hit = vif_at(indicators, names, t, window=self._config.vif_window, min_rows=self._config.vif_min_rows)
             memo[key] = hit
         return hit
-
-    def _indicator_arrays(self, symbol: str, frame: pd.DataFrame) -> Mapping[str, np.ndarray]:
-        """The ``ind_*`` columns of a signal frame as arrays, kept for the symbol's latest frame only (a pandas column
-        lookup per feature per signal adds up; older frames are the shared cache's to keep or drop)."""
-        held = self._indicators.get(symbol)
-        if held is None or held[0] is not frame:
-            arrays = {str(c)[4:]: frame[c].to_numpy() for c in frame.columns if str(c).startswith("ind_")}
-            held = self._indicators[symbol] = (frame, arrays)
-        return held[1]
 
     def assess(self, batch: BarsBatch, signal: Signal) -> Assessment:
         """The deterministic assessment of ``signal`` at the batch's decision bar for its symbol."""

@@ -380,6 +380,8 @@ class RiskAgent:
                 self._skip(review, symbol, f"no data: {batch.rejected[symbol]}", review.state_info, None)
             return
         assert signal is not None
+        if signal.action is Action.HOLD and not self._routine and symbol not in review.exits:
+            return  # the common case of a backtest: nothing to decide and nothing recorded
         position = review.account.positions.get(symbol)
         flag = batch.entry_blocked.get(symbol)
         # a flagged symbol is managed on its last good bar

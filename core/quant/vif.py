@@ -53,8 +53,7 @@ def vif_of(values: np.ndarray, names: Sequence[str], *, min_rows: int) -> VifRes
     if len(rows) < needed:
         return VifResult({}, len(rows), dropped, f"{len(rows)} complete rows, {needed} needed")
     design = np.column_stack([np.ones(len(rows)), rows[:, varying]])
-    working = _standardised(design)
-    vifs = {name: float(_vif_of_standardised(working, j + 1)) for j, name in enumerate(kept)}
+    vifs = dict(zip(kept, _vifs_of_standardised(_standardised(design)), strict=True))
     return VifResult(vifs, len(rows), dropped, "ok")
 
 
@@ -84,6 +83,24 @@ def _vif_of_standardised(working: np.ndarray, column: int) -> np.float64:
     centred = y - y.mean()
     r_squared = np.clip(1.0 - np.sum(residual**2) / np.dot(centred, centred), 0.0, 1.0 - 1e-15)
     return np.float64(1.0) / (np.float64(1.0) - r_squared)
+
+
+def _vifs_of_standardised(working: np.ndarray) -> list[float]:
+    """:func:`_vif_of_standardised` of every column but the first (the constant), with the pseudo-inverses of the
+    regressions taken in one stacked ``pinv`` call: numpy runs the same SVD and products on each matrix of the
+    stack, so every VIF is the float the column-by-column computation gives (a test checks it bit for bit)."""
+    columns = range(1, working.shape[1])
+    others = [np.delete(working, column, axis=1) for column in columns]
+    inverses = np.linalg.pinv(np.stack(others), rcond=1e-15)
+    vifs = []
+    for j, column in enumerate(columns):
+        y = working[:, column]
+        beta = inverses[j] @ y
+        residual = y - others[j] @ beta
+        centred = y - y.mean()
+        r_squared = np.clip(1.0 - np.sum(residual**2) / np.dot(centred, centred), 0.0, 1.0 - 1e-15)
+        vifs.append(float(np.float64(1.0) / (np.float64(1.0) - r_squared)))
+    return vifs
 
 
 def vif_at(

@@ -240,12 +240,13 @@ class PortfolioView:
     positions               open positions by symbol
     equity_day_start        equity at the start of the current session (None: the daily-loss rule is not applicable)
     equity_week_high        max equity over the last 5 sessions including today (None: weekly rule not applicable)
-    returns                 daily returns by symbol (columns), used for the correlation rule
+    returns                 daily returns by symbol (a Series per symbol, each on its own sessions; a DataFrame with
+                            a column per symbol reads the same), used for the correlation rule
     realized_trade_returns  outcomes of closed trades (R-multiples or percentages; only signs and ratios matter)
     daytrade_count          day trades in the last five sessions, as the broker reports them (None: not reported)
     pattern_day_trader      the broker's pattern-day-trader flag (None: not reported)
 
-    Compared by identity (it holds a DataFrame).
+    Compared by identity (it holds pandas objects).
     """
 
     cash: float
@@ -253,7 +254,7 @@ class PortfolioView:
     positions: Mapping[str, PositionView] = field(default_factory=frozen_map)
     equity_day_start: float | None = None
     equity_week_high: float | None = None
-    returns: pd.DataFrame | None = None
+    returns: Mapping[str, pd.Series] | pd.DataFrame | None = None
     realized_trade_returns: Sequence[float] = ()
     daytrade_count: int | None = None
     pattern_day_trader: bool | None = None
@@ -268,7 +269,8 @@ class Candidate:
     ``spread_note`` saying why. ``quote_error``: the quote source was asked and failed, or its quote is unusable
     (one-sided, crossed): the spread rule refuses the entry (it fails closed). ``quote`` (bid, ask, at) is recorded
     with the spread check.
-    ``returns`` are the symbol's daily returns (same frequency and index type as ``PortfolioView.returns``).
+    ``returns`` are the symbol's daily returns (same frequency and index type as the series of
+    ``PortfolioView.returns``).
     ``submission_price``: the price a market buy sent now would pay (the live quote's ask; in a backtest the simulated
     broker's fill price, the next session's open), read by the gap guard; None: unknown, ``submission_source`` says
     why. Compared by identity (it holds a Series).

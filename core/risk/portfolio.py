@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 import pandas as pd
 
 from core.brokers.base import AccountState
-from core.kernel.domain import BarsBatch, SymbolBars
+from core.kernel.domain import BarsBatch, SymbolBars, frozen_map
 from core.risk.models import PortfolioView, PositionView
 from core.risk.sectors import sector_of
 
@@ -51,6 +51,6 @@ def with_returns(
     batch: BarsBatch,
     returns_of: Callable[[SymbolBars], pd.Series],
 ) -> PortfolioView:
-    """The view with the held positions' daily returns (for the correlation rule)."""
+    """The view with the held positions' daily returns by symbol (for the correlation rule)."""
     columns = {s: returns_of(batch.bars[s]) for s, p in account.positions.items() if p.quantity and s in batch.bars}
-    return replace(portfolio, returns=pd.DataFrame(columns) if columns else None)
+    return replace(portfolio, returns=frozen_map(columns) if columns else None)

@@ -28,6 +28,7 @@ import math
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from core.kernel.domain import (
@@ -83,6 +84,50 @@ class _Checks:
         )
 
 
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of two complete (NaN-free) float arrays of one length, by the arithmetic of pandas'
+    ``Series.corr`` (centred, each scaled by its largest magnitude, dot products over n - 1, clipped to [-1, 1]):
+    the same operations in the same order, so the same float; NaN when undefined (fewer than 2 values, a constant
+    series). A test checks it against ``Series.corr``."""
+    if len(a) < 2:
+        return math.nan
+    a = a - a.mean()
+    b = b - b.mean()
+    a_scale = np.max(np.abs(a))
+    b_scale = np.max(np.abs(b))
+    if a_scale == 0 or b_scale == 0:
+        return math.nan
+    a = a / a_scale
+    b = b / b_scale
+    fact = len(a) - 1
+    divisor = np.sqrt(np.dot(a, a) / fact)
+    if divisor == 0:
+        return math.nan
+    result = np.dot(a, b) / fact / divisor
+    divisor = np.sqrt(np.dot(b, b) / fact)
+    if divisor == 0:
+        return math.nan
+    return float(np.clip(result / divisor, -1.0, 1.0))
+
+
+def _overlap(own: pd.Series, held: pd.Series, lookback: int) -> tuple[np.ndarray, np.ndarray]:
+    """The two series' values on the sessions both have, NaN rows dropped, the last ``lookback`` rows (the inner
+    join of the two indexes, in order). Series on one index (the usual case: the same sessions) are read as arrays;
+    others are joined by pandas."""
+    if own.index.equals(held.index):
+        a, b = own.to_numpy(dtype=float), held.to_numpy(dtype=float)
+        complete = ~(np.isnan(a) | np.isnan(b))
+        if not complete.all():
+            a, b = a[complete], b[complete]
+        return a[-lookback:], b[-lookback:]
+    joined = (
+        pd.concat([own.astype(float).rename("candidate"), held.astype(float).rename("held")], axis=1, join="inner")
+        .dropna()
+        .tail(lookback)
+    )
+    return joined["candidate"].to_numpy(dtype=float), joined["held"].to_numpy(dtype=float)
+
+
 def _correlations(candidate: Candidate, portfolio: PortfolioView, limits: RiskLimits) -> dict[str, dict[str, Any]]:
     """|correlation| of the candidate's daily returns with each open position's, over the last
     ``correlation_lookback`` overlapping observations (pairs with fewer than ``correlation_min_periods`` are n/a)."""
@@ -92,19 +137,11 @@ def _correlations(candidate: Candidate, portfolio: PortfolioView, limits: RiskLi
     for symbol in sorted(portfolio.positions):
         if symbol == candidate.symbol or portfolio.positions[symbol].quantity == 0:
             continue
-        if own is None or frame is None or symbol not in frame.columns:
+        if own is None or frame is None or symbol not in frame:
             pairs[symbol] = {"status": "not_applicable", "reason": "no returns series"}
             continue
-        joined = (
-            pd.concat(
-                [own.astype(float).rename("candidate"), frame[symbol].astype(float).rename("held")],
-                axis=1,
-                join="inner",
-            )
-            .dropna()
-            .tail(limits.correlation_lookback)
-        )
-        observations = len(joined)
+        mine, held = _overlap(own, frame[symbol], limits.correlation_lookback)
+        observations = len(mine)
         if observations < limits.correlation_min_periods:
             pairs[symbol] = {
                 "status": "not_applicable",
@@ -112,7 +149,7 @@ def _correlations(candidate: Candidate, portfolio: PortfolioView, limits: RiskLi
                 "observations": observations,
             }
             continue
-        corr = float(joined["candidate"].corr(joined["held"]))
+        corr = _pearson(mine, held)
         if not math.isfinite(corr):
             pairs[symbol] = {
                 "status": "not_applicable",
@@ -553,9 +590,12 @@ def apply_approval(
         )
     frame = portfolio.returns
     if returns is not None and intent.side is Side.BUY:
-        column = returns.astype(float).rename(intent.symbol)
-        if frame is None or frame.empty:
-            frame = column.to_frame()
+        # each symbol keeps its own series (and index): the correlation rule joins two series at a time
+        if isinstance(frame, pd.DataFrame):
+            by_symbol = {str(s): frame[s] for s in frame.columns}
         else:
-            frame = pd.concat([frame.drop(columns=[intent.symbol], errors="ignore"), column], axis=1)
+            by_symbol = dict(frame) if frame is not None else {}
+        by_symbol.pop(intent.symbol, None)
+        by_symbol[intent.symbol] = returns.astype(float).rename(intent.symbol)
+        frame = frozen_map(by_symbol)
     return replace(portfolio, cash=portfolio.cash - value, positions=frozen_map(positions), returns=frame)

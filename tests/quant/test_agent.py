@@ -14,7 +14,12 @@ from agents.strategy_agent import StrategyAgent
 from core.kernel.domain import Action
 from core.kernel.frame_cache import FrameCache
 from strategies.base import Peers, signal_at as strategy_signal_at
-from strategies.frames import peers_of, signal_frame as shared_signal_frame, signal_frame_key
+from strategies.frames import (
+    peers_of,
+    signal_arrays as shared_signal_arrays,
+    signal_frame as shared_signal_frame,
+    signal_frame_key,
+)
 from strategies.registry import build_registry
 from strategies.selector import FixedSelector
 from tests.quant.helpers import (
@@ -341,3 +346,36 @@ async def test_real_strategy_agent_on_bundled_bars_when_a_signal_fires_then_comp
     window = visible_signals[[f"ind_{n}" for n in names]].iloc[-60:].dropna().to_numpy()
     assert [inputs["vif"][n] for n in names] == pytest.approx(_vif_by_inverse_correlation(window).tolist(), rel=1e-6)
     assert 0.0 <= out.validated["AAPL"].confidence <= 1.0
+
+
+@pytest.mark.skipif(DAILY is None, reason="bundled daily bars not found")
+@pytest.mark.parametrize("strategy_name", ["mean_reversion", "bollinger_bands", "trend_following"])
+async def test_quant_agent_when_the_strategy_arrays_are_cached_then_the_same_numbers_as_from_the_signal_frame(
+    strategy_name,
+) -> None:
+    """The Strategy agent caches a strategy's columns as arrays; the Quant agent reads them instead of the signal frame
+    (nothing assembled): every recorded number is the one the frame gives."""
+    assert DAILY is not None
+    aapl = read_bars(DAILY / "AAPL.csv")
+    registry = build_registry()
+    strategy = registry[strategy_name]
+    whole = signals_ready({"AAPL": (aapl, len(aapl))}, {}).previous.batch
+    peers = peers_of(whole.bars, "SPY")
+    with_arrays, frame_only = FrameCache(), FrameCache()
+    shared_signal_arrays(with_arrays, whole.bars["AAPL"], strategy, peers)
+    frame = shared_signal_frame(frame_only, whole.bars["AAPL"], strategy, peers)
+    assert with_arrays.peek("AAPL", signal_frame_key(strategy_name), aapl) is None  # no frame there
+    fast, reference = QuantAgent(registry, cache=with_arrays), QuantAgent(registry, cache=frame_only)
+    actions = frame["action"].to_numpy()
+    fired = np.flatnonzero((actions != 0) & (np.arange(len(actions)) >= 300))[:25]
+    assert len(fired) >= 5
+    notes = []
+    for t in fired.tolist():
+        signal = strategy_signal_at(strategy, "AAPL", frame, t, float(aapl["close"].iat[t]))
+        event = signals_ready({"AAPL": (aapl, t + 1)}, {"AAPL": signal})
+        got, expected = await fast.on_signals(event), await reference.on_signals(event)
+        assert dict(got.decisions[0].inputs) == dict(expected.decisions[0].inputs)
+        assert got.validated["AAPL"].confidence == expected.validated["AAPL"].confidence
+        notes.append(got.decisions[0].inputs["vif_note"])
+    assert "ok" in notes  # VIFs were computed
+    assert with_arrays.peek("AAPL", signal_frame_key(strategy_name), aapl) is None  # still never assembled

@@ -262,3 +262,38 @@ def test_variance_inflation_equals_statsmodels(case: str) -> None:
             assert np.isinf(got) or got > 1e10  # perfectly collinear: both explode
         else:
             assert got == pytest.approx(expected, rel=1e-7), j
+
+
+@pytest.mark.parametrize("case", ["independent", "correlated", "collinear", "near_collinear", "many", "scales"])
+def test_vif_of_when_the_regressions_are_stacked_then_each_vif_is_the_column_by_column_float(case: str) -> None:
+    """vif_of takes the pseudo-inverses of all its regressions in one stacked call: the floats are those of the
+    regressions taken column by column on the same standardised design (the VIF decides a confidence factor, so not
+    one ulp may move)."""
+    import warnings
+
+    from core.quant import vif_of
+    from core.quant.vif import _standardised, _vif_of_standardised
+
+    cases = ["independent", "correlated", "collinear", "near_collinear", "many", "scales"]
+    rng = np.random.default_rng(10 + cases.index(case))
+    for rows, k in [(60, 2), (60, 3), (25, 4), (60, 6)] * 5:
+        x = rng.normal(size=(rows, k))
+        if case == "correlated":
+            x[:, 1] = x[:, 0] * 0.8 + x[:, 1] * 0.2
+        elif case == "collinear":
+            x[:, -1] = 3.0 * x[:, 0] - x[:, 1] + 2.0
+        elif case == "near_collinear":
+            x[:, 1] = x[:, 0] + 1e-6 * x[:, 1]
+        elif case == "many":
+            x = x + rng.normal(size=(rows, 1))
+        elif case == "scales":
+            x = x * np.array([1e-4, 1.0, 3e3, 50.0, 7.0, 0.2][:k])
+        x[rng.integers(0, rows), rng.integers(0, k)] = np.nan  # a row dropped, as in a real window
+        names = tuple(f"f{j}" for j in range(k))
+        complete = x[~np.isnan(x).any(axis=1)]
+        working = _standardised(np.column_stack([np.ones(len(complete)), complete[:, np.ones(k, dtype=bool)]]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            got = vif_of(x, names, min_rows=8)
+            expected = [float(_vif_of_standardised(working, j + 1)) for j in range(k)]
+        assert got.note == "ok" and list(got.by_feature.values()) == expected

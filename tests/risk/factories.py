@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import pandas as pd
 
@@ -75,7 +75,7 @@ def make_portfolio(
     equity: float | None = None,
     equity_day_start: float | None = None,
     equity_week_high: float | None = None,
-    returns: pd.DataFrame | None = None,
+    returns: Mapping[str, pd.Series] | pd.DataFrame | None = None,
     realized_trade_returns: Sequence[float] = (),
 ) -> PortfolioView:
     """Equity defaults to cash + market value of the positions (as the broker reports it)."""

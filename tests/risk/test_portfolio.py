@@ -45,14 +45,14 @@ def test_portfolio_view_without_history_then_no_day_start_and_the_week_high_is_t
     assert view.realized_trade_returns == ()
 
 
-def test_with_returns_then_the_held_symbols_with_bars_as_columns_else_none() -> None:
+def test_with_returns_then_the_held_symbols_with_bars_by_symbol_else_none() -> None:
     frame = read_bars_file(BUNDLED_DAILY / "SPY.csv")
     end = int(frame.index.get_loc(pd.Timestamp("2021-03-10", tz=UTC))) + 1
     batch = BarsBatch("it-1", AT, {"SPY": SymbolBars("SPY", frame, end, "files")})  # IBM held but not in the batch
     cache = FrameCache()
     view = portfolio_view(_account(), [], {})
     added = with_returns(view, _account(), batch, lambda sb: rf.returns_window(cache, sb, 60))
-    assert added.returns is not None and list(added.returns.columns) == ["SPY"]
+    assert added.returns is not None and list(added.returns) == ["SPY"]
     assert added.returns["SPY"].equals(rf.returns_window(cache, batch.bars["SPY"], 60))
     assert added.cash == view.cash and added.positions == view.positions
     empty = BarsBatch("it-1", AT, {})
