@@ -23,6 +23,7 @@ from loguru import logger
 from core.kernel.domain import Action, BarsBatch, Decision, Signal, SymbolBars, datetime_index, frozen_map, utc_from_int
 from core.kernel.events import DataReady, SignalsReady
 from core.kernel.frame_cache import FrameCache
+from core.kernel.shadow import NOT_ELIGIBLE, ShadowBlock
 from core.llm import LLMSelector
 from core.vocabulary import AgentName, DecisionAction
 from strategies.base import ACTION_BY_CODE, Peers, Strategy
@@ -132,9 +133,6 @@ def _signal_at(
         indicators=indicators,
         reason=strategy.reason(action, indicators),
     )
-
-
-_ACTION_VALUE = {code: action.value for code, action in ACTION_BY_CODE.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,7 +343,6 @@ class StrategyAgent:
                 session, name, why, "deterministic", f"LLM abstained: {note}" if note else None
             )
 
-        shadow: list[dict[str, Any]] = []
         if self._shadow:
             self._shadow_matrices(batch, peers)
         for symbol, sb in batch.bars.items():
@@ -361,8 +358,6 @@ class StrategyAgent:
                 decisions.append(
                     self._decision(symbol, choice, signal, contexts[symbol], batch.entry_blocked.get(symbol))
                 )
-            if self._shadow:
-                shadow.append(self._shadow_row(sb, choice, peers, has_benchmark, has_universe))
         for symbol, reason in batch.rejected.items():
             decisions.append(Decision(AgentName.STRATEGY, symbol, DecisionAction.SKIP, f"no usable data: {reason}", {}))
         for e in self._breaker_events:
@@ -375,7 +370,7 @@ class StrategyAgent:
             signals=frozen_map(signals),
             decisions=tuple(decisions),
             llm_calls=tuple(llm_calls),
-            shadow=tuple(shadow),
+            shadow=self._shadow_block(batch, peers, has_benchmark, has_universe) if self._shadow else (),
             breaker_events=events,
         )
 
@@ -426,25 +421,39 @@ class StrategyAgent:
             self._cache.discard(symbol, signal_arrays_key(old))
             self._cache.discard(symbol, ("signal_columns", old))
 
-    def _shadow_row(
-        self, sb: SymbolBars, choice: _Choice, peers: Peers, has_benchmark: bool, has_universe: bool
-    ) -> dict[str, Any]:
-        """What every eligible registered strategy signals for this symbol at this bar (the shadow ledger)."""
-        matrix = self._cache.get(sb.symbol, "shadow_matrix", sb.frame, lambda: self._shadow_matrix(sb, peers))
-        i = sb.end - 1
-        codes, strengths = matrix.codes[:, i].tolist(), matrix.strengths[:, i].tolist()
-        ledger: dict[str, Any] = {}
-        for k, (name, min_history, needs_benchmark, needs_universe) in enumerate(matrix.strategies):
-            # the same test as _eligible(), on precomputed facts
-            if (
-                min_history >= sb.end
-                or (needs_benchmark and not has_benchmark)
-                or (needs_universe and not has_universe)
-            ):
-                continue
-            code = codes[k]
-            ledger[name] = [_ACTION_VALUE[code], round(strengths[k], 4) if code else 0.0]
-        return {"symbol": sb.symbol, "selected": choice.strategy, "close": sb.last_close, "signals": ledger}
+    def _shadow_block(
+        self, batch: BarsBatch, peers: Peers, has_benchmark: bool, has_universe: bool
+    ) -> ShadowBlock | tuple[()]:
+        """What every eligible registered strategy signals for every symbol at its bar (the shadow ledger): one column
+        of each symbol's cached matrix, ineligible strategies (history, peers: the test of _eligible()) marked."""
+        bars = batch.bars
+        if not bars:
+            return ()
+        symbols = list(bars)
+        matrices: list[_ShadowMatrix] = []
+        for symbol, sb in bars.items():
+            matrix = self._cache.peek(symbol, "shadow_matrix", sb.frame)
+            if matrix is None:
+                matrix = self._shadow_matrix(sb, peers)
+                self._cache.put(symbol, "shadow_matrix", sb.frame, matrix)
+            matrices.append(matrix)
+        meta = matrices[0].strategies
+        codes = np.empty((len(symbols), len(meta)), dtype=np.int8)
+        strengths = np.empty(codes.shape)
+        ends = np.empty(len(symbols), dtype=np.int64)
+        for r, (sb, matrix) in enumerate(zip(bars.values(), matrices, strict=True)):
+            if matrix.strategies != meta:  # never with one registry; kept exact should it happen
+                raise ValueError(f"shadow matrices of {symbols[0]} and {sb.symbol} list different strategies")
+            i = sb.end - 1
+            codes[r] = matrix.codes[:, i]
+            strengths[r] = matrix.strengths[:, i]
+            ends[r] = sb.end
+        min_history = np.array([m[1] for m in meta], dtype=np.int64)
+        blocked = np.array([(b and not has_benchmark) or (u and not has_universe) for _, _, b, u in meta], dtype=bool)
+        codes[(min_history[None, :] >= ends[:, None]) | blocked[None, :]] = NOT_ELIGIBLE
+        selected = [self._choices[s].strategy for s in symbols]
+        closes = [sb.last_close for sb in bars.values()]
+        return ShadowBlock([m[0] for m in meta], symbols, selected, closes, codes, strengths)
 
     def _shadow_matrices(self, batch: BarsBatch, peers: Peers) -> None:
         """Compute the shadow matrices the cache lacks, every strategy over all symbols whose frames share their
@@ -469,7 +478,7 @@ class StrategyAgent:
         )
         for group in chunks:
             if len(group) < 2:
-                continue  # computed alone by _shadow_row
+                continue  # computed alone by _shadow_block
             frames = [missing[symbol] for symbol in group]
             data = BarData.stack(frames)
             # symbols x strategies x bars, filled one strategy at a time (only its two columns are kept)
