@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -77,9 +77,13 @@ class _Columns:
 class _Choice:
     session: date
     strategy: str
-    reason: str
+    why: str | Callable[[], str]  # the reason, or how to write it (written only for the decisions that show it)
     source: str  # "llm:<provider>" or "deterministic"
     llm_note: str | None  # the LLM's answer or abstention reason, when one was consulted
+
+    @property
+    def reason(self) -> str:
+        return self.why if isinstance(self.why, str) else self.why()
 
 
 def _context_at(symbol: str, ctx: _Columns, i: int) -> MarketContext:
@@ -343,7 +347,9 @@ class StrategyAgent:
                 continue
             # a selector that ignores the market context (a backtest's fixed strategy) is not handed one
             context = contexts[symbol] if getattr(self._selector, "needs_context", True) else None
-            name, why = self._selector.choose(
+            deferred = getattr(self._selector, "choose_deferred", None)
+            chooser = deferred if deferred is not None else self._selector.choose
+            name, why = chooser(
                 context, batch.bars[symbol].end, benchmark_available=has_benchmark, universe_available=has_universe
             )
             note = abstained.get(symbol)
