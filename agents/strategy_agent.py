@@ -435,8 +435,20 @@ class StrategyAgent:
             self._cache.discard(symbol, signal_arrays_key(old))
             self._cache.discard(symbol, ("signal_columns", old))
 
+    @property
+    def records_shadow(self) -> bool:
+        return self._shadow
+
+    def shadow_of(self, batch: BarsBatch, strategy: str) -> ShadowBlock | tuple[()]:
+        """The shadow ledger :meth:`on_data` records for ``batch`` when every symbol's strategy is ``strategy`` (a
+        backtest's quiet session with a pinned strategy, whose other stages are skipped): the same rows."""
+        peers = self._peers(batch.bars)
+        has_benchmark, has_universe = self._peer_flags(batch)
+        self._shadow_matrices(batch, peers)
+        return self._shadow_block(batch, peers, has_benchmark, has_universe, selected=strategy)
+
     def _shadow_block(
-        self, batch: BarsBatch, peers: Peers, has_benchmark: bool, has_universe: bool
+        self, batch: BarsBatch, peers: Peers, has_benchmark: bool, has_universe: bool, *, selected: str | None = None
     ) -> ShadowBlock | tuple[()]:
         """What every eligible registered strategy signals for every symbol at its bar (the shadow ledger): one column
         of each symbol's cached matrix, ineligible strategies (history, peers: the test of _eligible()) marked."""
@@ -465,9 +477,9 @@ class StrategyAgent:
         min_history = np.array([m[1] for m in meta], dtype=np.int64)
         blocked = np.array([(b and not has_benchmark) or (u and not has_universe) for _, _, b, u in meta], dtype=bool)
         codes[(min_history[None, :] >= ends[:, None]) | blocked[None, :]] = NOT_ELIGIBLE
-        selected = [self._choices[s].strategy for s in symbols]
+        chosen = [self._choices[s].strategy for s in symbols] if selected is None else [selected] * len(symbols)
         closes = [sb.last_close for sb in bars.values()]
-        return ShadowBlock([m[0] for m in meta], symbols, selected, closes, codes, strengths)
+        return ShadowBlock([m[0] for m in meta], symbols, chosen, closes, codes, strengths)
 
     def _shadow_matrices(self, batch: BarsBatch, peers: Peers) -> None:
         """Compute the shadow matrices the cache lacks, every strategy over all symbols whose frames share their
