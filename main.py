@@ -450,6 +450,9 @@ async def _run_daemon(settings: Settings, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return exit_code_for(exc)
+    from strategies.indicators import preload as preload_indicators
+
+    preload_indicators()  # scipy.signal at start-up, not in the first iteration after the close
     try:
         # the start-up requests get the same retries and deadline as an iteration's
         with deadline_scope(settings.iteration_deadline_seconds, label="start-up"):

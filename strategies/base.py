@@ -17,7 +17,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -88,6 +88,20 @@ class Strategy(ABC):
         frame = self.compute(bars, peers)
         names = [str(c) for c in frame.columns]
         return {c: frame[c].to_numpy() for c in names if indicators or not c.startswith("ind_")}
+
+    def signal_arrays_many(
+        self, frames: Sequence[pd.DataFrame], peers: Peers | None = None, *, data: Any = None, indicators: bool = True
+    ) -> list[dict[str, np.ndarray]]:
+        """:meth:`signal_arrays` of several bars frames on the same dates (equal indexes), in their order: the same
+        values, bit for bit. ``data``: their shared stacked inputs. This default computes them one at a time."""
+        return [self.signal_arrays(frame, peers, indicators=indicators) for frame in frames]
+
+    def signal_matrix(
+        self, frames: Sequence[pd.DataFrame], peers: Peers | None = None, *, data: Any = None, indicators: bool = False
+    ) -> dict[str, np.ndarray]:
+        """:meth:`signal_arrays_many` as one 2-D array per column (row ``k``: ``frames[k]``'s array)."""
+        many = self.signal_arrays_many(frames, peers, data=data, indicators=indicators)
+        return {name: np.stack([arrays[name] for arrays in many]) for name in many[0]} if many else {}
 
     def reason(self, action: Action, indicators: Mapping[str, float]) -> str:
         """Human-readable justification of a signal from its indicator values (override for nicer text)."""

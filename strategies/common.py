@@ -29,7 +29,7 @@ from abc import abstractmethod
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -75,9 +75,24 @@ def squash(excess: np.ndarray, scale: float) -> np.ndarray:
 
 class BarData:
     """Numpy views of the ``high``, ``low`` and ``close`` of one bars frame, extracted once per
-    :meth:`BarStrategy.compute` call.  Read-only: they may be views of the caller's frame."""
+    :meth:`BarStrategy.compute` call.  Read-only: they may be views of the caller's frame.
+
+    :meth:`stack`: several frames on the same dates, one row per frame (``close`` etc. are then 2-D, bars along the
+    last axis); a strategy's rule evaluates every row at once, each row exactly as alone."""
 
     __slots__ = ("index", "close", "high", "low", "_atr")
+
+    @classmethod
+    def stack(cls, frames: list[pd.DataFrame]) -> BarData:
+        """The frames' prices as rows of 2-D arrays (the frames must share one index; see :func:`batch_groups`)."""
+        data = cls.__new__(cls)
+        data.index = frames[0].index
+        singles = [cls(frame) for frame in frames]
+        data.close = np.stack([d.close for d in singles])
+        data.high = np.stack([d.high for d in singles])
+        data.low = np.stack([d.low for d in singles])
+        data._atr = {}
+        return data
 
     def __init__(self, bars: pd.DataFrame) -> None:
         if not isinstance(bars, pd.DataFrame):
@@ -99,7 +114,12 @@ class BarData:
         self._atr: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
-        return self.close.shape[0]
+        return self.close.shape[-1]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """``(bars,)`` for one frame, ``(frames, bars)`` for a stack."""
+        return tuple(self.close.shape)
 
     def atr(self, length: int) -> np.ndarray:
         """ATR(length), computed once per call and shared by the signal rule and the stop (do not mutate)."""
@@ -108,6 +128,27 @@ class BarData:
             cached = ind.atr(self.high, self.low, self.close, length)
             self._atr[length] = cached
         return cached
+
+
+def batch_groups(frames: Mapping[str, pd.DataFrame]) -> list[list[str]]:
+    """The keys of ``frames`` in groups of frames on identical dates (same length and equal indexes), each group in
+    the mapping's order: the frames :meth:`BarStrategy.signal_arrays_many` can evaluate together."""
+    by_shape: dict[tuple[Any, ...], list[list[str]]] = {}
+    groups: list[list[str]] = []
+    for key, frame in frames.items():
+        index = frame.index
+        n = len(index)
+        shape = (n, index[0], index[-1]) if n else (0,)
+        for group in by_shape.setdefault(shape, []):
+            first = frames[group[0]].index
+            if first is index or first.equals(index):
+                group.append(key)
+                break
+        else:
+            group = [key]
+            by_shape[shape].append(group)
+            groups.append(group)
+    return groups
 
 
 def aligned_close(frame: pd.DataFrame, index: pd.Index, what: str) -> np.ndarray:
@@ -231,24 +272,50 @@ class BarStrategy(Strategy):
             columns[4:] = [c.copy() for c in columns[4:]]
         return dict(zip(self._column_names, columns, strict=False))
 
+    def signal_arrays_many(
+        self, frames: Sequence[pd.DataFrame], peers: Peers | None = None, *, data: Any = None, indicators: bool = True
+    ) -> list[dict[str, np.ndarray]]:
+        """:meth:`signal_arrays` of several frames on the same dates in one evaluation of the rule over their stacked
+        prices (:meth:`BarData.stack`): each frame's arrays equal its own :meth:`signal_arrays`, bit for bit. Each
+        frame's arrays are rows of arrays shared with the others' (read them; do not write to them)."""
+        if len(frames) == 1 and data is None:
+            return [self.signal_arrays(frames[0], peers, indicators=indicators)]
+        matrix = self.signal_matrix(frames, peers, data=data, indicators=indicators)
+        return [{name: values[row] for name, values in matrix.items()} for row in range(len(frames))]
+
+    def signal_matrix(
+        self, frames: Sequence[pd.DataFrame], peers: Peers | None = None, *, data: Any = None, indicators: bool = False
+    ) -> dict[str, np.ndarray]:
+        """The rule evaluated once over the frames' stacked prices: one 2-D array per column, row ``k`` bit for bit
+        ``signal_arrays(frames[k])``'s array (the frames must share their dates, see :func:`batch_groups`)."""
+        if data is None:
+            data = BarData.stack(list(frames))
+        columns = self._columns(data, peers, indicators=indicators)
+        if indicators:  # indicators may be views of the bars, of memoised peer arrays, of ``data``'s ATRs
+            columns[4:] = [np.array(c) for c in columns[4:]]
+        return dict(zip(self._column_names, columns, strict=False))
+
     def _columns(self, data: BarData, peers: Peers | None, *, indicators: bool) -> list[np.ndarray]:
         """The signal frame's columns in ``_frame_columns`` order (only the first four with ``indicators=False``)."""
-        n = len(data)
+        shape = data.shape  # (bars,) or, for a stack of frames, (frames, bars): every array below is flat
+        n = shape[-1]
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             evaluation = self.evaluate(data, peers)
-            close = data.close
-            buy = evaluation.buy
-            rows = np.flatnonzero(buy | evaluation.sell)
-            rows = rows[rows >= self.min_history]
+            close = data.close.reshape(-1)
+            buy = evaluation.buy.reshape(-1)
+            sell = evaluation.sell.reshape(-1)
+            rows = np.flatnonzero(buy | sell)
+            rows = rows[(rows % n if len(shape) > 1 else rows) >= self.min_history]
             is_buy = buy[rows]
-            keep = (is_buy != evaluation.sell[rows]) & np.isfinite(close[rows])
+            keep = (is_buy != sell[rows]) & np.isfinite(close[rows])
             rows, is_buy = rows[keep], is_buy[keep]
             direction = np.where(is_buy, 1.0, -1.0)
 
-            action = np.zeros(n, dtype=np.int8)
+            size = close.shape[0]
+            action = np.zeros(size, dtype=np.int8)
             action[rows] = direction
-            strength = np.zeros(n)
-            excess = evaluation.excess[rows]
+            strength = np.zeros(size)
+            excess = evaluation.excess.reshape(-1)[rows]
             if evaluation.scale is None:
                 strength[rows] = np.where(np.isfinite(excess), np.clip(excess, 0.0, 1.0), 0.5)
             else:
@@ -256,25 +323,27 @@ class BarStrategy(Strategy):
 
             p = self.params
             risk_atr = data.atr(p.atr_length)
-            stop_distance = p.stop_atr * risk_atr[rows]
+            stop_distance = p.stop_atr * risk_atr.reshape(-1)[rows]
             usable = np.isfinite(stop_distance) & (stop_distance > 0.0)
             signal_close = close[rows]
-            stop = np.full(n, np.nan)
-            target = np.full(n, np.nan)
+            stop = np.full(size, np.nan)
+            target = np.full(size, np.nan)
             stop[rows] = np.where(usable, signal_close - direction * stop_distance, np.nan)
             if evaluation.target is None:
                 target[rows] = np.where(usable, signal_close + direction * p.reward_risk * stop_distance, np.nan)
             else:
-                aim = np.asarray(evaluation.target, dtype=np.float64)[rows]
+                aim = np.asarray(evaluation.target, dtype=np.float64).reshape(-1)[rows]
                 target[rows] = np.where(usable & np.isfinite(aim), aim, np.nan)
 
-        columns: list[np.ndarray] = [action, strength, stop, target]
+        columns: list[np.ndarray] = [c.reshape(shape) for c in (action, strength, stop, target)]
         if not indicators:
             return columns
         for name in self.indicator_names:
             values = np.asarray(evaluation.indicators[name], dtype=np.float64)
-            if values.shape != (n,):
-                raise ValueError(f"{self.name}: indicator {name!r} has shape {values.shape}, expected ({n},)")
+            if values.shape != shape:
+                if len(shape) == 1 or values.shape != (n,):
+                    raise ValueError(f"{self.name}: indicator {name!r} has shape {values.shape}, expected {shape}")
+                values = np.broadcast_to(values, shape)  # a per-date series shared by every frame of a stack
             infinite = np.isinf(values)
             columns.append(np.where(infinite, np.nan, values) if infinite.any() else values)
         columns.append(risk_atr)

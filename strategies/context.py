@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -135,7 +136,30 @@ def context_arrays(bars: pd.DataFrame, rules: ContextRules = DEFAULT_CONTEXT_RUL
     missing = [c for c in ("high", "low", "close") if c not in bars.columns]
     if missing:
         raise ValueError(f"bars frame lacks required column(s) {missing}; has {list(bars.columns)}")
-    high, low, close, volume = _price_columns(bars)
+    return _context_columns(*_price_columns(bars), rules)
+
+
+def context_arrays_many(
+    frames: Sequence[pd.DataFrame], rules: ContextRules = DEFAULT_CONTEXT_RULES
+) -> list[dict[str, np.ndarray]]:
+    """:func:`context_arrays` of several frames on the same dates (equal indexes), computed once over their stacked
+    prices: each frame's arrays are bit for bit its own (the indicator kernels treat every row as alone). The arrays
+    are rows of arrays the frames share (read them, do not write to them)."""
+    for bars in frames:
+        missing = [c for c in ("high", "low", "close") if c not in bars.columns]
+        if missing:
+            raise ValueError(f"bars frame lacks required column(s) {missing}; has {list(bars.columns)}")
+    if len(frames) == 1:
+        return [context_arrays(frames[0], rules)]
+    columns = [_price_columns(bars) for bars in frames]
+    high, low, close, volume = (np.stack([c[k] for c in columns]) for k in range(4))
+    stacked = _context_columns(high, low, close, volume, rules)
+    return [{name: values[row] for name, values in stacked.items()} for row in range(len(frames))]
+
+
+def _context_columns(
+    high: np.ndarray, low: np.ndarray, close: np.ndarray, volume: np.ndarray, rules: ContextRules
+) -> dict[str, np.ndarray]:
     with np.errstate(divide="ignore", invalid="ignore"):
         log_return = np.log(close / ind.shift(close, 1))
         log_return[~np.isfinite(log_return)] = np.nan

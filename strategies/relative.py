@@ -32,9 +32,9 @@ from strategies.common import (
 )
 
 
-def _hold(n: int, names: tuple[str, ...]) -> Evaluation:
-    none = np.zeros(n, dtype=bool)
-    return Evaluation(none, none.copy(), np.zeros(n), None, {name: np.full(n, np.nan) for name in names})
+def _hold(shape: tuple[int, ...], names: tuple[str, ...]) -> Evaluation:
+    none = np.zeros(shape, dtype=bool)
+    return Evaluation(none, none.copy(), np.zeros(shape), None, {name: np.full(shape, np.nan) for name in names})
 
 
 def _benchmark_close(peers: Peers | None, index: pd.Index) -> np.ndarray | None:
@@ -77,7 +77,7 @@ class RelativeStrength(BarStrategy):
         p = self.params
         bench = _benchmark_close(peers, data.index)
         if bench is None:
-            return _hold(len(data), self.indicator_names)
+            return _hold(data.shape, self.indicator_names)
         ratio = data.close / bench
         ratio_roc = ind.roc(ratio, p.lookback)
         buy = ind.crossed_above(ratio_roc, 0.0)
@@ -128,10 +128,11 @@ class _RankedMomentum:
         return _RankedMomentum(self.keys[: n * self.width], self.width, self.members[:n])
 
     def count_higher(self, value: np.ndarray) -> np.ndarray:
-        """Per date, how many members have a momentum strictly greater than ``value`` (NaN value: all of them)."""
+        """Per date, how many members have a momentum strictly greater than ``value`` (NaN value: all of them);
+        ``value`` may hold several series (rows), one date per position along its last axis."""
         n = self.members.shape[0]
         position = np.arange(n)
-        query = np.empty(n, dtype=np.complex128)
+        query = np.empty(value.shape, dtype=np.complex128)
         query.real = position
         query.imag = np.where(np.isnan(value), -np.inf, value)
         at_or_below = np.searchsorted(self.keys, query, side="right") - position * self.width
@@ -212,7 +213,7 @@ class SectorRotation(BarStrategy):
         p = self.params
         n = len(data)
         if peers is None or peers.closes is None or peers.closes.shape[1] == 0:
-            return _hold(n, self.indicator_names)
+            return _hold(data.shape, self.indicator_names)
         universe = self._universe(peers.closes, data.index)
         own = ind.roc(data.close, p.lookback)
         rank = (universe.count_higher(own) + 1).astype(np.float64)
@@ -277,7 +278,7 @@ class DualMomentum(BarStrategy):
         p = self.params
         bench = _benchmark_close(peers, data.index)
         if bench is None:
-            return _hold(len(data), self.indicator_names)
+            return _hold(data.shape, self.indicator_names)
         own_return = ind.roc(data.close, p.lookback)
         bench_return = ind.roc(bench, p.lookback)
         hurdle = annual_to_period(p.risk_free, p.lookback)
@@ -292,5 +293,5 @@ class DualMomentum(BarStrategy):
             sell,
             excess,
             5.0,
-            {"return": own_return, "benchmark_return": bench_return, "hurdle": np.full(len(data), hurdle)},
+            {"return": own_return, "benchmark_return": bench_return, "hurdle": np.full(data.shape, hurdle)},
         )

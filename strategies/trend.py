@@ -95,7 +95,7 @@ class MomentumRotation(BarStrategy):
         momentum = ind.roc(data.close, p.lookback)
         buy = ind.crossed_above(momentum, p.threshold)
         sell = ind.crossed_below(momentum, p.threshold)
-        threshold = np.full(len(data), p.threshold)
+        threshold = np.full(data.shape, p.threshold)
         return Evaluation(buy, sell, np.abs(momentum - p.threshold), 5.0, {"roc": momentum, "threshold": threshold})
 
 

@@ -20,6 +20,7 @@ from core.analytics.narrative import NarrativeResult
 from core.brokers.base import AccountState, SyncResult
 from core.kernel.domain import BarsBatch, EquitySnapshot, Fill, Order
 from core.kernel.events import ApprovedReady, DataReady, Event, ExecutedReady, IterationStarted, SignalsReady
+from core.kernel.shadow import ShadowBlock
 from core.persistence.repository import IterationRecord
 from core.risk.positions import PositionManager, levels
 
@@ -242,7 +243,9 @@ def iteration_record(
         denials=facts["denials"],
         orders_submitted=facts["orders_submitted"],
         llm_calls=(*(signals.llm_calls if signals is not None else ()), *llm_calls),
-        shadow=tuple(signals.shadow) if signals is not None else (),
+        shadow=(signals.shadow if isinstance(signals.shadow, ShadowBlock) else tuple(signals.shadow))
+        if signals is not None
+        else (),
         breaker_events=tuple(b for e in stages.chain for b in e.breaker_events),
         state=state,
         position_levels=levels(PositionManager.plans(account)) if account is not None else {},

@@ -658,7 +658,6 @@ def _quiet_sessions(
     why = skip_blocker(
         verify=config.verify,
         routine_decisions=config.record_all,
-        shadow=config.shadow,
         llm=config.llm,
         strategy=strategy,
     )

@@ -18,13 +18,14 @@ A quiet session then skips the Strategy, Quant and Risk stages and the bus: the 
 broker on the bars (marks, cursors), moves trailing stops and reports the equity with its own code, and the Audit agent
 records the iteration from the same chain of events the full pipeline would have built (a HOLD for every usable
 symbol, no approval, no order), so the iteration, equity snapshot, report, state and read-model rows are the ones a
-full run writes. With ``routine_decisions=False`` (a backtest's default) a quiet session has no decision row in either mode.
+full run writes. With ``routine_decisions=False`` (a backtest's default) a quiet session has no decision row in either
+mode. With the shadow ledger on, the Strategy agent gives the session's ledger from its cached matrices
+(:meth:`agents.strategy_agent.StrategyAgent.shadow_of`): the same rows as its stage would record.
 
 Never quiet (every session goes through the pipeline, as with ``--verify``): the routine decisions recorded
-(``--record-all``: HOLD rows per symbol and session), the shadow ledger on (its rows come from every registered
-strategy, per symbol and session), the LLM allowed, no pinned strategy (the selector's choice needs the market
-context) or a pinned strategy that reads the benchmark or the universe (its frame depends on the batch it was first
-computed with).
+(``--record-all``: HOLD rows per symbol and session), the LLM allowed, no pinned strategy (the selector's choice needs
+the market context) or a pinned strategy that reads the benchmark or the universe (its frame depends on the batch it
+was first computed with).
 """
 
 from __future__ import annotations
@@ -41,16 +42,12 @@ from strategies.base import Peers, Strategy
 __all__ = ["QuietSessions", "skip_blocker"]
 
 
-def skip_blocker(
-    *, verify: bool, routine_decisions: bool, shadow: bool, llm: bool, strategy: Strategy | None
-) -> str | None:
+def skip_blocker(*, verify: bool, routine_decisions: bool, llm: bool, strategy: Strategy | None) -> str | None:
     """Why no session of this run may be skipped (None when quiet sessions are skipped)."""
     if verify:
         return "verify mode: every session is processed"
     if routine_decisions:
         return "routine decisions are recorded for every symbol and session"
-    if shadow:
-        return "the shadow ledger records every strategy, symbol and session"
     if llm:
         return "the LLM may select strategies"
     if strategy is None:
@@ -71,6 +68,7 @@ class QuietSessions:
     def __init__(self, agents: Mapping[str, Any], broker: Any, strategy: Strategy) -> None:
         self._data = agents["data"]
         self._execution = agents["execution"]
+        self._strategy_agent = agents["strategy"]
         self._risk = agents["risk"]
         self._audit = agents["audit"]
         self._broker = broker
@@ -139,6 +137,8 @@ class QuietSessions:
                     for s, sb in batch.bars.items()
                 }
             ),
+            # the ledger of every strategy, from the Strategy agent's own matrices (the rows its stage would record)
+            shadow=self._strategy_agent.shadow_of(batch, name) if self._strategy_agent.records_shadow else (),
         )
         validated = ValidatedReady(iteration_id=ready.iteration_id, as_of=ready.as_of, previous=signals)
         approved = ApprovedReady(iteration_id=ready.iteration_id, as_of=ready.as_of, previous=validated)

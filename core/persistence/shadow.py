@@ -16,9 +16,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from core.kernel.shadow import NOT_ELIGIBLE, ShadowBlock
 from core.persistence.models import ShadowMatrixRow, ShadowSignalRow
 
-NOT_ELIGIBLE = -128
 _CODE = {"BUY": 1, "SELL": -1, "HOLD": 0}
 _ACTION = {1: "BUY", -1: "SELL", 0: "HOLD"}
 _FLOAT = np.dtype("<f8")
@@ -38,6 +38,8 @@ class ShadowEntry(NamedTuple):
 
 def pack_shadow(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The ``shadow_matrices`` columns (without ids and time) of one iteration's ledger ``rows``."""
+    if isinstance(rows, ShadowBlock):  # the Strategy agent's columns: the same bytes, without a mapping per symbol
+        return _pack_block(rows)
     strategies: dict[str, int] = {}
     for row in rows:
         for name in row["signals"]:
@@ -56,6 +58,18 @@ def pack_shadow(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "closes": np.asarray([float(row["close"]) for row in rows], dtype=_FLOAT).tobytes(),
         "codes": codes.tobytes(),
         "strengths": strengths.tobytes(),
+    }
+
+
+def _pack_block(block: ShadowBlock) -> dict[str, Any]:
+    names, codes, strengths = block.packed()
+    return {
+        "strategies": names,
+        "symbols": list(block.symbols),
+        "selected": list(block.selected),
+        "closes": np.asarray(block.closes, dtype=_FLOAT).tobytes(),
+        "codes": codes.tobytes(),
+        "strengths": strengths.astype(_FLOAT, copy=False).tobytes(),
     }
 
 

@@ -239,3 +239,37 @@ async def test_a_hold_carries_its_indicators_only_when_routine_decisions_are_rec
                     signal.target,
                 )
     assert holds > 0
+
+
+async def test_shadow_and_contexts_computed_for_many_symbols_at_once_then_equal_to_one_symbol_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Symbols whose frames share their dates get their shadow matrices and market contexts in one pass over stacked
+    arrays; every shadow row, signal and decision (contexts included) is the same as computed symbol by symbol."""
+    from datetime import date
+
+    import agents.strategy_agent as module
+    from core.data.synthetic import SyntheticProvider
+
+    symbols = ["SPY", *(f"S{k:02d}" for k in range(9))]
+    sessions = CALENDAR.sessions_from(date(2019, 1, 2), 320)
+    provider = SyntheticProvider(5, date(2019, 1, 2), 320, calendar=CALENDAR)
+    data = DataAgent(provider, symbols, min_history=20, calendar=CALENDAR)
+    readies = [
+        data.on_iteration(IterationStarted(iteration_id=f"it-{k}", as_of=CALENDAR.session(s.date()).close_utc, seq=k))
+        for k, s in enumerate(sessions[-3:], start=1)
+    ]
+
+    async def run(stack: int) -> list[tuple]:
+        monkeypatch.setattr(module, "SHADOW_STACK", stack)
+        registry = build_registry()
+        agent = StrategyAgent(registry, DeterministicSelector(registry))
+        out = []
+        for ready in readies:
+            event = await agent.on_data(ready)
+            out.append((event.shadow, dict(event.signals), event.decisions))
+        return out
+
+    together, alone = await run(128), await run(1)
+    assert together == alone
+    assert len(together[-1][0]) == len(symbols) and all(row["signals"] for row in together[-1][0])

@@ -37,6 +37,7 @@ TABLES = (
     "breaker_events",
     "positions",
     "shadow_signals",
+    "shadow_matrices",
     "llm_calls",
     "order_intents",
     "reconciliation_events",
@@ -173,8 +174,19 @@ def test_cross_check_universe_is_identical(tmp_path: Path) -> None:
         assert rows["fills"]
 
 
+def test_shadow_ledger_on_then_quiet_sessions_skipped_with_the_same_ledger(tmp_path: Path, bundled_daily: Path) -> None:
+    """With the shadow ledger on (the default), quiet sessions are skipped too: the Strategy agent gives their ledger
+    from its cached matrices, every shadow_matrices row the same as with every session processed."""
+    full, quick, rows = _both_modes(
+        tmp_path, data_dir=bundled_daily, symbols=("AAPL", "BAC", "IBM", "SPY"), start=date(2012, 1, 1),
+        end=date(2016, 12, 31), **{**SMA_RULES, "shadow": True},
+    )  # fmt: skip
+    assert quick.settings["sessions_skipped"] > 100
+    assert len(rows["shadow_matrices"]) > 1000 and rows["fills"]
+
+
 def test_configurations_that_are_never_skipped(tmp_path: Path, bundled_daily: Path) -> None:
-    """The shadow ledger, the routine decisions and an unpinned selector record per session: nothing is skipped."""
+    """The routine decisions and an unpinned selector record per session: nothing is skipped."""
     common = {
         "data_dir": bundled_daily,
         "symbols": ("IBM", "SPY"),
@@ -182,7 +194,6 @@ def test_configurations_that_are_never_skipped(tmp_path: Path, bundled_daily: Pa
         "end": date(2016, 12, 31),
     }
     for name, options in (
-        ("shadow", {"strategy": "trend_following", "shadow": True}),
         ("record_all", {"strategy": "trend_following", "shadow": False, "record_all": True}),
         ("selector", {"shadow": False}),
     ):

@@ -96,6 +96,10 @@ def test_choose_when_anything_then_a_registered_name_that_respects_history_and_p
         ctx, history, benchmark_available=benchmark, universe_available=universe
     )
     assert name in registry and reason
+    deferred_name, deferred_reason = DeterministicSelector(registry).choose_deferred(
+        ctx, history, benchmark_available=benchmark, universe_available=universe
+    )
+    assert (deferred_name, deferred_reason()) == (name, reason)  # the reason written later is the same text
 
     def peers_ok(s):
         return (benchmark or not s.needs_benchmark) and (universe or not s.needs_universe)
