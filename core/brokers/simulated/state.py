@@ -15,7 +15,7 @@ import pandas as pd
 
 from core.brokers.base import AccountState
 from core.brokers.costs import CommissionModel, SlippageModel
-from core.brokers.simulated.book import _Holding, _Mark, _Record
+from core.brokers.simulated.book import _FrameView, _Holding, _Mark, _Record
 from core.kernel.domain import Fill
 
 
@@ -38,7 +38,7 @@ class _BrokerState:
     _cursors: dict[str, pd.Timestamp]
     _marks: dict[str, _Mark]
     _checked_frames: dict[str, pd.DataFrame]
-    _stamps: dict[str, tuple[pd.DataFrame, np.ndarray, str, Any]]
+    _frames: dict[str, _FrameView]
     _used: dict[str, tuple[pd.Timestamp, int]]
     _fills: list[Fill]
     _reported_fills: int
