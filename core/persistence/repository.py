@@ -7,9 +7,10 @@ from datetime import date, datetime
 from zoneinfo import ZoneInfo
 from decimal import Decimal
 from typing import Any, cast
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from sqlalchemy import CursorResult, Engine, Table, bindparam, event, func, select, update
+from sqlalchemy.engine import Dialect
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
@@ -53,6 +54,62 @@ from utils.jsonable import jsonable
 def _table(model: type[Base]) -> Table:
     """The model's table: ``__table__`` is typed as any FROM clause, the metadata holds the very ``Table``."""
     return model.metadata.tables[model.__tablename__]
+
+
+class _BulkInsert:
+    """An INSERT of given columns run as one ``executemany`` of the driver: the statement compiled once, each row's
+    values put through the columns' own bind processors (the very ones SQLAlchemy applies), without SQLAlchemy's
+    per-statement and per-row parameter handling. Only for statements whose compiled parameters are exactly the
+    given columns, in SQLite's positional style (see :func:`_insert`)."""
+
+    __slots__ = ("sql", "keys", "processors")
+
+    def __init__(self, sql: str, keys: tuple[str, ...], processors: list[Callable[[Any], Any] | None]) -> None:
+        self.sql, self.keys, self.processors = sql, keys, processors
+
+    def parameters(self, rows: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]] | None:
+        """Every row's values in the statement's order, processed; None when a row has other columns."""
+        keys, width = self.keys, len(self.keys)
+        pairs = list(zip(keys, self.processors, strict=True))
+        out: list[tuple[Any, ...]] = []
+        for row in rows:
+            if len(row) != width:
+                return None
+            try:
+                out.append(tuple(row[k] if p is None else p(row[k]) for k, p in pairs))
+            except KeyError:
+                return None
+        return out
+
+
+_BULK: dict[tuple[str, tuple[str, ...], str], _BulkInsert | None] = {}
+
+
+def _bulk_insert(table: Table, keys: tuple[str, ...], dialect: Dialect) -> _BulkInsert | None:
+    """The direct INSERT of ``keys`` into ``table`` (memoised), or None when SQLAlchemy would bind anything else
+    (a column default, another parameter style): then the statement runs through SQLAlchemy as usual."""
+    memo = (table.name, keys, dialect.name)
+    if memo not in _BULK:
+        plan: _BulkInsert | None = None
+        compiled = table.insert().compile(dialect=dialect, column_keys=list(keys))
+        if dialect.paramstyle == "qmark" and compiled.positiontup is not None and tuple(compiled.positiontup) == keys:
+            processors = [table.c[k].type.dialect_impl(dialect).bind_processor(dialect) for k in keys]
+            plan = _BulkInsert(compiled.string, keys, processors)
+        _BULK[memo] = plan
+    return _BULK[memo]
+
+
+def _insert(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """``session.execute(table.insert(), rows)``; on SQLite as one direct ``executemany`` (:class:`_BulkInsert`),
+    which stores the same values."""
+    connection = session.connection()
+    dialect = connection.dialect
+    plan = _bulk_insert(table, tuple(rows[0]), dialect) if dialect.name == "sqlite" else None
+    parameters = plan.parameters(rows) if plan is not None else None
+    if plan is None or parameters is None:
+        session.execute(table.insert(), rows)
+        return
+    connection.exec_driver_sql(plan.sql, parameters)
 
 
 _ITERATIONS = _table(Iteration)
@@ -332,16 +389,16 @@ class Repository:
             breakers.extend({"run_id": r.run_id, "details": None, **dict(e)} for e in r.breaker_events)
             state.update(r.state)  # later iterations' values win, as separate transactions would leave them
 
-        session.execute(_ITERATIONS.insert(), iterations)  # first: the other rows reference their iteration
+        _insert(session, _ITERATIONS, iterations)  # first: the other rows reference their iteration
         if decisions:
-            session.execute(_DECISIONS.insert(), decisions)
+            _insert(session, _DECISIONS, decisions)
         if any(r.orders for r in records):
             self._upsert_orders(session, [(r, o) for r in records for o in r.orders])
             self._settle_recorded_intents(
                 session, {o.client_order_id for r in records for o in r.orders}, records[-1].recorded_at
             )
         if fills:
-            session.execute(_FILLS.insert(), fills)
+            _insert(session, _FILLS, fills)
         if last_positions is not None:
             self._replace_positions(session, last_positions)
         for table, rows in (
@@ -352,7 +409,7 @@ class Repository:
             (_BREAKERS, breakers),
         ):
             if rows:
-                session.execute(table.insert(), rows)
+                _insert(session, table, rows)
         if state:
             self._upsert_state(session, state, records[-1].recorded_at)
 
@@ -423,7 +480,7 @@ class Repository:
                     **values,
                 }
         if inserts:
-            session.execute(_ORDERS.insert(), list(inserts.values()))
+            _insert(session, _ORDERS, list(inserts.values()))
         if updates:
             session.execute(
                 _ORDERS.update()

@@ -7,9 +7,7 @@ from dataclasses import replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from types import MappingProxyType
-from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from core.brokers.base import AccountState, BrokerError, SyncResult

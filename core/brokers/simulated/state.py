@@ -10,7 +10,6 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
 from core.brokers.base import AccountState

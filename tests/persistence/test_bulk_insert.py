@@ -1,0 +1,91 @@
+"""The repository's direct SQLite ``executemany`` (``_insert``) stores exactly what SQLAlchemy's own INSERT stores, for
+every table the iteration writes and every kind of column value; rows it cannot take go through SQLAlchemy."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import JSON, Float, Integer, LargeBinary, create_engine
+from sqlalchemy.orm import Session
+
+from core.persistence import repository
+from core.persistence.models import Base
+from core.persistence.types import Money, UTCDateTime
+
+TABLES = ("iterations", "decisions", "fills", "orders", "equity_snapshots", "audit_reports", "llm_calls",
+          "shadow_matrices", "breaker_events")  # fmt: skip
+EASTERN = timezone(timedelta(hours=-5))
+
+
+def _value(column: Any, k: int) -> Any:
+    kind = column.type
+    if column.nullable and k % 3 == 2:
+        return None
+    if isinstance(kind, UTCDateTime):
+        return datetime(2020, 1, 2, 21, 0, 0, 123456 * (k % 2), tzinfo=UTC if k % 2 else EASTERN)
+    if isinstance(kind, Money):
+        return [Decimal("1.2345"), 2.5, 7, Decimal("-0.000001")][k % 4]
+    if isinstance(kind, JSON):
+        return [{"a": [1, None, 2.5], "b": "é"}, None, [], "text"][k % 4]
+    if isinstance(kind, LargeBinary):
+        return bytes([k, 0, 255])
+    if isinstance(kind, Float):
+        return [0.1, 1e-300, -2.0][k % 3]
+    if isinstance(kind, Integer):
+        return k
+    return f"{column.name}-{k}"
+
+
+def _rows(table: Any) -> list[dict[str, Any]]:
+    columns = [c for c in table.columns if not (c.primary_key and isinstance(c.type, Integer))]
+    return [{c.name: _value(c, k) for c in columns} for k in range(6)]
+
+
+def _stored(path: Path, table: str) -> list[tuple[Any, ...]]:
+    con = sqlite3.connect(path)
+    try:
+        return con.execute(f'SELECT * FROM "{table}" ORDER BY rowid').fetchall()
+    finally:
+        con.close()
+
+
+def test_insert_when_direct_on_sqlite_then_the_stored_rows_equal_sqlalchemys(tmp_path: Path) -> None:
+    direct, usual = tmp_path / "direct.db", tmp_path / "usual.db"
+    for path in (direct, usual):
+        engine = create_engine(f"sqlite:///{path}")  # no foreign keys enforced: the rows stand alone
+        Base.metadata.create_all(engine)
+        with Session(engine) as session, session.begin():
+            for name in TABLES:
+                table = Base.metadata.tables[name]
+                if path == direct:
+                    repository._insert(session, table, _rows(table))
+                else:
+                    session.execute(table.insert(), _rows(table))
+        engine.dispose()
+    for name in TABLES:
+        stored = _stored(direct, name)
+        assert len(stored) == 6
+        assert stored == _stored(usual, name), name
+    assert all(plan is not None for (table, _, _), plan in repository._BULK.items() if table in TABLES)
+
+
+def test_insert_when_rows_differ_in_their_columns_then_sqlalchemy_takes_them(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.db"
+    engine = create_engine(f"sqlite:///{path}")
+    Base.metadata.create_all(engine)
+    table = Base.metadata.tables["breaker_events"]
+    at = datetime(2020, 1, 2, tzinfo=UTC)
+    rows = [
+        {"run_id": "r", "name": "a", "from_state": "x", "to_state": "y", "reason": "", "at": at, "details": None},
+        {"run_id": "r", "name": "b", "from_state": "x", "to_state": "y", "reason": "", "at": at, "details": None,
+         "extra": 1},  # a column the table does not have: SQLAlchemy ignores it
+    ]  # fmt: skip
+    assert repository._bulk_insert(table, tuple(rows[0]), engine.dialect).parameters(rows) is None  # type: ignore[union-attr]
+    with Session(engine) as session, session.begin():
+        repository._insert(session, table, rows)
+    engine.dispose()
+    assert [r[2] for r in _stored(path, "breaker_events")] == ["a", "b"]
