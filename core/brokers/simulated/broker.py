@@ -7,6 +7,7 @@ from dataclasses import replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from types import MappingProxyType
+from typing import Any
 
 import pandas as pd
 
@@ -93,6 +94,7 @@ class SimulatedBroker(_Matching, _Ledger, _Brackets, _Snapshot):
         self._records: dict[str, _Record] = {}
         self._open: dict[str, None] = {}  # working client order ids, insertion-ordered
         self._holdings: dict[str, _Holding] = {}
+        self._position_cache: dict[str, Any] = {}  # see _Ledger._positions
         self._cursors: dict[str, pd.Timestamp] = {}  # last processed bar per symbol
         self._marks: dict[str, _Mark] = {}  # latest visible bar per symbol
         self._checked_frames: dict[str, pd.DataFrame] = {}  # the frame whose index sync() last validated, per symbol

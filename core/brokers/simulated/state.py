@@ -15,7 +15,7 @@ import pandas as pd
 from core.brokers.base import AccountState
 from core.brokers.costs import CommissionModel, SlippageModel
 from core.brokers.simulated.book import _FrameView, _Holding, _Mark, _Record
-from core.kernel.domain import Fill
+from core.kernel.domain import Fill, Position
 
 
 class _BrokerState:
@@ -34,6 +34,8 @@ class _BrokerState:
     _records: dict[str, _Record]
     _open: dict[str, None]  # working client order ids, insertion-ordered
     _holdings: dict[str, _Holding]
+    # per symbol: the holding's quantity, basis, mark, opened_at, realized, the average price and the Position built
+    _position_cache: dict[str, tuple[int, Decimal, _Mark | None, datetime, Decimal, Decimal, Position]]
     _cursors: dict[str, pd.Timestamp]
     _marks: dict[str, _Mark]
     _checked_frames: dict[str, pd.DataFrame]
