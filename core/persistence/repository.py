@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from sqlalchemy import CursorResult, Engine, Table, bindparam, event, func, select, update
@@ -68,7 +68,8 @@ class _BulkInsert:
         self.sql, self.keys, self.processors = sql, keys, processors
 
     def parameters(self, rows: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]] | None:
-        """Every row's values in the statement's order, processed; None when a row has other columns."""
+        """Every row's values in the statement's order, processed; None when a row has other columns or a value
+        cannot be processed (SQLAlchemy then runs the statement and raises its usual error)."""
         keys, width = self.keys, len(self.keys)
         pairs = list(zip(keys, self.processors, strict=True))
         out: list[tuple[Any, ...]] = []
@@ -77,7 +78,7 @@ class _BulkInsert:
                 return None
             try:
                 out.append(tuple(row[k] if p is None else p(row[k]) for k, p in pairs))
-            except KeyError:
+            except Exception:  # a missing column or a value a processor refuses: SQLAlchemy reports it as usual
                 return None
         return out
 
@@ -102,14 +103,67 @@ def _bulk_insert(table: Table, keys: tuple[str, ...], dialect: Dialect) -> _Bulk
 def _insert(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
     """``session.execute(table.insert(), rows)``; on SQLite as one direct ``executemany`` (:class:`_BulkInsert`),
     which stores the same values."""
-    connection = session.connection()
-    dialect = connection.dialect
+    _insert_chunks(session, table, [_encoded(table, list(rows), session.connection().dialect)])
+
+
+def _encoded(table: Table, rows: list[dict[str, Any]], dialect: Dialect) -> _Chunk:
+    """``rows`` of ``table`` as the driver's values when they can be written directly (SQLite), else as they are."""
     plan = _bulk_insert(table, tuple(rows[0]), dialect) if dialect.name == "sqlite" else None
     parameters = plan.parameters(rows) if plan is not None else None
     if plan is None or parameters is None:
-        session.execute(table.insert(), rows)
-        return
-    connection.exec_driver_sql(plan.sql, parameters)
+        return _Chunk(None, rows)
+    return _Chunk(plan, parameters)
+
+
+def _insert_chunks(session: Session, table: Table, chunks: Sequence[_Chunk]) -> None:
+    """Insert the chunks' rows in order: consecutive chunks of one direct statement as one ``executemany``, the
+    others through SQLAlchemy (one statement per run of such chunks)."""
+    k = 0
+    while k < len(chunks):
+        plan = chunks[k].plan
+        run: list[Any] = []
+        while k < len(chunks) and chunks[k].plan is plan:
+            run.extend(chunks[k].rows)
+            k += 1
+        if plan is None:
+            session.execute(table.insert(), run)
+        else:
+            session.connection().exec_driver_sql(plan.sql, run)
+
+
+class _Chunk(NamedTuple):
+    """One iteration's rows of one table: the driver's values of ``plan`` or, without a plan, the rows' mappings."""
+
+    plan: _BulkInsert | None
+    rows: list[Any]
+
+
+class _OrderOf(NamedTuple):
+    """Where an order was recorded (the run and iteration of the record that carried it)."""
+
+    run_id: str
+    iteration_id: str
+
+
+class _PositionsAt(NamedTuple):
+    """A record's positions and their exit levels, with its run, iteration and time (the ``positions`` table)."""
+
+    run_id: str
+    iteration_id: str
+    as_of: datetime
+    positions: Mapping[str, Position]
+    position_levels: Mapping[str, Mapping[str, float | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedIteration:
+    """An iteration record's rows, ready to write (:meth:`Repository.prepare_iteration`)."""
+
+    recorded_at: datetime
+    tables: Mapping[str, _Chunk]
+    orders: Sequence[tuple[_OrderOf, Order]]
+    positions: _PositionsAt | None
+    state: Mapping[str, Mapping[str, Any]]
 
 
 _ITERATIONS = _table(Iteration)
@@ -125,6 +179,7 @@ _STATE = _table(DaemonStateRow)
 _ORDERS = _table(OrderRow)
 _EASTERN = ZoneInfo("America/New_York")  # the exchange's time: a session's date
 _INTENTS = _table(OrderIntentRow)
+_TABLES = {t.name: t for t in (_ITERATIONS, _DECISIONS, _FILLS, _EQUITY, _REPORTS, _LLM_CALLS, _SHADOW, _BREAKERS)}
 INTENT_PENDING, INTENT_RECORDED, INTENT_NEVER_ACCEPTED = "pending", "recorded", "never_accepted"
 _POSITION_KINDS = ("unknown_position", "missing_position", "quantity_mismatch")
 _ORDER_STATE = ("broker_order_id", "status", "filled_quantity", "average_fill_price", "updated_at")
@@ -287,25 +342,22 @@ class Repository:
 
     def record_iterations(self, records: Iterable[IterationRecord]) -> None:
         """Several iterations in one transaction (backtests batch their writes): one executemany per table."""
-        records = list(records)
-        if not records:
+        self.write_iterations([self.prepare_iteration(r) for r in records])
+
+    def write_iterations(self, prepared: Sequence[PreparedIteration]) -> None:
+        """Write iterations made ready by :meth:`prepare_iteration`, in one transaction (nothing when empty)."""
+        if not prepared:
             return
         with self._sessions.begin() as session:
-            self._write_iterations(session, records)
+            self._write_iterations(session, prepared)
 
-    def _write_iterations(self, session: Session, records: Sequence[IterationRecord]) -> None:
-        iterations: list[dict[str, Any]] = []
-        decisions: list[dict[str, Any]] = []
-        fills: list[dict[str, Any]] = []
-        equity: list[dict[str, Any]] = []
-        reports: list[dict[str, Any]] = []
-        llm_calls: list[dict[str, Any]] = []
-        shadow: list[dict[str, Any]] = []
-        breakers: list[dict[str, Any]] = []
-        state: dict[str, Mapping[str, Any]] = {}
-        last_positions: IterationRecord | None = None
-        for r in records:
-            iterations.append(
+    def prepare_iteration(self, r: IterationRecord) -> PreparedIteration:
+        """The rows ``r`` writes, each table's built and (on SQLite) already encoded as the driver's values (see
+        :class:`_BulkInsert`): a batch waiting for its transaction then holds text, numbers and bytes rather than
+        the record's objects. Writing them (:meth:`write_iterations`) stores what writing ``r`` stores."""
+        dialect = self.engine.dialect
+        rows: dict[str, list[dict[str, Any]]] = {
+            _ITERATIONS.name: [
                 {
                     "id": r.iteration_id,
                     "run_id": r.run_id,
@@ -323,8 +375,8 @@ class Repository:
                     "orders": r.orders_submitted,
                     "fills": len(r.fills),
                 }
-            )
-            decisions.extend(
+            ],
+            _DECISIONS.name: [
                 {
                     "run_id": r.run_id,
                     "iteration_id": r.iteration_id,
@@ -338,8 +390,8 @@ class Repository:
                     "inputs": jsonable(d.inputs),
                 }
                 for d in r.decisions
-            )
-            fills.extend(
+            ],
+            _FILLS.name: [
                 {
                     "fill_id": f.fill_id,
                     "client_order_id": f.client_order_id,
@@ -353,68 +405,79 @@ class Repository:
                     "filled_at": f.filled_at,
                 }
                 for f in r.fills
-            )
-            if r.positions is not None:
-                last_positions = r  # the table holds the current positions: only the batch's last state matters
-            if r.equity is not None:
-                equity.append(
-                    {
-                        "run_id": r.run_id,
-                        "iteration_id": r.iteration_id,
-                        "at": r.equity.at,
-                        "cash": to_money(r.equity.cash, EXACT),
-                        "market_value": to_money(r.equity.market_value, EXACT),
-                        "equity": to_money(r.equity.equity, EXACT),
-                        "positions": r.equity.positions,
-                    }
-                )
-            if r.report_text is not None:
-                reports.append(
-                    {
-                        "run_id": r.run_id,
-                        "iteration_id": r.iteration_id,
-                        "at": r.as_of,
-                        "kind": r.report_kind or "template",
-                        "text": r.report_text,
-                        "facts": jsonable(dict(r.report_facts)),
-                    }
-                )
-            llm_calls.extend(
+            ],
+            _EQUITY.name: [
+                {
+                    "run_id": r.run_id,
+                    "iteration_id": r.iteration_id,
+                    "at": r.equity.at,
+                    "cash": to_money(r.equity.cash, EXACT),
+                    "market_value": to_money(r.equity.market_value, EXACT),
+                    "equity": to_money(r.equity.equity, EXACT),
+                    "positions": r.equity.positions,
+                }
+            ]
+            if r.equity is not None
+            else [],
+            _REPORTS.name: [
+                {
+                    "run_id": r.run_id,
+                    "iteration_id": r.iteration_id,
+                    "at": r.as_of,
+                    "kind": r.report_kind or "template",
+                    "text": r.report_text,
+                    "facts": jsonable(dict(r.report_facts)),
+                }
+            ]
+            if r.report_text is not None
+            else [],
+            _LLM_CALLS.name: [
                 {"run_id": r.run_id, "iteration_id": r.iteration_id, **jsonable_row(c)} for c in r.llm_calls
-            )
-            if r.shadow:  # one packed row per iteration (core.persistence.shadow)
-                shadow.append(
-                    {"run_id": r.run_id, "iteration_id": r.iteration_id, "as_of": r.as_of, **pack_shadow(r.shadow)}
-                )
-            breakers.extend({"run_id": r.run_id, "details": None, **dict(e)} for e in r.breaker_events)
-            state.update(r.state)  # later iterations' values win, as separate transactions would leave them
+            ],
+            _SHADOW.name: [  # one packed row per iteration (core.persistence.shadow)
+                {"run_id": r.run_id, "iteration_id": r.iteration_id, "as_of": r.as_of, **pack_shadow(r.shadow)}
+            ]
+            if r.shadow
+            else [],
+            _BREAKERS.name: [{"run_id": r.run_id, "details": None, **dict(e)} for e in r.breaker_events],
+        }
+        return PreparedIteration(
+            recorded_at=r.recorded_at,
+            tables={
+                name: _encoded(_TABLES[name], table_rows, dialect) for name, table_rows in rows.items() if table_rows
+            },
+            orders=[(_OrderOf(r.run_id, r.iteration_id), o) for o in r.orders],
+            positions=_PositionsAt(r.run_id, r.iteration_id, r.as_of, r.positions, r.position_levels)
+            if r.positions is not None
+            else None,
+            state=r.state,
+        )
 
-        _insert(session, _ITERATIONS, iterations)  # first: the other rows reference their iteration
-        if decisions:
-            _insert(session, _DECISIONS, decisions)
-        if any(r.orders for r in records):
-            self._upsert_orders(session, [(r, o) for r in records for o in r.orders])
-            self._settle_recorded_intents(
-                session, {o.client_order_id for r in records for o in r.orders}, records[-1].recorded_at
-            )
-        if fills:
-            _insert(session, _FILLS, fills)
+    def _write_iterations(self, session: Session, prepared: Sequence[PreparedIteration]) -> None:
+        def insert(table: Table) -> None:  # the batch's rows of ``table``, in record order
+            _insert_chunks(session, table, [p.tables[table.name] for p in prepared if table.name in p.tables])
+
+        insert(_ITERATIONS)  # first: the other rows reference their iteration
+        insert(_DECISIONS)
+        orders = [pair for p in prepared for pair in p.orders]
+        if orders:
+            self._upsert_orders(session, orders)
+            self._settle_recorded_intents(session, {o.client_order_id for _, o in orders}, prepared[-1].recorded_at)
+        insert(_FILLS)
+        # the table holds the current positions: only the batch's last state matters
+        last_positions = next((p.positions for p in reversed(prepared) if p.positions is not None), None)
         if last_positions is not None:
             self._replace_positions(session, last_positions)
-        for table, rows in (
-            (_EQUITY, equity),
-            (_REPORTS, reports),
-            (_LLM_CALLS, llm_calls),
-            (_SHADOW, shadow),
-            (_BREAKERS, breakers),
-        ):
-            if rows:
-                _insert(session, table, rows)
+        for table in (_EQUITY, _REPORTS, _LLM_CALLS, _SHADOW, _BREAKERS):
+            insert(table)
+        state: dict[str, Mapping[str, Any]] = {}
+        for p in prepared:
+            state.update(p.state)  # later iterations' values win, as separate transactions would leave them
         if state:
-            self._upsert_state(session, state, records[-1].recorded_at)
+            self._upsert_state(session, state, prepared[-1].recorded_at)
 
     @staticmethod
-    def _replace_positions(session: Session, r: IterationRecord) -> None:
+    def _replace_positions(session: Session, r: _PositionsAt) -> None:
         assert r.positions is not None
         session.execute(_POSITIONS.delete().where(_POSITIONS.c.run_id == r.run_id))
         rows = [
@@ -438,7 +501,7 @@ class Repository:
         if rows:
             session.execute(_POSITIONS.insert(), rows)
 
-    def _upsert_orders(self, session: Session, pairs: Sequence[tuple[IterationRecord, Order]]) -> None:
+    def _upsert_orders(self, session: Session, pairs: Sequence[tuple[_OrderOf, Order]]) -> None:
         """Insert new orders and update known ones, in record order: one SELECT, then one executemany per kind of
         statement. An order first seen in this batch is inserted with its latest state."""
         ids = list({o.client_order_id for _, o in pairs})

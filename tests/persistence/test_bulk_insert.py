@@ -89,3 +89,73 @@ def test_insert_when_rows_differ_in_their_columns_then_sqlalchemy_takes_them(tmp
         repository._insert(session, table, rows)
     engine.dispose()
     assert [r[2] for r in _stored(path, "breaker_events")] == ["a", "b"]
+
+
+def test_prepared_iterations_when_written_in_one_batch_then_the_ledger_equals_one_transaction_each(
+    tmp_path: Path,
+) -> None:
+    """A batch of prepared iterations (what the Audit agent keeps until its flush) writes the rows that recording
+    each iteration on its own writes; on SQLite what it keeps is the driver's plain values (no record objects)."""
+    from core.kernel.domain import Decision, EquitySnapshot, Fill, Order, OrderStatus, OrderType, Position, Side
+    from core.persistence.db import open_database
+    from core.persistence.repository import IterationRecord, Repository
+
+    def records() -> list[IterationRecord]:
+        out = []
+        for k in range(4):
+            at = datetime(2021, 3, 22 + k, 20, 0, tzinfo=UTC)
+            order = Order("o-1", "AAPL", Side.BUY, 10, OrderType.MARKET, OrderStatus.SUBMITTED if k < 2 else
+                          OrderStatus.FILLED, at, "s", "r", filled_quantity=0 if k < 2 else 10)  # fmt: skip
+            out.append(
+                IterationRecord(
+                    run_id="run-1",
+                    iteration_id=f"it-{k}",
+                    seq=k + 1,
+                    as_of=at,
+                    recorded_at=at,
+                    status="ok",
+                    error=None,
+                    symbols_total=2,
+                    symbols_ok=2,
+                    data_quality=1.0,
+                    decisions=[Decision("risk", "AAPL", "approved", "why", {"x": [1.5, None], "n": float("nan")})],
+                    orders=[order] if k in (1, 2) else [],
+                    fills=[Fill(f"f-{k}", "o-1", "AAPL", Side.BUY, 10, Decimal("12.5"), Decimal("1"), at)]
+                    if k == 2
+                    else [],
+                    positions={"AAPL": Position("AAPL", 10, Decimal("12.5"), at)} if k >= 2 else {},
+                    equity=EquitySnapshot(at, Decimal("1000"), Decimal("125"), Decimal("1125"), 1),
+                    report_kind="template",
+                    report_text=f"text {k}",
+                    report_facts={"k": k},
+                    shadow=[{"symbol": "AAPL", "selected": "x", "close": 12.5, "signals": {"x": ["BUY", 0.5]}}],
+                    state={"risk:state": {"k": k}},
+                )  # fmt: skip
+            )
+        return out
+
+    paths = []
+    for batched in (True, False):
+        path = tmp_path / f"{batched}.db"
+        repo = Repository(open_database(f"sqlite:///{path}"))
+        repo.create_run("run-1", kind="replay", broker="simulated", data_provider="files",
+                        started_at=datetime(2021, 3, 1, tzinfo=UTC), initial_cash=Decimal(1000), symbols=["AAPL"],
+                        config={})  # fmt: skip
+        if batched:
+            prepared = [repo.prepare_iteration(r) for r in records()]
+            for p in prepared:
+                for chunk in p.tables.values():
+                    assert chunk.plan is not None
+                    plain = (str, int, float, bytes, memoryview, type(None))  # memoryview: the driver's BLOB
+                    assert all(type(v) in plain for row in chunk.rows for v in row)
+            repo.write_iterations(prepared)
+        else:
+            for r in records():
+                repo.record_iteration(r)
+        repo.engine.dispose()
+        paths.append(path)
+    for table in (*TABLES, "positions", "daemon_state"):
+        rows = _stored(paths[0], table)
+        if table not in ("llm_calls", "breaker_events"):
+            assert rows, table
+        assert rows == _stored(paths[1], table), table
