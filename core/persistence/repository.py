@@ -64,7 +64,7 @@ class _BulkInsert:
 
     __slots__ = ("sql", "keys", "processors")
 
-    def __init__(self, sql: str, keys: tuple[str, ...], processors: list[Callable[[Any], Any] | None]) -> None:
+    def __init__(self, sql: str, keys: tuple[str, ...], processors: Sequence[Callable[[Any], Any] | None]) -> None:
         self.sql, self.keys, self.processors = sql, keys, processors
 
     def parameters(self, rows: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]] | None:
@@ -103,15 +103,15 @@ def _bulk_insert(table: Table, keys: tuple[str, ...], dialect: Dialect) -> _Bulk
 def _insert(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
     """``session.execute(table.insert(), rows)``; on SQLite as one direct ``executemany`` (:class:`_BulkInsert`),
     which stores the same values."""
-    _insert_chunks(session, table, [_encoded(table, list(rows), session.connection().dialect)])
+    _insert_chunks(session, table, [_encoded(table, rows, session.connection().dialect)])
 
 
-def _encoded(table: Table, rows: list[dict[str, Any]], dialect: Dialect) -> _Chunk:
+def _encoded(table: Table, rows: Sequence[Mapping[str, Any]], dialect: Dialect) -> _Chunk:
     """``rows`` of ``table`` as the driver's values when they can be written directly (SQLite), else as they are."""
     plan = _bulk_insert(table, tuple(rows[0]), dialect) if dialect.name == "sqlite" else None
     parameters = plan.parameters(rows) if plan is not None else None
     if plan is None or parameters is None:
-        return _Chunk(None, rows)
+        return _Chunk(None, list(rows))
     return _Chunk(plan, parameters)
 
 
