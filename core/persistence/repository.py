@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
@@ -83,21 +84,25 @@ class _BulkInsert:
         return out
 
 
-_BULK: dict[tuple[str, tuple[str, ...], str], _BulkInsert | None] = {}
+# per dialect object (its options, such as the JSON serializer, are part of the processors), per table and columns
+_BULK: weakref.WeakKeyDictionary[Dialect, dict[tuple[str, tuple[str, ...]], _BulkInsert | None]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _bulk_insert(table: Table, keys: tuple[str, ...], dialect: Dialect) -> _BulkInsert | None:
     """The direct INSERT of ``keys`` into ``table`` (memoised), or None when SQLAlchemy would bind anything else
     (a column default, another parameter style): then the statement runs through SQLAlchemy as usual."""
-    memo = (table.name, keys, dialect.name)
-    if memo not in _BULK:
+    plans = _BULK.setdefault(dialect, {})
+    memo = (table.name, keys)
+    if memo not in plans:
         plan: _BulkInsert | None = None
         compiled = table.insert().compile(dialect=dialect, column_keys=list(keys))
         if dialect.paramstyle == "qmark" and compiled.positiontup is not None and tuple(compiled.positiontup) == keys:
             processors = [table.c[k].type.dialect_impl(dialect).bind_processor(dialect) for k in keys]
             plan = _BulkInsert(compiled.string, keys, processors)
-        _BULK[memo] = plan
-    return _BULK[memo]
+        plans[memo] = plan
+    return plans[memo]
 
 
 def _insert(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
