@@ -63,16 +63,16 @@ class _BulkInsert:
     per-statement and per-row parameter handling. Only for statements whose compiled parameters are exactly the
     given columns, in SQLite's positional style (see :func:`_insert`)."""
 
-    __slots__ = ("sql", "keys", "processors")
+    __slots__ = ("sql", "keys", "processors", "_pairs")
 
     def __init__(self, sql: str, keys: tuple[str, ...], processors: Sequence[Callable[[Any], Any] | None]) -> None:
         self.sql, self.keys, self.processors = sql, keys, processors
+        self._pairs = tuple(zip(keys, processors, strict=True))
 
     def parameters(self, rows: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]] | None:
         """Every row's values in the statement's order, processed; None when a row has other columns or a value
         cannot be processed (SQLAlchemy then runs the statement and raises its usual error)."""
-        keys, width = self.keys, len(self.keys)
-        pairs = list(zip(keys, self.processors, strict=True))
+        pairs, width = self._pairs, len(self.keys)
         out: list[tuple[Any, ...]] = []
         for row in rows:
             if len(row) != width:
