@@ -11,7 +11,6 @@ import functools
 import hashlib
 import os
 import re
-import shutil
 import threading
 from pathlib import Path
 from typing import Any
@@ -267,19 +266,23 @@ def schema_template(directory: Path) -> Path | None:
         return path
     directory.mkdir(parents=True, exist_ok=True)
     building = directory / f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
-    for leftover in (building, Path(f"{building}-wal"), Path(f"{building}-shm")):
-        leftover.unlink(missing_ok=True)
-    engine = create_db_engine(f"sqlite:///{building}")
+    leftovers = (building, Path(f"{building}-wal"), Path(f"{building}-shm"))
     try:
-        migrate(engine)
-        with engine.connect() as connection:
-            connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        for leftover in leftovers:
+            leftover.unlink(missing_ok=True)
+        engine = create_db_engine(f"sqlite:///{building}")
+        try:
+            migrate(engine)
+            with engine.connect() as connection:
+                connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            engine.dispose()  # the last connection closed: the write-ahead log is folded in and removed
+        if Path(f"{building}-wal").exists():
+            raise OSError(f"the write-ahead log of {building} was not folded in")
+        os.replace(building, path)
     finally:
-        engine.dispose()  # the last connection closed: the write-ahead log is folded in and removed
-    if Path(f"{building}-wal").exists():
-        building.unlink(missing_ok=True)
-        return None
-    os.replace(building, path)
+        for leftover in leftovers:
+            leftover.unlink(missing_ok=True)
     return path
 
 
@@ -294,8 +297,12 @@ def _create_from_template(path: Path, directory: Path) -> None:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         copy = path.parent / f".{path.name}.{os.getpid()}.{threading.get_ident()}.new"
-        shutil.copyfile(template, copy)
+        copy.unlink(missing_ok=True)
         try:
+            # created with SQLite's own mode for a new database file (0644, less the umask)
+            descriptor = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            with os.fdopen(descriptor, "wb") as out:
+                out.write(template.read_bytes())
             os.link(copy, path)  # fails if another process created the database meanwhile: that one is kept
         except FileExistsError:
             pass

@@ -87,3 +87,31 @@ def test_schema_key_when_a_migration_changes_then_the_key_changes(tmp_path: Path
         'revision = "0099"\ndown_revision = "' + schema_key().split("-")[0] + '"\n'  # type: ignore[union-attr]
     )
     assert schema_key(migrations).split("-")[0] == "0099"  # type: ignore[union-attr]
+
+
+def test_new_database_when_made_from_the_template_then_its_file_mode_is_sqlites(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    cache = tmp_path / "cache"
+    open_database(f"sqlite:///{tmp_path / 'migrated.db'}").dispose()
+    open_database(f"sqlite:///{tmp_path / 'copied.db'}", schema_cache=cache).dispose()
+    modes = [stat.S_IMODE(os.stat(tmp_path / name).st_mode) for name in ("migrated.db", "copied.db")]
+    assert modes[0] == modes[1]
+
+
+def test_schema_template_when_the_migrations_fail_then_nothing_is_left_and_the_database_migrates(
+    tmp_path: Path, monkeypatch
+) -> None:
+    cache = tmp_path / "cache"
+
+    def broken(engine: object) -> None:
+        raise db.DatabaseUnavailable("migration failed")
+
+    monkeypatch.setattr(db, "migrate", broken)
+    db._create_from_template(tmp_path / "new.db", cache)
+    assert not (tmp_path / "new.db").exists()
+    assert list(cache.iterdir()) == []
+    monkeypatch.undo()
+    open_database(f"sqlite:///{tmp_path / 'new.db'}", schema_cache=cache).dispose()
+    assert _describe(tmp_path / "new.db")["master"]
