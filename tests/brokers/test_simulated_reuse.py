@@ -75,3 +75,11 @@ async def test_positions_when_the_account_is_read_between_changes_then_they_equa
     broker.restore(state)
     assert dict((await broker.account()).positions) == before
     assert set(before) == {"AAA", "BBB"} and before["AAA"].quantity == 9
+
+
+def test_frame_view_when_timestamps_are_beyond_nanoseconds_then_pandas_answers() -> None:
+    index = pd.DatetimeIndex([pd.Timestamp("2300-01-02", tz="UTC").as_unit("s"),
+                              pd.Timestamp("2300-01-03", tz="UTC").as_unit("s")])  # fmt: skip
+    view = _FrameView(_frame(index))
+    for probe in (index[0], pd.Timestamp("2300-01-02 12:00", tz="UTC").as_unit("s"), index[1]):
+        assert view.after(probe) == int(index.searchsorted(probe, side="right"))

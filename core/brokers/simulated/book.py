@@ -125,9 +125,14 @@ class _FrameView:
         and time-zone awareness is looked up among the int64 values directly (the same binary search on the same
         numbers pandas does after converting it), any other through pandas."""
         factor = _NS_PER_UNIT.get(self.unit)
-        if factor is None or ts.tzinfo is None or ts.unit != self.unit:
-            return int(datetime_index(self.frame).searchsorted(ts, side="right"))
-        return int(np.searchsorted(self.asi8, ts.value // factor, side="right"))
+        if factor is not None and ts.tzinfo is not None and ts.unit == self.unit:
+            try:
+                key = ts.value // factor  # nanoseconds since the epoch: exact in the timestamp's own unit
+            except OverflowError:  # beyond what nanoseconds hold: pandas converts it
+                pass
+            else:
+                return int(np.searchsorted(self.asi8, key, side="right"))
+        return int(datetime_index(self.frame).searchsorted(ts, side="right"))
 
 
 @dataclass(frozen=True, slots=True)
