@@ -171,6 +171,40 @@ class PreparedIteration:
     state: Mapping[str, Mapping[str, Any]]
 
 
+class IterationBatch:
+    """Prepared iterations waiting for one transaction, merged as they are added: each table's rows in record order
+    (one list per run of rows of the same direct statement), the orders in order, the latest positions and the latest
+    value of each state key, which is what writing the iterations one after the other leaves. A batch kept open across
+    many iterations therefore holds a few lists of plain values, not an object per row."""
+
+    __slots__ = ("count", "recorded_at", "tables", "orders", "positions", "state")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.recorded_at: datetime | None = None
+        self.tables: dict[str, list[_Chunk]] = {}
+        self.orders: list[tuple[_OrderOf, Order]] = []
+        self.positions: _PositionsAt | None = None
+        self.state: dict[str, Mapping[str, Any]] = {}
+
+    def __len__(self) -> int:
+        return self.count
+
+    def add(self, prepared: PreparedIteration) -> None:
+        self.count += 1
+        self.recorded_at = prepared.recorded_at
+        for name, chunk in prepared.tables.items():
+            chunks = self.tables.setdefault(name, [])
+            if chunks and chunks[-1].plan is chunk.plan:
+                chunks[-1].rows.extend(chunk.rows)
+            else:
+                chunks.append(_Chunk(chunk.plan, list(chunk.rows)))
+        self.orders.extend(prepared.orders)
+        if prepared.positions is not None:  # the table holds the current positions: only the latest matters
+            self.positions = prepared.positions
+        self.state.update(prepared.state)  # later iterations' values win, as separate transactions would leave them
+
+
 _ITERATIONS = _table(Iteration)
 _DECISIONS = _table(DecisionRow)
 _FILLS = _table(FillRow)
@@ -347,19 +381,23 @@ class Repository:
 
     def record_iterations(self, records: Iterable[IterationRecord]) -> None:
         """Several iterations in one transaction (backtests batch their writes): one executemany per table."""
-        self.write_iterations([self.prepare_iteration(r) for r in records])
+        batch = IterationBatch()
+        for r in records:
+            batch.add(self.prepare_iteration(r))
+        self.write_iterations(batch)
 
-    def write_iterations(self, prepared: Sequence[PreparedIteration]) -> None:
-        """Write iterations made ready by :meth:`prepare_iteration`, in one transaction (nothing when empty)."""
-        if not prepared:
+    def write_iterations(self, batch: IterationBatch) -> None:
+        """Write a batch of prepared iterations (:meth:`prepare_iteration`) in one transaction (nothing when empty)."""
+        if not batch:
             return
         with self._sessions.begin() as session:
-            self._write_iterations(session, prepared)
+            self._write_iterations(session, batch)
 
     def prepare_iteration(self, r: IterationRecord) -> PreparedIteration:
         """The rows ``r`` writes, each table's built and (on SQLite) already encoded as the driver's values (see
         :class:`_BulkInsert`): a batch waiting for its transaction then holds text, numbers and bytes rather than
-        the record's objects. Writing them (:meth:`write_iterations`) stores what writing ``r`` stores."""
+        the record's objects. Writing them (:meth:`IterationBatch.add`, :meth:`write_iterations`) stores what
+        writing ``r`` stores."""
         dialect = self.engine.dialect
         rows: dict[str, list[dict[str, Any]]] = {
             _ITERATIONS.name: [
@@ -458,28 +496,23 @@ class Repository:
             state=r.state,
         )
 
-    def _write_iterations(self, session: Session, prepared: Sequence[PreparedIteration]) -> None:
+    def _write_iterations(self, session: Session, batch: IterationBatch) -> None:
         def insert(table: Table) -> None:  # the batch's rows of ``table``, in record order
-            _insert_chunks(session, table, [p.tables[table.name] for p in prepared if table.name in p.tables])
+            _insert_chunks(session, table, batch.tables.get(table.name, ()))
 
+        assert batch.recorded_at is not None
         insert(_ITERATIONS)  # first: the other rows reference their iteration
         insert(_DECISIONS)
-        orders = [pair for p in prepared for pair in p.orders]
-        if orders:
-            self._upsert_orders(session, orders)
-            self._settle_recorded_intents(session, {o.client_order_id for _, o in orders}, prepared[-1].recorded_at)
+        if batch.orders:
+            self._upsert_orders(session, batch.orders)
+            self._settle_recorded_intents(session, {o.client_order_id for _, o in batch.orders}, batch.recorded_at)
         insert(_FILLS)
-        # the table holds the current positions: only the batch's last state matters
-        last_positions = next((p.positions for p in reversed(prepared) if p.positions is not None), None)
-        if last_positions is not None:
-            self._replace_positions(session, last_positions)
+        if batch.positions is not None:
+            self._replace_positions(session, batch.positions)
         for table in (_EQUITY, _REPORTS, _LLM_CALLS, _SHADOW, _BREAKERS):
             insert(table)
-        state: dict[str, Mapping[str, Any]] = {}
-        for p in prepared:
-            state.update(p.state)  # later iterations' values win, as separate transactions would leave them
-        if state:
-            self._upsert_state(session, state, prepared[-1].recorded_at)
+        if batch.state:
+            self._upsert_state(session, batch.state, batch.recorded_at)
 
     @staticmethod
     def _replace_positions(session: Session, r: _PositionsAt) -> None:

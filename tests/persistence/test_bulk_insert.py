@@ -102,7 +102,7 @@ def test_prepared_iterations_when_written_in_one_batch_then_the_ledger_equals_on
     each iteration on its own writes; on SQLite what it keeps is the driver's plain values (no record objects)."""
     from core.kernel.domain import Decision, EquitySnapshot, Fill, Order, OrderStatus, OrderType, Position, Side
     from core.persistence.db import open_database
-    from core.persistence.repository import IterationRecord, Repository
+    from core.persistence.repository import IterationBatch, IterationRecord, Repository
 
     def records() -> list[IterationRecord]:
         out = []
@@ -152,7 +152,11 @@ def test_prepared_iterations_when_written_in_one_batch_then_the_ledger_equals_on
                     assert chunk.plan is not None
                     plain = (str, int, float, bytes, memoryview, type(None))  # memoryview: the driver's BLOB
                     assert all(type(v) in plain for row in chunk.rows for v in row)
-            repo.write_iterations(prepared)
+            batch = IterationBatch()
+            for p in prepared:
+                batch.add(p)
+            assert len(batch) == 4
+            repo.write_iterations(batch)
         else:
             for r in records():
                 repo.record_iteration(r)
