@@ -83,3 +83,23 @@ def test_frame_view_when_timestamps_are_beyond_nanoseconds_then_pandas_answers()
     view = _FrameView(_frame(index))
     for probe in (index[0], pd.Timestamp("2300-01-02 12:00", tz="UTC").as_unit("s"), index[1]):
         assert view.after(probe) == int(index.searchsorted(probe, side="right"))
+
+
+async def test_sync_when_a_symbol_gets_a_new_frame_then_its_view_is_rebuilt() -> None:
+    """A view belongs to one frame object: a new frame for the symbol (a live daemon's next iteration) is read
+    afresh, its extra rows and changed prices included."""
+    from decimal import Decimal
+
+    from core.brokers.simulated import SimulatedBroker
+    from core.kernel.domain import BarsBatch, SymbolBars
+    from tests.brokers.factories import make_frame, session_close
+
+    first = make_frame([(10.0, 11.0, 9.0, 10.0), (10.0, 11.0, 9.0, 10.5)])
+    second = make_frame([(10.0, 11.0, 9.0, 10.0), (10.0, 11.0, 9.0, 10.5), (10.5, 12.0, 10.0, 11.75)])
+    broker = SimulatedBroker(Decimal("1000"))
+    for frame in (first, second):
+        bars = SymbolBars("AAA", frame, len(frame), "test")
+        await broker.sync(BarsBatch("it", session_close(frame.index[-1]), {"AAA": bars}))
+        mark = broker._marks["AAA"]
+        assert (mark.ts, mark.close) == (frame.index[-1], Decimal(repr(float(frame["close"].iloc[-1]))))
+        assert broker._frames["AAA"].frame is frame and broker._cursors["AAA"] == frame.index[-1]
