@@ -18,7 +18,17 @@ import pandas as pd
 
 from core.data import validation as rules
 from core.data.base import ProviderResult
-from core.data.validation import DEFAULT_GAP_SESSIONS, BatchValidation, FrameChecks, VisibleCutoff, validate_batch
+from core.data.validation import (
+    CLEAN,
+    DEFAULT_GAP_SESSIONS,
+    NOT_CLEAN,
+    RECENT_CLEAN,
+    UNDECIDED,
+    BatchValidation,
+    FrameChecks,
+    VisibleCutoff,
+    validate_batch,
+)
 from core.kernel.calendar import MarketCalendar
 from core.kernel.domain import (
     NOT_DATA_PROBLEMS,
@@ -89,6 +99,66 @@ class _Located:
     to_validate: dict[str, pd.DataFrame] = field(default_factory=dict)
     known_bad: dict[str, HistoryProblems] = field(default_factory=dict)
     full: dict[str, tuple[pd.DataFrame, int, FrameChecks | None]] = field(default_factory=dict)
+    clean: set[str] = field(default_factory=set)  # every rule passes: usable without validation
+
+
+_Frames = tuple[pd.DataFrame | None, ...]  # per symbol of a screen: the (stable) frame served, or None
+
+
+def _same(a: _Frames, b: _Frames) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+
+
+class _Table:
+    """The per-end verdicts (:meth:`FrameChecks.verdicts`) of an unchanged set of frames, stacked across symbols, so
+    that a session's visible rows and verdicts for every symbol are a few array operations.
+
+    Built when a screen sees the same frame objects two sessions in a row (a backtest's snapshot, or a provider whose
+    bars did not change); a live iteration with fresh bars never pays for it."""
+
+    __slots__ = ("frames", "_covered", "_keys", "_offsets", "_starts", "_verdicts", "_vstarts", "_size")
+
+    def __init__(
+        self, frames: _Frames, checks: Sequence[FrameChecks | None], *, min_history: int, gap_sessions: int
+    ) -> None:
+        self.frames = frames
+        self._size = len(frames)
+        covered: list[int] = []
+        tables: list[np.ndarray] = []
+        days: list[np.ndarray] = []
+        for i, (frame, check) in enumerate(zip(frames, checks, strict=True)):
+            if frame is not None and check is not None:
+                covered.append(i)
+                tables.append(check.verdicts(min_history=min_history, gap_sessions=gap_sessions))
+                # symbol j's days shifted by j << 32: one sorted array, one search for every symbol's visible rows
+                days.append(check.days.astype(np.int64) + (np.int64(len(days)) << 32))
+        count = len(covered)
+        self._covered = np.asarray(covered, dtype=np.int64)
+        self._offsets = np.arange(count, dtype=np.int64) << 32
+        lengths = np.asarray([len(d) for d in days], dtype=np.int64)
+        self._starts = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64) if count else self._offsets
+        self._vstarts = self._starts + np.arange(count, dtype=np.int64)  # n + 1 verdicts per symbol
+        self._keys = np.concatenate(days) if count else np.zeros(0, np.int64)
+        self._verdicts = np.concatenate(tables) if count else np.zeros(0, np.int8)
+
+    def at(self, cutoff: VisibleCutoff, calendar: bool) -> tuple[list[int], list[int]] | None:
+        """Per symbol: the visible rows and the verdict at ``cutoff`` (-1 and :data:`UNDECIDED` for a symbol without
+        a frame or per-frame checks); None when the table cannot answer (a calendar but no latest session)."""
+        latest = cutoff.latest_session_day
+        if calendar and latest is None:
+            return None
+        ends = np.full(self._size, -1, dtype=np.int64)
+        codes = np.full(self._size, UNDECIDED, dtype=np.int8)
+        if len(self._covered):
+            shifted = self._offsets + cutoff.cutoff_day
+            rows = np.searchsorted(self._keys, shifted, side="right") - self._starts
+            verdict = self._verdicts[self._vstarts + rows]
+            if calendar:  # a latest bar older than the latest completed session is stale
+                last = self._keys[self._starts + rows - 1] - self._offsets
+                verdict = np.where((rows > 0) & (last < latest), NOT_CLEAN, verdict)
+            ends[self._covered] = rows
+            codes[self._covered] = verdict
+        return ends.tolist(), codes.tolist()
 
 
 @dataclass(slots=True)
@@ -152,6 +222,9 @@ class BarScreen:
         # per symbol, the full validation of a frame whose only problems are bad bars in its history; reused while
         # no new bad bar shows up (re-validating 20 years every session is slow)
         self._history_problems: dict[str, HistoryProblems] = {}
+        self._previous: _Frames = ()  # the frames of the previous iteration
+        self._table: _Table | None = None  # the verdicts of frames served unchanged (see _Table)
+        self._tables = True  # False: every session by the per-symbol checks (tests compare both)
 
     @property
     def symbols(self) -> list[str]:
@@ -167,6 +240,7 @@ class BarScreen:
         if previous is not None and (previous is frame or previous.equals(frame)):
             return previous
         self._frames[symbol] = frame
+        self._table = None  # built on the frames replaced
         self._arrays[symbol] = bar_arrays(frame)
         self._checks[symbol] = FrameChecks.of(frame, self._calendar)
         return frame
@@ -174,7 +248,11 @@ class BarScreen:
     def screen(self, result: ProviderResult, as_of: datetime, provider_name: str) -> Screening:
         """Screen the provider's ``result`` for the decision at ``as_of``; ``provider_name`` names the source of
         symbols the result does not attribute."""
-        located = self._locate(result, as_of)
+        cutoff = VisibleCutoff.at(as_of, self._calendar)  # once per iteration, not per symbol
+        frames = self._stable_frames(result)
+        table = self._table_of(frames)
+        answers = table.at(cutoff, self._calendar is not None) if table is not None else None
+        located = self._locate(result, frames, cutoff, answers)
         checked = (
             validate_batch(
                 located.to_validate,
@@ -189,9 +267,14 @@ class BarScreen:
         served_by: Mapping[str, str] = getattr(result, "served_by", {}) or {}
         out = Screening(not_listed=tuple(located.not_listed))
         not_listed = set(located.not_listed)
+        clean = located.clean
+        default_source = result.provider or provider_name
         for symbol in self._symbols:
-            source = served_by.get(symbol, result.provider or provider_name)
-            if symbol in not_listed:
+            source = served_by.get(symbol, default_source)
+            if symbol in clean:
+                frame, end, checks = located.full[symbol]
+                self._usable(out, symbol, source, frame, end, checks)
+            elif symbol in not_listed:
                 self._not_listed(out, symbol, source)
             elif symbol in located.failed:
                 self._failed(out, symbol, located.failed[symbol], source)
@@ -199,35 +282,78 @@ class BarScreen:
                 self._served(out, symbol, source, located, checked)
         return out
 
-    def _locate(self, result: ProviderResult, as_of: datetime) -> _Located:
-        """Split the symbols into failed, not listed, clean (nothing to validate), known-bad (same bad bars as last
-        time) and to-validate (sliced to the bars visible at ``as_of``)."""
-        located = _Located()
-        cutoff = VisibleCutoff.at(as_of, self._calendar)  # once per iteration, not per symbol
-        latest = cutoff.latest_session_day
+    def _stable_frames(self, result: ProviderResult) -> _Frames:
+        """Per symbol, the frame served (the previous object when unchanged, see :meth:`_stable`) or None."""
+        frames = result.frames
+        table = self._table
+        if table is not None and all(frames.get(s) is f for s, f in zip(self._symbols, table.frames, strict=True)):
+            return table.frames  # the very objects of the table: nothing to compare
+        stable = []
         for symbol in self._symbols:
-            frame = result.frames.get(symbol)
+            frame = frames.get(symbol)
+            stable.append(None if frame is None else self._stable(symbol, frame))
+        return tuple(stable)
+
+    def _table_of(self, frames: _Frames) -> _Table | None:
+        """The verdict table of ``frames``: kept while they are unchanged, built when they repeat the previous
+        iteration's."""
+        if not self._tables:
+            return None
+        table = self._table
+        if table is not None and (table.frames is frames or _same(table.frames, frames)):
+            return table
+        previous, self._previous = self._previous, frames
+        if not _same(previous, frames):
+            return None
+        checks = [self._checks.get(s) if f is not None else None for s, f in zip(self._symbols, frames, strict=True)]
+        self._table = _Table(frames, checks, min_history=self._min_history, gap_sessions=self._gap_sessions)
+        return self._table
+
+    def _locate(
+        self,
+        result: ProviderResult,
+        frames: _Frames,
+        cutoff: VisibleCutoff,
+        answers: tuple[list[int], list[int]] | None,
+    ) -> _Located:
+        """Split the symbols into failed, not listed, clean (nothing to validate), known-bad (same bad bars as last
+        time) and to-validate (sliced to the bars visible at ``cutoff``). ``answers``: the visible rows and verdicts
+        of a :class:`_Table` (per symbol, -1 and UNDECIDED where it has none)."""
+        located = _Located()
+        latest = cutoff.latest_session_day
+        ends, codes = answers if answers is not None else ((), ())
+        for i, symbol in enumerate(self._symbols):
+            frame = frames[i]
             if frame is None:
                 located.failed[symbol] = result.errors.get(symbol, "provider returned no bars")
                 continue
-            frame = self._stable(symbol, frame)
             checks = self._checks.get(symbol)
-            if checks is not None:
+            end = ends[i] if answers is not None else -1
+            if end >= 0:
+                code = codes[i]
+            elif checks is not None:
+                code = UNDECIDED
                 last = self._last_end.get(symbol)
                 known = last[2] if last is not None and last[0] is frame and last[1] <= cutoff.cutoff_day else 0
                 end = checks.rows_through(cutoff.cutoff_day, known)
                 self._last_end[symbol] = (frame, cutoff.cutoff_day, end)
             else:
+                code = NOT_CLEAN
                 end = cutoff.rows(datetime_index(frame)) if frame.index.is_monotonic_increasing else len(frame)
             if end == 0:
                 located.not_listed.append(symbol)
                 continue
             located.full[symbol] = (frame, end, checks)
-            if checks is not None and checks.recent_clean(
-                end, min_history=self._min_history, latest_session_day=latest, gap_sessions=self._gap_sessions
-            ):
-                if checks.history_clean(end):
-                    continue  # every rule passes: no need to slice and re-validate
+            if code == UNDECIDED:
+                code = NOT_CLEAN
+                if checks is not None and checks.recent_clean(
+                    end, min_history=self._min_history, latest_session_day=latest, gap_sessions=self._gap_sessions
+                ):
+                    code = CLEAN if checks.history_clean(end) else RECENT_CLEAN
+            if code == CLEAN:
+                located.clean.add(symbol)  # every rule passes: no need to slice and re-validate
+                continue
+            if code == RECENT_CLEAN and checks is not None:
                 cached = self._history_problems.get(symbol)
                 if cached is not None and cached[0] is frame and cached[1] == checks.history_key(end):
                     located.known_bad[symbol] = cached  # the same bad bars as last time: the same problems
@@ -299,15 +425,23 @@ class BarScreen:
                 return
             end = good
             out.blocked[symbol] = reason
+        if not problems:
+            self._usable(out, symbol, source, frame, end, checks)
+            return
         sb = SymbolBars(symbol=symbol, frame=frame, end=end, provider=source, arrays=self._arrays[symbol])
         out.bars[symbol] = sb
         self._last_good[symbol] = sb
         out._see_day(checks, end)
-        if problems:
-            out.decisions.append(
-                flagged_decision(symbol, sb, out.blocked[symbol], out.categories[symbol], sorted(found))
-            )
-            return
+        out.decisions.append(flagged_decision(symbol, sb, out.blocked[symbol], out.categories[symbol], sorted(found)))
+
+    def _usable(
+        self, out: Screening, symbol: str, source: str, frame: pd.DataFrame, end: int, checks: FrameChecks | None
+    ) -> None:
+        """A symbol whose first ``end`` rows pass every rule."""
+        sb = SymbolBars(symbol=symbol, frame=frame, end=end, provider=source, arrays=self._arrays[symbol])
+        out.bars[symbol] = sb
+        self._last_good[symbol] = sb
+        out._see_day(checks, end)
         out.usable += 1
         if self._routine:
             out.decisions.append(

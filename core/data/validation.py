@@ -102,6 +102,8 @@ SPIKE_VOL_WINDOW = 20
 _SPIKE_FLOOR = math.log(SPIKE_MIN_FACTOR)
 
 _EPOCH_DAY = date(1970, 1, 1)
+# FrameChecks.verdicts: per visible-row count, which rules pass
+CLEAN, RECENT_CLEAN, NOT_CLEAN, UNDECIDED = 2, 1, 0, -1
 _UNIT_PER_DAY = {"s": 86_400, "ms": 86_400_000, "us": 86_400_000_000, "ns": 86_400_000_000_000}
 _COLUMNS = list(BAR_COLUMNS)
 _PRICES = ("open", "high", "low", "close")
@@ -632,6 +634,46 @@ class FrameChecks:
         if self.off_session[end] != self.off_session[k]:
             return False
         return int(self.on_session[end] - self.on_session[k]) == latest_pos - window_pos + 1
+
+    def verdicts(self, *, min_history: int, gap_sessions: int = DEFAULT_GAP_SESSIONS) -> np.ndarray:
+        """:meth:`history_clean` and :meth:`recent_clean` for every ``end`` of the frame at once (``int8``, one entry
+        per ``end`` from 0 to the frame's length), for a decision whose latest completed session is the day of row
+        ``end - 1`` or earlier (``days[end - 1] >= latest_session_day``, or no calendar):
+
+        * :data:`CLEAN` (2): both pass, every rule of :func:`validate_batch` does;
+        * :data:`RECENT_CLEAN` (1): the recent rules pass, a bad bar lies in the history;
+        * :data:`NOT_CLEAN` (0): a recent rule fails;
+        * :data:`UNDECIDED` (-1): an edge the table does not cover (a bar after the calendar's last session): ask
+          :meth:`recent_clean` and :meth:`history_clean`.
+
+        A decision with a later latest completed session has a stale latest bar: its recent rules fail whatever the
+        table says. Computed once per frame, each ``end`` is then an array read instead of the two calls (equal for
+        every ``end``: tested)."""
+        n = len(self.days)
+        out = np.zeros(n + 1, dtype=np.int8)
+        if n == 0:
+            return out
+        ends = np.arange(1, n + 1)
+        recent = (ends >= min_history) & ~self.jumps.astype(bool)
+        undecided = np.zeros(n, dtype=bool)
+        calendar = self.calendar
+        if calendar is not None:
+            sessions = calendar.session_days
+            latest_pos = self.session_pos.astype(np.int64)  # per end: the session of row end - 1
+            first = latest_pos - gap_sessions + 1
+            window_pos = np.maximum(np.maximum(first, int(self.session_pos[0])), 0)
+            window_at = np.maximum(first, 0)
+            undecided = window_at >= len(sessions)  # recent_clean would fail to read the calendar there
+            window_day = sessions[np.where(undecided, 0, window_at)]
+            # the first of the last rows dated on or after the window's first day (days are sorted)
+            k = np.minimum(np.searchsorted(self.days, window_day, side="left"), ends)
+            on = self.on_session.astype(np.int64)
+            recent &= (self.off_session[ends] == self.off_session[k]) & (
+                on[ends] - on[k] == latest_pos - window_pos + 1
+            )
+        history = (self.bad_rows[1:] == 0) & (self.not_after[1:] == 0) & (self.spikes[:-1] == 0)
+        out[1:] = np.where(undecided, UNDECIDED, np.where(recent, np.where(history, CLEAN, RECENT_CLEAN), NOT_CLEAN))
+        return out
 
     def good_end(self, end: int) -> int:
         """Rows through the last good bar among the first ``end`` (as :func:`validate_batch`'s ``ends``)."""
