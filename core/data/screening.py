@@ -39,6 +39,7 @@ from core.kernel.domain import (
     SymbolBars,
     bar_arrays,
     datetime_index,
+    known_bars,
 )
 from core.vocabulary import AgentName, DecisionAction
 
@@ -109,6 +110,17 @@ def _same(a: _Frames, b: _Frames) -> bool:
     return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
 
 
+@dataclass(slots=True)
+class _Answers:
+    """A :class:`_Table`'s answers for one decision time, per symbol of the screen."""
+
+    ends: list[int]  # visible rows (-1 for a symbol the table has no frame of)
+    codes: list[int]  # FrameChecks.verdicts' verdict (UNDECIDED for a symbol the table has no frame of)
+    closes: list[float]  # the close of the last visible row (meaningful for CLEAN symbols)
+    todo: list[int]  # positions of the symbols not CLEAN: screened one by one
+    latest_day: int | None  # the latest day the CLEAN symbols show
+
+
 class _Table:
     """The per-end verdicts (:meth:`FrameChecks.verdicts`) of an unchanged set of frames, stacked across symbols, so
     that a session's visible rows and verdicts for every symbol are a few array operations.
@@ -116,22 +128,30 @@ class _Table:
     Built when a screen sees the same frame objects two sessions in a row (a backtest's snapshot, or a provider whose
     bars did not change); a live iteration with fresh bars never pays for it."""
 
-    __slots__ = ("frames", "_covered", "_keys", "_offsets", "_starts", "_verdicts", "_vstarts", "_size")
+    __slots__ = ("frames", "arrays", "_covered", "_keys", "_offsets", "_starts", "_verdicts", "_vstarts", "_closes")
 
     def __init__(
-        self, frames: _Frames, checks: Sequence[FrameChecks | None], *, min_history: int, gap_sessions: int
+        self,
+        frames: _Frames,
+        checks: Sequence[FrameChecks | None],
+        arrays: Sequence[Mapping[str, np.ndarray] | None],
+        *,
+        min_history: int,
+        gap_sessions: int,
     ) -> None:
         self.frames = frames
-        self._size = len(frames)
+        self.arrays = tuple(arrays)
         covered: list[int] = []
         tables: list[np.ndarray] = []
         days: list[np.ndarray] = []
-        for i, (frame, check) in enumerate(zip(frames, checks, strict=True)):
-            if frame is not None and check is not None:
+        closes: list[np.ndarray] = []
+        for i, (frame, check, columns) in enumerate(zip(frames, checks, arrays, strict=True)):
+            if frame is not None and check is not None and columns is not None and len(check.days):
                 covered.append(i)
                 tables.append(check.verdicts(min_history=min_history, gap_sessions=gap_sessions))
                 # symbol j's days shifted by j << 32: one sorted array, one search for every symbol's visible rows
                 days.append(check.days.astype(np.int64) + (np.int64(len(days)) << 32))
+                closes.append(columns["close"])
         count = len(covered)
         self._covered = np.asarray(covered, dtype=np.int64)
         self._offsets = np.arange(count, dtype=np.int64) << 32
@@ -140,25 +160,33 @@ class _Table:
         self._vstarts = self._starts + np.arange(count, dtype=np.int64)  # n + 1 verdicts per symbol
         self._keys = np.concatenate(days) if count else np.zeros(0, np.int64)
         self._verdicts = np.concatenate(tables) if count else np.zeros(0, np.int8)
+        self._closes = np.concatenate(closes) if count else np.zeros(0)
 
-    def at(self, cutoff: VisibleCutoff, calendar: bool) -> tuple[list[int], list[int]] | None:
-        """Per symbol: the visible rows and the verdict at ``cutoff`` (-1 and :data:`UNDECIDED` for a symbol without
-        a frame or per-frame checks); None when the table cannot answer (a calendar but no latest session)."""
+    def at(self, cutoff: VisibleCutoff, calendar: bool) -> _Answers | None:
+        """The answers at ``cutoff``; None when the table cannot give them (a calendar but no latest session)."""
         latest = cutoff.latest_session_day
         if calendar and latest is None:
             return None
-        ends = np.full(self._size, -1, dtype=np.int64)
-        codes = np.full(self._size, UNDECIDED, dtype=np.int8)
+        size = len(self.frames)
+        ends = np.full(size, -1, dtype=np.int64)
+        codes = np.full(size, UNDECIDED, dtype=np.int8)
+        closes = np.zeros(size)
+        latest_day = None
         if len(self._covered):
-            shifted = self._offsets + cutoff.cutoff_day
-            rows = np.searchsorted(self._keys, shifted, side="right") - self._starts
+            rows = np.searchsorted(self._keys, self._offsets + cutoff.cutoff_day, side="right") - self._starts
             verdict = self._verdicts[self._vstarts + rows]
+            last_row = np.maximum(self._starts + rows - 1, 0)  # rows == 0: NOT_CLEAN whatever is read
+            last = self._keys[last_row] - self._offsets
             if calendar:  # a latest bar older than the latest completed session is stale
-                last = self._keys[self._starts + rows - 1] - self._offsets
-                verdict = np.where((rows > 0) & (last < latest), NOT_CLEAN, verdict)
+                verdict = np.where(last < latest, NOT_CLEAN, verdict)
+            clean = verdict == CLEAN
+            if clean.any():
+                latest_day = int(last[clean].max())
             ends[self._covered] = rows
             codes[self._covered] = verdict
-        return ends.tolist(), codes.tolist()
+            closes[self._covered] = self._closes[last_row]
+        todo = np.flatnonzero(codes != CLEAN).tolist()
+        return _Answers(ends.tolist(), codes.tolist(), closes.tolist(), todo, latest_day)
 
 
 @dataclass(slots=True)
@@ -269,9 +297,28 @@ class BarScreen:
         not_listed = set(located.not_listed)
         clean = located.clean
         default_source = result.provider or provider_name
-        for symbol in self._symbols:
-            source = served_by.get(symbol, default_source)
-            if symbol in clean:
+        codes: list[int] | None = None
+        if answers is not None and table is not None:
+            # the symbols the table finds clean: their bars straight from its answers
+            codes, ends, closes, arrays = answers.codes, answers.ends, answers.closes, table.arrays
+            out.latest_day = answers.latest_day
+            if not answers.todo and not self._routine and not served_by:  # every symbol clean: nothing to decide
+                out.bars = {
+                    s: known_bars(s, f, e, default_source, a, c)  # type: ignore[arg-type]
+                    for s, f, e, a, c in zip(self._symbols, frames, ends, arrays, closes, strict=True)
+                }
+                out.usable = len(out.bars)
+                self._last_good.update(out.bars)
+                return out
+        for i, symbol in enumerate(self._symbols):
+            source = served_by.get(symbol, default_source) if served_by else default_source
+            if codes is not None and codes[i] == CLEAN:
+                sb = known_bars(symbol, frames[i], ends[i], source, arrays[i], closes[i])  # type: ignore[arg-type]
+                out.bars[symbol] = sb
+                out.usable += 1
+                if self._routine:
+                    out.decisions.append(_ok_decision(symbol, sb, source))
+            elif symbol in clean:
                 frame, end, checks = located.full[symbol]
                 self._usable(out, symbol, source, frame, end, checks)
             elif symbol in not_listed:
@@ -280,6 +327,7 @@ class BarScreen:
                 self._failed(out, symbol, located.failed[symbol], source)
             else:
                 self._served(out, symbol, source, located, checked)
+        self._last_good.update(out.bars)  # each symbol's latest managed bars (a failed one's are already its last)
         return out
 
     def _stable_frames(self, result: ProviderResult) -> _Frames:
@@ -305,8 +353,14 @@ class BarScreen:
         previous, self._previous = self._previous, frames
         if not _same(previous, frames):
             return None
-        checks = [self._checks.get(s) if f is not None else None for s, f in zip(self._symbols, frames, strict=True)]
-        self._table = _Table(frames, checks, min_history=self._min_history, gap_sessions=self._gap_sessions)
+        served = [(s, f is not None) for s, f in zip(self._symbols, frames, strict=True)]
+        self._table = _Table(
+            frames,
+            [self._checks.get(s) if f else None for s, f in served],
+            [self._arrays.get(s) if f else None for s, f in served],
+            min_history=self._min_history,
+            gap_sessions=self._gap_sessions,
+        )
         return self._table
 
     def _locate(
@@ -314,16 +368,17 @@ class BarScreen:
         result: ProviderResult,
         frames: _Frames,
         cutoff: VisibleCutoff,
-        answers: tuple[list[int], list[int]] | None,
+        answers: _Answers | None,
     ) -> _Located:
         """Split the symbols into failed, not listed, clean (nothing to validate), known-bad (same bad bars as last
         time) and to-validate (sliced to the bars visible at ``cutoff``). ``answers``: the visible rows and verdicts
-        of a :class:`_Table` (per symbol, -1 and UNDECIDED where it has none)."""
+        of a :class:`_Table` (its CLEAN symbols are left out)."""
         located = _Located()
         latest = cutoff.latest_session_day
-        ends, codes = answers if answers is not None else ((), ())
-        for i, symbol in enumerate(self._symbols):
-            frame = frames[i]
+        symbols = self._symbols
+        ends, codes = (answers.ends, answers.codes) if answers is not None else ([], [])
+        for i in answers.todo if answers is not None else range(len(symbols)):  # the table's CLEAN ones: done
+            symbol, frame = symbols[i], frames[i]
             if frame is None:
                 located.failed[symbol] = result.errors.get(symbol, "provider returned no bars")
                 continue
@@ -430,7 +485,6 @@ class BarScreen:
             return
         sb = SymbolBars(symbol=symbol, frame=frame, end=end, provider=source, arrays=self._arrays[symbol])
         out.bars[symbol] = sb
-        self._last_good[symbol] = sb
         out._see_day(checks, end)
         out.decisions.append(flagged_decision(symbol, sb, out.blocked[symbol], out.categories[symbol], sorted(found)))
 
@@ -440,21 +494,23 @@ class BarScreen:
         """A symbol whose first ``end`` rows pass every rule."""
         sb = SymbolBars(symbol=symbol, frame=frame, end=end, provider=source, arrays=self._arrays[symbol])
         out.bars[symbol] = sb
-        self._last_good[symbol] = sb
         out._see_day(checks, end)
         out.usable += 1
         if self._routine:
-            out.decisions.append(
-                Decision(
-                    AgentName.DATA,
-                    symbol,
-                    DecisionAction.OK,
-                    f"{end} bars up to {sb.last_timestamp.date()} from {source}",
-                    {
-                        "provider": source,
-                        "bars": end,
-                        "last_bar": sb.last_timestamp.date().isoformat(),
-                        "close": sb.last_close,
-                    },
-                )
-            )
+            out.decisions.append(_ok_decision(symbol, sb, source))
+
+
+def _ok_decision(symbol: str, sb: SymbolBars, source: str) -> Decision:
+    """The routine decision about a usable symbol."""
+    return Decision(
+        AgentName.DATA,
+        symbol,
+        DecisionAction.OK,
+        f"{sb.end} bars up to {sb.last_timestamp.date()} from {source}",
+        {
+            "provider": source,
+            "bars": sb.end,
+            "last_bar": sb.last_timestamp.date().isoformat(),
+            "close": sb.last_close,
+        },
+    )

@@ -12,6 +12,7 @@ import pytest
 from core.data.base import ProviderResult
 from core.data.screening import BarScreen, Screening
 from core.kernel.calendar import MarketCalendar
+from core.kernel.domain import SymbolBars, bar_arrays, known_bars
 from tests.data.test_frame_verdicts import troubled_synthetic
 from tests.data.test_validation_fast_path import corrupted
 
@@ -108,3 +109,33 @@ def test_a_table_is_kept_while_frames_are_unchanged_and_dropped_when_one_changes
     assert screen._table is None  # back to the first frames: new again, not the dropped table's
     screen.screen(ProviderResult(frames=frames), days[5], "files")
     assert screen._table is not None and screen._table is not table
+
+
+def test_known_bars_equal_the_constructed_ones(real_frames: dict[str, pd.DataFrame]) -> None:
+    frame = real_frames["SPY"]
+    arrays = bar_arrays(frame)
+    for end in (1, 2, 500, len(frame)):
+        built = SymbolBars(symbol="SPY", frame=frame, end=end, provider="files", arrays=arrays)
+        known = known_bars("SPY", frame, end, "files", arrays, float(arrays["close"][end - 1]))
+        assert type(known) is SymbolBars and known == built and hash(repr(known)) == hash(repr(built))
+        assert known.last_close == built.last_close and known.last_timestamp == built.last_timestamp
+        with pytest.raises(AttributeError):
+            known.end = 3  # type: ignore[misc]  # frozen as the constructed one
+
+
+def test_screen_when_every_symbol_is_clean_then_the_bars_come_straight_from_the_table(
+    real_frames: dict[str, pd.DataFrame], calendar: MarketCalendar
+) -> None:
+    frames = {s: real_frames[s] for s in ("SPY", "AIG", "IBM")}
+    fast = BarScreen(list(frames), min_history=10, calendar=calendar, routine_decisions=False)
+    slow = BarScreen(list(frames), min_history=10, calendar=calendar, routine_decisions=False)
+    slow._tables = False
+    result = ProviderResult(frames=frames, provider="files")
+    for as_of in sessions(calendar, date(2013, 1, 2), date(2013, 3, 29)):
+        out = fast.screen(result, as_of, "files")
+        assert summary(out) == summary(slow.screen(result, as_of, "files")) and out.usable == 3
+    kept = [
+        {s: (id(sb.frame), sb.end, sb.provider, sb.last_close) for s, sb in screen._last_good.items()}
+        for screen in (fast, slow)
+    ]
+    assert kept[0] == kept[1]  # each symbol's last good bars, for a later provider failure
