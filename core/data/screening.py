@@ -128,7 +128,9 @@ class _Table:
     Built when a screen sees the same frame objects two sessions in a row (a backtest's snapshot, or a provider whose
     bars did not change); a live iteration with fresh bars never pays for it."""
 
-    __slots__ = ("frames", "arrays", "_covered", "_keys", "_offsets", "_starts", "_verdicts", "_vstarts", "_closes")
+    __slots__ = (
+        "frames", "arrays", "_covered", "_whole", "_keys", "_offsets", "_starts", "_verdicts", "_vstarts", "_closes",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -154,6 +156,7 @@ class _Table:
                 closes.append(columns["close"])
         count = len(covered)
         self._covered = np.asarray(covered, dtype=np.int64)
+        self._whole = 0 < count == len(frames)  # a table of every symbol
         self._offsets = np.arange(count, dtype=np.int64) << 32
         lengths = np.asarray([len(d) for d in days], dtype=np.int64)
         self._starts = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64) if count else self._offsets
@@ -167,18 +170,37 @@ class _Table:
         latest = cutoff.latest_session_day
         if calendar and latest is None:
             return None
+        if not self._whole:
+            return self._some_at(cutoff.cutoff_day, latest if calendar else None)
+        rows = np.searchsorted(self._keys, self._offsets + cutoff.cutoff_day, side="right") - self._starts
+        verdict = self._verdicts[self._vstarts + rows]
+        last_row = self._starts + rows - 1  # rows == 0 (the previous symbol's last row): NOT_CLEAN anyway
+        last = self._keys[last_row] - self._offsets
+        if calendar:  # a latest bar older than the latest completed session is stale
+            verdict[last < latest] = NOT_CLEAN
+        todo = np.flatnonzero(verdict != CLEAN).tolist()
+        if len(todo) == len(verdict):
+            latest_day = None
+        elif todo:
+            latest_day = int(last[verdict == CLEAN].max())
+        else:
+            latest_day = int(last.max())
+        return _Answers(rows.tolist(), verdict.tolist(), self._closes[last_row].tolist(), todo, latest_day)
+
+    def _some_at(self, cutoff_day: int, latest: int | None) -> _Answers:
+        """:meth:`at` when some symbols have no frame or no per-frame checks."""
         size = len(self.frames)
         ends = np.full(size, -1, dtype=np.int64)
         codes = np.full(size, UNDECIDED, dtype=np.int8)
         closes = np.zeros(size)
         latest_day = None
         if len(self._covered):
-            rows = np.searchsorted(self._keys, self._offsets + cutoff.cutoff_day, side="right") - self._starts
+            rows = np.searchsorted(self._keys, self._offsets + cutoff_day, side="right") - self._starts
             verdict = self._verdicts[self._vstarts + rows]
-            last_row = np.maximum(self._starts + rows - 1, 0)  # rows == 0: NOT_CLEAN whatever is read
+            last_row = self._starts + rows - 1
             last = self._keys[last_row] - self._offsets
-            if calendar:  # a latest bar older than the latest completed session is stale
-                verdict = np.where(last < latest, NOT_CLEAN, verdict)
+            if latest is not None:
+                verdict[last < latest] = NOT_CLEAN
             clean = verdict == CLEAN
             if clean.any():
                 latest_day = int(last[clean].max())
