@@ -4,7 +4,10 @@ rejected or not listed yet, with the Data agent's decisions about each (the rule
 :class:`BarScreen` keeps the per-frame memos that make this cheap session after session (the previous frame object
 while the provider's bars are unchanged, the per-frame checks, where the last visible-rows search ended, the
 validation of a history whose only problems are old bad bars, each symbol's last good bars); ``screen()`` is the
-whole per-iteration work. The Data agent adapts it to the bus.
+whole per-iteration work. When the same frames come back (a backtest's snapshot: only the decision time moves), a
+:class:`_Table` of every frame's verdicts for every visible-row count answers a session for all symbols in a few array
+operations; only the symbols it does not find clean go through the per-symbol path. The Data agent adapts it to the
+bus.
 """
 
 from __future__ import annotations
