@@ -27,10 +27,13 @@ from core.data.validation import (
     NOT_CLEAN,
     RECENT_CLEAN,
     UNDECIDED,
+    WARMING,
     BatchValidation,
     FrameChecks,
+    Problem,
     VisibleCutoff,
     validate_batch,
+    warm_up_problem,
 )
 from core.kernel.calendar import MarketCalendar
 from core.kernel.domain import (
@@ -104,6 +107,9 @@ class _Located:
     known_bad: dict[str, HistoryProblems] = field(default_factory=dict)
     full: dict[str, tuple[pd.DataFrame, int, FrameChecks | None]] = field(default_factory=dict)
     clean: set[str] = field(default_factory=set)  # every rule passes: usable without validation
+    warming: dict[str, list[Problem]] = field(
+        default_factory=dict
+    )  # too few bars yet, nothing else wrong: the one problem
 
 
 _Frames = tuple[pd.DataFrame | None, ...]  # per symbol of a screen: the (stable) frame served, or None
@@ -305,7 +311,7 @@ class BarScreen:
         frames = self._stable_frames(result)
         table = self._table_of(frames)
         answers = table.at(cutoff, self._calendar is not None) if table is not None else None
-        located = self._locate(result, frames, cutoff, answers)
+        located = self._locate(result, frames, cutoff, answers, as_of)
         checked = (
             validate_batch(
                 located.to_validate,
@@ -394,6 +400,7 @@ class BarScreen:
         frames: _Frames,
         cutoff: VisibleCutoff,
         answers: _Answers | None,
+        as_of: datetime,
     ) -> _Located:
         """Split the symbols into failed, not listed, clean (nothing to validate), known-bad (same bad bars as last
         time) and to-validate (sliced to the bars visible at ``cutoff``). ``answers``: the visible rows and verdicts
@@ -432,6 +439,11 @@ class BarScreen:
                     code = CLEAN if checks.history_clean(end) else RECENT_CLEAN
             if code == CLEAN:
                 located.clean.add(symbol)  # every rule passes: no need to slice and re-validate
+                continue
+            if code == WARMING and checks is not None:  # what validate_batch would find: only too few bars
+                located.warming[symbol] = [
+                    warm_up_problem(symbol, end, int(checks.days[end - 1]), as_of, self._min_history)
+                ]
                 continue
             if code == RECENT_CLEAN and checks is not None:
                 cached = self._history_problems.get(symbol)
@@ -485,6 +497,9 @@ class BarScreen:
         if symbol in located.known_bad:
             _, _, problems, reason = located.known_bad[symbol]
             good = checks.good_end(end) if checks is not None else 0
+        elif symbol in located.warming:
+            problems = located.warming[symbol]
+            reason = "; ".join(p.message for p in problems)
         elif problems and checks is not None and all(p.rule in rules.BAD_BAR_RULES for p in problems):
             self._history_problems[symbol] = (frame, checks.history_key(end), problems, reason)
         found: set[str] = {p.rule for p in problems} if problems else set()

@@ -103,7 +103,7 @@ _SPIKE_FLOOR = math.log(SPIKE_MIN_FACTOR)
 
 _EPOCH_DAY = date(1970, 1, 1)
 # FrameChecks.verdicts: per visible-row count, which rules pass
-CLEAN, RECENT_CLEAN, NOT_CLEAN, UNDECIDED = 2, 1, 0, -1
+CLEAN, RECENT_CLEAN, NOT_CLEAN, UNDECIDED, WARMING = 2, 1, 0, -1, 3
 _UNIT_PER_DAY = {"s": 86_400, "ms": 86_400_000, "us": 86_400_000_000, "ns": 86_400_000_000_000}
 _COLUMNS = list(BAR_COLUMNS)
 _PRICES = ("open", "high", "low", "close")
@@ -249,6 +249,15 @@ def _extract(symbol: str, frame: pd.DataFrame, ctx: _Context) -> _Window | Probl
     return _Window(symbol, days, window, len(days), ordered)
 
 
+def warm_up_problem(symbol: str, bars: int, last_day: int | None, as_of: datetime, min_history: int) -> Problem:
+    """The :data:`MIN_HISTORY` problem of ``bars`` visible bars, the latest dated ``last_day`` (None: no bars)."""
+    last = f"last bar {_day(last_day)}" if last_day is not None else "no bars"
+    return Problem(
+        MIN_HISTORY,
+        f"{symbol} {MIN_HISTORY}: {bars} bar(s) visible as of {as_of.isoformat()} ({last}), need {min_history}",
+    )
+
+
 def _validate_many(
     frames: Mapping[str, pd.DataFrame], ctx: _Context
 ) -> tuple[dict[str, list[Problem]], dict[str, int]]:
@@ -283,14 +292,8 @@ def _validate_many(
             ends[w.symbol] = _good_end(w, bad_rows.get(w.symbol), spike, jump)
     for w in windows:
         if w.total < ctx.min_history:
-            last = f"last bar {_day(w.days.max())}" if len(w.days) else "no bars"
-            found[w.symbol].append(
-                Problem(
-                    MIN_HISTORY,
-                    f"{w.symbol} {MIN_HISTORY}: {w.total} bar(s) visible as of {ctx.as_of.isoformat()} ({last}), "
-                    f"need {ctx.min_history}",
-                )
-            )
+            last = int(w.days.max()) if len(w.days) else None
+            found[w.symbol].append(warm_up_problem(w.symbol, w.total, last, ctx.as_of, ctx.min_history))
     if ctx.calendar is not None and ctx.latest_session_day is not None:
         suspects = _calendar_suspects(
             [windows[i] for i in filled], lengths[filled], ctx, ctx.calendar, ctx.latest_session_day
@@ -642,6 +645,8 @@ class FrameChecks:
 
         * :data:`CLEAN` (2): both pass, every rule of :func:`validate_batch` does;
         * :data:`RECENT_CLEAN` (1): the recent rules pass, a bad bar lies in the history;
+        * :data:`WARMING` (3): fewer than ``min_history`` rows, every other rule passes (the only problem
+          :func:`validate_batch` reports is :func:`warm_up_problem`);
         * :data:`NOT_CLEAN` (0): a recent rule fails;
         * :data:`UNDECIDED` (-1): an edge the table does not cover (a bar after the calendar's last session): ask
           :meth:`recent_clean` and :meth:`history_clean`.
@@ -654,7 +659,7 @@ class FrameChecks:
         if n == 0:
             return out
         ends = np.arange(1, n + 1)
-        recent = (ends >= min_history) & ~self.jumps.astype(bool)
+        recent = ~self.jumps.astype(bool)  # and enough history: below
         undecided = np.zeros(n, dtype=bool)
         calendar = self.calendar
         if calendar is not None:
@@ -672,7 +677,10 @@ class FrameChecks:
                 on[ends] - on[k] == latest_pos - window_pos + 1
             )
         history = (self.bad_rows[1:] == 0) & (self.not_after[1:] == 0) & (self.spikes[:-1] == 0)
-        out[1:] = np.where(undecided, UNDECIDED, np.where(recent, np.where(history, CLEAN, RECENT_CLEAN), NOT_CLEAN))
+        passed = np.where(
+            ends >= min_history, np.where(history, CLEAN, RECENT_CLEAN), np.where(history, WARMING, NOT_CLEAN)
+        )
+        out[1:] = np.where(undecided, UNDECIDED, np.where(recent, passed, NOT_CLEAN))
         return out
 
     def good_end(self, end: int) -> int:

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from core.data.synthetic import generate_bars
-from core.data.validation import CLEAN, NOT_CLEAN, RECENT_CLEAN, UNDECIDED, FrameChecks
+from core.data.validation import CLEAN, NOT_CLEAN, RECENT_CLEAN, UNDECIDED, WARMING, FrameChecks
 from core.kernel.calendar import MarketCalendar
 from tests.data.test_validation_fast_path import corrupted
 
@@ -45,7 +45,7 @@ def assert_verdicts_equal(checks: FrameChecks, min_history: int, gap: int) -> di
     table = checks.verdicts(min_history=min_history, gap_sessions=gap)
     n = len(checks.days)
     assert table.shape == (n + 1,) and table[0] == NOT_CLEAN
-    seen = {CLEAN: 0, RECENT_CLEAN: 0, NOT_CLEAN: 0, UNDECIDED: 0}
+    seen = {CLEAN: 0, RECENT_CLEAN: 0, NOT_CLEAN: 0, UNDECIDED: 0, WARMING: 0}
     for end in range(0, n + 1):
         verdict = int(table[end])
         seen[verdict] += 1
@@ -56,6 +56,9 @@ def assert_verdicts_equal(checks: FrameChecks, min_history: int, gap: int) -> di
         recent = checks.recent_clean(end, min_history=min_history, latest_session_day=latest, gap_sessions=gap)
         history = checks.history_clean(end)
         expected = (CLEAN if history else RECENT_CLEAN) if recent else NOT_CLEAN
+        if end < min_history and history and end:  # warming up: would every other rule pass?
+            if checks.recent_clean(end, min_history=0, latest_session_day=latest, gap_sessions=gap):
+                expected = WARMING
         assert verdict == expected, (end, min_history, gap)
         if latest is not None and end:  # an earlier latest session gives the same answer; a later one, stale
             for earlier in (latest - 1, latest - 30):
@@ -108,3 +111,30 @@ def test_verdicts_of_an_empty_frame(calendar: MarketCalendar, real_frames: dict[
     checks = FrameChecks.of(real_frames["SPY"].iloc[:0], calendar)
     assert checks is not None
     assert checks.verdicts(min_history=1).tolist() == [NOT_CLEAN]
+
+
+@pytest.mark.parametrize("gap", [1, 3])
+def test_a_warming_verdict_means_the_full_validation_finds_only_too_few_bars(
+    real_frames: dict[str, pd.DataFrame], calendar: MarketCalendar, gap: int
+) -> None:
+    """WARMING lets the screen skip validate_batch: its one problem must be the one validate_batch reports."""
+    from datetime import UTC, datetime, time
+
+    from core.data.validation import MIN_HISTORY, validate_batch, warm_up_problem
+
+    frame = troubled_synthetic(calendar).iloc[:80]
+    checks = FrameChecks.of(frame, calendar)
+    assert checks is not None
+    table = checks.verdicts(min_history=60, gap_sessions=gap)
+    warming = 0
+    for end in range(1, 80):
+        as_of = datetime.combine(frame.index[end - 1].date(), time(22), UTC)
+        found = validate_batch(
+            {"SYN": frame.iloc[:end]}, as_of=as_of, min_history=60, calendar=calendar, gap_sessions=gap
+        ).problems.get("SYN", [])
+        if table[end] == WARMING:
+            warming += 1
+            assert found == [warm_up_problem("SYN", end, int(checks.days[end - 1]), as_of, 60)], end
+        else:
+            assert not found or [p.rule for p in found] != [MIN_HISTORY], end
+    assert warming > 20
