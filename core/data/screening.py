@@ -107,9 +107,8 @@ class _Located:
     known_bad: dict[str, HistoryProblems] = field(default_factory=dict)
     full: dict[str, tuple[pd.DataFrame, int, FrameChecks | None]] = field(default_factory=dict)
     clean: set[str] = field(default_factory=set)  # every rule passes: usable without validation
-    warming: dict[str, list[Problem]] = field(
-        default_factory=dict
-    )  # too few bars yet, nothing else wrong: the one problem
+    # too few bars yet and nothing else wrong: the one problem validate_batch would report
+    warming: dict[str, list[Problem]] = field(default_factory=dict)
 
 
 _Frames = tuple[pd.DataFrame | None, ...]  # per symbol of a screen: the (stable) frame served, or None
