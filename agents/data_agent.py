@@ -58,6 +58,7 @@ class DataAgent:
             routine_decisions=routine_decisions,
         )
         self._last_category: dict[str, str | None] = {}
+        self._categories: Mapping[str, str] = {}  # the previous iteration's categories (nothing to log while equal)
         self.exclusion_counts: Counter[str] = Counter()  # symbol-iterations excluded or flagged, by reason category
 
     def on_iteration(self, event: IterationStarted) -> DataReady:
@@ -91,6 +92,9 @@ class DataAgent:
     ) -> None:
         """One warning when a symbol gets a data problem or changes problem, one note when it recovers (not one
         line per symbol and session)."""
+        if categories == self._categories:
+            return  # every symbol's category is the one already logged
+        self._categories = dict(categories)
         for symbol in self._symbols:
             now = categories.get(symbol)
             before = self._last_category.get(symbol)

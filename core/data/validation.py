@@ -102,6 +102,8 @@ SPIKE_VOL_WINDOW = 20
 _SPIKE_FLOOR = math.log(SPIKE_MIN_FACTOR)
 
 _EPOCH_DAY = date(1970, 1, 1)
+# FrameChecks.verdicts: per visible-row count, which rules pass
+CLEAN, RECENT_CLEAN, NOT_CLEAN, UNDECIDED, WARMING = 2, 1, 0, -1, 3
 _UNIT_PER_DAY = {"s": 86_400, "ms": 86_400_000, "us": 86_400_000_000, "ns": 86_400_000_000_000}
 _COLUMNS = list(BAR_COLUMNS)
 _PRICES = ("open", "high", "low", "close")
@@ -247,6 +249,15 @@ def _extract(symbol: str, frame: pd.DataFrame, ctx: _Context) -> _Window | Probl
     return _Window(symbol, days, window, len(days), ordered)
 
 
+def warm_up_problem(symbol: str, bars: int, last_day: int | None, as_of: datetime, min_history: int) -> Problem:
+    """The :data:`MIN_HISTORY` problem of ``bars`` visible bars, the latest dated ``last_day`` (None: no bars)."""
+    last = f"last bar {_day(last_day)}" if last_day is not None else "no bars"
+    return Problem(
+        MIN_HISTORY,
+        f"{symbol} {MIN_HISTORY}: {bars} bar(s) visible as of {as_of.isoformat()} ({last}), need {min_history}",
+    )
+
+
 def _validate_many(
     frames: Mapping[str, pd.DataFrame], ctx: _Context
 ) -> tuple[dict[str, list[Problem]], dict[str, int]]:
@@ -281,14 +292,8 @@ def _validate_many(
             ends[w.symbol] = _good_end(w, bad_rows.get(w.symbol), spike, jump)
     for w in windows:
         if w.total < ctx.min_history:
-            last = f"last bar {_day(w.days.max())}" if len(w.days) else "no bars"
-            found[w.symbol].append(
-                Problem(
-                    MIN_HISTORY,
-                    f"{w.symbol} {MIN_HISTORY}: {w.total} bar(s) visible as of {ctx.as_of.isoformat()} ({last}), "
-                    f"need {ctx.min_history}",
-                )
-            )
+            last = int(w.days.max()) if len(w.days) else None
+            found[w.symbol].append(warm_up_problem(w.symbol, w.total, last, ctx.as_of, ctx.min_history))
     if ctx.calendar is not None and ctx.latest_session_day is not None:
         suspects = _calendar_suspects(
             [windows[i] for i in filled], lengths[filled], ctx, ctx.calendar, ctx.latest_session_day
@@ -632,6 +637,51 @@ class FrameChecks:
         if self.off_session[end] != self.off_session[k]:
             return False
         return int(self.on_session[end] - self.on_session[k]) == latest_pos - window_pos + 1
+
+    def verdicts(self, *, min_history: int, gap_sessions: int = DEFAULT_GAP_SESSIONS) -> np.ndarray:
+        """:meth:`history_clean` and :meth:`recent_clean` for every ``end`` of the frame at once (``int8``, one entry
+        per ``end`` from 0 to the frame's length), for a decision whose latest completed session is the day of row
+        ``end - 1`` or earlier (``days[end - 1] >= latest_session_day``, or no calendar):
+
+        * :data:`CLEAN` (2): both pass, every rule of :func:`validate_batch` does;
+        * :data:`RECENT_CLEAN` (1): the recent rules pass, a bad bar lies in the history;
+        * :data:`WARMING` (3): fewer than ``min_history`` rows, every other rule passes (the only problem
+          :func:`validate_batch` reports is :func:`warm_up_problem`);
+        * :data:`NOT_CLEAN` (0): a recent rule fails;
+        * :data:`UNDECIDED` (-1): an edge the table does not cover (a bar after the calendar's last session): ask
+          :meth:`recent_clean` and :meth:`history_clean`.
+
+        A decision with a later latest completed session has a stale latest bar: its recent rules fail whatever the
+        table says. Computed once per frame, each ``end`` is then an array read instead of the two calls (equal for
+        every ``end``: tested)."""
+        n = len(self.days)
+        out = np.zeros(n + 1, dtype=np.int8)
+        if n == 0:
+            return out
+        ends = np.arange(1, n + 1)
+        recent = ~self.jumps.astype(bool)  # and enough history: below
+        undecided = np.zeros(n, dtype=bool)
+        calendar = self.calendar
+        if calendar is not None:
+            sessions = calendar.session_days
+            latest_pos = self.session_pos.astype(np.int64)  # per end: the session of row end - 1
+            first = latest_pos - gap_sessions + 1
+            window_pos = np.maximum(np.maximum(first, int(self.session_pos[0])), 0)
+            window_at = np.maximum(first, 0)
+            undecided = window_at >= len(sessions)  # recent_clean would fail to read the calendar there
+            window_day = sessions[np.where(undecided, 0, window_at)]
+            # the first of the last rows dated on or after the window's first day (days are sorted)
+            k = np.minimum(np.searchsorted(self.days, window_day, side="left"), ends)
+            on = self.on_session.astype(np.int64)
+            recent &= (self.off_session[ends] == self.off_session[k]) & (
+                on[ends] - on[k] == latest_pos - window_pos + 1
+            )
+        history = (self.bad_rows[1:] == 0) & (self.not_after[1:] == 0) & (self.spikes[:-1] == 0)
+        passed = np.where(
+            ends >= min_history, np.where(history, CLEAN, RECENT_CLEAN), np.where(history, WARMING, NOT_CLEAN)
+        )
+        out[1:] = np.where(undecided, UNDECIDED, np.where(recent, passed, NOT_CLEAN))
+        return out
 
     def good_end(self, end: int) -> int:
         """Rows through the last good bar among the first ``end`` (as :func:`validate_batch`'s ``ends``)."""

@@ -186,3 +186,23 @@ def test_an_old_bad_bar_when_sessions_pass_then_the_symbol_stays_flagged_and_a_n
         assert batch.bars["AAPL"].last_timestamp.date() == expected
     assert reasons[0] == reasons[1] and "1 bar(s) with negative volume; first 2010-03-01" in reasons[0]
     assert "2 bar(s) with negative volume; first 2010-03-01" in reasons[2] == reasons[3]
+
+
+def test_log_when_a_problem_starts_persists_and_ends_then_one_warning_and_one_note() -> None:
+    from loguru import logger
+
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(m.record["message"]), level="INFO", format="{message}")
+    try:
+        provider = _Altered(BUNDLED_DAILY)
+        agent = DataAgent(provider, ["AAPL", "SPY"], min_history=20, calendar=CALENDAR)
+        days = [date(2020, 6, d) for d in (15, 16, 17, 18, 19)]
+        for seq, day in enumerate(days):
+            provider.fail = {"AAPL"} if seq in (1, 2, 3) else set()  # fails three sessions, then serves again
+            _batch(agent, CALENDAR.session(day).close_utc, seq)
+    finally:
+        logger.remove(sink)
+    data_lines = [line for line in lines if line.startswith("data: ")]
+    assert len(data_lines) == 2, data_lines
+    assert data_lines[0].startswith("data: AAPL flagged") and data_lines[1] == "data: AAPL usable again"
+    assert agent.exclusion_counts == {"provider": 3}
