@@ -27,7 +27,7 @@ from core.brokers.base import AccountState, Broker, BrokerError, SyncResult
 from core.kernel.bus import HandlerFailure, PublishReport
 from core.kernel.clock import Clock
 from core.kernel.events import Event, ExecutedReady
-from core.persistence.repository import IterationRecord, Repository
+from core.persistence.repository import IterationBatch, IterationRecord, Repository
 from core.vocabulary import AgentName
 from utils import deadline as _deadline
 from utils.failpoints import failpoint
@@ -61,7 +61,7 @@ class AuditAgent:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self._batch_size = batch_size  # >1 only for backtests: several iterations per transaction
-        self._pending: list[IterationRecord] = []
+        self._pending = IterationBatch()  # rows ready to write: no record objects kept until the flush
         self._repository = repository
         self._broker = broker
         self._clock = clock
@@ -98,8 +98,8 @@ class AuditAgent:
     def flush(self) -> None:
         """Write the buffered iterations in one transaction (a no-op when nothing is pending)."""
         if self._pending:
-            records, self._pending = self._pending, []
-            self._repository.record_iterations(records)
+            batch, self._pending = self._pending, IterationBatch()
+            self._repository.write_iterations(batch)
             failpoint("after_persist")
 
     def mark_failed(self, iteration_id: str, error: str, *, status: str = "failed") -> None:
@@ -141,7 +141,7 @@ class AuditAgent:
     def _keep(self, record: IterationRecord) -> None:
         """Buffer ``record``; write the buffer when it is full, and at once for a single-iteration batch or an
         iteration that is not ``ok``."""
-        self._pending.append(record)
+        self._pending.add(self._repository.prepare_iteration(record))
         if self._batch_size == 1 or record.status != "ok" or len(self._pending) >= self._batch_size:
             self.flush()
 

@@ -37,3 +37,35 @@ def test_jsonable_when_writing_a_backtest_result_then_decimals_are_floats_and_in
 
     assert out == {"cash": 1.25, "pf": "inf", "loss": "-inf", "day": "2020-01-02", "ok": True}
     assert json.loads(json.dumps(out, allow_nan=False)) == out
+
+
+class _Side(enum.StrEnum):
+    BUY = "buy"
+
+
+class _Size(enum.IntEnum):
+    ONE = 1
+
+
+def test_jsonable_when_values_are_plain_types_then_the_fast_path_gives_the_general_answer() -> None:
+    """The ledger's default path tells the plain types by their exact type: every value, nested or not, converts (and
+    serialises) exactly as the general conversion does it."""
+    from utils.jsonable import _convert
+
+    values = [
+        {"a": 1, "b": 2.5, "c": None, "d": True, "e": "x", "f": [1, (2, 3)], "g": {"h": math.nan, "i": -math.inf}},
+        {2: "int key", True: "bool key", None: "none key", 2.5: "float key", _Side.BUY: "enum key"},
+        [math.inf, -0.0, 1e308, 10**30, False, "", {}, [], ()],
+        {"nested": [{"deep": [Decimal("1.50"), np.float64(math.nan), np.int64(3), _Colour.RED, _Size.ONE]}]},
+        {"proxy": __import__("types").MappingProxyType({"k": 1.0}), "set": {3}, "day": date(2020, 1, 2)},
+        _Side.BUY,
+        np.float64(2.5),
+        float("nan"),
+        "plain",
+        7,
+        None,
+    ]
+    for value in values:
+        fast, general = jsonable(value), _convert(value, "text", "null")
+        assert json.dumps(fast) == json.dumps(general)
+        assert type(fast) is type(general)

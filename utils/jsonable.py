@@ -30,6 +30,28 @@ def jsonable(
     value: Any, *, decimals: Literal["text", "float"] = "text", infinities: Literal["null", "text"] = "null"
 ) -> Any:
     """``value`` as plain JSON types (``json.dumps(..., allow_nan=False)`` accepts the result); see the module doc."""
+    if decimals == "text" and infinities == "null":
+        return _ledger(value)
+    return _convert(value, decimals, infinities)
+
+
+def _ledger(value: Any) -> Any:
+    """:func:`jsonable` with the ledger's defaults. The plain types (exactly ``str``, ``int``, ``bool``, ``None``,
+    ``float``, ``dict``, ``list``, ``tuple``: most of what the ledger stores) are told by their type alone and converted
+    here with the same answer; anything else goes through :func:`_convert`."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    if kind is float:
+        return value if value - value == 0.0 else None  # NaN and the infinities: None
+    if kind is dict:
+        return {(k if type(k) is str else str(k)): (v if type(v) is str else _ledger(v)) for k, v in value.items()}
+    if kind is list or kind is tuple:
+        return [_ledger(v) for v in value]
+    return _convert(value, "text", "null")
+
+
+def _convert(value: Any, decimals: Literal["text", "float"], infinities: Literal["null", "text"]) -> Any:
     if isinstance(value, Enum):
         return jsonable(value.value, decimals=decimals, infinities=infinities)
     if value is None or isinstance(value, bool | str):

@@ -25,13 +25,17 @@ CENT = Decimal("0.01")
 PRICE_QUANTUM = Decimal("0.0001")
 EXACT = Decimal("0.000001")  # the money columns' scale: amounts stored without rounding to cents
 BAR_COLUMNS = ("open", "high", "low", "close", "volume")
+_NO_OFFSET = timedelta(0)
 
 
 def ensure_utc(value: datetime, name: str = "timestamp") -> datetime:
     """Return ``value`` if it is timezone-aware UTC; raise ``ValueError`` otherwise."""
+    kind = value.__class__
+    if (kind is datetime or kind is pd.Timestamp) and value.tzinfo is UTC:  # the common case: no utcoffset() call
+        return value
     if not isinstance(value, datetime):
         raise TypeError(f"{name} must be a datetime, got {type(value).__name__}")
-    if value.tzinfo is None or value.utcoffset() != timedelta(0):
+    if value.tzinfo is None or value.utcoffset() != _NO_OFFSET:
         raise ValueError(f"{name} must be timezone-aware UTC, got {value!r}")
     return value
 

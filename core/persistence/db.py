@@ -189,9 +189,14 @@ def head_revision() -> str | None:
     """The head of the migration chain, read from the version files' ``revision``/``down_revision`` lines without
     loading Alembic's environment; ``None`` when it cannot be told that way (several heads, an unusual file): then the
     migration runs as usual."""
+    return _head_of(MIGRATIONS_DIR)
+
+
+def _head_of(migrations: Path) -> str | None:
+    """The head revision of the migration files under ``migrations`` (see :func:`head_revision`)."""
     revisions: set[str] = set()
     parents: set[str] = set()
-    for path in sorted((MIGRATIONS_DIR / "versions").glob("*.py")):
+    for path in sorted((migrations / "versions").glob("*.py")):
         found = dict((name, value) for name, value in _REVISION.findall(path.read_text(encoding="utf-8")))
         if "revision" not in found or "down_revision" not in found:
             return None
@@ -230,6 +235,83 @@ def migrate(engine: Engine) -> None:
         ) from None
 
 
+def schema_cache_dir(cache_dir: str | Path) -> Path:
+    """Where :func:`open_database` keeps the schema templates under a cache directory (``BAR_CACHE_DIR``)."""
+    return Path(cache_dir) / "schemas"
+
+
+def schema_key(migrations: Path = MIGRATIONS_DIR) -> str | None:
+    """What a new database's schema depends on: the head revision and a digest of every migration file, of the
+    environment that runs them and of the column types they import (``types.py`` beside ``migrations``), so an edited
+    migration never reuses a template built from the old one; ``None`` when the head cannot be told from the files."""
+    head = head_revision() if migrations == MIGRATIONS_DIR else _head_of(migrations)
+    versions = sorted((migrations / "versions").glob("*.py"))
+    if head is None:
+        return None
+    digest = hashlib.sha256()
+    for path in [migrations / "env.py", migrations.parent / "types.py", *versions]:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return f"{head}-{digest.hexdigest()[:16]}"
+
+
+def schema_template(directory: Path) -> Path | None:
+    """A SQLite database holding only the schema at head (the migrations run on an empty file), built once per
+    :func:`schema_key` in ``directory`` and reused; ``None`` when no key can be told. Built under a temporary name and
+    renamed into place, so a reader never sees a half-built template."""
+    key = schema_key()
+    if key is None:
+        return None
+    path = directory / f"schema-sqlite-{key}.db"
+    if path.is_file():
+        return path
+    directory.mkdir(parents=True, exist_ok=True)
+    building = directory / f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
+    leftovers = (building, Path(f"{building}-wal"), Path(f"{building}-shm"))
+    try:
+        for leftover in leftovers:
+            leftover.unlink(missing_ok=True)
+        engine = create_db_engine(f"sqlite:///{building}")
+        try:
+            migrate(engine)
+            with engine.connect() as connection:
+                connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            engine.dispose()  # the last connection closed: the write-ahead log is folded in and removed
+        if Path(f"{building}-wal").exists():
+            raise OSError(f"the write-ahead log of {building} was not folded in")
+        os.replace(building, path)
+    finally:
+        for leftover in leftovers:
+            leftover.unlink(missing_ok=True)
+    return path
+
+
+def _create_from_template(path: Path, directory: Path) -> None:
+    """Create the new SQLite database ``path`` as a copy of the schema template (see :func:`schema_template`): the
+    same schema and revision as running every migration on it, without running them. The copy is written under a
+    temporary name and linked into place only if ``path`` still does not exist; on any problem nothing is created
+    and the migrations run as usual."""
+    try:
+        template = schema_template(directory)
+        if template is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        copy = path.parent / f".{path.name}.{os.getpid()}.{threading.get_ident()}.new"
+        copy.unlink(missing_ok=True)
+        try:
+            # created with SQLite's own mode for a new database file (0644, less the umask)
+            descriptor = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            with os.fdopen(descriptor, "wb") as out:
+                out.write(template.read_bytes())
+            os.link(copy, path)  # fails if another process created the database meanwhile: that one is kept
+        except FileExistsError:
+            pass
+        finally:
+            copy.unlink(missing_ok=True)
+    except (OSError, SQLAlchemyError, DatabaseUnavailable) as exc:
+        logger.debug("schema template not used for {}: {}", path, exc)
+
+
 def check_connection(engine: Engine) -> None:
     try:
         with engine.connect() as connection:
@@ -244,16 +326,21 @@ def open_database(
     create: bool = True,
     statement_timeout_s: float = DEFAULT_STATEMENT_TIMEOUT_S,
     lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
+    schema_cache: Path | None = None,
 ) -> Engine:
     """Create the engine, check that the server answers and bring the schema to head.
 
     ``create=False``: a SQLite file that does not exist is an error (:class:`DatabaseMissing`) instead of a new, empty
-    ledger. Time limits: see :func:`create_db_engine`."""
+    ledger. Time limits: see :func:`create_db_engine`. ``schema_cache``: a directory where a new SQLite database's
+    schema is kept as a template file and copied instead of running every migration (plain file URLs only; see
+    :func:`schema_template`)."""
     parsed = normalise_url(url)
-    if not create and parsed.get_backend_name() == "sqlite":
+    if parsed.get_backend_name() == "sqlite":
         path = sqlite_file(parsed)
-        if path is not None and not path.is_file():
+        if not create and path is not None and not path.is_file():
             raise DatabaseMissing(f"no database at {path} (DATABASE_URL={safe_url(parsed)})")
+        if create and schema_cache is not None and path is not None and not parsed.query and not path.exists():
+            _create_from_template(path, Path(schema_cache))
     engine = create_db_engine(
         url, statement_timeout_s=statement_timeout_s, lock_timeout_s=lock_timeout_s, create=create
     )

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 from decimal import Decimal
-from typing import Any, cast
-from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NamedTuple, cast
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from sqlalchemy import CursorResult, Engine, Table, bindparam, event, func, select, update
+from sqlalchemy.engine import Dialect
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
@@ -55,6 +57,154 @@ def _table(model: type[Base]) -> Table:
     return model.metadata.tables[model.__tablename__]
 
 
+class _BulkInsert:
+    """An INSERT of given columns run as one ``executemany`` of the driver: the statement compiled once, each row's
+    values put through the columns' own bind processors (the very ones SQLAlchemy applies), without SQLAlchemy's
+    per-statement and per-row parameter handling. Only for statements whose compiled parameters are exactly the
+    given columns, in SQLite's positional style (see :func:`_insert`)."""
+
+    __slots__ = ("sql", "keys", "processors", "_pairs")
+
+    def __init__(self, sql: str, keys: tuple[str, ...], processors: Sequence[Callable[[Any], Any] | None]) -> None:
+        self.sql, self.keys, self.processors = sql, keys, processors
+        self._pairs = tuple(zip(keys, processors, strict=True))
+
+    def parameters(self, rows: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]] | None:
+        """Every row's values in the statement's order, processed; None when a row has other columns or a value
+        cannot be processed (SQLAlchemy then runs the statement and raises its usual error)."""
+        pairs, width = self._pairs, len(self.keys)
+        out: list[tuple[Any, ...]] = []
+        for row in rows:
+            if len(row) != width:
+                return None
+            try:
+                out.append(tuple(row[k] if p is None else p(row[k]) for k, p in pairs))
+            except Exception:  # a missing column or a value a processor refuses: SQLAlchemy reports it as usual
+                return None
+        return out
+
+
+# per dialect object (its options, such as the JSON serializer, are part of the processors), per table and columns
+_BULK: weakref.WeakKeyDictionary[Dialect, dict[tuple[str, tuple[str, ...]], _BulkInsert | None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _bulk_insert(table: Table, keys: tuple[str, ...], dialect: Dialect) -> _BulkInsert | None:
+    """The direct INSERT of ``keys`` into ``table`` (memoised), or None when SQLAlchemy would bind anything else
+    (a column default, another parameter style): then the statement runs through SQLAlchemy as usual."""
+    plans = _BULK.setdefault(dialect, {})
+    memo = (table.name, keys)
+    if memo not in plans:
+        plan: _BulkInsert | None = None
+        compiled = table.insert().compile(dialect=dialect, column_keys=list(keys))
+        if dialect.paramstyle == "qmark" and compiled.positiontup is not None and tuple(compiled.positiontup) == keys:
+            processors = [table.c[k].type.dialect_impl(dialect).bind_processor(dialect) for k in keys]
+            plan = _BulkInsert(compiled.string, keys, processors)
+        plans[memo] = plan
+    return plans[memo]
+
+
+def _insert(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """``session.execute(table.insert(), rows)``; on SQLite as one direct ``executemany`` (:class:`_BulkInsert`),
+    which stores the same values."""
+    _insert_chunks(session, table, [_encoded(table, rows, session.connection().dialect)])
+
+
+def _encoded(table: Table, rows: Sequence[Mapping[str, Any]], dialect: Dialect) -> _Chunk:
+    """``rows`` of ``table`` as the driver's values when they can be written directly (SQLite), else as they are."""
+    plan = _bulk_insert(table, tuple(rows[0]), dialect) if dialect.name == "sqlite" else None
+    parameters = plan.parameters(rows) if plan is not None else None
+    if plan is None or parameters is None:
+        return _Chunk(None, list(rows))
+    return _Chunk(plan, parameters)
+
+
+def _insert_chunks(session: Session, table: Table, chunks: Sequence[_Chunk]) -> None:
+    """Insert the chunks' rows in order: consecutive chunks of one direct statement as one ``executemany``, the
+    others through SQLAlchemy (one statement per run of such chunks)."""
+    k = 0
+    while k < len(chunks):
+        plan = chunks[k].plan
+        run: list[Any] = []
+        while k < len(chunks) and chunks[k].plan is plan:
+            run.extend(chunks[k].rows)
+            k += 1
+        if plan is None:
+            session.execute(table.insert(), run)
+        else:
+            session.connection().exec_driver_sql(plan.sql, run)
+
+
+class _Chunk(NamedTuple):
+    """One iteration's rows of one table: the driver's values of ``plan`` or, without a plan, the rows' mappings."""
+
+    plan: _BulkInsert | None
+    rows: list[Any]
+
+
+class _OrderOf(NamedTuple):
+    """Where an order was recorded (the run and iteration of the record that carried it)."""
+
+    run_id: str
+    iteration_id: str
+
+
+class _PositionsAt(NamedTuple):
+    """A record's positions and their exit levels, with its run, iteration and time (the ``positions`` table)."""
+
+    run_id: str
+    iteration_id: str
+    as_of: datetime
+    positions: Mapping[str, Position]
+    position_levels: Mapping[str, Mapping[str, float | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedIteration:
+    """An iteration record's rows, ready to write (:meth:`Repository.prepare_iteration`)."""
+
+    recorded_at: datetime
+    tables: Mapping[str, _Chunk]
+    orders: Sequence[tuple[_OrderOf, Order]]
+    positions: _PositionsAt | None
+    state: Mapping[str, Mapping[str, Any]]
+
+
+class IterationBatch:
+    """Prepared iterations waiting for one transaction, merged as they are added: each table's rows in record order
+    (one list per run of rows of the same direct statement), the orders in order, the latest positions and the latest
+    value of each state key, which is what writing the iterations one after the other leaves. A batch kept open across
+    many iterations therefore holds a few lists of plain values, not an object per row."""
+
+    __slots__ = ("count", "recorded_at", "tables", "orders", "positions", "state")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.recorded_at: datetime | None = None
+        self.tables: dict[str, list[_Chunk]] = {}
+        self.orders: list[tuple[_OrderOf, Order]] = []
+        self.positions: _PositionsAt | None = None
+        self.state: dict[str, Mapping[str, Any]] = {}
+
+    def __len__(self) -> int:
+        return self.count
+
+    def add(self, prepared: PreparedIteration) -> None:
+        self.count += 1
+        self.recorded_at = prepared.recorded_at
+        for name, chunk in prepared.tables.items():
+            chunks = self.tables.setdefault(name, [])
+            if chunks and chunks[-1].plan is chunk.plan:
+                chunks[-1].rows.extend(chunk.rows)
+            else:
+                chunks.append(_Chunk(chunk.plan, list(chunk.rows)))
+        self.orders.extend(prepared.orders)
+        if prepared.positions is not None:  # the table holds the current positions: only the latest matters
+            self.positions = prepared.positions
+        self.state.update(prepared.state)  # later iterations' values win, as separate transactions would leave them
+
+
 _ITERATIONS = _table(Iteration)
 _DECISIONS = _table(DecisionRow)
 _FILLS = _table(FillRow)
@@ -68,6 +218,7 @@ _STATE = _table(DaemonStateRow)
 _ORDERS = _table(OrderRow)
 _EASTERN = ZoneInfo("America/New_York")  # the exchange's time: a session's date
 _INTENTS = _table(OrderIntentRow)
+_TABLES = {t.name: t for t in (_ITERATIONS, _DECISIONS, _FILLS, _EQUITY, _REPORTS, _LLM_CALLS, _SHADOW, _BREAKERS)}
 INTENT_PENDING, INTENT_RECORDED, INTENT_NEVER_ACCEPTED = "pending", "recorded", "never_accepted"
 _POSITION_KINDS = ("unknown_position", "missing_position", "quantity_mismatch")
 _ORDER_STATE = ("broker_order_id", "status", "filled_quantity", "average_fill_price", "updated_at")
@@ -230,25 +381,26 @@ class Repository:
 
     def record_iterations(self, records: Iterable[IterationRecord]) -> None:
         """Several iterations in one transaction (backtests batch their writes): one executemany per table."""
-        records = list(records)
-        if not records:
+        batch = IterationBatch()
+        for r in records:
+            batch.add(self.prepare_iteration(r))
+        self.write_iterations(batch)
+
+    def write_iterations(self, batch: IterationBatch) -> None:
+        """Write a batch of prepared iterations (:meth:`prepare_iteration`) in one transaction (nothing when empty)."""
+        if not batch:
             return
         with self._sessions.begin() as session:
-            self._write_iterations(session, records)
+            self._write_iterations(session, batch)
 
-    def _write_iterations(self, session: Session, records: Sequence[IterationRecord]) -> None:
-        iterations: list[dict[str, Any]] = []
-        decisions: list[dict[str, Any]] = []
-        fills: list[dict[str, Any]] = []
-        equity: list[dict[str, Any]] = []
-        reports: list[dict[str, Any]] = []
-        llm_calls: list[dict[str, Any]] = []
-        shadow: list[dict[str, Any]] = []
-        breakers: list[dict[str, Any]] = []
-        state: dict[str, Mapping[str, Any]] = {}
-        last_positions: IterationRecord | None = None
-        for r in records:
-            iterations.append(
+    def prepare_iteration(self, r: IterationRecord) -> PreparedIteration:
+        """The rows ``r`` writes, each table's built and (on SQLite) already encoded as the driver's values (see
+        :class:`_BulkInsert`): a batch waiting for its transaction then holds text, numbers and bytes rather than
+        the record's objects. Writing them (:meth:`IterationBatch.add`, :meth:`write_iterations`) stores what
+        writing ``r`` stores."""
+        dialect = self.engine.dialect
+        rows: dict[str, list[dict[str, Any]]] = {
+            _ITERATIONS.name: [
                 {
                     "id": r.iteration_id,
                     "run_id": r.run_id,
@@ -266,8 +418,8 @@ class Repository:
                     "orders": r.orders_submitted,
                     "fills": len(r.fills),
                 }
-            )
-            decisions.extend(
+            ],
+            _DECISIONS.name: [
                 {
                     "run_id": r.run_id,
                     "iteration_id": r.iteration_id,
@@ -281,8 +433,8 @@ class Repository:
                     "inputs": jsonable(d.inputs),
                 }
                 for d in r.decisions
-            )
-            fills.extend(
+            ],
+            _FILLS.name: [
                 {
                     "fill_id": f.fill_id,
                     "client_order_id": f.client_order_id,
@@ -296,68 +448,74 @@ class Repository:
                     "filled_at": f.filled_at,
                 }
                 for f in r.fills
-            )
-            if r.positions is not None:
-                last_positions = r  # the table holds the current positions: only the batch's last state matters
-            if r.equity is not None:
-                equity.append(
-                    {
-                        "run_id": r.run_id,
-                        "iteration_id": r.iteration_id,
-                        "at": r.equity.at,
-                        "cash": to_money(r.equity.cash, EXACT),
-                        "market_value": to_money(r.equity.market_value, EXACT),
-                        "equity": to_money(r.equity.equity, EXACT),
-                        "positions": r.equity.positions,
-                    }
-                )
-            if r.report_text is not None:
-                reports.append(
-                    {
-                        "run_id": r.run_id,
-                        "iteration_id": r.iteration_id,
-                        "at": r.as_of,
-                        "kind": r.report_kind or "template",
-                        "text": r.report_text,
-                        "facts": jsonable(dict(r.report_facts)),
-                    }
-                )
-            llm_calls.extend(
+            ],
+            _EQUITY.name: [
+                {
+                    "run_id": r.run_id,
+                    "iteration_id": r.iteration_id,
+                    "at": r.equity.at,
+                    "cash": to_money(r.equity.cash, EXACT),
+                    "market_value": to_money(r.equity.market_value, EXACT),
+                    "equity": to_money(r.equity.equity, EXACT),
+                    "positions": r.equity.positions,
+                }
+            ]
+            if r.equity is not None
+            else [],
+            _REPORTS.name: [
+                {
+                    "run_id": r.run_id,
+                    "iteration_id": r.iteration_id,
+                    "at": r.as_of,
+                    "kind": r.report_kind or "template",
+                    "text": r.report_text,
+                    "facts": jsonable(dict(r.report_facts)),
+                }
+            ]
+            if r.report_text is not None
+            else [],
+            _LLM_CALLS.name: [
                 {"run_id": r.run_id, "iteration_id": r.iteration_id, **jsonable_row(c)} for c in r.llm_calls
-            )
-            if r.shadow:  # one packed row per iteration (core.persistence.shadow)
-                shadow.append(
-                    {"run_id": r.run_id, "iteration_id": r.iteration_id, "as_of": r.as_of, **pack_shadow(r.shadow)}
-                )
-            breakers.extend({"run_id": r.run_id, "details": None, **dict(e)} for e in r.breaker_events)
-            state.update(r.state)  # later iterations' values win, as separate transactions would leave them
+            ],
+            _SHADOW.name: [  # one packed row per iteration (core.persistence.shadow)
+                {"run_id": r.run_id, "iteration_id": r.iteration_id, "as_of": r.as_of, **pack_shadow(r.shadow)}
+            ]
+            if r.shadow
+            else [],
+            _BREAKERS.name: [{"run_id": r.run_id, "details": None, **dict(e)} for e in r.breaker_events],
+        }
+        return PreparedIteration(
+            recorded_at=r.recorded_at,
+            tables={
+                name: _encoded(_TABLES[name], table_rows, dialect) for name, table_rows in rows.items() if table_rows
+            },
+            orders=[(_OrderOf(r.run_id, r.iteration_id), o) for o in r.orders],
+            positions=_PositionsAt(r.run_id, r.iteration_id, r.as_of, r.positions, r.position_levels)
+            if r.positions is not None
+            else None,
+            state=r.state,
+        )
 
-        session.execute(_ITERATIONS.insert(), iterations)  # first: the other rows reference their iteration
-        if decisions:
-            session.execute(_DECISIONS.insert(), decisions)
-        if any(r.orders for r in records):
-            self._upsert_orders(session, [(r, o) for r in records for o in r.orders])
-            self._settle_recorded_intents(
-                session, {o.client_order_id for r in records for o in r.orders}, records[-1].recorded_at
-            )
-        if fills:
-            session.execute(_FILLS.insert(), fills)
-        if last_positions is not None:
-            self._replace_positions(session, last_positions)
-        for table, rows in (
-            (_EQUITY, equity),
-            (_REPORTS, reports),
-            (_LLM_CALLS, llm_calls),
-            (_SHADOW, shadow),
-            (_BREAKERS, breakers),
-        ):
-            if rows:
-                session.execute(table.insert(), rows)
-        if state:
-            self._upsert_state(session, state, records[-1].recorded_at)
+    def _write_iterations(self, session: Session, batch: IterationBatch) -> None:
+        def insert(table: Table) -> None:  # the batch's rows of ``table``, in record order
+            _insert_chunks(session, table, batch.tables.get(table.name, ()))
+
+        assert batch.recorded_at is not None
+        insert(_ITERATIONS)  # first: the other rows reference their iteration
+        insert(_DECISIONS)
+        if batch.orders:
+            self._upsert_orders(session, batch.orders)
+            self._settle_recorded_intents(session, {o.client_order_id for _, o in batch.orders}, batch.recorded_at)
+        insert(_FILLS)
+        if batch.positions is not None:
+            self._replace_positions(session, batch.positions)
+        for table in (_EQUITY, _REPORTS, _LLM_CALLS, _SHADOW, _BREAKERS):
+            insert(table)
+        if batch.state:
+            self._upsert_state(session, batch.state, batch.recorded_at)
 
     @staticmethod
-    def _replace_positions(session: Session, r: IterationRecord) -> None:
+    def _replace_positions(session: Session, r: _PositionsAt) -> None:
         assert r.positions is not None
         session.execute(_POSITIONS.delete().where(_POSITIONS.c.run_id == r.run_id))
         rows = [
@@ -381,7 +539,7 @@ class Repository:
         if rows:
             session.execute(_POSITIONS.insert(), rows)
 
-    def _upsert_orders(self, session: Session, pairs: Sequence[tuple[IterationRecord, Order]]) -> None:
+    def _upsert_orders(self, session: Session, pairs: Sequence[tuple[_OrderOf, Order]]) -> None:
         """Insert new orders and update known ones, in record order: one SELECT, then one executemany per kind of
         statement. An order first seen in this batch is inserted with its latest state."""
         ids = list({o.client_order_id for _, o in pairs})
@@ -423,7 +581,7 @@ class Repository:
                     **values,
                 }
         if inserts:
-            session.execute(_ORDERS.insert(), list(inserts.values()))
+            _insert(session, _ORDERS, list(inserts.values()))
         if updates:
             session.execute(
                 _ORDERS.update()

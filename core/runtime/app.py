@@ -60,7 +60,7 @@ from core.runtime.profile import PIPELINE_DEFAULTS, PipelineOptions, RunProfile
 from core.runtime.readmodel import ReadModel
 from core.risk.positions import PositionManager
 from core.persistence.reconcile import Reconciler
-from core.persistence.db import DaemonLock, DaemonLockLost, open_database, safe_url
+from core.persistence.db import DaemonLock, DaemonLockLost, open_database, safe_url, schema_cache_dir
 from core.persistence.repository import Repository
 from core.data.alpaca import AlpacaBarProvider
 from core.data.cache import DiskBarCache
@@ -445,6 +445,7 @@ def _open_run(
         create=create_db,
         statement_timeout_s=settings.db_statement_timeout_seconds,
         lock_timeout_s=settings.db_lock_timeout_seconds,
+        schema_cache=schema_cache_dir(settings.bar_cache_dir),
     )
     install_database_scrubber(engine, settings.secret_values)  # no configured secret reaches a table, whatever the path
     lock = DaemonLock(engine) if take_lock else None

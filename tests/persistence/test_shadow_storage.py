@@ -119,3 +119,25 @@ def test_shadow_summary_when_read_from_packed_rows_then_the_figures_equal_the_pe
     assert figures["packed"] == figures["legacy"]
     stats = figures["packed"][0]
     assert stats[0]["strategy"] == "selector" and stats[0]["evaluated"] == 61 * 6
+
+
+def test_pack_shadow_when_symbols_have_different_strategies_then_the_matrices_are_the_element_wise_ones() -> None:
+    """The columns are the strategies in first-seen order; a strategy a symbol is not eligible for is NOT_ELIGIBLE
+    with strength 0; strengths are stored as float64 whatever number type they arrive as."""
+    import numpy as np
+
+    from core.persistence.shadow import NOT_ELIGIBLE
+
+    rows = [
+        {"symbol": "A", "selected": "x", "close": 10, "signals": {"x": ["BUY", np.float32(0.25)], "y": ["HOLD", 0]}},
+        {"symbol": "B", "selected": "z", "close": 2.5, "signals": {"z": ["SELL", 0.7], "x": ["HOLD", 0.0]}},
+        {"symbol": "C", "selected": "y", "close": 1.0, "signals": {}},
+    ]
+    packed = pack_shadow(rows)
+    assert packed["strategies"] == ["x", "y", "z"]
+    codes = np.frombuffer(packed["codes"], dtype=np.int8).reshape(3, 3)
+    strengths = np.frombuffer(packed["strengths"], dtype="<f8").reshape(3, 3)
+    assert codes.tolist() == [[1, 0, NOT_ELIGIBLE], [0, NOT_ELIGIBLE, -1], [NOT_ELIGIBLE] * 3]
+    assert strengths.tolist() == [[float(np.float32(0.25)), 0.0, 0.0], [0.0, 0.0, 0.7], [0.0] * 3]
+    assert np.frombuffer(packed["closes"], dtype="<f8").tolist() == [10.0, 2.5, 1.0]
+    assert pack_shadow([])["codes"] == b""

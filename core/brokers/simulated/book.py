@@ -9,9 +9,10 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal, TypeGuard
 
+import numpy as np
 import pandas as pd
 
-from core.kernel.domain import Order, OrderStatus, OrderType, data_price
+from core.kernel.domain import Order, OrderStatus, OrderType, data_price, datetime_index, stamp_of
 
 
 FillModel = Literal["next-open", "same-close"]
@@ -96,6 +97,42 @@ class _Mark:
         if close is None:
             close = self._close = data_price(self._price)
         return close
+
+
+_NS_PER_UNIT = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
+
+
+class _FrameView:
+    """What :meth:`.SimulatedBroker.sync` reads of one bars frame (a UTC DatetimeIndex, checked before), taken once
+    per frame object: the index's int64 values, unit and time zone, and the number of rows."""
+
+    __slots__ = ("frame", "asi8", "unit", "tz", "rows")
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        index = datetime_index(frame)
+        self.frame = frame
+        self.asi8 = index.asi8
+        self.unit: str = index.unit
+        self.tz = index.tz
+        self.rows = len(index)
+
+    def stamp(self, row: int) -> pd.Timestamp:
+        """``index[row]`` (memoised per value, see :func:`core.kernel.domain.stamp_of`)."""
+        return stamp_of(int(self.asi8[row]), self.unit, self.tz)
+
+    def after(self, ts: pd.Timestamp) -> int:
+        """``index.searchsorted(ts, side="right")``: the first row after ``ts``. A timestamp of the index's own unit
+        and time-zone awareness is looked up among the int64 values directly (the same binary search on the same
+        numbers pandas does after converting it), any other through pandas."""
+        factor = _NS_PER_UNIT.get(self.unit)
+        if factor is not None and ts.tzinfo is not None and ts.unit == self.unit:
+            try:
+                key = ts.value // factor  # nanoseconds since the epoch: exact in the timestamp's own unit
+            except OverflowError:  # beyond what nanoseconds hold: pandas converts it
+                pass
+            else:
+                return int(np.searchsorted(self.asi8, key, side="right"))
+        return int(datetime_index(self.frame).searchsorted(ts, side="right"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,6 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from core.brokers.base import AccountState, BrokerError, SyncResult
@@ -26,6 +25,7 @@ from core.brokers.simulated.book import (
     _Record,
     _Spec,
     _finite_positive,
+    _FrameView,
     _float_or_none,
     _is_utc_index,
 )
@@ -94,10 +94,11 @@ class SimulatedBroker(_Matching, _Ledger, _Brackets, _Snapshot):
         self._records: dict[str, _Record] = {}
         self._open: dict[str, None] = {}  # working client order ids, insertion-ordered
         self._holdings: dict[str, _Holding] = {}
+        self._position_cache: dict[str, Any] = {}  # see _Ledger._positions
         self._cursors: dict[str, pd.Timestamp] = {}  # last processed bar per symbol
         self._marks: dict[str, _Mark] = {}  # latest visible bar per symbol
         self._checked_frames: dict[str, pd.DataFrame] = {}  # the frame whose index sync() last validated, per symbol
-        self._stamps: dict[str, tuple[pd.DataFrame, np.ndarray, str, Any]] = {}  # frame, index.asi8, unit, tz
+        self._frames: dict[str, _FrameView] = {}  # what sync() reads of each symbol's latest frame
         self._used: dict[str, tuple[pd.Timestamp, int]] = {}  # volume already taken on a symbol's latest bar
         self._fills: list[Fill] = []
         self._reported_fills = 0
@@ -128,27 +129,42 @@ class SimulatedBroker(_Matching, _Ledger, _Brackets, _Snapshot):
         with_orders = {self._records[cid].order.symbol for cid in self._open}
         events: dict[pd.Timestamp, dict[str, _Bar]] = {}
         latest: pd.Timestamp | None = None
+        views, cursors, marks = self._frames, self._cursors, self._marks
         for symbol in sorted(batch.bars):
             bars = batch.bars[symbol]
             frame = bars.frame
-            end = min(bars.end, len(frame))
+            view = views.get(symbol)
+            if view is None or view.frame is not frame:
+                view = views[symbol] = _FrameView(frame)  # index checked above
+            end = bars.end if bars.end < view.rows else view.rows
             if end <= 0:
                 notes.append(f"{symbol}: no visible bars")
                 continue
-            index = datetime_index(frame)  # checked above
-            stamps = self._stamps.get(symbol)
-            if stamps is None or stamps[0] is not frame:
-                stamps = self._stamps[symbol] = (frame, index.asi8, index.unit, index.tz)
-            last_ts = stamp_of(int(stamps[1][end - 1]), stamps[2], stamps[3])
-            cursor = self._cursors.get(symbol)
-            if cursor is not None and last_ts < cursor:
+            last_ts = stamp_of(int(view.asi8[end - 1]), view.unit, view.tz)
+            cursor = cursors.get(symbol)
+            if cursor is None:
+                cursors[symbol] = last_ts
+            elif last_ts < cursor:
                 notes.append(f"{symbol}: batch ends at {last_ts.date()}, before the processed {cursor.date()}")
-            if cursor is not None and symbol in with_orders and last_ts > cursor:
-                start = int(index.searchsorted(cursor, side="right"))
-                self._collect_bars(symbol, frame, start, end, events, notes, bars.arrays)
-            self._cursors[symbol] = last_ts if cursor is None else max(cursor, last_ts)
-            latest = last_ts if latest is None or last_ts > latest else latest
-            self._update_mark(symbol, frame, end, notes, bars.arrays, last_ts)
+            elif last_ts > cursor:
+                if symbol in with_orders:
+                    self._collect_bars(symbol, frame, view.after(cursor), end, events, notes, bars.arrays, view)
+                cursors[symbol] = last_ts
+            if latest is None or last_ts > latest:
+                latest = last_ts
+            # the mark: the latest visible bar (as _update_mark, inline: this runs for every symbol every session)
+            arrays = bars.arrays
+            if arrays is None:
+                self._update_mark(symbol, frame, end, notes, None, last_ts)
+                continue
+            close, volume = float(arrays["close"][end - 1]), float(arrays["volume"][end - 1])
+            previous = marks.get(symbol)
+            if previous is not None and last_ts < previous.ts:
+                continue
+            if not math.isfinite(close) or close <= 0:
+                notes.append(f"{symbol}: last close on {last_ts.date()} is unusable ({close!r}); mark unchanged")
+                continue
+            marks[symbol] = _Mark(last_ts, close, volume if math.isfinite(volume) and volume > 0 else 0.0)
 
         for ts in sorted(events):
             self._see_session(ts.date())

@@ -136,14 +136,29 @@ class _Ledger(_BrokerState):
         return mark.close if mark is not None else to_price(holding.basis / holding.quantity)
 
     def _positions(self) -> dict[str, Position]:
-        return {
-            symbol: Position(
+        """Every holding as a :class:`Position`. A holding and mark unchanged since the last call (the very same
+        quantity, cost basis, opening time, realised P&L and mark objects) gives back the same (immutable) Position;
+        the average price is recomputed only when the quantity or the cost basis changed."""
+        cache = self._position_cache
+        positions: dict[str, Position] = {}
+        for symbol, h in sorted(self._holdings.items()):
+            mark = self._marks.get(symbol)
+            hit = cache.get(symbol)
+            if hit is not None and hit[0] == h.quantity and hit[1] is h.basis:
+                if hit[2] is mark and hit[3] is h.opened_at and hit[4] is h.realized:
+                    positions[symbol] = hit[6]
+                    continue
+                average = hit[5]
+            else:
+                average = to_price(h.basis / h.quantity)
+            position = Position(
                 symbol=symbol,
                 quantity=h.quantity,
-                average_price=to_price(h.basis / h.quantity),
+                average_price=average,
                 opened_at=h.opened_at,
                 realized_pnl=h.realized,
-                last_price=self._mark_price(symbol, h),
+                last_price=mark.close if mark is not None else to_price(h.basis / h.quantity),  # as _mark_price
             )
-            for symbol, h in sorted(self._holdings.items())
-        }
+            cache[symbol] = (h.quantity, h.basis, mark, h.opened_at, h.realized, average, position)
+            positions[symbol] = position
+        return positions

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from core.brokers.simulated.book import _INTRABAR, _OPEN, _Bar, _Mark, _Record
+from core.brokers.simulated.book import _INTRABAR, _OPEN, _Bar, _FrameView, _Mark, _Record
 from core.brokers.simulated.state import _BrokerState
 from core.kernel.domain import OrderType, Side, data_price, datetime_index, session_timestamp, timestamp_at
 
@@ -29,13 +29,20 @@ class _Matching(_BrokerState):
         events: dict[pd.Timestamp, dict[str, _Bar]],
         notes: list[str],
         arrays: Mapping[str, np.ndarray] | None = None,
+        view: _FrameView | None = None,
     ) -> None:
+        """Rows ``start:end`` of ``frame`` as bars of ``events`` (``view``: the frame's, when the caller has it)."""
         if arrays is None:
             arrays = {c: frame[c].to_numpy(dtype=float) for c in ("open", "high", "low", "close", "volume")}
-        columns = [arrays[c][start:end] for c in ("open", "high", "low", "close", "volume")]
-        for i, ts in enumerate(frame.index[start:end]):
-            o, h, low, c, v = (float(col[i]) for col in columns)
-            if not all(math.isfinite(x) for x in (o, h, low, c)):
+        if view is None:
+            view = _FrameView(frame)
+        opens, highs, lows, closes, volumes = (
+            arrays[c][start:end].tolist() for c in ("open", "high", "low", "close", "volume")
+        )
+        for i in range(end - start):
+            ts = view.stamp(start + i)
+            o, h, low, c, v = float(opens[i]), float(highs[i]), float(lows[i]), float(closes[i]), float(volumes[i])
+            if not (math.isfinite(o) and math.isfinite(h) and math.isfinite(low) and math.isfinite(c)):
                 notes.append(f"{symbol}: bar {ts.date()} has non-finite prices; no fills on it")
                 continue
             events.setdefault(ts, {})[symbol] = _Bar(

@@ -135,6 +135,7 @@ class _Snapshot(_BrokerState):
         self._seq = int(state["seq"])
         self._records = records
         self._open = dict.fromkeys(open_ids)
+        self._position_cache = {}
         self._holdings = {
             s: _Holding(
                 quantity=int(h["quantity"]),

@@ -10,13 +10,12 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
 from core.brokers.base import AccountState
 from core.brokers.costs import CommissionModel, SlippageModel
-from core.brokers.simulated.book import _Holding, _Mark, _Record
-from core.kernel.domain import Fill
+from core.brokers.simulated.book import _FrameView, _Holding, _Mark, _Record
+from core.kernel.domain import Fill, Position
 
 
 class _BrokerState:
@@ -35,10 +34,12 @@ class _BrokerState:
     _records: dict[str, _Record]
     _open: dict[str, None]  # working client order ids, insertion-ordered
     _holdings: dict[str, _Holding]
+    # per symbol: the holding's quantity, basis, mark, opened_at, realized, the average price and the Position built
+    _position_cache: dict[str, tuple[int, Decimal, _Mark | None, datetime, Decimal, Decimal, Position]]
     _cursors: dict[str, pd.Timestamp]
     _marks: dict[str, _Mark]
     _checked_frames: dict[str, pd.DataFrame]
-    _stamps: dict[str, tuple[pd.DataFrame, np.ndarray, str, Any]]
+    _frames: dict[str, _FrameView]
     _used: dict[str, tuple[pd.Timestamp, int]]
     _fills: list[Fill]
     _reported_fills: int
