@@ -78,6 +78,7 @@ identical results in both bus modes (``BUS_MODE=async|sync``).
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -546,8 +547,15 @@ async def run_backtest(
                 on_progress(done, total, outcome)
             on_equity(done, total, sessions[done - 1], float(_settled(broker.account()).equity))
 
+    # The objects alive now (modules, the frames, the app) live for the whole run: moved out of the collector's
+    # generations, a full collection no longer walks them (the 2,519-session default backtest: 5 full collections,
+    # ~0.3 s of CPU otherwise). Unfrozen after the sessions, so a process running several backtests collects them.
+    gc.freeze()
     try:
-        outcomes = await run_replay(app.orchestrator, clock.advance_to, sessions, stop=stop, on_progress=progress)
+        try:
+            outcomes = await run_replay(app.orchestrator, clock.advance_to, sessions, stop=stop, on_progress=progress)
+        finally:
+            gc.unfreeze()
         timings["sessions"] = time.perf_counter() - mark
         mark = time.perf_counter()
         await app.bus.close()

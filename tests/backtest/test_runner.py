@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import json
 import math
@@ -166,6 +167,7 @@ def test_backtest_when_run_again_and_in_sync_bus_mode_then_identical_results_but
     sync = _json(settings_factory(bus_mode="sync"), *argv)
 
     assert len(first["trades"]) >= 5  # something to reproduce
+    assert gc.get_freeze_count() == 0  # the run's objects were frozen for its sessions only: collectable again
     assert len({first["run_id"], again["run_id"], sync["run_id"]}) == 3
     assert _without_run_specifics(again) == _without_run_specifics(first)
     assert _without_run_specifics(sync) == _without_run_specifics(first)
