@@ -24,26 +24,10 @@ from core.backtest.runner import BacktestConfig, BacktestResult, run_backtest
 from core.data.files import read_bars_file
 from core.data.synthetic import generate_bars
 from core.kernel.calendar import MarketCalendar
+from scripts.ledger_fingerprint import TABLES, WALL_CLOCK  # the ledger tables, and the wall-clock columns
 from tests.conftest import make_settings
 
 UNIVERSE_STOCKS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "universe" / "stocks"
-TABLES = (
-    "iterations",
-    "decisions",
-    "orders",
-    "fills",
-    "equity_snapshots",
-    "audit_reports",
-    "breaker_events",
-    "positions",
-    "shadow_signals",
-    "shadow_matrices",
-    "llm_calls",
-    "order_intents",
-    "reconciliation_events",
-    "daemon_state",
-)
-WALL_CLOCK = {"iterations": {"recorded_at"}, "daemon_state": {"updated_at"}}  # written with the wall time
 MODE_FACTS = ("run_id", "database", "elapsed_s", "timings", "timings_s")
 SMA_RULES: dict[str, Any] = {
     "strategy": "trend_following",
